@@ -1,0 +1,169 @@
+//! REGISTER, LOGIN and the end of a session.
+//!
+//! Both commands hand the password to the hashing pool and mark the session
+//! busy, so the driver holds its next lines until the answer is in: whatever
+//! the client pipelined after LOGIN is then read as a logged-in session.
+
+use super::{AuthCtx, ChatError, Hub, Out, Output, Pending, SessionId, User, UserId, names, now_ms};
+use crate::auth::{self, Outcome, Work};
+use crate::line;
+use crate::store::Write;
+
+impl Hub {
+    pub(super) fn register(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        password: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let name = names::user(name)?;
+        names::password(password)?;
+        if self.by_name.contains_key(&name) || self.reserved.contains_key(&name) {
+            return Err(ChatError::UserExists);
+        }
+        self.reserved.insert(name.clone(), sid);
+        self.start_auth(
+            sid,
+            Work::Hash {
+                password: password.to_string(),
+            },
+            AuthCtx::Register { sid, name },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn login(
+        &mut self,
+        sid: SessionId,
+        name: &str,
+        password: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        // An unknown or malformed name still costs one verification, against
+        // the decoy hash, so timing does not reveal whether the user exists.
+        let user = names::user(name)
+            .ok()
+            .and_then(|n| self.by_name.get(&n).copied());
+        let phc = match user {
+            Some(u) => self.users[u as usize].phc.clone(),
+            None => self.decoy_phc.clone(),
+        };
+        self.start_auth(
+            sid,
+            Work::Verify {
+                password: password.to_string(),
+                phc,
+            },
+            AuthCtx::Login { sid, user },
+            out,
+        );
+        Ok(())
+    }
+
+    fn start_auth(&mut self, sid: SessionId, work: Work, ctx: AuthCtx, out: &mut Out) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.busy = true;
+        }
+        out.lines.push((sid, Output::Defer));
+        out.auth.push(auth::Job { work, ctx });
+    }
+
+    /// A hashing job came back from the pool.
+    pub fn authed(&mut self, done: auth::Done<AuthCtx>, out: &mut Out) {
+        match (done.ctx, done.outcome) {
+            (AuthCtx::Register { sid, name }, Outcome::Hashed(Some(phc))) => {
+                self.reserved.remove(&name);
+                if self.by_name.contains_key(&name) {
+                    return self.finish_auth(sid, Err(ChatError::UserExists), out);
+                }
+                let id = self.users.len() as UserId;
+                self.by_name.insert(name.clone(), id);
+                self.users.push(User::new(name.clone(), phc.clone(), None));
+                let write = Write::User {
+                    id,
+                    name,
+                    phc,
+                    created: now_ms(),
+                };
+                match self.cfg.durability {
+                    super::Durability::Sync => out.store.push(crate::store::Request {
+                        writes: vec![write],
+                        done: Some(Pending::Registered { sid, user: id }),
+                    }),
+                    super::Durability::Async => {
+                        self.persist(vec![write], out);
+                        self.registered(sid, id, true, out);
+                    }
+                }
+            }
+            (AuthCtx::Register { sid, name }, _) => {
+                self.reserved.remove(&name);
+                self.finish_auth(sid, Err(ChatError::Internal), out);
+            }
+            (AuthCtx::Login { sid, user }, Outcome::Verified(true)) => match user {
+                Some(uid) => {
+                    let reply = line!("OK LOGIN {}", self.name(uid));
+                    self.finish_auth(sid, Ok((uid, reply)), out);
+                }
+                None => self.finish_auth(sid, Err(ChatError::BadLogin), out),
+            },
+            (AuthCtx::Login { sid, .. }, _) => self.finish_auth(sid, Err(ChatError::BadLogin), out),
+        }
+    }
+
+    /// A new account is durable (or failed to be): log its session in.
+    pub(super) fn registered(&mut self, sid: SessionId, uid: UserId, ok: bool, out: &mut Out) {
+        let result = if ok {
+            Ok((uid, line!("OK REGISTER {}", self.name(uid))))
+        } else {
+            Err(ChatError::Storage)
+        };
+        self.finish_auth(sid, result, out);
+    }
+
+    /// Ends an auth step: answers the deferred command and frees the session's input.
+    fn finish_auth(
+        &mut self,
+        sid: SessionId,
+        result: Result<(UserId, bytes::Bytes), ChatError>,
+        out: &mut Out,
+    ) {
+        let Some(state) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        state.busy = false;
+        match result {
+            Ok((uid, reply)) => {
+                state.user = Some(uid);
+                log::info!("session {} logged in as {}", sid.0, self.name(uid));
+                out.lines.push((sid, Output::Complete(reply)));
+                self.session_opened(sid, uid, out);
+            }
+            Err(e) => out.lines.push((
+                sid,
+                Output::Complete(crate::protocol::encode::err(e.code(), &e)),
+            )),
+        }
+    }
+
+    fn session_opened(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
+        let user = &mut self.users[uid as usize];
+        user.sessions.push(sid);
+        if user.sessions.len() == 1 {
+            self.announce_presence(uid, out);
+        }
+    }
+
+    pub(super) fn logout(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
+        let user = &mut self.users[uid as usize];
+        user.sessions.retain(|&s| s != sid);
+        if user.sessions.is_empty() {
+            let at = now_ms();
+            user.last_seen = Some(at);
+            self.persist(vec![Write::LastSeen { user: uid, at }], out);
+            self.announce_presence(uid, out);
+        }
+    }
+}

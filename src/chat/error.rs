@@ -1,0 +1,95 @@
+//! What can go wrong in the chat domain, and the one place where each case
+//! becomes a stable ERR code.
+
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ChatError {
+    #[error("log in first with LOGIN <user> <password> or REGISTER <user> <password>")]
+    NotLoggedIn,
+    #[error("this session is already logged in")]
+    AlreadyLoggedIn,
+    #[error(
+        "user names are 1-32 characters: letters, digits, '_' or '-', starting with a letter"
+    )]
+    BadUsername,
+    #[error("passwords are 8-128 characters without spaces")]
+    BadPassword,
+    #[error("that user name is taken")]
+    UserExists,
+    #[error("invalid user name or password")]
+    BadLogin,
+    #[error("room names are '#' and 1-32 characters: letters, digits, '_' or '-'")]
+    BadRoomName,
+    #[error("no such room")]
+    NoSuchRoom,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error("you are not a member of {0}")]
+    NotMember(String),
+    #[error("already a member of {0}")]
+    AlreadyMember(String),
+    #[error("{0} already exists")]
+    RoomExists(String),
+    #[error("{0} is invite-only; an admin must ADD you")]
+    InviteOnly(String),
+    #[error("only an admin of {0} can do that")]
+    NotAdmin(String),
+    #[error("{0} is already in {1}")]
+    TargetAlreadyMember(String, String),
+    #[error("{0} is not in {1}")]
+    TargetNotMember(String, String),
+    #[error("you and {0} are not friends")]
+    NotFriends(String),
+    #[error("you cannot do that to yourself")]
+    SelfTarget,
+    #[error("you and {0} are already friends")]
+    AlreadyFriends(String),
+    #[error("a request to {0} is already pending")]
+    RequestPending(String),
+    #[error("no pending request from {0}")]
+    NoRequest(String),
+    #[error("message text may not contain control characters")]
+    BadText,
+    #[error("message longer than {0} bytes")]
+    TextTooLong(usize),
+    #[error("no command by that name; try HELP")]
+    NoSuchHelp,
+    #[error("the server could not save that; try again")]
+    Storage,
+    #[error("the server could not check that password; try again")]
+    Internal,
+}
+
+impl ChatError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ChatError::NotLoggedIn => "NOT_LOGGED_IN",
+            ChatError::AlreadyLoggedIn => "ALREADY_LOGGED_IN",
+            ChatError::BadUsername => "BAD_USERNAME",
+            ChatError::BadPassword => "BAD_PASSWORD",
+            ChatError::UserExists => "USER_EXISTS",
+            ChatError::BadLogin => "BAD_LOGIN",
+            ChatError::BadRoomName => "BAD_ROOM",
+            ChatError::NoSuchRoom => "NO_SUCH_ROOM",
+            ChatError::NoSuchUser => "NO_SUCH_USER",
+            ChatError::NotMember(_) => "NOT_MEMBER",
+            ChatError::AlreadyMember(_) => "ALREADY_MEMBER",
+            ChatError::RoomExists(_) => "ROOM_EXISTS",
+            ChatError::InviteOnly(_) => "INVITE_ONLY",
+            ChatError::NotAdmin(_) => "NOT_ADMIN",
+            ChatError::TargetAlreadyMember(..) => "ALREADY_MEMBER",
+            ChatError::TargetNotMember(..) => "TARGET_NOT_MEMBER",
+            ChatError::NotFriends(_) => "NOT_FRIENDS",
+            ChatError::SelfTarget => "SELF",
+            ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
+            ChatError::RequestPending(_) => "REQUEST_PENDING",
+            ChatError::NoRequest(_) => "NO_REQUEST",
+            ChatError::BadText => "BAD_TEXT",
+            ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
+            ChatError::NoSuchHelp => "UNKNOWN_COMMAND",
+            ChatError::Storage => "STORAGE",
+            ChatError::Internal => "INTERNAL",
+        }
+    }
+}

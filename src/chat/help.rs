@@ -1,0 +1,84 @@
+//! HELP: the command reference a person at `nc` reads.
+
+use bytes::Bytes;
+
+use super::ChatError;
+use crate::line;
+use crate::protocol::{command::VERBS, encode};
+
+/// (verb, usage, what it does). One entry per verb in `VERBS`.
+const TOPICS: &[(&str, &str, &str)] = &[
+    ("HELP", "HELP [command]", "list commands, or explain one"),
+    ("PING", "PING [token]", "check the connection: answers OK PONG [token]"),
+    ("QUIT", "QUIT", "close the connection"),
+    (
+        "REGISTER",
+        "REGISTER <user> <password>",
+        "create an account and log in (user: 1-32 of a-z 0-9 _ -, starting with a letter; password: 8-128 characters, no spaces)",
+    ),
+    ("LOGIN", "LOGIN <user> <password>", "log in; you may be logged in on several connections at once"),
+    ("JOIN", "JOIN #room", "join a public room, creating it if absent (its creator is its admin); recent messages follow the OK"),
+    ("CREATE", "CREATE #group", "create an invite-only group; you are its admin"),
+    ("LEAVE", "LEAVE #room", "leave a room or group"),
+    ("WHO", "WHO #room", "list members, each online or offline, admin or member"),
+    ("ROOMS", "ROOMS", "list your rooms and groups"),
+    ("ADD", "ADD #room <user>", "admins: add a user to a room or group"),
+    ("KICK", "KICK #room <user>", "admins: remove a user from a room or group"),
+    ("OP", "OP #room <user>", "admins: make a member an admin too"),
+    (
+        "SAY",
+        "SAY #room <text> | SAY @friend <text>",
+        "send a message to a room you are in, or to a friend; the text is the rest of the line",
+    ),
+    (
+        "FRIEND",
+        "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
+        "send, answer and list friend requests; list friends",
+    ),
+    ("PRESENCE", "PRESENCE <user>", "is the user online, and when were they last seen"),
+    ("STATS", "STATS", "the server's counters"),
+];
+
+pub fn help(verb: Option<&str>) -> Result<Bytes, ChatError> {
+    let mut lines = Vec::new();
+    match verb {
+        None => {
+            for verb in VERBS {
+                if let Some((_, usage, what)) = TOPICS.iter().find(|t| t.0 == *verb) {
+                    lines.push(line!("HELP {usage} - {what}"));
+                }
+            }
+            lines.push(line!("OK HELP {}", VERBS.len()));
+        }
+        Some(v) => {
+            let (verb, usage, what) = TOPICS
+                .iter()
+                .find(|t| t.0.eq_ignore_ascii_case(v))
+                .ok_or(ChatError::NoSuchHelp)?;
+            lines.push(line!("HELP {usage} - {what}"));
+            lines.push(line!("OK HELP {verb}"));
+        }
+    }
+    Ok(encode::join(&lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verb_has_a_topic() {
+        for verb in VERBS {
+            assert!(TOPICS.iter().any(|t| t.0 == *verb), "{verb} lacks HELP");
+        }
+        assert_eq!(TOPICS.len(), VERBS.len());
+    }
+
+    #[test]
+    fn one_topic() {
+        let text = help(Some("say")).unwrap();
+        assert!(text.starts_with(b"HELP SAY #room <text>"));
+        assert!(text.ends_with(b"OK HELP SAY\n"));
+        assert_eq!(help(Some("nope")), Err(ChatError::NoSuchHelp));
+    }
+}

@@ -1,0 +1,437 @@
+//! The chat domain: users, sessions, conversations and friendships.
+//!
+//! The [`Hub`] is sans-IO. It takes an input (a parsed command from session S,
+//! a finished password hash, a committed storage batch) and appends what
+//! should happen to an [`Out`]: lines for sessions, hashing jobs, storage
+//! writes. It never sees a socket, a thread or a clock it does not read itself,
+//! so it is unit-tested directly and the server loop stays a thin driver.
+
+mod accounts;
+mod error;
+mod friends;
+mod help;
+mod names;
+mod presence;
+mod rooms;
+mod say;
+mod state;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+pub use error::ChatError;
+pub use friends::{FriendError, Friends};
+pub use state::{Conv, ConvId, Member, Msg, User, UserId};
+
+use crate::auth;
+use crate::line;
+use crate::protocol::{Command, ParseError, encode};
+use crate::store::{self, Snapshot, Write};
+
+/// A connection, as the hub knows it. Assigned by the driver, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// What the driver must do for one session, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The answer to the session's current command.
+    Reply(Bytes),
+    /// A pushed event; not ordered with respect to replies.
+    Event(Bytes),
+    /// The current command's answer comes later, through `Complete`. Replies to
+    /// later commands wait behind it so answers keep command order.
+    Defer,
+    /// The answer to the oldest deferred command.
+    Complete(Bytes),
+    /// Close the session once what is queued for it has been written.
+    Close,
+    /// Answer STATS here: the driver owns the connection-level counters.
+    Stats,
+}
+
+/// Context carried through the password-hashing pool.
+#[derive(Debug)]
+pub enum AuthCtx {
+    Register {
+        sid: SessionId,
+        name: String,
+    },
+    Login {
+        sid: SessionId,
+        user: Option<UserId>,
+    },
+}
+
+/// Context carried through the storage thread; acted on once durable.
+#[derive(Debug)]
+pub enum Pending {
+    /// Send this reply.
+    Reply { sid: SessionId, reply: Bytes },
+    /// Publish this message and answer its sender.
+    Said {
+        sid: SessionId,
+        conv: ConvId,
+        msg: Msg,
+    },
+    /// Finish a registration: log the session in.
+    Registered { sid: SessionId, user: UserId },
+}
+
+/// Everything one input made the hub want done.
+#[derive(Default)]
+pub struct Out {
+    pub lines: Vec<(SessionId, Output)>,
+    pub auth: Vec<auth::Job<AuthCtx>>,
+    pub store: Vec<store::Request<Pending>>,
+}
+
+impl Out {
+    pub fn reply(&mut self, sid: SessionId, line: Bytes) {
+        self.lines.push((sid, Output::Reply(line)));
+    }
+    pub fn event(&mut self, sid: SessionId, line: Bytes) {
+        self.lines.push((sid, Output::Event(line)));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.auth.is_empty() && self.store.is_empty()
+    }
+}
+
+/// When a change counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// Answer OK only once the change is committed to disk.
+    Sync,
+    /// Answer OK at once; the storage thread commits shortly after.
+    Async,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub durability: Durability,
+    /// Messages each conversation keeps in memory, and replays on JOIN.
+    pub recent: usize,
+    /// Longest message text in bytes.
+    pub max_text: usize,
+    /// Presence events are sent to co-members of rooms up to this size only.
+    pub presence_room_limit: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            durability: Durability::Sync,
+            recent: 100,
+            max_text: 4000,
+            presence_room_limit: 500,
+        }
+    }
+}
+
+/// Counters read by STATS.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub messages_in: u64,
+    pub deliveries_out: u64,
+    pub commits: u64,
+    pub commit_micros_total: u64,
+    pub commit_micros_last: u64,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    user: Option<UserId>,
+    /// A password is being hashed for this session; its input waits.
+    busy: bool,
+}
+
+pub struct Hub {
+    cfg: HubConfig,
+    users: Vec<User>,
+    by_name: HashMap<String, UserId>,
+    /// Names with a registration in flight, so two cannot race for one name.
+    reserved: HashMap<String, SessionId>,
+    convs: Vec<Conv>,
+    rooms: HashMap<String, ConvId>,
+    directs: HashMap<(UserId, UserId), ConvId>,
+    friends: Friends,
+    sessions: HashMap<SessionId, SessionState>,
+    /// A PHC string that unknown users are verified against, so a failed
+    /// login takes as long whether or not the user exists.
+    decoy_phc: String,
+    pub counters: Counters,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn ms_to_time(ms: i64) -> String {
+    encode::time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
+}
+
+impl Hub {
+    /// Builds the in-memory tables from what storage loaded.
+    pub fn new(cfg: HubConfig, snapshot: Snapshot, decoy_phc: String) -> Hub {
+        let mut hub = Hub {
+            cfg,
+            users: Vec::new(),
+            by_name: HashMap::new(),
+            reserved: HashMap::new(),
+            convs: Vec::new(),
+            rooms: HashMap::new(),
+            directs: HashMap::new(),
+            friends: Friends::default(),
+            sessions: HashMap::new(),
+            decoy_phc,
+            counters: Counters::default(),
+        };
+        hub.load(snapshot);
+        hub
+    }
+
+    fn load(&mut self, snap: Snapshot) {
+        for row in snap.users {
+            let id = row.id as usize;
+            while self.users.len() < id {
+                self.users.push(User::placeholder());
+            }
+            self.by_name.insert(row.name.clone(), row.id);
+            self.users
+                .push(User::new(row.name, row.phc, row.last_seen));
+        }
+        for row in snap.convs {
+            let id = row.id as usize;
+            while self.convs.len() < id {
+                self.convs.push(Conv::placeholder());
+            }
+            let mut conv = Conv::new(row.id, row.kind, row.name);
+            conv.last_seq = row.last_seq;
+            conv.recent = row.recent.into_iter().map(Msg::from).collect();
+            match row.kind {
+                store::ConvKind::Direct => {}
+                _ => {
+                    self.rooms.insert(conv.name.clone(), row.id);
+                }
+            }
+            self.convs.push(conv);
+        }
+        for m in snap.members {
+            let (Some(conv), true) = (
+                self.convs.get_mut(m.conv as usize),
+                (m.user as usize) < self.users.len(),
+            ) else {
+                continue;
+            };
+            conv.members.push(Member {
+                user: m.user,
+                admin: m.admin,
+                joined: m.joined,
+            });
+            self.users[m.user as usize].convs.push(m.conv);
+        }
+        for conv in &self.convs {
+            if conv.kind == store::ConvKind::Direct
+                && let [a, b] = conv.members[..]
+            {
+                self.directs.insert(pair(a.user, b.user), conv.id);
+            }
+        }
+        self.friends.load(&snap.friendships, &snap.requests);
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    /// A new connection.
+    pub fn connect(&mut self, sid: SessionId) {
+        self.sessions.insert(sid, SessionState::default());
+    }
+
+    /// A connection closed, for whatever reason.
+    pub fn disconnect(&mut self, sid: SessionId, out: &mut Out) {
+        let Some(state) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.reserved.retain(|_, s| *s != sid);
+        if let Some(uid) = state.user {
+            self.logout(sid, uid, out);
+        }
+    }
+
+    /// Whether the driver may hand this session its next command now.
+    pub fn accepts_input(&self, sid: SessionId) -> bool {
+        self.sessions.get(&sid).is_some_and(|s| !s.busy)
+    }
+
+    pub fn user_of(&self, sid: SessionId) -> Option<UserId> {
+        self.sessions.get(&sid).and_then(|s| s.user)
+    }
+
+    pub fn sessions_online(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn users_online(&self) -> usize {
+        self.users.iter().filter(|u| !u.sessions.is_empty()).count()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// A line the framer or parser refused.
+    pub fn bad_line(&mut self, sid: SessionId, err: ParseError, out: &mut Out) {
+        out.reply(sid, encode::err(err.code(), err));
+    }
+
+    /// One parsed command from session `sid`.
+    pub fn handle(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) {
+        if let Err(e) = self.dispatch(sid, cmd, out) {
+            out.reply(sid, encode::err(e.code(), &e));
+        }
+    }
+
+    fn dispatch(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) -> Result<(), ChatError> {
+        let user = self.user_of(sid);
+        match (cmd, user) {
+            (Command::Help(verb), _) => out.reply(sid, help::help(verb)?),
+            (Command::Ping(token), _) => out.reply(
+                sid,
+                match token {
+                    Some(t) => line!("OK PONG {t}"),
+                    None => line!("OK PONG"),
+                },
+            ),
+            (Command::Quit, _) => {
+                out.reply(sid, line!("OK QUIT bye"));
+                out.lines.push((sid, Output::Close));
+            }
+            (Command::Register { user: name, password }, None) => {
+                self.register(sid, name, password, out)?
+            }
+            (Command::Login { user: name, password }, None) => {
+                self.login(sid, name, password, out)?
+            }
+            (Command::Register { .. } | Command::Login { .. }, Some(_)) => {
+                return Err(ChatError::AlreadyLoggedIn);
+            }
+            (_, None) => return Err(ChatError::NotLoggedIn),
+            (Command::Join(room), Some(uid)) => self.join(sid, uid, room, out)?,
+            (Command::Create(room), Some(uid)) => self.create(sid, uid, room, out)?,
+            (Command::Leave(room), Some(uid)) => self.leave(sid, uid, room, out)?,
+            (Command::Who(room), Some(uid)) => self.who(sid, uid, room, out)?,
+            (Command::Rooms, Some(uid)) => self.list_rooms(sid, uid, out),
+            (Command::Add { room, user }, Some(uid)) => self.add(sid, uid, room, user, out)?,
+            (Command::Kick { room, user }, Some(uid)) => self.kick(sid, uid, room, user, out)?,
+            (Command::Op { room, user }, Some(uid)) => self.op(sid, uid, room, user, out)?,
+            (Command::Say { to, text }, Some(uid)) => self.say(sid, uid, to, text, out)?,
+            (Command::Presence(name), Some(_)) => self.presence_query(sid, name, out)?,
+            (Command::Friend(cmd), Some(uid)) => self.friend(sid, uid, cmd, out)?,
+            (Command::Stats, Some(_)) => out.lines.push((sid, Output::Stats)),
+        }
+        Ok(())
+    }
+
+    /// Makes `writes` durable, then sends `reply` to `sid` (at once under
+    /// `--durability async`, after the commit under `sync`).
+    fn commit(&mut self, sid: SessionId, writes: Vec<Write>, reply: Bytes, out: &mut Out) {
+        match self.cfg.durability {
+            Durability::Sync => {
+                out.store.push(store::Request {
+                    writes,
+                    done: Some(Pending::Reply { sid, reply }),
+                });
+                out.lines.push((sid, Output::Defer));
+            }
+            Durability::Async => {
+                out.store.push(store::Request { writes, done: None });
+                out.reply(sid, reply);
+            }
+        }
+    }
+
+    /// Writes that nobody waits for (last-seen times, for instance).
+    fn persist(&mut self, writes: Vec<Write>, out: &mut Out) {
+        out.store.push(store::Request { writes, done: None });
+    }
+
+    /// A storage batch came back.
+    pub fn committed(&mut self, done: store::Committed<Pending>, out: &mut Out) {
+        self.counters.commits += 1;
+        let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
+        self.counters.commit_micros_last = micros;
+        self.counters.commit_micros_total += micros;
+        for (pending, ok) in done.done {
+            match pending {
+                Pending::Reply { sid, reply } => {
+                    let reply = if ok {
+                        reply
+                    } else {
+                        encode::err(ChatError::Storage.code(), ChatError::Storage)
+                    };
+                    out.lines.push((sid, Output::Complete(reply)));
+                }
+                Pending::Said { sid, conv, msg } => {
+                    if ok {
+                        self.publish(conv, msg, sid, true, out);
+                    } else {
+                        let e = ChatError::Storage;
+                        out.lines
+                            .push((sid, Output::Complete(encode::err(e.code(), e))));
+                    }
+                }
+                Pending::Registered { sid, user } => self.registered(sid, user, ok, out),
+            }
+        }
+    }
+
+    /// Every session of every member of `conv`.
+    fn member_sessions(&self, conv: ConvId) -> impl Iterator<Item = SessionId> + '_ {
+        self.convs[conv as usize]
+            .members
+            .iter()
+            .flat_map(|m| self.users[m.user as usize].sessions.iter().copied())
+    }
+
+    /// Sends `line` to every session of every member except `except`.
+    fn broadcast(&self, conv: ConvId, line: &Bytes, except: Option<SessionId>, out: &mut Out) {
+        for s in self.member_sessions(conv) {
+            if Some(s) != except {
+                out.event(s, line.clone());
+            }
+        }
+    }
+
+    /// Sends `line` to every session of `user` except `except`.
+    fn to_user(&self, user: UserId, line: &Bytes, except: Option<SessionId>, out: &mut Out) {
+        for &s in &self.users[user as usize].sessions {
+            if Some(s) != except {
+                out.event(s, line.clone());
+            }
+        }
+    }
+
+    fn name(&self, user: UserId) -> &str {
+        &self.users[user as usize].name
+    }
+
+    fn find_user(&self, name: &str) -> Result<UserId, ChatError> {
+        let name = names::user(name).map_err(|_| ChatError::NoSuchUser)?;
+        self.by_name
+            .get(&name)
+            .copied()
+            .ok_or(ChatError::NoSuchUser)
+    }
+}
+
+/// The key of a direct conversation: the two users, lower id first.
+fn pair(a: UserId, b: UserId) -> (UserId, UserId) {
+    (a.min(b), a.max(b))
+}
+
+#[cfg(test)]
+mod tests;

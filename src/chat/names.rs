@@ -1,0 +1,86 @@
+//! The rules for names, in one place. Names are case-insensitive: they are
+//! folded to lowercase, and shown that way.
+
+use super::ChatError;
+
+pub const MAX_NAME: usize = 32;
+
+fn valid_body(s: &str) -> bool {
+    (1..=MAX_NAME).contains(&s.len())
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A user name: 1-32 of `[a-z0-9_-]`, starting with a letter.
+pub fn user(name: &str) -> Result<String, ChatError> {
+    if valid_body(name) && name.as_bytes()[0].is_ascii_alphabetic() {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(ChatError::BadUsername)
+    }
+}
+
+/// A room name: `#` then 1-32 of `[a-z0-9_-]`.
+pub fn room(name: &str) -> Result<String, ChatError> {
+    match name.strip_prefix('#') {
+        Some(body) if valid_body(body) => Ok(name.to_ascii_lowercase()),
+        _ => Err(ChatError::BadRoomName),
+    }
+}
+
+/// A password: 8-128 characters, no whitespace or control characters.
+pub fn password(pw: &str) -> Result<(), ChatError> {
+    let n = pw.chars().count();
+    if (8..=128).contains(&n) && !pw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Ok(())
+    } else {
+        Err(ChatError::BadPassword)
+    }
+}
+
+/// Message text: no control characters (they would corrupt terminals and
+/// framing), at most `max` bytes.
+pub fn text(text: &str, max: usize) -> Result<(), ChatError> {
+    if text.len() > max {
+        return Err(ChatError::TextTooLong(max));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ChatError::BadText);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names() {
+        assert_eq!(user("Alice_1").unwrap(), "alice_1");
+        assert!(user("1alice").is_err());
+        assert!(user("").is_err());
+        assert!(user("al ice").is_err());
+        assert!(user("a\u{7}").is_err());
+        assert!(user(&"a".repeat(33)).is_err());
+        assert!(user(&"a".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn room_names() {
+        assert_eq!(room("#Lobby").unwrap(), "#lobby");
+        assert!(room("#").is_err());
+        assert!(room("lobby").is_err());
+        assert!(room("#a#b").is_err());
+        assert!(room("#1").is_ok());
+    }
+
+    #[test]
+    fn passwords_and_text() {
+        assert!(password("hunter22").is_ok());
+        assert!(password("short").is_err());
+        assert!(text("hi\tthere", 10).is_ok());
+        assert_eq!(text("a\rb", 10), Err(ChatError::BadText));
+        assert_eq!(text("abcdef", 3), Err(ChatError::TextTooLong(3)));
+    }
+}

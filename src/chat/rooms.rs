@@ -1,0 +1,309 @@
+//! Rooms and groups: JOIN, CREATE, LEAVE, WHO, ROOMS, ADD, KICK, OP.
+//!
+//! A public room (JOIN creates it) is open to anyone; a group (CREATE) is
+//! invite-only and admins ADD people. Both kinds have admins: the creator
+//! first, then whoever an admin OPs; when the last admin leaves, the
+//! longest-standing member becomes admin so a group is never orphaned.
+
+use bytes::Bytes;
+
+use super::{ChatError, Conv, ConvId, Hub, Member, Out, SessionId, UserId, names, now_ms};
+use crate::line;
+use crate::protocol::encode;
+use crate::store::{ConvKind, Write};
+
+impl Hub {
+    fn room_id(&self, name: &str) -> Result<(ConvId, String), ChatError> {
+        let name = names::room(name)?;
+        let id = *self.rooms.get(&name).ok_or(ChatError::NoSuchRoom)?;
+        Ok((id, name))
+    }
+
+    /// The room, which the caller must be a member of.
+    fn member_room(&self, uid: UserId, name: &str) -> Result<(ConvId, String), ChatError> {
+        let (id, name) = self.room_id(name)?;
+        if self.convs[id as usize].member(uid).is_none() {
+            return Err(ChatError::NotMember(name));
+        }
+        Ok((id, name))
+    }
+
+    /// The room, where the caller must be an admin.
+    fn admin_room(&self, uid: UserId, name: &str) -> Result<(ConvId, String), ChatError> {
+        let (id, name) = self.member_room(uid, name)?;
+        if !self.convs[id as usize].is_admin(uid) {
+            return Err(ChatError::NotAdmin(name));
+        }
+        Ok((id, name))
+    }
+
+    fn new_conv(&mut self, kind: ConvKind, name: String, writes: &mut Vec<Write>) -> ConvId {
+        let id = self.convs.len() as ConvId;
+        writes.push(Write::Conv {
+            id,
+            kind,
+            name: name.clone(),
+            created: now_ms(),
+        });
+        if kind != ConvKind::Direct {
+            self.rooms.insert(name.clone(), id);
+        }
+        self.convs.push(Conv::new(id, kind, name));
+        id
+    }
+
+    /// Adds `uid` to the conversation; the first member of an admin-less
+    /// conversation becomes its admin.
+    fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
+        let c = &mut self.convs[conv as usize];
+        let member = Member {
+            user: uid,
+            admin: c.kind != ConvKind::Direct && !c.members.iter().any(|m| m.admin),
+            joined: now_ms(),
+        };
+        c.members.push(member);
+        self.users[uid as usize].convs.push(conv);
+        writes.push(Write::Member {
+            conv,
+            user: uid,
+            admin: member.admin,
+            joined: member.joined,
+        });
+    }
+
+    /// Removes `uid`; promotes the longest-standing member if no admin is left.
+    /// Returns the promoted user.
+    fn remove_member(
+        &mut self,
+        conv: ConvId,
+        uid: UserId,
+        writes: &mut Vec<Write>,
+    ) -> Option<UserId> {
+        let c = &mut self.convs[conv as usize];
+        c.members.retain(|m| m.user != uid);
+        self.users[uid as usize].convs.retain(|&x| x != conv);
+        writes.push(Write::RemoveMember { conv, user: uid });
+        if c.members.iter().any(|m| m.admin) {
+            return None;
+        }
+        let heir = c.members.first_mut()?;
+        heir.admin = true;
+        writes.push(Write::Member {
+            conv,
+            user: heir.user,
+            admin: true,
+            joined: heir.joined,
+        });
+        Some(heir.user)
+    }
+
+    /// The recent messages of a room, as the MSG lines a joiner receives.
+    fn replay(&self, conv: ConvId) -> Vec<Bytes> {
+        let c = &self.convs[conv as usize];
+        c.recent
+            .iter()
+            .map(|m| self.msg_line(&c.name, m))
+            .collect()
+    }
+
+    pub(super) fn join(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let name = names::room(room)?;
+        let mut writes = Vec::new();
+        let (conv, created) = match self.rooms.get(&name) {
+            Some(&id) => {
+                let c = &self.convs[id as usize];
+                if c.member(uid).is_some() {
+                    return Err(ChatError::AlreadyMember(name));
+                }
+                if c.kind == ConvKind::Group {
+                    return Err(ChatError::InviteOnly(name));
+                }
+                (id, false)
+            }
+            None => (self.new_conv(ConvKind::Public, name.clone(), &mut writes), true),
+        };
+        self.add_member(conv, uid, &mut writes);
+        let event = line!("JOINED {name} {}", self.name(uid));
+        self.broadcast(conv, &event, Some(sid), out);
+        let mut reply = vec![line!(
+            "OK JOIN {name} {}",
+            if created { "created" } else { "joined" }
+        )];
+        reply.extend(self.replay(conv));
+        self.commit(sid, writes, encode::join(&reply), out);
+        Ok(())
+    }
+
+    pub(super) fn create(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let name = names::room(room)?;
+        if self.rooms.contains_key(&name) {
+            return Err(ChatError::RoomExists(name));
+        }
+        let mut writes = Vec::new();
+        let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
+        self.add_member(conv, uid, &mut writes);
+        let event = line!("JOINED {name} {}", self.name(uid));
+        self.broadcast(conv, &event, Some(sid), out);
+        self.commit(sid, writes, line!("OK CREATE {name}"), out);
+        Ok(())
+    }
+
+    pub(super) fn leave(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let (conv, name) = self.member_room(uid, room)?;
+        let event = line!("LEFT {name} {}", self.name(uid));
+        // Everyone who was a member hears it, the leaver's other sessions too.
+        self.broadcast(conv, &event, Some(sid), out);
+        let mut writes = Vec::new();
+        if let Some(heir) = self.remove_member(conv, uid, &mut writes) {
+            let opped = line!("OPPED {name} {} server", self.name(heir));
+            self.broadcast(conv, &opped, None, out);
+        }
+        self.commit(sid, writes, line!("OK LEAVE {name}"), out);
+        Ok(())
+    }
+
+    pub(super) fn who(
+        &self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let (conv, name) = self.room_id(room)?;
+        let c = &self.convs[conv as usize];
+        if c.kind == ConvKind::Group && c.member(uid).is_none() {
+            return Err(ChatError::NotMember(name));
+        }
+        let mut lines: Vec<Bytes> = c
+            .members
+            .iter()
+            .map(|m| {
+                let u = &self.users[m.user as usize];
+                line!(
+                    "MEMBER {name} {} {} {}",
+                    u.name,
+                    if u.online() { "online" } else { "offline" },
+                    if m.admin { "admin" } else { "member" }
+                )
+            })
+            .collect();
+        lines.push(line!("OK WHO {name} {}", c.members.len()));
+        out.reply(sid, encode::join(&lines));
+        Ok(())
+    }
+
+    pub(super) fn list_rooms(&self, sid: SessionId, uid: UserId, out: &mut Out) {
+        let mut lines: Vec<Bytes> = self.users[uid as usize]
+            .convs
+            .iter()
+            .map(|&id| &self.convs[id as usize])
+            .filter(|c| c.kind != ConvKind::Direct)
+            .map(|c| {
+                let kind = if c.kind == ConvKind::Group {
+                    "group"
+                } else {
+                    "public"
+                };
+                let role = if c.is_admin(uid) { "admin" } else { "member" };
+                line!("ROOM {} {kind} {} {role}", c.name, c.members.len())
+            })
+            .collect();
+        lines.push(line!("OK ROOMS {}", lines.len()));
+        out.reply(sid, encode::join(&lines));
+    }
+
+    pub(super) fn add(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        who: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let (conv, name) = self.admin_room(uid, room)?;
+        let target = self.find_user(who)?;
+        let target_name = self.name(target).to_string();
+        if self.convs[conv as usize].member(target).is_some() {
+            return Err(ChatError::TargetAlreadyMember(target_name, name));
+        }
+        let mut writes = Vec::new();
+        self.add_member(conv, target, &mut writes);
+        let event = line!("ADDED {name} {target_name} {}", self.name(uid));
+        self.broadcast(conv, &event, Some(sid), out);
+        self.commit(sid, writes, line!("OK ADD {name} {target_name}"), out);
+        Ok(())
+    }
+
+    pub(super) fn kick(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        who: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let (conv, name) = self.admin_room(uid, room)?;
+        let target = self.find_user(who)?;
+        let target_name = self.name(target).to_string();
+        if target == uid {
+            return Err(ChatError::SelfTarget);
+        }
+        if self.convs[conv as usize].member(target).is_none() {
+            return Err(ChatError::TargetNotMember(target_name, name));
+        }
+        // The event goes out while the target is still a member, so they hear
+        // of their own kick; nothing after this reaches them.
+        let event = line!("KICKED {name} {target_name} {}", self.name(uid));
+        self.broadcast(conv, &event, Some(sid), out);
+        let mut writes = Vec::new();
+        self.remove_member(conv, target, &mut writes);
+        self.commit(sid, writes, line!("OK KICK {name} {target_name}"), out);
+        Ok(())
+    }
+
+    pub(super) fn op(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        room: &str,
+        who: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let (conv, name) = self.admin_room(uid, room)?;
+        let target = self.find_user(who)?;
+        let target_name = self.name(target).to_string();
+        let c = &mut self.convs[conv as usize];
+        let Some(member) = c.members.iter_mut().find(|m| m.user == target) else {
+            return Err(ChatError::TargetNotMember(target_name, name));
+        };
+        member.admin = true;
+        let write = Write::Member {
+            conv,
+            user: target,
+            admin: true,
+            joined: member.joined,
+        };
+        let event = line!("OPPED {name} {target_name} {}", self.name(uid));
+        self.broadcast(conv, &event, Some(sid), out);
+        self.commit(sid, vec![write], line!("OK OP {name} {target_name}"), out);
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! SAY: the one publish pipeline for rooms, groups and direct conversations.
+//!
+//! A message gets its conversation's next seq and a UUIDv7 id, is handed to
+//! storage, and (under `--durability sync`) is fanned out and acknowledged
+//! only once committed, so nobody ever sees a message that a crash could
+//! take back. Its MSG line is encoded once per point of view (one for a room,
+//! two for a direct conversation) and that buffer is shared by every recipient.
+
+use bytes::Bytes;
+
+use super::{ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, SessionId, UserId};
+use super::{ms_to_time, names, now_ms, pair};
+use crate::line;
+use crate::protocol::Target;
+use crate::store::{self, ConvKind, StoredMessage, Write};
+
+impl Hub {
+    pub(super) fn say(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        to: Target<'_>,
+        text: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        names::text(text, self.cfg.max_text)?;
+        let mut writes = Vec::with_capacity(1);
+        let conv = match to {
+            Target::Room(room) => {
+                let name = names::room(room)?;
+                let id = *self.rooms.get(&name).ok_or(ChatError::NoSuchRoom)?;
+                if self.convs[id as usize].member(uid).is_none() {
+                    return Err(ChatError::NotMember(name));
+                }
+                id
+            }
+            Target::User(friend) => self.direct_conv(uid, friend, &mut writes)?,
+        };
+        self.counters.messages_in += 1;
+        let c = &mut self.convs[conv as usize];
+        c.last_seq += 1;
+        let msg = Msg {
+            seq: c.last_seq,
+            id: uuid::Uuid::now_v7(),
+            sender: uid,
+            at: now_ms(),
+            text: text.into(),
+        };
+        writes.push(Write::Message(StoredMessage {
+            conv,
+            seq: msg.seq,
+            id: msg.id,
+            sender: uid,
+            at: msg.at,
+            text: text.to_string(),
+        }));
+        match self.cfg.durability {
+            Durability::Sync => {
+                out.store.push(store::Request {
+                    writes,
+                    done: Some(Pending::Said { sid, conv, msg }),
+                });
+                out.lines.push((sid, Output::Defer));
+            }
+            Durability::Async => {
+                out.store.push(store::Request { writes, done: None });
+                self.publish(conv, msg, sid, false, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// The direct conversation between `uid` and the friend named `friend`,
+    /// created on first use.
+    fn direct_conv(
+        &mut self,
+        uid: UserId,
+        friend: &str,
+        writes: &mut Vec<Write>,
+    ) -> Result<ConvId, ChatError> {
+        let other = self.find_user(friend)?;
+        if other == uid {
+            return Err(ChatError::SelfTarget);
+        }
+        if !self.friends.are_friends(uid, other) {
+            return Err(ChatError::NotFriends(self.name(other).to_string()));
+        }
+        let key = pair(uid, other);
+        if let Some(&id) = self.directs.get(&key) {
+            return Ok(id);
+        }
+        let id = self.new_direct(key, writes);
+        Ok(id)
+    }
+
+    fn new_direct(&mut self, (a, b): (UserId, UserId), writes: &mut Vec<Write>) -> ConvId {
+        let id = self.convs.len() as ConvId;
+        let name = format!("@{a}:{b}");
+        writes.push(Write::Conv {
+            id,
+            kind: ConvKind::Direct,
+            name: name.clone(),
+            created: now_ms(),
+        });
+        let mut conv = super::Conv::new(id, ConvKind::Direct, name);
+        for user in [a, b] {
+            let joined = now_ms();
+            conv.members.push(super::Member {
+                user,
+                admin: false,
+                joined,
+            });
+            self.users[user as usize].convs.push(id);
+            writes.push(Write::Member {
+                conv: id,
+                user,
+                admin: false,
+                joined,
+            });
+        }
+        self.convs.push(conv);
+        self.directs.insert((a, b), id);
+        id
+    }
+
+    /// `MSG <conv> <seq> <msgid> <sender> <time> <text>`, where `conv` is the
+    /// name as the recipient sees it.
+    pub(super) fn msg_line(&self, conv_name: &str, m: &Msg) -> Bytes {
+        line!(
+            "MSG {conv_name} {} {} {} {} {}",
+            m.seq,
+            m.id,
+            self.name(m.sender),
+            ms_to_time(m.at),
+            m.text
+        )
+    }
+
+    /// How `viewer` names a conversation: `#room`, or `@other` for a direct one.
+    pub(super) fn conv_name_for(&self, conv: ConvId, viewer: UserId) -> String {
+        let c = &self.convs[conv as usize];
+        if c.kind != ConvKind::Direct {
+            return c.name.clone();
+        }
+        let other = c
+            .members
+            .iter()
+            .map(|m| m.user)
+            .find(|&u| u != viewer)
+            .unwrap_or(viewer);
+        format!("@{}", self.name(other))
+    }
+
+    /// Delivers a durable message to everyone, and answers its sender:
+    /// `complete` says whether the sender's reply was deferred.
+    pub(super) fn publish(
+        &mut self,
+        conv: ConvId,
+        msg: Msg,
+        origin: SessionId,
+        complete: bool,
+        out: &mut Out,
+    ) {
+        let c = &self.convs[conv as usize];
+        let sender_view = self.conv_name_for(conv, msg.sender);
+        let mut sent = 0u64;
+        if c.kind == ConvKind::Direct {
+            for m in &c.members {
+                let line = self.msg_line(&self.conv_name_for(conv, m.user), &msg);
+                for &s in &self.users[m.user as usize].sessions {
+                    if s != origin {
+                        out.event(s, line.clone());
+                        sent += 1;
+                    }
+                }
+            }
+        } else {
+            let line = self.msg_line(&c.name, &msg);
+            for s in self.member_sessions(conv) {
+                if s != origin {
+                    out.event(s, line.clone());
+                    sent += 1;
+                }
+            }
+        }
+        self.counters.deliveries_out += sent;
+        let reply = line!("OK SAY {sender_view} {} {}", msg.seq, msg.id);
+        out.lines.push((
+            origin,
+            if complete {
+                Output::Complete(reply)
+            } else {
+                Output::Reply(reply)
+            },
+        ));
+        let recent = self.cfg.recent;
+        let c = &mut self.convs[conv as usize];
+        if recent > 0 {
+            if c.recent.len() >= recent {
+                c.recent.pop_front();
+            }
+            c.recent.push_back(msg);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The in-memory tables: the hot path that every command reads.
+
+use std::collections::VecDeque;
+
+use super::SessionId;
+use crate::store::{ConvKind, StoredMessage};
+
+/// Index into the hub's user table; also the primary key on disk.
+pub type UserId = u32;
+/// Index into the hub's conversation table; also the primary key on disk.
+pub type ConvId = u32;
+
+#[derive(Debug)]
+pub struct User {
+    pub name: String,
+    pub phc: String,
+    /// Open sessions, in login order. Online while non-empty.
+    pub sessions: Vec<SessionId>,
+    /// Conversations this user is a member of.
+    pub convs: Vec<ConvId>,
+    /// Unix ms of the last logout; `None` for never logged in.
+    pub last_seen: Option<i64>,
+}
+
+impl User {
+    pub fn new(name: String, phc: String, last_seen: Option<i64>) -> Self {
+        User {
+            name,
+            phc,
+            sessions: Vec::new(),
+            convs: Vec::new(),
+            last_seen,
+        }
+    }
+
+    /// Fills an id that storage skipped; it has no name, so nobody finds it.
+    pub fn placeholder() -> Self {
+        User::new(String::new(), String::new(), None)
+    }
+
+    pub fn online(&self) -> bool {
+        !self.sessions.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub user: UserId,
+    pub admin: bool,
+    /// Unix ms when the user joined; members are kept in this order.
+    pub joined: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub seq: u64,
+    pub id: uuid::Uuid,
+    pub sender: UserId,
+    /// Unix ms.
+    pub at: i64,
+    pub text: Box<str>,
+}
+
+impl From<StoredMessage> for Msg {
+    fn from(m: StoredMessage) -> Self {
+        Msg {
+            seq: m.seq,
+            id: m.id,
+            sender: m.sender,
+            at: m.at,
+            text: m.text.into_boxed_str(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Conv {
+    pub id: ConvId,
+    pub kind: ConvKind,
+    /// `#name` for rooms and groups; an internal key for direct conversations.
+    pub name: String,
+    /// Members in the order they joined; the first is the longest-standing.
+    pub members: Vec<Member>,
+    /// Seq of the newest message (0 before the first).
+    pub last_seq: u64,
+    /// The newest messages, oldest first.
+    pub recent: VecDeque<Msg>,
+}
+
+impl Conv {
+    pub fn new(id: ConvId, kind: ConvKind, name: String) -> Self {
+        Conv {
+            id,
+            kind,
+            name,
+            members: Vec::new(),
+            last_seq: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn placeholder() -> Self {
+        Conv::new(0, ConvKind::Group, String::new())
+    }
+
+    pub fn member(&self, user: UserId) -> Option<&Member> {
+        self.members.iter().find(|m| m.user == user)
+    }
+
+    pub fn is_admin(&self, user: UserId) -> bool {
+        self.member(user).is_some_and(|m| m.admin)
+    }
+}

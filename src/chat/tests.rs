@@ -1,0 +1,295 @@
+//! Hub tests without sockets: commands in, lines out.
+
+use super::*;
+use crate::protocol::parse;
+
+fn hub(durability: Durability) -> Hub {
+    let cfg = HubConfig {
+        durability,
+        ..HubConfig::default()
+    };
+    Hub::new(cfg, Snapshot::default(), "decoy".into())
+}
+
+/// Drives a hub the way the server does, answering hashing and storage
+/// requests synchronously, and records every line per session as text.
+struct Harness {
+    hub: Hub,
+    lines: Vec<(SessionId, String)>,
+    next: u64,
+}
+
+impl Harness {
+    fn new(durability: Durability) -> Self {
+        Harness {
+            hub: hub(durability),
+            lines: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn connect(&mut self) -> SessionId {
+        self.next += 1;
+        let sid = SessionId(self.next);
+        self.hub.connect(sid);
+        sid
+    }
+
+    fn drain(&mut self, mut out: Out) {
+        loop {
+            for (sid, o) in out.lines.drain(..) {
+                let text = match o {
+                    Output::Reply(b) | Output::Event(b) | Output::Complete(b) => {
+                        String::from_utf8(b.to_vec()).unwrap()
+                    }
+                    Output::Defer => continue,
+                    Output::Close => "<close>\n".into(),
+                    Output::Stats => "<stats>\n".into(),
+                };
+                for l in text.lines() {
+                    self.lines.push((sid, l.to_string()));
+                }
+            }
+            let mut next = Out::default();
+            for job in out.auth.drain(..) {
+                // Stand-in for argon2: the "hash" of p is "h:p".
+                let outcome = match job.work {
+                    auth::Work::Hash { password } => {
+                        auth::Outcome::Hashed(Some(format!("h:{password}")))
+                    }
+                    auth::Work::Verify { password, phc } => {
+                        auth::Outcome::Verified(phc == format!("h:{password}"))
+                    }
+                };
+                self.hub.authed(
+                    auth::Done {
+                        outcome,
+                        ctx: job.ctx,
+                    },
+                    &mut next,
+                );
+            }
+            let done: Vec<_> = out
+                .store
+                .drain(..)
+                .filter_map(|r| r.done.map(|d| (d, true)))
+                .collect();
+            if !done.is_empty() {
+                self.hub.committed(
+                    store::Committed {
+                        done,
+                        took: std::time::Duration::ZERO,
+                    },
+                    &mut next,
+                );
+            }
+            if next.is_empty() {
+                return;
+            }
+            out = next;
+        }
+    }
+
+    fn send(&mut self, sid: SessionId, line: &str) {
+        let mut out = Out::default();
+        match parse(line) {
+            Ok(cmd) => self.hub.handle(sid, cmd, &mut out),
+            Err(e) => self.hub.bad_line(sid, e, &mut out),
+        }
+        self.drain(out);
+    }
+
+    /// Lines received by `sid` since the last call.
+    fn take(&mut self, sid: SessionId) -> Vec<String> {
+        let (mine, rest) = self.lines.drain(..).partition(|(s, _)| *s == sid);
+        self.lines = rest;
+        mine.into_iter().map(|(_, l)| l).collect()
+    }
+
+    fn user(&mut self, name: &str) -> SessionId {
+        let sid = self.connect();
+        self.send(sid, &format!("REGISTER {name} password1"));
+        assert_eq!(self.take(sid), [format!("OK REGISTER {name}")]);
+        sid
+    }
+}
+
+fn strip_msg(line: &str) -> String {
+    // MSG <conv> <seq> <id> <sender> <time> <text>: drop id and time.
+    let p: Vec<&str> = line.splitn(7, ' ').collect();
+    format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
+}
+
+#[test]
+fn commands_before_login_are_refused() {
+    let mut h = Harness::new(Durability::Sync);
+    let s = h.connect();
+    h.send(s, "JOIN #a");
+    h.send(s, "PING x");
+    assert_eq!(
+        h.take(s),
+        [
+            "ERR NOT_LOGGED_IN log in first with LOGIN <user> <password> or REGISTER <user> <password>",
+            "OK PONG x"
+        ]
+    );
+}
+
+#[test]
+fn register_login_and_bad_login_look_alike() {
+    let mut h = Harness::new(Durability::Sync);
+    h.user("alice");
+    let s = h.connect();
+    h.send(s, "LOGIN alice wrongpass");
+    h.send(s, "LOGIN nobody password1");
+    h.send(s, "LOGIN Alice password1");
+    h.send(s, "LOGIN alice password1");
+    assert_eq!(
+        h.take(s),
+        [
+            "ERR BAD_LOGIN invalid user name or password",
+            "ERR BAD_LOGIN invalid user name or password",
+            "OK LOGIN alice",
+            "ERR ALREADY_LOGGED_IN this session is already logged in"
+        ]
+    );
+    let t = h.connect();
+    h.send(t, "REGISTER ALICE password1");
+    h.send(t, "REGISTER 9lives password1");
+    h.send(t, "REGISTER bob short");
+    let got = h.take(t);
+    assert!(got[0].starts_with("ERR USER_EXISTS"));
+    assert!(got[1].starts_with("ERR BAD_USERNAME"));
+    assert!(got[2].starts_with("ERR BAD_PASSWORD"));
+}
+
+#[test]
+fn room_chat_reaches_every_session_but_the_sender() {
+    for durability in [Durability::Sync, Durability::Async] {
+        let mut h = Harness::new(durability);
+        let a1 = h.user("alice");
+        let a2 = h.connect();
+        h.send(a2, "LOGIN alice password1");
+        let b = h.user("bob");
+        h.send(a1, "JOIN #Lobby");
+        h.send(b, "JOIN #lobby");
+        assert_eq!(h.take(a1), ["OK JOIN #lobby created", "JOINED #lobby bob"]);
+        assert_eq!(h.take(b), ["OK JOIN #lobby joined"]);
+        h.take(a2);
+        h.send(b, "SAY #lobby hello   there");
+        let ok = h.take(b);
+        assert!(ok[0].starts_with("OK SAY #lobby 1 "), "{ok:?}");
+        let got: Vec<String> = h.take(a1).iter().map(|l| strip_msg(l)).collect();
+        assert_eq!(got, ["MSG #lobby 1 bob hello   there"]);
+        assert_eq!(h.take(a2).len(), 1);
+        let c = h.user("carol");
+        h.send(c, "SAY #lobby hi");
+        assert_eq!(
+            h.take(c),
+            ["ERR NOT_MEMBER you are not a member of #lobby"]
+        );
+        h.send(c, "JOIN #lobby");
+        let got = h.take(c);
+        assert_eq!(got[0], "OK JOIN #lobby joined");
+        assert_eq!(strip_msg(&got[1]), "MSG #lobby 1 bob hello   there");
+    }
+}
+
+#[test]
+fn presence_on_first_login_and_last_logout() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    h.take(a);
+    let b2 = h.connect();
+    h.send(b2, "LOGIN bob password1");
+    assert!(h.take(a).is_empty(), "second session is not news");
+    let mut out = Out::default();
+    h.hub.disconnect(b, &mut out);
+    h.drain(out);
+    assert!(h.take(a).is_empty(), "bob still has a session");
+    let mut out = Out::default();
+    h.hub.disconnect(b2, &mut out);
+    h.drain(out);
+    let got = h.take(a);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("PRESENCE bob offline 20"), "{got:?}");
+    let b3 = h.connect();
+    h.send(b3, "LOGIN bob password1");
+    assert_eq!(h.take(a), ["PRESENCE bob online"]);
+    h.send(a, "PRESENCE bob");
+    assert_eq!(h.take(a), ["OK PRESENCE bob online"]);
+}
+
+#[test]
+fn groups_are_invite_only_and_kicked_members_hear_nothing_more() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "CREATE #team");
+    h.send(b, "JOIN #team");
+    h.send(b, "WHO #team");
+    assert!(h.take(b).iter().all(|l| l.starts_with("ERR ")));
+    h.send(b, "ADD #team bob");
+    assert_eq!(h.take(b), ["ERR NOT_MEMBER you are not a member of #team"]);
+    h.send(a, "ADD #team bob");
+    assert_eq!(h.take(b), ["ADDED #team bob alice"]);
+    h.send(b, "KICK #team alice");
+    assert_eq!(h.take(b), ["ERR NOT_ADMIN only an admin of #team can do that"]);
+    h.send(a, "KICK #team bob");
+    h.send(a, "SAY #team after");
+    assert_eq!(h.take(b), ["KICKED #team bob alice"]);
+    h.send(b, "SAY #team hello?");
+    assert_eq!(h.take(b), ["ERR NOT_MEMBER you are not a member of #team"]);
+}
+
+#[test]
+fn last_admin_leaving_promotes_longest_standing_member() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    h.send(a, "CREATE #g");
+    h.send(a, "ADD #g bob");
+    h.send(a, "ADD #g carol");
+    h.take(b);
+    h.take(c);
+    h.send(a, "LEAVE #g");
+    assert_eq!(h.take(c), ["LEFT #g alice", "OPPED #g bob server"]);
+    h.send(b, "WHO #g");
+    assert_eq!(
+        h.take(b),
+        [
+            "LEFT #g alice",
+            "OPPED #g bob server",
+            "MEMBER #g bob online admin",
+            "MEMBER #g carol online member",
+            "OK WHO #g 2"
+        ]
+    );
+}
+
+#[test]
+fn direct_messages_need_friendship_and_history_stays() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "SAY @bob hi");
+    assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
+    h.send(a, "FRIEND ADD bob");
+    assert_eq!(h.take(a), ["OK FRIEND ADD bob pending"]);
+    assert_eq!(h.take(b), ["FRIEND REQUEST alice"]);
+    h.send(b, "FRIEND ACCEPT alice");
+    assert_eq!(h.take(a), ["FRIEND ACCEPTED bob"]);
+    assert_eq!(h.take(b), ["OK FRIEND ACCEPT alice"]);
+    h.send(a, "SAY @bob hi bob");
+    assert!(h.take(a)[0].starts_with("OK SAY @bob 1 "));
+    let got: Vec<String> = h.take(b).iter().map(|l| strip_msg(l)).collect();
+    assert_eq!(got, ["MSG @alice 1 alice hi bob"]);
+    h.send(b, "FRIEND REMOVE alice");
+    assert_eq!(h.take(a), ["FRIEND REMOVED bob"]);
+    h.send(a, "SAY @bob still there?");
+    assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
+}

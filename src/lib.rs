@@ -1,0 +1,14 @@
+//! linechat: a chat server on one mio event loop, speaking a text line protocol.
+//!
+//! - [`protocol`]: framing, parsing and encoding lines (no I/O).
+//! - [`chat`]: the sans-IO domain: users, rooms, friends, the publish pipeline.
+//! - [`auth`]: argon2 password hashing on worker threads.
+//! - [`store`]: SQLite on a storage thread.
+//! - [`server`]: the event loop, sessions and their outboxes.
+
+pub mod auth;
+pub mod chat;
+
+pub mod protocol;
+
+pub mod store;

@@ -1,0 +1,247 @@
+//! Parsing one line into a [`Command`].
+//!
+//! Parsing is a pure function from `&str` to a command that borrows from the
+//! line, so it allocates nothing and can be fuzzed on its own. It checks shape
+//! only (verb, argument count, target sigils); names are validated by the chat
+//! layer, which owns the rules for them.
+
+use super::ParseError;
+
+/// A conversation as the client names it: `#room` or `@friend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Room(&'a str),
+    User(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendCmd<'a> {
+    Add(&'a str),
+    Accept(&'a str),
+    Reject(&'a str),
+    Remove(&'a str),
+    List,
+    Requests,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command<'a> {
+    Help(Option<&'a str>),
+    Ping(Option<&'a str>),
+    Quit,
+    Register { user: &'a str, password: &'a str },
+    Login { user: &'a str, password: &'a str },
+    Join(&'a str),
+    Create(&'a str),
+    Leave(&'a str),
+    Who(&'a str),
+    Rooms,
+    Add { room: &'a str, user: &'a str },
+    Kick { room: &'a str, user: &'a str },
+    Op { room: &'a str, user: &'a str },
+    Say { to: Target<'a>, text: &'a str },
+    Presence(&'a str),
+    Friend(FriendCmd<'a>),
+    Stats,
+}
+
+/// Every verb the server knows, in the order HELP lists them.
+pub const VERBS: &[&str] = &[
+    "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS", "ADD",
+    "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "STATS",
+];
+
+impl Command<'_> {
+    /// Commands a session may send before it has logged in.
+    pub fn allowed_before_login(&self) -> bool {
+        matches!(
+            self,
+            Command::Help(_)
+                | Command::Ping(_)
+                | Command::Quit
+                | Command::Register { .. }
+                | Command::Login { .. }
+        )
+    }
+}
+
+/// Splits off the first space-separated word; the rest keeps its inner spaces.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start_matches(' ');
+    match s.find(' ') {
+        Some(i) => (&s[..i], s[i + 1..].trim_start_matches(' ')),
+        None => (s, ""),
+    }
+}
+
+/// Splits exactly `N` space-separated words, refusing fewer or more.
+fn words<'a, const N: usize>(args: &'a str, verb: &'static str) -> Result<[&'a str; N], ParseError> {
+    let mut out = [""; N];
+    let mut it = args.split(' ').filter(|w| !w.is_empty());
+    for slot in out.iter_mut() {
+        *slot = it.next().ok_or(ParseError::Usage(verb))?;
+    }
+    if it.next().is_some() {
+        return Err(ParseError::Usage(verb));
+    }
+    Ok(out)
+}
+
+fn optional_word<'a>(args: &'a str, verb: &'static str) -> Result<Option<&'a str>, ParseError> {
+    match args.split(' ').filter(|w| !w.is_empty()).count() {
+        0 => Ok(None),
+        1 => Ok(Some(args.trim_matches(' '))),
+        _ => Err(ParseError::Usage(verb)),
+    }
+}
+
+fn target(word: &str) -> Result<Target<'_>, ParseError> {
+    if word.starts_with('#') {
+        Ok(Target::Room(word))
+    } else if let Some(user) = word.strip_prefix('@') {
+        Ok(Target::User(user))
+    } else {
+        Err(ParseError::BadTarget)
+    }
+}
+
+/// Parses one line (without its line ending).
+pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
+    // Tabs are treated as spaces so a pasted line does not fail on them.
+    let line = line.trim_matches(|c| c == ' ' || c == '\t');
+    let (verb, args) = split_word(line);
+    let is = |name: &str| verb.eq_ignore_ascii_case(name);
+    let cmd = if is("HELP") {
+        Command::Help(optional_word(args, "HELP")?)
+    } else if is("PING") {
+        Command::Ping(optional_word(args, "PING")?)
+    } else if is("QUIT") {
+        Command::Quit
+    } else if is("REGISTER") {
+        let [user, password] = words(args, "REGISTER")?;
+        Command::Register { user, password }
+    } else if is("LOGIN") {
+        let [user, password] = words(args, "LOGIN")?;
+        Command::Login { user, password }
+    } else if is("JOIN") {
+        Command::Join(words::<1>(args, "JOIN")?[0])
+    } else if is("CREATE") {
+        Command::Create(words::<1>(args, "CREATE")?[0])
+    } else if is("LEAVE") {
+        Command::Leave(words::<1>(args, "LEAVE")?[0])
+    } else if is("WHO") {
+        Command::Who(words::<1>(args, "WHO")?[0])
+    } else if is("ROOMS") {
+        words::<0>(args, "ROOMS")?;
+        Command::Rooms
+    } else if is("ADD") {
+        let [room, user] = words(args, "ADD")?;
+        Command::Add { room, user }
+    } else if is("KICK") {
+        let [room, user] = words(args, "KICK")?;
+        Command::Kick { room, user }
+    } else if is("OP") {
+        let [room, user] = words(args, "OP")?;
+        Command::Op { room, user }
+    } else if is("SAY") {
+        let (to, text) = split_word(args);
+        if to.is_empty() || text.is_empty() {
+            return Err(ParseError::Usage("SAY"));
+        }
+        Command::Say {
+            to: target(to)?,
+            text,
+        }
+    } else if is("PRESENCE") {
+        Command::Presence(words::<1>(args, "PRESENCE")?[0])
+    } else if is("FRIEND") {
+        Command::Friend(parse_friend(args)?)
+    } else if is("STATS") {
+        words::<0>(args, "STATS")?;
+        Command::Stats
+    } else {
+        return Err(ParseError::UnknownVerb);
+    };
+    Ok(cmd)
+}
+
+fn parse_friend(args: &str) -> Result<FriendCmd<'_>, ParseError> {
+    let (sub, rest) = split_word(args);
+    let is = |name: &str| sub.eq_ignore_ascii_case(name);
+    let user = || words::<1>(rest, "FRIEND").map(|[u]| u);
+    Ok(if is("ADD") {
+        FriendCmd::Add(user()?)
+    } else if is("ACCEPT") {
+        FriendCmd::Accept(user()?)
+    } else if is("REJECT") {
+        FriendCmd::Reject(user()?)
+    } else if is("REMOVE") {
+        FriendCmd::Remove(user()?)
+    } else if is("LIST") {
+        words::<0>(rest, "FRIEND")?;
+        FriendCmd::List
+    } else if is("REQUESTS") {
+        words::<0>(rest, "FRIEND")?;
+        FriendCmd::Requests
+    } else {
+        return Err(ParseError::Usage("FRIEND"));
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_are_case_insensitive_and_text_keeps_spaces() {
+        assert_eq!(
+            parse("say #Room  hello   world ").unwrap(),
+            Command::Say {
+                to: Target::Room("#Room"),
+                text: "hello   world"
+            }
+        );
+        assert_eq!(
+            parse("SAY @bob hi").unwrap(),
+            Command::Say {
+                to: Target::User("bob"),
+                text: "hi"
+            }
+        );
+    }
+
+    #[test]
+    fn argument_counts_are_checked() {
+        assert_eq!(parse("LOGIN alice"), Err(ParseError::Usage("LOGIN")));
+        assert_eq!(parse("LOGIN a b c"), Err(ParseError::Usage("LOGIN")));
+        assert_eq!(parse("JOIN"), Err(ParseError::Usage("JOIN")));
+        assert_eq!(parse("ROOMS x"), Err(ParseError::Usage("ROOMS")));
+        assert_eq!(parse("SAY #a"), Err(ParseError::Usage("SAY")));
+        assert_eq!(parse("SAY room hi"), Err(ParseError::BadTarget));
+        assert_eq!(parse("PING a b"), Err(ParseError::Usage("PING")));
+        assert_eq!(parse("FRIEND EAT bob"), Err(ParseError::Usage("FRIEND")));
+    }
+
+    #[test]
+    fn unknown_verbs_are_reported() {
+        assert_eq!(parse("FROB x"), Err(ParseError::UnknownVerb));
+    }
+
+    #[test]
+    fn optional_arguments() {
+        assert_eq!(parse("ping").unwrap(), Command::Ping(None));
+        assert_eq!(parse("PING  abc ").unwrap(), Command::Ping(Some("abc")));
+        assert_eq!(parse("help say").unwrap(), Command::Help(Some("say")));
+        assert_eq!(
+            parse("friend accept Bob").unwrap(),
+            Command::Friend(FriendCmd::Accept("Bob"))
+        );
+    }
+
+    #[test]
+    fn every_listed_verb_parses_as_known() {
+        for verb in VERBS {
+            assert_ne!(parse(verb), Err(ParseError::UnknownVerb), "{verb}");
+        }
+    }
+}

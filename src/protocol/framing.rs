@@ -1,0 +1,255 @@
+//! Splitting a byte stream into protocol lines.
+//!
+//! The framer is a pure state machine (bytes in, frames out) so that it can be
+//! property-tested and fuzzed without sockets. It owns the only per-session read
+//! buffer, and keeps it empty (unallocated) whenever no partial line is pending:
+//! an idle session costs no buffer memory.
+
+/// Telnet "Interpret As Command" escape byte.
+const IAC: u8 = 0xFF;
+/// Telnet commands in 251..=254 (WILL, WONT, DO, DONT) carry one option byte.
+const WILL: u8 = 251;
+const DONT: u8 = 254;
+/// Subnegotiation begin/end: everything between `IAC SB` and `IAC SE` is dropped.
+const SB: u8 = 250;
+const SE: u8 = 240;
+
+/// A buffer that grew past this while holding a long line is released once
+/// the line is consumed, so one burst does not pin memory for the session's life.
+const SHRINK_ABOVE: usize = 16 * 1024;
+
+/// One unit of input handed to the command layer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete, non-empty UTF-8 line without its CR/LF.
+    Line(&'a str),
+    /// A line longer than the limit; the rest of it up to its LF is discarded.
+    TooLong,
+    /// A complete line that is not valid UTF-8.
+    BadUtf8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Telnet {
+    Data,
+    /// Saw IAC.
+    Iac,
+    /// Saw IAC WILL/WONT/DO/DONT: the next byte is the option.
+    Option,
+    /// Inside IAC SB ... until IAC SE.
+    Sub,
+    /// Saw IAC inside a subnegotiation.
+    SubIac,
+}
+
+/// Incremental line framer: feed it bytes, then take frames until `None`.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: Vec<u8>,
+    /// Start of the first unconsumed byte in `buf`.
+    start: usize,
+    /// Bytes of `buf[start..]` already known to contain no LF.
+    scanned: usize,
+    max_line: usize,
+    /// Dropping the rest of an over-long line until its LF.
+    discarding: bool,
+    telnet: Telnet,
+}
+
+impl LineFramer {
+    pub fn new(max_line: usize) -> Self {
+        LineFramer {
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            max_line,
+            discarding: false,
+            telnet: Telnet::Data,
+        }
+    }
+
+    /// Bytes held for lines not yet taken.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Appends raw socket bytes, dropping telnet IAC sequences on the way.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.telnet == Telnet::Data && !data.contains(&IAC) {
+            self.buf.extend_from_slice(data);
+            return;
+        }
+        self.buf.reserve(data.len());
+        for &b in data {
+            self.telnet = match (self.telnet, b) {
+                (Telnet::Data, IAC) => Telnet::Iac,
+                (Telnet::Data, _) => {
+                    self.buf.push(b);
+                    Telnet::Data
+                }
+                // IAC IAC is an escaped 0xFF data byte; it is never valid
+                // UTF-8, so the line will be answered with BAD_UTF8.
+                (Telnet::Iac, IAC) => {
+                    self.buf.push(IAC);
+                    Telnet::Data
+                }
+                (Telnet::Iac, WILL..=DONT) => Telnet::Option,
+                (Telnet::Iac, SB) => Telnet::Sub,
+                (Telnet::Iac, _) | (Telnet::Option, _) => Telnet::Data,
+                (Telnet::Sub, IAC) => Telnet::SubIac,
+                (Telnet::Sub, _) => Telnet::Sub,
+                (Telnet::SubIac, SE) => Telnet::Data,
+                (Telnet::SubIac, _) => Telnet::Sub,
+            };
+        }
+    }
+
+    /// Takes the next frame, or `None` when no complete line is buffered.
+    pub fn next_frame(&mut self) -> Option<Frame<'_>> {
+        let (line_start, end) = loop {
+            let from = self.start + self.scanned;
+            let Some(pos) = self.buf[from..].iter().position(|&b| b == b'\n') else {
+                return self.no_newline();
+            };
+            let line_start = self.start;
+            let lf = from + pos;
+            self.start = lf + 1;
+            self.scanned = 0;
+            if self.discarding {
+                self.discarding = false;
+                self.compact();
+                continue;
+            }
+            let mut end = lf;
+            if end > line_start && self.buf[end - 1] == b'\r' {
+                end -= 1;
+            }
+            if end - line_start > self.max_line {
+                return Some(Frame::TooLong);
+            }
+            // Blank lines (spaces and tabs only) are ignored, not answered.
+            if self.buf[line_start..end]
+                .iter()
+                .all(|&b| b == b' ' || b == b'\t')
+            {
+                self.compact();
+                continue;
+            }
+            break (line_start, end);
+        };
+        Some(match std::str::from_utf8(&self.buf[line_start..end]) {
+            Ok(line) => Frame::Line(line),
+            Err(_) => Frame::BadUtf8,
+        })
+    }
+
+    /// Handles the buffered tail that has no LF yet.
+    fn no_newline(&mut self) -> Option<Frame<'_>> {
+        let tail = self.buf.len() - self.start;
+        if self.discarding {
+            self.buf.truncate(self.start);
+            self.scanned = 0;
+            self.compact();
+            return None;
+        }
+        // A CR may still come before the LF, hence the +1.
+        if tail > self.max_line + 1 {
+            self.discarding = true;
+            self.buf.truncate(self.start);
+            self.scanned = 0;
+            self.compact();
+            return Some(Frame::TooLong);
+        }
+        self.scanned = tail;
+        self.compact();
+        None
+    }
+
+    /// Drops consumed bytes; releases the allocation when nothing is pending.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
+            self.start = 0;
+            self.scanned = 0;
+        } else if self.start > SHRINK_ABOVE / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(framer: &mut LineFramer) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(f) = framer.next_frame() {
+            out.push(match f {
+                Frame::Line(l) => l.to_string(),
+                Frame::TooLong => "<too long>".into(),
+                Frame::BadUtf8 => "<bad utf8>".into(),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_drops_cr_and_empty_lines() {
+        let mut f = LineFramer::new(100);
+        f.feed(b"PING a\r\n\r\n\nPING b\nPI");
+        assert_eq!(frames(&mut f), ["PING a", "PING b"]);
+        f.feed(b"NG c\r");
+        assert!(frames(&mut f).is_empty());
+        f.feed(b"\n");
+        assert_eq!(frames(&mut f), ["PING c"]);
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn over_long_line_is_reported_once_and_skipped() {
+        let mut f = LineFramer::new(8);
+        f.feed(b"0123456789abcdef");
+        assert_eq!(frames(&mut f), ["<too long>"]);
+        f.feed(b"still the same line\nok\n");
+        assert_eq!(frames(&mut f), ["ok"]);
+        f.feed(b"0123456789\nok2\n");
+        assert_eq!(frames(&mut f), ["<too long>", "ok2"]);
+    }
+
+    #[test]
+    fn line_of_exactly_max_with_crlf_is_accepted() {
+        let mut f = LineFramer::new(4);
+        f.feed(b"abcd\r");
+        assert!(frames(&mut f).is_empty());
+        f.feed(b"\n");
+        assert_eq!(frames(&mut f), ["abcd"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        let mut f = LineFramer::new(100);
+        f.feed(b"SAY #a \xc3\x28\nPING\n");
+        assert_eq!(frames(&mut f), ["<bad utf8>", "PING"]);
+    }
+
+    #[test]
+    fn telnet_negotiation_is_stripped_across_chunks() {
+        let mut f = LineFramer::new(100);
+        f.feed(&[IAC, 253, 1, b'P', b'I', IAC]);
+        f.feed(&[251, 3, b'N', b'G', IAC, SB, 24, 1, IAC]);
+        f.feed(&[SE, b'\r', b'\n']);
+        assert_eq!(frames(&mut f), ["PING"]);
+    }
+
+    #[test]
+    fn escaped_ff_is_data() {
+        let mut f = LineFramer::new(100);
+        f.feed(&[b'a', IAC, IAC, b'\n']);
+        assert_eq!(frames(&mut f), ["<bad utf8>"]);
+    }
+}

@@ -1,0 +1,36 @@
+//! The wire protocol: framing, parsing and encoding, with no I/O.
+
+pub mod command;
+pub mod encode;
+pub mod framing;
+
+pub use command::{Command, FriendCmd, Target, parse};
+pub use framing::{Frame, LineFramer};
+
+/// Why a line could not become a command. Each variant is one ERR code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown command; try HELP")]
+    UnknownVerb,
+    /// The verb is known but its arguments are not; carries the verb for HELP.
+    #[error("wrong arguments for {0}; try HELP {0}")]
+    Usage(&'static str),
+    #[error("a conversation is #room or @user")]
+    BadTarget,
+    #[error("line longer than the limit; it was discarded")]
+    LineTooLong,
+    #[error("line is not valid UTF-8")]
+    BadUtf8,
+}
+
+impl ParseError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::UnknownVerb => "UNKNOWN_COMMAND",
+            ParseError::Usage(_) => "BAD_ARGS",
+            ParseError::BadTarget => "BAD_TARGET",
+            ParseError::LineTooLong => "LINE_TOO_LONG",
+            ParseError::BadUtf8 => "BAD_UTF8",
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Versioned schema. Each migration moves the database one version up, so a
+//! newer build opens any older data dir; `PRAGMA user_version` records where it is.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Index `i` holds the SQL that takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, conversations, memberships, messages, friends.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        phc TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        last_seen INTEGER
+    );
+    CREATE TABLE convs (
+        id INTEGER PRIMARY KEY,
+        kind INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        created INTEGER NOT NULL
+    );
+    CREATE TABLE members (
+        conv INTEGER NOT NULL,
+        user INTEGER NOT NULL,
+        admin INTEGER NOT NULL,
+        joined INTEGER NOT NULL,
+        PRIMARY KEY (conv, user)
+    );
+    CREATE TABLE messages (
+        conv INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        msgid BLOB NOT NULL,
+        sender INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (conv, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE friendships (
+        a INTEGER NOT NULL,
+        b INTEGER NOT NULL,
+        since INTEGER NOT NULL,
+        PRIMARY KEY (a, b)
+    ) WITHOUT ROWID;
+    CREATE TABLE requests (
+        sender INTEGER NOT NULL,
+        recipient INTEGER NOT NULL,
+        state INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (sender, recipient)
+    ) WITHOUT ROWID;",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew(version));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        log::info!("storage schema migrated to version {}", i + 1);
+    }
+    Ok(())
+}
