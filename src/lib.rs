@@ -8,7 +8,7 @@
 
 pub mod auth;
 pub mod chat;
-
+pub mod config;
 pub mod protocol;
-
+pub mod server;
 pub mod store;

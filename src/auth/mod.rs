@@ -116,7 +116,13 @@ impl<C: Send + 'static> Pool<C> {
                         };
                         let Ok(job) = job else { return };
                         let outcome = run(job.work, cost);
-                        if done.send(Done { outcome, ctx: job.ctx }).is_err() {
+                        if done
+                            .send(Done {
+                                outcome,
+                                ctx: job.ctx,
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                         wake();

@@ -4,7 +4,9 @@
 //! busy, so the driver holds its next lines until the answer is in: whatever
 //! the client pipelined after LOGIN is then read as a logged-in session.
 
-use super::{AuthCtx, ChatError, Hub, Out, Output, Pending, SessionId, User, UserId, names, now_ms};
+use super::{
+    AuthCtx, ChatError, Hub, Out, Output, Pending, SessionId, User, UserId, names, now_ms,
+};
 use crate::auth::{self, Outcome, Work};
 use crate::line;
 use crate::store::Write;
@@ -137,7 +139,7 @@ impl Hub {
         match result {
             Ok((uid, reply)) => {
                 state.user = Some(uid);
-                log::info!("session {} logged in as {}", sid.0, self.name(uid));
+                log::info!("session {sid} logged in as {}", self.name(uid));
                 out.lines.push((sid, Output::Complete(reply)));
                 self.session_opened(sid, uid, out);
             }

@@ -9,9 +9,7 @@ pub enum ChatError {
     NotLoggedIn,
     #[error("this session is already logged in")]
     AlreadyLoggedIn,
-    #[error(
-        "user names are 1-32 characters: letters, digits, '_' or '-', starting with a letter"
-    )]
+    #[error("user names are 1-32 characters: letters, digits, '_' or '-', starting with a letter")]
     BadUsername,
     #[error("passwords are 8-128 characters without spaces")]
     BadPassword,

@@ -9,22 +9,54 @@ use crate::protocol::{command::VERBS, encode};
 /// (verb, usage, what it does). One entry per verb in `VERBS`.
 const TOPICS: &[(&str, &str, &str)] = &[
     ("HELP", "HELP [command]", "list commands, or explain one"),
-    ("PING", "PING [token]", "check the connection: answers OK PONG [token]"),
+    (
+        "PING",
+        "PING [token]",
+        "check the connection: answers OK PONG [token]",
+    ),
     ("QUIT", "QUIT", "close the connection"),
     (
         "REGISTER",
         "REGISTER <user> <password>",
         "create an account and log in (user: 1-32 of a-z 0-9 _ -, starting with a letter; password: 8-128 characters, no spaces)",
     ),
-    ("LOGIN", "LOGIN <user> <password>", "log in; you may be logged in on several connections at once"),
-    ("JOIN", "JOIN #room", "join a public room, creating it if absent (its creator is its admin); recent messages follow the OK"),
-    ("CREATE", "CREATE #group", "create an invite-only group; you are its admin"),
+    (
+        "LOGIN",
+        "LOGIN <user> <password>",
+        "log in; you may be logged in on several connections at once",
+    ),
+    (
+        "JOIN",
+        "JOIN #room",
+        "join a public room, creating it if absent (its creator is its admin); recent messages follow the OK",
+    ),
+    (
+        "CREATE",
+        "CREATE #group",
+        "create an invite-only group; you are its admin",
+    ),
     ("LEAVE", "LEAVE #room", "leave a room or group"),
-    ("WHO", "WHO #room", "list members, each online or offline, admin or member"),
+    (
+        "WHO",
+        "WHO #room",
+        "list members, each online or offline, admin or member",
+    ),
     ("ROOMS", "ROOMS", "list your rooms and groups"),
-    ("ADD", "ADD #room <user>", "admins: add a user to a room or group"),
-    ("KICK", "KICK #room <user>", "admins: remove a user from a room or group"),
-    ("OP", "OP #room <user>", "admins: make a member an admin too"),
+    (
+        "ADD",
+        "ADD #room <user>",
+        "admins: add a user to a room or group",
+    ),
+    (
+        "KICK",
+        "KICK #room <user>",
+        "admins: remove a user from a room or group",
+    ),
+    (
+        "OP",
+        "OP #room <user>",
+        "admins: make a member an admin too",
+    ),
     (
         "SAY",
         "SAY #room <text> | SAY @friend <text>",
@@ -35,7 +67,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
         "send, answer and list friend requests; list friends",
     ),
-    ("PRESENCE", "PRESENCE <user>", "is the user online, and when were they last seen"),
+    (
+        "PRESENCE",
+        "PRESENCE <user>",
+        "is the user online, and when were they last seen",
+    ),
     ("STATS", "STATS", "the server's counters"),
 ];
 

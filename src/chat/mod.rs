@@ -29,9 +29,29 @@ use crate::line;
 use crate::protocol::{Command, ParseError, encode};
 use crate::store::{self, Snapshot, Write};
 
-/// A connection, as the hub knows it. Assigned by the driver, never reused.
+/// A connection, as the hub knows it. The driver packs its slot number (low
+/// 32 bits, for a direct lookup) with a serial that is never reused (high
+/// 32 bits), so an answer for a closed session can never reach the next
+/// connection that gets the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
+
+impl SessionId {
+    pub fn new(serial: u32, slot: u32) -> Self {
+        SessionId((u64::from(serial) << 32) | u64::from(slot))
+    }
+
+    pub fn slot(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+}
+
+/// Logs show the serial: the order in which connections came in.
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0 >> 32)
+    }
+}
 
 /// What the driver must do for one session, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +219,7 @@ impl Hub {
                 self.users.push(User::placeholder());
             }
             self.by_name.insert(row.name.clone(), row.id);
-            self.users
-                .push(User::new(row.name, row.phc, row.last_seen));
+            self.users.push(User::new(row.name, row.phc, row.last_seen));
         }
         for row in snap.convs {
             let id = row.id as usize;
@@ -295,7 +314,12 @@ impl Hub {
         }
     }
 
-    fn dispatch(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) -> Result<(), ChatError> {
+    fn dispatch(
+        &mut self,
+        sid: SessionId,
+        cmd: Command<'_>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
         let user = self.user_of(sid);
         match (cmd, user) {
             (Command::Help(verb), _) => out.reply(sid, help::help(verb)?),
@@ -310,12 +334,20 @@ impl Hub {
                 out.reply(sid, line!("OK QUIT bye"));
                 out.lines.push((sid, Output::Close));
             }
-            (Command::Register { user: name, password }, None) => {
-                self.register(sid, name, password, out)?
-            }
-            (Command::Login { user: name, password }, None) => {
-                self.login(sid, name, password, out)?
-            }
+            (
+                Command::Register {
+                    user: name,
+                    password,
+                },
+                None,
+            ) => self.register(sid, name, password, out)?,
+            (
+                Command::Login {
+                    user: name,
+                    password,
+                },
+                None,
+            ) => self.login(sid, name, password, out)?,
             (Command::Register { .. } | Command::Login { .. }, Some(_)) => {
                 return Err(ChatError::AlreadyLoggedIn);
             }

@@ -7,8 +7,7 @@ pub const MAX_NAME: usize = 32;
 
 fn valid_body(s: &str) -> bool {
     (1..=MAX_NAME).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 

@@ -100,10 +100,7 @@ impl Hub {
     /// The recent messages of a room, as the MSG lines a joiner receives.
     fn replay(&self, conv: ConvId) -> Vec<Bytes> {
         let c = &self.convs[conv as usize];
-        c.recent
-            .iter()
-            .map(|m| self.msg_line(&c.name, m))
-            .collect()
+        c.recent.iter().map(|m| self.msg_line(&c.name, m)).collect()
     }
 
     pub(super) fn join(
@@ -126,7 +123,10 @@ impl Hub {
                 }
                 (id, false)
             }
-            None => (self.new_conv(ConvKind::Public, name.clone(), &mut writes), true),
+            None => (
+                self.new_conv(ConvKind::Public, name.clone(), &mut writes),
+                true,
+            ),
         };
         self.add_member(conv, uid, &mut writes);
         let event = line!("JOINED {name} {}", self.name(uid));

@@ -184,10 +184,7 @@ fn room_chat_reaches_every_session_but_the_sender() {
         assert_eq!(h.take(a2).len(), 1);
         let c = h.user("carol");
         h.send(c, "SAY #lobby hi");
-        assert_eq!(
-            h.take(c),
-            ["ERR NOT_MEMBER you are not a member of #lobby"]
-        );
+        assert_eq!(h.take(c), ["ERR NOT_MEMBER you are not a member of #lobby"]);
         h.send(c, "JOIN #lobby");
         let got = h.take(c);
         assert_eq!(got[0], "OK JOIN #lobby joined");
@@ -237,7 +234,10 @@ fn groups_are_invite_only_and_kicked_members_hear_nothing_more() {
     h.send(a, "ADD #team bob");
     assert_eq!(h.take(b), ["ADDED #team bob alice"]);
     h.send(b, "KICK #team alice");
-    assert_eq!(h.take(b), ["ERR NOT_ADMIN only an admin of #team can do that"]);
+    assert_eq!(
+        h.take(b),
+        ["ERR NOT_ADMIN only an admin of #team can do that"]
+    );
     h.send(a, "KICK #team bob");
     h.send(a, "SAY #team after");
     assert_eq!(h.take(b), ["KICKED #team bob alice"]);

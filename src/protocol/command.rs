@@ -75,7 +75,10 @@ fn split_word(s: &str) -> (&str, &str) {
 }
 
 /// Splits exactly `N` space-separated words, refusing fewer or more.
-fn words<'a, const N: usize>(args: &'a str, verb: &'static str) -> Result<[&'a str; N], ParseError> {
+fn words<'a, const N: usize>(
+    args: &'a str,
+    verb: &'static str,
+) -> Result<[&'a str; N], ParseError> {
     let mut out = [""; N];
     let mut it = args.split(' ').filter(|w| !w.is_empty());
     for slot in out.iter_mut() {

@@ -1,0 +1,545 @@
+//! The event loop: one thread, one `mio::Poll`, sessions in a `Slab`.
+//!
+//! The loop only moves bytes. Each turn it accepts, reads (a bounded budget
+//! per session, so a flooder cannot starve anyone), hands complete lines to
+//! the [`Hub`], routes the hub's output into outboxes, and finally flushes
+//! every outbox that got something, many lines per `writev`. Password hashing
+//! and disk I/O happen on other threads and come back through channels and a
+//! `mio::Waker`.
+
+mod conn;
+mod outbox;
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::auth;
+use crate::chat::{AuthCtx, Hub, Out, Output, Pending, SessionId};
+use crate::config::Config;
+use crate::line;
+use crate::protocol::{self, Frame, ParseError};
+use crate::store::{self, Storage};
+use conn::Conn;
+use outbox::Flushed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("storage: {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// Accept errors that mean the process or system is out of descriptors or
+/// memory: retrying at once would only spin.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
+    matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
+}
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Connection-level counters, read by STATS.
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: u64,
+    slow_consumer_drops: u64,
+    bytes_out: u64,
+}
+
+/// Per-second rates computed once a second from the hub's counters.
+#[derive(Debug, Default)]
+struct Rates {
+    at: Option<Instant>,
+    messages_in: u64,
+    deliveries_out: u64,
+    messages_per_sec: u64,
+    deliveries_per_sec: u64,
+}
+
+pub struct Server {
+    cfg: Config,
+    poll: Poll,
+    listener: TcpListener,
+    conns: Slab<Conn>,
+    hub: Hub,
+    out: Out,
+    auth: auth::Pool<AuthCtx>,
+    auth_done: mpsc::Receiver<auth::Done<AuthCtx>>,
+    storage: Option<Storage<Pending>>,
+    store_done: mpsc::Receiver<store::Committed<Pending>>,
+    /// One read buffer for all sessions; lines are copied out of it by the framer.
+    scratch: Vec<u8>,
+    serial: u32,
+    /// Sessions with output queued this turn.
+    dirty: Vec<usize>,
+    /// Sessions that may have input left (read budget spent, or unblocked).
+    again: Vec<usize>,
+    /// Sessions to close at the end of this turn.
+    dead: Vec<usize>,
+    accept_paused_until: Option<Instant>,
+    counters: Counters,
+    rates: Rates,
+}
+
+impl Server {
+    /// Opens storage, starts the worker threads and binds the listener.
+    pub fn new(cfg: Config) -> Result<Server, ServerError> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = waker.wake();
+        });
+
+        let (db, snapshot) = store::open(&cfg.data_dir, cfg.recent)?;
+        let (store_tx, store_done) = mpsc::channel();
+        let storage = Storage::start(db, store_tx, Arc::clone(&wake));
+
+        let cost = auth::Cost {
+            memory_kib: cfg.argon2_memory_kib,
+            iterations: cfg.argon2_iterations,
+        };
+        let decoy = auth::hash(cost, "decoy password for unknown users")
+            .ok_or_else(|| io::Error::other("argon2 parameters rejected"))?;
+        let (auth_tx, auth_done) = mpsc::channel();
+        let auth = auth::Pool::start(cfg.auth_threads, cost, auth_tx, wake);
+
+        let hub_cfg = crate::chat::HubConfig {
+            durability: cfg.durability,
+            recent: cfg.recent,
+            // Room for the verb and target within one line.
+            max_text: cfg.max_line.saturating_sub(64).max(1),
+            presence_room_limit: cfg.presence_room_limit,
+        };
+        let hub = Hub::new(hub_cfg, snapshot, decoy);
+
+        let mut listener = TcpListener::bind(cfg.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Server {
+            scratch: vec![0; cfg.read_budget.clamp(4096, 1 << 20)],
+            cfg,
+            poll,
+            listener,
+            conns: Slab::new(),
+            hub,
+            out: Out::default(),
+            auth,
+            auth_done,
+            storage: Some(storage),
+            store_done,
+            serial: 0,
+            dirty: Vec::new(),
+            again: Vec::new(),
+            dead: Vec::new(),
+            accept_paused_until: None,
+            counters: Counters::default(),
+            rates: Rates::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until the process is stopped.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.drain_workers(),
+                    Token(i) => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.service(i);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(i);
+                        }
+                    }
+                }
+            }
+            self.turn_end();
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let tick = Duration::from_secs(1);
+        match self.accept_paused_until {
+            Some(until) => Some(until.saturating_duration_since(Instant::now()).min(tick)),
+            None => Some(tick),
+        }
+    }
+
+    /// Work that is done once per loop turn, after all events.
+    fn turn_end(&mut self) {
+        for i in std::mem::take(&mut self.again) {
+            self.service(i);
+        }
+        if let Some(until) = self.accept_paused_until
+            && Instant::now() >= until
+        {
+            self.accept_paused_until = None;
+            self.accept();
+        }
+        self.flush_dirty();
+        self.close_dead();
+        self.tick_rates();
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((sock, peer)) => self.open(sock, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhaustion(&e) => {
+                    log::warn!(
+                        "out of file descriptors ({e}); pausing accept for {ACCEPT_PAUSE:?}"
+                    );
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one client only.
+                    log::debug!("accept failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        // Replies are small and latency matters; batching is done by writev.
+        let _ = sock.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let i = entry.key();
+        self.serial = self.serial.wrapping_add(1);
+        let sid = SessionId::new(self.serial, i as u32);
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("registering {peer} failed: {e}");
+            return;
+        }
+        entry.insert(Conn::new(sock, sid, peer, self.cfg.max_line));
+        self.counters.accepted += 1;
+        self.hub.connect(sid);
+        log::info!("session {sid} connected from {peer}");
+        let hello = line!(
+            "HELLO linechat {} - type HELP for commands",
+            env!("CARGO_PKG_VERSION")
+        );
+        self.push(i, hello);
+    }
+
+    /// Reads and handles input for connection `i` within its budget.
+    fn service(&mut self, i: usize) {
+        let mut budget = self.cfg.read_budget;
+        loop {
+            let Some(conn) = self.conns.get_mut(i) else {
+                return;
+            };
+            let sid = conn.sid;
+            if conn.closing {
+                return;
+            }
+            self.handle_lines(i);
+            let Some(conn) = self.conns.get_mut(i) else {
+                return;
+            };
+            if !self.hub.accepts_input(sid) || conn.closing {
+                return;
+            }
+            if conn.eof {
+                if conn.finished() {
+                    self.dead.push(i);
+                }
+                return;
+            }
+            if budget == 0 {
+                self.again.push(i);
+                return;
+            }
+            let want = budget.min(self.scratch.len());
+            match conn.sock.read(&mut self.scratch[..want]) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    budget -= n;
+                    conn.framer.feed(&self.scratch[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("session {sid} read error: {e}");
+                    self.dead.push(i);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands every complete buffered line of connection `i` to the hub, while
+    /// the hub accepts input from it.
+    fn handle_lines(&mut self, i: usize) {
+        let Server {
+            conns, hub, out, ..
+        } = self;
+        loop {
+            let Some(conn) = conns.get_mut(i) else {
+                return;
+            };
+            let sid = conn.sid;
+            if conn.closing || !hub.accepts_input(sid) {
+                break;
+            }
+            let Some(frame) = conn.framer.next_frame() else {
+                break;
+            };
+            match frame {
+                Frame::Line(line) => match protocol::parse(line) {
+                    Ok(protocol::Command::Quit) => {
+                        hub.handle(sid, protocol::Command::Quit, out);
+                        // Stop reading right away: what follows QUIT is ignored.
+                        conn.closing = true;
+                    }
+                    Ok(cmd) => hub.handle(sid, cmd, out),
+                    Err(e) => hub.bad_line(sid, e, out),
+                },
+                Frame::TooLong => hub.bad_line(sid, ParseError::LineTooLong, out),
+                Frame::BadUtf8 => hub.bad_line(sid, ParseError::BadUtf8, out),
+            }
+        }
+        self.apply_out();
+    }
+
+    /// Routes everything the hub produced: lines to outboxes, jobs to workers.
+    fn apply_out(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for (sid, output) in out.lines.drain(..) {
+            let Some(i) = self.index_of(sid) else {
+                continue;
+            };
+            let conn = &mut self.conns[i];
+            match output {
+                Output::Reply(b) => {
+                    if let Some(b) = conn.reply(b) {
+                        self.push(i, b);
+                    }
+                }
+                Output::Event(b) => self.push(i, b),
+                Output::Defer => conn.defer(),
+                Output::Complete(b) => {
+                    for b in conn.complete(b) {
+                        self.push(i, b);
+                    }
+                    // The session may have been waiting on this to read on.
+                    self.again.push(i);
+                }
+                Output::Close => conn.close_after_replies(),
+                Output::Stats => {
+                    let stats = self.stats_reply();
+                    if let Some(b) = self.conns[i].reply(stats) {
+                        self.push(i, b);
+                    }
+                }
+            }
+            self.mark_dirty(i);
+        }
+        for job in out.auth.drain(..) {
+            self.auth.submit(job);
+        }
+        if let Some(storage) = &self.storage {
+            for req in out.store.drain(..) {
+                storage.submit(req);
+            }
+        }
+        // Hand the (now empty) vectors back so their capacity is reused.
+        self.out = out;
+    }
+
+    fn index_of(&self, sid: SessionId) -> Option<usize> {
+        let i = sid.slot();
+        self.conns.get(i).filter(|c| c.sid == sid).map(|_| i)
+    }
+
+    /// Queues `b` for connection `i`, dropping it as a slow consumer if its
+    /// outbox would pass the limit.
+    fn push(&mut self, i: usize, b: Bytes) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if conn.dropped {
+            return;
+        }
+        if conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+            // Over the limit: first let the kernel take what it will. Only a
+            // reader whose socket buffer is full as well is slow.
+            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock) {
+                self.counters.bytes_out += n as u64;
+            }
+        }
+        if conn.outbox.push(b, self.cfg.max_outbox) {
+            self.mark_dirty(i);
+            return;
+        }
+        log::warn!(
+            "session {} ({}) dropped: slow consumer, outbox over {} bytes",
+            conn.sid,
+            conn.peer,
+            self.cfg.max_outbox
+        );
+        self.counters.slow_consumer_drops += 1;
+        // Best effort: the client may be mid-line, hence the leading CRLF.
+        conn.outbox.clear();
+        let _ = io::Write::write(
+            &mut conn.sock,
+            b"\r\nERR SLOW_CONSUMER you fell too far behind; reconnect and SYNC\r\n",
+        );
+        conn.closing = true;
+        conn.dropped = true;
+        self.dead.push(i);
+    }
+
+    fn mark_dirty(&mut self, i: usize) {
+        if let Some(conn) = self.conns.get_mut(i)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        for i in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            conn.dirty = false;
+            match conn.outbox.flush(&mut conn.sock) {
+                Ok((flushed, n)) => {
+                    self.counters.bytes_out += n as u64;
+                    if flushed == Flushed::All && conn.finished() {
+                        self.dead.push(i);
+                    }
+                }
+                Err(e) => {
+                    log::debug!("session {} write error: {e}", conn.sid);
+                    self.dead.push(i);
+                }
+            }
+        }
+    }
+
+    fn close_dead(&mut self) {
+        while let Some(i) = self.dead.pop() {
+            let Some(mut conn) = self.conns.try_remove(i) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+            log::info!("session {} ({}) closed", conn.sid, conn.peer);
+            self.hub.disconnect(conn.sid, &mut self.out);
+            self.apply_out();
+        }
+        // Closing may have queued presence events for others.
+        if !self.dirty.is_empty() {
+            self.flush_dirty();
+            if !self.dead.is_empty() {
+                self.close_dead();
+            }
+        }
+    }
+
+    fn drain_workers(&mut self) {
+        while let Ok(done) = self.auth_done.try_recv() {
+            self.hub.authed(done, &mut self.out);
+            self.apply_out();
+        }
+        while let Ok(done) = self.store_done.try_recv() {
+            self.hub.committed(done, &mut self.out);
+            self.apply_out();
+        }
+    }
+
+    fn tick_rates(&mut self) {
+        let now = Instant::now();
+        let r = &mut self.rates;
+        let c = &self.hub.counters;
+        match r.at {
+            Some(at) if now.duration_since(at) < Duration::from_secs(1) => {}
+            Some(at) => {
+                let secs = now.duration_since(at).as_secs_f64();
+                r.messages_per_sec = ((c.messages_in - r.messages_in) as f64 / secs) as u64;
+                r.deliveries_per_sec = ((c.deliveries_out - r.deliveries_out) as f64 / secs) as u64;
+                *r = Rates {
+                    at: Some(now),
+                    messages_in: c.messages_in,
+                    deliveries_out: c.deliveries_out,
+                    ..*r
+                };
+            }
+            None => {
+                r.at = Some(now);
+                r.messages_in = c.messages_in;
+                r.deliveries_out = c.deliveries_out;
+            }
+        }
+    }
+
+    fn stats_reply(&self) -> Bytes {
+        let c = &self.hub.counters;
+        let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
+        let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
+        let rows: [(&str, u64); 13] = [
+            ("sessions", self.conns.len() as u64),
+            ("users_online", self.hub.users_online() as u64),
+            ("rooms", self.hub.room_count() as u64),
+            ("connections_accepted", self.counters.accepted),
+            ("messages_in", c.messages_in),
+            ("deliveries_out", c.deliveries_out),
+            ("messages_in_per_sec", self.rates.messages_per_sec),
+            ("deliveries_out_per_sec", self.rates.deliveries_per_sec),
+            ("outbox_bytes_queued", queued as u64),
+            ("slow_consumer_drops", self.counters.slow_consumer_drops),
+            ("bytes_out", self.counters.bytes_out),
+            ("storage_commits", c.commits),
+            ("storage_commit_avg_us", avg_commit),
+        ];
+        let mut lines: Vec<Bytes> = rows.iter().map(|(k, v)| line!("STAT {k} {v}")).collect();
+        lines.push(line!(
+            "STAT storage_commit_last_us {}",
+            c.commit_micros_last
+        ));
+        lines.push(line!("OK STATS {}", lines.len()));
+        protocol::encode::join(&lines)
+    }
+}

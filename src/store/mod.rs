@@ -24,7 +24,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("data dir: {0}")]
     Io(#[from] std::io::Error),
-    #[error("data dir was written by a newer linechat (schema {0}, this build knows {SCHEMA_VERSION})")]
+    #[error(
+        "data dir was written by a newer linechat (schema {0}, this build knows {SCHEMA_VERSION})"
+    )]
     TooNew(i64),
 }
 
@@ -279,8 +281,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Erro
             phc,
             created,
         } => {
-            tx.prepare_cached("INSERT INTO users (id, name, phc, created) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![id, name, phc, created])?;
+            tx.prepare_cached(
+                "INSERT INTO users (id, name, phc, created) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, name, phc, created])?;
         }
         Write::LastSeen { user, at } => {
             tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?
@@ -328,8 +332,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Erro
             ])?;
         }
         Write::Friendship { a, b, since } => {
-            tx.prepare_cached("INSERT OR REPLACE INTO friendships (a, b, since) VALUES (?1, ?2, ?3)")?
-                .execute(params![a.min(b), a.max(b), since])?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO friendships (a, b, since) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![a.min(b), a.max(b), since])?;
         }
         Write::Unfriend { a, b } => {
             tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
@@ -426,7 +432,10 @@ fn commit_batch<C>(conn: &mut Connection, batch: Vec<Request<C>>) -> Vec<(C, boo
     let all_ok = match commit(conn, batch.iter().flat_map(|r| &r.writes)) {
         Ok(()) => true,
         Err(e) => {
-            log::error!("group commit of {} requests failed: {e}; retrying one by one", batch.len());
+            log::error!(
+                "group commit of {} requests failed: {e}; retrying one by one",
+                batch.len()
+            );
             false
         }
     };

@@ -1,0 +1,146 @@
+//! One client connection: its socket, read framer, outbox, and the replies
+//! held back so that answers leave in command order.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use super::outbox::Outbox;
+use crate::chat::SessionId;
+use crate::protocol::LineFramer;
+
+/// An entry in the held-replies queue.
+#[derive(Debug)]
+pub enum Held {
+    /// The answer to a deferred command, not in yet.
+    Slot,
+    /// An answer ready to go once everything before it has gone.
+    Ready(Bytes),
+    /// QUIT: close once everything before it has gone.
+    Close,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    pub sock: TcpStream,
+    pub sid: SessionId,
+    pub peer: std::net::SocketAddr,
+    pub framer: LineFramer,
+    pub outbox: Outbox,
+    /// Non-empty only while a command's answer is deferred.
+    pub held: VecDeque<Held>,
+    /// The peer closed its side; finish the queued work, then close.
+    pub eof: bool,
+    /// Close as soon as the outbox is written (after QUIT or EOF).
+    pub closing: bool,
+    /// Already queued for a flush this turn.
+    pub dirty: bool,
+    /// Dropped as a slow consumer: nothing more is queued for it.
+    pub dropped: bool,
+}
+
+impl Conn {
+    pub fn new(
+        sock: TcpStream,
+        sid: SessionId,
+        peer: std::net::SocketAddr,
+        max_line: usize,
+    ) -> Self {
+        Conn {
+            sock,
+            sid,
+            peer,
+            framer: LineFramer::new(max_line),
+            outbox: Outbox::default(),
+            held: VecDeque::new(),
+            eof: false,
+            closing: false,
+            dirty: false,
+            dropped: false,
+        }
+    }
+
+    /// A reply: returned to go straight out, or held while an earlier
+    /// command's answer is pending.
+    pub fn reply(&mut self, line: Bytes) -> Option<Bytes> {
+        if self.held.is_empty() {
+            Some(line)
+        } else {
+            self.held.push_back(Held::Ready(line));
+            None
+        }
+    }
+
+    pub fn defer(&mut self) {
+        self.held.push_back(Held::Slot);
+    }
+
+    pub fn close_after_replies(&mut self) {
+        if self.held.is_empty() {
+            self.closing = true;
+        } else {
+            self.held.push_back(Held::Close);
+        }
+    }
+
+    /// Fills the oldest slot with `line` and returns the answers now free to
+    /// go, in order.
+    pub fn complete(&mut self, line: Bytes) -> Vec<Bytes> {
+        if let Some(slot) = self.held.iter_mut().find(|h| matches!(h, Held::Slot)) {
+            *slot = Held::Ready(line);
+        }
+        let mut ready = Vec::new();
+        while let Some(front) = self.held.front() {
+            match front {
+                Held::Slot => break,
+                Held::Ready(_) => {
+                    if let Some(Held::Ready(b)) = self.held.pop_front() {
+                        ready.push(b);
+                    }
+                }
+                Held::Close => {
+                    self.held.pop_front();
+                    self.closing = true;
+                }
+            }
+        }
+        if self.held.is_empty() {
+            self.held = VecDeque::new();
+        }
+        ready
+    }
+
+    /// Nothing left to do for a connection whose peer has gone or said QUIT.
+    pub fn finished(&self) -> bool {
+        (self.closing || self.eof) && self.held.is_empty() && self.outbox.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Conn {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sock = TcpStream::connect(addr).unwrap();
+        Conn::new(sock, SessionId(1), addr, 100)
+    }
+
+    #[test]
+    fn replies_wait_behind_a_deferred_answer() {
+        let mut c = conn();
+        assert!(c.reply(Bytes::from_static(b"a\n")).is_some());
+        c.defer();
+        c.defer();
+        assert!(c.reply(Bytes::from_static(b"c\n")).is_none());
+        c.close_after_replies();
+        assert!(!c.closing);
+        assert_eq!(c.complete(Bytes::from_static(b"b1\n")), [&b"b1\n"[..]]);
+        let rest = c.complete(Bytes::from_static(b"b2\n"));
+        assert_eq!(rest, [&b"b2\n"[..], &b"c\n"[..]]);
+        assert!(c.closing);
+        assert!(c.held.is_empty());
+    }
+}

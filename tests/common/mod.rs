@@ -1,0 +1,242 @@
+//! Test harness: runs the real server binary on an ephemeral port with a
+//! temporary data dir, and talks to it over real TCP sockets. Every read has
+//! a timeout, so a missing line fails the test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    dir: Option<tempfile::TempDir>,
+    data: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::with_args(&[])
+    }
+
+    /// Starts the server with extra flags (cheap argon2 unless overridden).
+    pub fn with_args(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().to_path_buf();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(&data, &extra, "127.0.0.1:0");
+        Server {
+            child,
+            addr,
+            dir: Some(dir),
+            data,
+            extra,
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process (SIGKILL) and starts it again on the same data dir
+    /// and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.data, &self.extra, &self.addr);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr)
+    }
+
+    /// A connected client already registered (or logged in) as `user`.
+    pub fn user(&self, user: &str) -> Client {
+        let mut c = self.client();
+        c.send(&format!("REGISTER {user} password1"));
+        let reply = c.line();
+        if reply.starts_with("ERR USER_EXISTS") {
+            c.send(&format!("LOGIN {user} password1"));
+            c.expect(&format!("OK LOGIN {user}"));
+        } else {
+            assert_eq!(reply, format!("OK REGISTER {user}"));
+        }
+        c
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        self.dir.take();
+    }
+}
+
+fn spawn(data: &Path, extra: &[String], listen: &str) -> (Child, String) {
+    let mut args: Vec<String> = vec![
+        "--listen".into(),
+        listen.into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+    ];
+    if !extra.iter().any(|a| a.starts_with("--argon2")) {
+        args.extend(["--argon2-memory-kib", "64", "--argon2-iterations", "1"].map(String::from));
+    }
+    args.extend(extra.iter().cloned());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linechat"))
+        .args(&args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting linechat");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .expect("reading the listen line");
+    let addr = first
+        .trim()
+        .strip_prefix("linechat listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+        .to_string();
+    (child, addr)
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects and consumes the greeting.
+    pub fn connect(addr: &str) -> Client {
+        let mut c = Client::connect_raw(addr);
+        let hello = c.line();
+        assert!(hello.starts_with("HELLO linechat "), "{hello}");
+        c
+    }
+
+    pub fn connect_raw(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// The next line, or a panic after the timeout.
+    pub fn line(&mut self) -> String {
+        self.try_line(TIMEOUT)
+            .unwrap_or_else(|| panic!("no line within {TIMEOUT:?}"))
+    }
+
+    /// The next line, or None if none arrives within `wait` (or the peer closed).
+    pub fn try_line(&mut self, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                let text = String::from_utf8_lossy(&line);
+                return Some(text.trim_end_matches(['\r', '\n']).to_string());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    pub fn expect(&mut self, want: &str) {
+        assert_eq!(self.line(), want);
+    }
+
+    /// The next line, which must start with `prefix`.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        let l = self.line();
+        assert!(l.starts_with(prefix), "expected {prefix:?}..., got {l:?}");
+        l
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub fn expect_silence(&mut self) {
+        if let Some(l) = self.try_line(Duration::from_millis(300)) {
+            panic!("expected nothing, got {l:?}");
+        }
+    }
+
+    /// Sends PING and returns every line before its answer: a barrier that
+    /// proves all earlier output has arrived.
+    pub fn sync(&mut self) -> Vec<String> {
+        self.send("PING barrier");
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            if l == "OK PONG barrier" {
+                return lines;
+            }
+            lines.push(l);
+        }
+    }
+
+    /// Reads until the peer closes the connection; returns what came.
+    pub fn until_closed(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Some(l) = self.try_line(TIMEOUT) {
+            lines.push(l);
+        }
+        lines
+    }
+}
+
+/// A MSG line without its id and time: `MSG <conv> <seq> <sender> <text>`.
+pub fn msg(line: &str) -> String {
+    let p: Vec<&str> = line.splitn(7, ' ').collect();
+    assert_eq!(p[0], "MSG", "{line}");
+    assert_eq!(p.len(), 7, "{line}");
+    format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
+}
