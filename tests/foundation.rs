@@ -27,9 +27,12 @@ fn two_users_chat_in_a_room() {
     let time = got.split(' ').nth(5).unwrap();
     assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{time}");
     assert!(time.ends_with('Z'));
+    // Once the MSG reached bob's socket, alice gets a delivery receipt.
+    alice.expect("RECEIPT #lobby 1 bob delivered");
     bob.send("SAY #lobby fine");
     bob.expect_prefix("OK SAY #lobby 2 ");
     assert_eq!(msg(&alice.line()), "MSG #lobby 2 bob fine");
+    bob.expect("RECEIPT #lobby 2 alice delivered");
     bob.send("WHO #lobby");
     bob.expect("MEMBER #lobby alice online admin");
     bob.expect("MEMBER #lobby bob online member");
@@ -68,8 +71,7 @@ fn a_users_other_session_sees_its_own_message() {
     let s = Server::start();
     let mut phone = s.user("alice");
     let mut laptop = s.client();
-    laptop.send("LOGIN alice password1");
-    laptop.expect("OK LOGIN alice");
+    laptop.login("alice");
     phone.send("JOIN #home");
     phone.expect("OK JOIN #home created");
     laptop.expect("JOINED #home alice");
@@ -290,6 +292,7 @@ fn ping_is_answered_while_logins_are_hashing() {
     );
     for c in &mut logins {
         c.expect("OK LOGIN slowhash");
+        c.expect("OK SYNC 0");
     }
 }
 
@@ -304,8 +307,7 @@ fn presence_on_first_connect_and_last_disconnect() {
     bob.expect("OK JOIN #p joined");
     alice.expect("JOINED #p bob");
     let mut bob2 = s.client();
-    bob2.send("LOGIN bob password1");
-    bob2.expect("OK LOGIN bob");
+    bob2.login("bob");
     drop(bob);
     assert!(
         alice.sync().is_empty(),
@@ -317,8 +319,7 @@ fn presence_on_first_connect_and_last_disconnect() {
     alice.send("PRESENCE bob");
     alice.expect_prefix("OK PRESENCE bob offline 20");
     let mut bob3 = s.client();
-    bob3.send("LOGIN bob password1");
-    bob3.expect("OK LOGIN bob");
+    bob3.login("bob");
     alice.expect("PRESENCE bob online");
     alice.send("PRESENCE bob");
     alice.expect("OK PRESENCE bob online");

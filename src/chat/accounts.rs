@@ -90,10 +90,10 @@ impl Hub {
                     created: now_ms(),
                 };
                 match self.cfg.durability {
-                    super::Durability::Sync => out.store.push(crate::store::Request {
-                        writes: vec![write],
-                        done: Some(Pending::Registered { sid, user: id }),
-                    }),
+                    super::Durability::Sync => out.store.push(crate::store::Request::write(
+                        vec![write],
+                        Some(Pending::Registered { sid, user: id }),
+                    )),
                     super::Durability::Async => {
                         self.persist(vec![write], out);
                         self.registered(sid, id, true, out);
@@ -108,6 +108,9 @@ impl Hub {
                 Some(uid) => {
                     let reply = line!("OK LOGIN {}", self.name(uid));
                     self.finish_auth(sid, Ok((uid, reply)), out);
+                    if self.user_of(sid) == Some(uid) {
+                        self.sync_after_login(sid, uid, out);
+                    }
                 }
                 None => self.finish_auth(sid, Err(ChatError::BadLogin), out),
             },

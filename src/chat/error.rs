@@ -47,6 +47,12 @@ pub enum ChatError {
     RequestPending(String),
     #[error("no pending request from {0}")]
     NoRequest(String),
+    #[error("no conversation with {0} yet")]
+    NoConversation(String),
+    #[error("no such message")]
+    NoSuchMessage,
+    #[error("only its sender (or, to delete, an admin) can change that message")]
+    NotYours,
     #[error("message text may not contain control characters")]
     BadText,
     #[error("message longer than {0} bytes")]
@@ -83,6 +89,9 @@ impl ChatError {
             ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
             ChatError::RequestPending(_) => "REQUEST_PENDING",
             ChatError::NoRequest(_) => "NO_REQUEST",
+            ChatError::NoConversation(_) => "NO_SUCH_CONVERSATION",
+            ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
+            ChatError::NotYours => "NOT_YOURS",
             ChatError::BadText => "BAD_TEXT",
             ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
             ChatError::NoSuchHelp => "UNKNOWN_COMMAND",

@@ -72,6 +72,46 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "PRESENCE <user>",
         "is the user online, and when were they last seen",
     ),
+    (
+        "HISTORY",
+        "HISTORY <conv> [BEFORE <seq>] [LIMIT <n>]",
+        "older messages of #room or @friend, oldest first (default 50, at most 500); page back with BEFORE <oldest seq seen>",
+    ),
+    (
+        "SYNC",
+        "SYNC | SYNC <conv> <after-seq>",
+        "messages you missed everywhere (LOGIN does this too), or in one conversation after a seq",
+    ),
+    (
+        "READ",
+        "READ <conv> <seq>",
+        "mark everything up to seq read; senders get a read receipt",
+    ),
+    (
+        "STATUS",
+        "STATUS <conv> <seq>",
+        "who has the message: sent, delivered or read, per member",
+    ),
+    (
+        "TYPING",
+        "TYPING <conv>",
+        "tell the others you are typing (they show it for about 5 seconds)",
+    ),
+    (
+        "DELETE",
+        "DELETE <conv> <seq>",
+        "delete your message (admins: any message in their room)",
+    ),
+    (
+        "EDIT",
+        "EDIT <conv> <seq> <text>",
+        "replace the text of your message",
+    ),
+    (
+        "SEARCH",
+        "SEARCH <conv> [BEFORE <seq>] <words>",
+        "find messages containing every word, newest first, 20 a page",
+    ),
     ("STATS", "STATS", "the server's counters"),
 ];
 

@@ -10,11 +10,13 @@ mod accounts;
 mod error;
 mod friends;
 mod help;
+mod history;
 mod names;
 mod presence;
 mod rooms;
 mod say;
 mod state;
+mod sync;
 
 use std::collections::HashMap;
 
@@ -23,10 +25,11 @@ use bytes::Bytes;
 pub use error::ChatError;
 pub use friends::{FriendError, Friends};
 pub use state::{Conv, ConvId, Member, Msg, User, UserId};
+pub use sync::Cursor;
 
 use crate::auth;
 use crate::line;
-use crate::protocol::{Command, ParseError, encode};
+use crate::protocol::{Command, ParseError, Target, encode};
 use crate::store::{self, Snapshot, Write};
 
 /// A connection, as the hub knows it. The driver packs its slot number (low
@@ -69,6 +72,16 @@ pub enum Output {
     Close,
     /// Answer STATS here: the driver owns the connection-level counters.
     Stats,
+    /// An event carrying message `seq` of `conv`: once it is written to the
+    /// socket, the driver reports it through [`Hub::delivered`].
+    Deliver { line: Bytes, conv: ConvId, seq: u64 },
+    /// Part of the answer to the oldest deferred command (a SYNC stream),
+    /// reported like `Deliver` once written.
+    Partial {
+        lines: Bytes,
+        conv: ConvId,
+        seq: u64,
+    },
 }
 
 /// Context carried through the password-hashing pool.
@@ -97,6 +110,34 @@ pub enum Pending {
     },
     /// Finish a registration: log the session in.
     Registered { sid: SessionId, user: UserId },
+    /// Older messages for HISTORY.
+    History {
+        sid: SessionId,
+        conv: ConvId,
+        view: String,
+        limit: usize,
+    },
+    /// Matches for SEARCH.
+    Search {
+        sid: SessionId,
+        conv: ConvId,
+        view: String,
+    },
+    /// The next chunk of a SYNC stream.
+    SyncChunk { sid: SessionId },
+    /// The message STATUS asked about, when it is no longer in memory.
+    Status {
+        sid: SessionId,
+        conv: ConvId,
+        view: String,
+        seq: u64,
+    },
+    /// The outcome of an EDIT or DELETE.
+    Changed {
+        sid: SessionId,
+        conv: ConvId,
+        by: UserId,
+    },
 }
 
 /// Everything one input made the hub want done.
@@ -113,6 +154,15 @@ impl Out {
     }
     pub fn event(&mut self, sid: SessionId, line: Bytes) {
         self.lines.push((sid, Output::Event(line)));
+    }
+    pub fn deliver(&mut self, sid: SessionId, line: Bytes, conv: ConvId, seq: u64) {
+        self.lines.push((sid, Output::Deliver { line, conv, seq }));
+    }
+    pub fn complete(&mut self, sid: SessionId, line: Bytes) {
+        self.lines.push((sid, Output::Complete(line)));
+    }
+    pub fn fail(&mut self, sid: SessionId, e: &ChatError) {
+        self.complete(sid, encode::err(e.code(), e));
     }
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty() && self.auth.is_empty() && self.store.is_empty()
@@ -178,6 +228,12 @@ pub struct Hub {
     directs: HashMap<(UserId, UserId), ConvId>,
     friends: Friends,
     sessions: HashMap<SessionId, SessionState>,
+    cursors: HashMap<(UserId, ConvId), Cursor>,
+    /// Cursors changed since they were last handed to storage.
+    dirty_cursors: std::collections::HashSet<(UserId, ConvId)>,
+    syncs: HashMap<SessionId, sync::SyncJob>,
+    /// When each (user, conversation) last sent a TYPING event (Unix ms).
+    typing: HashMap<(UserId, ConvId), i64>,
     /// A PHC string that unknown users are verified against, so a failed
     /// login takes as long whether or not the user exists.
     decoy_phc: String,
@@ -205,6 +261,10 @@ impl Hub {
             directs: HashMap::new(),
             friends: Friends::default(),
             sessions: HashMap::new(),
+            cursors: HashMap::new(),
+            dirty_cursors: Default::default(),
+            syncs: HashMap::new(),
+            typing: HashMap::new(),
             decoy_phc,
             counters: Counters::default(),
         };
@@ -259,6 +319,10 @@ impl Hub {
             }
         }
         self.friends.load(&snap.friendships, &snap.requests);
+        for (user, conv, delivered, read) in snap.cursors {
+            self.cursors
+                .insert((user, conv), Cursor { delivered, read });
+        }
     }
 
     pub fn config(&self) -> &HubConfig {
@@ -276,6 +340,7 @@ impl Hub {
             return;
         };
         self.reserved.retain(|_, s| *s != sid);
+        self.syncs.remove(&sid);
         if let Some(uid) = state.user {
             self.logout(sid, uid, out);
         }
@@ -364,6 +429,32 @@ impl Hub {
             (Command::Presence(name), Some(_)) => self.presence_query(sid, name, out)?,
             (Command::Friend(cmd), Some(uid)) => self.friend(sid, uid, cmd, out)?,
             (Command::Stats, Some(_)) => out.lines.push((sid, Output::Stats)),
+            (
+                Command::History {
+                    conv,
+                    before,
+                    limit,
+                },
+                Some(uid),
+            ) => self.history(sid, uid, conv, before, limit, out)?,
+            (
+                Command::Search {
+                    conv,
+                    before,
+                    words,
+                },
+                Some(uid),
+            ) => self.search(sid, uid, conv, before, words, out)?,
+            (Command::Delete { conv, seq }, Some(uid)) => {
+                self.change(sid, uid, conv, seq, None, out)?
+            }
+            (Command::Edit { conv, seq, text }, Some(uid)) => {
+                self.change(sid, uid, conv, seq, Some(text), out)?
+            }
+            (Command::Sync(range), Some(uid)) => self.sync(sid, uid, range, out)?,
+            (Command::Read { conv, seq }, Some(uid)) => self.read(sid, uid, conv, seq, out)?,
+            (Command::Status { conv, seq }, Some(uid)) => self.status(sid, uid, conv, seq, out)?,
+            (Command::Typing(conv), Some(uid)) => self.typing(sid, uid, conv, out)?,
         }
         Ok(())
     }
@@ -373,14 +464,14 @@ impl Hub {
     fn commit(&mut self, sid: SessionId, writes: Vec<Write>, reply: Bytes, out: &mut Out) {
         match self.cfg.durability {
             Durability::Sync => {
-                out.store.push(store::Request {
+                out.store.push(store::Request::write(
                     writes,
-                    done: Some(Pending::Reply { sid, reply }),
-                });
+                    Some(Pending::Reply { sid, reply }),
+                ));
                 out.lines.push((sid, Output::Defer));
             }
             Durability::Async => {
-                out.store.push(store::Request { writes, done: None });
+                out.store.push(store::Request::write(writes, None));
                 out.reply(sid, reply);
             }
         }
@@ -388,7 +479,7 @@ impl Hub {
 
     /// Writes that nobody waits for (last-seen times, for instance).
     fn persist(&mut self, writes: Vec<Write>, out: &mut Out) {
-        out.store.push(store::Request { writes, done: None });
+        out.store.push(store::Request::write(writes, None));
     }
 
     /// A storage batch came back.
@@ -397,28 +488,79 @@ impl Hub {
         let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
         self.counters.commit_micros_last = micros;
         self.counters.commit_micros_total += micros;
-        for (pending, ok) in done.done {
+        for (pending, answer) in done.done {
+            let Ok(answer) = answer else {
+                self.storage_failed(pending, out);
+                continue;
+            };
             match pending {
-                Pending::Reply { sid, reply } => {
-                    let reply = if ok {
-                        reply
-                    } else {
-                        encode::err(ChatError::Storage.code(), ChatError::Storage)
-                    };
-                    out.lines.push((sid, Output::Complete(reply)));
+                Pending::Reply { sid, reply } => out.complete(sid, reply),
+                Pending::Said { sid, conv, msg } => self.publish(conv, msg, sid, true, out),
+                Pending::Registered { sid, user } => self.registered(sid, user, true, out),
+                Pending::History {
+                    sid,
+                    conv,
+                    view,
+                    limit,
+                } => self.history_answer(sid, conv, &view, limit, answer, out),
+                Pending::Search { sid, conv, view } => {
+                    self.search_answer(sid, conv, &view, answer, out)
                 }
-                Pending::Said { sid, conv, msg } => {
-                    if ok {
-                        self.publish(conv, msg, sid, true, out);
-                    } else {
-                        let e = ChatError::Storage;
-                        out.lines
-                            .push((sid, Output::Complete(encode::err(e.code(), e))));
-                    }
-                }
-                Pending::Registered { sid, user } => self.registered(sid, user, ok, out),
+                Pending::SyncChunk { sid } => self.sync_chunk(sid, answer, out),
+                Pending::Status {
+                    sid,
+                    conv,
+                    view,
+                    seq,
+                } => self.status_answer(sid, conv, &view, seq, answer, out),
+                Pending::Changed { sid, conv, by } => self.changed(sid, conv, by, answer, out),
             }
         }
+    }
+
+    /// A storage request failed: its command is answered with ERR STORAGE.
+    fn storage_failed(&mut self, pending: Pending, out: &mut Out) {
+        let sid = match pending {
+            Pending::Registered { sid, user } => return self.registered(sid, user, false, out),
+            Pending::SyncChunk { sid } => {
+                self.syncs.remove(&sid);
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.busy = false;
+                }
+                sid
+            }
+            Pending::Reply { sid, .. }
+            | Pending::Said { sid, .. }
+            | Pending::History { sid, .. }
+            | Pending::Search { sid, .. }
+            | Pending::Status { sid, .. }
+            | Pending::Changed { sid, .. } => sid,
+        };
+        out.fail(sid, &ChatError::Storage);
+    }
+
+    /// The conversation a client names, which the caller must belong to:
+    /// `#room`, or `@user` for an existing direct conversation (even after
+    /// the friendship ended: history belongs to the conversation).
+    fn member_conv(&self, uid: UserId, target: Target<'_>) -> Result<ConvId, ChatError> {
+        let conv = match target {
+            Target::Room(room) => {
+                let name = names::room(room)?;
+                *self.rooms.get(&name).ok_or(ChatError::NoSuchRoom)?
+            }
+            Target::User(name) => {
+                let other = self.find_user(name)?;
+                *self
+                    .directs
+                    .get(&pair(uid, other))
+                    .ok_or_else(|| ChatError::NoConversation(self.name(other).to_string()))?
+            }
+        };
+        let c = &self.convs[conv as usize];
+        if c.member(uid).is_none() {
+            return Err(ChatError::NotMember(c.name.clone()));
+        }
+        Ok(conv)
     }
 
     /// Every session of every member of `conv`.

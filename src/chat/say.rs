@@ -12,7 +12,7 @@ use super::{ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Sessi
 use super::{ms_to_time, names, now_ms, pair};
 use crate::line;
 use crate::protocol::Target;
-use crate::store::{self, ConvKind, StoredMessage, Write};
+use crate::store::{self, ConvKind, MsgState, StoredMessage, Write};
 
 impl Hub {
     pub(super) fn say(
@@ -45,7 +45,9 @@ impl Hub {
             sender: uid,
             at: now_ms(),
             text: text.into(),
+            state: MsgState::Sent,
         };
+        self.typing.remove(&(uid, conv));
         writes.push(Write::Message(StoredMessage {
             conv,
             seq: msg.seq,
@@ -53,17 +55,18 @@ impl Hub {
             sender: uid,
             at: msg.at,
             text: text.to_string(),
+            state: MsgState::Sent,
         }));
         match self.cfg.durability {
             Durability::Sync => {
-                out.store.push(store::Request {
+                out.store.push(store::Request::write(
                     writes,
-                    done: Some(Pending::Said { sid, conv, msg }),
-                });
+                    Some(Pending::Said { sid, conv, msg }),
+                ));
                 out.lines.push((sid, Output::Defer));
             }
             Durability::Async => {
-                out.store.push(store::Request { writes, done: None });
+                out.store.push(store::Request::write(writes, None));
                 self.publish(conv, msg, sid, false, out);
             }
         }
@@ -142,13 +145,17 @@ impl Hub {
         if c.kind != ConvKind::Direct {
             return c.name.clone();
         }
-        let other = c
+        format!("@{}", self.name(self.other_member(conv, viewer)))
+    }
+
+    /// In a direct conversation, the member who is not `me`.
+    pub(super) fn other_member(&self, conv: ConvId, me: UserId) -> UserId {
+        self.convs[conv as usize]
             .members
             .iter()
             .map(|m| m.user)
-            .find(|&u| u != viewer)
-            .unwrap_or(viewer);
-        format!("@{}", self.name(other))
+            .find(|&u| u != me)
+            .unwrap_or(me)
     }
 
     /// Delivers a durable message to everyone, and answers its sender:
@@ -169,7 +176,7 @@ impl Hub {
                 let line = self.msg_line(&self.conv_name_for(conv, m.user), &msg);
                 for &s in &self.users[m.user as usize].sessions {
                     if s != origin {
-                        out.event(s, line.clone());
+                        out.deliver(s, line.clone(), conv, msg.seq);
                         sent += 1;
                     }
                 }
@@ -178,7 +185,7 @@ impl Hub {
             let line = self.msg_line(&c.name, &msg);
             for s in self.member_sessions(conv) {
                 if s != origin {
-                    out.event(s, line.clone());
+                    out.deliver(s, line.clone(), conv, msg.seq);
                     sent += 1;
                 }
             }
@@ -193,6 +200,9 @@ impl Hub {
                 Output::Reply(reply)
             },
         ));
+        // The sender has its own message: it is not news to them on SYNC.
+        self.cursor_mut(msg.sender, conv).delivered = msg.seq;
+        self.cursor_mut(msg.sender, conv).read = msg.seq;
         let recent = self.cfg.recent;
         let c = &mut self.convs[conv as usize];
         if recent > 0 {

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::SessionId;
-use crate::store::{ConvKind, StoredMessage};
+use crate::store::{ConvKind, MsgState, StoredMessage};
 
 /// Index into the hub's user table; also the primary key on disk.
 pub type UserId = u32;
@@ -59,6 +59,7 @@ pub struct Msg {
     /// Unix ms.
     pub at: i64,
     pub text: Box<str>,
+    pub state: MsgState,
 }
 
 impl From<StoredMessage> for Msg {
@@ -69,6 +70,7 @@ impl From<StoredMessage> for Msg {
             sender: m.sender,
             at: m.at,
             text: m.text.into_boxed_str(),
+            state: m.state,
         }
     }
 }
@@ -109,5 +111,33 @@ impl Conv {
 
     pub fn is_admin(&self, user: UserId) -> bool {
         self.member(user).is_some_and(|m| m.admin)
+    }
+
+    /// Position of message `seq` in the recent buffer. Seqs there are
+    /// consecutive, but a failed commit can leave a gap, hence the check.
+    fn recent_index(&self, seq: u64) -> Option<usize> {
+        let first = self.recent.front()?.seq;
+        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        match self.recent.get(idx) {
+            Some(m) if m.seq == seq => Some(idx),
+            _ => self.recent.iter().position(|m| m.seq == seq),
+        }
+    }
+
+    /// The in-memory copy of message `seq`, if it is still in the recent buffer.
+    pub fn recent_msg(&self, seq: u64) -> Option<&Msg> {
+        self.recent_index(seq).map(|i| &self.recent[i])
+    }
+
+    pub fn recent_msg_mut(&mut self, seq: u64) -> Option<&mut Msg> {
+        self.recent_index(seq).map(|i| &mut self.recent[i])
+    }
+
+    /// Whether every message from `from` to the newest is in memory.
+    pub fn recent_covers(&self, from: u64) -> bool {
+        match self.recent.front() {
+            Some(first) => first.seq <= from.max(1),
+            None => self.last_seq < from.max(1),
+        }
     }
 }

@@ -15,13 +15,19 @@ fn hub(durability: Durability) -> Hub {
 /// requests synchronously, and records every line per session as text.
 struct Harness {
     hub: Hub,
+    db: rusqlite::Connection,
+    _dir: tempfile::TempDir,
     lines: Vec<(SessionId, String)>,
     next: u64,
 }
 
 impl Harness {
     fn new(durability: Durability) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = store::open(dir.path(), 100).unwrap();
         Harness {
+            db,
+            _dir: dir,
             hub: hub(durability),
             lines: Vec::new(),
             next: 0,
@@ -42,6 +48,15 @@ impl Harness {
                     Output::Reply(b) | Output::Event(b) | Output::Complete(b) => {
                         String::from_utf8(b.to_vec()).unwrap()
                     }
+                    Output::Deliver { line, conv, seq } => {
+                        // Delivered at once, as if the socket took it.
+                        self.hub.delivered(sid, conv, seq, &mut Out::default());
+                        String::from_utf8(line.to_vec()).unwrap()
+                    }
+                    Output::Partial { lines, conv, seq } => {
+                        self.hub.delivered(sid, conv, seq, &mut Out::default());
+                        String::from_utf8(lines.to_vec()).unwrap()
+                    }
                     Output::Defer => continue,
                     Output::Close => "<close>\n".into(),
                     Output::Stats => "<stats>\n".into(),
@@ -51,6 +66,10 @@ impl Harness {
                 }
             }
             let mut next = Out::default();
+            let waiting: Vec<_> = self.hub.syncs_waiting().collect();
+            for sid in waiting {
+                self.hub.sync_more(sid, &mut next);
+            }
             for job in out.auth.drain(..) {
                 // Stand-in for argon2: the "hash" of p is "h:p".
                 let outcome = match job.work {
@@ -69,11 +88,8 @@ impl Harness {
                     &mut next,
                 );
             }
-            let done: Vec<_> = out
-                .store
-                .drain(..)
-                .filter_map(|r| r.done.map(|d| (d, true)))
-                .collect();
+            let batch: Vec<_> = out.store.drain(..).collect();
+            let done = store::run_batch(&mut self.db, batch);
             if !done.is_empty() {
                 self.hub.committed(
                     store::Committed {
@@ -150,6 +166,7 @@ fn register_login_and_bad_login_look_alike() {
             "ERR BAD_LOGIN invalid user name or password",
             "ERR BAD_LOGIN invalid user name or password",
             "OK LOGIN alice",
+            "OK SYNC 0",
             "ERR ALREADY_LOGGED_IN this session is already logged in"
         ]
     );
@@ -170,6 +187,7 @@ fn room_chat_reaches_every_session_but_the_sender() {
         let a1 = h.user("alice");
         let a2 = h.connect();
         h.send(a2, "LOGIN alice password1");
+        assert_eq!(h.take(a2), ["OK LOGIN alice", "OK SYNC 0"]);
         let b = h.user("bob");
         h.send(a1, "JOIN #Lobby");
         h.send(b, "JOIN #lobby");

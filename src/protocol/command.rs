@@ -29,26 +29,75 @@ pub enum Command<'a> {
     Help(Option<&'a str>),
     Ping(Option<&'a str>),
     Quit,
-    Register { user: &'a str, password: &'a str },
-    Login { user: &'a str, password: &'a str },
+    Register {
+        user: &'a str,
+        password: &'a str,
+    },
+    Login {
+        user: &'a str,
+        password: &'a str,
+    },
     Join(&'a str),
     Create(&'a str),
     Leave(&'a str),
     Who(&'a str),
     Rooms,
-    Add { room: &'a str, user: &'a str },
-    Kick { room: &'a str, user: &'a str },
-    Op { room: &'a str, user: &'a str },
-    Say { to: Target<'a>, text: &'a str },
+    Add {
+        room: &'a str,
+        user: &'a str,
+    },
+    Kick {
+        room: &'a str,
+        user: &'a str,
+    },
+    Op {
+        room: &'a str,
+        user: &'a str,
+    },
+    Say {
+        to: Target<'a>,
+        text: &'a str,
+    },
     Presence(&'a str),
     Friend(FriendCmd<'a>),
     Stats,
+    History {
+        conv: Target<'a>,
+        before: Option<u64>,
+        limit: Option<usize>,
+    },
+    /// `SYNC` (everything missed) or `SYNC <conv> <after-seq>`.
+    Sync(Option<(Target<'a>, u64)>),
+    Read {
+        conv: Target<'a>,
+        seq: u64,
+    },
+    Status {
+        conv: Target<'a>,
+        seq: u64,
+    },
+    Typing(Target<'a>),
+    Delete {
+        conv: Target<'a>,
+        seq: u64,
+    },
+    Edit {
+        conv: Target<'a>,
+        seq: u64,
+        text: &'a str,
+    },
+    Search {
+        conv: Target<'a>,
+        before: Option<u64>,
+        words: &'a str,
+    },
 }
 
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
     "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS", "ADD",
-    "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "STATS",
+    "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS", "TYPING",
+    "DELETE", "EDIT", "SEARCH", "STATS",
 ];
 
 impl Command<'_> {
@@ -162,10 +211,91 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("STATS") {
         words::<0>(args, "STATS")?;
         Command::Stats
+    } else if is("HISTORY") {
+        parse_history(args)?
+    } else if is("SYNC") {
+        match args.split(' ').filter(|w| !w.is_empty()).count() {
+            0 => Command::Sync(None),
+            _ => {
+                let [conv, after] = words(args, "SYNC")?;
+                Command::Sync(Some((target(conv)?, number(after, "SYNC")?)))
+            }
+        }
+    } else if is("READ") || is("STATUS") || is("DELETE") {
+        let verb = if is("READ") {
+            "READ"
+        } else if is("STATUS") {
+            "STATUS"
+        } else {
+            "DELETE"
+        };
+        let [conv, seq] = words(args, verb)?;
+        let (conv, seq) = (target(conv)?, number(seq, verb)?);
+        match verb {
+            "READ" => Command::Read { conv, seq },
+            "STATUS" => Command::Status { conv, seq },
+            _ => Command::Delete { conv, seq },
+        }
+    } else if is("TYPING") {
+        Command::Typing(target(words::<1>(args, "TYPING")?[0])?)
+    } else if is("EDIT") {
+        let (conv, rest) = split_word(args);
+        let (seq, text) = split_word(rest);
+        if text.is_empty() {
+            return Err(ParseError::Usage("EDIT"));
+        }
+        Command::Edit {
+            conv: target(conv)?,
+            seq: number(seq, "EDIT")?,
+            text,
+        }
+    } else if is("SEARCH") {
+        let (conv, rest) = split_word(args);
+        let (first, after_first) = split_word(rest);
+        let (before, words) = if first.eq_ignore_ascii_case("BEFORE") {
+            let (seq, words) = split_word(after_first);
+            (Some(number(seq, "SEARCH")?), words)
+        } else {
+            (None, rest)
+        };
+        if conv.is_empty() || words.is_empty() {
+            return Err(ParseError::Usage("SEARCH"));
+        }
+        Command::Search {
+            conv: target(conv)?,
+            before,
+            words,
+        }
     } else {
         return Err(ParseError::UnknownVerb);
     };
     Ok(cmd)
+}
+
+fn number<T: std::str::FromStr>(word: &str, verb: &'static str) -> Result<T, ParseError> {
+    word.parse().map_err(|_| ParseError::Usage(verb))
+}
+
+/// `HISTORY <conv> [BEFORE <seq>] [LIMIT <n>]`, options in either order.
+fn parse_history(args: &str) -> Result<Command<'_>, ParseError> {
+    let mut it = args.split(' ').filter(|w| !w.is_empty());
+    let conv = target(it.next().ok_or(ParseError::Usage("HISTORY"))?)?;
+    let (mut before, mut limit) = (None, None);
+    while let Some(opt) = it.next() {
+        let value = it.next().ok_or(ParseError::Usage("HISTORY"))?;
+        if opt.eq_ignore_ascii_case("BEFORE") && before.is_none() {
+            before = Some(number(value, "HISTORY")?);
+        } else if opt.eq_ignore_ascii_case("LIMIT") && limit.is_none() {
+            limit = Some(number(value, "HISTORY")?);
+        } else {
+            return Err(ParseError::Usage("HISTORY"));
+        }
+    }
+    Ok(Command::History {
+        conv,
+        before,
+        limit,
+    })
 }
 
 fn parse_friend(args: &str) -> Result<FriendCmd<'_>, ParseError> {
@@ -223,6 +353,55 @@ mod tests {
         assert_eq!(parse("SAY room hi"), Err(ParseError::BadTarget));
         assert_eq!(parse("PING a b"), Err(ParseError::Usage("PING")));
         assert_eq!(parse("FRIEND EAT bob"), Err(ParseError::Usage("FRIEND")));
+    }
+
+    #[test]
+    fn history_sync_and_message_commands() {
+        assert_eq!(
+            parse("HISTORY #r LIMIT 5 before 10").unwrap(),
+            Command::History {
+                conv: Target::Room("#r"),
+                before: Some(10),
+                limit: Some(5)
+            }
+        );
+        assert_eq!(parse("HISTORY #r LIMIT"), Err(ParseError::Usage("HISTORY")));
+        assert_eq!(
+            parse("HISTORY #r LIMIT x"),
+            Err(ParseError::Usage("HISTORY"))
+        );
+        assert_eq!(parse("SYNC").unwrap(), Command::Sync(None));
+        assert_eq!(
+            parse("SYNC @bob 7").unwrap(),
+            Command::Sync(Some((Target::User("bob"), 7)))
+        );
+        assert_eq!(parse("SYNC #r"), Err(ParseError::Usage("SYNC")));
+        assert_eq!(
+            parse("EDIT #r 3 new  text").unwrap(),
+            Command::Edit {
+                conv: Target::Room("#r"),
+                seq: 3,
+                text: "new  text"
+            }
+        );
+        assert_eq!(parse("EDIT #r 3"), Err(ParseError::Usage("EDIT")));
+        assert_eq!(parse("DELETE #r -1"), Err(ParseError::Usage("DELETE")));
+        assert_eq!(
+            parse("SEARCH #r BEFORE 9 hello world").unwrap(),
+            Command::Search {
+                conv: Target::Room("#r"),
+                before: Some(9),
+                words: "hello world"
+            }
+        );
+        assert_eq!(
+            parse("SEARCH #r hello").unwrap(),
+            Command::Search {
+                conv: Target::Room("#r"),
+                before: None,
+                words: "hello"
+            }
+        );
     }
 
     #[test]

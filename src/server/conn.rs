@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
-use super::outbox::Outbox;
+use super::outbox::{Outbox, Tag};
 use crate::chat::SessionId;
 use crate::protocol::LineFramer;
 
@@ -16,7 +16,7 @@ pub enum Held {
     /// The answer to a deferred command, not in yet.
     Slot,
     /// An answer ready to go once everything before it has gone.
-    Ready(Bytes),
+    Ready(Bytes, Tag),
     /// QUIT: close once everything before it has gone.
     Close,
 }
@@ -67,9 +67,22 @@ impl Conn {
         if self.held.is_empty() {
             Some(line)
         } else {
-            self.held.push_back(Held::Ready(line));
+            self.held.push_back(Held::Ready(line, None));
             None
         }
+    }
+
+    /// Part of the newest deferred answer (a SYNC stream, whose session reads
+    /// no further commands meanwhile): it goes just before that answer's slot.
+    /// Returns what is now free to go, in order.
+    pub fn partial(&mut self, lines: Bytes, tag: Tag) -> Vec<(Bytes, Tag)> {
+        let at = self
+            .held
+            .iter()
+            .rposition(|h| matches!(h, Held::Slot))
+            .unwrap_or(self.held.len());
+        self.held.insert(at, Held::Ready(lines, tag));
+        self.release()
     }
 
     pub fn defer(&mut self) {
@@ -86,17 +99,22 @@ impl Conn {
 
     /// Fills the oldest slot with `line` and returns the answers now free to
     /// go, in order.
-    pub fn complete(&mut self, line: Bytes) -> Vec<Bytes> {
+    pub fn complete(&mut self, line: Bytes) -> Vec<(Bytes, Tag)> {
         if let Some(slot) = self.held.iter_mut().find(|h| matches!(h, Held::Slot)) {
-            *slot = Held::Ready(line);
+            *slot = Held::Ready(line, None);
         }
+        self.release()
+    }
+
+    /// Pops the answers at the front that no longer wait on anything.
+    fn release(&mut self) -> Vec<(Bytes, Tag)> {
         let mut ready = Vec::new();
         while let Some(front) = self.held.front() {
             match front {
                 Held::Slot => break,
-                Held::Ready(_) => {
-                    if let Some(Held::Ready(b)) = self.held.pop_front() {
-                        ready.push(b);
+                Held::Ready(..) => {
+                    if let Some(Held::Ready(b, tag)) = self.held.pop_front() {
+                        ready.push((b, tag));
                     }
                 }
                 Held::Close => {
@@ -137,10 +155,31 @@ mod tests {
         assert!(c.reply(Bytes::from_static(b"c\n")).is_none());
         c.close_after_replies();
         assert!(!c.closing);
-        assert_eq!(c.complete(Bytes::from_static(b"b1\n")), [&b"b1\n"[..]]);
-        let rest = c.complete(Bytes::from_static(b"b2\n"));
+        let text = |v: Vec<(Bytes, Tag)>| v.into_iter().map(|(b, _)| b).collect::<Vec<_>>();
+        assert_eq!(
+            text(c.complete(Bytes::from_static(b"b1\n"))),
+            [&b"b1\n"[..]]
+        );
+        let rest = text(c.complete(Bytes::from_static(b"b2\n")));
         assert_eq!(rest, [&b"b2\n"[..], &b"c\n"[..]]);
         assert!(c.closing);
+        assert!(c.held.is_empty());
+    }
+
+    #[test]
+    fn a_stream_waits_for_earlier_answers_and_precedes_its_own() {
+        let mut c = conn();
+        c.defer(); // an earlier command, say SAY
+        c.defer(); // SYNC
+        assert!(
+            c.partial(Bytes::from_static(b"m1\n"), Some((1, 1)))
+                .is_empty()
+        );
+        let out = c.complete(Bytes::from_static(b"ok say\n"));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], (Bytes::from_static(b"m1\n"), Some((1, 1))));
+        assert_eq!(c.partial(Bytes::from_static(b"m2\n"), None).len(), 1);
+        assert_eq!(c.complete(Bytes::from_static(b"ok sync\n")).len(), 1);
         assert!(c.held.is_empty());
     }
 }

@@ -27,7 +27,7 @@ use crate::line;
 use crate::protocol::{self, Frame, ParseError};
 use crate::store::{self, Storage};
 use conn::Conn;
-use outbox::Flushed;
+use outbox::{Flushed, Tag};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -49,6 +49,9 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+
+/// How often changed delivery cursors are handed to storage.
+const CURSOR_FLUSH: Duration = Duration::from_secs(1);
 
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -91,6 +94,11 @@ pub struct Server {
     again: Vec<usize>,
     /// Sessions to close at the end of this turn.
     dead: Vec<usize>,
+    /// Tags of message entries just written to a socket (scratch).
+    written: Vec<(u32, u64)>,
+    /// Sessions whose written tags wait to be reported to the hub.
+    wrote: Vec<(SessionId, Vec<(u32, u64)>)>,
+    last_cursor_flush: Instant,
     accept_paused_until: Option<Instant>,
     counters: Counters,
     rates: Rates,
@@ -146,6 +154,9 @@ impl Server {
             dirty: Vec::new(),
             again: Vec::new(),
             dead: Vec::new(),
+            written: Vec::new(),
+            wrote: Vec::new(),
+            last_cursor_flush: Instant::now(),
             accept_paused_until: None,
             counters: Counters::default(),
             rates: Rates::default(),
@@ -210,6 +221,11 @@ impl Server {
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
+        if self.last_cursor_flush.elapsed() >= CURSOR_FLUSH {
+            self.last_cursor_flush = Instant::now();
+            self.hub.flush_cursors(&mut self.out);
+            self.apply_out();
+        }
     }
 
     fn accept(&mut self) {
@@ -259,7 +275,7 @@ impl Server {
             "HELLO linechat {} - type HELP for commands",
             env!("CARGO_PKG_VERSION")
         );
-        self.push(i, hello);
+        self.push(i, hello, None);
     }
 
     /// Reads and handles input for connection `i` within its budget.
@@ -353,23 +369,29 @@ impl Server {
             match output {
                 Output::Reply(b) => {
                     if let Some(b) = conn.reply(b) {
-                        self.push(i, b);
+                        self.push(i, b, None);
                     }
                 }
-                Output::Event(b) => self.push(i, b),
+                Output::Event(b) => self.push(i, b, None),
+                Output::Deliver { line, conv, seq } => self.push(i, line, Some((conv, seq))),
                 Output::Defer => conn.defer(),
                 Output::Complete(b) => {
-                    for b in conn.complete(b) {
-                        self.push(i, b);
+                    for (b, tag) in conn.complete(b) {
+                        self.push(i, b, tag);
                     }
                     // The session may have been waiting on this to read on.
                     self.again.push(i);
+                }
+                Output::Partial { lines, conv, seq } => {
+                    for (b, tag) in conn.partial(lines, Some((conv, seq))) {
+                        self.push(i, b, tag);
+                    }
                 }
                 Output::Close => conn.close_after_replies(),
                 Output::Stats => {
                     let stats = self.stats_reply();
                     if let Some(b) = self.conns[i].reply(stats) {
-                        self.push(i, b);
+                        self.push(i, b, None);
                     }
                 }
             }
@@ -394,7 +416,7 @@ impl Server {
 
     /// Queues `b` for connection `i`, dropping it as a slow consumer if its
     /// outbox would pass the limit.
-    fn push(&mut self, i: usize, b: Bytes) {
+    fn push(&mut self, i: usize, b: Bytes, tag: Tag) {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
@@ -404,11 +426,15 @@ impl Server {
         if conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
             // Over the limit: first let the kernel take what it will. Only a
             // reader whose socket buffer is full as well is slow.
-            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock) {
+            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock, &mut self.written) {
                 self.counters.bytes_out += n as u64;
             }
+            self.note_written(i);
         }
-        if conn.outbox.push(b, self.cfg.max_outbox) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if conn.outbox.push(b, tag, self.cfg.max_outbox) {
             self.mark_dirty(i);
             return;
         }
@@ -440,24 +466,68 @@ impl Server {
     }
 
     fn flush_dirty(&mut self) {
-        for i in std::mem::take(&mut self.dirty) {
-            let Some(conn) = self.conns.get_mut(i) else {
-                continue;
-            };
-            conn.dirty = false;
-            match conn.outbox.flush(&mut conn.sock) {
-                Ok((flushed, n)) => {
-                    self.counters.bytes_out += n as u64;
-                    if flushed == Flushed::All && conn.finished() {
+        while !self.dirty.is_empty() {
+            for i in std::mem::take(&mut self.dirty) {
+                let Some(conn) = self.conns.get_mut(i) else {
+                    continue;
+                };
+                conn.dirty = false;
+                match conn.outbox.flush(&mut conn.sock, &mut self.written) {
+                    Ok((flushed, n)) => {
+                        self.counters.bytes_out += n as u64;
+                        if flushed == Flushed::All && conn.finished() {
+                            self.dead.push(i);
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("session {} write error: {e}", conn.sid);
                         self.dead.push(i);
                     }
                 }
-                Err(e) => {
-                    log::debug!("session {} write error: {e}", conn.sid);
-                    self.dead.push(i);
-                }
+                self.note_written(i);
+            }
+            // Report what reached sockets, and let SYNC streams continue.
+            self.report_written();
+        }
+    }
+
+    /// Keeps the tags just written by connection `i` for the hub.
+    fn note_written(&mut self, i: usize) {
+        if self.written.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.conns.get(i) {
+            let tags = std::mem::take(&mut self.written);
+            self.wrote.push((conn.sid, tags));
+        } else {
+            self.written.clear();
+        }
+    }
+
+    /// Tells the hub which messages reached which sessions, and pulls the
+    /// next SYNC chunk for sessions whose outbox has drained. New output
+    /// marks sessions dirty again; `flush_dirty` loops until none is.
+    fn report_written(&mut self) {
+        for (sid, tags) in std::mem::take(&mut self.wrote) {
+            for (conv, seq) in tags {
+                self.hub.delivered(sid, conv, seq, &mut self.out);
             }
         }
+        let low_water = self.cfg.max_outbox / 4;
+        let pull: Vec<SessionId> = self
+            .hub
+            .syncs_waiting()
+            .filter(|&sid| {
+                self.index_of(sid).is_some_and(|i| {
+                    let c = &self.conns[i];
+                    c.outbox.len_bytes() < low_water && c.held.len() <= 1 && !c.dropped
+                })
+            })
+            .collect();
+        for sid in pull {
+            self.hub.sync_more(sid, &mut self.out);
+        }
+        self.apply_out();
     }
 
     fn close_dead(&mut self) {

@@ -14,9 +14,19 @@ use bytes::{Buf, Bytes};
 /// typical chat lines already fill a socket buffer.
 const IOV_BATCH: usize = 64;
 
+/// Marks an entry that carries message `seq` of conversation `conv`; it is
+/// reported once the entry has been written whole.
+pub type Tag = Option<(u32, u64)>;
+
+#[derive(Debug)]
+struct Entry {
+    bytes: Bytes,
+    tag: Tag,
+}
+
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Entry>,
     bytes: usize,
 }
 
@@ -39,12 +49,12 @@ impl Outbox {
     }
 
     /// Queues `b` unless that would pass `limit`; returns whether it was queued.
-    pub fn push(&mut self, b: Bytes, limit: usize) -> bool {
+    pub fn push(&mut self, b: Bytes, tag: Tag, limit: usize) -> bool {
         if self.bytes + b.len() > limit {
             return false;
         }
         self.bytes += b.len();
-        self.queue.push_back(b);
+        self.queue.push_back(Entry { bytes: b, tag });
         true
     }
 
@@ -55,7 +65,12 @@ impl Outbox {
     }
 
     /// Writes as much as the socket takes; returns the bytes written too.
-    pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<(Flushed, usize)> {
+    /// Tags of entries written whole are appended to `written_tags`.
+    pub fn flush<W: Write>(
+        &mut self,
+        w: &mut W,
+        written_tags: &mut Vec<(u32, u64)>,
+    ) -> io::Result<(Flushed, usize)> {
         let mut written = 0;
         while !self.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); IOV_BATCH];
@@ -63,13 +78,13 @@ impl Outbox {
                 .queue
                 .iter()
                 .zip(slices.iter_mut())
-                .map(|(b, s)| *s = IoSlice::new(b))
+                .map(|(e, s)| *s = IoSlice::new(&e.bytes))
                 .count();
             match w.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
                     written += k;
-                    self.consume(k);
+                    self.consume(k, written_tags);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok((Flushed::Blocked, written));
@@ -82,17 +97,20 @@ impl Outbox {
         Ok((Flushed::All, written))
     }
 
-    fn consume(&mut self, mut k: usize) {
+    fn consume(&mut self, mut k: usize, written_tags: &mut Vec<(u32, u64)>) {
         self.bytes -= k;
         while k > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;
             };
-            if front.len() <= k {
-                k -= front.len();
+            if front.bytes.len() <= k {
+                k -= front.bytes.len();
+                if let Some(tag) = front.tag {
+                    written_tags.push(tag);
+                }
                 self.queue.pop_front();
             } else {
-                front.advance(k);
+                front.bytes.advance(k);
                 k = 0;
             }
         }
@@ -137,17 +155,20 @@ mod tests {
     fn partial_writes_resume_where_they_stopped() {
         let mut o = Outbox::default();
         let shared = Bytes::from_static(b"MSG #a 1 x\n");
-        assert!(o.push(shared.clone(), 100));
-        assert!(o.push(Bytes::from_static(b"OK\n"), 100));
-        assert!(!o.push(Bytes::from(vec![b'x'; 90]), 100), "limit");
+        assert!(o.push(shared.clone(), Some((7, 1)), 100));
+        assert!(o.push(Bytes::from_static(b"OK\n"), None, 100));
+        assert!(!o.push(Bytes::from(vec![b'x'; 90]), None, 100), "limit");
         let mut w = Trickle {
             got: Vec::new(),
             cap: 5,
             calls: 0,
         };
-        assert_eq!(o.flush(&mut w).unwrap(), (Flushed::Blocked, 10));
+        let mut tags = Vec::new();
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::Blocked, 10));
         assert_eq!(o.len_bytes(), 4);
-        assert_eq!(o.flush(&mut w).unwrap(), (Flushed::All, 4));
+        assert!(tags.is_empty(), "the tagged entry is not written whole yet");
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 4));
+        assert_eq!(tags, [(7, 1)]);
         assert_eq!(w.got, b"MSG #a 1 x\nOK\n");
         assert_eq!(&shared[..], b"MSG #a 1 x\n", "shared buffer untouched");
     }

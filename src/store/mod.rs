@@ -69,6 +69,13 @@ pub enum Write {
         a: u32,
         b: u32,
     },
+    /// Where a user's delivery and read cursors stand in a conversation.
+    Cursor {
+        user: u32,
+        conv: u32,
+        delivered: u64,
+        read: u64,
+    },
     /// Inserts or updates the request from `from` to `to`.
     Request {
         from: u32,
@@ -103,6 +110,31 @@ pub struct StoredMessage {
     pub sender: u32,
     pub at: i64,
     pub text: String,
+    pub state: MsgState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgState {
+    Sent = 0,
+    Edited = 1,
+    /// A tombstone: the text is gone.
+    Deleted = 2,
+}
+
+impl MsgState {
+    fn from_i64(v: i64) -> Self {
+        match v {
+            1 => MsgState::Edited,
+            2 => MsgState::Deleted,
+            _ => MsgState::Sent,
+        }
+    }
+}
+
+/// The full-text index row of a message: conversation and seq packed into
+/// the rowid, so one conversation's hits are one rowid range.
+fn fts_rowid(conv: u32, seq: u64) -> i64 {
+    ((i64::from(conv)) << 40) | (seq as i64 & ((1 << 40) - 1))
 }
 
 /// Everything the chat layer rebuilds its tables from at startup.
@@ -113,6 +145,8 @@ pub struct Snapshot {
     pub members: Vec<MemberRow>,
     pub friendships: Vec<(u32, u32, i64)>,
     pub requests: Vec<RequestRow>,
+    /// (user, conv, delivered, read)
+    pub cursors: Vec<(u32, u32, u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -149,16 +183,74 @@ pub struct RequestRow {
     pub at: i64,
 }
 
-/// A batch of writes from one command, and what to hand back once durable.
+/// A read (or a checked change) that needs an answer from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// Newest first: messages with seq below `before`.
+    Before {
+        conv: u32,
+        before: u64,
+        limit: usize,
+    },
+    /// Oldest first: messages with seq above `after`.
+    After { conv: u32, after: u64, limit: usize },
+    /// Newest first: messages below `before` matching every word.
+    Search {
+        conv: u32,
+        words: Vec<String>,
+        before: u64,
+        limit: usize,
+    },
+    /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists,
+    /// is not deleted, and (with `only_sender`) was sent by that user.
+    Change {
+        conv: u32,
+        seq: u64,
+        only_sender: Option<u32>,
+        text: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Writes only.
+    Done,
+    Messages(Vec<StoredMessage>),
+    /// The message as it now is.
+    Changed(StoredMessage),
+    NotFound,
+    NotYours,
+}
+
+/// Writes from one command, an optional query, and what to hand back.
 pub struct Request<C> {
     pub writes: Vec<Write>,
+    pub query: Option<Query>,
     pub done: Option<C>,
 }
 
-/// The tokens of one group commit, in submission order, each with whether
-/// its own writes are durable.
+impl<C> Request<C> {
+    pub fn write(writes: Vec<Write>, done: Option<C>) -> Self {
+        Request {
+            writes,
+            query: None,
+            done,
+        }
+    }
+
+    pub fn query(query: Query, done: C) -> Self {
+        Request {
+            writes: Vec::new(),
+            query: Some(query),
+            done: Some(done),
+        }
+    }
+}
+
+/// Each token of one storage round, in submission order, with its answer;
+/// `Err` means its writes are not durable.
 pub struct Committed<C> {
-    pub done: Vec<(C, bool)>,
+    pub done: Vec<(C, Result<Answer, ()>)>,
     pub took: Duration,
 }
 
@@ -243,7 +335,36 @@ fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT user, conv, delivered, read FROM cursors")?;
+    snap.cursors = stmt
+        .query_map([], |r| {
+            let d: i64 = r.get(2)?;
+            let rd: i64 = r.get(3)?;
+            Ok((r.get(0)?, r.get(1)?, d as u64, rd as u64))
+        })?
+        .collect::<Result<_, _>>()?;
     Ok(snap)
+}
+
+const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
+
+fn message_row(conv: u32, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let id: [u8; 16] = r.get(1)?;
+    let seq: i64 = r.get(0)?;
+    let state: i64 = r.get(5)?;
+    Ok(StoredMessage {
+        conv,
+        seq: u64::try_from(seq).unwrap_or(0),
+        id: uuid::Uuid::from_bytes(id),
+        sender: r.get(2)?,
+        at: r.get(3)?,
+        text: r.get(4)?,
+        state: MsgState::from_i64(state),
+    })
+}
+
+fn clamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
@@ -253,24 +374,102 @@ pub fn messages_before(
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
-    let before = i64::try_from(before).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, msgid, sender, at, text FROM messages
-         WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
-    )?;
-    stmt.query_map(params![conv, before, limit as i64], |r| {
-        let id: [u8; 16] = r.get(1)?;
-        let seq: i64 = r.get(0)?;
-        Ok(StoredMessage {
-            conv,
-            seq: u64::try_from(seq).unwrap_or(0),
-            id: uuid::Uuid::from_bytes(id),
-            sender: r.get(2)?,
-            at: r.get(3)?,
-            text: r.get(4)?,
-        })
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    stmt.query_map(params![conv, clamp(before), limit as i64], |r| {
+        message_row(conv, r)
     })?
     .collect()
+}
+
+/// Oldest first: up to `limit` messages of `conv` with seq above `after`.
+fn messages_after(
+    conn: &Connection,
+    conv: u32,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conv = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    stmt.query_map(params![conv, clamp(after), limit as i64], |r| {
+        message_row(conv, r)
+    })?
+    .collect()
+}
+
+/// Each word becomes a quoted FTS5 term, so user input is never FTS syntax.
+fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn search(
+    conn: &Connection,
+    conv: u32,
+    words: &[String],
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq IN (
+            SELECT rowid & ((1 << 40) - 1) FROM messages_fts
+            WHERE messages_fts MATCH ?2 AND rowid >= ?3 AND rowid < ?4
+            ORDER BY rowid DESC LIMIT ?5)
+         ORDER BY seq DESC"
+    ))?;
+    let lo = fts_rowid(conv, 0);
+    let hi = fts_rowid(conv, 0) + clamp(before).min(1 << 40);
+    stmt.query_map(params![conv, fts_query(words), lo, hi, limit as i64], |r| {
+        message_row(conv, r)
+    })?
+    .collect()
+}
+
+fn change(
+    tx: &rusqlite::Transaction<'_>,
+    conv: u32,
+    seq: u64,
+    only_sender: Option<u32>,
+    text: Option<&str>,
+) -> Result<Answer, rusqlite::Error> {
+    let found = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq = ?2"
+        ))?;
+        let mut rows = stmt.query_map(params![conv, clamp(seq)], |r| message_row(conv, r))?;
+        rows.next().transpose()?
+    };
+    let Some(mut msg) = found.filter(|m| m.state != MsgState::Deleted) else {
+        return Ok(Answer::NotFound);
+    };
+    if only_sender.is_some_and(|s| s != msg.sender) {
+        return Ok(Answer::NotYours);
+    }
+    let rowid = fts_rowid(conv, seq);
+    tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
+        .execute([rowid])?;
+    match text {
+        Some(t) => {
+            msg.text = t.to_string();
+            msg.state = MsgState::Edited;
+            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+                .execute(params![rowid, t])?;
+        }
+        None => {
+            msg.text.clear();
+            msg.state = MsgState::Deleted;
+        }
+    }
+    tx.prepare_cached("UPDATE messages SET text = ?3, state = ?4 WHERE conv = ?1 AND seq = ?2")?
+        .execute(params![conv, clamp(seq), msg.text, msg.state as i64])?;
+    Ok(Answer::Changed(msg))
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
@@ -324,12 +523,25 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Erro
             )?
             .execute(params![
                 m.conv,
-                m.seq as i64,
+                clamp(m.seq),
                 m.id.as_bytes(),
                 m.sender,
                 m.at,
                 m.text
             ])?;
+            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+                .execute(params![fts_rowid(m.conv, m.seq), m.text])?;
+        }
+        Write::Cursor {
+            user,
+            conv,
+            delivered,
+            read,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![user, conv, clamp(*delivered), clamp(*read)])?;
         }
         Write::Friendship { a, b, since } => {
             tx.prepare_cached(
@@ -386,7 +598,7 @@ impl<C: Send + 'static> Storage<C> {
                         }
                     }
                     let started = Instant::now();
-                    let done_tokens = commit_batch(&mut conn, batch);
+                    let done_tokens = run_batch(&mut conn, batch);
                     if done_tokens.is_empty() {
                         continue;
                     }
@@ -426,30 +638,88 @@ impl<C> Drop for Storage<C> {
     }
 }
 
-/// Commits the whole batch in one transaction. Should that fail, each request
-/// is retried alone, so one bad write cannot fail its neighbours.
-fn commit_batch<C>(conn: &mut Connection, batch: Vec<Request<C>>) -> Vec<(C, bool)> {
-    let all_ok = match commit(conn, batch.iter().flat_map(|r| &r.writes)) {
+/// Runs one round: consecutive write-only requests share one transaction
+/// (group commit); a request with a query runs in its own, in its place, so
+/// answers keep submission order.
+pub fn run_batch<C>(conn: &mut Connection, batch: Vec<Request<C>>) -> Vec<(C, Result<Answer, ()>)> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut group = Vec::new();
+    for req in batch {
+        if req.query.is_none() {
+            group.push(req);
+            continue;
+        }
+        commit_group(conn, std::mem::take(&mut group), &mut out);
+        let answer = run_query(conn, &req).map_err(|e| log::error!("storage query failed: {e}"));
+        if let Some(token) = req.done {
+            out.push((token, answer));
+        }
+    }
+    commit_group(conn, group, &mut out);
+    out
+}
+
+/// Commits write-only requests in one transaction. Should that fail, each is
+/// retried alone, so one bad write cannot fail its neighbours.
+fn commit_group<C>(
+    conn: &mut Connection,
+    group: Vec<Request<C>>,
+    out: &mut Vec<(C, Result<Answer, ()>)>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let all_ok = match commit(conn, group.iter().flat_map(|r| &r.writes)) {
         Ok(()) => true,
         Err(e) => {
             log::error!(
                 "group commit of {} requests failed: {e}; retrying one by one",
-                batch.len()
+                group.len()
             );
             false
         }
     };
-    let mut out = Vec::with_capacity(batch.len());
-    for req in batch {
+    for req in group {
         let ok = all_ok
             || commit(conn, req.writes.iter())
                 .map_err(|e| log::error!("storage write failed: {e}"))
                 .is_ok();
         if let Some(token) = req.done {
-            out.push((token, ok));
+            out.push((token, if ok { Ok(Answer::Done) } else { Err(()) }));
         }
     }
-    out
+}
+
+fn run_query<C>(conn: &mut Connection, req: &Request<C>) -> Result<Answer, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for w in &req.writes {
+        apply(&tx, w)?;
+    }
+    let answer = match req.query.as_ref() {
+        None => Answer::Done,
+        Some(&Query::Before {
+            conv,
+            before,
+            limit,
+        }) => Answer::Messages(messages_before(&tx, conv, before, limit)?),
+        Some(&Query::After { conv, after, limit }) => {
+            Answer::Messages(messages_after(&tx, conv, after, limit)?)
+        }
+        Some(Query::Search {
+            conv,
+            words,
+            before,
+            limit,
+        }) => Answer::Messages(search(&tx, *conv, words, *before, *limit)?),
+        Some(Query::Change {
+            conv,
+            seq,
+            only_sender,
+            text,
+        }) => change(&tx, *conv, *seq, *only_sender, text.as_deref())?,
+    };
+    tx.commit()?;
+    Ok(answer)
 }
 
 fn commit<'a>(

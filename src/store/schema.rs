@@ -50,6 +50,17 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (sender, recipient)
     ) WITHOUT ROWID;",
+    // 2: per-user delivery and read cursors, edits and deletions, full-text search.
+    "CREATE TABLE cursors (
+        user INTEGER NOT NULL,
+        conv INTEGER NOT NULL,
+        delivered INTEGER NOT NULL,
+        read INTEGER NOT NULL,
+        PRIMARY KEY (user, conv)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(text, tokenize = 'unicode61');
+    INSERT INTO messages_fts (rowid, text) SELECT (conv << 40) | seq, text FROM messages;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -72,8 +72,7 @@ impl Server {
         c.send(&format!("REGISTER {user} password1"));
         let reply = c.line();
         if reply.starts_with("ERR USER_EXISTS") {
-            c.send(&format!("LOGIN {user} password1"));
-            c.expect(&format!("OK LOGIN {user}"));
+            c.login(user);
         } else {
             assert_eq!(reply, format!("OK REGISTER {user}"));
         }
@@ -144,6 +143,21 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+        }
+    }
+
+    /// Logs in as `user` and reads up to the end of the implied SYNC;
+    /// returns the MSG lines it delivered.
+    pub fn login(&mut self, user: &str) -> Vec<String> {
+        self.send(&format!("LOGIN {user} password1"));
+        self.expect(&format!("OK LOGIN {user}"));
+        let mut msgs = Vec::new();
+        loop {
+            let l = self.line();
+            if l.starts_with("OK SYNC ") {
+                return msgs;
+            }
+            msgs.push(l);
         }
     }
 

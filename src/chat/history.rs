@@ -1,0 +1,237 @@
+//! HISTORY, SEARCH, EDIT and DELETE: reading and changing past messages.
+//!
+//! Recent messages are answered from memory; anything older is read on the
+//! storage thread, and its answer still comes back in command order. A
+//! conversation is never loaded whole: every read is one bounded page.
+
+use bytes::Bytes;
+
+use super::{ChatError, ConvId, Hub, Msg, Out, Pending, SessionId, UserId, ms_to_time, names};
+use crate::line;
+use crate::protocol::{Target, encode};
+use crate::store::{Answer, ConvKind, MsgState, Query};
+
+pub const HISTORY_DEFAULT: usize = 50;
+pub const HISTORY_MAX: usize = 500;
+pub const SEARCH_PAGE: usize = 20;
+/// Words a SEARCH may combine.
+const SEARCH_WORDS: usize = 16;
+
+fn state_word(s: MsgState) -> &'static str {
+    match s {
+        MsgState::Sent => "sent",
+        MsgState::Edited => "edited",
+        MsgState::Deleted => "deleted",
+    }
+}
+
+impl Hub {
+    /// `<VERB> <conv> <seq> <msgid> <sender> <time> <state> <text>`.
+    fn past_line(&self, verb: &str, view: &str, m: &Msg) -> Bytes {
+        line!(
+            "{verb} {view} {} {} {} {} {} {}",
+            m.seq,
+            m.id,
+            self.name(m.sender),
+            ms_to_time(m.at),
+            state_word(m.state),
+            m.text
+        )
+    }
+
+    pub(super) fn history(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        before: Option<u64>,
+        limit: Option<usize>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        let view = self.conv_name_for(conv, uid);
+        let limit = limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX);
+        let c = &self.convs[conv as usize];
+        let before = before.unwrap_or(u64::MAX).min(c.last_seq + 1);
+        let from = before.saturating_sub(limit as u64).max(1);
+        if c.recent_covers(from) {
+            let page: Vec<Msg> = c
+                .recent
+                .iter()
+                .filter(|m| m.seq >= from && m.seq < before)
+                .cloned()
+                .collect();
+            let reply = self.history_lines(&view, &page);
+            out.reply(sid, reply);
+        } else {
+            self.ask(
+                sid,
+                Query::Before {
+                    conv,
+                    before,
+                    limit,
+                },
+                Pending::History {
+                    sid,
+                    conv,
+                    view,
+                    limit,
+                },
+                out,
+            );
+        }
+        Ok(())
+    }
+
+    fn history_lines(&self, view: &str, page: &[Msg]) -> Bytes {
+        let mut lines: Vec<Bytes> = page
+            .iter()
+            .map(|m| self.past_line("HISTORY", view, m))
+            .collect();
+        lines.push(line!("OK HISTORY {view} {}", page.len()));
+        encode::join(&lines)
+    }
+
+    pub(super) fn history_answer(
+        &mut self,
+        sid: SessionId,
+        _conv: ConvId,
+        view: &str,
+        limit: usize,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        let mut page: Vec<Msg> = match answer {
+            Answer::Messages(rows) => rows.into_iter().take(limit).map(Msg::from).collect(),
+            _ => Vec::new(),
+        };
+        page.reverse();
+        out.complete(sid, self.history_lines(view, &page));
+    }
+
+    pub(super) fn search(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        before: Option<u64>,
+        words: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        let view = self.conv_name_for(conv, uid);
+        let words: Vec<String> = words
+            .split_whitespace()
+            .take(SEARCH_WORDS)
+            .map(str::to_string)
+            .collect();
+        self.ask(
+            sid,
+            Query::Search {
+                conv,
+                words,
+                before: before.unwrap_or(u64::MAX),
+                limit: SEARCH_PAGE,
+            },
+            Pending::Search { sid, conv, view },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn search_answer(
+        &mut self,
+        sid: SessionId,
+        _conv: ConvId,
+        view: &str,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        let rows = match answer {
+            Answer::Messages(rows) => rows,
+            _ => Vec::new(),
+        };
+        let mut lines: Vec<Bytes> = rows
+            .into_iter()
+            .map(|m| self.past_line("FOUND", view, &Msg::from(m)))
+            .collect();
+        lines.push(line!("OK SEARCH {view} {}", lines.len()));
+        out.complete(sid, encode::join(&lines));
+    }
+
+    /// EDIT (`text` is `Some`) or DELETE. The sender may do either; a room
+    /// admin may also delete. Storage checks and applies it in one step.
+    pub(super) fn change(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        seq: u64,
+        text: Option<&str>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        if let Some(t) = text {
+            names::text(t, self.cfg.max_text)?;
+        }
+        let c = &self.convs[conv as usize];
+        if seq == 0 || seq > c.last_seq {
+            return Err(ChatError::NoSuchMessage);
+        }
+        let admin_delete = text.is_none() && c.kind != ConvKind::Direct && c.is_admin(uid);
+        self.ask(
+            sid,
+            Query::Change {
+                conv,
+                seq,
+                only_sender: (!admin_delete).then_some(uid),
+                text: text.map(str::to_string),
+            },
+            Pending::Changed { sid, conv, by: uid },
+            out,
+        );
+        Ok(())
+    }
+
+    pub(super) fn changed(
+        &mut self,
+        sid: SessionId,
+        conv: ConvId,
+        by: UserId,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        let m = match answer {
+            Answer::Changed(m) => Msg::from(m),
+            Answer::NotYours => return out.fail(sid, &ChatError::NotYours),
+            _ => return out.fail(sid, &ChatError::NoSuchMessage),
+        };
+        if let Some(r) = self.convs[conv as usize].recent_msg_mut(m.seq) {
+            r.text = m.text.clone();
+            r.state = m.state;
+        }
+        let deleted = m.state == MsgState::Deleted;
+        for member in &self.convs[conv as usize].members {
+            let view = self.conv_name_for(conv, member.user);
+            let event = if deleted {
+                line!("DELETED {view} {} {}", m.seq, self.name(by))
+            } else {
+                line!(
+                    "EDITED {view} {} {} {} {}",
+                    m.seq,
+                    m.id,
+                    self.name(by),
+                    m.text
+                )
+            };
+            for &s in &self.users[member.user as usize].sessions {
+                if s != sid {
+                    out.event(s, event.clone());
+                }
+            }
+        }
+        let view = self.conv_name_for(conv, by);
+        let verb = if deleted { "DELETE" } else { "EDIT" };
+        out.complete(sid, line!("OK {verb} {view} {}", m.seq));
+    }
+}

@@ -1,0 +1,453 @@
+//! Delivery and read cursors, SYNC, READ receipts, STATUS and TYPING.
+//!
+//! Each user has, per conversation, a *delivered* cursor (the highest seq
+//! written to the socket of one of their sessions; bytes still queued in an
+//! outbox do not count) and a *read* cursor (moved by READ). SYNC sends
+//! whatever lies past the delivered cursor. A large backlog is streamed: one
+//! chunk at a time, the next one only once the driver has flushed the last,
+//! so neither memory nor the outbox limit is strained.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use super::{ChatError, ConvId, Hub, Out, Output, Pending, SessionId, UserId, now_ms};
+use crate::line;
+use crate::protocol::Target;
+use crate::store::{Answer, MsgState, Query, Request, Write};
+
+/// Receipts are pushed only in conversations up to this many members, so a
+/// message in a big room does not cost an event per member per reader.
+pub const RECEIPT_LIMIT: usize = 64;
+/// Messages per SYNC chunk, and the most bytes one chunk may hold.
+const CHUNK: usize = 64;
+const CHUNK_BYTES: usize = 64 * 1024;
+/// A user's TYPING events in one conversation are forwarded at most this often.
+pub const TYPING_INTERVAL_MS: i64 = 3000;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub delivered: u64,
+    pub read: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    conv: ConvId,
+    /// Everything up to and including this seq has been sent.
+    after: u64,
+    upto: u64,
+}
+
+#[derive(Debug)]
+pub struct SyncJob {
+    user: UserId,
+    ranges: VecDeque<Range>,
+    count: u64,
+    /// A storage read for the next chunk is under way.
+    inflight: bool,
+}
+
+impl Hub {
+    pub(super) fn cursor(&self, user: UserId, conv: ConvId) -> Cursor {
+        self.cursors.get(&(user, conv)).copied().unwrap_or_default()
+    }
+
+    pub(super) fn cursor_mut(&mut self, user: UserId, conv: ConvId) -> &mut Cursor {
+        self.dirty_cursors.insert((user, conv));
+        self.cursors.entry((user, conv)).or_default()
+    }
+
+    /// Hands changed cursors to storage; called about once a second, so a
+    /// crash can only make a client receive a second's worth twice.
+    pub fn flush_cursors(&mut self, out: &mut Out) {
+        if self.dirty_cursors.is_empty() {
+            return;
+        }
+        let writes = self
+            .dirty_cursors
+            .drain()
+            .map(|(user, conv)| {
+                let c = self.cursors.get(&(user, conv)).copied().unwrap_or_default();
+                Write::Cursor {
+                    user,
+                    conv,
+                    delivered: c.delivered,
+                    read: c.read,
+                }
+            })
+            .collect();
+        out.store.push(Request::write(writes, None));
+    }
+
+    /// The driver wrote message `seq` of `conv` to session `sid`'s socket.
+    pub fn delivered(&mut self, sid: SessionId, conv: ConvId, seq: u64, out: &mut Out) {
+        let Some(uid) = self.user_of(sid) else {
+            return;
+        };
+        // While a SYNC is streaming this conversation, a live message must
+        // not move the cursor past messages the stream has yet to send.
+        if let Some(job) = self.syncs.get(&sid)
+            && job.ranges.iter().any(|r| r.conv == conv && r.after < seq)
+        {
+            return;
+        }
+        let cursor = self.cursor(uid, conv);
+        if seq <= cursor.delivered {
+            return;
+        }
+        self.cursor_mut(uid, conv).delivered = seq;
+        self.receipts(conv, uid, cursor.delivered, seq, "delivered", out);
+    }
+
+    /// Tells each sender whose messages in `(from, to]` `reader` now has,
+    /// one line per sender with the highest such seq.
+    fn receipts(
+        &self,
+        conv: ConvId,
+        reader: UserId,
+        from: u64,
+        to: u64,
+        word: &str,
+        out: &mut Out,
+    ) {
+        let c = &self.convs[conv as usize];
+        if c.members.len() > RECEIPT_LIMIT {
+            return;
+        }
+        let mut highest: Vec<(UserId, u64)> = Vec::new();
+        for m in c.recent.iter().filter(|m| m.seq > from && m.seq <= to) {
+            if m.sender == reader {
+                continue;
+            }
+            match highest.iter_mut().find(|(s, _)| *s == m.sender) {
+                Some(h) => h.1 = m.seq,
+                None => highest.push((m.sender, m.seq)),
+            }
+        }
+        for (sender, seq) in highest {
+            let view = self.conv_name_for(conv, sender);
+            let event = line!("RECEIPT {view} {seq} {} {word}", self.name(reader));
+            self.to_user(sender, &event, None, out);
+        }
+    }
+
+    pub(super) fn sync(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        range: Option<(Target<'_>, u64)>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let ranges = match range {
+            None => self.missed(uid),
+            Some((target, after)) => {
+                let conv = self.member_conv(uid, target)?;
+                let upto = self.convs[conv as usize].last_seq;
+                VecDeque::from([Range { conv, after, upto }])
+            }
+        };
+        self.start_sync(sid, uid, ranges, out);
+        Ok(())
+    }
+
+    /// Every conversation of `uid` with messages past its delivered cursor.
+    fn missed(&self, uid: UserId) -> VecDeque<Range> {
+        self.users[uid as usize]
+            .convs
+            .iter()
+            .filter_map(|&conv| {
+                let after = self.cursor(uid, conv).delivered;
+                let upto = self.convs[conv as usize].last_seq;
+                (after < upto).then_some(Range { conv, after, upto })
+            })
+            .collect()
+    }
+
+    /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
+    pub(super) fn sync_after_login(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
+        let ranges = self.missed(uid);
+        self.start_sync(sid, uid, ranges, out);
+    }
+
+    fn start_sync(&mut self, sid: SessionId, uid: UserId, ranges: VecDeque<Range>, out: &mut Out) {
+        out.lines.push((sid, Output::Defer));
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            // Commands after SYNC wait until its stream is done.
+            s.busy = true;
+        }
+        self.syncs.insert(
+            sid,
+            SyncJob {
+                user: uid,
+                ranges,
+                count: 0,
+                inflight: false,
+            },
+        );
+        self.sync_more(sid, out);
+    }
+
+    /// Sessions whose SYNC stream waits for the driver to call
+    /// [`Hub::sync_more`] once their outbox has drained.
+    pub fn syncs_waiting(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.syncs
+            .iter()
+            .filter(|(_, j)| !j.inflight)
+            .map(|(&sid, _)| sid)
+    }
+
+    /// Sends the next chunk of `sid`'s SYNC stream, or finishes it.
+    pub fn sync_more(&mut self, sid: SessionId, out: &mut Out) {
+        loop {
+            let Some(job) = self.syncs.get(&sid) else {
+                return;
+            };
+            if job.inflight {
+                return;
+            }
+            let Some(r) = job.ranges.front().copied() else {
+                let count = job.count;
+                self.syncs.remove(&sid);
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.busy = false;
+                }
+                out.complete(sid, line!("OK SYNC {count}"));
+                return;
+            };
+            if r.after >= r.upto {
+                self.sync_job(sid).ranges.pop_front();
+                continue;
+            }
+            if !self.convs[r.conv as usize].recent_covers(r.after + 1) {
+                self.sync_job(sid).inflight = true;
+                out.store.push(Request::query(
+                    Query::After {
+                        conv: r.conv,
+                        after: r.after,
+                        limit: CHUNK,
+                    },
+                    Pending::SyncChunk { sid },
+                ));
+                return;
+            }
+            let msgs: Vec<_> = self.convs[r.conv as usize]
+                .recent
+                .iter()
+                .filter(|m| m.seq > r.after && m.seq <= r.upto)
+                .take(CHUNK)
+                .cloned()
+                .collect();
+            if self.emit_chunk(sid, r, &msgs, out) {
+                return;
+            }
+        }
+    }
+
+    fn sync_job(&mut self, sid: SessionId) -> &mut SyncJob {
+        self.syncs
+            .get_mut(&sid)
+            .expect("sync job checked by caller")
+    }
+
+    /// Sends `msgs` (the next messages of range `r`, oldest first, at most
+    /// `CHUNK`) as one chunk; returns whether anything was sent (the driver
+    /// then pulls the next chunk once it is written).
+    fn emit_chunk(&mut self, sid: SessionId, r: Range, msgs: &[super::Msg], out: &mut Out) -> bool {
+        let user = self.sync_job(sid).user;
+        let view = self.conv_name_for(r.conv, user);
+        let mut lines = BytesMut::new();
+        let mut processed = 0;
+        let mut sent = 0;
+        for m in msgs {
+            if lines.len() >= CHUNK_BYTES {
+                break;
+            }
+            processed += 1;
+            if m.state != MsgState::Deleted {
+                lines.extend_from_slice(&self.msg_line(&view, m));
+                sent += 1;
+            }
+        }
+        // A short chunk that was sent whole ends the range; otherwise the
+        // range resumes after the last message sent.
+        let after = if processed < msgs.len() || msgs.len() == CHUNK {
+            msgs[processed - 1].seq
+        } else {
+            r.upto
+        };
+        let job = self.sync_job(sid);
+        job.count += sent;
+        if let Some(front) = job.ranges.front_mut() {
+            front.after = after;
+        }
+        if lines.is_empty() {
+            return false;
+        }
+        out.lines.push((
+            sid,
+            Output::Partial {
+                lines: lines.freeze(),
+                conv: r.conv,
+                seq: after.min(msgs[processed - 1].seq),
+            },
+        ));
+        true
+    }
+
+    /// A chunk of a SYNC stream came back from storage.
+    pub(super) fn sync_chunk(&mut self, sid: SessionId, answer: Answer, out: &mut Out) {
+        let Some(job) = self.syncs.get_mut(&sid) else {
+            return;
+        };
+        job.inflight = false;
+        let Some(r) = job.ranges.front().copied() else {
+            return self.sync_more(sid, out);
+        };
+        let msgs: Vec<super::Msg> = match answer {
+            Answer::Messages(rows) => rows
+                .into_iter()
+                .filter(|m| m.seq <= r.upto)
+                .map(super::Msg::from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if msgs.is_empty() {
+            if let Some(front) = self.sync_job(sid).ranges.front_mut() {
+                front.after = r.upto;
+            }
+            return self.sync_more(sid, out);
+        }
+        if !self.emit_chunk(sid, r, &msgs, out) {
+            self.sync_more(sid, out);
+        }
+    }
+
+    pub(super) fn read(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        seq: u64,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        if seq == 0 || seq > self.convs[conv as usize].last_seq {
+            return Err(ChatError::NoSuchMessage);
+        }
+        let view = self.conv_name_for(conv, uid);
+        let before = self.cursor(uid, conv);
+        if seq > before.read {
+            let c = self.cursor_mut(uid, conv);
+            c.read = seq;
+            c.delivered = c.delivered.max(seq);
+            self.receipts(conv, uid, before.read, seq, "read", out);
+        }
+        out.reply(sid, line!("OK READ {view} {seq}"));
+        Ok(())
+    }
+
+    pub(super) fn status(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        seq: u64,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        if seq == 0 || seq > self.convs[conv as usize].last_seq {
+            return Err(ChatError::NoSuchMessage);
+        }
+        let view = self.conv_name_for(conv, uid);
+        match self.convs[conv as usize].recent_msg(seq).map(|m| m.sender) {
+            Some(sender) => out.reply(sid, self.status_lines(conv, &view, seq, sender)),
+            None => self.ask(
+                sid,
+                Query::After {
+                    conv,
+                    after: seq - 1,
+                    limit: 1,
+                },
+                Pending::Status {
+                    sid,
+                    conv,
+                    view,
+                    seq,
+                },
+                out,
+            ),
+        }
+        Ok(())
+    }
+
+    pub(super) fn status_answer(
+        &mut self,
+        sid: SessionId,
+        conv: ConvId,
+        view: &str,
+        seq: u64,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        match answer {
+            Answer::Messages(rows) if rows.first().is_some_and(|m| m.seq == seq) => {
+                let reply = self.status_lines(conv, view, seq, rows[0].sender);
+                out.complete(sid, reply);
+            }
+            _ => out.fail(sid, &ChatError::NoSuchMessage),
+        }
+    }
+
+    /// `STATUS <conv> <seq> <user> read|delivered|sent` for every member but
+    /// the sender, then the OK.
+    fn status_lines(&self, conv: ConvId, view: &str, seq: u64, sender: UserId) -> bytes::Bytes {
+        let mut lines = Vec::new();
+        for m in &self.convs[conv as usize].members {
+            if m.user == sender {
+                continue;
+            }
+            let c = self.cursor(m.user, conv);
+            let state = if c.read >= seq {
+                "read"
+            } else if c.delivered >= seq {
+                "delivered"
+            } else {
+                "sent"
+            };
+            lines.push(line!("STATUS {view} {seq} {} {state}", self.name(m.user)));
+        }
+        lines.push(line!("OK STATUS {view} {seq} {}", lines.len()));
+        crate::protocol::encode::join(&lines)
+    }
+
+    pub(super) fn typing(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        target: Target<'_>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        let now = now_ms();
+        let last = self.typing.get(&(uid, conv)).copied();
+        if last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
+            self.typing.insert((uid, conv), now);
+            for m in &self.convs[conv as usize].members {
+                if m.user != uid {
+                    let view = self.conv_name_for(conv, m.user);
+                    let event = line!("TYPING {view} {}", self.name(uid));
+                    self.to_user(m.user, &event, None, out);
+                }
+            }
+        }
+        out.reply(sid, line!("OK TYPING {}", self.conv_name_for(conv, uid)));
+        Ok(())
+    }
+
+    /// Sends a query to storage; the command's answer comes with the result.
+    pub(super) fn ask(&mut self, sid: SessionId, query: Query, pending: Pending, out: &mut Out) {
+        out.store.push(Request::query(query, pending));
+        out.lines.push((sid, Output::Defer));
+    }
+}
