@@ -187,6 +187,9 @@ pub struct HubConfig {
     pub max_text: usize,
     /// Presence events are sent to co-members of rooms up to this size only.
     pub presence_room_limit: usize,
+    /// Most bytes in one chunk of a SYNC stream; kept well under the outbox
+    /// limit so a stream can never trip it.
+    pub sync_chunk_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -196,6 +199,7 @@ impl Default for HubConfig {
             recent: 100,
             max_text: 4000,
             presence_room_limit: 500,
+            sync_chunk_bytes: 64 * 1024,
         }
     }
 }

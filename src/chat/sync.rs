@@ -19,9 +19,8 @@ use crate::store::{Answer, MsgState, Query, Request, Write};
 /// Receipts are pushed only in conversations up to this many members, so a
 /// message in a big room does not cost an event per member per reader.
 pub const RECEIPT_LIMIT: usize = 64;
-/// Messages per SYNC chunk, and the most bytes one chunk may hold.
+/// Messages per SYNC chunk (its size in bytes is bounded by the config too).
 const CHUNK: usize = 64;
-const CHUNK_BYTES: usize = 64 * 1024;
 /// A user's TYPING events in one conversation are forwarded at most this often.
 pub const TYPING_INTERVAL_MS: i64 = 3000;
 
@@ -260,7 +259,7 @@ impl Hub {
         let mut processed = 0;
         let mut sent = 0;
         for m in msgs {
-            if lines.len() >= CHUNK_BYTES {
+            if lines.len() >= self.cfg.sync_chunk_bytes {
                 break;
             }
             processed += 1;

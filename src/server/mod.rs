@@ -132,6 +132,7 @@ impl Server {
             // Room for the verb and target within one line.
             max_text: cfg.max_line.saturating_sub(64).max(1),
             presence_room_limit: cfg.presence_room_limit,
+            sync_chunk_bytes: (cfg.max_outbox / 8).max(4096),
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy);
 

@@ -1,0 +1,449 @@
+//! Durable history over real server processes: restarts, kill -9, offline
+//! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
+//! edits and deletions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{Client, Server, msg};
+
+/// `HISTORY` data lines without id and time: `<seq> <sender> <state> <text>`.
+fn history(c: &mut Client, cmd: &str) -> Vec<String> {
+    c.send(cmd);
+    let mut rows = Vec::new();
+    loop {
+        let l = c.line();
+        if l.starts_with("OK HISTORY") {
+            return rows;
+        }
+        if !l.starts_with("HISTORY ") {
+            continue;
+        }
+        let p: Vec<&str> = l.splitn(8, ' ').collect();
+        rows.push(format!("{} {} {} {}", p[2], p[4], p[6], p[7]));
+    }
+}
+
+#[test]
+fn everything_survives_a_restart() {
+    let mut s = Server::start();
+    {
+        let mut alice = s.user("alice");
+        let mut bob = s.user("bob");
+        let _carol = s.user("carol");
+        alice.send("FRIEND ADD bob");
+        alice.expect("OK FRIEND ADD bob pending");
+        bob.expect("FRIEND REQUEST alice");
+        bob.send("FRIEND ACCEPT alice");
+        bob.expect("OK FRIEND ACCEPT alice");
+        alice.expect("FRIEND ACCEPTED bob");
+        alice.send("FRIEND ADD carol");
+        alice.expect("OK FRIEND ADD carol pending");
+        alice.send("CREATE #team");
+        alice.expect("OK CREATE #team");
+        alice.send("ADD #team bob");
+        alice.expect("OK ADD #team bob");
+        alice.send("SAY #team first");
+        alice.expect_prefix("OK SAY #team 1 ");
+        alice.expect("RECEIPT #team 1 bob delivered");
+        alice.send("SAY @bob psst");
+        alice.expect_prefix("OK SAY @bob 1 ");
+        alice.expect("RECEIPT @bob 1 bob delivered");
+    }
+    s.restart();
+    let mut alice = s.client();
+    alice.login("alice");
+    alice.send("FRIEND LIST");
+    alice.expect("FRIENDINFO bob offline never");
+    alice.expect("OK FRIEND LIST 1");
+    alice.send("FRIEND REQUESTS");
+    alice.expect_prefix("REQUEST out bob accepted ");
+    alice.expect_prefix("REQUEST out carol pending ");
+    alice.expect("OK FRIEND REQUESTS 2");
+    alice.send("ROOMS");
+    alice.expect("ROOM #team group 2 admin");
+    alice.expect("OK ROOMS 1");
+    assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
+    assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
+    alice.send("SAY #team second");
+    alice.expect_prefix("OK SAY #team 2 ");
+    let mut mallory = s.user("mallory");
+    mallory.send("JOIN #team");
+    mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
+    let mut s = Server::start();
+    let writers = 4;
+    let mut clients: Vec<Client> = (0..writers).map(|i| s.user(&format!("w{i}"))).collect();
+    for c in &mut clients {
+        c.send("JOIN #log");
+        c.expect_prefix("OK JOIN #log");
+    }
+    // Each writer pipelines SAYs in batches in its own thread and records
+    // what was acknowledged, until the server dies under it.
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut c)| {
+            let acks = ack_tx.clone();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut acked = Vec::new();
+                for round in 0..1000 {
+                    let batch: String = (0..20)
+                        .map(|n| format!("SAY #log w{w}-{round}-{n}\n"))
+                        .collect();
+                    if c.stream.write_all(batch.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut got = 0;
+                    while got < 20 {
+                        let Some(l) = c.try_line(Duration::from_secs(5)) else {
+                            return acked;
+                        };
+                        if l.starts_with("OK SAY") {
+                            acked.push(l);
+                            got += 1;
+                            let _ = acks.send(());
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    for _ in 0..1000 {
+        ack_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("writers stalled");
+    }
+    s.kill();
+    let acked: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert!(acked.len() >= 1000, "{} acked", acked.len());
+    s.restart();
+    let mut reader = s.user("reader");
+    reader.send("JOIN #log");
+    reader.expect_prefix("OK JOIN #log joined");
+    let mut seqs = Vec::new();
+    let mut ids = HashSet::new();
+    let mut before = u64::MAX;
+    loop {
+        reader.send(&format!("HISTORY #log BEFORE {before} LIMIT 500"));
+        let mut page = Vec::new();
+        loop {
+            let l = reader.line();
+            if l.starts_with("OK HISTORY") {
+                break;
+            }
+            if l.starts_with("HISTORY ") {
+                page.push(l);
+            }
+        }
+        if page.is_empty() {
+            break;
+        }
+        for l in page.iter().rev() {
+            let p: Vec<&str> = l.split(' ').collect();
+            seqs.push(p[2].parse::<u64>().unwrap());
+            ids.insert(p[3].to_string());
+        }
+        before = *seqs.last().unwrap();
+    }
+    seqs.reverse();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "seqs are gapless from 1");
+    for a in &acked {
+        let id = a.rsplit(' ').next().unwrap();
+        assert!(ids.contains(id), "acknowledged {a} is in history");
+    }
+}
+
+#[test]
+fn offline_user_gets_missed_messages_on_login_once() {
+    let s = Server::start();
+    let mut alice = s.user("alice");
+    let mut bob = s.user("bob");
+    alice.send("JOIN #r");
+    alice.expect("OK JOIN #r created");
+    bob.send("JOIN #r");
+    bob.expect("OK JOIN #r joined");
+    alice.expect("JOINED #r bob");
+    alice.send("SAY #r before");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
+    alice.expect("RECEIPT #r 1 bob delivered");
+    bob.send("QUIT");
+    bob.expect("OK QUIT bye");
+    assert!(bob.until_closed().is_empty());
+    alice.expect_prefix("PRESENCE bob offline ");
+    for i in 2..=5 {
+        alice.send(&format!("SAY #r missed {i}"));
+        alice.expect_prefix(&format!("OK SAY #r {i} "));
+    }
+    let mut bob = s.client();
+    let got: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
+    assert_eq!(
+        got,
+        [
+            "MSG #r 2 alice missed 2",
+            "MSG #r 3 alice missed 3",
+            "MSG #r 4 alice missed 4",
+            "MSG #r 5 alice missed 5"
+        ]
+    );
+    bob.send("SYNC");
+    bob.expect("OK SYNC 0");
+    // A client that tracks its own position asks for exactly what it lacks.
+    bob.send("SYNC #r 3");
+    assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
+    assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
+    bob.expect("OK SYNC 2");
+}
+
+#[test]
+fn dropped_slow_consumer_catches_up_with_sync() {
+    let s = Server::with_args(&["--max-outbox", "65536"]);
+    let mut sender = s.user("sender");
+    sender.send("JOIN #burst");
+    sender.expect("OK JOIN #burst created");
+    let mut slow = s.user("slow");
+    slow.send("JOIN #burst");
+    slow.expect("OK JOIN #burst joined");
+    sender.sync();
+    let text = "q".repeat(3000);
+    let total = 3000;
+    for batch in 0..(total / 100) {
+        let mut lines = String::new();
+        for _ in 0..100 {
+            lines.push_str(&format!("SAY #burst {text}\n"));
+        }
+        sender.send_raw(lines.as_bytes());
+        let mut acked = 0;
+        while acked < 100 {
+            let l = sender.line();
+            if l.starts_with("OK SAY") {
+                acked += 1;
+                let want = format!("OK SAY #burst {} ", batch * 100 + acked);
+                assert!(l.starts_with(&want), "{l}");
+            }
+        }
+    }
+    // What the dropped connection still had in the kernel's buffers.
+    let mut seen: Vec<u64> = Vec::new();
+    for l in slow.until_closed() {
+        let p: Vec<&str> = l.splitn(7, ' ').collect();
+        if p.len() == 7 && p[0] == "MSG" && p[6] == text {
+            seen.push(p[2].parse().unwrap());
+        }
+    }
+    assert!(
+        (seen.len() as u64) < total as u64,
+        "it was dropped mid-burst"
+    );
+    let mut again = s.client();
+    for l in again.login("slow") {
+        seen.push(msg(&l).split(' ').nth(2).unwrap().parse().unwrap());
+    }
+    seen.dedup();
+    let expected: Vec<u64> = (1..=total as u64).collect();
+    assert_eq!(seen, expected, "every message, in order, duplicates aside");
+}
+
+#[test]
+fn receipts_and_status_in_a_group() {
+    let s = Server::start();
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    let mut c = s.user("carol");
+    a.send("CREATE #trio");
+    a.expect("OK CREATE #trio");
+    a.send("ADD #trio bob");
+    a.expect("OK ADD #trio bob");
+    a.send("ADD #trio carol");
+    a.expect("OK ADD #trio carol");
+    b.sync();
+    c.sync();
+    c.send("QUIT");
+    c.expect("OK QUIT bye");
+    a.expect_prefix("PRESENCE carol offline ");
+    b.expect_prefix("PRESENCE carol offline ");
+
+    a.send("SAY #trio hello both");
+    a.expect_prefix("OK SAY #trio 1 ");
+    assert_eq!(msg(&b.line()), "MSG #trio 1 alice hello both");
+    a.expect("RECEIPT #trio 1 bob delivered");
+    a.send("STATUS #trio 1");
+    a.expect("STATUS #trio 1 bob delivered");
+    a.expect("STATUS #trio 1 carol sent");
+    a.expect("OK STATUS #trio 1 2");
+
+    b.send("READ #trio 1");
+    b.expect("OK READ #trio 1");
+    a.expect("RECEIPT #trio 1 bob read");
+
+    let mut c = s.client();
+    let missed: Vec<String> = c.login("carol").iter().map(|l| msg(l)).collect();
+    assert_eq!(missed, ["MSG #trio 1 alice hello both"]);
+    a.expect("PRESENCE carol online");
+    a.expect("RECEIPT #trio 1 carol delivered");
+    a.send("STATUS #trio 1");
+    a.expect("STATUS #trio 1 bob read");
+    a.expect("STATUS #trio 1 carol delivered");
+    a.expect("OK STATUS #trio 1 2");
+    c.send("READ #trio 1");
+    c.expect("OK READ #trio 1");
+    a.expect("RECEIPT #trio 1 carol read");
+    // Reading again changes nothing and sends nothing.
+    c.send("READ #trio 1");
+    c.expect("OK READ #trio 1");
+    assert!(a.sync().is_empty());
+    c.send("READ #trio 9");
+    c.expect("ERR NO_SUCH_MESSAGE no such message");
+
+    let mut m = s.user("mallory");
+    m.send("STATUS #trio 1");
+    m.expect("ERR NOT_MEMBER you are not a member of #trio");
+}
+
+#[test]
+fn history_pages_back_through_ten_thousand_messages() {
+    let s = Server::with_args(&["--durability", "async"]);
+    let mut a = s.user("alice");
+    a.send("JOIN #long");
+    a.expect("OK JOIN #long created");
+    let total = 10_000;
+    let mut batch = String::new();
+    for n in 1..=total {
+        batch.push_str(&format!("SAY #long m{n}\n"));
+    }
+    a.send_raw(batch.as_bytes());
+    for n in 1..=total {
+        a.expect_prefix(&format!("OK SAY #long {n} "));
+    }
+    // Default page: the newest 50, oldest first.
+    let page = history(&mut a, "HISTORY #long");
+    assert_eq!(page.len(), 50);
+    assert_eq!(
+        page[0],
+        format!("{} alice sent m{}", total - 49, total - 49)
+    );
+    assert_eq!(page[49], format!("{total} alice sent m{total}"));
+    // Walk back to the start in pages of 500 (memory first, then disk).
+    let mut before = total + 1;
+    let mut seen = 0;
+    while before > 1 {
+        let page = history(&mut a, &format!("HISTORY #long BEFORE {before} LIMIT 500"));
+        assert!(!page.is_empty(), "page before {before}");
+        let first: usize = page[0].split(' ').next().unwrap().parse().unwrap();
+        for (k, row) in page.iter().enumerate() {
+            let n = first + k;
+            assert_eq!(row, &format!("{n} alice sent m{n}"));
+        }
+        assert_eq!(first + page.len(), before);
+        seen += page.len();
+        before = first;
+    }
+    assert_eq!(seen, total);
+    assert!(history(&mut a, "HISTORY #long BEFORE 1").is_empty());
+    // LIMIT is capped at 500.
+    assert_eq!(history(&mut a, "HISTORY #long LIMIT 100000").len(), 500);
+}
+
+#[test]
+fn search_finds_words_and_refuses_non_members() {
+    let s = Server::start();
+    let mut a = s.user("alice");
+    a.send("JOIN #s");
+    a.expect("OK JOIN #s created");
+    for text in [
+        "the quick brown fox",
+        "lazy dogs sleep",
+        "a quick \"quoted\" answer",
+        "Quick again",
+    ] {
+        a.send(&format!("SAY #s {text}"));
+        a.expect_prefix("OK SAY #s ");
+    }
+    a.send("SEARCH #s quick");
+    let mut found = Vec::new();
+    loop {
+        let l = a.line();
+        if l.starts_with("OK SEARCH") {
+            assert_eq!(l, "OK SEARCH #s 3");
+            break;
+        }
+        found.push(l.split(' ').nth(2).unwrap().to_string());
+    }
+    assert_eq!(found, ["4", "3", "1"], "newest first");
+    a.send("SEARCH #s BEFORE 4 quick fox");
+    a.expect_prefix("FOUND #s 1 ");
+    a.expect("OK SEARCH #s 1");
+    a.send("SEARCH #s \"quoted\" OR");
+    a.expect("OK SEARCH #s 0");
+    a.send("SEARCH #s nothing-like-this");
+    a.expect("OK SEARCH #s 0");
+    let mut m = s.user("mallory");
+    m.send("SEARCH #s quick");
+    m.expect("ERR NOT_MEMBER you are not a member of #s");
+}
+
+#[test]
+fn typing_edit_and_delete() {
+    let s = Server::start();
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    a.send("CREATE #g");
+    a.expect("OK CREATE #g");
+    a.send("ADD #g bob");
+    a.expect("OK ADD #g bob");
+    b.sync();
+    b.send("TYPING #g");
+    b.expect("OK TYPING #g");
+    a.expect("TYPING #g bob");
+    // Rate-limited: a second TYPING right away is acknowledged, not forwarded.
+    b.send("TYPING #g");
+    b.expect("OK TYPING #g");
+    assert!(a.sync().is_empty());
+
+    b.send("SAY #g helo");
+    b.expect_prefix("OK SAY #g 1 ");
+    assert_eq!(msg(&a.line()), "MSG #g 1 bob helo");
+    b.sync();
+    b.send("EDIT #g 1 hello");
+    b.expect("OK EDIT #g 1");
+    let edited = a.expect_prefix("EDITED #g 1 ");
+    assert!(edited.ends_with(" bob hello"), "{edited}");
+    a.send("EDIT #g 1 hijack");
+    a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
+    assert_eq!(history(&mut a, "HISTORY #g"), ["1 bob edited hello"]);
+
+    b.send("SAY #g oops");
+    b.expect_prefix("OK SAY #g 2 ");
+    a.line();
+    b.sync();
+    b.send("DELETE #g 2");
+    b.expect("OK DELETE #g 2");
+    a.expect("DELETED #g 2 bob");
+    // The admin may delete anyone's message.
+    a.send("DELETE #g 1");
+    a.expect("OK DELETE #g 1");
+    b.expect("DELETED #g 1 alice");
+    a.send("DELETE #g 1");
+    a.expect("ERR NO_SUCH_MESSAGE no such message");
+    assert_eq!(
+        history(&mut b, "HISTORY #g"),
+        ["1 bob deleted ", "2 bob deleted "]
+    );
+    b.send("SEARCH #g hello");
+    b.expect("OK SEARCH #g 0");
+    b.send("DELETE #g 7");
+    b.expect("ERR NO_SUCH_MESSAGE no such message");
+}
