@@ -4,16 +4,19 @@ use std::collections::HashSet;
 
 use super::{ChatError, Hub, Out, SessionId, UserId, ms_to_time, names};
 use crate::line;
+use crate::store::ConvKind;
 
 impl Hub {
     /// The users who hear about `uid` coming and going: its friends, and the
-    /// members of its conversations up to the presence room limit (so that a
-    /// login in a 100,000-member room is not 100,000 events).
+    /// members of its rooms and groups up to the presence room limit (so that
+    /// a login in a 100,000-member room is not 100,000 events). A direct
+    /// conversation outlives the friendship it came from, so it does not
+    /// count: a former friend stops hearing about `uid`.
     fn watchers(&self, uid: UserId) -> HashSet<UserId> {
         let mut set: HashSet<UserId> = self.friends.friends_of(uid).collect();
         for &cid in &self.users[uid as usize].convs {
             let conv = &self.convs[cid as usize];
-            if conv.members.len() <= self.cfg.presence_room_limit {
+            if conv.kind != ConvKind::Direct && conv.members.len() <= self.cfg.presence_room_limit {
                 set.extend(conv.members.iter().map(|m| m.user));
             }
         }
@@ -50,5 +53,74 @@ impl Hub {
         let uid = self.find_user(name)?;
         out.reply(sid, self.presence_line(uid, "OK "));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{HubConfig, UserId};
+    use super::*;
+    use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
+
+    /// alice (1) and bob (2) share a direct conversation; carol (3) is bob's
+    /// friend; dave (4) shares a group with bob.
+    fn hub(alice_and_bob_friends: bool) -> Hub {
+        let user = |id: u32, name: &str| UserRow {
+            id,
+            name: name.into(),
+            phc: String::new(),
+            last_seen: None,
+        };
+        let conv = |id: u32, kind, name: &str| ConvRow {
+            id,
+            kind,
+            name: name.into(),
+            last_seq: 0,
+            recent: Vec::new(),
+        };
+        let member = |conv: u32, user: u32| MemberRow {
+            conv,
+            user,
+            admin: false,
+            joined: 0,
+        };
+        let mut friendships = vec![(2, 3, 0)];
+        if alice_and_bob_friends {
+            friendships.push((1, 2, 0));
+        }
+        let snap = Snapshot {
+            users: vec![
+                user(1, "alice"),
+                user(2, "bob"),
+                user(3, "carol"),
+                user(4, "dave"),
+            ],
+            convs: vec![
+                conv(1, ConvKind::Direct, "@1:2"),
+                conv(2, ConvKind::Group, "#g"),
+            ],
+            members: vec![member(1, 1), member(1, 2), member(2, 2), member(2, 4)],
+            friendships,
+            requests: Vec::new(),
+        };
+        Hub::new(HubConfig::default(), snap, String::new())
+    }
+
+    fn sorted(set: HashSet<UserId>) -> Vec<UserId> {
+        let mut v: Vec<_> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn friends_and_co_members_watch() {
+        assert_eq!(sorted(hub(true).watchers(2)), [1, 3, 4]);
+    }
+
+    #[test]
+    fn a_direct_conversation_alone_does_not_make_a_watcher() {
+        let h = hub(false);
+        assert_eq!(sorted(h.watchers(2)), [3, 4]);
+        assert!(h.watchers(1).is_empty());
     }
 }

@@ -148,8 +148,16 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let name = names::room(room)?;
-        if self.rooms.contains_key(&name) {
-            return Err(ChatError::RoomExists(name));
+        if let Some(&id) = self.rooms.get(&name) {
+            // A group whose last member left can never be entered again (it
+            // is invite-only and has no admin), so its name is free. The new
+            // group is a new conversation: none of the old history comes
+            // with the name. On restart the newer conversation of that name
+            // wins, as conversations load in id order.
+            let old = &self.convs[id as usize];
+            if old.kind != ConvKind::Group || !old.members.is_empty() {
+                return Err(ChatError::RoomExists(name));
+            }
         }
         let mut writes = Vec::new();
         let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
@@ -305,5 +313,61 @@ impl Hub {
         self.broadcast(conv, &event, Some(sid), out);
         self.commit(sid, vec![write], line!("OK OP {name} {target_name}"), out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{HubConfig, Output};
+    use super::*;
+    use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
+
+    /// alice (1); `#empty` (1) is a group nobody is left in, `#full` (2) a
+    /// group alice is in.
+    fn hub() -> Hub {
+        let conv = |id: u32, name: &str| ConvRow {
+            id,
+            kind: ConvKind::Group,
+            name: name.into(),
+            last_seq: 7,
+            recent: Vec::new(),
+        };
+        let snap = Snapshot {
+            users: vec![UserRow {
+                id: 1,
+                name: "alice".into(),
+                phc: String::new(),
+                last_seen: None,
+            }],
+            convs: vec![conv(1, "#empty"), conv(2, "#full")],
+            members: vec![MemberRow {
+                conv: 2,
+                user: 1,
+                admin: true,
+                joined: 0,
+            }],
+            friendships: Vec::new(),
+            requests: Vec::new(),
+        };
+        Hub::new(HubConfig::default(), snap, String::new())
+    }
+
+    #[test]
+    fn an_emptied_group_name_can_be_created_again_as_a_new_group() {
+        let mut h = hub();
+        let sid = SessionId(1);
+        let mut out = Out::default();
+        assert_eq!(
+            h.create(sid, 1, "#full", &mut out),
+            Err(ChatError::RoomExists("#full".into()))
+        );
+        h.create(sid, 1, "#Empty", &mut out).unwrap();
+        assert_eq!(out.lines, [(sid, Output::Defer)]);
+        let id = h.rooms["#empty"];
+        assert_ne!(id, 1, "a new conversation, not the old one");
+        let c = &h.convs[id as usize];
+        assert_eq!((c.kind, c.last_seq), (ConvKind::Group, 0));
+        assert!(c.is_admin(1));
+        assert!(h.convs[1].members.is_empty());
     }
 }
