@@ -206,6 +206,14 @@ fn offline_user_gets_missed_messages_on_login_once() {
     assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
     assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
     bob.expect("OK SYNC 2");
+    // A newcomer gets recent history with JOIN, and SYNC only after that.
+    let mut carol = s.user("carol");
+    carol.send("JOIN #r");
+    carol.expect("OK JOIN #r joined");
+    assert_eq!(carol.sync().len(), 5);
+    drop(carol);
+    let mut carol = s.client();
+    assert!(carol.login("carol").is_empty());
 }
 
 #[test]

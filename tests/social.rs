@@ -44,17 +44,25 @@ fn quit(mut c: Client) {
 /// A second session for an existing user.
 fn login(s: &Server, name: &str) -> Client {
     let mut c = s.client();
-    c.send(&format!("LOGIN {name} password1"));
-    c.expect(&format!("OK LOGIN {name}"));
+    c.ignored.push("RECEIPT ");
+    c.login(name);
+    c
+}
+
+/// A new user's session. Delivery and read receipts are tested in
+/// durability.rs; here they would only interleave with what is tested.
+fn user(s: &Server, name: &str) -> Client {
+    let mut c = s.user(name);
+    c.ignored.push("RECEIPT ");
     c
 }
 
 #[test]
 fn friend_request_accept_list_and_requests() {
     let s = Server::start();
-    let mut alice = s.user("alice");
+    let mut alice = user(&s, "alice");
     let mut alice2 = login(&s, "alice");
-    let mut bob = s.user("bob");
+    let mut bob = user(&s, "bob");
     let mut bob2 = login(&s, "bob");
 
     alice.send("FRIEND LIST");
@@ -136,8 +144,8 @@ fn friend_request_accept_list_and_requests() {
 #[test]
 fn rejected_requests_stay_rejected_and_may_be_asked_again() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     let mut bob2 = login(&s, "bob");
     alice.send("FRIEND ADD bob");
     alice.expect("OK FRIEND ADD bob pending");
@@ -180,8 +188,8 @@ fn rejected_requests_stay_rejected_and_may_be_asked_again() {
 #[test]
 fn crossing_requests_make_friends_at_once() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     let mut bob2 = login(&s, "bob");
     alice.send("FRIEND ADD bob");
     alice.expect("OK FRIEND ADD bob pending");
@@ -214,8 +222,8 @@ fn crossing_requests_make_friends_at_once() {
 #[test]
 fn friend_command_errors() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     for (cmd, want) in [
         (
             "FRIEND ADD alice",
@@ -281,9 +289,9 @@ fn friend_command_errors() {
 #[test]
 fn offline_users_find_requests_and_answers_after_login() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    drop(s.user("carol"));
-    drop(s.user("dave"));
+    let mut alice = user(&s, "alice");
+    drop(user(&s, "carol"));
+    drop(user(&s, "dave"));
     alice.send("FRIEND ADD carol");
     alice.expect("OK FRIEND ADD carol pending");
     alice.send("FRIEND ADD dave");
@@ -319,11 +327,11 @@ fn offline_users_find_requests_and_answers_after_login() {
 #[test]
 fn direct_conversation_between_friends() {
     let s = Server::start();
-    let mut alice = s.user("alice");
+    let mut alice = user(&s, "alice");
     let mut alice2 = login(&s, "alice");
-    let mut bob = s.user("bob");
+    let mut bob = user(&s, "bob");
     let mut bob2 = login(&s, "bob");
-    let mut carol = s.user("carol");
+    let mut carol = user(&s, "carol");
 
     alice.send("SAY @bob hi");
     alice.expect("ERR NOT_FRIENDS you and bob are not friends");
@@ -396,8 +404,8 @@ fn direct_conversation_between_friends() {
 #[test]
 fn direct_conversation_with_async_durability() {
     let s = Server::with_args(&["--durability", "async"]);
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     befriend(&mut alice, "alice", &mut bob, "bob");
     alice.send("SAY @bob quick");
     alice.expect_prefix("OK SAY @bob 1 ");
@@ -412,9 +420,9 @@ fn direct_conversation_with_async_durability() {
 #[test]
 fn former_friends_no_longer_see_each_others_presence() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    let mut carol = s.user("carol");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
+    let mut carol = user(&s, "carol");
     befriend(&mut alice, "alice", &mut bob, "bob");
     befriend(&mut carol, "carol", &mut bob, "bob");
     // A direct conversation exists between alice and bob.
@@ -437,11 +445,11 @@ fn former_friends_no_longer_see_each_others_presence() {
 #[test]
 fn groups_are_invite_only_and_admins_manage_them() {
     let s = Server::start();
-    let mut alice = s.user("alice");
+    let mut alice = user(&s, "alice");
     let mut alice2 = login(&s, "alice");
-    let mut bob = s.user("bob");
-    let mut carol = s.user("carol");
-    let mut dave = s.user("dave");
+    let mut bob = user(&s, "bob");
+    let mut carol = user(&s, "carol");
+    let mut dave = user(&s, "dave");
 
     alice.send("CREATE #Team");
     alice.expect("OK CREATE #team");
@@ -610,8 +618,8 @@ fn groups_are_invite_only_and_admins_manage_them() {
 #[test]
 fn kicked_member_gets_nothing_even_when_messages_race_the_kick() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     let mut bob2 = login(&s, "bob");
     alice.send("CREATE #g");
     alice.expect("OK CREATE #g");
@@ -643,8 +651,8 @@ fn kicked_member_gets_nothing_even_when_messages_race_the_kick() {
 #[test]
 fn outsiders_get_no_group_history() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut mallory = s.user("mallory");
+    let mut alice = user(&s, "alice");
+    let mut mallory = user(&s, "mallory");
     alice.send("CREATE #secret");
     alice.expect("OK CREATE #secret");
     alice.send("SAY #secret the password is swordfish");
@@ -670,10 +678,10 @@ fn outsiders_get_no_group_history() {
 #[test]
 fn last_admin_leaving_hands_the_group_to_the_longest_standing_member() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    let mut carol = s.user("carol");
-    let mut dave = s.user("dave");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
+    let mut carol = user(&s, "carol");
+    let mut dave = user(&s, "dave");
     alice.send("CREATE #g");
     alice.expect("OK CREATE #g");
     for who in ["bob", "carol", "dave"] {
@@ -729,10 +737,10 @@ fn last_admin_leaving_hands_the_group_to_the_longest_standing_member() {
 #[test]
 fn friends_and_groups_survive_a_restart() {
     let mut s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    let mut carol = s.user("carol");
-    let mut dave = s.user("dave");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
+    let mut carol = user(&s, "carol");
+    let mut dave = user(&s, "dave");
     befriend(&mut alice, "alice", &mut bob, "bob");
     alice.send("FRIEND ADD carol");
     alice.expect("OK FRIEND ADD carol pending");
@@ -769,7 +777,7 @@ fn friends_and_groups_survive_a_restart() {
     drop((alice, carol, dave));
 
     s.restart();
-    let mut alice = s.user("alice");
+    let mut alice = user(&s, "alice");
     alice.send("FRIEND LIST");
     assert_eq!(timed(&alice.line(), "FRIENDINFO bob offline "), seen);
     alice.expect("OK FRIEND LIST 1");
@@ -788,17 +796,17 @@ fn friends_and_groups_survive_a_restart() {
     alice.expect("OK WHO #g 3");
 
     // Everything still works from the restored state.
-    let mut bob = s.user("bob");
+    let mut bob = user(&s, "bob");
     alice.expect("PRESENCE bob online");
     alice.send("SAY @bob after");
     alice.expect_prefix("OK SAY @bob 2 ");
     assert_eq!(msg(&bob.line()), "MSG @alice 2 alice after");
     bob.send("JOIN #g");
     bob.expect("ERR ALREADY_MEMBER already a member of #g");
-    let mut mallory = s.user("mallory");
+    let mut mallory = user(&s, "mallory");
     mallory.send("JOIN #g");
     mallory.expect("ERR INVITE_ONLY #g is invite-only; an admin must ADD you");
-    let mut carol = s.user("carol");
+    let mut carol = user(&s, "carol");
     alice.expect("PRESENCE carol online");
     bob.expect("PRESENCE carol online");
     carol.send("FRIEND REQUESTS");
@@ -807,7 +815,7 @@ fn friends_and_groups_survive_a_restart() {
     carol.send("FRIEND ACCEPT alice");
     carol.expect("OK FRIEND ACCEPT alice");
     alice.expect("FRIEND ACCEPTED carol");
-    let mut dave = s.user("dave");
+    let mut dave = user(&s, "dave");
     dave.send("FRIEND ACCEPT alice");
     dave.expect("ERR NO_REQUEST no pending request from alice");
     // Carol is still admin after the restart: she can KICK.
@@ -829,7 +837,7 @@ fn friends_and_groups_survive_a_restart() {
     dave.expect("OPPED #g dave server");
     drop((alice, bob, carol, dave, mallory));
     s.restart();
-    let mut dave = s.user("dave");
+    let mut dave = user(&s, "dave");
     dave.send("ROOMS");
     dave.expect("ROOM #g group 1 admin");
     dave.expect("OK ROOMS 1");
@@ -838,8 +846,8 @@ fn friends_and_groups_survive_a_restart() {
 #[test]
 fn a_group_everyone_left_can_be_created_afresh() {
     let mut s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
     alice.send("CREATE #solo");
     alice.expect("OK CREATE #solo");
     alice.send("SAY #solo old secret");
@@ -857,13 +865,13 @@ fn a_group_everyone_left_can_be_created_afresh() {
     alice.expect("ERR ROOM_EXISTS #solo already exists");
     drop((alice, bob));
     s.restart();
-    let mut bob = s.user("bob");
+    let mut bob = user(&s, "bob");
     bob.send("ROOMS");
     bob.expect("ROOM #solo group 1 admin");
     bob.expect("OK ROOMS 1");
     bob.send("SAY #solo still mine");
     bob.expect_prefix("OK SAY #solo 2 ");
-    let mut alice = s.user("alice");
+    let mut alice = user(&s, "alice");
     alice.send("ROOMS");
     alice.expect("OK ROOMS 0");
     alice.send("CREATE #solo");

@@ -102,6 +102,7 @@ mod tests {
             members: vec![member(1, 1), member(1, 2), member(2, 2), member(2, 4)],
             friendships,
             requests: Vec::new(),
+            cursors: Vec::new(),
         };
         Hub::new(HubConfig::default(), snap, String::new())
     }

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{ChatError, Conv, ConvId, Hub, Member, Out, SessionId, UserId, names, now_ms};
+use super::{ChatError, Conv, ConvId, Cursor, Hub, Member, Out, SessionId, UserId, names, now_ms};
 use crate::line;
 use crate::protocol::encode;
 use crate::store::{ConvKind, Write};
@@ -62,12 +62,26 @@ impl Hub {
             joined: now_ms(),
         };
         c.members.push(member);
+        let last = c.last_seq;
         self.users[uid as usize].convs.push(conv);
         writes.push(Write::Member {
             conv,
             user: uid,
             admin: member.admin,
             joined: member.joined,
+        });
+        // A newcomer gets the recent messages with the JOIN reply; SYNC
+        // covers only what comes after joining.
+        let cursor = Cursor {
+            delivered: last,
+            read: last,
+        };
+        self.cursors.insert((uid, conv), cursor);
+        writes.push(Write::Cursor {
+            user: uid,
+            conv,
+            delivered: last,
+            read: last,
         });
     }
 
@@ -348,6 +362,7 @@ mod tests {
             }],
             friendships: Vec::new(),
             requests: Vec::new(),
+            cursors: Vec::new(),
         };
         Hub::new(HubConfig::default(), snap, String::new())
     }
