@@ -49,6 +49,54 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_PRESENCE_ROOM_LIMIT", default_value_t = 500)]
     pub presence_room_limit: usize,
 
+    /// Longest message text (SAY, EDIT) in bytes; the line limit bounds it too.
+    #[arg(long, env = "LINECHAT_MAX_MESSAGE", default_value_t = 4000)]
+    pub max_message: usize,
+
+    /// Commands per second one session may run on average; a session over
+    /// its rate is not read from until its bucket refills. 0 turns it off.
+    #[arg(long, env = "LINECHAT_COMMAND_RATE", default_value_t = 5000)]
+    pub command_rate: u32,
+
+    /// Commands one session may run at once before the rate applies.
+    /// 0 turns flood control off.
+    #[arg(long, env = "LINECHAT_COMMAND_BURST", default_value_t = 10000)]
+    pub command_burst: u32,
+
+    /// Open connections at most; more are told ERR SERVER_FULL and closed.
+    #[arg(long, env = "LINECHAT_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Connections not yet logged in, per client IP address.
+    #[arg(long, env = "LINECHAT_MAX_UNAUTH_PER_IP", default_value_t = 64)]
+    pub max_unauth_per_ip: u32,
+
+    /// Seconds a connection may take to log in before it is closed.
+    #[arg(long, env = "LINECHAT_LOGIN_TIMEOUT", default_value_t = 60)]
+    pub login_timeout: u64,
+
+    /// Sessions one user may have open at once.
+    #[arg(long, env = "LINECHAT_MAX_SESSIONS_PER_USER", default_value_t = 32)]
+    pub max_sessions_per_user: usize,
+
+    /// Rooms and groups one user may belong to.
+    #[arg(long, env = "LINECHAT_MAX_ROOMS_PER_USER", default_value_t = 1000)]
+    pub max_rooms_per_user: usize,
+
+    /// Members one room or group may have.
+    #[arg(long, env = "LINECHAT_MAX_ROOM_MEMBERS", default_value_t = 100_000)]
+    pub max_room_members: usize,
+
+    /// Seconds of silence before TCP keepalive probes start (then 3 probes,
+    /// 10 s apart): a vanished peer is closed, and shown offline, after
+    /// about this plus 30 seconds. 0 turns keepalive off.
+    #[arg(long, env = "LINECHAT_KEEPALIVE", default_value_t = 60)]
+    pub keepalive: u64,
+
+    /// Seconds a shutdown (SIGTERM, SIGINT) waits for outboxes to drain.
+    #[arg(long, env = "LINECHAT_SHUTDOWN_GRACE", default_value_t = 2)]
+    pub shutdown_grace: u64,
+
     /// Threads hashing passwords.
     #[arg(long, env = "LINECHAT_AUTH_THREADS", default_value_t = 2)]
     pub auth_threads: usize,

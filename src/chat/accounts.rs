@@ -105,6 +105,12 @@ impl Hub {
                 self.finish_auth(sid, Err(ChatError::Internal), out);
             }
             (AuthCtx::Login { sid, user }, Outcome::Verified(true)) => match user {
+                Some(uid)
+                    if self.users[uid as usize].sessions.len()
+                        >= self.cfg.max_sessions_per_user =>
+                {
+                    self.finish_auth(sid, Err(ChatError::TooManySessions), out)
+                }
                 Some(uid) => {
                     let reply = line!("OK LOGIN {}", self.name(uid));
                     self.finish_auth(sid, Ok((uid, reply)), out);

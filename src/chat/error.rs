@@ -49,6 +49,12 @@ pub enum ChatError {
     NoRequest(String),
     #[error("no conversation with {0} yet")]
     NoConversation(String),
+    #[error("too many sessions open for this user")]
+    TooManySessions,
+    #[error("{0} is in too many rooms already")]
+    TooManyRooms(String),
+    #[error("{0} is full")]
+    RoomFull(String),
     #[error("no such message")]
     NoSuchMessage,
     #[error("only its sender (or, to delete, an admin) can change that message")]
@@ -91,6 +97,9 @@ impl ChatError {
             ChatError::NoRequest(_) => "NO_REQUEST",
             ChatError::NoConversation(_) => "NO_SUCH_CONVERSATION",
             ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
+            ChatError::TooManySessions => "TOO_MANY_SESSIONS",
+            ChatError::TooManyRooms(_) => "TOO_MANY_ROOMS",
+            ChatError::RoomFull(_) => "ROOM_FULL",
             ChatError::NotYours => "NOT_YOURS",
             ChatError::BadText => "BAD_TEXT",
             ChatError::TextTooLong(_) => "TEXT_TOO_LONG",

@@ -190,6 +190,9 @@ pub struct HubConfig {
     /// Most bytes in one chunk of a SYNC stream; kept well under the outbox
     /// limit so a stream can never trip it.
     pub sync_chunk_bytes: usize,
+    pub max_sessions_per_user: usize,
+    pub max_rooms_per_user: usize,
+    pub max_room_members: usize,
 }
 
 impl Default for HubConfig {
@@ -200,6 +203,9 @@ impl Default for HubConfig {
             max_text: 4000,
             presence_room_limit: 500,
             sync_chunk_bytes: 64 * 1024,
+            max_sessions_per_user: 32,
+            max_rooms_per_user: 1000,
+            max_room_members: 100_000,
         }
     }
 }

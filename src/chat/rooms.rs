@@ -37,6 +37,24 @@ impl Hub {
         Ok((id, name))
     }
 
+    /// Whether `uid` may join one more room, and `conv` (if any) take one more member.
+    fn check_room_caps(&self, uid: UserId, conv: Option<ConvId>) -> Result<(), ChatError> {
+        let rooms = self.users[uid as usize]
+            .convs
+            .iter()
+            .filter(|&&c| self.convs[c as usize].kind != ConvKind::Direct)
+            .count();
+        if rooms >= self.cfg.max_rooms_per_user {
+            return Err(ChatError::TooManyRooms(self.name(uid).to_string()));
+        }
+        if let Some(c) = conv.map(|c| &self.convs[c as usize])
+            && c.members.len() >= self.cfg.max_room_members
+        {
+            return Err(ChatError::RoomFull(c.name.clone()));
+        }
+        Ok(())
+    }
+
     fn new_conv(&mut self, kind: ConvKind, name: String, writes: &mut Vec<Write>) -> ConvId {
         let id = self.convs.len() as ConvId;
         writes.push(Write::Conv {
@@ -135,12 +153,16 @@ impl Hub {
                 if c.kind == ConvKind::Group {
                     return Err(ChatError::InviteOnly(name));
                 }
+                self.check_room_caps(uid, Some(id))?;
                 (id, false)
             }
-            None => (
-                self.new_conv(ConvKind::Public, name.clone(), &mut writes),
-                true,
-            ),
+            None => {
+                self.check_room_caps(uid, None)?;
+                (
+                    self.new_conv(ConvKind::Public, name.clone(), &mut writes),
+                    true,
+                )
+            }
         };
         self.add_member(conv, uid, &mut writes);
         let event = line!("JOINED {name} {}", self.name(uid));
@@ -173,6 +195,7 @@ impl Hub {
                 return Err(ChatError::RoomExists(name));
             }
         }
+        self.check_room_caps(uid, None)?;
         let mut writes = Vec::new();
         let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
         self.add_member(conv, uid, &mut writes);
@@ -266,6 +289,7 @@ impl Hub {
         if self.convs[conv as usize].member(target).is_some() {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
         }
+        self.check_room_caps(target, Some(conv))?;
         let mut writes = Vec::new();
         self.add_member(conv, target, &mut writes);
         let event = line!("ADDED {name} {target_name} {}", self.name(uid));

@@ -73,6 +73,15 @@ impl LineFramer {
         self.buf.len() - self.start
     }
 
+    /// Whether `next_frame` has work to do: a complete line, an over-long
+    /// one to report, or bytes of one to discard.
+    pub fn has_line(&self) -> bool {
+        let pending = self.buf.len() - self.start;
+        (self.discarding && pending > 0)
+            || pending > self.max_line + 1
+            || self.buf[self.start + self.scanned..].contains(&b'\n')
+    }
+
     /// Appends raw socket bytes, dropping telnet IAC sequences on the way.
     pub fn feed(&mut self, data: &[u8]) {
         if self.telnet == Telnet::Data && !data.contains(&IAC) {

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use super::limits::Bucket;
 use super::outbox::{Outbox, Tag};
 use crate::chat::SessionId;
 use crate::protocol::LineFramer;
@@ -38,6 +39,11 @@ pub struct Conn {
     pub dirty: bool,
     /// Dropped as a slow consumer: nothing more is queued for it.
     pub dropped: bool,
+    /// Logged in (no longer counted against its address's unauthenticated cap).
+    pub authed: bool,
+    /// Over its command rate: not read from until this time (ms since start).
+    pub throttled_until: Option<u32>,
+    pub bucket: Bucket,
 }
 
 impl Conn {
@@ -46,6 +52,7 @@ impl Conn {
         sid: SessionId,
         peer: std::net::SocketAddr,
         max_line: usize,
+        burst: u32,
     ) -> Self {
         Conn {
             sock,
@@ -58,6 +65,9 @@ impl Conn {
             closing: false,
             dirty: false,
             dropped: false,
+            authed: false,
+            throttled_until: None,
+            bucket: Bucket::full(burst),
         }
     }
 
@@ -143,7 +153,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::connect(addr).unwrap();
-        Conn::new(sock, SessionId(1), addr, 100)
+        Conn::new(sock, SessionId(1), addr, 100, 10)
     }
 
     #[test]

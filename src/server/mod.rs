@@ -8,9 +8,11 @@
 //! `mio::Waker`.
 
 mod conn;
+mod limits;
 mod outbox;
 
-use std::io::{self, Read};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth;
@@ -49,6 +53,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// How often changed delivery cursors are handed to storage.
 const CURSOR_FLUSH: Duration = Duration::from_secs(1);
@@ -60,7 +65,9 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 struct Counters {
     accepted: u64,
+    refused: u64,
     slow_consumer_drops: u64,
+    login_timeouts: u64,
     bytes_out: u64,
 }
 
@@ -100,6 +107,15 @@ pub struct Server {
     wrote: Vec<(SessionId, Vec<(u32, u64)>)>,
     last_cursor_flush: Instant,
     accept_paused_until: Option<Instant>,
+    /// Out of descriptors was logged; not again until an accept succeeds.
+    fd_warned: bool,
+    /// Sessions over their command rate, waiting for their bucket.
+    throttled: Vec<usize>,
+    unauth: limits::UnauthCount,
+    /// Login deadlines in connection order (all have the same timeout).
+    login_deadlines: VecDeque<(Instant, SessionId)>,
+    signals: Signals,
+    started: Instant,
     counters: Counters,
     rates: Rates,
 }
@@ -129,16 +145,21 @@ impl Server {
         let hub_cfg = crate::chat::HubConfig {
             durability: cfg.durability,
             recent: cfg.recent,
-            // Room for the verb and target within one line.
-            max_text: cfg.max_line.saturating_sub(64).max(1),
+            max_text: cfg.max_message,
             presence_room_limit: cfg.presence_room_limit,
             sync_chunk_bytes: (cfg.max_outbox / 8).max(4096),
+            max_sessions_per_user: cfg.max_sessions_per_user,
+            max_rooms_per_user: cfg.max_rooms_per_user,
+            max_room_members: cfg.max_room_members,
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy);
 
         let mut listener = TcpListener::bind(cfg.listen)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
             scratch: vec![0; cfg.read_budget.clamp(4096, 1 << 20)],
             cfg,
@@ -159,6 +180,12 @@ impl Server {
             wrote: Vec::new(),
             last_cursor_flush: Instant::now(),
             accept_paused_until: None,
+            fd_warned: false,
+            throttled: Vec::new(),
+            unauth: limits::UnauthCount::default(),
+            login_deadlines: VecDeque::new(),
+            signals,
+            started: Instant::now(),
             counters: Counters::default(),
             rates: Rates::default(),
         })
@@ -168,7 +195,7 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Runs until the process is stopped.
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
@@ -183,6 +210,11 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => self.drain_workers(),
+                    SIGNALS => {
+                        if self.signals.pending().next().is_some() {
+                            return self.shutdown(&mut events);
+                        }
+                    }
                     Token(i) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.service(i);
@@ -201,11 +233,22 @@ impl Server {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        let tick = Duration::from_secs(1);
-        match self.accept_paused_until {
-            Some(until) => Some(until.saturating_duration_since(Instant::now()).min(tick)),
-            None => Some(tick),
+        let mut timeout = Duration::from_secs(1);
+        if let Some(until) = self.accept_paused_until {
+            timeout = timeout.min(until.saturating_duration_since(Instant::now()));
         }
+        let now = self.now_ms();
+        for &i in &self.throttled {
+            if let Some(until) = self.conns.get(i).and_then(|c| c.throttled_until) {
+                timeout = timeout.min(Duration::from_millis(u64::from(until.saturating_sub(now))));
+            }
+        }
+        Some(timeout)
+    }
+
+    /// Milliseconds since the server started: the clock of flood control.
+    fn now_ms(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Work that is done once per loop turn, after all events.
@@ -213,12 +256,14 @@ impl Server {
         for i in std::mem::take(&mut self.again) {
             self.service(i);
         }
+        self.wake_throttled();
         if let Some(until) = self.accept_paused_until
             && Instant::now() >= until
         {
             self.accept_paused_until = None;
             self.accept();
         }
+        self.expire_logins();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -235,13 +280,19 @@ impl Server {
         }
         loop {
             match self.listener.accept() {
-                Ok((sock, peer)) => self.open(sock, peer),
+                Ok((sock, peer)) => {
+                    self.fd_warned = false;
+                    self.open(sock, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_resource_exhaustion(&e) => {
-                    log::warn!(
-                        "out of file descriptors ({e}); pausing accept for {ACCEPT_PAUSE:?}"
-                    );
+                    if !self.fd_warned {
+                        log::warn!(
+                            "cannot accept: {e}; retrying every {ACCEPT_PAUSE:?} while existing sessions are served"
+                        );
+                        self.fd_warned = true;
+                    }
                     self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     return;
                 }
@@ -254,8 +305,31 @@ impl Server {
     }
 
     fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        let refusal = if self.conns.len() >= self.cfg.max_connections {
+            Some("ERR SERVER_FULL too many connections; try again later\n")
+        } else if !self.unauth.try_add(peer.ip(), self.cfg.max_unauth_per_ip) {
+            Some(
+                "ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in\n",
+            )
+        } else {
+            None
+        };
+        if let Some(line) = refusal {
+            // Best effort: the socket is new, so its buffer has room.
+            let _ = sock.write(line.as_bytes());
+            self.counters.refused += 1;
+            log::warn!("refused {peer}: {}", line.trim_end());
+            return;
+        }
         // Replies are small and latency matters; batching is done by writev.
         let _ = sock.set_nodelay(true);
+        if self.cfg.keepalive > 0 {
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(self.cfg.keepalive))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
+        }
         let entry = self.conns.vacant_entry();
         let i = entry.key();
         self.serial = self.serial.wrapping_add(1);
@@ -266,9 +340,20 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("registering {peer} failed: {e}");
+            self.unauth.remove(peer.ip());
             return;
         }
-        entry.insert(Conn::new(sock, sid, peer, self.cfg.max_line));
+        entry.insert(Conn::new(
+            sock,
+            sid,
+            peer,
+            self.cfg.max_line,
+            self.cfg.command_burst,
+        ));
+        self.login_deadlines.push_back((
+            Instant::now() + Duration::from_secs(self.cfg.login_timeout),
+            sid,
+        ));
         self.counters.accepted += 1;
         self.hub.connect(sid);
         log::info!("session {sid} connected from {peer}");
@@ -294,7 +379,9 @@ impl Server {
             let Some(conn) = self.conns.get_mut(i) else {
                 return;
             };
-            if !self.hub.accepts_input(sid) || conn.closing {
+            // Busy, throttled or closing: leave the rest in the kernel's
+            // buffer, which pushes back on the client.
+            if !self.hub.accepts_input(sid) || conn.closing || conn.throttled_until.is_some() {
                 return;
             }
             if conn.eof {
@@ -328,15 +415,32 @@ impl Server {
     /// Hands every complete buffered line of connection `i` to the hub, while
     /// the hub accepts input from it.
     fn handle_lines(&mut self, i: usize) {
+        let now = self.now_ms();
+        let (rate, burst) = (self.cfg.command_rate, self.cfg.command_burst);
         let Server {
-            conns, hub, out, ..
+            conns,
+            hub,
+            out,
+            throttled,
+            ..
         } = self;
         loop {
             let Some(conn) = conns.get_mut(i) else {
                 return;
             };
             let sid = conn.sid;
-            if conn.closing || !hub.accepts_input(sid) {
+            if conn.closing || conn.throttled_until.is_some() || !hub.accepts_input(sid) {
+                break;
+            }
+            if !conn.framer.has_line() {
+                break;
+            }
+            if rate > 0
+                && burst > 0
+                && let Err(wait) = conn.bucket.take(now, rate, burst)
+            {
+                conn.throttled_until = Some(now.saturating_add(wait));
+                throttled.push(i);
                 break;
             }
             let Some(frame) = conn.framer.next_frame() else {
@@ -377,6 +481,10 @@ impl Server {
                 Output::Deliver { line, conv, seq } => self.push(i, line, Some((conv, seq))),
                 Output::Defer => conn.defer(),
                 Output::Complete(b) => {
+                    if !conn.authed && self.hub.user_of(sid).is_some() {
+                        conn.authed = true;
+                        self.unauth.remove(conn.peer.ip());
+                    }
                     for (b, tag) in conn.complete(b) {
                         self.push(i, b, tag);
                     }
@@ -537,6 +645,9 @@ impl Server {
                 continue;
             };
             let _ = self.poll.registry().deregister(&mut conn.sock);
+            if !conn.authed {
+                self.unauth.remove(conn.peer.ip());
+            }
             log::info!("session {} ({}) closed", conn.sid, conn.peer);
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
@@ -548,6 +659,97 @@ impl Server {
                 self.close_dead();
             }
         }
+    }
+
+    /// Serves throttled sessions whose bucket has refilled.
+    fn wake_throttled(&mut self) {
+        if self.throttled.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        let mut still = Vec::new();
+        for i in std::mem::take(&mut self.throttled) {
+            let Some(conn) = self.conns.get_mut(i) else {
+                continue;
+            };
+            match conn.throttled_until {
+                Some(until) if until > now => still.push(i),
+                _ => {
+                    conn.throttled_until = None;
+                    self.service(i);
+                }
+            }
+        }
+        self.throttled.extend(still);
+    }
+
+    /// Closes connections that did not log in within the login timeout.
+    fn expire_logins(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, sid)) = self.login_deadlines.front() {
+            if deadline > now {
+                return;
+            }
+            self.login_deadlines.pop_front();
+            let Some(i) = self.index_of(sid) else {
+                continue;
+            };
+            if self.conns[i].authed || self.hub.user_of(sid).is_some() {
+                continue;
+            }
+            self.counters.login_timeouts += 1;
+            log::info!(
+                "session {sid} closed: no login within {}s",
+                self.cfg.login_timeout
+            );
+            let line = line!(
+                "ERR LOGIN_TIMEOUT log in within {} seconds of connecting",
+                self.cfg.login_timeout
+            );
+            self.push(i, line, None);
+            self.conns[i].closing = true;
+        }
+    }
+
+    /// Stops accepting, says BYE to everyone, drains outboxes for a bounded
+    /// time, hands the last cursors to storage and waits for its final commit.
+    fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
+        log::info!("shutting down: {} sessions", self.conns.len());
+        let _ = self.poll.registry().deregister(&mut self.listener);
+        let bye = line!("BYE server shutting down");
+        let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for i in all {
+            self.push(i, bye.clone(), None);
+            if let Some(c) = self.conns.get_mut(i) {
+                c.closing = true;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
+        loop {
+            self.flush_dirty();
+            let pending = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
+            let now = Instant::now();
+            if !pending || now >= deadline {
+                break;
+            }
+            self.poll.poll(
+                events,
+                Some((deadline - now).min(Duration::from_millis(50))),
+            )?;
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => self.drain_workers(),
+                    Token(i) if event.is_writable() => self.mark_dirty(i),
+                    _ => {}
+                }
+            }
+        }
+        self.hub.flush_cursors(&mut self.out);
+        self.apply_out();
+        // Dropping the handle makes the storage thread commit what it has and exit.
+        drop(self.storage.take());
+        log::info!("shutdown complete");
+        Ok(())
     }
 
     fn drain_workers(&mut self) {
@@ -590,11 +792,13 @@ impl Server {
         let c = &self.hub.counters;
         let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 13] = [
+        let rows: [(&str, u64); 15] = [
             ("sessions", self.conns.len() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
             ("connections_accepted", self.counters.accepted),
+            ("connections_refused", self.counters.refused),
+            ("login_timeouts", self.counters.login_timeouts),
             ("messages_in", c.messages_in),
             ("deliveries_out", c.deliveries_out),
             ("messages_in_per_sec", self.rates.messages_per_sec),

@@ -18,6 +18,7 @@ pub struct Server {
     dir: Option<tempfile::TempDir>,
     data: PathBuf,
     extra: Vec<String>,
+    ulimit: Option<u32>,
 }
 
 impl Server {
@@ -27,17 +28,43 @@ impl Server {
 
     /// Starts the server with extra flags (cheap argon2 unless overridden).
     pub fn with_args(extra: &[&str]) -> Server {
+        Server::spawn_with(extra, None)
+    }
+
+    /// Starts the server with extra flags and, optionally, a file-descriptor
+    /// limit (`ulimit -n`).
+    pub fn spawn_with(extra: &[&str], ulimit: Option<u32>) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(&data, &extra, "127.0.0.1:0");
+        let (child, addr) = spawn(&data, &extra, "127.0.0.1:0", ulimit);
         Server {
             child,
             addr,
             dir: Some(dir),
             data,
             extra,
+            ulimit,
         }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        self.child.wait().expect("wait")
+    }
+
+    /// User plus system CPU time the server has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -52,7 +79,7 @@ impl Server {
     /// and port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data, &self.extra, &self.addr);
+        let (child, addr) = spawn(&self.data, &self.extra, &self.addr, self.ulimit);
         self.child = child;
         self.addr = addr;
     }
@@ -87,7 +114,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, extra: &[String], listen: &str) -> (Child, String) {
+fn spawn(data: &Path, extra: &[String], listen: &str, ulimit: Option<u32>) -> (Child, String) {
     let mut args: Vec<String> = vec![
         "--listen".into(),
         listen.into(),
@@ -98,7 +125,16 @@ fn spawn(data: &Path, extra: &[String], listen: &str) -> (Child, String) {
         args.extend(["--argon2-memory-kib", "64", "--argon2-iterations", "1"].map(String::from));
     }
     args.extend(extra.iter().cloned());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_linechat"))
+    let bin = env!("CARGO_BIN_EXE_linechat");
+    let mut cmd = match ulimit {
+        None => Command::new(bin),
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
+            c
+        }
+    };
+    let mut child = cmd
         .args(&args)
         .env(
             "RUST_LOG",

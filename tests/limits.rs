@@ -1,0 +1,201 @@
+//! Limits over real sockets: flood control, connection and membership caps,
+//! the login deadline, descriptor exhaustion and graceful shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Server};
+
+#[test]
+fn a_flooder_is_slowed_not_refused_and_others_are_served() {
+    let s = Server::with_args(&["--command-rate", "200", "--command-burst", "20"]);
+    let mut flooder = s.user("flooder");
+    let mut other = s.user("other");
+    let n = 120;
+    let started = Instant::now();
+    let batch: String = (0..n).map(|i| format!("PING {i}\n")).collect();
+    flooder.send_raw(batch.as_bytes());
+    // While the flooder waits for its bucket, another session is answered.
+    other.send("PING me");
+    other.expect("OK PONG me");
+    for i in 0..n {
+        flooder.expect(&format!("OK PONG {i}"));
+    }
+    // 20 at once, then 200 a second: about half a second for 120.
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn ten_thousand_pipelined_commands_pass_the_default_limits() {
+    let s = Server::start();
+    let mut c = s.user("bulk");
+    let batch: String = (0..10_000).map(|i| format!("PING {i}\n")).collect();
+    let writer = {
+        let mut stream = c.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            stream.write_all(batch.as_bytes()).unwrap();
+        })
+    };
+    for i in 0..10_000 {
+        c.expect(&format!("OK PONG {i}"));
+    }
+    writer.join().unwrap();
+}
+
+#[test]
+fn connection_caps() {
+    let s = Server::with_args(&["--max-connections", "4", "--max-unauth-per-ip", "2"]);
+    let mut a = s.user("alice");
+    let _b = s.client();
+    let _c = s.client();
+    // Two connections not logged in: a third is refused.
+    let mut d = Client::connect_raw(&s.addr);
+    d.expect("ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in");
+    assert!(d.until_closed().is_empty());
+    a.send("PING");
+    a.expect("OK PONG");
+    drop(_c);
+    a.sync();
+    let mut e = s.client();
+    e.send("REGISTER erin password1");
+    e.expect("OK REGISTER erin");
+    let _g = s.client();
+    // Four connections open: a fifth is refused, whoever it is.
+    let mut f = Client::connect_raw(&s.addr);
+    f.expect("ERR SERVER_FULL too many connections; try again later");
+    assert!(f.until_closed().is_empty());
+}
+
+#[test]
+fn session_room_member_and_message_caps() {
+    let s = Server::with_args(&[
+        "--max-sessions-per-user",
+        "2",
+        "--max-rooms-per-user",
+        "2",
+        "--max-room-members",
+        "2",
+        "--max-message",
+        "10",
+    ]);
+    let mut a = s.user("alice");
+    let mut a2 = s.client();
+    a2.login("alice");
+    let mut a3 = s.client();
+    a3.send("LOGIN alice password1");
+    a3.expect("ERR TOO_MANY_SESSIONS too many sessions open for this user");
+    a.send("JOIN #one");
+    a.expect("OK JOIN #one created");
+    a.send("CREATE #two");
+    a.expect("OK CREATE #two");
+    a.send("JOIN #three");
+    a.expect("ERR TOO_MANY_ROOMS alice is in too many rooms already");
+    let mut b = s.user("bob");
+    b.send("JOIN #one");
+    b.expect("OK JOIN #one joined");
+    a.expect("JOINED #one bob");
+    let mut c = s.user("carol");
+    c.send("JOIN #one");
+    c.expect("ERR ROOM_FULL #one is full");
+    a.send("SAY #one 0123456789");
+    a.expect_prefix("OK SAY #one 1 ");
+    a.expect("RECEIPT #one 1 bob delivered");
+    a.send("SAY #one 0123456789a");
+    a.expect("ERR TEXT_TOO_LONG message longer than 10 bytes");
+}
+
+#[test]
+fn login_deadline_closes_idle_anonymous_connections_only() {
+    let s = Server::with_args(&["--login-timeout", "1"]);
+    let mut idle_user = s.user("idle");
+    let mut anon = s.client();
+    // No PING, nothing typed: the anonymous connection is closed...
+    anon.expect("ERR LOGIN_TIMEOUT log in within 1 seconds of connecting");
+    assert!(anon.until_closed().is_empty());
+    // ...while the logged-in one, equally idle and older, is still served.
+    idle_user.send("PING still-here");
+    idle_user.expect("OK PONG still-here");
+}
+
+#[test]
+fn out_of_descriptors_keeps_serving_without_spinning() {
+    let s = Server::spawn_with(&[], Some(48));
+    let mut first: Vec<Client> = Vec::new();
+    let mut waiting: Vec<Client> = Vec::new();
+    // More clients than descriptors: the kernel queues the rest.
+    for _ in 0..60 {
+        let mut c = Client::connect_raw(&s.addr);
+        match c.try_line(Duration::from_millis(200)) {
+            Some(hello) => {
+                assert!(hello.starts_with("HELLO"));
+                first.push(c);
+            }
+            None => waiting.push(c),
+        }
+    }
+    assert!(!waiting.is_empty(), "the limit was reached");
+    assert!(first.len() > 10);
+    // Existing sessions are served, and the loop does not spin while the
+    // listener has connections it cannot take.
+    let ticks = s.cpu_ticks();
+    let started = Instant::now();
+    for (n, c) in first.iter_mut().enumerate() {
+        c.send(&format!("PING {n}"));
+        c.expect(&format!("OK PONG {n}"));
+    }
+    while started.elapsed() < Duration::from_secs(1) {
+        first[0].send("PING");
+        first[0].expect("OK PONG");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let used = s.cpu_ticks() - ticks;
+    assert!(used < 40, "{used} ticks of CPU in about a second");
+    // Descriptors come free: the waiting clients get in.
+    let freed = waiting.len().min(first.len());
+    first.truncate(first.len() - freed);
+    for c in &mut waiting {
+        let hello = c.line();
+        assert!(hello.starts_with("HELLO"), "{hello}");
+    }
+}
+
+#[test]
+fn sigterm_says_bye_commits_and_exits_cleanly() {
+    let mut s = Server::start();
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    a.send("JOIN #r");
+    a.expect("OK JOIN #r created");
+    b.send("JOIN #r");
+    b.expect("OK JOIN #r joined");
+    a.expect("JOINED #r bob");
+    a.send("SAY #r before shutdown");
+    a.expect_prefix("OK SAY #r 1 ");
+    b.line();
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let rest_a = a.until_closed();
+    assert!(
+        rest_a.contains(&"BYE server shutting down".to_string()),
+        "{rest_a:?}"
+    );
+    assert_eq!(
+        b.until_closed().last().map(String::as_str),
+        Some("BYE server shutting down")
+    );
+    s.restart();
+    let mut b = s.client();
+    assert!(
+        b.login("bob").is_empty(),
+        "bob's cursor was saved at shutdown"
+    );
+    b.send("HISTORY #r");
+    b.expect_prefix("HISTORY #r 1 ");
+    b.expect("OK HISTORY #r 1");
+}
