@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_MAX_MESSAGE", default_value_t = 4000)]
     pub max_message: usize,
 
+    /// Largest attachment (ATTACH body) in bytes. A larger declaration is
+    /// refused before its body, which is then read and discarded.
+    #[arg(long, env = "LINECHAT_MAX_ATTACHMENT", default_value_t = 16 << 20)]
+    pub max_attachment: u64,
+
     /// Commands per second one session may run on average; a session over
     /// its rate is not read from until its bucket refills. 0 turns it off.
     #[arg(long, env = "LINECHAT_COMMAND_RATE", default_value_t = 5000)]

@@ -3,10 +3,12 @@
 //! - [`protocol`]: framing, parsing and encoding lines (no I/O).
 //! - [`chat`]: the sans-IO domain: users, rooms, friends, the publish pipeline.
 //! - [`auth`]: argon2 password hashing on worker threads.
+//! - [`blob`]: attachment bodies on disk, on a thread of their own.
 //! - [`store`]: SQLite on a storage thread.
 //! - [`server`]: the event loop, sessions and their outboxes.
 
 pub mod auth;
+pub mod blob;
 pub mod chat;
 pub mod config;
 pub mod protocol;

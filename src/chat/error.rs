@@ -59,6 +59,16 @@ pub enum ChatError {
     NoSuchMessage,
     #[error("only its sender (or, to delete, an admin) can change that message")]
     NotYours,
+    #[error("attachments are at most {0} bytes")]
+    TooLarge(u64),
+    #[error("file names are 1-255 bytes without spaces or control characters")]
+    BadFilename,
+    #[error("a MIME type looks like type/subtype, e.g. image/png")]
+    BadMime,
+    #[error("no such blob, or not in a conversation of yours")]
+    NoSuchBlob,
+    #[error("text starting with [file or [image is reserved for attachments")]
+    ReservedText,
     #[error("message text may not contain control characters")]
     BadText,
     #[error("message longer than {0} bytes")]
@@ -101,7 +111,11 @@ impl ChatError {
             ChatError::TooManyRooms(_) => "TOO_MANY_ROOMS",
             ChatError::RoomFull(_) => "ROOM_FULL",
             ChatError::NotYours => "NOT_YOURS",
-            ChatError::BadText => "BAD_TEXT",
+            ChatError::BadText | ChatError::ReservedText => "BAD_TEXT",
+            ChatError::TooLarge(_) => "TOO_LARGE",
+            ChatError::BadFilename => "BAD_FILENAME",
+            ChatError::BadMime => "BAD_MIME",
+            ChatError::NoSuchBlob => "NO_SUCH_BLOB",
             ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
             ChatError::NoSuchHelp => "UNKNOWN_COMMAND",
             ChatError::Storage => "STORAGE",

@@ -112,6 +112,16 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "SEARCH <conv> [BEFORE <seq>] <words>",
         "find messages containing every word, newest first, 20 a page",
     ),
+    (
+        "ATTACH",
+        "ATTACH <conv> <filename> <mime> <size>",
+        "send a file: this line, then exactly <size> raw bytes; members see [file|image <blob-id> <mime> <size> <filename>]",
+    ),
+    (
+        "FETCH",
+        "FETCH <blob-id>",
+        "download a file from a conversation of yours: BLOB <id> <size> <mime>, the bytes, a LF, then OK FETCH",
+    ),
     ("STATS", "STATS", "the server's counters"),
 ];
 

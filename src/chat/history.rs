@@ -173,6 +173,9 @@ impl Hub {
         let conv = self.member_conv(uid, target)?;
         if let Some(t) = text {
             names::text(t, self.cfg.max_text)?;
+            if names::is_attachment_text(t) {
+                return Err(ChatError::ReservedText);
+            }
         }
         let c = &self.convs[conv as usize];
         if seq == 0 || seq > c.last_seq {

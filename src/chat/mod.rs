@@ -7,6 +7,7 @@
 //! so it is unit-tested directly and the server loop stays a thin driver.
 
 mod accounts;
+mod attach;
 mod error;
 mod friends;
 mod help;
@@ -28,6 +29,7 @@ pub use state::{Conv, ConvId, Member, Msg, User, UserId};
 pub use sync::Cursor;
 
 use crate::auth;
+use crate::blob;
 use crate::line;
 use crate::protocol::{Command, ParseError, Target, encode};
 use crate::store::{self, Snapshot, Write};
@@ -75,12 +77,11 @@ pub enum Output {
     /// An event carrying message `seq` of `conv`: once it is written to the
     /// socket, the driver reports it through [`Hub::delivered`].
     Deliver { line: Bytes, conv: ConvId, seq: u64 },
-    /// Part of the answer to the oldest deferred command (a SYNC stream),
-    /// reported like `Deliver` once written.
+    /// Part of the answer to the newest deferred command (a SYNC or FETCH
+    /// stream); a tagged part is reported like `Deliver` once written.
     Partial {
         lines: Bytes,
-        conv: ConvId,
-        seq: u64,
+        tag: Option<(ConvId, u64)>,
     },
 }
 
@@ -107,7 +108,10 @@ pub enum Pending {
         sid: SessionId,
         conv: ConvId,
         msg: Msg,
+        ack: Ack,
     },
+    /// May this session fetch this blob?
+    FetchAccess { sid: SessionId, blob: String },
     /// Finish a registration: log the session in.
     Registered { sid: SessionId, user: UserId },
     /// Older messages for HISTORY.
@@ -140,12 +144,34 @@ pub enum Pending {
     },
 }
 
+/// How a published message is acknowledged to its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// `OK SAY <conv> <seq> <msgid>`
+    Say,
+    /// `OK ATTACH <conv> <seq> <msgid> <blob-id>`
+    Attach(String),
+}
+
+/// Context carried through the blob thread.
+#[derive(Debug)]
+pub enum BlobCtx {
+    /// An upload's body was stored.
+    Put {
+        sid: SessionId,
+        upload: attach::Upload,
+    },
+    /// A chunk of a FETCH stream was read.
+    Read { sid: SessionId },
+}
+
 /// Everything one input made the hub want done.
 #[derive(Default)]
 pub struct Out {
     pub lines: Vec<(SessionId, Output)>,
     pub auth: Vec<auth::Job<AuthCtx>>,
     pub store: Vec<store::Request<Pending>>,
+    pub blobs: Vec<blob::Job<BlobCtx>>,
 }
 
 impl Out {
@@ -165,7 +191,10 @@ impl Out {
         self.complete(sid, encode::err(e.code(), e));
     }
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.auth.is_empty() && self.store.is_empty()
+        self.lines.is_empty()
+            && self.auth.is_empty()
+            && self.store.is_empty()
+            && self.blobs.is_empty()
     }
 }
 
@@ -193,6 +222,8 @@ pub struct HubConfig {
     pub max_sessions_per_user: usize,
     pub max_rooms_per_user: usize,
     pub max_room_members: usize,
+    /// Largest attachment in bytes.
+    pub max_attachment: u64,
 }
 
 impl Default for HubConfig {
@@ -206,6 +237,7 @@ impl Default for HubConfig {
             max_sessions_per_user: 32,
             max_rooms_per_user: 1000,
             max_room_members: 100_000,
+            max_attachment: 16 << 20,
         }
     }
 }
@@ -223,8 +255,11 @@ pub struct Counters {
 #[derive(Debug, Default)]
 struct SessionState {
     user: Option<UserId>,
-    /// A password is being hashed for this session; its input waits.
+    /// A password is being hashed, or a stream (SYNC, FETCH) or an upload
+    /// is under way, for this session; its next command waits.
     busy: bool,
+    /// An accepted ATTACH whose body the driver is reading.
+    upload: Option<attach::Upload>,
 }
 
 pub struct Hub {
@@ -242,6 +277,7 @@ pub struct Hub {
     /// Cursors changed since they were last handed to storage.
     dirty_cursors: std::collections::HashSet<(UserId, ConvId)>,
     syncs: HashMap<SessionId, sync::SyncJob>,
+    fetches: HashMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
     typing: HashMap<(UserId, ConvId), i64>,
     /// A PHC string that unknown users are verified against, so a failed
@@ -274,6 +310,7 @@ impl Hub {
             cursors: HashMap::new(),
             dirty_cursors: Default::default(),
             syncs: HashMap::new(),
+            fetches: HashMap::new(),
             typing: HashMap::new(),
             decoy_phc,
             counters: Counters::default(),
@@ -351,6 +388,7 @@ impl Hub {
         };
         self.reserved.retain(|_, s| *s != sid);
         self.syncs.remove(&sid);
+        self.fetches.remove(&sid);
         if let Some(uid) = state.user {
             self.logout(sid, uid, out);
         }
@@ -465,6 +503,16 @@ impl Hub {
             (Command::Read { conv, seq }, Some(uid)) => self.read(sid, uid, conv, seq, out)?,
             (Command::Status { conv, seq }, Some(uid)) => self.status(sid, uid, conv, seq, out)?,
             (Command::Typing(conv), Some(uid)) => self.typing(sid, uid, conv, out)?,
+            (
+                Command::Attach {
+                    conv,
+                    name,
+                    mime,
+                    size,
+                },
+                Some(uid),
+            ) => self.attach(sid, uid, conv, name, mime, size, out)?,
+            (Command::Fetch(blob), Some(uid)) => self.fetch(sid, uid, blob, out)?,
         }
         Ok(())
     }
@@ -505,7 +553,13 @@ impl Hub {
             };
             match pending {
                 Pending::Reply { sid, reply } => out.complete(sid, reply),
-                Pending::Said { sid, conv, msg } => self.publish(conv, msg, sid, true, out),
+                Pending::Said {
+                    sid,
+                    conv,
+                    msg,
+                    ack,
+                } => self.publish(conv, msg, sid, true, &ack, out),
+                Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
                 Pending::Registered { sid, user } => self.registered(sid, user, true, out),
                 Pending::History {
                     sid,
@@ -545,6 +599,12 @@ impl Hub {
             | Pending::Search { sid, .. }
             | Pending::Status { sid, .. }
             | Pending::Changed { sid, .. } => sid,
+            Pending::FetchAccess { sid, .. } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.busy = false;
+                }
+                sid
+            }
         };
         out.fail(sid, &ChatError::Storage);
     }

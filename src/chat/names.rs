@@ -50,6 +50,34 @@ pub fn text(text: &str, max: usize) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// An attachment's file name: one word of 1-255 bytes, no control characters.
+pub fn filename(name: &str) -> Result<(), ChatError> {
+    if (1..=255).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        Ok(())
+    } else {
+        Err(ChatError::BadFilename)
+    }
+}
+
+/// A MIME type: `type/subtype`, each of letters, digits and `!#$&^_.+-`.
+pub fn mime(m: &str) -> Result<String, ChatError> {
+    let ok_part = |p: &str| {
+        (1..=64).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    match m.split_once('/') {
+        Some((t, s)) if ok_part(t) && ok_part(s) => Ok(m.to_ascii_lowercase()),
+        _ => Err(ChatError::BadMime),
+    }
+}
+
+/// How an attachment appears as message text; SAY may not imitate it.
+pub fn is_attachment_text(text: &str) -> bool {
+    text.starts_with("[file ") || text.starts_with("[image ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +100,19 @@ mod tests {
         assert!(room("lobby").is_err());
         assert!(room("#a#b").is_err());
         assert!(room("#1").is_ok());
+    }
+
+    #[test]
+    fn attachment_names() {
+        assert!(filename("cat.png").is_ok());
+        assert!(filename("a b").is_err());
+        assert!(filename("").is_err());
+        assert_eq!(mime("Image/PNG").unwrap(), "image/png");
+        assert!(mime("image").is_err());
+        assert!(mime("image/").is_err());
+        assert!(mime("a/b/c").is_err());
+        assert!(is_attachment_text("[image x]"));
+        assert!(!is_attachment_text("[imagine]"));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 
-use super::{ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, SessionId, UserId};
+use super::{
+    Ack, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, SessionId, UserId,
+};
 use super::{ms_to_time, names, now_ms, pair};
 use crate::line;
 use crate::protocol::Target;
@@ -24,18 +26,60 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         names::text(text, self.cfg.max_text)?;
+        if names::is_attachment_text(text) {
+            return Err(ChatError::ReservedText);
+        }
         let mut writes = Vec::with_capacity(1);
-        let conv = match to {
+        let conv = self.speak_conv(uid, to, &mut writes)?;
+        self.post(
+            sid,
+            uid,
+            conv,
+            text.to_string(),
+            writes,
+            Ack::Say,
+            false,
+            out,
+        );
+        Ok(())
+    }
+
+    /// Where `uid` may post: a room it is in, or the direct conversation
+    /// with a friend (created, into `writes`, on first use).
+    pub(super) fn speak_conv(
+        &mut self,
+        uid: UserId,
+        to: Target<'_>,
+        writes: &mut Vec<Write>,
+    ) -> Result<ConvId, ChatError> {
+        match to {
             Target::Room(room) => {
                 let name = names::room(room)?;
                 let id = *self.rooms.get(&name).ok_or(ChatError::NoSuchRoom)?;
                 if self.convs[id as usize].member(uid).is_none() {
                     return Err(ChatError::NotMember(name));
                 }
-                id
+                Ok(id)
             }
-            Target::User(friend) => self.direct_conv(uid, friend, &mut writes)?,
-        };
+            Target::User(friend) => self.direct_conv(uid, friend, writes),
+        }
+    }
+
+    /// Gives `text` the next seq of `conv`, makes it durable with `writes`,
+    /// and publishes it (after the commit under `--durability sync`).
+    /// `deferred`: the command's answer slot already exists (ATTACH).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn post(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        conv: ConvId,
+        text: String,
+        mut writes: Vec<Write>,
+        ack: Ack,
+        deferred: bool,
+        out: &mut Out,
+    ) {
         self.counters.messages_in += 1;
         let c = &mut self.convs[conv as usize];
         c.last_seq += 1;
@@ -44,7 +88,7 @@ impl Hub {
             id: uuid::Uuid::now_v7(),
             sender: uid,
             at: now_ms(),
-            text: text.into(),
+            text: text.as_str().into(),
             state: MsgState::Sent,
         };
         self.typing.remove(&(uid, conv));
@@ -54,23 +98,36 @@ impl Hub {
             id: msg.id,
             sender: uid,
             at: msg.at,
-            text: text.to_string(),
+            text,
             state: MsgState::Sent,
         }));
+        if let Ack::Attach(blob) = &ack {
+            writes.push(Write::BlobRef {
+                conv,
+                seq: msg.seq,
+                blob: blob.clone(),
+            });
+        }
         match self.cfg.durability {
             Durability::Sync => {
                 out.store.push(store::Request::write(
                     writes,
-                    Some(Pending::Said { sid, conv, msg }),
+                    Some(Pending::Said {
+                        sid,
+                        conv,
+                        msg,
+                        ack,
+                    }),
                 ));
-                out.lines.push((sid, Output::Defer));
+                if !deferred {
+                    out.lines.push((sid, Output::Defer));
+                }
             }
             Durability::Async => {
                 out.store.push(store::Request::write(writes, None));
-                self.publish(conv, msg, sid, false, out);
+                self.publish(conv, msg, sid, deferred, &ack, out);
             }
         }
-        Ok(())
     }
 
     /// The direct conversation between `uid` and the friend named `friend`,
@@ -166,6 +223,7 @@ impl Hub {
         msg: Msg,
         origin: SessionId,
         complete: bool,
+        ack: &Ack,
         out: &mut Out,
     ) {
         let c = &self.convs[conv as usize];
@@ -191,7 +249,10 @@ impl Hub {
             }
         }
         self.counters.deliveries_out += sent;
-        let reply = line!("OK SAY {sender_view} {} {}", msg.seq, msg.id);
+        let reply = match ack {
+            Ack::Say => line!("OK SAY {sender_view} {} {}", msg.seq, msg.id),
+            Ack::Attach(blob) => line!("OK ATTACH {sender_view} {} {} {blob}", msg.seq, msg.id),
+        };
         out.lines.push((
             origin,
             if complete {

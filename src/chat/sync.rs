@@ -187,17 +187,27 @@ impl Hub {
         self.sync_more(sid, out);
     }
 
-    /// Sessions whose SYNC stream waits for the driver to call
-    /// [`Hub::sync_more`] once their outbox has drained.
-    pub fn syncs_waiting(&self) -> impl Iterator<Item = SessionId> + '_ {
-        self.syncs
-            .iter()
-            .filter(|(_, j)| !j.inflight)
+    /// Sessions whose stream (SYNC or FETCH) waits for the driver to call
+    /// [`Hub::stream_more`] once their outbox has drained.
+    pub fn streams_waiting(&self) -> impl Iterator<Item = SessionId> + '_ {
+        let syncs = self.syncs.iter().filter(|(_, j)| !j.inflight);
+        let fetches = self.fetches.iter().filter(|(_, j)| !j.inflight);
+        syncs
             .map(|(&sid, _)| sid)
+            .chain(fetches.map(|(&sid, _)| sid))
+    }
+
+    /// Sends the next piece of `sid`'s stream, or finishes it.
+    pub fn stream_more(&mut self, sid: SessionId, out: &mut Out) {
+        if self.fetches.contains_key(&sid) {
+            self.fetch_more(sid, out);
+        } else {
+            self.sync_more(sid, out);
+        }
     }
 
     /// Sends the next chunk of `sid`'s SYNC stream, or finishes it.
-    pub fn sync_more(&mut self, sid: SessionId, out: &mut Out) {
+    fn sync_more(&mut self, sid: SessionId, out: &mut Out) {
         loop {
             let Some(job) = self.syncs.get(&sid) else {
                 return;
@@ -287,8 +297,7 @@ impl Hub {
             sid,
             Output::Partial {
                 lines: lines.freeze(),
-                conv: r.conv,
-                seq: after.min(msgs[processed - 1].seq),
+                tag: Some((r.conv, after.min(msgs[processed - 1].seq))),
             },
         ));
         true

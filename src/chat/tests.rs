@@ -53,8 +53,10 @@ impl Harness {
                         self.hub.delivered(sid, conv, seq, &mut Out::default());
                         String::from_utf8(line.to_vec()).unwrap()
                     }
-                    Output::Partial { lines, conv, seq } => {
-                        self.hub.delivered(sid, conv, seq, &mut Out::default());
+                    Output::Partial { lines, tag } => {
+                        if let Some((conv, seq)) = tag {
+                            self.hub.delivered(sid, conv, seq, &mut Out::default());
+                        }
                         String::from_utf8(lines.to_vec()).unwrap()
                     }
                     Output::Defer => continue,
@@ -66,9 +68,9 @@ impl Harness {
                 }
             }
             let mut next = Out::default();
-            let waiting: Vec<_> = self.hub.syncs_waiting().collect();
+            let waiting: Vec<_> = self.hub.streams_waiting().collect();
             for sid in waiting {
-                self.hub.sync_more(sid, &mut next);
+                self.hub.stream_more(sid, &mut next);
             }
             for job in out.auth.drain(..) {
                 // Stand-in for argon2: the "hash" of p is "h:p".
@@ -89,7 +91,7 @@ impl Harness {
                 );
             }
             let batch: Vec<_> = out.store.drain(..).collect();
-            let done = store::run_batch(&mut self.db, batch);
+            let done = store::run_batch(&mut self.db, self._dir.path(), batch);
             if !done.is_empty() {
                 self.hub.committed(
                     store::Committed {

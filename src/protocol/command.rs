@@ -91,13 +91,21 @@ pub enum Command<'a> {
         before: Option<u64>,
         words: &'a str,
     },
+    /// Followed on the wire by exactly `size` raw bytes.
+    Attach {
+        conv: Target<'a>,
+        name: &'a str,
+        mime: &'a str,
+        size: u64,
+    },
+    Fetch(&'a str),
 }
 
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
     "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS", "ADD",
     "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS", "TYPING",
-    "DELETE", "EDIT", "SEARCH", "STATS",
+    "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
 ];
 
 impl Command<'_> {
@@ -249,6 +257,16 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             seq: number(seq, "EDIT")?,
             text,
         }
+    } else if is("ATTACH") {
+        let [conv, name, mime, size] = words(args, "ATTACH")?;
+        Command::Attach {
+            conv: target(conv)?,
+            name,
+            mime,
+            size: number(size, "ATTACH")?,
+        }
+    } else if is("FETCH") {
+        Command::Fetch(words::<1>(args, "FETCH")?[0])
     } else if is("SEARCH") {
         let (conv, rest) = split_word(args);
         let (first, after_first) = split_word(rest);

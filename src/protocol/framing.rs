@@ -29,20 +29,11 @@ pub enum Frame<'a> {
     BadUtf8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Telnet {
-    Data,
-    /// Saw IAC.
-    Iac,
-    /// Saw IAC WILL/WONT/DO/DONT: the next byte is the option.
-    Option,
-    /// Inside IAC SB ... until IAC SE.
-    Sub,
-    /// Saw IAC inside a subnegotiation.
-    SubIac,
-}
-
 /// Incremental line framer: feed it bytes, then take frames until `None`.
+///
+/// Bytes are kept as they came; telnet IAC sequences are stripped from each
+/// line as it is taken, so that a binary payload (ATTACH) that follows a
+/// line can be taken raw, 0xFF bytes and all.
 #[derive(Debug)]
 pub struct LineFramer {
     buf: Vec<u8>,
@@ -53,7 +44,44 @@ pub struct LineFramer {
     max_line: usize,
     /// Dropping the rest of an over-long line until its LF.
     discarding: bool,
-    telnet: Telnet,
+    /// A line with its telnet sequences removed (only used when it had some).
+    cleaned: Vec<u8>,
+}
+
+/// Copies `line` without its telnet IAC sequences into `out`.
+fn strip_telnet(line: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < line.len() {
+        match (line[i], line.get(i + 1).copied()) {
+            (IAC, Some(IAC)) => {
+                // An escaped 0xFF data byte; never valid UTF-8, so the line
+                // will be answered with BAD_UTF8.
+                out.push(IAC);
+                i += 2;
+            }
+            (IAC, Some(WILL..=DONT)) => i += 3,
+            (IAC, Some(SB)) => {
+                let end = line[i + 2..]
+                    .windows(2)
+                    .position(|w| w == [IAC, SE])
+                    .map_or(line.len(), |p| i + 2 + p + 2);
+                i = end;
+            }
+            (IAC, _) => i += 2,
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
+fn utf8_frame(line: &[u8]) -> Frame<'_> {
+    match std::str::from_utf8(line) {
+        Ok(line) => Frame::Line(line),
+        Err(_) => Frame::BadUtf8,
+    }
 }
 
 impl LineFramer {
@@ -64,7 +92,7 @@ impl LineFramer {
             scanned: 0,
             max_line,
             discarding: false,
-            telnet: Telnet::Data,
+            cleaned: Vec::new(),
         }
     }
 
@@ -82,35 +110,19 @@ impl LineFramer {
             || self.buf[self.start + self.scanned..].contains(&b'\n')
     }
 
-    /// Appends raw socket bytes, dropping telnet IAC sequences on the way.
+    /// Appends raw socket bytes.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.telnet == Telnet::Data && !data.contains(&IAC) {
-            self.buf.extend_from_slice(data);
-            return;
-        }
-        self.buf.reserve(data.len());
-        for &b in data {
-            self.telnet = match (self.telnet, b) {
-                (Telnet::Data, IAC) => Telnet::Iac,
-                (Telnet::Data, _) => {
-                    self.buf.push(b);
-                    Telnet::Data
-                }
-                // IAC IAC is an escaped 0xFF data byte; it is never valid
-                // UTF-8, so the line will be answered with BAD_UTF8.
-                (Telnet::Iac, IAC) => {
-                    self.buf.push(IAC);
-                    Telnet::Data
-                }
-                (Telnet::Iac, WILL..=DONT) => Telnet::Option,
-                (Telnet::Iac, SB) => Telnet::Sub,
-                (Telnet::Iac, _) | (Telnet::Option, _) => Telnet::Data,
-                (Telnet::Sub, IAC) => Telnet::SubIac,
-                (Telnet::Sub, _) => Telnet::Sub,
-                (Telnet::SubIac, SE) => Telnet::Data,
-                (Telnet::SubIac, _) => Telnet::Sub,
-            };
-        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Takes up to `max` raw bytes (a payload that follows a line).
+    pub fn take_raw(&mut self, max: usize) -> &[u8] {
+        self.compact();
+        let n = max.min(self.buf.len() - self.start);
+        let from = self.start;
+        self.start += n;
+        self.scanned = 0;
+        &self.buf[from..from + n]
     }
 
     /// Takes the next frame, or `None` when no complete line is buffered.
@@ -146,10 +158,15 @@ impl LineFramer {
             }
             break (line_start, end);
         };
-        Some(match std::str::from_utf8(&self.buf[line_start..end]) {
-            Ok(line) => Frame::Line(line),
-            Err(_) => Frame::BadUtf8,
-        })
+        if !self.buf[line_start..end].contains(&IAC) {
+            return Some(utf8_frame(&self.buf[line_start..end]));
+        }
+        strip_telnet(&self.buf[line_start..end], &mut self.cleaned);
+        if self.cleaned.iter().all(|&b| b == b' ' || b == b'\t') {
+            // Only telnet negotiation: nothing to answer.
+            return self.next_frame();
+        }
+        Some(utf8_frame(&self.cleaned))
     }
 
     /// Handles the buffered tail that has no LF yet.
@@ -253,6 +270,24 @@ mod tests {
         f.feed(&[251, 3, b'N', b'G', IAC, SB, 24, 1, IAC]);
         f.feed(&[SE, b'\r', b'\n']);
         assert_eq!(frames(&mut f), ["PING"]);
+    }
+
+    #[test]
+    fn raw_payload_between_lines_keeps_every_byte() {
+        let mut f = LineFramer::new(100);
+        f.feed(b"ATTACH x\n\xff\n\x00\r");
+        assert_eq!(frames_until_raw(&mut f), ["ATTACH x"]);
+        assert_eq!(f.take_raw(3), b"\xff\n\x00");
+        f.feed(b"\xffPING\n");
+        assert_eq!(f.take_raw(2), b"\r\xff");
+        assert_eq!(frames(&mut f), ["PING"]);
+    }
+
+    fn frames_until_raw(f: &mut LineFramer) -> Vec<String> {
+        match f.next_frame() {
+            Some(Frame::Line(l)) => vec![l.to_string()],
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

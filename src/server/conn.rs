@@ -44,6 +44,16 @@ pub struct Conn {
     /// Over its command rate: not read from until this time (ms since start).
     pub throttled_until: Option<u32>,
     pub bucket: Bucket,
+    /// The body of an ATTACH being read.
+    pub upload: Option<Upload>,
+}
+
+/// Raw bytes still to read after an ATTACH line; kept only if the hub
+/// accepted the upload, otherwise read and dropped.
+#[derive(Debug)]
+pub struct Upload {
+    pub remaining: u64,
+    pub data: Option<Vec<u8>>,
 }
 
 impl Conn {
@@ -68,6 +78,7 @@ impl Conn {
             authed: false,
             throttled_until: None,
             bucket: Bucket::full(burst),
+            upload: None,
         }
     }
 

@@ -25,12 +25,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::auth;
-use crate::chat::{AuthCtx, Hub, Out, Output, Pending, SessionId};
+use crate::blob::{self, Blobs};
+use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
 use crate::line;
 use crate::protocol::{self, Frame, ParseError};
 use crate::store::{self, Storage};
-use conn::Conn;
+use conn::{Conn, Upload};
 use outbox::{Flushed, Tag};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,8 @@ pub struct Server {
     auth_done: mpsc::Receiver<auth::Done<AuthCtx>>,
     storage: Option<Storage<Pending>>,
     store_done: mpsc::Receiver<store::Committed<Pending>>,
+    blobs: Blobs<BlobCtx>,
+    blob_done: mpsc::Receiver<blob::Done<BlobCtx>>,
     /// One read buffer for all sessions; lines are copied out of it by the framer.
     scratch: Vec<u8>,
     serial: u32,
@@ -131,7 +134,10 @@ impl Server {
 
         let (db, snapshot) = store::open(&cfg.data_dir, cfg.recent)?;
         let (store_tx, store_done) = mpsc::channel();
-        let storage = Storage::start(db, store_tx, Arc::clone(&wake));
+        let blob_dir = cfg.data_dir.join("blobs");
+        let storage = Storage::start(db, blob_dir.clone(), store_tx, Arc::clone(&wake));
+        let (blob_tx, blob_done) = mpsc::channel();
+        let blobs = Blobs::start(blob_dir, blob_tx, Arc::clone(&wake));
 
         let cost = auth::Cost {
             memory_kib: cfg.argon2_memory_kib,
@@ -151,6 +157,7 @@ impl Server {
             max_sessions_per_user: cfg.max_sessions_per_user,
             max_rooms_per_user: cfg.max_rooms_per_user,
             max_room_members: cfg.max_room_members,
+            max_attachment: cfg.max_attachment,
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy);
 
@@ -172,6 +179,8 @@ impl Server {
             auth_done,
             storage: Some(storage),
             store_done,
+            blobs,
+            blob_done,
             serial: 0,
             dirty: Vec::new(),
             again: Vec::new(),
@@ -381,7 +390,8 @@ impl Server {
             };
             // Busy, throttled or closing: leave the rest in the kernel's
             // buffer, which pushes back on the client.
-            if !self.hub.accepts_input(sid) || conn.closing || conn.throttled_until.is_some() {
+            let wanted = self.hub.accepts_input(sid) || conn.upload.is_some();
+            if !wanted || conn.closing || conn.throttled_until.is_some() {
                 return;
             }
             if conn.eof {
@@ -396,6 +406,12 @@ impl Server {
             }
             let want = budget.min(self.scratch.len());
             match conn.sock.read(&mut self.scratch[..want]) {
+                Ok(0) if conn.upload.is_some() => {
+                    // The body of an ATTACH was cut short: nothing is published.
+                    log::info!("session {sid}: connection closed mid-upload");
+                    self.dead.push(i);
+                    return;
+                }
                 Ok(0) => conn.eof = true,
                 Ok(n) => {
                     budget -= n;
@@ -429,7 +445,30 @@ impl Server {
                 return;
             };
             let sid = conn.sid;
-            if conn.closing || conn.throttled_until.is_some() || !hub.accepts_input(sid) {
+            if conn.closing {
+                break;
+            }
+            if let Some(up) = &mut conn.upload {
+                let chunk = conn
+                    .framer
+                    .take_raw(up.remaining.min(usize::MAX as u64) as usize);
+                if chunk.is_empty() {
+                    break;
+                }
+                up.remaining -= chunk.len() as u64;
+                if let Some(data) = &mut up.data {
+                    data.extend_from_slice(chunk);
+                }
+                if up.remaining == 0
+                    && let Some(Upload {
+                        data: Some(data), ..
+                    }) = conn.upload.take()
+                {
+                    hub.payload(sid, data, out);
+                }
+                continue;
+            }
+            if conn.throttled_until.is_some() || !hub.accepts_input(sid) {
                 break;
             }
             if !conn.framer.has_line() {
@@ -452,6 +491,24 @@ impl Server {
                         hub.handle(sid, protocol::Command::Quit, out);
                         // Stop reading right away: what follows QUIT is ignored.
                         conn.closing = true;
+                    }
+                    Ok(cmd @ protocol::Command::Attach { size, .. }) => {
+                        hub.handle(sid, cmd, out);
+                        // The body follows whatever the answer: read it, and
+                        // keep it only if the upload was accepted.
+                        let data = hub
+                            .wants_payload(sid)
+                            .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
+                        if size == 0 {
+                            if let Some(data) = data {
+                                hub.payload(sid, data, out);
+                            }
+                        } else {
+                            conn.upload = Some(Upload {
+                                remaining: size,
+                                data,
+                            });
+                        }
                     }
                     Ok(cmd) => hub.handle(sid, cmd, out),
                     Err(e) => hub.bad_line(sid, e, out),
@@ -491,8 +548,8 @@ impl Server {
                     // The session may have been waiting on this to read on.
                     self.again.push(i);
                 }
-                Output::Partial { lines, conv, seq } => {
-                    for (b, tag) in conn.partial(lines, Some((conv, seq))) {
+                Output::Partial { lines, tag } => {
+                    for (b, tag) in conn.partial(lines, tag) {
                         self.push(i, b, tag);
                     }
                 }
@@ -508,6 +565,9 @@ impl Server {
         }
         for job in out.auth.drain(..) {
             self.auth.submit(job);
+        }
+        for job in out.blobs.drain(..) {
+            self.blobs.submit(job);
         }
         if let Some(storage) = &self.storage {
             for req in out.store.drain(..) {
@@ -625,7 +685,7 @@ impl Server {
         let low_water = self.cfg.max_outbox / 4;
         let pull: Vec<SessionId> = self
             .hub
-            .syncs_waiting()
+            .streams_waiting()
             .filter(|&sid| {
                 self.index_of(sid).is_some_and(|i| {
                     let c = &self.conns[i];
@@ -634,7 +694,7 @@ impl Server {
             })
             .collect();
         for sid in pull {
-            self.hub.sync_more(sid, &mut self.out);
+            self.hub.stream_more(sid, &mut self.out);
         }
         self.apply_out();
     }
@@ -759,6 +819,10 @@ impl Server {
         }
         while let Ok(done) = self.store_done.try_recv() {
             self.hub.committed(done, &mut self.out);
+            self.apply_out();
+        }
+        while let Ok(done) = self.blob_done.try_recv() {
+            self.hub.blob_done(done, &mut self.out);
             self.apply_out();
         }
     }

@@ -76,6 +76,18 @@ pub enum Write {
         delivered: u64,
         read: u64,
     },
+    /// An attachment body now on disk.
+    Blob {
+        id: String,
+        size: u64,
+        mime: String,
+    },
+    /// Message `seq` of `conv` carries blob `blob`.
+    BlobRef {
+        conv: u32,
+        seq: u64,
+        blob: String,
+    },
     /// Inserts or updates the request from `from` to `to`.
     Request {
         from: u32,
@@ -201,6 +213,8 @@ pub enum Query {
         before: u64,
         limit: usize,
     },
+    /// May `user` fetch blob `blob`: is it in a conversation they belong to?
+    BlobAccess { blob: String, user: u32 },
     /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists,
     /// is not deleted, and (with `only_sender`) was sent by that user.
     Change {
@@ -220,6 +234,11 @@ pub enum Answer {
     Changed(StoredMessage),
     NotFound,
     NotYours,
+    /// A blob the asker may fetch.
+    Blob {
+        size: u64,
+        mime: String,
+    },
 }
 
 /// Writes from one command, an optional query, and what to hand back.
@@ -432,12 +451,67 @@ fn search(
     .collect()
 }
 
+/// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
+/// more is deleted, row and file.
+fn unref_blob(
+    tx: &rusqlite::Transaction<'_>,
+    conv: u32,
+    seq: u64,
+    blob_dir: &Path,
+) -> Result<(), rusqlite::Error> {
+    let blob: Option<String> = tx
+        .prepare_cached("DELETE FROM blob_refs WHERE conv = ?1 AND seq = ?2 RETURNING blob")?
+        .query_map(params![conv, clamp(seq)], |r| r.get(0))?
+        .next()
+        .transpose()?;
+    let Some(blob) = blob else {
+        return Ok(());
+    };
+    let still: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM blob_refs WHERE blob = ?1")?
+        .query_row([&blob], |r| r.get(0))?;
+    if still == 0 && crate::blob::is_blob_id(&blob) {
+        tx.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
+            .execute([&blob])?;
+        // The row goes with the transaction; a file left by a crash right
+        // here is unreachable and harmless.
+        if let Err(e) = std::fs::remove_file(crate::blob::path(blob_dir, &blob)) {
+            log::warn!("removing blob {blob}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn blob_access(
+    tx: &rusqlite::Transaction<'_>,
+    blob: &str,
+    user: u32,
+) -> Result<Answer, rusqlite::Error> {
+    let row: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT b.size, b.mime FROM blobs b WHERE b.id = ?1 AND EXISTS (
+                SELECT 1 FROM blob_refs r JOIN members m ON m.conv = r.conv
+                WHERE r.blob = b.id AND m.user = ?2)",
+        )?
+        .query_map(params![blob, user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    Ok(match row {
+        Some((size, mime)) => Answer::Blob {
+            size: size as u64,
+            mime,
+        },
+        None => Answer::NotFound,
+    })
+}
+
 fn change(
     tx: &rusqlite::Transaction<'_>,
     conv: u32,
     seq: u64,
     only_sender: Option<u32>,
     text: Option<&str>,
+    blob_dir: &Path,
 ) -> Result<Answer, rusqlite::Error> {
     let found = {
         let mut stmt = tx.prepare_cached(&format!(
@@ -465,6 +539,7 @@ fn change(
         None => {
             msg.text.clear();
             msg.state = MsgState::Deleted;
+            unref_blob(tx, conv, seq, blob_dir)?;
         }
     }
     tx.prepare_cached("UPDATE messages SET text = ?3, state = ?4 WHERE conv = ?1 AND seq = ?2")?
@@ -532,6 +607,16 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Erro
             tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
                 .execute(params![fts_rowid(m.conv, m.seq), m.text])?;
         }
+        Write::Blob { id, size, mime } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO blobs (id, size, mime) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, clamp(*size), mime])?;
+        }
+        Write::BlobRef { conv, seq, blob } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO blob_refs (conv, seq, blob) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![conv, clamp(*seq), blob])?;
+        }
         Write::Cursor {
             user,
             conv,
@@ -582,6 +667,7 @@ pub struct Storage<C> {
 impl<C: Send + 'static> Storage<C> {
     pub fn start(
         mut conn: Connection,
+        blob_dir: std::path::PathBuf,
         done: mpsc::Sender<Committed<C>>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
@@ -598,7 +684,7 @@ impl<C: Send + 'static> Storage<C> {
                         }
                     }
                     let started = Instant::now();
-                    let done_tokens = run_batch(&mut conn, batch);
+                    let done_tokens = run_batch(&mut conn, &blob_dir, batch);
                     if done_tokens.is_empty() {
                         continue;
                     }
@@ -641,7 +727,11 @@ impl<C> Drop for Storage<C> {
 /// Runs one round: consecutive write-only requests share one transaction
 /// (group commit); a request with a query runs in its own, in its place, so
 /// answers keep submission order.
-pub fn run_batch<C>(conn: &mut Connection, batch: Vec<Request<C>>) -> Vec<(C, Result<Answer, ()>)> {
+pub fn run_batch<C>(
+    conn: &mut Connection,
+    blob_dir: &Path,
+    batch: Vec<Request<C>>,
+) -> Vec<(C, Result<Answer, ()>)> {
     let mut out = Vec::with_capacity(batch.len());
     let mut group = Vec::new();
     for req in batch {
@@ -650,7 +740,8 @@ pub fn run_batch<C>(conn: &mut Connection, batch: Vec<Request<C>>) -> Vec<(C, Re
             continue;
         }
         commit_group(conn, std::mem::take(&mut group), &mut out);
-        let answer = run_query(conn, &req).map_err(|e| log::error!("storage query failed: {e}"));
+        let answer =
+            run_query(conn, blob_dir, &req).map_err(|e| log::error!("storage query failed: {e}"));
         if let Some(token) = req.done {
             out.push((token, answer));
         }
@@ -690,7 +781,11 @@ fn commit_group<C>(
     }
 }
 
-fn run_query<C>(conn: &mut Connection, req: &Request<C>) -> Result<Answer, rusqlite::Error> {
+fn run_query<C>(
+    conn: &mut Connection,
+    blob_dir: &Path,
+    req: &Request<C>,
+) -> Result<Answer, rusqlite::Error> {
     let tx = conn.transaction()?;
     for w in &req.writes {
         apply(&tx, w)?;
@@ -716,7 +811,8 @@ fn run_query<C>(conn: &mut Connection, req: &Request<C>) -> Result<Answer, rusql
             seq,
             only_sender,
             text,
-        }) => change(&tx, *conv, *seq, *only_sender, text.as_deref())?,
+        }) => change(&tx, *conv, *seq, *only_sender, text.as_deref(), blob_dir)?,
+        Some(Query::BlobAccess { blob, user }) => blob_access(&tx, blob, *user)?,
     };
     tx.commit()?;
     Ok(answer)

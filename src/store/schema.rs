@@ -61,6 +61,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
     CREATE VIRTUAL TABLE messages_fts USING fts5(text, tokenize = 'unicode61');
     INSERT INTO messages_fts (rowid, text) SELECT (conv << 40) | seq, text FROM messages;",
+    // 3: attachments: blob metadata and which messages hold each blob.
+    "CREATE TABLE blobs (
+        id TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mime TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE blob_refs (
+        conv INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        blob TEXT NOT NULL,
+        PRIMARY KEY (conv, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX blob_refs_by_blob ON blob_refs (blob);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

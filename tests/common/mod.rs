@@ -248,6 +248,24 @@ impl Client {
         }
     }
 
+    /// Exactly `n` raw bytes (a FETCH body), whatever they contain.
+    pub fn read_raw(&mut self, n: usize) -> Vec<u8> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.buf.len() < n {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("only {} of {n} bytes", self.buf.len()));
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("closed after {} of {n} bytes", self.buf.len()),
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
     pub fn expect(&mut self, want: &str) {
         assert_eq!(self.line(), want);
     }
