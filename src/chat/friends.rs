@@ -201,6 +201,8 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let now = now_ms();
+        // Others hear of a change once it is durable (see `commit`).
+        let mut ev = Out::default();
         match cmd {
             FriendCmd::List => {
                 self.friend_list(sid, uid, out);
@@ -230,9 +232,9 @@ impl Hub {
                         "accepted",
                     ),
                 };
-                self.to_user(other, &event, None, out);
-                self.to_user(uid, &mine, Some(sid), out);
-                self.commit(sid, writes, line!("OK FRIEND ADD {them} {word}"), out);
+                self.to_user(other, &event, None, &mut ev);
+                self.to_user(uid, &mine, Some(sid), &mut ev);
+                self.commit(sid, writes, line!("OK FRIEND ADD {them} {word}"), ev, out);
             }
             FriendCmd::Accept(name) | FriendCmd::Reject(name) => {
                 let accept = matches!(cmd, FriendCmd::Accept(_));
@@ -250,9 +252,9 @@ impl Hub {
                 } else {
                     ("REJECTED", "REJECT")
                 };
-                self.to_user(other, &line!("FRIEND {verb} {me}"), None, out);
-                self.to_user(uid, &line!("FRIEND {verb} {them}"), Some(sid), out);
-                self.commit(sid, writes, line!("OK FRIEND {word} {them}"), out);
+                self.to_user(other, &line!("FRIEND {verb} {me}"), None, &mut ev);
+                self.to_user(uid, &line!("FRIEND {verb} {them}"), Some(sid), &mut ev);
+                self.commit(sid, writes, line!("OK FRIEND {word} {them}"), ev, out);
             }
             FriendCmd::Remove(name) => {
                 let other = self.find_user(name)?;
@@ -262,9 +264,9 @@ impl Hub {
                     .map_err(|e| self.friend_error(e, other))?;
                 let me = self.name(uid).to_string();
                 let them = self.name(other).to_string();
-                self.to_user(other, &line!("FRIEND REMOVED {me}"), None, out);
-                self.to_user(uid, &line!("FRIEND REMOVED {them}"), Some(sid), out);
-                self.commit(sid, writes, line!("OK FRIEND REMOVE {them}"), out);
+                self.to_user(other, &line!("FRIEND REMOVED {me}"), None, &mut ev);
+                self.to_user(uid, &line!("FRIEND REMOVED {them}"), Some(sid), &mut ev);
+                self.commit(sid, writes, line!("OK FRIEND REMOVE {them}"), ev, out);
             }
         }
         Ok(())

@@ -101,8 +101,12 @@ pub enum AuthCtx {
 /// Context carried through the storage thread; acted on once durable.
 #[derive(Debug)]
 pub enum Pending {
-    /// Send this reply.
-    Reply { sid: SessionId, reply: Bytes },
+    /// Send these events, then this reply.
+    Reply {
+        sid: SessionId,
+        reply: Bytes,
+        events: Vec<(SessionId, Output)>,
+    },
     /// Publish this message and answer its sender.
     Said {
         sid: SessionId,
@@ -517,19 +521,23 @@ impl Hub {
         Ok(())
     }
 
-    /// Makes `writes` durable, then sends `reply` to `sid` (at once under
-    /// `--durability async`, after the commit under `sync`).
-    fn commit(&mut self, sid: SessionId, writes: Vec<Write>, reply: Bytes, out: &mut Out) {
+    /// Makes `writes` durable, then sends `reply` to `sid` and the events in
+    /// `ev` to whoever they are for: at once under `--durability async`, after
+    /// the commit under `sync`, so nobody hears of a change a crash could undo.
+    fn commit(&mut self, sid: SessionId, writes: Vec<Write>, reply: Bytes, ev: Out, out: &mut Out) {
         match self.cfg.durability {
             Durability::Sync => {
-                out.store.push(store::Request::write(
-                    writes,
-                    Some(Pending::Reply { sid, reply }),
-                ));
+                let pending = Pending::Reply {
+                    sid,
+                    reply,
+                    events: ev.lines,
+                };
+                out.store.push(store::Request::write(writes, Some(pending)));
                 out.lines.push((sid, Output::Defer));
             }
             Durability::Async => {
                 out.store.push(store::Request::write(writes, None));
+                out.lines.extend(ev.lines);
                 out.reply(sid, reply);
             }
         }
@@ -552,7 +560,10 @@ impl Hub {
                 continue;
             };
             match pending {
-                Pending::Reply { sid, reply } => out.complete(sid, reply),
+                Pending::Reply { sid, reply, events } => {
+                    out.lines.extend(events);
+                    out.complete(sid, reply);
+                }
                 Pending::Said {
                     sid,
                     conv,

@@ -165,14 +165,16 @@ impl Hub {
             }
         };
         self.add_member(conv, uid, &mut writes);
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("JOINED {name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
         let mut reply = vec![line!(
             "OK JOIN {name} {}",
             if created { "created" } else { "joined" }
         )];
         reply.extend(self.replay(conv));
-        self.commit(sid, writes, encode::join(&reply), out);
+        self.commit(sid, writes, encode::join(&reply), ev, out);
         Ok(())
     }
 
@@ -199,9 +201,11 @@ impl Hub {
         let mut writes = Vec::new();
         let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
         self.add_member(conv, uid, &mut writes);
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("JOINED {name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), out);
-        self.commit(sid, writes, line!("OK CREATE {name}"), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
+        self.commit(sid, writes, line!("OK CREATE {name}"), ev, out);
         Ok(())
     }
 
@@ -213,15 +217,17 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let (conv, name) = self.member_room(uid, room)?;
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("LEFT {name} {}", self.name(uid));
         // Everyone who was a member hears it, the leaver's other sessions too.
-        self.broadcast(conv, &event, Some(sid), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
         let mut writes = Vec::new();
         if let Some(heir) = self.remove_member(conv, uid, &mut writes) {
             let opped = line!("OPPED {name} {} server", self.name(heir));
-            self.broadcast(conv, &opped, None, out);
+            self.broadcast(conv, &opped, None, &mut ev);
         }
-        self.commit(sid, writes, line!("OK LEAVE {name}"), out);
+        self.commit(sid, writes, line!("OK LEAVE {name}"), ev, out);
         Ok(())
     }
 
@@ -292,9 +298,11 @@ impl Hub {
         self.check_room_caps(target, Some(conv))?;
         let mut writes = Vec::new();
         self.add_member(conv, target, &mut writes);
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("ADDED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), out);
-        self.commit(sid, writes, line!("OK ADD {name} {target_name}"), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
+        self.commit(sid, writes, line!("OK ADD {name} {target_name}"), ev, out);
         Ok(())
     }
 
@@ -317,11 +325,13 @@ impl Hub {
         }
         // The event goes out while the target is still a member, so they hear
         // of their own kick; nothing after this reaches them.
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("KICKED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
         let mut writes = Vec::new();
         self.remove_member(conv, target, &mut writes);
-        self.commit(sid, writes, line!("OK KICK {name} {target_name}"), out);
+        self.commit(sid, writes, line!("OK KICK {name} {target_name}"), ev, out);
         Ok(())
     }
 
@@ -347,9 +357,17 @@ impl Hub {
             admin: true,
             joined: member.joined,
         };
+        // Others hear of it once it is durable (see `commit`).
+        let mut ev = Out::default();
         let event = line!("OPPED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), out);
-        self.commit(sid, vec![write], line!("OK OP {name} {target_name}"), out);
+        self.broadcast(conv, &event, Some(sid), &mut ev);
+        self.commit(
+            sid,
+            vec![write],
+            line!("OK OP {name} {target_name}"),
+            ev,
+            out,
+        );
         Ok(())
     }
 }

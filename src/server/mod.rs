@@ -677,9 +677,14 @@ impl Server {
     /// next SYNC chunk for sessions whose outbox has drained. New output
     /// marks sessions dirty again; `flush_dirty` loops until none is.
     fn report_written(&mut self) {
-        for (sid, tags) in std::mem::take(&mut self.wrote) {
-            for (conv, seq) in tags {
-                self.hub.delivered(sid, conv, seq, &mut self.out);
+        for (sid, mut tags) in std::mem::take(&mut self.wrote) {
+            // Cursors only move forward: one report per conversation, with
+            // the highest seq written, however many messages went out.
+            tags.sort_unstable();
+            for (k, &(conv, seq)) in tags.iter().enumerate() {
+                if tags.get(k + 1).is_none_or(|next| next.0 != conv) {
+                    self.hub.delivered(sid, conv, seq, &mut self.out);
+                }
             }
         }
         let low_water = self.cfg.max_outbox / 4;
