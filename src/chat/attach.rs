@@ -72,12 +72,12 @@ impl Hub {
         };
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.busy = true;
-            s.upload = Some(Upload {
+            s.upload = Some(Box::new(Upload {
                 dest,
                 name: name.to_string(),
                 mime,
                 size,
-            });
+            }));
         }
         out.lines.push((sid, Output::Defer));
         Ok(())
@@ -147,7 +147,7 @@ impl Hub {
     fn post_attachment(
         &mut self,
         sid: SessionId,
-        upload: Upload,
+        upload: Box<Upload>,
         id: String,
         out: &mut Out,
     ) -> Result<(), ChatError> {

@@ -163,7 +163,7 @@ pub enum BlobCtx {
     /// An upload's body was stored.
     Put {
         sid: SessionId,
-        upload: attach::Upload,
+        upload: Box<attach::Upload>,
     },
     /// A chunk of a FETCH stream was read.
     Read { sid: SessionId },
@@ -263,7 +263,8 @@ struct SessionState {
     /// is under way, for this session; its next command waits.
     busy: bool,
     /// An accepted ATTACH whose body the driver is reading.
-    upload: Option<attach::Upload>,
+    /// Boxed: rare, and every idle session carries this field.
+    upload: Option<Box<attach::Upload>>,
 }
 
 pub struct Hub {

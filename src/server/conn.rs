@@ -45,7 +45,8 @@ pub struct Conn {
     pub throttled_until: Option<u32>,
     pub bucket: Bucket,
     /// The body of an ATTACH being read.
-    pub upload: Option<Upload>,
+    /// Boxed: rare, and every idle connection carries this field.
+    pub upload: Option<Box<Upload>>,
 }
 
 /// Raw bytes still to read after an ATTACH line; kept only if the hub

@@ -462,7 +462,7 @@ impl Server {
                 if up.remaining == 0
                     && let Some(Upload {
                         data: Some(data), ..
-                    }) = conn.upload.take()
+                    }) = conn.upload.take().map(|u| *u)
                 {
                     hub.payload(sid, data, out);
                 }
@@ -504,10 +504,10 @@ impl Server {
                                 hub.payload(sid, data, out);
                             }
                         } else {
-                            conn.upload = Some(Upload {
+                            conn.upload = Some(Box::new(Upload {
                                 remaining: size,
                                 data,
-                            });
+                            }));
                         }
                     }
                     Ok(cmd) => hub.handle(sid, cmd, out),
