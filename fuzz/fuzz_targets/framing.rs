@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         1 + usize::from(shape & 0x3f) * 2
     };
     let stream: Vec<u8> = if shape & 0xc0 == 0x40 && !rest.is_empty() {
-        rest.iter().copied().cycle().take(rest.len().max(17_000)).collect()
+        rest.iter()
+            .copied()
+            .cycle()
+            .take(rest.len().max(17_000))
+            .collect()
     } else {
         rest.to_vec()
     };
