@@ -50,9 +50,12 @@ fn alive(c: &mut Client, token: &str) {
 fn bad_input_hurts_neither_the_server_nor_others() {
     let s = Server::start();
     let mut alice = s.user("alice");
+    // Receipts are tested elsewhere; here they only interleave.
+    alice.ignored.push("RECEIPT ");
     alice.send("JOIN #lobby");
     alice.expect("OK JOIN #lobby created");
     let mut bob = s.user("bob");
+    bob.ignored.push("RECEIPT ");
     bob.send("JOIN #lobby");
     bob.expect("OK JOIN #lobby joined");
     alice.expect("JOINED #lobby bob");
@@ -384,10 +387,9 @@ fn connection_reset(s: &Server) {
 }
 
 /// A client that is not speaking telnet can send 0xFF 0xFA (IAC SB) by
-/// accident, say in Latin-1 text. The framer then drops everything up to an
-/// IAC SE that never comes: the session goes silently deaf for good.
+/// accident, say in Latin-1 text. A subnegotiation ends with its line, so
+/// this costs that one line, never the session.
 #[test]
-#[ignore = "known bug in src/protocol/framing.rs: an unterminated telnet subnegotiation swallows all later input"]
 fn stray_telnet_subnegotiation_does_not_deafen_the_session() {
     let s = Server::start();
     let mut c = s.client();
@@ -398,10 +400,10 @@ fn stray_telnet_subnegotiation_does_not_deafen_the_session() {
         more.extend_from_slice(format!("PING {i}\n").as_bytes());
     }
     c.send_raw(&more);
-    let got = c.try_line(Duration::from_secs(2));
-    assert!(
-        got.as_deref()
-            .is_some_and(|l| l.starts_with("OK PONG") || l.starts_with("ERR ")),
-        "no answer at all: {got:?}"
+    c.expect(
+        "ERR NOT_LOGGED_IN log in first with LOGIN <user> <password> or REGISTER <user> <password>",
     );
+    for i in 0..200 {
+        c.expect(&format!("OK PONG {i}"));
+    }
 }

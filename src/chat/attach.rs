@@ -111,7 +111,7 @@ impl Hub {
         match (done.ctx, done.outcome) {
             (BlobCtx::Put { sid, upload }, Outcome::Stored(Ok(id))) => {
                 self.unbusy(sid);
-                if let Err(e) = self.post_attachment(sid, upload, id, out) {
+                if let Err(e) = self.post_attachment(sid, *upload, id, out) {
                     out.fail(sid, &e);
                 }
             }
@@ -147,7 +147,7 @@ impl Hub {
     fn post_attachment(
         &mut self,
         sid: SessionId,
-        upload: Box<Upload>,
+        upload: Upload,
         id: String,
         out: &mut Out,
     ) -> Result<(), ChatError> {
