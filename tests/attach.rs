@@ -64,7 +64,7 @@ fn binary_attachment_roundtrip_history_and_restart() {
     assert_eq!(msg(&b.line()), format!("MSG #files 1 alice {shown}"));
     let (header, got) = fetch(&mut b, &id).unwrap();
     assert_eq!(header, format!("BLOB {id} 10000 application/octet-stream"));
-    assert_eq!(got, body);
+    assert!(got == body, "the fetched bytes differ");
     // An image is an image; the next command right behind a body works.
     let mut wire = b"ATTACH #files cat.png image/PNG 4\n\x89PNG".to_vec();
     wire.extend_from_slice(b"PING after\n");
@@ -88,7 +88,10 @@ fn binary_attachment_roundtrip_history_and_restart() {
     s.restart();
     let mut b = s.client();
     b.login("bob");
-    assert_eq!(fetch(&mut b, &id).unwrap().1, body);
+    assert!(
+        fetch(&mut b, &id).unwrap().1 == body,
+        "the fetched bytes differ"
+    );
     assert_eq!(fetch(&mut b, &cat).unwrap().1, b"\x89PNG");
 }
 
@@ -205,7 +208,10 @@ fn direct_attachments_and_big_fetches_stream_within_the_outbox_limit() {
         format!("MSG @alice 1 alice [file {id} application/octet-stream 3145728 big.bin]")
     );
     // 3 MiB through a 64 KiB outbox: streamed, not dropped.
-    assert_eq!(fetch(&mut b, &id).unwrap().1, body);
+    assert!(
+        fetch(&mut b, &id).unwrap().1 == body,
+        "the fetched bytes differ"
+    );
     b.send("PING done");
     b.expect("OK PONG done");
 }
@@ -267,4 +273,59 @@ fn two_parallel_8_mib_uploads_do_not_hold_up_chat() {
         worst < Duration::from_millis(500),
         "worst chat round trip {worst:?}"
     );
+}
+
+#[test]
+fn events_wait_until_a_fetch_body_is_done_and_attachments_cannot_be_edited() {
+    let s = Server::start();
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    b.ignored.push("RECEIPT ");
+    a.ignored.push("RECEIPT ");
+    a.send("JOIN #r");
+    a.expect("OK JOIN #r created");
+    b.send("JOIN #r");
+    b.expect("OK JOIN #r joined");
+    a.expect("JOINED #r bob");
+    let body = awkward(4 << 20);
+    attach(&mut b, "#r", "big.bin", "application/octet-stream", &body);
+    let id = blob_of(&b.expect_prefix("OK ATTACH #r 1 "));
+    a.line();
+    // alice talks while bob downloads; bob reads nothing until he FETCHes.
+    let chatter = {
+        let mut stream = a.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..50 {
+                stream
+                    .write_all(format!("SAY #r during {i}\n").as_bytes())
+                    .unwrap();
+            }
+        })
+    };
+    b.send(&format!("FETCH {id}"));
+    let mut before = 0;
+    let header = loop {
+        let l = b.line();
+        if l.starts_with("BLOB ") {
+            break l;
+        }
+        assert!(l.starts_with("MSG #r "), "{l}");
+        before += 1;
+    };
+    assert_eq!(
+        header,
+        format!("BLOB {id} {} application/octet-stream", body.len())
+    );
+    assert!(b.read_raw(body.len()) == body, "no line inside the file");
+    assert_eq!(b.line(), "");
+    b.expect(&format!("OK FETCH {id}"));
+    chatter.join().unwrap();
+    for i in before..50 {
+        assert_eq!(msg(&b.line()), format!("MSG #r {} alice during {i}", i + 2));
+    }
+    // Events flow freely again once the download is over.
+    a.send("SAY #r after");
+    assert_eq!(msg(&b.line()), "MSG #r 52 alice after");
+    b.send("EDIT #r 1 not a file");
+    b.expect("ERR NOT_EDITABLE an attachment cannot be edited; DELETE it and send another");
 }

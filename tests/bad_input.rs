@@ -298,7 +298,7 @@ fn malformed_names(c: &mut Client, s: &Server) {
         &[
             (b"JOIN #", BAD_ROOM),
             (b"JOIN lobby", BAD_ROOM),
-            (b"JOIN #a\tb", BAD_ROOM),
+            (b"JOIN #a\tb", &usage("JOIN")),
             (b"JOIN #a\x01b", BAD_ROOM),
             (b"JOIN #a,b", BAD_ROOM),
             (b"JOIN ##", BAD_ROOM),

@@ -476,7 +476,10 @@ fn answers_of(lines: &[(SessionId, Output)], sid: SessionId) -> Vec<&Output> {
             *s == sid
                 && !matches!(
                     o,
-                    Output::Event(_) | Output::Deliver { .. } | Output::Partial { .. }
+                    Output::Event(_)
+                        | Output::Deliver { .. }
+                        | Output::Partial { .. }
+                        | Output::Body(_)
                 )
         })
         .map(|(_, o)| o)

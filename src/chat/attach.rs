@@ -125,13 +125,7 @@ impl Hub {
                 };
                 job.inflight = false;
                 job.offset += bytes.len() as u64;
-                out.lines.push((
-                    sid,
-                    Output::Partial {
-                        lines: bytes.into(),
-                        tag: None,
-                    },
-                ));
+                out.lines.push((sid, Output::Body(bytes.into())));
             }
             (BlobCtx::Read { sid }, _) => {
                 // The header promised bytes that cannot be read: the stream
@@ -216,13 +210,8 @@ impl Hub {
             self.unbusy(sid);
             return out.fail(sid, &ChatError::NoSuchBlob);
         };
-        out.lines.push((
-            sid,
-            Output::Partial {
-                lines: line!("BLOB {blob} {size} {mime}"),
-                tag: None,
-            },
-        ));
+        out.lines
+            .push((sid, Output::Body(line!("BLOB {blob} {size} {mime}"))));
         self.fetches.insert(
             sid,
             FetchJob {

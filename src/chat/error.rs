@@ -59,6 +59,8 @@ pub enum ChatError {
     NoSuchMessage,
     #[error("only its sender (or, to delete, an admin) can change that message")]
     NotYours,
+    #[error("an attachment cannot be edited; DELETE it and send another")]
+    NotEditable,
     #[error("attachments are at most {0} bytes")]
     TooLarge(u64),
     #[error("file names are 1-255 bytes without spaces or control characters")]
@@ -113,6 +115,7 @@ impl ChatError {
             ChatError::NotYours => "NOT_YOURS",
             ChatError::BadText | ChatError::ReservedText => "BAD_TEXT",
             ChatError::TooLarge(_) => "TOO_LARGE",
+            ChatError::NotEditable => "NOT_EDITABLE",
             ChatError::BadFilename => "BAD_FILENAME",
             ChatError::BadMime => "BAD_MIME",
             ChatError::NoSuchBlob => "NO_SUCH_BLOB",

@@ -207,6 +207,7 @@ impl Hub {
         let m = match answer {
             Answer::Changed(m) => Msg::from(m),
             Answer::NotYours => return out.fail(sid, &ChatError::NotYours),
+            Answer::Attachment => return out.fail(sid, &ChatError::NotEditable),
             _ => return out.fail(sid, &ChatError::NoSuchMessage),
         };
         if let Some(r) = self.convs[conv as usize].recent_msg_mut(m.seq) {

@@ -77,12 +77,16 @@ pub enum Output {
     /// An event carrying message `seq` of `conv`: once it is written to the
     /// socket, the driver reports it through [`Hub::delivered`].
     Deliver { line: Bytes, conv: ConvId, seq: u64 },
-    /// Part of the answer to the newest deferred command (a SYNC or FETCH
-    /// stream); a tagged part is reported like `Deliver` once written.
+    /// Part of the answer to the newest deferred command (a SYNC stream);
+    /// a tagged part is reported like `Deliver` once written.
     Partial {
         lines: Bytes,
         tag: Option<(ConvId, u64)>,
     },
+    /// Part of a FETCH answer (its header or raw bytes): placed like
+    /// `Partial`, and no event may be written between it and the final
+    /// answer, or it would land inside the file.
+    Body(Bytes),
 }
 
 /// Context carried through the password-hashing pool.

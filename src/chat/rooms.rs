@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{ChatError, Conv, ConvId, Cursor, Hub, Member, Out, SessionId, UserId, names, now_ms};
 use crate::line;
 use crate::protocol::encode;
-use crate::store::{ConvKind, Write};
+use crate::store::{ConvKind, MsgState, Write};
 
 impl Hub {
     fn room_id(&self, name: &str) -> Result<(ConvId, String), ChatError> {
@@ -132,7 +132,11 @@ impl Hub {
     /// The recent messages of a room, as the MSG lines a joiner receives.
     fn replay(&self, conv: ConvId) -> Vec<Bytes> {
         let c = &self.convs[conv as usize];
-        c.recent.iter().map(|m| self.msg_line(&c.name, m)).collect()
+        c.recent
+            .iter()
+            .filter(|m| m.state != MsgState::Deleted)
+            .map(|m| self.msg_line(&c.name, m))
+            .collect()
     }
 
     pub(super) fn join(

@@ -16,8 +16,9 @@ use crate::line;
 use crate::protocol::Target;
 use crate::store::{Answer, MsgState, Query, Request, Write};
 
-/// Receipts are pushed only in conversations up to this many members, so a
-/// message in a big room does not cost an event per member per reader.
+/// Receipts and TYPING events are pushed only in conversations up to this
+/// many members, so a message in a big room does not cost an event per
+/// member per reader.
 pub const RECEIPT_LIMIT: usize = 64;
 /// Messages per SYNC chunk (its size in bytes is bounded by the config too).
 const CHUNK: usize = 64;
@@ -439,7 +440,8 @@ impl Hub {
         let conv = self.member_conv(uid, target)?;
         let now = now_ms();
         let last = self.typing.get(&(uid, conv)).copied();
-        if last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
+        let small = self.convs[conv as usize].members.len() <= RECEIPT_LIMIT;
+        if small && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
             self.typing.insert((uid, conv), now);
             for m in &self.convs[conv as usize].members {
                 if m.user != uid {

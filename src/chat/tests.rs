@@ -45,7 +45,7 @@ impl Harness {
         loop {
             for (sid, o) in out.lines.drain(..) {
                 let text = match o {
-                    Output::Reply(b) | Output::Event(b) | Output::Complete(b) => {
+                    Output::Reply(b) | Output::Event(b) | Output::Complete(b) | Output::Body(b) => {
                         String::from_utf8(b.to_vec()).unwrap()
                     }
                     Output::Deliver { line, conv, seq } => {

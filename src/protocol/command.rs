@@ -122,11 +122,14 @@ impl Command<'_> {
     }
 }
 
-/// Splits off the first space-separated word; the rest keeps its inner spaces.
+/// Word separators: spaces, and tabs as a pasted line may have them.
+const SEP: [char; 2] = [' ', '\t'];
+
+/// Splits off the first word; the rest keeps its inner spacing.
 fn split_word(s: &str) -> (&str, &str) {
-    let s = s.trim_start_matches(' ');
-    match s.find(' ') {
-        Some(i) => (&s[..i], s[i + 1..].trim_start_matches(' ')),
+    let s = s.trim_start_matches(SEP);
+    match s.find(SEP) {
+        Some(i) => (&s[..i], s[i + 1..].trim_start_matches(SEP)),
         None => (s, ""),
     }
 }
@@ -137,7 +140,7 @@ fn words<'a, const N: usize>(
     verb: &'static str,
 ) -> Result<[&'a str; N], ParseError> {
     let mut out = [""; N];
-    let mut it = args.split(' ').filter(|w| !w.is_empty());
+    let mut it = args.split(SEP).filter(|w| !w.is_empty());
     for slot in out.iter_mut() {
         *slot = it.next().ok_or(ParseError::Usage(verb))?;
     }
@@ -148,9 +151,9 @@ fn words<'a, const N: usize>(
 }
 
 fn optional_word<'a>(args: &'a str, verb: &'static str) -> Result<Option<&'a str>, ParseError> {
-    match args.split(' ').filter(|w| !w.is_empty()).count() {
+    match args.split(SEP).filter(|w| !w.is_empty()).count() {
         0 => Ok(None),
-        1 => Ok(Some(args.trim_matches(' '))),
+        1 => Ok(Some(args.trim_matches(SEP))),
         _ => Err(ParseError::Usage(verb)),
     }
 }
@@ -167,8 +170,7 @@ fn target(word: &str) -> Result<Target<'_>, ParseError> {
 
 /// Parses one line (without its line ending).
 pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
-    // Tabs are treated as spaces so a pasted line does not fail on them.
-    let line = line.trim_matches(|c| c == ' ' || c == '\t');
+    let line = line.trim_matches(SEP);
     let (verb, args) = split_word(line);
     let is = |name: &str| verb.eq_ignore_ascii_case(name);
     let cmd = if is("HELP") {
@@ -222,7 +224,7 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("HISTORY") {
         parse_history(args)?
     } else if is("SYNC") {
-        match args.split(' ').filter(|w| !w.is_empty()).count() {
+        match args.split(SEP).filter(|w| !w.is_empty()).count() {
             0 => Command::Sync(None),
             _ => {
                 let [conv, after] = words(args, "SYNC")?;
@@ -296,7 +298,7 @@ fn number<T: std::str::FromStr>(word: &str, verb: &'static str) -> Result<T, Par
 
 /// `HISTORY <conv> [BEFORE <seq>] [LIMIT <n>]`, options in either order.
 fn parse_history(args: &str) -> Result<Command<'_>, ParseError> {
-    let mut it = args.split(' ').filter(|w| !w.is_empty());
+    let mut it = args.split(SEP).filter(|w| !w.is_empty());
     let conv = target(it.next().ok_or(ParseError::Usage("HISTORY"))?)?;
     let (mut before, mut limit) = (None, None);
     while let Some(opt) = it.next() {
@@ -359,6 +361,18 @@ mod tests {
                 text: "hi"
             }
         );
+    }
+
+    #[test]
+    fn tabs_separate_words_like_spaces() {
+        assert_eq!(
+            parse("SAY\t#a\thi\tthere").unwrap(),
+            Command::Say {
+                to: Target::Room("#a"),
+                text: "hi\tthere"
+            }
+        );
+        assert_eq!(parse("PING\tx").unwrap(), Command::Ping(Some("x")));
     }
 
     #[test]

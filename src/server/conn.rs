@@ -44,6 +44,9 @@ pub struct Conn {
     /// Over its command rate: not read from until this time (ms since start).
     pub throttled_until: Option<u32>,
     pub bucket: Bucket,
+    /// A FETCH body is on its way: events wait in `waiting` until it ends.
+    pub hold_events: bool,
+    pub waiting: Vec<(Bytes, Tag)>,
     /// The body of an ATTACH being read.
     /// Boxed: rare, and every idle connection carries this field.
     pub upload: Option<Box<Upload>>,
@@ -80,6 +83,8 @@ impl Conn {
             throttled_until: None,
             bucket: Bucket::full(burst),
             upload: None,
+            hold_events: false,
+            waiting: Vec::new(),
         }
     }
 

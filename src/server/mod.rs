@@ -534,8 +534,8 @@ impl Server {
                         self.push(i, b, None);
                     }
                 }
-                Output::Event(b) => self.push(i, b, None),
-                Output::Deliver { line, conv, seq } => self.push(i, line, Some((conv, seq))),
+                Output::Event(b) => self.push_event(i, b, None),
+                Output::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
                 Output::Defer => conn.defer(),
                 Output::Complete(b) => {
                     if !conn.authed && self.hub.user_of(sid).is_some() {
@@ -545,11 +545,27 @@ impl Server {
                     for (b, tag) in conn.complete(b) {
                         self.push(i, b, tag);
                     }
+                    if let Some(conn) = self.conns.get_mut(i)
+                        && conn.hold_events
+                        && conn.held.is_empty()
+                    {
+                        // The FETCH is over: the events it held back follow it.
+                        conn.hold_events = false;
+                        for (b, tag) in std::mem::take(&mut conn.waiting) {
+                            self.push(i, b, tag);
+                        }
+                    }
                     // The session may have been waiting on this to read on.
                     self.again.push(i);
                 }
                 Output::Partial { lines, tag } => {
                     for (b, tag) in conn.partial(lines, tag) {
+                        self.push(i, b, tag);
+                    }
+                }
+                Output::Body(bytes) => {
+                    conn.hold_events = true;
+                    for (b, tag) in conn.partial(bytes, None) {
                         self.push(i, b, tag);
                     }
                 }
@@ -583,6 +599,23 @@ impl Server {
         self.conns.get(i).filter(|c| c.sid == sid).map(|_| i)
     }
 
+    /// Queues an event, unless a FETCH body is being written: then it waits
+    /// (counted against the outbox limit) until the body is done.
+    fn push_event(&mut self, i: usize, b: Bytes, tag: Tag) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if !conn.hold_events {
+            return self.push(i, b, tag);
+        }
+        let waiting: usize = conn.waiting.iter().map(|(w, _)| w.len()).sum();
+        if waiting + conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+            self.drop_slow(i);
+        } else {
+            conn.waiting.push((b, tag));
+        }
+    }
+
     /// Queues `b` for connection `i`, dropping it as a slow consumer if its
     /// outbox would pass the limit.
     fn push(&mut self, i: usize, b: Bytes, tag: Tag) {
@@ -607,6 +640,17 @@ impl Server {
             self.mark_dirty(i);
             return;
         }
+        self.drop_slow(i);
+    }
+
+    /// Drops connection `i` as a slow consumer.
+    fn drop_slow(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if conn.dropped {
+            return;
+        }
         log::warn!(
             "session {} ({}) dropped: slow consumer, outbox over {} bytes",
             conn.sid,
@@ -616,6 +660,7 @@ impl Server {
         self.counters.slow_consumer_drops += 1;
         // Best effort: the client may be mid-line, hence the leading CRLF.
         conn.outbox.clear();
+        conn.waiting = Vec::new();
         let _ = io::Write::write(
             &mut conn.sock,
             b"\r\nERR SLOW_CONSUMER you fell too far behind; reconnect and SYNC\r\n",

@@ -234,6 +234,8 @@ pub enum Answer {
     Changed(StoredMessage),
     NotFound,
     NotYours,
+    /// The message carries an attachment, which cannot be edited.
+    Attachment,
     /// A blob the asker may fetch.
     Blob {
         size: u64,
@@ -525,6 +527,12 @@ fn change(
     };
     if only_sender.is_some_and(|s| s != msg.sender) {
         return Ok(Answer::NotYours);
+    }
+    let has_blob: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blob_refs WHERE conv = ?1 AND seq = ?2)")?
+        .query_row(params![conv, clamp(seq)], |r| r.get(0))?;
+    if has_blob && text.is_some() {
+        return Ok(Answer::Attachment);
     }
     let rowid = fts_rowid(conv, seq);
     tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
