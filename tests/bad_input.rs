@@ -66,6 +66,12 @@ fn bad_input_hurts_neither_the_server_nor_others() {
     mallory.expect("OK JOIN #lobby joined");
     alice.expect("JOINED #lobby mallory");
     bob.expect("JOINED #lobby mallory");
+    // Something acknowledged before the abuse, to find in history after it.
+    bob.send("SAY #lobby before");
+    bob.expect_prefix("OK SAY #lobby 1 ");
+    assert_eq!(msg(&alice.line()), "MSG #lobby 1 bob before");
+    assert_eq!(msg(&mallory.line()), "MSG #lobby 1 bob before");
+    let rss_before = s.rss_kib();
 
     no_bytes_at_all(&s);
     ten_megabytes_without_a_newline(&s);
@@ -84,14 +90,35 @@ fn bad_input_hurts_neither_the_server_nor_others() {
     assert!(alice.sync().is_empty());
     assert!(bob.sync().is_empty());
     alice.send("SAY #lobby still here?");
-    alice.expect_prefix("OK SAY #lobby 1 ");
-    assert_eq!(msg(&bob.line()), "MSG #lobby 1 alice still here?");
-    assert_eq!(msg(&mallory.line()), "MSG #lobby 1 alice still here?");
+    alice.expect_prefix("OK SAY #lobby 2 ");
+    assert_eq!(msg(&bob.line()), "MSG #lobby 2 alice still here?");
+    assert_eq!(msg(&mallory.line()), "MSG #lobby 2 alice still here?");
     bob.send("SAY #lobby yes");
-    bob.expect_prefix("OK SAY #lobby 2 ");
-    assert_eq!(msg(&alice.line()), "MSG #lobby 2 bob yes");
-    assert_eq!(msg(&mallory.line()), "MSG #lobby 2 bob yes");
+    bob.expect_prefix("OK SAY #lobby 3 ");
+    assert_eq!(msg(&alice.line()), "MSG #lobby 3 bob yes");
+    assert_eq!(msg(&mallory.line()), "MSG #lobby 3 bob yes");
     alive(&mut mallory, "end");
+    // Every acknowledged message is in history.
+    alice.send("HISTORY #lobby");
+    for (seq, who, text) in [
+        (1, "bob", "before"),
+        (2, "alice", "still here?"),
+        (3, "bob", "yes"),
+    ] {
+        let l = alice.expect_prefix(&format!("HISTORY #lobby {seq} "));
+        assert!(
+            l.contains(&format!(" {who} ")) && l.ends_with(&format!(" sent {text}")),
+            "{l}"
+        );
+    }
+    alice.expect("OK HISTORY #lobby 3");
+    // Memory is back near where it started: nothing of the 10 MB line, the
+    // 10,000 pipelined commands or the dropped connections was kept.
+    let rss_after = s.rss_kib();
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
 
     // The process is alive (not exited, not a zombie) and takes new sessions.
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid())).expect("proc stat");

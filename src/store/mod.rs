@@ -836,3 +836,60 @@ fn commit<'a>(
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data dir written by the first schema opens with today's build: it is
+    /// migrated forward, and its messages are found by SEARCH.
+    #[test]
+    fn an_older_data_dir_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("linechat.db")).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users VALUES (0, 'alice', 'phc', 0, NULL);
+                 INSERT INTO convs VALUES (0, 0, '#old', 0);
+                 INSERT INTO members VALUES (0, 0, 1, 0);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO messages VALUES (0, 1, ?1, 0, 5, 'hello from the past')",
+                [uuid::Uuid::now_v7().as_bytes()],
+            )
+            .unwrap();
+        }
+        let (mut conn, snap) = open(dir.path(), 10).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(snap.convs[0].last_seq, 1);
+        assert_eq!(snap.convs[0].recent[0].text, "hello from the past");
+        let found = run_batch(
+            &mut conn,
+            dir.path(),
+            vec![Request::query(
+                Query::Search {
+                    conv: 0,
+                    words: vec!["past".into()],
+                    before: u64::MAX,
+                    limit: 5,
+                },
+                (),
+            )],
+        );
+        match &found[0].1 {
+            Ok(Answer::Messages(m)) => assert_eq!(m.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        // A data dir from a newer build is refused rather than misread.
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        assert!(matches!(open(dir.path(), 10), Err(StoreError::TooNew(_))));
+    }
+}

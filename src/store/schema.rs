@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Index `i` holds the SQL that takes version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: accounts, conversations, memberships, messages, friends.
     "CREATE TABLE users (
         id INTEGER PRIMARY KEY,
