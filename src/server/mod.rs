@@ -107,7 +107,8 @@ pub struct Server {
     /// Tags of message entries just written to a socket (scratch).
     written: Vec<(u32, u64)>,
     /// Sessions whose written tags wait to be reported to the hub.
-    wrote: Vec<(SessionId, Vec<(u32, u64)>)>,
+    /// (session, conversation, highest seq) written, waiting to be reported.
+    wrote: Vec<(SessionId, u32, u64)>,
     last_cursor_flush: Instant,
     accept_paused_until: Option<Instant>,
     /// Out of descriptors was logged; not again until an accept succeeds.
@@ -705,33 +706,35 @@ impl Server {
         }
     }
 
-    /// Keeps the tags just written by connection `i` for the hub.
+    /// Keeps what connection `i` just wrote for the hub: per conversation,
+    /// only the highest seq (cursors only move forward).
     fn note_written(&mut self, i: usize) {
         if self.written.is_empty() {
             return;
         }
         if let Some(conn) = self.conns.get(i) {
-            let tags = std::mem::take(&mut self.written);
-            self.wrote.push((conn.sid, tags));
-        } else {
-            self.written.clear();
-        }
-    }
-
-    /// Tells the hub which messages reached which sessions, and pulls the
-    /// next SYNC chunk for sessions whose outbox has drained. New output
-    /// marks sessions dirty again; `flush_dirty` loops until none is.
-    fn report_written(&mut self) {
-        for (sid, mut tags) in std::mem::take(&mut self.wrote) {
-            // Cursors only move forward: one report per conversation, with
-            // the highest seq written, however many messages went out.
-            tags.sort_unstable();
-            for (k, &(conv, seq)) in tags.iter().enumerate() {
-                if tags.get(k + 1).is_none_or(|next| next.0 != conv) {
-                    self.hub.delivered(sid, conv, seq, &mut self.out);
+            let sid = conn.sid;
+            self.written.sort_unstable();
+            for (k, &(conv, seq)) in self.written.iter().enumerate() {
+                if self.written.get(k + 1).is_none_or(|next| next.0 != conv) {
+                    self.wrote.push((sid, conv, seq));
                 }
             }
         }
+        self.written.clear();
+    }
+
+    /// Tells the hub which messages reached which sessions, and pulls the
+    /// next piece of streams (SYNC, FETCH) whose outbox has drained. New
+    /// output marks sessions dirty again; `flush_dirty` loops until none is.
+    fn report_written(&mut self) {
+        let mut wrote = std::mem::take(&mut self.wrote);
+        for &(sid, conv, seq) in &wrote {
+            self.hub.delivered(sid, conv, seq, &mut self.out);
+        }
+        wrote.clear();
+        // Hand the vector back so its capacity is reused next turn.
+        self.wrote = wrote;
         let low_water = self.cfg.max_outbox / 4;
         let pull: Vec<SessionId> = self
             .hub
