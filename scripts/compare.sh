@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# Runs every load scenario against linechat and, as reference points, Debian's
+# InspIRCd, ngIRCd, NATS and Redis, each started here on 127.0.0.1 with its own
+# generated config, flood control off where it can be turned off. The server
+# runs on core 0, the load tool on core 1; every server is started fresh for
+# each scenario (so memory numbers start from a clean process) and stopped by
+# pid. Prints a markdown table (scenario x server, linechat / best peer).
+#
+# Env: SERVERS, SCENARIOS (subsets of the defaults below), DURATION (10),
+# SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
+# ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir).
+#
+# Flood control that can NOT be turned off (see also the config comments):
+# - ngIRCd: per-client command limit per main-loop turn, 2 KB read buffer and
+#   bounded write buffer (slow readers are dropped), listen backlog of 10 are
+#   compile-time constants. MaxPenaltyTime=0 removes penalty delays; publishers
+#   additionally OPER and set user mode +F ("relaxed flood protection").
+# - InspIRCd: no switch; penalty is made unreachable (threshold, commandrate)
+#   and buffers raised. netbuffersize is at most 65534: larger values silently
+#   fall back to 10240, which stalls pipelined publishers for a second a time.
+# - linechat: --command-rate 0 turns its flood control off; the limit on
+#   not-yet-logged-in connections per address is raised (all clients are
+#   127.0.0.1).
+# - NATS, Redis: no per-command flood control; Redis' pubsub output buffer
+#   limit is disabled, NATS keeps its slow-consumer write deadline (raised).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SERVERS=${SERVERS:-"linechat inspircd ngircd nats redis"}
+SCENARIOS=${SCENARIOS:-"fanout fanout4 latency rooms connections"}
+DURATION=${DURATION:-10}
+SUBSCRIBERS=${SUBSCRIBERS:-1000}
+RATE=${RATE:-50}
+CONNECTIONS=${CONNECTIONS:-10000}
+ROOMS=${ROOMS:-100}
+ROOM_SIZE=${ROOM_SIZE:-10}
+ROOMS_RATE=${ROOMS_RATE:-5000}
+BASE_PORT=${BASE_PORT:-17800}
+HANDSHAKE_TIMEOUT=${HANDSHAKE_TIMEOUT:-600}
+OUT=${OUT:-$REPO/target/compare-$(date +%Y%m%d-%H%M%S)}
+LOAD="$REPO/target/release/linechat-load"
+WORK=$(mktemp -d)
+SERVER_PID=
+
+cleanup() {
+    stop_server
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Debian package per peer; Debian's "ergo" is a chemistry program, not ergochat.
+install_peers() {
+    local missing=()
+    command -v inspircd >/dev/null || missing+=(inspircd)
+    command -v ngircd >/dev/null || missing+=(ngircd)
+    command -v nats-server >/dev/null || missing+=(nats-server)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+# Replaces the current (sub)shell with "$@" on core $1 where possible; call
+# it backgrounded or in ( ) so "$!" is the program's own pid.
+on_core() {
+    local core=$1
+    shift
+    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+        exec taskset -c "$core" "$@"
+    fi
+    exec "$@"
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+write_inspircd_conf() { # dir port
+    cat >"$1/inspircd.conf" <<CONF
+<server name="bench.local" description="benchmark" network="Bench">
+<admin name="bench" nick="bench" email="bench@localhost">
+<bind address="127.0.0.1" port="$2" type="clients">
+# Penalty (fakelag) made unreachable: 1e6 commands of credit, refilled at 1e6/s.
+<connect name="main" allow="*" timeout="60" pingfreq="600" maxchans="100"
+         hardsendq="128M" softsendq="16M" recvq="16M"
+         threshold="1000000" commandrate="1000000000" fakelag="yes"
+         localmax="100000" globalmax="100000" maxconnwarn="no" limit="100000"
+         resolvehostnames="no" useident="no">
+# netbuffersize must stay <= 65534 (see the header of this script).
+<performance softlimit="19000" somaxconn="4096" clonesonconnect="no"
+             netbuffersize="65534" quietbursts="yes">
+<dns server="127.0.0.1" timeout="1">
+<pid file="$1/inspircd.pid">
+<files motd="$1/motd.txt">
+<options prefixquit="Quit: " syntaxhints="no" announcets="no" hostintopic="yes"
+         pingwarning="15" splitwhois="no" exemptchanops="">
+<security hideserver="" userstats="Pu" customversion="" flatlinks="no"
+          hidesplits="no" hideulines="no" hidebans="no" maxtargets="20"
+          announceinvites="none">
+<limits maxnick="30" maxchan="64" maxmodes="20" maxident="12" maxquit="255"
+        maxtopic="307" maxkick="255" maxreal="128" maxgecos="128" maxaway="200">
+<whowas groupsize="0" maxgroups="0" maxkeep="3600">
+<channels users="100" opers="100">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="$1/ircd.log">
+CONF
+    echo bench >"$1/motd.txt"
+}
+
+write_ngircd_conf() { # dir port
+    cat >"$1/ngircd.conf" <<CONF
+[Global]
+	Name = bench.local
+	Info = benchmark
+	Listen = 127.0.0.1
+	Ports = $2
+	MotdPhrase = bench
+	PidFile = $1/ngircd.pid
+[Limits]
+	MaxConnections = 0
+	MaxConnectionsIP = 0
+	MaxJoins = 0
+	MaxNickLength = 30
+	# 0 disables penalty delays (the command limit per loop turn stays).
+	MaxPenaltyTime = 0
+	PingTimeout = 600
+	PongTimeout = 600
+[Options]
+	DNS = no
+	Ident = no
+	PAM = no
+# Publishers OPER as this operator to set user mode +F (relaxed flood control).
+[Operator]
+	Name = bench
+	Password = benchpass
+CONF
+}
+
+write_nats_conf() { # dir port
+    cat >"$1/nats.conf" <<CONF
+listen: 127.0.0.1:$2
+max_connections: 100000
+max_pending: 268435456
+write_deadline: "30s"
+CONF
+}
+
+# Starts server $1 on port $2 (core 0); sets SERVER_PID and PROTO.
+start_server() {
+    local name=$1 port=$2 dir="$WORK/$1"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use; set BASE_PORT" >&2
+        return 1
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    case $name in
+    linechat)
+        PROTO=linechat
+        on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$port" \
+            --data-dir "$dir/data" --command-rate 0 --max-unauth-per-ip 100000 \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    inspircd)
+        PROTO=irc
+        write_inspircd_conf "$dir" "$port"
+        on_core 0 inspircd --config="$dir/inspircd.conf" --nofork --runasroot \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    ngircd)
+        PROTO=irc
+        write_ngircd_conf "$dir" "$port"
+        on_core 0 ngircd -n -f "$dir/ngircd.conf" >"$dir/server.log" 2>&1 &
+        ;;
+    nats)
+        PROTO=nats
+        write_nats_conf "$dir" "$port"
+        on_core 0 nats-server -c "$dir/nats.conf" >"$dir/server.log" 2>&1 &
+        ;;
+    redis)
+        PROTO=redis
+        on_core 0 redis-server --bind 127.0.0.1 --port "$port" --save '' \
+            --appendonly no --protected-mode no --maxclients 19000 \
+            --client-output-buffer-limit "pubsub 0 0 0" --dir "$dir" \
+            >"$dir/server.log" 2>&1 &
+        ;;
+    esac
+    SERVER_PID=$!
+    if ! wait_port "$port"; then
+        echo "$name did not start; log:" >&2
+        tail -5 "$dir/server.log" >&2
+        return 1
+    fi
+}
+
+# SIGTERM, then SIGKILL after 10 s: ngIRCd takes minutes to say goodbye to
+# 10000 clients one by one.
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+
+# Scenario name -> load tool arguments.
+scenario_args() {
+    case $1 in
+    fanout) echo "fanout --subscribers $SUBSCRIBERS --publishers 1" ;;
+    fanout4) echo "fanout --subscribers $SUBSCRIBERS --publishers 4" ;;
+    latency) echo "latency --subscribers $SUBSCRIBERS --rate $RATE" ;;
+    rooms) echo "rooms --rooms $ROOMS --room-size $ROOM_SIZE --rate $ROOMS_RATE" ;;
+    connections) echo "connections --connections $CONNECTIONS --room-size $ROOM_SIZE --hold 3" ;;
+    esac
+}
+
+# Scenario name -> lines of "metric better", where better is high or low.
+key_metrics() {
+    case $1 in
+    fanout | fanout4) echo "delivered_per_s high" ;;
+    latency | rooms) echo "latency_p99_us low" ;;
+    connections) printf '%s\n' "server_kib_per_session low" "server_marginal_kib_per_session low" ;;
+    esac
+}
+
+# Value of a numeric metric in a result file (pretty JSON, one key a line).
+metric() { # file name
+    [ -f "$1" ] || return 0
+    sed -n "s/^ *\"$2\": \([-0-9.e]*\),\{0,1\}$/\1/p" "$1" | head -1
+}
+
+extra_args() {
+    case $1 in
+    # ngIRCd listens with a backlog of 10 and JOIN floods are slow there.
+    ngircd) echo "--concurrency 20 --irc-oper bench:benchpass" ;;
+    # InspIRCd finishes registrations in a once-a-second timer, so it needs
+    # many in flight (its backlog is configured to 4096).
+    inspircd) echo "--concurrency 2000" ;;
+    esac
+}
+
+main() {
+    install_peers
+    ulimit -n "$(ulimit -Hn)"
+    (cd "$REPO" && cargo build --release --bins)
+    mkdir -p "$OUT"
+    local port=$BASE_PORT
+    for sc in $SCENARIOS; do
+        for srv in $SERVERS; do
+            port=$((port + 1))
+            echo "== $sc on $srv (127.0.0.1:$port)" >&2
+            if ! start_server "$srv" "$port"; then
+                continue
+            fi
+            # Bounded: handshake + run + slack; the tool has its own deadline too.
+            # shellcheck disable=SC2046
+            (on_core 1 timeout $((HANDSHAKE_TIMEOUT + DURATION + 120)) "$LOAD" \
+                $(scenario_args "$sc") $(extra_args "$srv") --proto "$PROTO" \
+                --addr "127.0.0.1:$port" --duration "$DURATION" \
+                --handshake-timeout "$HANDSHAKE_TIMEOUT" --server-pid "$SERVER_PID" \
+                --json "$OUT/$sc-$srv.json" >"$OUT/$sc-$srv.txt" 2>"$OUT/$sc-$srv.err") ||
+                echo "   failed, see $OUT/$sc-$srv.err" >&2
+            stop_server
+        done
+    done
+    report | tee "$OUT/summary.md"
+}
+
+report() {
+    echo "# linechat vs peers, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); server on core 0, load tool on core 1"
+    echo "- inspircd $(inspircd --version 2>/dev/null | head -1), $(ngircd --version 2>/dev/null | head -1 | cut -d- -f1), $(nats-server --version 2>/dev/null | head -1), $(redis-server --version 2>/dev/null | cut -d' ' -f1-3)"
+    echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s, connections $CONNECTIONS; raw results in $OUT"
+    echo
+    local header="| scenario | metric |" rule="|---|---|"
+    for srv in $SERVERS; do
+        header="$header $srv |"
+        rule="$rule---|"
+    done
+    echo "$header linechat / best peer |"
+    echo "$rule---|"
+    for sc in $SCENARIOS; do
+        while read -r name better; do
+            report_row "$sc" "$name" "$better"
+        done < <(key_metrics "$sc")
+    done
+}
+
+report_row() { # scenario metric better
+    local row="| $1 | $2 ($3 is better) |" lc="" best="" v ratio=-
+    for srv in $SERVERS; do
+        v=$(metric "$OUT/$1-$srv.json" "$2")
+        row="$row ${v:--} |"
+        [ -n "$v" ] || continue
+        if [ "$srv" = linechat ]; then
+            lc=$v
+        elif [ -z "$best" ] || awk -v a="$v" -v b="$best" -v h="$3" \
+            'BEGIN { exit !((h == "high") ? a > b : a < b) }'; then
+            best=$v
+        fi
+    done
+    if [ -n "$lc" ] && [ -n "$best" ] && awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
+        ratio=$(awk -v a="$lc" -v b="$best" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    echo "$row $ratio |"
+}
+
+main "$@"

@@ -1,0 +1,86 @@
+//! Protocol adapters. Each turns the same abstract client (log in, join
+//! rooms, publish, receive) into one server's wire protocol. All of them are
+//! line based on the receive side, so the engine splits lines and the adapter
+//! only looks at one line at a time, without allocating.
+
+pub mod irc;
+pub mod linechat;
+pub mod nats;
+pub mod redis;
+
+/// What one client is: its name, the rooms it joins and whether it publishes.
+#[derive(Clone, Debug)]
+pub struct ClientSpec {
+    pub name: String,
+    pub password: String,
+    /// Rooms to be a member of (bare names; adapters add `#` where needed).
+    pub rooms: Vec<String>,
+    /// Also receive direct messages (NATS/Redis need a per-user subject).
+    pub inbox: bool,
+    /// Publishes (Redis needs RESP3 to publish on a subscribed connection).
+    pub publishes: bool,
+    /// IRC operator "name password" to OPER with and set user mode +F
+    /// (ngIRCd's relaxed flood protection) before joining.
+    pub irc_oper: Option<String>,
+}
+
+pub enum Target<'a> {
+    Room(&'a str),
+    User(&'a str),
+}
+
+/// What a received line meant, as far as the load tool cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Nothing of interest (numerics, presence, history, pings answered...).
+    Ignore,
+    /// Handshake done: logged in and member of every room.
+    Ready,
+    /// A message from a room or a direct conversation; the payload only.
+    Delivered(&'a [u8]),
+    /// The server acknowledged one publish (only for protocols with acks).
+    Accepted,
+    /// Success reply to some other command (e.g. FRIEND ADD).
+    Ok(&'a [u8]),
+    /// Error reply; during the run phase this is a rejected publish.
+    Err(&'a [u8]),
+    /// The connection can't continue (handshake failed, server said bye).
+    Fatal(&'a [u8]),
+}
+
+pub trait Protocol {
+    type State: Default;
+    const NAME: &'static str;
+    /// Whether each publish gets a reply; otherwise "published" counts sends.
+    const ACKS: bool;
+    /// Whether a publisher must be a room member to publish into it.
+    const PUBLISHER_JOINS: bool;
+
+    /// Bytes to send as soon as the TCP connection is up.
+    fn on_connect(st: &mut Self::State, spec: &ClientSpec, out: &mut Vec<u8>);
+    /// Handles one received line (without its line terminator).
+    fn on_line<'a>(
+        st: &mut Self::State,
+        spec: &ClientSpec,
+        line: &'a [u8],
+        out: &mut Vec<u8>,
+    ) -> Event<'a>;
+    /// Appends one publish of `payload` to `target`.
+    fn publish(out: &mut Vec<u8>, target: Target<'_>, payload: &[u8]);
+    /// Appends a friendship request (linechat only gates direct messages on
+    /// friendship); returns false when the protocol needs none.
+    fn friend_add(_out: &mut Vec<u8>, _user: &str) -> bool {
+        false
+    }
+    fn friend_accept(_out: &mut Vec<u8>, _user: &str) -> bool {
+        false
+    }
+}
+
+/// The last space-separated word of a line: every adapter's payload position.
+pub fn last_word(line: &[u8]) -> &[u8] {
+    match line.iter().rposition(|&b| b == b' ') {
+        Some(i) => &line[i + 1..],
+        None => line,
+    }
+}

@@ -1,0 +1,110 @@
+//! Results: a metric list printed as a table on stdout and optionally
+//! written as JSON, plus the once-per-second progress ticker.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub target: Target,
+    pub params: Map<String, Value>,
+    /// Kept in insertion order for the table; JSON gets an object.
+    #[serde(serialize_with = "as_object")]
+    pub metrics: Vec<(String, Value)>,
+}
+
+#[derive(Serialize)]
+pub struct Target {
+    pub proto: String,
+    pub addr: String,
+}
+
+fn as_object<S: serde::Serializer>(m: &[(String, Value)], s: S) -> Result<S::Ok, S::Error> {
+    let map: Map<String, Value> = m.iter().cloned().collect();
+    map.serialize(s)
+}
+
+impl Report {
+    pub fn metric(&mut self, name: &str, v: impl Into<Value>) {
+        self.metrics.push((name.to_string(), v.into()));
+    }
+
+    /// Rounded rate so tables and JSON stay readable.
+    pub fn rate(&mut self, name: &str, count: u64, secs: f64) {
+        let r = if secs > 0.0 { count as f64 / secs } else { 0.0 };
+        self.metric(name, (r * 10.0).round() / 10.0);
+    }
+
+    pub fn latency(&mut self, h: &hdrhistogram::Histogram<u64>) {
+        self.metric("latency_samples", h.len());
+        if h.is_empty() {
+            return;
+        }
+        for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            self.metric(&format!("latency_{name}_us"), h.value_at_quantile(q));
+        }
+        self.metric("latency_max_us", h.max());
+        self.metric("latency_mean_us", (h.mean() * 10.0).round() / 10.0);
+    }
+
+    pub fn print_table(&self) {
+        println!(
+            "scenario {} against {} at {}",
+            self.scenario, self.target.proto, self.target.addr
+        );
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("params   {}", params.join(" "));
+        let w = self.metrics.iter().map(|(k, _)| k.len()).max().unwrap_or(6);
+        println!("| {:w$} | {:>14} |", "metric", "value");
+        println!("|-{:-<w$}-|-{:->14}-|", "", "");
+        for (k, v) in &self.metrics {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("| {k:w$} | {v:>14} |");
+        }
+    }
+}
+
+/// Fires once per second, for progress lines.
+pub struct Ticker {
+    next: Instant,
+}
+
+impl Ticker {
+    pub fn new() -> Self {
+        Ticker {
+            next: Instant::now() + Duration::from_secs(1),
+        }
+    }
+
+    pub fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        while self.next <= now {
+            self.next += Duration::from_secs(1);
+        }
+        true
+    }
+}
+
+/// New latency histogram in µs, 1 µs .. 100 s, 3 significant digits.
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Resident set size of a process in KiB, from /proc/PID/status.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

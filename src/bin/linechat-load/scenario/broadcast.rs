@@ -1,0 +1,213 @@
+//! One room, P publishers, S subscribers. `fanout` publishes as fast as the
+//! server takes it under a per-publisher window; `latency` at a fixed rate.
+
+use super::{Counts, Progress, Settings, Window, timeout_until, traffic_metrics};
+use crate::clock::Clock;
+use crate::engine::{Engine, Note, OUT_HIGH_WATER, Status};
+use crate::payload;
+use crate::proto::{Event, Protocol, Target};
+use crate::report::{Report, latency_histogram};
+use hdrhistogram::Histogram;
+use serde_json::{Map, json};
+use std::io;
+use std::time::{Duration, Instant};
+
+pub enum Pace {
+    /// Max messages a publisher may be ahead of its slowest subscriber.
+    Window(u64),
+    /// Total messages per second.
+    Rate(f64),
+}
+
+pub fn run<P: Protocol>(
+    s: &Settings,
+    clock: Clock,
+    label: &str,
+    subscribers: usize,
+    publishers: usize,
+    pace: Pace,
+) -> io::Result<Report> {
+    let np = publishers.max(1);
+    let room = s.room(0);
+    let pub_rooms = if P::PUBLISHER_JOINS {
+        vec![room.clone()]
+    } else {
+        Vec::new()
+    };
+    // Publishers first, so index < np is a publisher and the rest subscribers.
+    let specs = (0..np)
+        .map(|i| s.client(i, pub_rooms.clone(), true, false))
+        .chain((np..np + subscribers).map(|i| s.client(i, vec![room.clone()], false, false)))
+        .collect();
+    let mut engine = Engine::<P>::new(s.addr, specs, clock)?;
+    s.establish(&mut engine, 0..np + subscribers, label, np + 1)?;
+    let mut params = Map::new();
+    params.insert("subscribers".into(), subscribers.into());
+    params.insert("publishers".into(), np.into());
+    match pace {
+        Pace::Window(w) => params.insert("window".into(), w.into()),
+        Pace::Rate(r) => params.insert("rate".into(), json!(r)),
+    };
+    let mut report = s.report(P::NAME, label, params);
+    if engine.clients[..np]
+        .iter()
+        .any(|c| c.status != Status::Ready)
+    {
+        return Err(io::Error::other("a publisher failed to connect"));
+    }
+    let live_subs = engine.clients[np..]
+        .iter()
+        .filter(|c| c.status == Status::Ready)
+        .count();
+    report.metric("subscribers_ready", live_subs);
+
+    let mut rx = Receiver {
+        np,
+        seen: vec![0; subscribers * np],
+        counts: Counts::default(),
+        hist: latency_histogram(),
+    };
+    let mut sent = vec![0u64; np];
+    let mut min_seen = vec![0u64; np];
+    let mut base = Counts::default();
+    let mut scratch = Vec::with_capacity(s.bytes);
+    let mut progress = Progress::new();
+    let mut window = Window::new(s);
+    let interval = match pace {
+        Pace::Rate(r) => Duration::from_secs_f64(1.0 / r.max(0.001)),
+        Pace::Window(_) => Duration::ZERO,
+    };
+    let mut next_due = Instant::now();
+    let mut rr = 0usize;
+
+    loop {
+        let now = Instant::now();
+        if now >= window.end {
+            break;
+        }
+        if window.warmup_done(now) {
+            base = rx.counts;
+            rx.hist.reset();
+        }
+        match pace {
+            Pace::Window(w) => {
+                let limited = (0..np).any(|p| sent[p] - min_seen[p] >= w);
+                if limited {
+                    min_seen.fill(u64::MAX);
+                    for (sub, row) in rx.seen.chunks(np).enumerate() {
+                        if engine.clients[np + sub].status == Status::Ready {
+                            for (m, &v) in min_seen.iter_mut().zip(row) {
+                                *m = (*m).min(v);
+                            }
+                        }
+                    }
+                    if min_seen[0] == u64::MAX {
+                        return Err(io::Error::other("all subscribers disconnected"));
+                    }
+                }
+                for p in 0..np {
+                    let c = &engine.clients[p];
+                    if c.status != Status::Ready || c.pending_out() >= OUT_HIGH_WATER {
+                        continue;
+                    }
+                    let mut budget = w.saturating_sub(sent[p] - min_seen[p]);
+                    let (seq0, ts) = (sent[p], clock.now_ns());
+                    let mut n = 0;
+                    engine.send(p, |out| {
+                        while budget > 0 && out.len() < OUT_HIGH_WATER {
+                            n += 1;
+                            scratch.clear();
+                            payload::write(&mut scratch, s.bytes, p as u64, seq0 + n, ts);
+                            P::publish(out, Target::Room(&room), &scratch);
+                            budget -= 1;
+                        }
+                    });
+                    sent[p] += n;
+                    if !P::ACKS {
+                        rx.counts.published += n;
+                    }
+                }
+            }
+            Pace::Rate(_) => {
+                while next_due <= now {
+                    next_due += interval;
+                    let p = rr % np;
+                    rr += 1;
+                    if engine.clients[p].status != Status::Ready {
+                        continue;
+                    }
+                    sent[p] += 1;
+                    let (seq, ts) = (sent[p], clock.now_ns());
+                    engine.send(p, |out| {
+                        scratch.clear();
+                        payload::write(&mut scratch, s.bytes, p as u64, seq, ts);
+                        P::publish(out, Target::Room(&room), &scratch);
+                    });
+                    if !P::ACKS {
+                        rx.counts.published += 1;
+                    }
+                }
+            }
+        }
+        let cap = Duration::from_millis(10);
+        let timeout = match pace {
+            Pace::Rate(_) => timeout_until(next_due.min(window.end), cap),
+            Pace::Window(_) => timeout_until(window.end, cap),
+        };
+        engine.poll_once(timeout, &mut |i, n, t| rx.on(i, n, t))?;
+        progress.tick(label, &rx.counts);
+    }
+    let measured = rx.counts.since(&base);
+    // Let in-flight messages arrive so slow deliveries still reach the
+    // histogram (not counted in the rates).
+    let drain_end = Instant::now() + Duration::from_secs(2);
+    let expected = |c: &Counts| c.published.max(sent.iter().sum()) * live_subs as u64;
+    while Instant::now() < drain_end && rx.counts.delivered < expected(&rx.counts) {
+        let timeout = timeout_until(drain_end, Duration::from_millis(50));
+        engine.poll_once(timeout, &mut |i, n, t| rx.on(i, n, t))?;
+    }
+    progress.done();
+    engine.close_all();
+    traffic_metrics(&mut report, P::ACKS, &measured, window.secs());
+    if measured.published > 0 {
+        let fan = measured.delivered as f64 / measured.published as f64;
+        report.metric("deliveries_per_publish", (fan * 10.0).round() / 10.0);
+    }
+    report.latency(&rx.hist);
+    Ok(report)
+}
+
+/// Receive-side bookkeeping, fed by the engine.
+struct Receiver {
+    np: usize,
+    /// Highest sequence number each subscriber has seen from each publisher.
+    seen: Vec<u64>,
+    counts: Counts,
+    hist: Histogram<u64>,
+}
+
+impl Receiver {
+    fn on(&mut self, i: usize, note: Note<'_>, now: u64) {
+        match note {
+            Note::Event(Event::Delivered(p)) if i >= self.np => {
+                if let Some((pid, seq, ns)) = payload::parse(p)
+                    && (pid as usize) < self.np
+                {
+                    self.counts.delivered += 1;
+                    let slot = &mut self.seen[(i - self.np) * self.np + pid as usize];
+                    *slot = (*slot).max(seq);
+                    let _ = self.hist.record(now.saturating_sub(ns) / 1000);
+                }
+            }
+            Note::Event(Event::Accepted) => self.counts.published += 1,
+            Note::Event(Event::Err(l)) => {
+                self.counts.errors += 1;
+                if self.counts.errors <= 5 {
+                    log::warn!("error reply: {}", String::from_utf8_lossy(l));
+                }
+            }
+            Note::Closed => self.counts.closed += 1,
+            _ => {}
+        }
+    }
+}
