@@ -19,6 +19,11 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel may queue before they are accepted (capped by
+    /// net.core.somaxconn).
+    #[arg(long, env = "LINECHAT_LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: i32,
+
     /// Folder for the database; created if absent.
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

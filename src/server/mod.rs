@@ -52,6 +52,19 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
 }
 
+/// A listening socket with a backlog big enough for a connect storm (the
+/// standard library's 128 drops connections when thousands arrive at once;
+/// the kernel caps it at net.core.somaxconn).
+fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -162,7 +175,7 @@ impl Server {
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy);
 
-        let mut listener = TcpListener::bind(cfg.listen)?;
+        let mut listener = bind(cfg.listen, cfg.listen_backlog)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
