@@ -37,6 +37,8 @@ pub struct Conn {
     pub closing: bool,
     /// Already queued for a flush this turn.
     pub dirty: bool,
+    /// Registered for writable events (only while the outbox is blocked).
+    pub want_write: bool,
     /// Dropped as a slow consumer: nothing more is queued for it.
     pub dropped: bool,
     /// Logged in (no longer counted against its address's unauthenticated cap).
@@ -78,6 +80,7 @@ impl Conn {
             eof: false,
             closing: false,
             dirty: false,
+            want_write: false,
             dropped: false,
             authed: false,
             throttled_until: None,

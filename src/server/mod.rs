@@ -83,6 +83,8 @@ struct Counters {
     slow_consumer_drops: u64,
     login_timeouts: u64,
     bytes_out: u64,
+    /// Flushes that wrote something (one or more writev calls each).
+    flushes: u64,
 }
 
 /// Per-second rates computed once a second from the hub's counters.
@@ -357,11 +359,13 @@ impl Server {
         let i = entry.key();
         self.serial = self.serial.wrapping_add(1);
         let sid = SessionId::new(self.serial, i as u32);
-        if let Err(e) = self.poll.registry().register(
-            &mut sock,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        // Write interest is added only while an outbox is blocked, so the
+        // common case (a reader that keeps up) costs no writable wakeups.
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut sock, Token(i), Interest::READABLE)
+        {
             log::warn!("registering {peer} failed: {e}");
             self.unauth.remove(peer.ip());
             return;
@@ -703,7 +707,23 @@ impl Server {
                 match conn.outbox.flush(&mut conn.sock, &mut self.written) {
                     Ok((flushed, n)) => {
                         self.counters.bytes_out += n as u64;
-                        if flushed == Flushed::All && conn.finished() {
+                        if n > 0 {
+                            self.counters.flushes += 1;
+                        }
+                        let blocked = flushed == Flushed::Blocked;
+                        if blocked != conn.want_write {
+                            conn.want_write = blocked;
+                            let interest = if blocked {
+                                Interest::READABLE | Interest::WRITABLE
+                            } else {
+                                Interest::READABLE
+                            };
+                            let _ = self
+                                .poll
+                                .registry()
+                                .reregister(&mut conn.sock, Token(i), interest);
+                        }
+                        if !blocked && conn.finished() {
                             self.dead.push(i);
                         }
                     }
@@ -922,7 +942,7 @@ impl Server {
         let c = &self.hub.counters;
         let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 15] = [
+        let rows: [(&str, u64); 16] = [
             ("sessions", self.conns.len() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
@@ -936,6 +956,7 @@ impl Server {
             ("outbox_bytes_queued", queued as u64),
             ("slow_consumer_drops", self.counters.slow_consumer_drops),
             ("bytes_out", self.counters.bytes_out),
+            ("flushes", self.counters.flushes),
             ("storage_commits", c.commits),
             ("storage_commit_avg_us", avg_commit),
         ];
