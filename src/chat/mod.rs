@@ -559,7 +559,32 @@ impl Hub {
         let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
         self.counters.commit_micros_last = micros;
         self.counters.commit_micros_total += micros;
+        // Consecutive messages of one room are fanned out as one batch.
+        let mut run: Vec<(SessionId, Msg, Ack)> = Vec::new();
+        let mut run_conv = 0;
         for (pending, answer) in done.done {
+            let pending = match (pending, &answer) {
+                (
+                    Pending::Said {
+                        sid,
+                        conv,
+                        msg,
+                        ack,
+                    },
+                    Ok(_),
+                ) if self.convs[conv as usize].kind != store::ConvKind::Direct => {
+                    if !run.is_empty() && run_conv != conv {
+                        self.publish_batch(run_conv, std::mem::take(&mut run), out);
+                    }
+                    run_conv = conv;
+                    run.push((sid, msg, ack));
+                    continue;
+                }
+                (pending, _) => pending,
+            };
+            if !run.is_empty() {
+                self.publish_batch(run_conv, std::mem::take(&mut run), out);
+            }
             let Ok(answer) = answer else {
                 self.storage_failed(pending, out);
                 continue;
@@ -595,6 +620,9 @@ impl Hub {
                 } => self.status_answer(sid, conv, &view, seq, answer, out),
                 Pending::Changed { sid, conv, by } => self.changed(sid, conv, by, answer, out),
             }
+        }
+        if !run.is_empty() {
+            self.publish_batch(run_conv, run, out);
         }
     }
 

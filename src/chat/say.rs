@@ -13,7 +13,7 @@ use super::{
 };
 use super::{ms_to_time, names, now_ms, pair};
 use crate::line;
-use crate::protocol::Target;
+use crate::protocol::{Target, encode};
 use crate::store::{self, ConvKind, MsgState, StoredMessage, Write};
 
 impl Hub {
@@ -227,7 +227,6 @@ impl Hub {
         out: &mut Out,
     ) {
         let c = &self.convs[conv as usize];
-        let sender_view = self.conv_name_for(conv, msg.sender);
         let mut sent = 0u64;
         if c.kind == ConvKind::Direct {
             for m in &c.members {
@@ -249,6 +248,91 @@ impl Hub {
             }
         }
         self.counters.deliveries_out += sent;
+        self.acknowledge(conv, msg, origin, complete, ack, out);
+    }
+
+    /// Delivers consecutive committed messages of one room (or group) as
+    /// shared buffers: every member session that sent none of them gets the
+    /// same bytes, so a batch of N messages costs each recipient one queue
+    /// entry instead of N. A sender's own sessions get the batch minus its
+    /// messages. Buffers stay well under the outbox limit.
+    pub(super) fn publish_batch(
+        &mut self,
+        conv: ConvId,
+        batch: Vec<(SessionId, Msg, Ack)>,
+        out: &mut Out,
+    ) {
+        let name = &self.convs[conv as usize].name;
+        let lines: Vec<Bytes> = batch
+            .iter()
+            .map(|(_, m, _)| self.msg_line(name, m))
+            .collect();
+        let mut from = 0;
+        while from < lines.len() {
+            let mut to = from + 1;
+            let mut bytes = lines[from].len();
+            while to < lines.len() && bytes + lines[to].len() <= self.cfg.sync_chunk_bytes {
+                bytes += lines[to].len();
+                to += 1;
+            }
+            self.deliver_group(conv, &batch[from..to], &lines[from..to], out);
+            from = to;
+        }
+        for (origin, msg, ack) in batch {
+            self.acknowledge(conv, msg, origin, true, &ack, out);
+        }
+    }
+
+    fn deliver_group(
+        &mut self,
+        conv: ConvId,
+        batch: &[(SessionId, Msg, Ack)],
+        lines: &[Bytes],
+        out: &mut Out,
+    ) {
+        let all = encode::join(lines);
+        let last = batch.last().map_or(0, |(_, m, _)| m.seq);
+        let mut origins: Vec<SessionId> = batch.iter().map(|(s, _, _)| *s).collect();
+        origins.sort_unstable();
+        origins.dedup();
+        let mut sent = 0u64;
+        for s in self.member_sessions(conv) {
+            if origins.binary_search(&s).is_err() {
+                out.deliver(s, all.clone(), conv, last);
+                sent += lines.len() as u64;
+                continue;
+            }
+            let Some(seq) = batch
+                .iter()
+                .rev()
+                .find(|(o, _, _)| *o != s)
+                .map(|(_, m, _)| m.seq)
+            else {
+                continue;
+            };
+            let theirs: Vec<Bytes> = batch
+                .iter()
+                .zip(lines)
+                .filter(|((o, _, _), _)| *o != s)
+                .map(|(_, l)| l.clone())
+                .collect();
+            sent += theirs.len() as u64;
+            out.deliver(s, encode::join(&theirs), conv, seq);
+        }
+        self.counters.deliveries_out += sent;
+    }
+
+    /// Answers the sender of a published message and files the message.
+    fn acknowledge(
+        &mut self,
+        conv: ConvId,
+        msg: Msg,
+        origin: SessionId,
+        complete: bool,
+        ack: &Ack,
+        out: &mut Out,
+    ) {
+        let sender_view = self.conv_name_for(conv, msg.sender);
         let reply = match ack {
             Ack::Say => line!("OK SAY {sender_view} {} {}", msg.seq, msg.id),
             Ack::Attach(blob) => line!("OK ATTACH {sender_view} {} {} {blob}", msg.seq, msg.id),
@@ -262,8 +346,9 @@ impl Hub {
             },
         ));
         // The sender has its own message: it is not news to them on SYNC.
-        self.cursor_mut(msg.sender, conv).delivered = msg.seq;
-        self.cursor_mut(msg.sender, conv).read = msg.seq;
+        let cursor = self.cursor_mut(msg.sender, conv);
+        cursor.delivered = cursor.delivered.max(msg.seq);
+        cursor.read = cursor.read.max(msg.seq);
         let recent = self.cfg.recent;
         let c = &mut self.convs[conv as usize];
         if recent > 0 {

@@ -313,3 +313,59 @@ fn direct_messages_need_friendship_and_history_stays() {
     h.send(a, "SAY @bob still there?");
     assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
 }
+
+#[test]
+fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let a2 = h.connect();
+    h.send(a2, "LOGIN alice password1");
+    let b = h.user("bob");
+    let c = h.user("carol");
+    for s in [a, b, c] {
+        h.send(s, "JOIN #r");
+    }
+    for s in [a, a2, b, c] {
+        h.take(s);
+    }
+    // Two SAYs committed together.
+    let mut out = Out::default();
+    h.hub.handle(a, parse("SAY #r one").unwrap(), &mut out);
+    h.hub.handle(b, parse("SAY #r two").unwrap(), &mut out);
+    let delivered: Vec<(SessionId, usize)> = {
+        let batch: Vec<_> = out.store.drain(..).collect();
+        let done = store::run_batch(&mut h.db, h._dir.path(), batch);
+        let mut next = Out::default();
+        h.hub.committed(
+            store::Committed {
+                done,
+                took: std::time::Duration::ZERO,
+            },
+            &mut next,
+        );
+        let counts = next
+            .lines
+            .iter()
+            .filter_map(|(s, o)| match o {
+                Output::Deliver { line, .. } => {
+                    Some((*s, line.iter().filter(|&&b| b == b'\n').count()))
+                }
+                _ => None,
+            })
+            .collect();
+        h.drain(next);
+        counts
+    };
+    let lines_for = |s| delivered.iter().find(|(x, _)| *x == s).map(|(_, n)| *n);
+    assert_eq!(lines_for(c), Some(2), "one buffer with both messages");
+    assert_eq!(
+        lines_for(a2),
+        Some(2),
+        "alice's other session gets her message too"
+    );
+    assert_eq!(lines_for(a), Some(1), "the sending session gets only bob's");
+    assert_eq!(lines_for(b), Some(1));
+    let got: Vec<String> = h.take(c).iter().map(|l| strip_msg(l)).collect();
+    assert_eq!(got, ["MSG #r 1 alice one", "MSG #r 2 bob two"]);
+    assert!(h.take(a)[0].starts_with("MSG #r 2 "));
+}

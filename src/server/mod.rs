@@ -718,10 +718,10 @@ impl Server {
                             } else {
                                 Interest::READABLE
                             };
-                            let _ = self
-                                .poll
-                                .registry()
-                                .reregister(&mut conn.sock, Token(i), interest);
+                            let _ =
+                                self.poll
+                                    .registry()
+                                    .reregister(&mut conn.sock, Token(i), interest);
                         }
                         if !blocked && conn.finished() {
                             self.dead.push(i);
