@@ -21,7 +21,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let name = names::user(name)?;
         names::password(password)?;
-        if self.by_name.contains_key(&name) || self.reserved.contains_key(&name) {
+        if self.by_name.contains_key(name.as_str()) || self.reserved.contains_key(&name) {
             return Err(ChatError::UserExists);
         }
         self.reserved.insert(name.clone(), sid);
@@ -47,9 +47,9 @@ impl Hub {
         // the decoy hash, so timing does not reveal whether the user exists.
         let user = names::user(name)
             .ok()
-            .and_then(|n| self.by_name.get(&n).copied());
+            .and_then(|n| self.by_name.get(n.as_str()).copied());
         let phc = match user {
-            Some(u) => self.users[u as usize].phc.clone(),
+            Some(u) => self.users[u as usize].phc.to_string(),
             None => self.decoy_phc.clone(),
         };
         self.start_auth(
@@ -77,11 +77,11 @@ impl Hub {
         match (done.ctx, done.outcome) {
             (AuthCtx::Register { sid, name }, Outcome::Hashed(Some(phc))) => {
                 self.reserved.remove(&name);
-                if self.by_name.contains_key(&name) {
+                if self.by_name.contains_key(name.as_str()) {
                     return self.finish_auth(sid, Err(ChatError::UserExists), out);
                 }
                 let id = self.users.len() as UserId;
-                self.by_name.insert(name.clone(), id);
+                self.by_name.insert(name.as_str().into(), id);
                 self.users.push(User::new(name.clone(), phc.clone(), None));
                 let write = Write::User {
                     id,
@@ -161,6 +161,8 @@ impl Hub {
 
     fn session_opened(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
         let user = &mut self.users[uid as usize];
+        // Most users have one session: no spare capacity for three more.
+        user.sessions.reserve_exact(1);
         user.sessions.push(sid);
         if user.sessions.len() == 1 {
             self.announce_presence(uid, out);

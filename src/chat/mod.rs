@@ -274,7 +274,7 @@ struct SessionState {
 pub struct Hub {
     cfg: HubConfig,
     users: Vec<User>,
-    by_name: HashMap<String, UserId>,
+    by_name: HashMap<Box<str>, UserId>,
     /// Names with a registration in flight, so two cannot race for one name.
     reserved: HashMap<String, SessionId>,
     convs: Vec<Conv>,
@@ -334,7 +334,7 @@ impl Hub {
             while self.users.len() < id {
                 self.users.push(User::placeholder());
             }
-            self.by_name.insert(row.name.clone(), row.id);
+            self.by_name.insert(row.name.as_str().into(), row.id);
             self.users.push(User::new(row.name, row.phc, row.last_seen));
         }
         for row in snap.convs {
@@ -710,7 +710,7 @@ impl Hub {
     fn find_user(&self, name: &str) -> Result<UserId, ChatError> {
         let name = names::user(name).map_err(|_| ChatError::NoSuchUser)?;
         self.by_name
-            .get(&name)
+            .get(name.as_str())
             .copied()
             .ok_or(ChatError::NoSuchUser)
     }

@@ -44,37 +44,37 @@ pub struct LineFramer {
     max_line: usize,
     /// Dropping the rest of an over-long line until its LF.
     discarding: bool,
-    /// A line with its telnet sequences removed (only used when it had some).
-    cleaned: Vec<u8>,
 }
 
-/// Copies `line` without its telnet IAC sequences into `out`.
-fn strip_telnet(line: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    let mut i = 0;
+/// Removes telnet IAC sequences from `line` in place (the result is never
+/// longer); returns the new length.
+fn strip_telnet(line: &mut [u8]) -> usize {
+    let (mut i, mut w) = (0, 0);
     while i < line.len() {
         match (line[i], line.get(i + 1).copied()) {
             (IAC, Some(IAC)) => {
                 // An escaped 0xFF data byte; never valid UTF-8, so the line
                 // will be answered with BAD_UTF8.
-                out.push(IAC);
+                line[w] = IAC;
+                w += 1;
                 i += 2;
             }
             (IAC, Some(WILL..=DONT)) => i += 3,
             (IAC, Some(SB)) => {
-                let end = line[i + 2..]
+                i = line[i + 2..]
                     .windows(2)
-                    .position(|w| w == [IAC, SE])
+                    .position(|pair| pair == [IAC, SE])
                     .map_or(line.len(), |p| i + 2 + p + 2);
-                i = end;
             }
             (IAC, _) => i += 2,
             (b, _) => {
-                out.push(b);
+                line[w] = b;
+                w += 1;
                 i += 1;
             }
         }
     }
+    w
 }
 
 fn utf8_frame(line: &[u8]) -> Frame<'_> {
@@ -92,7 +92,6 @@ impl LineFramer {
             scanned: 0,
             max_line,
             discarding: false,
-            cleaned: Vec::new(),
         }
     }
 
@@ -161,12 +160,16 @@ impl LineFramer {
         if !self.buf[line_start..end].contains(&IAC) {
             return Some(utf8_frame(&self.buf[line_start..end]));
         }
-        strip_telnet(&self.buf[line_start..end], &mut self.cleaned);
-        if self.cleaned.iter().all(|&b| b == b' ' || b == b'\t') {
+        let len = strip_telnet(&mut self.buf[line_start..end]);
+        let line = line_start..line_start + len;
+        if self.buf[line.clone()]
+            .iter()
+            .all(|&b| b == b' ' || b == b'\t')
+        {
             // Only telnet negotiation: nothing to answer.
             return self.next_frame();
         }
-        Some(utf8_frame(&self.cleaned))
+        Some(utf8_frame(&self.buf[line]))
     }
 
     /// Handles the buffered tail that has no LF yet.

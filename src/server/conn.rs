@@ -26,7 +26,6 @@ pub enum Held {
 pub struct Conn {
     pub sock: TcpStream,
     pub sid: SessionId,
-    pub peer: std::net::SocketAddr,
     pub framer: LineFramer,
     pub outbox: Outbox,
     /// Non-empty only while a command's answer is deferred.
@@ -63,17 +62,10 @@ pub struct Upload {
 }
 
 impl Conn {
-    pub fn new(
-        sock: TcpStream,
-        sid: SessionId,
-        peer: std::net::SocketAddr,
-        max_line: usize,
-        burst: u32,
-    ) -> Self {
+    pub fn new(sock: TcpStream, sid: SessionId, max_line: usize, burst: u32) -> Self {
         Conn {
             sock,
             sid,
-            peer,
             framer: LineFramer::new(max_line),
             outbox: Outbox::default(),
             held: VecDeque::new(),
@@ -173,7 +165,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let sock = TcpStream::connect(addr).unwrap();
-        Conn::new(sock, SessionId(1), addr, 100, 10)
+        Conn::new(sock, SessionId(1), 100, 10)
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::chat::SessionId;
+
 /// A token bucket on commands, kept in 8 bytes per connection. Time is in
 /// milliseconds since the server started.
 #[derive(Debug, Clone, Copy)]
@@ -35,24 +37,31 @@ impl Bucket {
 }
 
 /// Connections not yet logged in, per client address (slowloris and
-/// connection-flood guard).
+/// connection-flood guard). The address is kept here, for as long as the
+/// connection is not logged in, rather than in every connection.
 #[derive(Debug, Default)]
 pub struct UnauthCount {
     by_ip: HashMap<IpAddr, u32>,
+    ip_of: HashMap<SessionId, IpAddr>,
 }
 
 impl UnauthCount {
     /// Counts a new connection from `ip` unless `ip` is at `max`.
-    pub fn try_add(&mut self, ip: IpAddr, max: u32) -> bool {
+    pub fn try_add(&mut self, sid: SessionId, ip: IpAddr, max: u32) -> bool {
         let n = self.by_ip.entry(ip).or_insert(0);
         if *n >= max {
             return false;
         }
         *n += 1;
+        self.ip_of.insert(sid, ip);
         true
     }
 
-    pub fn remove(&mut self, ip: IpAddr) {
+    /// The connection logged in or closed.
+    pub fn remove(&mut self, sid: SessionId) {
+        let Some(ip) = self.ip_of.remove(&sid) else {
+            return;
+        };
         if let Some(n) = self.by_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
@@ -86,10 +95,12 @@ mod tests {
     fn unauthenticated_connections_are_capped_per_address() {
         let mut u = UnauthCount::default();
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(u.try_add(ip, 2));
-        assert!(u.try_add(ip, 2));
-        assert!(!u.try_add(ip, 2));
-        u.remove(ip);
-        assert!(u.try_add(ip, 2));
+        assert!(u.try_add(SessionId(1), ip, 2));
+        assert!(u.try_add(SessionId(2), ip, 2));
+        assert!(!u.try_add(SessionId(3), ip, 2));
+        u.remove(SessionId(1));
+        u.remove(SessionId(1));
+        assert!(u.try_add(SessionId(4), ip, 2));
+        assert!(!u.try_add(SessionId(5), ip, 2));
     }
 }

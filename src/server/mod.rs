@@ -101,7 +101,9 @@ pub struct Server {
     cfg: Config,
     poll: Poll,
     listener: TcpListener,
-    conns: Slab<Conn>,
+    /// Boxed: the slab's spare capacity then costs a pointer per slot, not
+    /// a whole connection.
+    conns: Slab<Box<Conn>>,
     hub: Hub,
     out: Out,
     auth: auth::Pool<AuthCtx>,
@@ -132,7 +134,8 @@ pub struct Server {
     throttled: Vec<usize>,
     unauth: limits::UnauthCount,
     /// Login deadlines in connection order (all have the same timeout).
-    login_deadlines: VecDeque<(Instant, SessionId)>,
+    /// (milliseconds since start, session), 16 bytes an entry.
+    login_deadlines: VecDeque<(u32, SessionId)>,
     signals: Signals,
     started: Instant,
     counters: Counters,
@@ -330,9 +333,14 @@ impl Server {
     }
 
     fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+        let slot = self.conns.vacant_key();
+        let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
             Some("ERR SERVER_FULL too many connections; try again later\n")
-        } else if !self.unauth.try_add(peer.ip(), self.cfg.max_unauth_per_ip) {
+        } else if !self
+            .unauth
+            .try_add(sid, peer.ip(), self.cfg.max_unauth_per_ip)
+        {
             Some(
                 "ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in\n",
             )
@@ -346,6 +354,7 @@ impl Server {
             log::warn!("refused {peer}: {}", line.trim_end());
             return;
         }
+        self.serial = self.serial.wrapping_add(1);
         // Replies are small and latency matters; batching is done by writev.
         let _ = sock.set_nodelay(true);
         if self.cfg.keepalive > 0 {
@@ -357,8 +366,6 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let i = entry.key();
-        self.serial = self.serial.wrapping_add(1);
-        let sid = SessionId::new(self.serial, i as u32);
         // Write interest is added only while an outbox is blocked, so the
         // common case (a reader that keeps up) costs no writable wakeups.
         if let Err(e) = self
@@ -367,20 +374,19 @@ impl Server {
             .register(&mut sock, Token(i), Interest::READABLE)
         {
             log::warn!("registering {peer} failed: {e}");
-            self.unauth.remove(peer.ip());
+            self.unauth.remove(sid);
             return;
         }
-        entry.insert(Conn::new(
+        entry.insert(Box::new(Conn::new(
             sock,
             sid,
-            peer,
             self.cfg.max_line,
             self.cfg.command_burst,
-        ));
-        self.login_deadlines.push_back((
-            Instant::now() + Duration::from_secs(self.cfg.login_timeout),
-            sid,
-        ));
+        )));
+        let timeout_ms =
+            u32::try_from(self.cfg.login_timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
+        self.login_deadlines
+            .push_back((self.now_ms().saturating_add(timeout_ms), sid));
         self.counters.accepted += 1;
         self.hub.connect(sid);
         log::info!("session {sid} connected from {peer}");
@@ -558,7 +564,7 @@ impl Server {
                 Output::Complete(b) => {
                     if !conn.authed && self.hub.user_of(sid).is_some() {
                         conn.authed = true;
-                        self.unauth.remove(conn.peer.ip());
+                        self.unauth.remove(sid);
                     }
                     for (b, tag) in conn.complete(b) {
                         self.push(i, b, tag);
@@ -670,9 +676,8 @@ impl Server {
             return;
         }
         log::warn!(
-            "session {} ({}) dropped: slow consumer, outbox over {} bytes",
+            "session {} dropped: slow consumer, outbox over {} bytes",
             conn.sid,
-            conn.peer,
             self.cfg.max_outbox
         );
         self.counters.slow_consumer_drops += 1;
@@ -792,9 +797,9 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.sock);
             if !conn.authed {
-                self.unauth.remove(conn.peer.ip());
+                self.unauth.remove(conn.sid);
             }
-            log::info!("session {} ({}) closed", conn.sid, conn.peer);
+            log::info!("session {} closed", conn.sid);
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
         }
@@ -831,7 +836,7 @@ impl Server {
 
     /// Closes connections that did not log in within the login timeout.
     fn expire_logins(&mut self) {
-        let now = Instant::now();
+        let now = self.now_ms();
         while let Some(&(deadline, sid)) = self.login_deadlines.front() {
             if deadline > now {
                 return;

@@ -283,6 +283,9 @@ pub fn open(dir: &Path, recent: usize) -> Result<(Connection, Snapshot), StoreEr
     // FULL: a commit is on disk when it returns, which `--durability sync` promises.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Hot data lives in the chat layer's tables; SQLite's own cache mostly
+    // serves old history, which the OS page cache holds as well.
+    conn.pragma_update(None, "cache_size", -1024)?;
     schema::migrate(&mut conn)?;
     let snapshot = load(&conn, recent)?;
     Ok((conn, snapshot))
