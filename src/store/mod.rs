@@ -286,6 +286,10 @@ pub fn open(dir: &Path, recent: usize) -> Result<(Connection, Snapshot), StoreEr
     // Hot data lives in the chat layer's tables; SQLite's own cache mostly
     // serves old history, which the OS page cache holds as well.
     conn.pragma_update(None, "cache_size", -1024)?;
+    // Checkpoints copy the WAL into the database and fsync it; done inline
+    // they stall the commit that every `OK SAY` waits for by tens of
+    // milliseconds. A background thread does them instead (see `Storage`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     schema::migrate(&mut conn)?;
     let snapshot = load(&conn, recent)?;
     Ok((conn, snapshot))
@@ -673,6 +677,37 @@ const MAX_BATCH: usize = 4096;
 pub struct Storage<C> {
     tx: mpsc::Sender<Request<C>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// Dropping it stops the checkpointer.
+    checkpoint_stop: Option<mpsc::Sender<()>>,
+    checkpointer: Option<thread::JoinHandle<()>>,
+}
+
+/// How often the background thread moves the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs PASSIVE checkpoints on a connection of its own: they never block the
+/// storage thread's commits, and they keep the WAL from growing unbounded.
+fn checkpointer(path: String, stop: mpsc::Receiver<()>) {
+    let conn = match Connection::open(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("checkpointer cannot open {path}: {e}");
+            return;
+        }
+    };
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            log::warn!("WAL checkpoint failed: {e}");
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 impl<C: Send + 'static> Storage<C> {
@@ -682,6 +717,13 @@ impl<C: Send + 'static> Storage<C> {
         done: mpsc::Sender<Committed<C>>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let checkpoint = conn.path().map(str::to_string).and_then(|path| {
+            thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || checkpointer(path, stop_rx))
+                .ok()
+        });
         let (tx, rx) = mpsc::channel::<Request<C>>();
         let thread = thread::Builder::new()
             .name("storage".into())
@@ -713,6 +755,8 @@ impl<C: Send + 'static> Storage<C> {
         Storage {
             tx,
             thread: Some(thread),
+            checkpoint_stop: Some(stop_tx),
+            checkpointer: checkpoint,
         }
     }
 
@@ -730,6 +774,11 @@ impl<C> Drop for Storage<C> {
         let (dead, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.tx, dead));
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Then a last checkpoint, which also empties the WAL.
+        drop(self.checkpoint_stop.take());
+        if let Some(t) = self.checkpointer.take() {
             let _ = t.join();
         }
     }
