@@ -170,7 +170,7 @@ impl Hub {
         text: Option<&str>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let conv = self.member_conv(uid, target)?;
+        let conv = self.message_conv(uid, target, seq)?;
         if let Some(t) = text {
             names::text(t, self.cfg.max_text)?;
             if names::is_attachment_text(t) {
@@ -178,9 +178,6 @@ impl Hub {
             }
         }
         let c = &self.convs[conv as usize];
-        if seq == 0 || seq > c.last_seq {
-            return Err(ChatError::NoSuchMessage);
-        }
         let admin_delete = text.is_none() && c.kind != ConvKind::Direct && c.is_admin(uid);
         self.ask(
             sid,

@@ -70,6 +70,23 @@ impl Hub {
         id
     }
 
+    /// Commits a membership change made for session `sid` (JOIN, CREATE,
+    /// ADD): `sid` gets `reply`, and every member but `sid` gets `event` once
+    /// the change is durable (see `commit`), the newcomer's sessions included.
+    fn announce(
+        &mut self,
+        sid: SessionId,
+        conv: ConvId,
+        writes: Vec<Write>,
+        event: Bytes,
+        reply: Bytes,
+        out: &mut Out,
+    ) {
+        let mut ev = Out::default();
+        self.broadcast(conv, &event, Some(sid), &mut ev);
+        self.commit(sid, writes, reply, ev, out);
+    }
+
     /// Adds `uid` to the conversation; the first member of an admin-less
     /// conversation becomes its admin.
     fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
@@ -168,17 +185,14 @@ impl Hub {
                 )
             }
         };
-        self.add_member(conv, uid, &mut writes);
-        // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
         let event = line!("JOINED {name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), &mut ev);
         let mut reply = vec![line!(
             "OK JOIN {name} {}",
             if created { "created" } else { "joined" }
         )];
         reply.extend(self.replay(conv));
-        self.commit(sid, writes, encode::join(&reply), ev, out);
+        self.add_member(conv, uid, &mut writes);
+        self.announce(sid, conv, writes, event, encode::join(&reply), out);
         Ok(())
     }
 
@@ -204,12 +218,9 @@ impl Hub {
         self.check_room_caps(uid, None)?;
         let mut writes = Vec::new();
         let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
-        self.add_member(conv, uid, &mut writes);
-        // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
         let event = line!("JOINED {name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), &mut ev);
-        self.commit(sid, writes, line!("OK CREATE {name}"), ev, out);
+        self.add_member(conv, uid, &mut writes);
+        self.announce(sid, conv, writes, event, line!("OK CREATE {name}"), out);
         Ok(())
     }
 
@@ -300,13 +311,11 @@ impl Hub {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
         }
         self.check_room_caps(target, Some(conv))?;
+        let event = line!("ADDED {name} {target_name} {}", self.name(uid));
+        let reply = line!("OK ADD {name} {target_name}");
         let mut writes = Vec::new();
         self.add_member(conv, target, &mut writes);
-        // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
-        let event = line!("ADDED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), &mut ev);
-        self.commit(sid, writes, line!("OK ADD {name} {target_name}"), ev, out);
+        self.announce(sid, conv, writes, event, reply, out);
         Ok(())
     }
 

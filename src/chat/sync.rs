@@ -332,6 +332,21 @@ impl Hub {
         }
     }
 
+    /// The conversation of a READ, STATUS, EDIT or DELETE: the caller must belong to it
+    /// and `seq` must name a message that was sent in it.
+    pub(super) fn message_conv(
+        &self,
+        uid: UserId,
+        target: Target<'_>,
+        seq: u64,
+    ) -> Result<ConvId, ChatError> {
+        let conv = self.member_conv(uid, target)?;
+        if seq == 0 || seq > self.convs[conv as usize].last_seq {
+            return Err(ChatError::NoSuchMessage);
+        }
+        Ok(conv)
+    }
+
     pub(super) fn read(
         &mut self,
         sid: SessionId,
@@ -340,10 +355,7 @@ impl Hub {
         seq: u64,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let conv = self.member_conv(uid, target)?;
-        if seq == 0 || seq > self.convs[conv as usize].last_seq {
-            return Err(ChatError::NoSuchMessage);
-        }
+        let conv = self.message_conv(uid, target, seq)?;
         let view = self.conv_name_for(conv, uid);
         let before = self.cursor(uid, conv);
         if seq > before.read {
@@ -364,10 +376,7 @@ impl Hub {
         seq: u64,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let conv = self.member_conv(uid, target)?;
-        if seq == 0 || seq > self.convs[conv as usize].last_seq {
-            return Err(ChatError::NoSuchMessage);
-        }
+        let conv = self.message_conv(uid, target, seq)?;
         let view = self.conv_name_for(conv, uid);
         match self.convs[conv as usize].recent_msg(seq).map(|m| m.sender) {
             Some(sender) => out.reply(sid, self.status_lines(conv, &view, seq, sender)),
