@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Runs every load scenario against linechat and, as reference points, Debian's
 # InspIRCd, ngIRCd, NATS and Redis, each started here on 127.0.0.1 with its own
-# generated config, flood control off where it can be turned off. The server
+# generated config, flood control off where it can be turned off. "floor" is
+# no peer but a yardstick: `linechat-load floor-server`, a single-threaded
+# server that only copies each PUB to its subscribers' sockets (no parsing
+# beyond the verb, no storage, no ids), i.e. what one core and the loopback
+# stack allow at all. It gets a column but never counts as the best peer. The server
 # runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
 # pid. Prints a markdown table (scenario x server, linechat / best peer).
@@ -26,7 +30,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-SERVERS=${SERVERS:-"linechat inspircd ngircd nats redis"}
+SERVERS=${SERVERS:-"linechat inspircd ngircd nats redis floor"}
 SCENARIOS=${SCENARIOS:-"fanout fanout4 latency rooms connections"}
 DURATION=${DURATION:-10}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
@@ -191,6 +195,11 @@ start_server() {
             --client-output-buffer-limit "pubsub 0 0 0" --dir "$dir" \
             >"$dir/server.log" 2>&1 &
         ;;
+    floor)
+        PROTO=floor
+        on_core 0 "$LOAD" floor-server --listen "127.0.0.1:$port" \
+            >"$dir/server.log" 2>&1 &
+        ;;
     esac
     SERVER_PID=$!
     if ! wait_port "$port"; then
@@ -307,6 +316,8 @@ report_row() { # scenario metric better
         [ -n "$v" ] || continue
         if [ "$srv" = linechat ]; then
             lc=$v
+        elif [ "$srv" = floor ]; then
+            continue
         elif [ -z "$best" ] || awk -v a="$v" -v b="$best" -v h="$3" \
             'BEGIN { exit !((h == "high") ? a > b : a < b) }'; then
             best=$v

@@ -4,13 +4,14 @@
 
 mod clock;
 mod engine;
+mod floor_server;
 mod payload;
 mod proto;
 mod report;
 mod scenario;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use proto::{irc::Irc, linechat::Linechat, nats::Nats, redis::Redis};
+use proto::{floor::Floor, irc::Irc, linechat::Linechat, nats::Nats, redis::Redis};
 use scenario::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Proto {
     Irc,
     Nats,
     Redis,
+    /// The load tool's own `floor-server`: a baseline, not a chat server.
+    Floor,
 }
 
 #[derive(Args)]
@@ -121,6 +124,12 @@ pub enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         hold: f64,
     },
+    /// Not a scenario: runs the baseline server that `--proto floor`
+    /// drives (one write per subscriber socket per loop turn, nothing more).
+    FloorServer {
+        #[arg(long, default_value = "127.0.0.1:7999")]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -133,6 +142,19 @@ fn main() -> ExitCode {
             c.addr
         );
         return ExitCode::from(2);
+    }
+    if let Scenario::FloorServer { listen } = cli.scenario {
+        if !listen.ip().is_loopback() {
+            eprintln!("refusing {listen}: the floor server listens on loopback only");
+            return ExitCode::from(2);
+        }
+        return match floor_server::run(listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("floor-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if c.bytes < payload::MIN_SIZE {
         eprintln!("--bytes must be at least {}", payload::MIN_SIZE);
@@ -171,6 +193,7 @@ fn main() -> ExitCode {
         Proto::Irc => scenario::run::<Irc>(&settings, &cli.scenario),
         Proto::Nats => scenario::run::<Nats>(&settings, &cli.scenario),
         Proto::Redis => scenario::run::<Redis>(&settings, &cli.scenario),
+        Proto::Floor => scenario::run::<Floor>(&settings, &cli.scenario),
     };
     let report = match result {
         Ok(r) => r,

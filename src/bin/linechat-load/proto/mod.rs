@@ -3,6 +3,7 @@
 //! line based on the receive side, so the engine splits lines and the adapter
 //! only looks at one line at a time, without allocating.
 
+pub mod floor;
 pub mod irc;
 pub mod linechat;
 pub mod nats;
