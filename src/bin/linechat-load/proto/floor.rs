@@ -42,13 +42,7 @@ impl Protocol for Floor {
 
     fn publish(out: &mut Vec<u8>, target: Target<'_>, payload: &[u8]) {
         out.extend_from_slice(b"PUB ");
-        match target {
-            Target::Room(r) => out.extend_from_slice(r.as_bytes()),
-            Target::User(u) => {
-                out.extend_from_slice(b"u.");
-                out.extend_from_slice(u.as_bytes());
-            }
-        }
+        super::write_subject(out, target);
         out.push(b' ');
         out.extend_from_slice(payload);
         out.push(b'\n');
@@ -61,14 +55,7 @@ mod tests {
 
     #[test]
     fn handshake_and_delivery() {
-        let spec = ClientSpec {
-            name: "u1".into(),
-            password: String::new(),
-            rooms: vec!["room".into()],
-            inbox: true,
-            publishes: false,
-            irc_oper: None,
-        };
+        let spec = ClientSpec::for_test("u1", &["room"], true, false);
         let mut out = Vec::new();
         Floor::on_connect(&mut (), &spec, &mut out);
         assert_eq!(out, b"SUB room\nSUB u.u1\nPING\n");

@@ -121,14 +121,7 @@ mod tests {
 
     #[test]
     fn handshake_and_delivery() {
-        let spec = ClientSpec {
-            name: "u7".into(),
-            password: String::new(),
-            rooms: vec!["a".into(), "b".into()],
-            inbox: false,
-            publishes: false,
-            irc_oper: None,
-        };
+        let spec = ClientSpec::for_test("u7", &["a", "b"], false, false);
         let (mut st, mut out) = (State::default(), Vec::new());
         Irc::on_connect(&mut st, &spec, &mut out);
         assert_eq!(out, b"NICK u7\r\nUSER u7 0 * :u7\r\n");

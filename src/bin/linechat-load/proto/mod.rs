@@ -25,9 +25,36 @@ pub struct ClientSpec {
     pub irc_oper: Option<String>,
 }
 
+#[cfg(test)]
+impl ClientSpec {
+    /// A client for adapter unit tests: no password, no IRC operator.
+    pub fn for_test(name: &str, rooms: &[&str], inbox: bool, publishes: bool) -> Self {
+        ClientSpec {
+            name: name.into(),
+            password: String::new(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            inbox,
+            publishes,
+            irc_oper: None,
+        }
+    }
+}
+
 pub enum Target<'a> {
     Room(&'a str),
     User(&'a str),
+}
+
+/// Appends a broker subject for `target`: a room by its bare name, a user's
+/// inbox as `u.<name>` (NATS and the floor server route on subjects only).
+pub fn write_subject(out: &mut Vec<u8>, target: Target<'_>) {
+    match target {
+        Target::Room(r) => out.extend_from_slice(r.as_bytes()),
+        Target::User(u) => {
+            out.extend_from_slice(b"u.");
+            out.extend_from_slice(u.as_bytes());
+        }
+    }
 }
 
 /// What a received line meant, as far as the load tool cares.

@@ -71,13 +71,7 @@ impl Protocol for Nats {
 
     fn publish(out: &mut Vec<u8>, target: Target<'_>, payload: &[u8]) {
         out.extend_from_slice(b"PUB ");
-        match target {
-            Target::Room(r) => out.extend_from_slice(r.as_bytes()),
-            Target::User(u) => {
-                out.extend_from_slice(b"u.");
-                out.extend_from_slice(u.as_bytes());
-            }
-        }
+        super::write_subject(out, target);
         out.push(b' ');
         crate::payload::write_u64(out, payload.len() as u64);
         out.extend_from_slice(b"\r\n");
@@ -92,14 +86,7 @@ mod tests {
 
     #[test]
     fn handshake_and_delivery() {
-        let spec = ClientSpec {
-            name: "u1".into(),
-            password: String::new(),
-            rooms: vec!["room".into()],
-            inbox: true,
-            publishes: false,
-            irc_oper: None,
-        };
+        let spec = ClientSpec::for_test("u1", &["room"], true, false);
         let (mut st, mut out) = (State::default(), Vec::new());
         Nats::on_line(&mut st, &spec, b"INFO {\"server_id\":\"x\"}", &mut out);
         let sent = String::from_utf8(out.clone()).unwrap();

@@ -149,14 +149,7 @@ mod tests {
 
     #[test]
     fn subscriber_resp2() {
-        let spec = ClientSpec {
-            name: "u1".into(),
-            password: String::new(),
-            rooms: vec!["room".into()],
-            inbox: false,
-            publishes: false,
-            irc_oper: None,
-        };
+        let spec = ClientSpec::for_test("u1", &["room"], false, false);
         let mut st = State::default();
         let mut out = Vec::new();
         Redis::on_connect(&mut st, &spec, &mut out);
@@ -172,14 +165,7 @@ mod tests {
 
     #[test]
     fn publisher_and_resp3_pushes() {
-        let spec = ClientSpec {
-            name: "u1".into(),
-            password: String::new(),
-            rooms: vec!["r".into()],
-            inbox: false,
-            publishes: true,
-            irc_oper: None,
-        };
+        let spec = ClientSpec::for_test("u1", &["r"], false, true);
         let mut st = State::default();
         let hs = b"%1\r\n$5\r\nproto\r\n:3\r\n>3\r\n$9\r\nsubscribe\r\n$1\r\nr\r\n:1\r\n+PONG\r\n";
         assert_eq!(feed(&mut st, &spec, hs), vec![Event::Ready]);
