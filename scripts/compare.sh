@@ -5,8 +5,8 @@
 # no peer but a yardstick: `linechat-load floor-server`, a single-threaded
 # server that only copies each PUB to its subscribers' sockets (no parsing
 # beyond the verb, no storage, no ids), i.e. what one core and the loopback
-# stack allow at all. It gets a column but never counts as the best peer. The server
-# runs on core 0, the load tool on core 1; every server is started fresh for
+# stack allow at all. It gets a column but never counts as the best peer.
+# The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
 # pid. Prints a markdown table (scenario x server, linechat / best peer).
 #

@@ -28,6 +28,16 @@ struct Conn {
     want_write: bool,
 }
 
+impl Conn {
+    /// Queues connection `i` for this turn's flush, once.
+    fn mark_dirty(&mut self, i: usize, dirty: &mut Vec<usize>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push(i);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Floor {
     conns: Slab<Conn>,
@@ -133,16 +143,23 @@ impl Floor {
             self.send(i, b"PONG\n");
         } else if let Some(rest) = line.strip_prefix(b"PUB ") {
             let subject = rest.split(|&b| b == b' ').next().unwrap_or(rest);
-            let Some(subs) = self.subjects.get(subject) else {
-                return;
-            };
-            let subs = subs.clone();
-            for j in subs.into_iter().filter(|&j| j != i) {
-                if let Some(c) = self.conns.get_mut(j) {
+            // Disjoint fields, so the subscriber list is walked in place
+            // rather than copied per publish.
+            let Floor {
+                conns,
+                subjects,
+                dirty,
+                ..
+            } = self;
+            for &j in subjects.get(subject).into_iter().flatten() {
+                if j == i {
+                    continue;
+                }
+                if let Some(c) = conns.get_mut(j) {
                     c.out.extend_from_slice(b"MSG ");
                     c.out.extend_from_slice(rest);
                     c.out.push(b'\n');
-                    self.mark_dirty(j);
+                    c.mark_dirty(j, dirty);
                 }
             }
         }
@@ -151,16 +168,13 @@ impl Floor {
     fn send(&mut self, i: usize, bytes: &[u8]) {
         if let Some(c) = self.conns.get_mut(i) {
             c.out.extend_from_slice(bytes);
-            self.mark_dirty(i);
+            c.mark_dirty(i, &mut self.dirty);
         }
     }
 
     fn mark_dirty(&mut self, i: usize) {
-        if let Some(c) = self.conns.get_mut(i)
-            && !c.dirty
-        {
-            c.dirty = true;
-            self.dirty.push(i);
+        if let Some(c) = self.conns.get_mut(i) {
+            c.mark_dirty(i, &mut self.dirty);
         }
     }
 
