@@ -2,8 +2,13 @@
 //!
 //! Each entry is a [`Bytes`] handle that may be shared with hundreds of other
 //! outboxes (one encoded event, many recipients). Flushing hands many entries
-//! to the kernel in one vectored write. The queue is released when it
-//! empties, so an idle session holds no outbox memory.
+//! to the kernel in one vectored write.
+//!
+//! The oldest entry is held inline and the rest in a queue that is allocated
+//! only while two or more entries wait and released when it empties. Most
+//! flushes carry one entry (one event, or one group commit's batch), so a
+//! delivery allocates nothing per recipient and an idle session holds no
+//! outbox memory.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -26,7 +31,10 @@ struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Outbox {
-    queue: VecDeque<Entry>,
+    /// The oldest entry; `None` only when the outbox is empty.
+    head: Option<Entry>,
+    /// Entries after `head`, in order.
+    rest: VecDeque<Entry>,
     bytes: usize,
 }
 
@@ -45,7 +53,7 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.head.is_none()
     }
 
     /// Queues `b` unless that would pass `limit`; returns whether it was queued.
@@ -54,13 +62,19 @@ impl Outbox {
             return false;
         }
         self.bytes += b.len();
-        self.queue.push_back(Entry { bytes: b, tag });
+        let entry = Entry { bytes: b, tag };
+        if self.head.is_none() {
+            self.head = Some(entry);
+        } else {
+            self.rest.push_back(entry);
+        }
         true
     }
 
     /// Drops everything queued, releasing the memory.
     pub fn clear(&mut self) {
-        self.queue = VecDeque::new();
+        self.head = None;
+        self.rest = VecDeque::new();
         self.bytes = 0;
     }
 
@@ -72,15 +86,23 @@ impl Outbox {
         written_tags: &mut Vec<(u32, u64)>,
     ) -> io::Result<(Flushed, usize)> {
         let mut written = 0;
-        while !self.queue.is_empty() {
-            let mut slices = [IoSlice::new(&[]); IOV_BATCH];
-            let n = self
-                .queue
-                .iter()
-                .zip(slices.iter_mut())
-                .map(|(e, s)| *s = IoSlice::new(&e.bytes))
-                .count();
-            match w.write_vectored(&slices[..n]) {
+        while let Some(head) = &self.head {
+            // One entry is a plain write (`send`), which costs the kernel
+            // less than a one-element `writev`.
+            let result = if self.rest.is_empty() {
+                w.write(&head.bytes)
+            } else {
+                let mut slices = [IoSlice::new(&[]); IOV_BATCH];
+                slices[0] = IoSlice::new(&head.bytes);
+                let n = 1 + self
+                    .rest
+                    .iter()
+                    .zip(slices[1..].iter_mut())
+                    .map(|(e, s)| *s = IoSlice::new(&e.bytes))
+                    .count();
+                w.write_vectored(&slices[..n])
+            };
+            match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(k) => {
                     written += k;
@@ -93,24 +115,24 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        self.queue = VecDeque::new();
+        self.rest = VecDeque::new();
         Ok((Flushed::All, written))
     }
 
     fn consume(&mut self, mut k: usize, written_tags: &mut Vec<(u32, u64)>) {
         self.bytes -= k;
         while k > 0 {
-            let Some(front) = self.queue.front_mut() else {
+            let Some(head) = &mut self.head else {
                 return;
             };
-            if front.bytes.len() <= k {
-                k -= front.bytes.len();
-                if let Some(tag) = front.tag {
+            if head.bytes.len() <= k {
+                k -= head.bytes.len();
+                if let Some(tag) = head.tag {
                     written_tags.push(tag);
                 }
-                self.queue.pop_front();
+                self.head = self.rest.pop_front();
             } else {
-                front.bytes.advance(k);
+                head.bytes.advance(k);
                 k = 0;
             }
         }
@@ -171,5 +193,31 @@ mod tests {
         assert_eq!(tags, [(7, 1)]);
         assert_eq!(w.got, b"MSG #a 1 x\nOK\n");
         assert_eq!(&shared[..], b"MSG #a 1 x\n", "shared buffer untouched");
+    }
+
+    /// One entry at a time, the common case, never allocates the queue; a
+    /// backlog does, and gives the memory back once written.
+    #[test]
+    fn a_lone_entry_needs_no_queue_and_a_drained_queue_is_released() {
+        let mut o = Outbox::default();
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 100,
+            calls: 0,
+        };
+        let mut tags = Vec::new();
+        assert!(o.push(Bytes::from_static(b"one\n"), Some((1, 1)), 100));
+        assert_eq!(o.rest.capacity(), 0);
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 4));
+        assert!(o.is_empty());
+        for line in [&b"two\n"[..], b"three\n", b"four\n"] {
+            assert!(o.push(Bytes::from_static(line), None, 100));
+        }
+        assert!(o.rest.capacity() > 0);
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 15));
+        assert_eq!(o.rest.capacity(), 0);
+        assert_eq!(o.len_bytes(), 0);
+        assert_eq!(tags, [(1, 1)]);
+        assert_eq!(w.got, b"one\ntwo\nthree\nfour\n");
     }
 }
