@@ -8,12 +8,12 @@
 //! A request from A to B is `pending` until B accepts or rejects it, exactly
 //! once. A later request from A after a rejection starts a new pending one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::{ChatError, Hub, Out, SessionId, UserId, ms_to_time, now_ms};
+use super::{ChatError, Hub, IdMap, Out, SessionId, UserId, ms_to_time, now_ms};
 use crate::line;
 use crate::protocol::{FriendCmd, encode};
 use crate::store::{RequestRow, RequestState, Write};
@@ -49,11 +49,11 @@ pub struct Request {
 
 #[derive(Debug, Default)]
 pub struct Friends {
-    friends: HashMap<UserId, BTreeSet<UserId>>,
+    friends: IdMap<UserId, BTreeSet<UserId>>,
     /// Keyed by (from, to).
-    requests: HashMap<(UserId, UserId), Request>,
+    requests: IdMap<(UserId, UserId), Request>,
     /// Every request key a user appears in, for listing.
-    involving: HashMap<UserId, BTreeSet<(UserId, UserId)>>,
+    involving: IdMap<UserId, BTreeSet<(UserId, UserId)>>,
 }
 
 impl Friends {

@@ -271,6 +271,14 @@ struct SessionState {
     upload: Option<Box<attach::Upload>>,
 }
 
+/// A map keyed by ids the server assigns (users, conversations, sessions).
+/// Clients cannot choose these keys, so SipHash's resistance to crafted
+/// collisions buys nothing here, and a faster hash is a large share of the
+/// per-delivery work (delivery cursors are looked up for every recipient).
+/// Maps keyed by names that clients choose keep the standard hasher.
+pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub struct Hub {
     cfg: HubConfig,
     users: Vec<User>,
@@ -279,16 +287,16 @@ pub struct Hub {
     reserved: HashMap<String, SessionId>,
     convs: Vec<Conv>,
     rooms: HashMap<String, ConvId>,
-    directs: HashMap<(UserId, UserId), ConvId>,
+    directs: IdMap<(UserId, UserId), ConvId>,
     friends: Friends,
-    sessions: HashMap<SessionId, SessionState>,
-    cursors: HashMap<(UserId, ConvId), Cursor>,
+    sessions: IdMap<SessionId, SessionState>,
+    cursors: IdMap<(UserId, ConvId), Cursor>,
     /// Cursors changed since they were last handed to storage.
-    dirty_cursors: std::collections::HashSet<(UserId, ConvId)>,
-    syncs: HashMap<SessionId, sync::SyncJob>,
-    fetches: HashMap<SessionId, attach::FetchJob>,
+    dirty_cursors: IdSet<(UserId, ConvId)>,
+    syncs: IdMap<SessionId, sync::SyncJob>,
+    fetches: IdMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
-    typing: HashMap<(UserId, ConvId), i64>,
+    typing: IdMap<(UserId, ConvId), i64>,
     /// A PHC string that unknown users are verified against, so a failed
     /// login takes as long whether or not the user exists.
     decoy_phc: String,
@@ -313,14 +321,14 @@ impl Hub {
             reserved: HashMap::new(),
             convs: Vec::new(),
             rooms: HashMap::new(),
-            directs: HashMap::new(),
+            directs: IdMap::default(),
             friends: Friends::default(),
-            sessions: HashMap::new(),
-            cursors: HashMap::new(),
-            dirty_cursors: Default::default(),
-            syncs: HashMap::new(),
-            fetches: HashMap::new(),
-            typing: HashMap::new(),
+            sessions: IdMap::default(),
+            cursors: IdMap::default(),
+            dirty_cursors: IdSet::default(),
+            syncs: IdMap::default(),
+            fetches: IdMap::default(),
+            typing: IdMap::default(),
             decoy_phc,
             counters: Counters::default(),
         };

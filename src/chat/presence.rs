@@ -1,8 +1,6 @@
 //! Who is online, and telling the people who care.
 
-use std::collections::HashSet;
-
-use super::{ChatError, Hub, Out, SessionId, UserId, ms_to_time, names};
+use super::{ChatError, Hub, IdSet, Out, SessionId, UserId, ms_to_time, names};
 use crate::line;
 use crate::store::ConvKind;
 
@@ -12,8 +10,8 @@ impl Hub {
     /// a login in a 100,000-member room is not 100,000 events). A direct
     /// conversation outlives the friendship it came from, so it does not
     /// count: a former friend stops hearing about `uid`.
-    fn watchers(&self, uid: UserId) -> HashSet<UserId> {
-        let mut set: HashSet<UserId> = self.friends.friends_of(uid).collect();
+    fn watchers(&self, uid: UserId) -> IdSet<UserId> {
+        let mut set: IdSet<UserId> = self.friends.friends_of(uid).collect();
         for &cid in &self.users[uid as usize].convs {
             let conv = &self.convs[cid as usize];
             if conv.kind != ConvKind::Direct && conv.members.len() <= self.cfg.presence_room_limit {
@@ -107,7 +105,7 @@ mod tests {
         Hub::new(HubConfig::default(), snap, String::new())
     }
 
-    fn sorted(set: HashSet<UserId>) -> Vec<UserId> {
+    fn sorted(set: IdSet<UserId>) -> Vec<UserId> {
         let mut v: Vec<_> = set.into_iter().collect();
         v.sort();
         v

@@ -92,12 +92,15 @@ impl Hub {
         {
             return;
         }
-        let cursor = self.cursor(uid, conv);
+        // One lookup: this runs for every message reaching every session.
+        let cursor = self.cursors.entry((uid, conv)).or_default();
         if seq <= cursor.delivered {
             return;
         }
-        self.cursor_mut(uid, conv).delivered = seq;
-        self.receipts(conv, uid, cursor.delivered, seq, "delivered", out);
+        let before = cursor.delivered;
+        cursor.delivered = seq;
+        self.dirty_cursors.insert((uid, conv));
+        self.receipts(conv, uid, before, seq, "delivered", out);
     }
 
     /// Tells each sender whose messages in `(from, to]` `reader` now has,
