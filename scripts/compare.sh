@@ -9,8 +9,11 @@
 # The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
 # pid. Prints a markdown table (scenario x server, linechat / best peer).
+# With ROUNDS > 1 every scenario runs that many times, the servers taking
+# turns within each round (so a noisy minute on a shared host hits all of
+# them), and each cell is the median of the rounds.
 #
-# Env: SERVERS, SCENARIOS (subsets of the defaults below), DURATION (10),
+# Env: SERVERS, SCENARIOS (subsets of the defaults below), ROUNDS (1), DURATION (10),
 # SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
 # ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir).
 #
@@ -32,6 +35,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SERVERS=${SERVERS:-"linechat inspircd ngircd nats redis floor"}
 SCENARIOS=${SCENARIOS:-"fanout fanout4 latency rooms connections"}
+ROUNDS=${ROUNDS:-1}
 DURATION=${DURATION:-10}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 RATE=${RATE:-50}
@@ -250,6 +254,18 @@ metric() { # file name
     sed -n "s/^ *\"$2\": \([-0-9.e]*\),\{0,1\}$/\1/p" "$1" | head -1
 }
 
+# Median over the rounds of a scenario/server's metric; empty if no round
+# produced it.
+median_metric() { # scenario server name
+    local r
+    for r in $(seq 1 "$ROUNDS"); do
+        metric "$OUT/$1-$2-$r.json" "$3"
+    done | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) exit
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
 extra_args() {
     case $1 in
     # ngIRCd listens with a backlog of 10 and JOIN floods are slow there.
@@ -267,21 +283,24 @@ main() {
     mkdir -p "$OUT"
     local port=$BASE_PORT
     for sc in $SCENARIOS; do
-        for srv in $SERVERS; do
-            port=$((port + 1))
-            echo "== $sc on $srv (127.0.0.1:$port)" >&2
-            if ! start_server "$srv" "$port"; then
-                continue
-            fi
-            # Bounded: handshake + run + slack; the tool has its own deadline too.
-            # shellcheck disable=SC2046
-            (on_core 1 timeout $((HANDSHAKE_TIMEOUT + DURATION + 120)) "$LOAD" \
-                $(scenario_args "$sc") $(extra_args "$srv") --proto "$PROTO" \
-                --addr "127.0.0.1:$port" --duration "$DURATION" \
-                --handshake-timeout "$HANDSHAKE_TIMEOUT" --server-pid "$SERVER_PID" \
-                --json "$OUT/$sc-$srv.json" >"$OUT/$sc-$srv.txt" 2>"$OUT/$sc-$srv.err") ||
-                echo "   failed, see $OUT/$sc-$srv.err" >&2
-            stop_server
+        for r in $(seq 1 "$ROUNDS"); do
+            for srv in $SERVERS; do
+                port=$((port + 1))
+                local run="$OUT/$sc-$srv-$r"
+                echo "== $sc on $srv, round $r of $ROUNDS (127.0.0.1:$port)" >&2
+                if ! start_server "$srv" "$port"; then
+                    continue
+                fi
+                # Bounded: handshake + run + slack; the tool has its own deadline too.
+                # shellcheck disable=SC2046
+                (on_core 1 timeout $((HANDSHAKE_TIMEOUT + DURATION + 120)) "$LOAD" \
+                    $(scenario_args "$sc") $(extra_args "$srv") --proto "$PROTO" \
+                    --addr "127.0.0.1:$port" --duration "$DURATION" \
+                    --handshake-timeout "$HANDSHAKE_TIMEOUT" --server-pid "$SERVER_PID" \
+                    --json "$run.json" >"$run.txt" 2>"$run.err") ||
+                    echo "   failed, see $run.err" >&2
+                stop_server
+            done
         done
     done
     report | tee "$OUT/summary.md"
@@ -292,6 +311,7 @@ report() {
     echo
     echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); server on core 0, load tool on core 1"
     echo "- inspircd $(inspircd --version 2>/dev/null | head -1), $(ngircd --version 2>/dev/null | head -1 | cut -d- -f1), $(nats-server --version 2>/dev/null | head -1), $(redis-server --version 2>/dev/null | cut -d' ' -f1-3)"
+    echo "- rounds: $ROUNDS; with more than one, each cell is the median of the rounds"
     echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s, connections $CONNECTIONS; raw results in $OUT"
     echo
     local header="| scenario | metric |" rule="|---|---|"
@@ -311,7 +331,7 @@ report() {
 report_row() { # scenario metric better
     local row="| $1 | $2 ($3 is better) |" lc="" best="" v ratio=-
     for srv in $SERVERS; do
-        v=$(metric "$OUT/$1-$srv.json" "$2")
+        v=$(median_metric "$1" "$srv" "$2")
         row="$row ${v:--} |"
         [ -n "$v" ] || continue
         if [ "$srv" = linechat ]; then
