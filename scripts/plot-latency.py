@@ -3,12 +3,15 @@
 
 Usage: scripts/plot-latency.py <compare results dir> <out.svg>
 
-Reads latency-<server>.json (written by linechat-load --json) and plots, per
-server, delivery latency at p50, p99, p99.9 and max, in milliseconds. Plain
-SVG written by hand, so it needs nothing beyond Python.
+Reads latency-<server>-<round>.json (written by linechat-load --json) and
+plots, per server, delivery latency at p50, p99, p99.9 and max in
+milliseconds, each the median over the rounds, as compare.sh's table does.
+Plain SVG written by hand, so it needs nothing beyond Python.
 """
 import json
 import pathlib
+import re
+import statistics
 import sys
 
 PERCENTILES = [("latency_p50_us", "p50"), ("latency_p99_us", "p99"),
@@ -18,11 +21,13 @@ COLOURS = ["#4c78a8", "#f58518", "#e45756", "#72b7b2"]
 
 def main():
     src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    runs = []
+    rounds = {}
     for f in sorted(src.glob("latency-*.json")):
         m = json.loads(f.read_text())["metrics"]
-        name = f.stem.removeprefix("latency-")
-        runs.append((name, [m.get(k, 0) / 1000.0 for k, _ in PERCENTILES]))
+        name = re.sub(r"-[0-9]+$", "", f.stem.removeprefix("latency-"))
+        rounds.setdefault(name, []).append([m.get(k, 0) / 1000.0 for k, _ in PERCENTILES])
+    runs = [(name, [statistics.median(col) for col in zip(*rs)])
+            for name, rs in rounds.items()]
     runs.sort(key=lambda r: (r[0] != "linechat", r[0]))
     top = max(max(v) for _, v in runs) * 1.1
     w, h, left, bottom, top_pad = 760, 360, 60, 50, 40
