@@ -25,7 +25,7 @@ use std::time::Duration;
 )]
 struct Cli {
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Command,
     #[command(flatten)]
     common: Common,
 }
@@ -79,6 +79,19 @@ struct Common {
     irc_oper: Option<String>,
 }
 
+/// What to run: a scenario against a server, or the floor server itself.
+#[derive(Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Scenario(Scenario),
+    /// Not a scenario: runs the baseline server that `--proto floor`
+    /// drives (one write per subscriber socket per loop turn, nothing more).
+    FloorServer {
+        #[arg(long, default_value = "127.0.0.1:7999")]
+        listen: SocketAddr,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum Scenario {
     /// S subscribers in one room, P publishers as fast as the server takes
@@ -124,12 +137,6 @@ pub enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         hold: f64,
     },
-    /// Not a scenario: runs the baseline server that `--proto floor`
-    /// drives (one write per subscriber socket per loop turn, nothing more).
-    FloorServer {
-        #[arg(long, default_value = "127.0.0.1:7999")]
-        listen: SocketAddr,
-    },
 }
 
 fn main() -> ExitCode {
@@ -143,19 +150,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if let Scenario::FloorServer { listen } = cli.scenario {
-        if !listen.ip().is_loopback() {
-            eprintln!("refusing {listen}: the floor server listens on loopback only");
-            return ExitCode::from(2);
-        }
-        return match floor_server::run(listen) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("floor-server: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+    let scenario = match cli.command {
+        Command::Scenario(scenario) => scenario,
+        Command::FloorServer { listen } => return serve_floor(listen),
+    };
     if c.bytes < payload::MIN_SIZE {
         eprintln!("--bytes must be at least {}", payload::MIN_SIZE);
         return ExitCode::from(2);
@@ -178,7 +176,7 @@ fn main() -> ExitCode {
     raise_fd_limit();
     // Hard stop no matter what a loop does: handshake (plus the two friend
     // setup rounds of `rooms`) + run + slack.
-    let hold = match cli.scenario {
+    let hold = match scenario {
         Scenario::Connections { hold, .. } => secs(hold),
         _ => Duration::ZERO,
     };
@@ -189,11 +187,11 @@ fn main() -> ExitCode {
         std::process::exit(3);
     });
     let result = match c.proto {
-        Proto::Linechat => scenario::run::<Linechat>(&settings, &cli.scenario),
-        Proto::Irc => scenario::run::<Irc>(&settings, &cli.scenario),
-        Proto::Nats => scenario::run::<Nats>(&settings, &cli.scenario),
-        Proto::Redis => scenario::run::<Redis>(&settings, &cli.scenario),
-        Proto::Floor => scenario::run::<Floor>(&settings, &cli.scenario),
+        Proto::Linechat => scenario::run::<Linechat>(&settings, &scenario),
+        Proto::Irc => scenario::run::<Irc>(&settings, &scenario),
+        Proto::Nats => scenario::run::<Nats>(&settings, &scenario),
+        Proto::Redis => scenario::run::<Redis>(&settings, &scenario),
+        Proto::Floor => scenario::run::<Floor>(&settings, &scenario),
     };
     let report = match result {
         Ok(r) => r,
@@ -211,6 +209,20 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn serve_floor(listen: SocketAddr) -> ExitCode {
+    if !listen.ip().is_loopback() {
+        eprintln!("refusing {listen}: the floor server listens on loopback only");
+        return ExitCode::from(2);
+    }
+    match floor_server::run(listen) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floor-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Thousands of sockets need more than the usual 1024 descriptors.

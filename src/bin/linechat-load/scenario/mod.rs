@@ -121,9 +121,6 @@ pub fn run<P: Protocol>(s: &Settings, sc: &Scenario) -> io::Result<Report> {
             room_size,
             hold,
         } => connections::run::<P>(s, clock, connections, room_size, hold, rss_before)?,
-        Scenario::FloorServer { .. } => {
-            return Err(io::Error::other("floor-server is a server, not a scenario"));
-        }
     };
     if let Some(pid) = s.server_pid {
         report.metric("server_rss_before_kib", rss_before);

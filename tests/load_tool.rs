@@ -1,0 +1,168 @@
+//! The load tool end to end: `linechat-load` drives a real linechat server,
+//! and its own floor server, over loopback, and its JSON report adds up.
+//! Small and short on purpose: this proves the tool works, it measures
+//! nothing (benchmarks live in scripts/).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::Server;
+use serde_json::Value;
+
+const LOAD: &str = env!("CARGO_BIN_EXE_linechat-load");
+/// Handshake, one second of load, the drain: far less than this.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs the load tool to completion (killing it past `RUN_LIMIT`) and returns
+/// the `metrics` object of its JSON report.
+fn run_load(args: &[&str], json: &Path) -> serde_json::Map<String, Value> {
+    let mut child = Command::new(LOAD)
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting linechat-load");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        let _ = tx.send(text);
+    });
+    // stderr closes when the tool exits, so this waits for the exit.
+    let Ok(errors) = rx.recv_timeout(RUN_LIMIT) else {
+        let _ = child.kill();
+        panic!("linechat-load ran past {RUN_LIMIT:?}");
+    };
+    let status = child.wait().expect("waiting for linechat-load");
+    assert!(status.success(), "linechat-load failed: {errors}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("JSON report")).unwrap();
+    report["metrics"].as_object().expect("metrics").clone()
+}
+
+fn num(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
+    m.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("metric {key} missing in {m:?}"))
+}
+
+/// Common checks of a latency run with `subs` subscribers.
+fn assert_latency_report(m: &serde_json::Map<String, Value>, subs: f64) {
+    assert_eq!(num(m, "subscribers_ready"), subs);
+    assert_eq!(num(m, "errors"), 0.0);
+    assert_eq!(num(m, "disconnects"), 0.0);
+    assert!(num(m, "published") >= 10.0, "{m:?}");
+    // Every message reaches every subscriber; the window's edges may cut
+    // one message's deliveries either way.
+    let fan = num(m, "deliveries_per_publish");
+    assert!((fan - subs).abs() <= 0.5, "deliveries per publish {fan}");
+    let (p50, max) = (num(m, "latency_p50_us"), num(m, "latency_max_us"));
+    assert!(p50 > 0.0 && p50 <= max, "p50 {p50}, max {max}");
+}
+
+#[test]
+fn latency_scenario_against_linechat_counts_every_delivery() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid = server.pid().to_string();
+    let m = run_load(
+        &[
+            "latency",
+            "--addr",
+            &server.addr,
+            "--subscribers",
+            "5",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--handshake-timeout",
+            "20",
+            "--server-pid",
+            &pid,
+        ],
+        &dir.path().join("latency.json"),
+    );
+    assert_latency_report(&m, 5.0);
+    // The server's own side, read with STATS after the run.
+    assert!(num(&m, "server.messages_in") >= num(&m, "published"));
+    assert!(num(&m, "server.deliveries_out") >= num(&m, "delivered"));
+    assert_eq!(num(&m, "server.slow_consumer_drops"), 0.0);
+    assert!(num(&m, "server_rss_end_kib") > 0.0);
+}
+
+/// Kills the floor server when the test ends, pass or fail.
+struct Floor(Child);
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn floor_server_serves_the_floor_protocol() {
+    let mut floor = Floor(
+        Command::new(LOAD)
+            .args(["floor-server", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the floor server"),
+    );
+    // Kept open to the end, so the server never writes to a closed pipe.
+    let mut stderr = BufReader::new(floor.0.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr
+        .read_line(&mut first)
+        .expect("reading the listen line");
+    let addr = first
+        .trim()
+        .strip_prefix("floor-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let m = run_load(
+        &[
+            "latency",
+            "--proto",
+            "floor",
+            "--addr",
+            &addr,
+            "--subscribers",
+            "4",
+            "--rate",
+            "40",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ],
+        &dir.path().join("floor.json"),
+    );
+    assert_latency_report(&m, 4.0);
+}
+
+#[test]
+fn the_load_tool_refuses_targets_off_loopback() {
+    let out = Command::new(LOAD)
+        .args(["latency", "--addr", "192.0.2.1:7000", "--duration", "1"])
+        .output()
+        .expect("running linechat-load");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only loopback addresses may be targeted"),
+        "{err}"
+    );
+}
