@@ -6,6 +6,7 @@
 //! - [`blob`]: attachment bodies on disk, on a thread of their own.
 //! - [`store`]: SQLite on a storage thread.
 //! - [`server`]: the event loop, sessions and their outboxes.
+//! - [`worker`]: the threads behind `auth` and `blob`, results sent back to the loop.
 
 pub mod auth;
 pub mod blob;
@@ -14,3 +15,4 @@ pub mod config;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod worker;

@@ -18,10 +18,22 @@ const LOAD: &str = env!("CARGO_BIN_EXE_linechat-load");
 /// Handshake, one second of load, the drain: far less than this.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 
-/// Runs the load tool to completion (killing it past `RUN_LIMIT`) and returns
-/// the `metrics` object of its JSON report.
+/// A second of load at 40 messages/s after a short warm-up.
+const SHORT_LATENCY_RUN: [&str; 7] = [
+    "latency",
+    "--rate",
+    "40",
+    "--duration",
+    "1",
+    "--warmup",
+    "0.2",
+];
+
+/// Runs a short latency scenario (plus `args`) to completion, killing it
+/// past `RUN_LIMIT`, and returns the `metrics` object of its JSON report.
 fn run_load(args: &[&str], json: &Path) -> serde_json::Map<String, Value> {
     let mut child = Command::new(LOAD)
+        .args(SHORT_LATENCY_RUN)
         .args(args)
         .arg("--json")
         .arg(json)
@@ -75,17 +87,10 @@ fn latency_scenario_against_linechat_counts_every_delivery() {
     let pid = server.pid().to_string();
     let m = run_load(
         &[
-            "latency",
             "--addr",
             &server.addr,
             "--subscribers",
             "5",
-            "--rate",
-            "40",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
             "--handshake-timeout",
             "20",
             "--server-pid",
@@ -133,21 +138,7 @@ fn floor_server_serves_the_floor_protocol() {
         .to_string();
     let dir = tempfile::tempdir().unwrap();
     let m = run_load(
-        &[
-            "latency",
-            "--proto",
-            "floor",
-            "--addr",
-            &addr,
-            "--subscribers",
-            "4",
-            "--rate",
-            "40",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-        ],
+        &["--proto", "floor", "--addr", &addr, "--subscribers", "4"],
         &dir.path().join("floor.json"),
     );
     assert_latency_report(&m, 4.0);

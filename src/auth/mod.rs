@@ -2,17 +2,15 @@
 //!
 //! argon2 is built to be slow (tens of milliseconds and ~19 MiB per hash at
 //! the recommended parameters); on the event-loop thread one login would stall
-//! every session. Jobs go to a small pool over a channel; each result comes
-//! back over another channel and wakes the loop through its `mio::Waker`.
-//! The job carries an opaque context `C` that the caller gets back untouched,
-//! so this module knows nothing of sessions or users.
+//! every session, so hashing runs on a small pool of [`Workers`].
 
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread;
+use std::sync::{Arc, mpsc};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+
+use crate::worker::{self, Workers};
 
 /// argon2 cost parameters. The default is the crate's recommendation.
 #[derive(Debug, Clone, Copy)]
@@ -50,15 +48,10 @@ pub enum Outcome {
     Verified(bool),
 }
 
-pub struct Job<C> {
-    pub work: Work,
-    pub ctx: C,
-}
-
-pub struct Done<C> {
-    pub outcome: Outcome,
-    pub ctx: C,
-}
+pub type Job<C> = worker::Job<Work, C>;
+pub type Done<C> = worker::Done<Outcome, C>;
+/// Handle to the hashing threads; dropping it lets them exit.
+pub type Pool<C> = Workers<Work, C>;
 
 /// Hashes `password` with `cost`; also used once at startup for the decoy
 /// hash that unknown users are verified against.
@@ -85,61 +78,15 @@ fn run(work: Work, cost: Cost) -> Outcome {
     }
 }
 
-/// Handle to the pool; dropping it lets the workers exit.
-pub struct Pool<C> {
-    jobs: mpsc::Sender<Job<C>>,
-}
-
-impl<C: Send + 'static> Pool<C> {
-    /// Starts `threads` workers. Each finished job is sent on `done` and then
-    /// `wake` is called so the event loop looks at the channel.
-    pub fn start(
-        threads: usize,
-        cost: Cost,
-        done: mpsc::Sender<Done<C>>,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel::<Job<C>>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = Arc::clone(&rx);
-            let done = done.clone();
-            let wake = Arc::clone(&wake);
-            thread::Builder::new()
-                .name(format!("auth-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while waiting for a job, never while hashing.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(job) = job else { return };
-                        let outcome = run(job.work, cost);
-                        if done
-                            .send(Done {
-                                outcome,
-                                ctx: job.ctx,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                        wake();
-                    }
-                })
-                .expect("spawning an auth worker thread");
-        }
-        Pool { jobs: tx }
-    }
-
-    pub fn submit(&self, job: Job<C>) {
-        // Workers only stop when this handle is dropped, so send cannot fail
-        // while it is alive; a failure would mean the pool crashed.
-        if self.jobs.send(job).is_err() {
-            log::error!("auth worker pool is gone; job dropped");
-        }
-    }
+/// Starts `threads` hashing threads. Each finished job is sent on `done`
+/// and then `wake` is called so the event loop looks at the channel.
+pub fn start<C: Send + 'static>(
+    threads: usize,
+    cost: Cost,
+    done: mpsc::Sender<Done<C>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+) -> Pool<C> {
+    Workers::start("auth", threads, move |work| run(work, cost), done, wake)
 }
 
 #[cfg(test)]

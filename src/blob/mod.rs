@@ -11,9 +11,10 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::thread;
 
 use sha2::{Digest, Sha256};
+
+use crate::worker::{self, Workers};
 
 /// A blob id: the lowercase hex SHA-256 of its bytes.
 pub fn is_blob_id(s: &str) -> bool {
@@ -37,15 +38,10 @@ pub enum Outcome {
     Read(io::Result<Vec<u8>>),
 }
 
-pub struct Job<C> {
-    pub work: Work,
-    pub ctx: C,
-}
-
-pub struct Done<C> {
-    pub outcome: Outcome,
-    pub ctx: C,
-}
+pub type Job<C> = worker::Job<Work, C>;
+pub type Done<C> = worker::Done<Outcome, C>;
+/// Handle to the blob thread; dropping it lets the thread exit.
+pub type Blobs<C> = Workers<Work, C>;
 
 fn put(dir: &Path, data: &[u8]) -> io::Result<String> {
     let id: String = Sha256::digest(data)
@@ -75,49 +71,18 @@ fn read(dir: &Path, id: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Handle to the blob worker; dropping it lets the thread exit.
-pub struct Blobs<C> {
-    jobs: mpsc::Sender<Job<C>>,
-}
-
-impl<C: Send + 'static> Blobs<C> {
-    pub fn start(
-        dir: PathBuf,
-        done: mpsc::Sender<Done<C>>,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> Self {
-        let (tx, rx) = mpsc::channel::<Job<C>>();
-        thread::Builder::new()
-            .name("blobs".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let outcome = match job.work {
-                        Work::Put(data) => Outcome::Stored(put(&dir, &data)),
-                        Work::Read { id, offset, len } => {
-                            Outcome::Read(read(&dir, &id, offset, len))
-                        }
-                    };
-                    if done
-                        .send(Done {
-                            outcome,
-                            ctx: job.ctx,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    wake();
-                }
-            })
-            .expect("spawning the blob thread");
-        Blobs { jobs: tx }
-    }
-
-    pub fn submit(&self, job: Job<C>) {
-        if self.jobs.send(job).is_err() {
-            log::error!("blob thread is gone; job dropped");
-        }
-    }
+/// Starts the blob thread. One thread, so that the chunk reads of a FETCH
+/// come back in the order they were asked for.
+pub fn start<C: Send + 'static>(
+    dir: PathBuf,
+    done: mpsc::Sender<Done<C>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+) -> Blobs<C> {
+    let run = move |work| match work {
+        Work::Put(data) => Outcome::Stored(put(&dir, &data)),
+        Work::Read { id, offset, len } => Outcome::Read(read(&dir, &id, offset, len)),
+    };
+    Workers::start("blobs", 1, run, done, wake)
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ impl Server {
         let blob_dir = cfg.data_dir.join("blobs");
         let storage = Storage::start(db, blob_dir.clone(), store_tx, Arc::clone(&wake));
         let (blob_tx, blob_done) = mpsc::channel();
-        let blobs = Blobs::start(blob_dir, blob_tx, Arc::clone(&wake));
+        let blobs = blob::start(blob_dir, blob_tx, Arc::clone(&wake));
 
         let cost = auth::Cost {
             memory_kib: cfg.argon2_memory_kib,
@@ -165,7 +165,7 @@ impl Server {
         let decoy = auth::hash(cost, "decoy password for unknown users")
             .ok_or_else(|| io::Error::other("argon2 parameters rejected"))?;
         let (auth_tx, auth_done) = mpsc::channel();
-        let auth = auth::Pool::start(cfg.auth_threads, cost, auth_tx, wake);
+        let auth = auth::start(cfg.auth_threads, cost, auth_tx, wake);
 
         let hub_cfg = crate::chat::HubConfig {
             durability: cfg.durability,
