@@ -31,7 +31,7 @@ const SHORT_LATENCY_RUN: [&str; 7] = [
 
 /// Runs a short latency scenario (plus `args`) to completion, killing it
 /// past `RUN_LIMIT`, and returns the `metrics` object of its JSON report.
-fn run_load(args: &[&str], json: &Path) -> serde_json::Map<String, Value> {
+fn run_latency(args: &[&str], json: &Path) -> serde_json::Map<String, Value> {
     let mut child = Command::new(LOAD)
         .args(SHORT_LATENCY_RUN)
         .args(args)
@@ -85,7 +85,7 @@ fn latency_scenario_against_linechat_counts_every_delivery() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let pid = server.pid().to_string();
-    let m = run_load(
+    let m = run_latency(
         &[
             "--addr",
             &server.addr,
@@ -137,7 +137,7 @@ fn floor_server_serves_the_floor_protocol() {
         .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
         .to_string();
     let dir = tempfile::tempdir().unwrap();
-    let m = run_load(
+    let m = run_latency(
         &["--proto", "floor", "--addr", &addr, "--subscribers", "4"],
         &dir.path().join("floor.json"),
     );

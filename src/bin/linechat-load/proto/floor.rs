@@ -15,8 +15,7 @@ impl Protocol for Floor {
     const PUBLISHER_JOINS: bool = false;
 
     fn on_connect(_st: &mut (), spec: &ClientSpec, out: &mut Vec<u8>) {
-        let inbox = spec.inbox.then(|| format!("u.{}", spec.name));
-        for subject in spec.rooms.iter().chain(inbox.as_ref()) {
+        for subject in spec.subjects() {
             out.extend_from_slice(b"SUB ");
             out.extend_from_slice(subject.as_bytes());
             out.push(b'\n');

@@ -3,6 +3,8 @@
 //! line based on the receive side, so the engine splits lines and the adapter
 //! only looks at one line at a time, without allocating.
 
+use std::borrow::Cow;
+
 pub mod floor;
 pub mod irc;
 pub mod linechat;
@@ -45,15 +47,38 @@ pub enum Target<'a> {
     User(&'a str),
 }
 
-/// Appends a broker subject for `target`: a room by its bare name, a user's
-/// inbox as `u.<name>` (NATS and the floor server route on subjects only).
+/// Brokers (NATS, Redis, the floor server) route on subjects only: a room is
+/// its bare name, a user's inbox this prefix and the user's name.
+const INBOX_PREFIX: &str = "u.";
+
+/// The broker subject for `target`.
+pub fn subject(target: Target<'_>) -> Cow<'_, str> {
+    match target {
+        Target::Room(r) => Cow::Borrowed(r),
+        Target::User(u) => Cow::Owned(format!("{INBOX_PREFIX}{u}")),
+    }
+}
+
+/// Appends the broker subject for `target` without building a string: it
+/// is on the publish path.
 pub fn write_subject(out: &mut Vec<u8>, target: Target<'_>) {
     match target {
         Target::Room(r) => out.extend_from_slice(r.as_bytes()),
         Target::User(u) => {
-            out.extend_from_slice(b"u.");
+            out.extend_from_slice(INBOX_PREFIX.as_bytes());
             out.extend_from_slice(u.as_bytes());
         }
+    }
+}
+
+impl ClientSpec {
+    /// What a broker client subscribes to: its rooms, then its inbox.
+    pub fn subjects(&self) -> impl Iterator<Item = Cow<'_, str>> {
+        let inbox = self.inbox.then(|| subject(Target::User(&self.name)));
+        self.rooms
+            .iter()
+            .map(|r| subject(Target::Room(r)))
+            .chain(inbox)
     }
 }
 

@@ -51,12 +51,7 @@ impl Protocol for Nats {
             out.extend_from_slice(
                 b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n",
             );
-            let subjects = spec
-                .rooms
-                .iter()
-                .cloned()
-                .chain(spec.inbox.then(|| format!("u.{}", spec.name)));
-            for (sid, subject) in subjects.enumerate() {
+            for (sid, subject) in spec.subjects().enumerate() {
                 out.extend_from_slice(format!("SUB {subject} {}\r\n", sid + 1).as_bytes());
             }
             out.extend_from_slice(b"PING\r\n");

@@ -50,12 +50,9 @@ impl Protocol for Redis {
     const PUBLISHER_JOINS: bool = false;
 
     fn on_connect(_st: &mut State, spec: &ClientSpec, out: &mut Vec<u8>) {
-        let inbox = format!("u.{}", spec.name);
-        let mut channels: Vec<&[u8]> = spec.rooms.iter().map(|r| r.as_bytes()).collect();
-        if spec.inbox {
-            channels.push(inbox.as_bytes());
-        }
-        if !channels.is_empty() {
+        let subjects: Vec<_> = spec.subjects().collect();
+        let channels = subjects.iter().map(|s| s.as_bytes());
+        if !subjects.is_empty() {
             if spec.publishes {
                 command(out, &[b"HELLO", b"3"]);
             }
@@ -121,15 +118,8 @@ impl Protocol for Redis {
     }
 
     fn publish(out: &mut Vec<u8>, target: Target<'_>, payload: &[u8]) {
-        let inbox;
-        let channel = match target {
-            Target::Room(r) => r.as_bytes(),
-            Target::User(u) => {
-                inbox = format!("u.{u}");
-                inbox.as_bytes()
-            }
-        };
-        command(out, &[b"PUBLISH", channel, payload]);
+        let channel = super::subject(target);
+        command(out, &[b"PUBLISH", channel.as_bytes(), payload]);
     }
 }
 
