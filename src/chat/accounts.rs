@@ -48,10 +48,9 @@ impl Hub {
         let user = names::user(name)
             .ok()
             .and_then(|n| self.by_name.get(n.as_str()).copied());
-        let phc = match user {
-            Some(u) => self.users[u as usize].phc.to_string(),
-            None => self.decoy_phc.clone(),
-        };
+        let phc = user
+            .and_then(|u| self.users.get(u))
+            .map_or_else(|| self.decoy_phc.clone(), |u| u.phc.to_string());
         self.start_auth(
             sid,
             Work::Verify {
@@ -80,9 +79,8 @@ impl Hub {
                 if self.by_name.contains_key(name.as_str()) {
                     return self.finish_auth(sid, Err(ChatError::UserExists), out);
                 }
-                let id = self.users.len() as UserId;
+                let id = self.users.push(User::new(name.clone(), phc.clone(), None));
                 self.by_name.insert(name.as_str().into(), id);
-                self.users.push(User::new(name.clone(), phc.clone(), None));
                 let write = Write::User {
                     id,
                     name,
@@ -105,10 +103,7 @@ impl Hub {
                 self.finish_auth(sid, Err(ChatError::Internal), out);
             }
             (AuthCtx::Login { sid, user }, Outcome::Verified(true)) => match user {
-                Some(uid)
-                    if self.users[uid as usize].sessions.len()
-                        >= self.cfg.max_sessions_per_user =>
-                {
+                Some(uid) if self.sessions_of(uid).len() >= self.cfg.max_sessions_per_user => {
                     self.finish_auth(sid, Err(ChatError::TooManySessions), out)
                 }
                 Some(uid) => {
@@ -160,7 +155,9 @@ impl Hub {
     }
 
     fn session_opened(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
-        let user = &mut self.users[uid as usize];
+        let Some(user) = self.users.get_mut(uid) else {
+            return;
+        };
         // Most users have one session: no spare capacity for three more.
         user.sessions.reserve_exact(1);
         user.sessions.push(sid);
@@ -170,7 +167,9 @@ impl Hub {
     }
 
     pub(super) fn logout(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
-        let user = &mut self.users[uid as usize];
+        let Some(user) = self.users.get_mut(uid) else {
+            return;
+        };
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
             let at = now_ms();

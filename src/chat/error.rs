@@ -47,6 +47,8 @@ pub enum ChatError {
     RequestPending(String),
     #[error("no pending request from {0}")]
     NoRequest(String),
+    #[error("no such conversation")]
+    NoSuchConversation,
     #[error("no conversation with {0} yet")]
     NoConversation(String),
     #[error("too many sessions open for this user")]
@@ -107,7 +109,7 @@ impl ChatError {
             ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
             ChatError::RequestPending(_) => "REQUEST_PENDING",
             ChatError::NoRequest(_) => "NO_REQUEST",
-            ChatError::NoConversation(_) => "NO_SUCH_CONVERSATION",
+            ChatError::NoConversation(_) | ChatError::NoSuchConversation => "NO_SUCH_CONVERSATION",
             ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
             ChatError::TooManySessions => "TOO_MANY_SESSIONS",
             ChatError::TooManyRooms(_) => "TOO_MANY_ROOMS",

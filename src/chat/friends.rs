@@ -57,7 +57,7 @@ pub struct Friends {
 }
 
 impl Friends {
-    pub fn load(&mut self, friendships: &[(u32, u32, i64)], requests: &[RequestRow]) {
+    pub fn load(&mut self, friendships: &[(UserId, UserId, i64)], requests: &[RequestRow]) {
         for &(a, b, _) in friendships {
             self.link(a, b);
         }
@@ -276,8 +276,8 @@ impl Hub {
         let mut lines: Vec<Bytes> = self
             .friends
             .friends_of(uid)
-            .map(|f| {
-                let u = &self.users[f as usize];
+            .filter_map(|f| self.users.get(f))
+            .map(|u| {
                 if u.online() {
                     line!("FRIENDINFO {} online", u.name)
                 } else {
@@ -318,8 +318,8 @@ impl Hub {
 mod tests {
     use super::*;
 
-    const A: UserId = 1;
-    const B: UserId = 2;
+    const A: UserId = UserId(1);
+    const B: UserId = UserId(2);
 
     #[test]
     fn request_then_accept_links_both_sides_once() {

@@ -51,7 +51,7 @@ impl Hub {
         let conv = self.member_conv(uid, target)?;
         let view = self.conv_name_for(conv, uid);
         let limit = limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX);
-        let c = &self.convs[conv as usize];
+        let c = self.conv(conv)?;
         let before = before.unwrap_or(u64::MAX).min(c.last_seq + 1);
         let from = before.saturating_sub(limit as u64).max(1);
         if c.recent_covers(from) {
@@ -177,7 +177,7 @@ impl Hub {
                 return Err(ChatError::ReservedText);
             }
         }
-        let c = &self.convs[conv as usize];
+        let c = self.conv(conv)?;
         let admin_delete = text.is_none() && c.kind != ConvKind::Direct && c.is_admin(uid);
         self.ask(
             sid,
@@ -207,12 +207,15 @@ impl Hub {
             Answer::Attachment => return out.fail(sid, &ChatError::NotEditable),
             _ => return out.fail(sid, &ChatError::NoSuchMessage),
         };
-        if let Some(r) = self.convs[conv as usize].recent_msg_mut(m.seq) {
+        let Some(c) = self.convs.get_mut(conv) else {
+            return out.fail(sid, &ChatError::NoSuchConversation);
+        };
+        if let Some(r) = c.recent_msg_mut(m.seq) {
             r.text = m.text.clone();
             r.state = m.state;
         }
         let deleted = m.state == MsgState::Deleted;
-        for member in &self.convs[conv as usize].members {
+        for member in self.convs.get(conv).into_iter().flat_map(|c| &c.members) {
             let view = self.conv_name_for(conv, member.user);
             let event = if deleted {
                 line!("DELETED {view} {} {}", m.seq, self.name(by))
@@ -225,11 +228,7 @@ impl Hub {
                     m.text
                 )
             };
-            for &s in &self.users[member.user as usize].sessions {
-                if s != sid {
-                    out.event(s, event.clone());
-                }
-            }
+            self.to_user(member.user, &event, Some(sid), out);
         }
         let view = self.conv_name_for(conv, by);
         let verb = if deleted { "DELETE" } else { "EDIT" };

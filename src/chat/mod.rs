@@ -18,6 +18,7 @@ mod rooms;
 mod say;
 mod state;
 mod sync;
+pub mod types;
 
 use std::collections::HashMap;
 
@@ -25,8 +26,10 @@ use bytes::Bytes;
 
 pub use error::ChatError;
 pub use friends::{FriendError, Friends};
-pub use state::{Conv, ConvId, Member, Msg, User, UserId};
+pub use state::{Conv, Member, Msg, User};
 pub use sync::Cursor;
+use types::Table;
+pub use types::{ConvId, ConvKind, MsgState, RequestState, UserId};
 
 use crate::auth;
 use crate::blob;
@@ -281,11 +284,11 @@ pub(crate) type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomSt
 
 pub struct Hub {
     cfg: HubConfig,
-    users: Vec<User>,
+    users: Table<UserId, User>,
     by_name: HashMap<Box<str>, UserId>,
     /// Names with a registration in flight, so two cannot race for one name.
     reserved: HashMap<String, SessionId>,
-    convs: Vec<Conv>,
+    convs: Table<ConvId, Conv>,
     rooms: HashMap<String, ConvId>,
     directs: IdMap<(UserId, UserId), ConvId>,
     friends: Friends,
@@ -316,10 +319,10 @@ impl Hub {
     pub fn new(cfg: HubConfig, snapshot: Snapshot, decoy_phc: String) -> Hub {
         let mut hub = Hub {
             cfg,
-            users: Vec::new(),
+            users: Table::default(),
             by_name: HashMap::new(),
             reserved: HashMap::new(),
-            convs: Vec::new(),
+            convs: Table::default(),
             rooms: HashMap::new(),
             directs: IdMap::default(),
             friends: Friends::default(),
@@ -338,34 +341,22 @@ impl Hub {
 
     fn load(&mut self, snap: Snapshot) {
         for row in snap.users {
-            let id = row.id as usize;
-            while self.users.len() < id {
-                self.users.push(User::placeholder());
-            }
             self.by_name.insert(row.name.as_str().into(), row.id);
-            self.users.push(User::new(row.name, row.phc, row.last_seen));
+            self.users
+                .insert(row.id, User::new(row.name, row.phc, row.last_seen));
         }
         for row in snap.convs {
-            let id = row.id as usize;
-            while self.convs.len() < id {
-                self.convs.push(Conv::placeholder());
-            }
             let mut conv = Conv::new(row.id, row.kind, row.name);
             conv.last_seq = row.last_seq;
             conv.recent = row.recent.into_iter().map(Msg::from).collect();
-            match row.kind {
-                store::ConvKind::Direct => {}
-                _ => {
-                    self.rooms.insert(conv.name.clone(), row.id);
-                }
+            if row.kind != ConvKind::Direct {
+                self.rooms.insert(conv.name.clone(), row.id);
             }
-            self.convs.push(conv);
+            self.convs.insert(row.id, conv);
         }
         for m in snap.members {
-            let (Some(conv), true) = (
-                self.convs.get_mut(m.conv as usize),
-                (m.user as usize) < self.users.len(),
-            ) else {
+            let (Some(conv), Some(user)) = (self.convs.get_mut(m.conv), self.users.get_mut(m.user))
+            else {
                 continue;
             };
             conv.members.push(Member {
@@ -373,10 +364,10 @@ impl Hub {
                 admin: m.admin,
                 joined: m.joined,
             });
-            self.users[m.user as usize].convs.push(m.conv);
+            user.convs.push(m.conv);
         }
-        for conv in &self.convs {
-            if conv.kind == store::ConvKind::Direct
+        for conv in self.convs.values() {
+            if conv.kind == ConvKind::Direct
                 && let [a, b] = conv.members[..]
             {
                 self.directs.insert(pair(a.user, b.user), conv.id);
@@ -425,7 +416,7 @@ impl Hub {
     }
 
     pub fn users_online(&self) -> usize {
-        self.users.iter().filter(|u| !u.sessions.is_empty()).count()
+        self.users.values().filter(|u| u.online()).count()
     }
 
     pub fn room_count(&self) -> usize {
@@ -569,7 +560,7 @@ impl Hub {
         self.counters.commit_micros_total += micros;
         // Consecutive messages of one room are fanned out as one batch.
         let mut run: Vec<(SessionId, Msg, Ack)> = Vec::new();
-        let mut run_conv = 0;
+        let mut run_conv = ConvId::default();
         for (pending, answer) in done.done {
             let pending = match (pending, &answer) {
                 (
@@ -580,7 +571,11 @@ impl Hub {
                         ack,
                     },
                     Ok(_),
-                ) if self.convs[conv as usize].kind != store::ConvKind::Direct => {
+                ) if self
+                    .convs
+                    .get(conv)
+                    .is_some_and(|c| c.kind != ConvKind::Direct) =>
+                {
                     if !run.is_empty() && run_conv != conv {
                         self.publish_batch(run_conv, std::mem::take(&mut run), out);
                     }
@@ -678,19 +673,39 @@ impl Hub {
                     .ok_or_else(|| ChatError::NoConversation(self.name(other).to_string()))?
             }
         };
-        let c = &self.convs[conv as usize];
+        let c = self.conv(conv)?;
         if c.member(uid).is_none() {
             return Err(ChatError::NotMember(c.name.clone()));
         }
         Ok(conv)
     }
 
+    /// A conversation the hub's own indexes point at.
+    fn conv(&self, id: ConvId) -> Result<&Conv, ChatError> {
+        self.convs.get(id).ok_or(ChatError::NoSuchConversation)
+    }
+
+    fn conv_mut(&mut self, id: ConvId) -> Result<&mut Conv, ChatError> {
+        self.convs.get_mut(id).ok_or(ChatError::NoSuchConversation)
+    }
+
+    /// The open sessions of `user`; none for an unknown id.
+    fn sessions_of(&self, user: UserId) -> &[SessionId] {
+        self.users.get(user).map_or(&[], |u| &u.sessions)
+    }
+
+    /// The conversations `user` is a member of; none for an unknown id.
+    fn convs_of(&self, user: UserId) -> &[ConvId] {
+        self.users.get(user).map_or(&[], |u| &u.convs)
+    }
+
     /// Every session of every member of `conv`.
     fn member_sessions(&self, conv: ConvId) -> impl Iterator<Item = SessionId> + '_ {
-        self.convs[conv as usize]
-            .members
-            .iter()
-            .flat_map(|m| self.users[m.user as usize].sessions.iter().copied())
+        self.convs
+            .get(conv)
+            .into_iter()
+            .flat_map(|c| &c.members)
+            .flat_map(|m| self.sessions_of(m.user).iter().copied())
     }
 
     /// Sends `line` to every session of every member except `except`.
@@ -704,15 +719,16 @@ impl Hub {
 
     /// Sends `line` to every session of `user` except `except`.
     fn to_user(&self, user: UserId, line: &Bytes, except: Option<SessionId>, out: &mut Out) {
-        for &s in &self.users[user as usize].sessions {
+        for &s in self.sessions_of(user) {
             if Some(s) != except {
                 out.event(s, line.clone());
             }
         }
     }
 
+    /// A user's name; empty for an unknown id, which then matches no one.
     fn name(&self, user: UserId) -> &str {
-        &self.users[user as usize].name
+        self.users.get(user).map_or("", |u| &u.name)
     }
 
     fn find_user(&self, name: &str) -> Result<UserId, ChatError> {

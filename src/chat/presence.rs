@@ -1,6 +1,6 @@
 //! Who is online, and telling the people who care.
 
-use super::{ChatError, Hub, IdSet, Out, SessionId, UserId, ms_to_time, names};
+use super::{ChatError, Hub, IdSet, Out, SessionId, User, UserId, ms_to_time, names};
 use crate::line;
 use crate::store::ConvKind;
 
@@ -12,8 +12,8 @@ impl Hub {
     /// count: a former friend stops hearing about `uid`.
     fn watchers(&self, uid: UserId) -> IdSet<UserId> {
         let mut set: IdSet<UserId> = self.friends.friends_of(uid).collect();
-        for &cid in &self.users[uid as usize].convs {
-            let conv = &self.convs[cid as usize];
+        let convs = self.convs_of(uid);
+        for conv in convs.iter().filter_map(|&cid| self.convs.get(cid)) {
             if conv.kind != ConvKind::Direct && conv.members.len() <= self.cfg.presence_room_limit {
                 set.extend(conv.members.iter().map(|m| m.user));
             }
@@ -23,8 +23,7 @@ impl Hub {
     }
 
     /// `PRESENCE alice online` or `PRESENCE alice offline <last-seen>`.
-    fn presence_line(&self, uid: UserId, prefix: &str) -> bytes::Bytes {
-        let user = &self.users[uid as usize];
+    fn presence_line(user: &User, prefix: &str) -> bytes::Bytes {
         if user.online() {
             line!("{prefix}PRESENCE {} online", user.name)
         } else {
@@ -35,7 +34,10 @@ impl Hub {
 
     /// Sends the user's current state to everyone watching it.
     pub(super) fn announce_presence(&self, uid: UserId, out: &mut Out) {
-        let event = self.presence_line(uid, "");
+        let Some(user) = self.users.get(uid) else {
+            return;
+        };
+        let event = Self::presence_line(user, "");
         for watcher in self.watchers(uid) {
             self.to_user(watcher, &event, None, out);
         }
@@ -49,14 +51,15 @@ impl Hub {
     ) -> Result<(), ChatError> {
         names::user(name)?;
         let uid = self.find_user(name)?;
-        out.reply(sid, self.presence_line(uid, "OK "));
+        let user = self.users.get(uid).ok_or(ChatError::NoSuchUser)?;
+        out.reply(sid, Self::presence_line(user, "OK "));
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HubConfig, UserId};
+    use super::super::{ConvId, HubConfig, UserId};
     use super::*;
     use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
 
@@ -64,27 +67,27 @@ mod tests {
     /// friend; dave (4) shares a group with bob.
     fn hub(alice_and_bob_friends: bool) -> Hub {
         let user = |id: u32, name: &str| UserRow {
-            id,
+            id: UserId(id),
             name: name.into(),
             phc: String::new(),
             last_seen: None,
         };
         let conv = |id: u32, kind, name: &str| ConvRow {
-            id,
+            id: ConvId(id),
             kind,
             name: name.into(),
             last_seq: 0,
             recent: Vec::new(),
         };
         let member = |conv: u32, user: u32| MemberRow {
-            conv,
-            user,
+            conv: ConvId(conv),
+            user: UserId(user),
             admin: false,
             joined: 0,
         };
-        let mut friendships = vec![(2, 3, 0)];
+        let mut friendships = vec![(UserId(2), UserId(3), 0)];
         if alice_and_bob_friends {
-            friendships.push((1, 2, 0));
+            friendships.push((UserId(1), UserId(2), 0));
         }
         let snap = Snapshot {
             users: vec![
@@ -105,21 +108,21 @@ mod tests {
         Hub::new(HubConfig::default(), snap, String::new())
     }
 
-    fn sorted(set: IdSet<UserId>) -> Vec<UserId> {
-        let mut v: Vec<_> = set.into_iter().collect();
+    fn sorted(set: IdSet<UserId>) -> Vec<u32> {
+        let mut v: Vec<_> = set.into_iter().map(|u| u.0).collect();
         v.sort();
         v
     }
 
     #[test]
     fn friends_and_co_members_watch() {
-        assert_eq!(sorted(hub(true).watchers(2)), [1, 3, 4]);
+        assert_eq!(sorted(hub(true).watchers(UserId(2))), [1, 3, 4]);
     }
 
     #[test]
     fn a_direct_conversation_alone_does_not_make_a_watcher() {
         let h = hub(false);
-        assert_eq!(sorted(h.watchers(2)), [3, 4]);
-        assert!(h.watchers(1).is_empty());
+        assert_eq!(sorted(h.watchers(UserId(2))), [3, 4]);
+        assert!(h.watchers(UserId(1)).is_empty());
     }
 }

@@ -22,7 +22,7 @@ impl Hub {
     /// The room, which the caller must be a member of.
     fn member_room(&self, uid: UserId, name: &str) -> Result<(ConvId, String), ChatError> {
         let (id, name) = self.room_id(name)?;
-        if self.convs[id as usize].member(uid).is_none() {
+        if self.conv(id)?.member(uid).is_none() {
             return Err(ChatError::NotMember(name));
         }
         Ok((id, name))
@@ -31,7 +31,7 @@ impl Hub {
     /// The room, where the caller must be an admin.
     fn admin_room(&self, uid: UserId, name: &str) -> Result<(ConvId, String), ChatError> {
         let (id, name) = self.member_room(uid, name)?;
-        if !self.convs[id as usize].is_admin(uid) {
+        if !self.conv(id)?.is_admin(uid) {
             return Err(ChatError::NotAdmin(name));
         }
         Ok((id, name))
@@ -39,15 +39,16 @@ impl Hub {
 
     /// Whether `uid` may join one more room, and `conv` (if any) take one more member.
     fn check_room_caps(&self, uid: UserId, conv: Option<ConvId>) -> Result<(), ChatError> {
-        let rooms = self.users[uid as usize]
-            .convs
+        let rooms = self
+            .convs_of(uid)
             .iter()
-            .filter(|&&c| self.convs[c as usize].kind != ConvKind::Direct)
+            .filter_map(|&c| self.convs.get(c))
+            .filter(|c| c.kind != ConvKind::Direct)
             .count();
         if rooms >= self.cfg.max_rooms_per_user {
             return Err(ChatError::TooManyRooms(self.name(uid).to_string()));
         }
-        if let Some(c) = conv.map(|c| &self.convs[c as usize])
+        if let Some(c) = conv.and_then(|c| self.convs.get(c))
             && c.members.len() >= self.cfg.max_room_members
         {
             return Err(ChatError::RoomFull(c.name.clone()));
@@ -56,7 +57,7 @@ impl Hub {
     }
 
     fn new_conv(&mut self, kind: ConvKind, name: String, writes: &mut Vec<Write>) -> ConvId {
-        let id = self.convs.len() as ConvId;
+        let id = self.convs.next_id();
         writes.push(Write::Conv {
             id,
             kind,
@@ -66,7 +67,7 @@ impl Hub {
         if kind != ConvKind::Direct {
             self.rooms.insert(name.clone(), id);
         }
-        self.convs.push(Conv::new(id, kind, name));
+        self.convs.insert(id, Conv::new(id, kind, name));
         id
     }
 
@@ -90,7 +91,9 @@ impl Hub {
     /// Adds `uid` to the conversation; the first member of an admin-less
     /// conversation becomes its admin.
     fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
-        let c = &mut self.convs[conv as usize];
+        let (Some(c), Some(user)) = (self.convs.get_mut(conv), self.users.get_mut(uid)) else {
+            return;
+        };
         let member = Member {
             user: uid,
             admin: c.kind != ConvKind::Direct && !c.members.iter().any(|m| m.admin),
@@ -98,7 +101,7 @@ impl Hub {
         };
         c.members.push(member);
         let last = c.last_seq;
-        self.users[uid as usize].convs.push(conv);
+        user.convs.push(conv);
         writes.push(Write::Member {
             conv,
             user: uid,
@@ -128,9 +131,11 @@ impl Hub {
         uid: UserId,
         writes: &mut Vec<Write>,
     ) -> Option<UserId> {
-        let c = &mut self.convs[conv as usize];
+        if let Some(user) = self.users.get_mut(uid) {
+            user.convs.retain(|&x| x != conv);
+        }
+        let c = self.convs.get_mut(conv)?;
         c.members.retain(|m| m.user != uid);
-        self.users[uid as usize].convs.retain(|&x| x != conv);
         writes.push(Write::RemoveMember { conv, user: uid });
         if c.members.iter().any(|m| m.admin) {
             return None;
@@ -148,7 +153,9 @@ impl Hub {
 
     /// The recent messages of a room, as the MSG lines a joiner receives.
     fn replay(&self, conv: ConvId) -> Vec<Bytes> {
-        let c = &self.convs[conv as usize];
+        let Some(c) = self.convs.get(conv) else {
+            return Vec::new();
+        };
         c.recent
             .iter()
             .filter(|m| m.state != MsgState::Deleted)
@@ -167,7 +174,7 @@ impl Hub {
         let mut writes = Vec::new();
         let (conv, created) = match self.rooms.get(&name) {
             Some(&id) => {
-                let c = &self.convs[id as usize];
+                let c = self.conv(id)?;
                 if c.member(uid).is_some() {
                     return Err(ChatError::AlreadyMember(name));
                 }
@@ -210,7 +217,7 @@ impl Hub {
             // group is a new conversation: none of the old history comes
             // with the name. On restart the newer conversation of that name
             // wins, as conversations load in id order.
-            let old = &self.convs[id as usize];
+            let old = self.conv(id)?;
             if old.kind != ConvKind::Group || !old.members.is_empty() {
                 return Err(ChatError::RoomExists(name));
             }
@@ -254,15 +261,15 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let (conv, name) = self.room_id(room)?;
-        let c = &self.convs[conv as usize];
+        let c = self.conv(conv)?;
         if c.kind == ConvKind::Group && c.member(uid).is_none() {
             return Err(ChatError::NotMember(name));
         }
         let mut lines: Vec<Bytes> = c
             .members
             .iter()
-            .map(|m| {
-                let u = &self.users[m.user as usize];
+            .filter_map(|m| Some((m, self.users.get(m.user)?)))
+            .map(|(m, u)| {
                 line!(
                     "MEMBER {name} {} {} {}",
                     u.name,
@@ -277,10 +284,10 @@ impl Hub {
     }
 
     pub(super) fn list_rooms(&self, sid: SessionId, uid: UserId, out: &mut Out) {
-        let mut lines: Vec<Bytes> = self.users[uid as usize]
-            .convs
+        let mut lines: Vec<Bytes> = self
+            .convs_of(uid)
             .iter()
-            .map(|&id| &self.convs[id as usize])
+            .filter_map(|&id| self.convs.get(id))
             .filter(|c| c.kind != ConvKind::Direct)
             .map(|c| {
                 let kind = if c.kind == ConvKind::Group {
@@ -307,7 +314,7 @@ impl Hub {
         let (conv, name) = self.admin_room(uid, room)?;
         let target = self.find_user(who)?;
         let target_name = self.name(target).to_string();
-        if self.convs[conv as usize].member(target).is_some() {
+        if self.conv(conv)?.member(target).is_some() {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
         }
         self.check_room_caps(target, Some(conv))?;
@@ -333,7 +340,7 @@ impl Hub {
         if target == uid {
             return Err(ChatError::SelfTarget);
         }
-        if self.convs[conv as usize].member(target).is_none() {
+        if self.conv(conv)?.member(target).is_none() {
             return Err(ChatError::TargetNotMember(target_name, name));
         }
         // The event goes out while the target is still a member, so they hear
@@ -359,7 +366,7 @@ impl Hub {
         let (conv, name) = self.admin_room(uid, room)?;
         let target = self.find_user(who)?;
         let target_name = self.name(target).to_string();
-        let c = &mut self.convs[conv as usize];
+        let c = self.conv_mut(conv)?;
         let Some(member) = c.members.iter_mut().find(|m| m.user == target) else {
             return Err(ChatError::TargetNotMember(target_name, name));
         };
@@ -395,7 +402,7 @@ mod tests {
     /// group alice is in.
     fn hub() -> Hub {
         let conv = |id: u32, name: &str| ConvRow {
-            id,
+            id: ConvId(id),
             kind: ConvKind::Group,
             name: name.into(),
             last_seq: 7,
@@ -403,15 +410,15 @@ mod tests {
         };
         let snap = Snapshot {
             users: vec![UserRow {
-                id: 1,
+                id: UserId(1),
                 name: "alice".into(),
                 phc: String::new(),
                 last_seen: None,
             }],
             convs: vec![conv(1, "#empty"), conv(2, "#full")],
             members: vec![MemberRow {
-                conv: 2,
-                user: 1,
+                conv: ConvId(2),
+                user: UserId(1),
                 admin: true,
                 joined: 0,
             }],
@@ -428,16 +435,16 @@ mod tests {
         let sid = SessionId(1);
         let mut out = Out::default();
         assert_eq!(
-            h.create(sid, 1, "#full", &mut out),
+            h.create(sid, UserId(1), "#full", &mut out),
             Err(ChatError::RoomExists("#full".into()))
         );
-        h.create(sid, 1, "#Empty", &mut out).unwrap();
+        h.create(sid, UserId(1), "#Empty", &mut out).unwrap();
         assert_eq!(out.lines, [(sid, Output::Defer)]);
         let id = h.rooms["#empty"];
-        assert_ne!(id, 1, "a new conversation, not the old one");
-        let c = &h.convs[id as usize];
+        assert_ne!(id, ConvId(1), "a new conversation, not the old one");
+        let c = h.convs.get(id).unwrap();
         assert_eq!((c.kind, c.last_seq), (ConvKind::Group, 0));
-        assert!(c.is_admin(1));
-        assert!(h.convs[1].members.is_empty());
+        assert!(c.is_admin(UserId(1)));
+        assert!(h.convs.get(ConvId(1)).unwrap().members.is_empty());
     }
 }

@@ -56,7 +56,7 @@ impl Hub {
             Target::Room(room) => {
                 let name = names::room(room)?;
                 let id = *self.rooms.get(&name).ok_or(ChatError::NoSuchRoom)?;
-                if self.convs[id as usize].member(uid).is_none() {
+                if self.conv(id)?.member(uid).is_none() {
                     return Err(ChatError::NotMember(name));
                 }
                 Ok(id)
@@ -80,8 +80,10 @@ impl Hub {
         deferred: bool,
         out: &mut Out,
     ) {
+        let Some(c) = self.convs.get_mut(conv) else {
+            return out.fail(sid, &ChatError::NoSuchConversation);
+        };
         self.counters.messages_in += 1;
-        let c = &mut self.convs[conv as usize];
         c.last_seq += 1;
         let msg = Msg {
             seq: c.last_seq,
@@ -154,7 +156,7 @@ impl Hub {
     }
 
     fn new_direct(&mut self, (a, b): (UserId, UserId), writes: &mut Vec<Write>) -> ConvId {
-        let id = self.convs.len() as ConvId;
+        let id = self.convs.next_id();
         let name = format!("@{a}:{b}");
         writes.push(Write::Conv {
             id,
@@ -170,7 +172,9 @@ impl Hub {
                 admin: false,
                 joined,
             });
-            self.users[user as usize].convs.push(id);
+            if let Some(u) = self.users.get_mut(user) {
+                u.convs.push(id);
+            }
             writes.push(Write::Member {
                 conv: id,
                 user,
@@ -178,7 +182,7 @@ impl Hub {
                 joined,
             });
         }
-        self.convs.push(conv);
+        self.convs.insert(id, conv);
         self.directs.insert((a, b), id);
         id
     }
@@ -198,7 +202,9 @@ impl Hub {
 
     /// How `viewer` names a conversation: `#room`, or `@other` for a direct one.
     pub(super) fn conv_name_for(&self, conv: ConvId, viewer: UserId) -> String {
-        let c = &self.convs[conv as usize];
+        let Some(c) = self.convs.get(conv) else {
+            return String::new();
+        };
         if c.kind != ConvKind::Direct {
             return c.name.clone();
         }
@@ -207,9 +213,10 @@ impl Hub {
 
     /// In a direct conversation, the member who is not `me`.
     pub(super) fn other_member(&self, conv: ConvId, me: UserId) -> UserId {
-        self.convs[conv as usize]
-            .members
-            .iter()
+        self.convs
+            .get(conv)
+            .into_iter()
+            .flat_map(|c| &c.members)
             .map(|m| m.user)
             .find(|&u| u != me)
             .unwrap_or(me)
@@ -226,12 +233,14 @@ impl Hub {
         ack: &Ack,
         out: &mut Out,
     ) {
-        let c = &self.convs[conv as usize];
         let mut sent = 0u64;
+        let Some(c) = self.convs.get(conv) else {
+            return self.acknowledge(conv, msg, origin, complete, ack, out);
+        };
         if c.kind == ConvKind::Direct {
             for m in &c.members {
                 let line = self.msg_line(&self.conv_name_for(conv, m.user), &msg);
-                for &s in &self.users[m.user as usize].sessions {
+                for &s in self.sessions_of(m.user) {
                     if s != origin {
                         out.deliver(s, line.clone(), conv, msg.seq);
                         sent += 1;
@@ -262,7 +271,7 @@ impl Hub {
         batch: Vec<(SessionId, Msg, Ack)>,
         out: &mut Out,
     ) {
-        let name = &self.convs[conv as usize].name;
+        let name = self.convs.get(conv).map_or("", |c| c.name.as_str());
         let lines: Vec<Bytes> = batch
             .iter()
             .map(|(_, m, _)| self.msg_line(name, m))
@@ -350,8 +359,9 @@ impl Hub {
         cursor.delivered = cursor.delivered.max(msg.seq);
         cursor.read = cursor.read.max(msg.seq);
         let recent = self.cfg.recent;
-        let c = &mut self.convs[conv as usize];
-        if recent > 0 {
+        if let Some(c) = self.convs.get_mut(conv)
+            && recent > 0
+        {
             if c.recent.len() >= recent {
                 c.recent.pop_front();
             }

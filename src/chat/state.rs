@@ -3,12 +3,8 @@
 use std::collections::VecDeque;
 
 use super::SessionId;
-use crate::store::{ConvKind, MsgState, StoredMessage};
-
-/// Index into the hub's user table; also the primary key on disk.
-pub type UserId = u32;
-/// Index into the hub's conversation table; also the primary key on disk.
-pub type ConvId = u32;
+use super::types::{ConvId, ConvKind, MsgState, UserId};
+use crate::store::StoredMessage;
 
 #[derive(Debug)]
 pub struct User {
@@ -32,11 +28,6 @@ impl User {
             convs: Vec::new(),
             last_seen,
         }
-    }
-
-    /// Fills an id that storage skipped; it has no name, so nobody finds it.
-    pub fn placeholder() -> Self {
-        User::new(String::new(), String::new(), None)
     }
 
     pub fn online(&self) -> bool {
@@ -100,10 +91,6 @@ impl Conv {
             last_seq: 0,
             recent: VecDeque::new(),
         }
-    }
-
-    pub fn placeholder() -> Self {
-        Conv::new(0, ConvKind::Group, String::new())
     }
 
     pub fn member(&self, user: UserId) -> Option<&Member> {

@@ -114,7 +114,9 @@ impl Hub {
         word: &str,
         out: &mut Out,
     ) {
-        let c = &self.convs[conv as usize];
+        let Some(c) = self.convs.get(conv) else {
+            return;
+        };
         if c.members.len() > RECEIPT_LIMIT {
             return;
         }
@@ -146,7 +148,7 @@ impl Hub {
             None => self.missed(uid),
             Some((target, after)) => {
                 let conv = self.member_conv(uid, target)?;
-                let upto = self.convs[conv as usize].last_seq;
+                let upto = self.conv(conv)?.last_seq;
                 VecDeque::from([Range { conv, after, upto }])
             }
         };
@@ -156,12 +158,11 @@ impl Hub {
 
     /// Every conversation of `uid` with messages past its delivered cursor.
     fn missed(&self, uid: UserId) -> VecDeque<Range> {
-        self.users[uid as usize]
-            .convs
+        self.convs_of(uid)
             .iter()
             .filter_map(|&conv| {
                 let after = self.cursor(uid, conv).delivered;
-                let upto = self.convs[conv as usize].last_seq;
+                let upto = self.convs.get(conv)?.last_seq;
                 (after < upto).then_some(Range { conv, after, upto })
             })
             .collect()
@@ -232,7 +233,19 @@ impl Hub {
                 self.sync_job(sid).ranges.pop_front();
                 continue;
             }
-            if !self.convs[r.conv as usize].recent_covers(r.after + 1) {
+            let Some(c) = self.convs.get(r.conv) else {
+                self.sync_job(sid).ranges.pop_front();
+                continue;
+            };
+            let in_memory = c.recent_covers(r.after + 1).then(|| {
+                c.recent
+                    .iter()
+                    .filter(|m| m.seq > r.after && m.seq <= r.upto)
+                    .take(CHUNK)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            let Some(msgs) = in_memory else {
                 self.sync_job(sid).inflight = true;
                 out.store.push(Request::query(
                     Query::After {
@@ -243,14 +256,7 @@ impl Hub {
                     Pending::SyncChunk { sid },
                 ));
                 return;
-            }
-            let msgs: Vec<_> = self.convs[r.conv as usize]
-                .recent
-                .iter()
-                .filter(|m| m.seq > r.after && m.seq <= r.upto)
-                .take(CHUNK)
-                .cloned()
-                .collect();
+            };
             if self.emit_chunk(sid, r, &msgs, out) {
                 return;
             }
@@ -344,7 +350,7 @@ impl Hub {
         seq: u64,
     ) -> Result<ConvId, ChatError> {
         let conv = self.member_conv(uid, target)?;
-        if seq == 0 || seq > self.convs[conv as usize].last_seq {
+        if seq == 0 || seq > self.conv(conv)?.last_seq {
             return Err(ChatError::NoSuchMessage);
         }
         Ok(conv)
@@ -381,7 +387,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
         let view = self.conv_name_for(conv, uid);
-        match self.convs[conv as usize].recent_msg(seq).map(|m| m.sender) {
+        match self.conv(conv)?.recent_msg(seq).map(|m| m.sender) {
             Some(sender) => out.reply(sid, self.status_lines(conv, &view, seq, sender)),
             None => self.ask(
                 sid,
@@ -424,7 +430,7 @@ impl Hub {
     /// the sender, then the OK.
     fn status_lines(&self, conv: ConvId, view: &str, seq: u64, sender: UserId) -> bytes::Bytes {
         let mut lines = Vec::new();
-        for m in &self.convs[conv as usize].members {
+        for m in self.convs.get(conv).into_iter().flat_map(|c| &c.members) {
             if m.user == sender {
                 continue;
             }
@@ -452,16 +458,16 @@ impl Hub {
         let conv = self.member_conv(uid, target)?;
         let now = now_ms();
         let last = self.typing.get(&(uid, conv)).copied();
-        let small = self.convs[conv as usize].members.len() <= RECEIPT_LIMIT;
-        if small && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
-            self.typing.insert((uid, conv), now);
-            for m in &self.convs[conv as usize].members {
+        let c = self.conv(conv)?;
+        if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
+            for m in &c.members {
                 if m.user != uid {
                     let view = self.conv_name_for(conv, m.user);
                     let event = line!("TYPING {view} {}", self.name(uid));
                     self.to_user(m.user, &event, None, out);
                 }
             }
+            self.typing.insert((uid, conv), now);
         }
         out.reply(sid, line!("OK TYPING {}", self.conv_name_for(conv, uid)));
         Ok(())

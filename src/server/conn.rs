@@ -160,6 +160,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::ConvId;
 
     fn conn() -> Conn {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -194,12 +195,12 @@ mod tests {
         c.defer(); // an earlier command, say SAY
         c.defer(); // SYNC
         assert!(
-            c.partial(Bytes::from_static(b"m1\n"), Some((1, 1)))
+            c.partial(Bytes::from_static(b"m1\n"), Some((ConvId(1), 1)))
                 .is_empty()
         );
         let out = c.complete(Bytes::from_static(b"ok say\n"));
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1], (Bytes::from_static(b"m1\n"), Some((1, 1))));
+        assert_eq!(out[1], (Bytes::from_static(b"m1\n"), Some((ConvId(1), 1))));
         assert_eq!(c.partial(Bytes::from_static(b"m2\n"), None).len(), 1);
         assert_eq!(c.complete(Bytes::from_static(b"ok sync\n")).len(), 1);
         assert!(c.held.is_empty());

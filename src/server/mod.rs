@@ -26,7 +26,7 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
-use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
+use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
 use crate::line;
 use crate::protocol::{self, Frame, ParseError};
@@ -122,10 +122,10 @@ pub struct Server {
     /// Sessions to close at the end of this turn.
     dead: Vec<usize>,
     /// Tags of message entries just written to a socket (scratch).
-    written: Vec<(u32, u64)>,
+    written: Vec<(ConvId, u64)>,
     /// Sessions whose written tags wait to be reported to the hub.
     /// (session, conversation, highest seq) written, waiting to be reported.
-    wrote: Vec<(SessionId, u32, u64)>,
+    wrote: Vec<(SessionId, ConvId, u64)>,
     last_cursor_flush: Instant,
     accept_paused_until: Option<Instant>,
     /// Out of descriptors was logged; not again until an accept succeeds.

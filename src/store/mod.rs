@@ -13,8 +13,11 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, params};
 use thiserror::Error;
+
+pub use crate::chat::types::{ConvId, ConvKind, MsgState, RequestState, UserId};
 
 pub use schema::SCHEMA_VERSION;
 
@@ -34,45 +37,45 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     User {
-        id: u32,
+        id: UserId,
         name: String,
         phc: String,
         created: i64,
     },
     LastSeen {
-        user: u32,
+        user: UserId,
         at: i64,
     },
     Conv {
-        id: u32,
+        id: ConvId,
         kind: ConvKind,
         name: String,
         created: i64,
     },
     Member {
-        conv: u32,
-        user: u32,
+        conv: ConvId,
+        user: UserId,
         admin: bool,
         joined: i64,
     },
     RemoveMember {
-        conv: u32,
-        user: u32,
+        conv: ConvId,
+        user: UserId,
     },
     Message(StoredMessage),
     Friendship {
-        a: u32,
-        b: u32,
+        a: UserId,
+        b: UserId,
         since: i64,
     },
     Unfriend {
-        a: u32,
-        b: u32,
+        a: UserId,
+        b: UserId,
     },
     /// Where a user's delivery and read cursors stand in a conversation.
     Cursor {
-        user: u32,
-        conv: u32,
+        user: UserId,
+        conv: ConvId,
         delivered: u64,
         read: u64,
     },
@@ -84,70 +87,53 @@ pub enum Write {
     },
     /// Message `seq` of `conv` carries blob `blob`.
     BlobRef {
-        conv: u32,
+        conv: ConvId,
         seq: u64,
         blob: String,
     },
     /// Inserts or updates the request from `from` to `to`.
     Request {
-        from: u32,
-        to: u32,
+        from: UserId,
+        to: UserId,
         state: RequestState,
         at: i64,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvKind {
-    /// Anyone may JOIN.
-    Public = 0,
-    /// Invite-only; admins ADD and KICK.
-    Group = 1,
-    /// Two friends.
-    Direct = 2,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending = 0,
-    Accepted = 1,
-    Rejected = 2,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    pub conv: u32,
+    pub conv: ConvId,
     pub seq: u64,
     pub id: uuid::Uuid,
-    pub sender: u32,
+    pub sender: UserId,
     pub at: i64,
     pub text: String,
     pub state: MsgState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MsgState {
-    Sent = 0,
-    Edited = 1,
-    /// A tombstone: the text is gone.
-    Deleted = 2,
-}
-
-impl MsgState {
-    fn from_i64(v: i64) -> Self {
-        match v {
-            1 => MsgState::Edited,
-            2 => MsgState::Deleted,
-            _ => MsgState::Sent,
-        }
-    }
-}
-
 /// The full-text index row of a message: conversation and seq packed into
 /// the rowid, so one conversation's hits are one rowid range.
-fn fts_rowid(conv: u32, seq: u64) -> i64 {
-    ((i64::from(conv)) << 40) | (seq as i64 & ((1 << 40) - 1))
+fn fts_rowid(conv: ConvId, seq: u64) -> i64 {
+    (i64::from(conv.0) << 40) | (seq as i64 & ((1 << 40) - 1))
 }
+
+/// Ids are stored as SQLite integers.
+macro_rules! sql_id {
+    ($t:ident) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                u32::column_result(v).map($t)
+            }
+        }
+    };
+}
+sql_id!(UserId);
+sql_id!(ConvId);
 
 /// Everything the chat layer rebuilds its tables from at startup.
 #[derive(Debug, Default)]
@@ -155,15 +141,15 @@ pub struct Snapshot {
     pub users: Vec<UserRow>,
     pub convs: Vec<ConvRow>,
     pub members: Vec<MemberRow>,
-    pub friendships: Vec<(u32, u32, i64)>,
+    pub friendships: Vec<(UserId, UserId, i64)>,
     pub requests: Vec<RequestRow>,
     /// (user, conv, delivered, read)
-    pub cursors: Vec<(u32, u32, u64, u64)>,
+    pub cursors: Vec<(UserId, ConvId, u64, u64)>,
 }
 
 #[derive(Debug)]
 pub struct UserRow {
-    pub id: u32,
+    pub id: UserId,
     pub name: String,
     pub phc: String,
     pub last_seen: Option<i64>,
@@ -171,7 +157,7 @@ pub struct UserRow {
 
 #[derive(Debug)]
 pub struct ConvRow {
-    pub id: u32,
+    pub id: ConvId,
     pub kind: ConvKind,
     pub name: String,
     pub last_seq: u64,
@@ -181,16 +167,16 @@ pub struct ConvRow {
 
 #[derive(Debug)]
 pub struct MemberRow {
-    pub conv: u32,
-    pub user: u32,
+    pub conv: ConvId,
+    pub user: UserId,
     pub admin: bool,
     pub joined: i64,
 }
 
 #[derive(Debug)]
 pub struct RequestRow {
-    pub from: u32,
-    pub to: u32,
+    pub from: UserId,
+    pub to: UserId,
     pub state: RequestState,
     pub at: i64,
 }
@@ -200,27 +186,31 @@ pub struct RequestRow {
 pub enum Query {
     /// Newest first: messages with seq below `before`.
     Before {
-        conv: u32,
+        conv: ConvId,
         before: u64,
         limit: usize,
     },
     /// Oldest first: messages with seq above `after`.
-    After { conv: u32, after: u64, limit: usize },
+    After {
+        conv: ConvId,
+        after: u64,
+        limit: usize,
+    },
     /// Newest first: messages below `before` matching every word.
     Search {
-        conv: u32,
+        conv: ConvId,
         words: Vec<String>,
         before: u64,
         limit: usize,
     },
     /// May `user` fetch blob `blob`: is it in a conversation they belong to?
-    BlobAccess { blob: String, user: u32 },
+    BlobAccess { blob: String, user: UserId },
     /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists,
     /// is not deleted, and (with `only_sender`) was sent by that user.
     Change {
-        conv: u32,
+        conv: ConvId,
         seq: u64,
-        only_sender: Option<u32>,
+        only_sender: Option<UserId>,
         text: Option<String>,
     },
 }
@@ -312,15 +302,11 @@ fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
         "SELECT id, kind, name, (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.conv = c.id)
          FROM convs c ORDER BY id",
     )?;
-    let convs: Vec<(u32, i64, String, i64)> = stmt
+    let convs: Vec<(ConvId, i64, String, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     for (id, kind, name, last_seq) in convs {
-        let kind = match kind {
-            1 => ConvKind::Group,
-            2 => ConvKind::Direct,
-            _ => ConvKind::Public,
-        };
+        let kind = ConvKind::from_code(kind);
         let mut recent_msgs = messages_before(conn, id, u64::MAX, recent)?;
         recent_msgs.reverse();
         snap.convs.push(ConvRow {
@@ -354,11 +340,7 @@ fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
             Ok(RequestRow {
                 from: r.get(0)?,
                 to: r.get(1)?,
-                state: match state {
-                    1 => RequestState::Accepted,
-                    2 => RequestState::Rejected,
-                    _ => RequestState::Pending,
-                },
+                state: RequestState::from_code(state),
                 at: r.get(3)?,
             })
         })?
@@ -376,7 +358,7 @@ fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
 
 const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
 
-fn message_row(conv: u32, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: [u8; 16] = r.get(1)?;
     let seq: i64 = r.get(0)?;
     let state: i64 = r.get(5)?;
@@ -387,7 +369,7 @@ fn message_row(conv: u32, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessa
         sender: r.get(2)?,
         at: r.get(3)?,
         text: r.get(4)?,
-        state: MsgState::from_i64(state),
+        state: MsgState::from_code(state),
     })
 }
 
@@ -398,7 +380,7 @@ fn clamp(seq: u64) -> i64 {
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub fn messages_before(
     conn: &Connection,
-    conv: u32,
+    conv: ConvId,
     before: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
@@ -415,7 +397,7 @@ pub fn messages_before(
 /// Oldest first: up to `limit` messages of `conv` with seq above `after`.
 fn messages_after(
     conn: &Connection,
-    conv: u32,
+    conv: ConvId,
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
@@ -440,7 +422,7 @@ fn fts_query(words: &[String]) -> String {
 
 fn search(
     conn: &Connection,
-    conv: u32,
+    conv: ConvId,
     words: &[String],
     before: u64,
     limit: usize,
@@ -464,7 +446,7 @@ fn search(
 /// more is deleted, row and file.
 fn unref_blob(
     tx: &rusqlite::Transaction<'_>,
-    conv: u32,
+    conv: ConvId,
     seq: u64,
     blob_dir: &Path,
 ) -> Result<(), rusqlite::Error> {
@@ -494,7 +476,7 @@ fn unref_blob(
 fn blob_access(
     tx: &rusqlite::Transaction<'_>,
     blob: &str,
-    user: u32,
+    user: UserId,
 ) -> Result<Answer, rusqlite::Error> {
     let row: Option<(i64, String)> = tx
         .prepare_cached(
@@ -516,9 +498,9 @@ fn blob_access(
 
 fn change(
     tx: &rusqlite::Transaction<'_>,
-    conv: u32,
+    conv: ConvId,
     seq: u64,
-    only_sender: Option<u32>,
+    only_sender: Option<UserId>,
     text: Option<&str>,
     blob_dir: &Path,
 ) -> Result<Answer, rusqlite::Error> {
@@ -926,7 +908,7 @@ mod tests {
             dir.path(),
             vec![Request::query(
                 Query::Search {
-                    conv: 0,
+                    conv: ConvId(0),
                     words: vec!["past".into()],
                     before: u64::MAX,
                     limit: 5,

@@ -1,0 +1,158 @@
+//! The domain's vocabulary: ids and the states a record can be in.
+//!
+//! They live here, not in `store`, because they are what the chat rules are
+//! written in; a storage backend only maps them to and from its columns.
+//! Ids are newtypes so a user id can never be passed where a conversation id
+//! belongs, and so the hub's tables can refuse an unknown id instead of
+//! indexing with it.
+
+use std::fmt;
+
+/// A user account. Assigned by storage; also the primary key there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct UserId(pub u32);
+
+/// A conversation: a room, a group or a direct one. Assigned like [`UserId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ConvId(pub u32);
+
+/// Dense, 0-based ids index the hub's tables.
+pub trait TableId: Copy {
+    fn index(self) -> usize;
+    fn from_index(i: usize) -> Self;
+}
+
+macro_rules! table_id {
+    ($t:ident) => {
+        impl TableId for $t {
+            fn index(self) -> usize {
+                self.0 as usize
+            }
+            fn from_index(i: usize) -> Self {
+                $t(u32::try_from(i).unwrap_or(u32::MAX))
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+table_id!(UserId);
+table_id!(ConvId);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKind {
+    /// Anyone may JOIN.
+    Public = 0,
+    /// Invite-only; admins ADD and KICK.
+    Group = 1,
+    /// Two friends.
+    Direct = 2,
+}
+
+impl ConvKind {
+    /// Unknown codes read as the most restrictive shared kind.
+    pub fn from_code(v: i64) -> Self {
+        match v {
+            0 => ConvKind::Public,
+            2 => ConvKind::Direct,
+            _ => ConvKind::Group,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    Pending = 0,
+    Accepted = 1,
+    Rejected = 2,
+}
+
+impl RequestState {
+    pub fn from_code(v: i64) -> Self {
+        match v {
+            1 => RequestState::Accepted,
+            2 => RequestState::Rejected,
+            _ => RequestState::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsgState {
+    Sent = 0,
+    Edited = 1,
+    /// A tombstone: the text is gone.
+    Deleted = 2,
+}
+
+impl MsgState {
+    pub fn from_code(v: i64) -> Self {
+        match v {
+            1 => MsgState::Edited,
+            2 => MsgState::Deleted,
+            _ => MsgState::Sent,
+        }
+    }
+}
+
+/// A table indexed by a dense id. Lookups return `Option`, so an id that a
+/// late answer or another node hands the hub can never panic the loop; a
+/// hole (an id storage skipped) is simply absent.
+#[derive(Debug)]
+pub struct Table<K, V> {
+    rows: Vec<Option<V>>,
+    _key: std::marker::PhantomData<K>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Table {
+            rows: Vec::new(),
+            _key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: TableId, V> Table<K, V> {
+    pub fn get(&self, id: K) -> Option<&V> {
+        self.rows.get(id.index()).and_then(Option::as_ref)
+    }
+
+    pub fn get_mut(&mut self, id: K) -> Option<&mut V> {
+        self.rows.get_mut(id.index()).and_then(Option::as_mut)
+    }
+
+    /// The id the next [`Table::push`] will get.
+    pub fn next_id(&self) -> K {
+        K::from_index(self.rows.len())
+    }
+
+    pub fn push(&mut self, v: V) -> K {
+        let id = self.next_id();
+        self.rows.push(Some(v));
+        id
+    }
+
+    /// Puts `v` at `id`, leaving holes before it if needed.
+    pub fn insert(&mut self, id: K, v: V) {
+        let i = id.index();
+        if self.rows.len() <= i {
+            self.rows.resize_with(i + 1, || None);
+        }
+        self.rows[i] = Some(v);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (K::from_index(i), v)))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.rows.iter().flatten()
+    }
+}
