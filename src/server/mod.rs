@@ -29,7 +29,7 @@ use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
 use crate::line;
-use crate::protocol::{self, Frame, ParseError};
+use crate::protocol::{self, Frame, Framing, ParseError};
 use crate::store::{self, Storage};
 use conn::{Conn, Upload};
 use outbox::{Flushed, Tag};
@@ -457,6 +457,7 @@ impl Server {
     fn handle_lines(&mut self, i: usize) {
         let now = self.now_ms();
         let (rate, burst) = (self.cfg.command_rate, self.cfg.command_burst);
+        let max_body = self.cfg.max_attachment;
         let Server {
             conns,
             hub,
@@ -510,33 +511,42 @@ impl Server {
                 break;
             };
             match frame {
-                Frame::Line(line) => match protocol::parse(line) {
-                    Ok(protocol::Command::Quit) => {
-                        hub.handle(sid, protocol::Command::Quit, out);
-                        // Stop reading right away: what follows QUIT is ignored.
+                Frame::Line(line) => {
+                    let parsed = protocol::parse(line);
+                    let framing = protocol::framing(line, &parsed, max_body);
+                    if let Framing::Lost(lost) = framing {
+                        // What follows cannot be split into lines: answer, stop reading.
+                        out.reply(sid, lost.line());
                         conn.closing = true;
+                        continue;
                     }
-                    Ok(cmd @ protocol::Command::Attach { size, .. }) => {
-                        hub.handle(sid, cmd, out);
+                    match parsed {
+                        Ok(cmd) => hub.handle(sid, cmd, out),
+                        Err(e) => hub.bad_line(sid, e, out),
+                    }
+                    match framing {
+                        // Stop reading right away: what follows is ignored.
+                        Framing::Close => conn.closing = true,
                         // The body follows whatever the answer: read it, and
-                        // keep it only if the upload was accepted.
-                        let data = hub
-                            .wants_payload(sid)
-                            .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
-                        if size == 0 {
-                            if let Some(data) = data {
-                                hub.payload(sid, data, out);
+                        // keep it only if the hub wants it.
+                        Framing::Body(size) => {
+                            let data = hub
+                                .wants_payload(sid)
+                                .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
+                            if size == 0 {
+                                if let Some(data) = data {
+                                    hub.payload(sid, data, out);
+                                }
+                            } else {
+                                conn.upload = Some(Box::new(Upload {
+                                    remaining: size,
+                                    data,
+                                }));
                             }
-                        } else {
-                            conn.upload = Some(Box::new(Upload {
-                                remaining: size,
-                                data,
-                            }));
                         }
+                        Framing::Line | Framing::Lost(_) => {}
                     }
-                    Ok(cmd) => hub.handle(sid, cmd, out),
-                    Err(e) => hub.bad_line(sid, e, out),
-                },
+                }
                 Frame::TooLong => hub.bad_line(sid, ParseError::LineTooLong, out),
                 Frame::BadUtf8 => hub.bad_line(sid, ParseError::BadUtf8, out),
             }
