@@ -121,6 +121,16 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // ...while the logged-in one, equally idle and older, is still served.
     idle_user.send("PING still-here");
     idle_user.expect("OK PONG still-here");
+    // The close is counted under its reason.
+    idle_user.send("STATS");
+    let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
+        .take_while(|l| !l.starts_with("OK STATS "))
+        .collect();
+    assert!(
+        rows.contains(&"STAT closed_login_timeout 1".to_string()),
+        "{rows:?}"
+    );
+    assert!(rows.contains(&"STAT closed_quit 0".to_string()), "{rows:?}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
 
+mod close;
 mod conn;
 mod limits;
 mod outbox;
@@ -29,8 +30,9 @@ use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
 use crate::line;
-use crate::protocol::{self, Frame, Framing, ParseError};
+use crate::protocol::{self, Frame, Framing, Lost, ParseError};
 use crate::store::{self, Storage};
+use close::CloseReason;
 use conn::{Conn, Upload};
 use outbox::{Flushed, Tag};
 
@@ -85,6 +87,8 @@ struct Counters {
     bytes_out: u64,
     /// Flushes that wrote something (one or more writev calls each).
     flushes: u64,
+    /// Closed sessions and refused connections, per [`CloseReason`].
+    closed: [u64; CloseReason::ALL.len()],
 }
 
 /// Per-second rates computed once a second from the hub's counters.
@@ -336,18 +340,23 @@ impl Server {
         let slot = self.conns.vacant_key();
         let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
-            Some("ERR SERVER_FULL too many connections; try again later\n")
+            Some((
+                "ERR SERVER_FULL too many connections; try again later\n",
+                CloseReason::ServerFull,
+            ))
         } else if !self
             .unauth
             .try_add(sid, peer.ip(), self.cfg.max_unauth_per_ip)
         {
-            Some(
+            Some((
                 "ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in\n",
-            )
+                CloseReason::TooManyUnauth,
+            ))
         } else {
             None
         };
-        if let Some(line) = refusal {
+        if let Some((line, reason)) = refusal {
+            self.counters.closed[reason as usize] += 1;
             // Best effort: the socket is new, so its buffer has room.
             let _ = sock.write(line.as_bytes());
             self.counters.refused += 1;
@@ -420,6 +429,7 @@ impl Server {
             }
             if conn.eof {
                 if conn.finished() {
+                    conn.close_as(CloseReason::ClientClosed);
                     self.dead.push(i);
                 }
                 return;
@@ -432,7 +442,7 @@ impl Server {
             match conn.sock.read(&mut self.scratch[..want]) {
                 Ok(0) if conn.upload.is_some() => {
                     // The body of an ATTACH was cut short: nothing is published.
-                    log::info!("session {sid}: connection closed mid-upload");
+                    conn.close_as(CloseReason::UploadCut);
                     self.dead.push(i);
                     return;
                 }
@@ -445,6 +455,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("session {sid} read error: {e}");
+                    conn.close_as(CloseReason::ReadError);
                     self.dead.push(i);
                     return;
                 }
@@ -518,6 +529,10 @@ impl Server {
                         // What follows cannot be split into lines: answer, stop reading.
                         out.reply(sid, lost.line());
                         conn.closing = true;
+                        conn.close_as(match lost {
+                            Lost::BadSize => CloseReason::ProtocolError,
+                            Lost::TooLarge(_) => CloseReason::TooLarge,
+                        });
                         continue;
                     }
                     match parsed {
@@ -526,7 +541,10 @@ impl Server {
                     }
                     match framing {
                         // Stop reading right away: what follows is ignored.
-                        Framing::Close => conn.closing = true,
+                        Framing::Close => {
+                            conn.closing = true;
+                            conn.close_as(CloseReason::Quit);
+                        }
                         // The body follows whatever the answer: read it, and
                         // keep it only if the hub wants it.
                         Framing::Body(size) => {
@@ -603,7 +621,10 @@ impl Server {
                         self.push(i, b, tag);
                     }
                 }
-                Output::Close => conn.close_after_replies(),
+                Output::Close => {
+                    conn.close_as(CloseReason::ChatRequest);
+                    conn.close_after_replies();
+                }
                 Output::Stats => {
                     let stats = self.stats_reply();
                     if let Some(b) = self.conns[i].reply(stats) {
@@ -685,11 +706,7 @@ impl Server {
         if conn.dropped {
             return;
         }
-        log::warn!(
-            "session {} dropped: slow consumer, outbox over {} bytes",
-            conn.sid,
-            self.cfg.max_outbox
-        );
+        conn.close_as(CloseReason::SlowConsumer);
         self.counters.slow_consumer_drops += 1;
         // Best effort: the client may be mid-line, hence the leading CRLF.
         conn.outbox.clear();
@@ -739,11 +756,13 @@ impl Server {
                                     .reregister(&mut conn.sock, Token(i), interest);
                         }
                         if !blocked && conn.finished() {
+                            conn.close_as(CloseReason::ClientClosed);
                             self.dead.push(i);
                         }
                     }
                     Err(e) => {
                         log::debug!("session {} write error: {e}", conn.sid);
+                        conn.close_as(CloseReason::WriteError);
                         self.dead.push(i);
                     }
                 }
@@ -809,7 +828,13 @@ impl Server {
             if !conn.authed {
                 self.unauth.remove(conn.sid);
             }
-            log::info!("session {} closed", conn.sid);
+            let reason = conn.reason.unwrap_or(CloseReason::ClientClosed);
+            self.counters.closed[reason as usize] += 1;
+            if reason == CloseReason::SlowConsumer {
+                log::warn!("session {} closed: {}", conn.sid, reason.name());
+            } else {
+                log::info!("session {} closed: {}", conn.sid, reason.name());
+            }
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
         }
@@ -859,16 +884,15 @@ impl Server {
                 continue;
             }
             self.counters.login_timeouts += 1;
-            log::info!(
-                "session {sid} closed: no login within {}s",
-                self.cfg.login_timeout
-            );
             let line = line!(
                 "ERR LOGIN_TIMEOUT log in within {} seconds of connecting",
                 self.cfg.login_timeout
             );
             self.push(i, line, None);
-            self.conns[i].closing = true;
+            if let Some(c) = self.conns.get_mut(i) {
+                c.closing = true;
+                c.close_as(CloseReason::LoginTimeout);
+            }
         }
     }
 
@@ -883,6 +907,7 @@ impl Server {
             self.push(i, bye.clone(), None);
             if let Some(c) = self.conns.get_mut(i) {
                 c.closing = true;
+                c.close_as(CloseReason::Shutdown);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
@@ -980,6 +1005,10 @@ impl Server {
             "STAT storage_commit_last_us {}",
             c.commit_micros_last
         ));
+        for reason in CloseReason::ALL {
+            let n = self.counters.closed[reason as usize];
+            lines.push(line!("STAT closed_{} {n}", reason.name()));
+        }
         lines.push(line!("OK STATS {}", lines.len()));
         protocol::encode::join(&lines)
     }
