@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod directive;
+pub mod driver_lines;
 pub mod encode;
 pub mod framing;
 

@@ -30,7 +30,7 @@ use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
 use crate::line;
-use crate::protocol::{self, Frame, Framing, Lost, ParseError};
+use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
 use crate::store::{self, Storage};
 use close::CloseReason;
 use conn::{Conn, Upload};
@@ -340,16 +340,13 @@ impl Server {
         let slot = self.conns.vacant_key();
         let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
-            Some((
-                "ERR SERVER_FULL too many connections; try again later\n",
-                CloseReason::ServerFull,
-            ))
+            Some((driver_lines::SERVER_FULL, CloseReason::ServerFull))
         } else if !self
             .unauth
             .try_add(sid, peer.ip(), self.cfg.max_unauth_per_ip)
         {
             Some((
-                "ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in\n",
+                driver_lines::TOO_MANY_CONNECTIONS,
                 CloseReason::TooManyUnauth,
             ))
         } else {
@@ -358,9 +355,9 @@ impl Server {
         if let Some((line, reason)) = refusal {
             self.counters.closed[reason as usize] += 1;
             // Best effort: the socket is new, so its buffer has room.
-            let _ = sock.write(line.as_bytes());
+            let _ = sock.write(line);
             self.counters.refused += 1;
-            log::warn!("refused {peer}: {}", line.trim_end());
+            log::warn!("refused {peer}: {}", reason.name());
             return;
         }
         self.serial = self.serial.wrapping_add(1);
@@ -399,11 +396,7 @@ impl Server {
         self.counters.accepted += 1;
         self.hub.connect(sid);
         log::info!("session {sid} connected from {peer}");
-        let hello = line!(
-            "HELLO linechat {} - type HELP for commands",
-            env!("CARGO_PKG_VERSION")
-        );
-        self.push(i, hello, None);
+        self.push(i, driver_lines::hello(), None);
     }
 
     /// Reads and handles input for connection `i` within its budget.
@@ -711,10 +704,7 @@ impl Server {
         // Best effort: the client may be mid-line, hence the leading CRLF.
         conn.outbox.clear();
         conn.waiting = Vec::new();
-        let _ = io::Write::write(
-            &mut conn.sock,
-            b"\r\nERR SLOW_CONSUMER you fell too far behind; reconnect and SYNC\r\n",
-        );
+        let _ = io::Write::write(&mut conn.sock, driver_lines::SLOW_CONSUMER);
         conn.closing = true;
         conn.dropped = true;
         self.dead.push(i);
@@ -884,11 +874,7 @@ impl Server {
                 continue;
             }
             self.counters.login_timeouts += 1;
-            let line = line!(
-                "ERR LOGIN_TIMEOUT log in within {} seconds of connecting",
-                self.cfg.login_timeout
-            );
-            self.push(i, line, None);
+            self.push(i, driver_lines::login_timeout(self.cfg.login_timeout), None);
             if let Some(c) = self.conns.get_mut(i) {
                 c.closing = true;
                 c.close_as(CloseReason::LoginTimeout);
@@ -901,7 +887,7 @@ impl Server {
     fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
         log::info!("shutting down: {} sessions", self.conns.len());
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let bye = line!("BYE server shutting down");
+        let bye = driver_lines::bye();
         let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in all {
             self.push(i, bye.clone(), None);
