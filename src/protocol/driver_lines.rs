@@ -36,3 +36,22 @@ pub fn login_timeout(secs: u64) -> Bytes {
 pub fn bye() -> Bytes {
     line!("BYE server shutting down")
 }
+
+/// The STATS reply: a `STAT <name> <value>` line per counter, then one
+/// `STAT closed_<reason> <n>` per close reason, then `OK STATS <lines>`.
+pub fn stats<'a>(
+    rows: impl IntoIterator<Item = (&'a str, u64)>,
+    closed: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Bytes {
+    let mut lines: Vec<Bytes> = rows
+        .into_iter()
+        .map(|(k, v)| line!("STAT {k} {v}"))
+        .collect();
+    lines.extend(
+        closed
+            .into_iter()
+            .map(|(k, v)| line!("STAT closed_{k} {v}")),
+    );
+    lines.push(line!("OK STATS {}", lines.len()));
+    super::encode::join(&lines)
+}

@@ -29,7 +29,6 @@ use crate::auth;
 use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
-use crate::line;
 use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
 use crate::store::{self, Storage};
 use close::CloseReason;
@@ -968,7 +967,7 @@ impl Server {
         let c = &self.hub.counters;
         let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 16] = [
+        let rows: [(&str, u64); 17] = [
             ("sessions", self.conns.len() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
@@ -985,17 +984,9 @@ impl Server {
             ("flushes", self.counters.flushes),
             ("storage_commits", c.commits),
             ("storage_commit_avg_us", avg_commit),
+            ("storage_commit_last_us", c.commit_micros_last),
         ];
-        let mut lines: Vec<Bytes> = rows.iter().map(|(k, v)| line!("STAT {k} {v}")).collect();
-        lines.push(line!(
-            "STAT storage_commit_last_us {}",
-            c.commit_micros_last
-        ));
-        for reason in CloseReason::ALL {
-            let n = self.counters.closed[reason as usize];
-            lines.push(line!("STAT closed_{} {n}", reason.name()));
-        }
-        lines.push(line!("OK STATS {}", lines.len()));
-        protocol::encode::join(&lines)
+        let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
+        driver_lines::stats(rows, closed)
     }
 }
