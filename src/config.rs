@@ -59,7 +59,8 @@ pub struct Config {
     pub max_message: usize,
 
     /// Largest attachment (ATTACH body) in bytes. A larger declaration is
-    /// refused before its body, which is then read and discarded.
+    /// refused before its body, which is then read and discarded if it is at
+    /// most 256 KiB; a bigger one closes the connection.
     #[arg(long, env = "LINECHAT_MAX_ATTACHMENT", default_value_t = 16 << 20)]
     pub max_attachment: u64,
 

@@ -329,3 +329,48 @@ fn events_wait_until_a_fetch_body_is_done_and_attachments_cannot_be_edited() {
     b.send("EDIT #r 1 not a file");
     b.expect("ERR NOT_EDITABLE an attachment cannot be edited; DELETE it and send another");
 }
+
+#[test]
+fn the_body_of_an_attach_line_that_does_not_parse_is_never_run() {
+    let s = Server::start();
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    a.send("JOIN #room");
+    a.expect("OK JOIN #room created");
+    b.send("JOIN #room");
+    b.expect("OK JOIN #room joined");
+    a.expect("JOINED #room bob");
+    b.ignored.push("PRESENCE ");
+    // A file name with a space: the line does not parse, but its last word
+    // is the size, so the body is read and dropped, not run.
+    let body = b"SAY #room from the file\n";
+    let mut wire = format!("ATTACH #room my file.txt text/plain {}\n", body.len()).into_bytes();
+    wire.extend_from_slice(body);
+    wire.extend_from_slice(b"PING after\n");
+    a.send_raw(&wire);
+    a.expect("ERR BAD_ARGS wrong arguments for ATTACH; try HELP ATTACH");
+    a.expect("OK PONG after");
+    b.send("HISTORY #room");
+    b.expect("OK HISTORY #room 0");
+    // A size that is meant but unreadable loses the framing: ERR, then close.
+    a.send_raw(b"ATTACH #room x.txt text/plain 12k\nSAY #room from the file\n");
+    a.expect(
+        "ERR BAD_ARGS the ATTACH size must be a number of bytes; closing the connection, since its body cannot be told from commands",
+    );
+    assert!(a.until_closed().is_empty());
+    b.send("HISTORY #room");
+    b.expect("OK HISTORY #room 0");
+}
+
+#[test]
+fn an_attach_far_over_the_limit_is_refused_and_the_connection_closed() {
+    let s = Server::with_args(&["--max-attachment", "1000"]);
+    let mut a = s.user("alice");
+    let started = Instant::now();
+    a.send_raw(b"ATTACH #r big.bin application/octet-stream 99999999999\nPING\n");
+    a.expect(
+        "ERR TOO_LARGE attachments are at most 1000 bytes; closing the connection instead of reading the body",
+    );
+    assert!(a.until_closed().is_empty());
+    assert!(started.elapsed() < common::TIMEOUT);
+}

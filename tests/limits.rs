@@ -121,6 +121,21 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // ...while the logged-in one, equally idle and older, is still served.
     idle_user.send("PING still-here");
     idle_user.expect("OK PONG still-here");
+    // The close is counted under its reason.
+    idle_user.send("STATS");
+    let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
+        .take_while(|l| l != "OK STATS 30")
+        .collect();
+    assert_eq!(rows.len(), 30, "{rows:?}");
+    assert!(
+        rows[16].starts_with("STAT storage_commit_last_us "),
+        "{rows:?}"
+    );
+    assert!(
+        rows.contains(&"STAT closed_login_timeout 1".to_string()),
+        "{rows:?}"
+    );
+    assert!(rows.contains(&"STAT closed_quit 0".to_string()), "{rows:?}");
 }
 
 #[test]

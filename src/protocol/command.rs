@@ -292,6 +292,38 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     Ok(cmd)
 }
 
+/// What the last word of an ATTACH line declares about the body after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    /// Not an ATTACH line, or its last word is not meant as a size (no
+    /// digit or sign first): no body follows.
+    Nothing,
+    /// This many raw bytes follow.
+    Size(u64),
+    /// A size was meant (the word starts with a digit or sign) but is not a
+    /// number of bytes: the body's extent is unknown.
+    Unreadable,
+}
+
+/// The body size an ATTACH line declares: its last word, read the same way
+/// whether or not the rest of the line parses.
+pub fn declared_size(line: &str) -> Declared {
+    let (verb, args) = split_word(line.trim_matches(SEP));
+    if !verb.eq_ignore_ascii_case("ATTACH") {
+        return Declared::Nothing;
+    }
+    let Some(last) = args.split(SEP).rfind(|w| !w.is_empty()) else {
+        return Declared::Nothing;
+    };
+    match last.parse() {
+        Ok(n) => Declared::Size(n),
+        Err(_) if last.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-') => {
+            Declared::Unreadable
+        }
+        Err(_) => Declared::Nothing,
+    }
+}
+
 fn number<T: std::str::FromStr>(word: &str, verb: &'static str) -> Result<T, ParseError> {
     word.parse().map_err(|_| ParseError::Usage(verb))
 }

@@ -1,10 +1,13 @@
 //! The wire protocol: framing, parsing and encoding, with no I/O.
 
 pub mod command;
+pub mod directive;
+pub mod driver_lines;
 pub mod encode;
 pub mod framing;
 
 pub use command::{Command, FriendCmd, Target, parse};
+pub use directive::{Framing, Lost, framing};
 pub use framing::{Frame, LineFramer};
 
 /// Why a line could not become a command. Each variant is one ERR code.

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use super::close::CloseReason;
 use super::limits::Bucket;
 use super::outbox::{Outbox, Tag};
 use crate::chat::SessionId;
@@ -51,6 +52,8 @@ pub struct Conn {
     /// The body of an ATTACH being read.
     /// Boxed: rare, and every idle connection carries this field.
     pub upload: Option<Box<Upload>>,
+    /// Why the session is closing, once that is decided.
+    pub reason: Option<CloseReason>,
 }
 
 /// Raw bytes still to read after an ATTACH line; kept only if the hub
@@ -80,6 +83,7 @@ impl Conn {
             upload: None,
             hold_events: false,
             waiting: Vec::new(),
+            reason: None,
         }
     }
 
@@ -149,6 +153,11 @@ impl Conn {
             self.held = VecDeque::new();
         }
         ready
+    }
+
+    /// Records why the session closes; the first cause wins.
+    pub fn close_as(&mut self, reason: CloseReason) {
+        self.reason.get_or_insert(reason);
     }
 
     /// Nothing left to do for a connection whose peer has gone or said QUIT.

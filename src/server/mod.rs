@@ -7,6 +7,7 @@
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
 
+mod close;
 mod conn;
 mod limits;
 mod outbox;
@@ -28,9 +29,9 @@ use crate::auth;
 use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Output, Pending, SessionId};
 use crate::config::Config;
-use crate::line;
-use crate::protocol::{self, Frame, ParseError};
+use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
 use crate::store::{self, Storage};
+use close::CloseReason;
 use conn::{Conn, Upload};
 use outbox::{Flushed, Tag};
 
@@ -85,6 +86,8 @@ struct Counters {
     bytes_out: u64,
     /// Flushes that wrote something (one or more writev calls each).
     flushes: u64,
+    /// Closed sessions and refused connections, per [`CloseReason`].
+    closed: [u64; CloseReason::ALL.len()],
 }
 
 /// Per-second rates computed once a second from the hub's counters.
@@ -336,22 +339,24 @@ impl Server {
         let slot = self.conns.vacant_key();
         let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
-            Some("ERR SERVER_FULL too many connections; try again later\n")
+            Some((driver_lines::SERVER_FULL, CloseReason::ServerFull))
         } else if !self
             .unauth
             .try_add(sid, peer.ip(), self.cfg.max_unauth_per_ip)
         {
-            Some(
-                "ERR TOO_MANY_CONNECTIONS too many connections from your address are not logged in\n",
-            )
+            Some((
+                driver_lines::TOO_MANY_CONNECTIONS,
+                CloseReason::TooManyUnauth,
+            ))
         } else {
             None
         };
-        if let Some(line) = refusal {
+        if let Some((line, reason)) = refusal {
+            self.counters.closed[reason as usize] += 1;
             // Best effort: the socket is new, so its buffer has room.
-            let _ = sock.write(line.as_bytes());
+            let _ = sock.write(line);
             self.counters.refused += 1;
-            log::warn!("refused {peer}: {}", line.trim_end());
+            log::warn!("refused {peer}: {}", reason.name());
             return;
         }
         self.serial = self.serial.wrapping_add(1);
@@ -390,11 +395,7 @@ impl Server {
         self.counters.accepted += 1;
         self.hub.connect(sid);
         log::info!("session {sid} connected from {peer}");
-        let hello = line!(
-            "HELLO linechat {} - type HELP for commands",
-            env!("CARGO_PKG_VERSION")
-        );
-        self.push(i, hello, None);
+        self.push(i, driver_lines::hello(), None);
     }
 
     /// Reads and handles input for connection `i` within its budget.
@@ -420,6 +421,7 @@ impl Server {
             }
             if conn.eof {
                 if conn.finished() {
+                    conn.close_as(CloseReason::ClientClosed);
                     self.dead.push(i);
                 }
                 return;
@@ -432,7 +434,7 @@ impl Server {
             match conn.sock.read(&mut self.scratch[..want]) {
                 Ok(0) if conn.upload.is_some() => {
                     // The body of an ATTACH was cut short: nothing is published.
-                    log::info!("session {sid}: connection closed mid-upload");
+                    conn.close_as(CloseReason::UploadCut);
                     self.dead.push(i);
                     return;
                 }
@@ -445,6 +447,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("session {sid} read error: {e}");
+                    conn.close_as(CloseReason::ReadError);
                     self.dead.push(i);
                     return;
                 }
@@ -457,6 +460,7 @@ impl Server {
     fn handle_lines(&mut self, i: usize) {
         let now = self.now_ms();
         let (rate, burst) = (self.cfg.command_rate, self.cfg.command_burst);
+        let max_body = self.cfg.max_attachment;
         let Server {
             conns,
             hub,
@@ -510,33 +514,49 @@ impl Server {
                 break;
             };
             match frame {
-                Frame::Line(line) => match protocol::parse(line) {
-                    Ok(protocol::Command::Quit) => {
-                        hub.handle(sid, protocol::Command::Quit, out);
-                        // Stop reading right away: what follows QUIT is ignored.
+                Frame::Line(line) => {
+                    let parsed = protocol::parse(line);
+                    let framing = protocol::framing(line, &parsed, max_body);
+                    if let Framing::Lost(lost) = framing {
+                        // What follows cannot be split into lines: answer, stop reading.
+                        out.reply(sid, lost.line());
                         conn.closing = true;
+                        conn.close_as(match lost {
+                            Lost::BadSize => CloseReason::ProtocolError,
+                            Lost::TooLarge(_) => CloseReason::TooLarge,
+                        });
+                        continue;
                     }
-                    Ok(cmd @ protocol::Command::Attach { size, .. }) => {
-                        hub.handle(sid, cmd, out);
-                        // The body follows whatever the answer: read it, and
-                        // keep it only if the upload was accepted.
-                        let data = hub
-                            .wants_payload(sid)
-                            .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
-                        if size == 0 {
-                            if let Some(data) = data {
-                                hub.payload(sid, data, out);
-                            }
-                        } else {
-                            conn.upload = Some(Box::new(Upload {
-                                remaining: size,
-                                data,
-                            }));
+                    match parsed {
+                        Ok(cmd) => hub.handle(sid, cmd, out),
+                        Err(e) => hub.bad_line(sid, e, out),
+                    }
+                    match framing {
+                        // Stop reading right away: what follows is ignored.
+                        Framing::Close => {
+                            conn.closing = true;
+                            conn.close_as(CloseReason::Quit);
                         }
+                        // The body follows whatever the answer: read it, and
+                        // keep it only if the hub wants it.
+                        Framing::Body(size) => {
+                            let data = hub
+                                .wants_payload(sid)
+                                .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
+                            if size == 0 {
+                                if let Some(data) = data {
+                                    hub.payload(sid, data, out);
+                                }
+                            } else {
+                                conn.upload = Some(Box::new(Upload {
+                                    remaining: size,
+                                    data,
+                                }));
+                            }
+                        }
+                        Framing::Line | Framing::Lost(_) => {}
                     }
-                    Ok(cmd) => hub.handle(sid, cmd, out),
-                    Err(e) => hub.bad_line(sid, e, out),
-                },
+                }
                 Frame::TooLong => hub.bad_line(sid, ParseError::LineTooLong, out),
                 Frame::BadUtf8 => hub.bad_line(sid, ParseError::BadUtf8, out),
             }
@@ -593,7 +613,10 @@ impl Server {
                         self.push(i, b, tag);
                     }
                 }
-                Output::Close => conn.close_after_replies(),
+                Output::Close => {
+                    conn.close_as(CloseReason::ChatRequest);
+                    conn.close_after_replies();
+                }
                 Output::Stats => {
                     let stats = self.stats_reply();
                     if let Some(b) = self.conns[i].reply(stats) {
@@ -675,19 +698,12 @@ impl Server {
         if conn.dropped {
             return;
         }
-        log::warn!(
-            "session {} dropped: slow consumer, outbox over {} bytes",
-            conn.sid,
-            self.cfg.max_outbox
-        );
+        conn.close_as(CloseReason::SlowConsumer);
         self.counters.slow_consumer_drops += 1;
         // Best effort: the client may be mid-line, hence the leading CRLF.
         conn.outbox.clear();
         conn.waiting = Vec::new();
-        let _ = io::Write::write(
-            &mut conn.sock,
-            b"\r\nERR SLOW_CONSUMER you fell too far behind; reconnect and SYNC\r\n",
-        );
+        let _ = io::Write::write(&mut conn.sock, driver_lines::SLOW_CONSUMER);
         conn.closing = true;
         conn.dropped = true;
         self.dead.push(i);
@@ -729,11 +745,13 @@ impl Server {
                                     .reregister(&mut conn.sock, Token(i), interest);
                         }
                         if !blocked && conn.finished() {
+                            conn.close_as(CloseReason::ClientClosed);
                             self.dead.push(i);
                         }
                     }
                     Err(e) => {
                         log::debug!("session {} write error: {e}", conn.sid);
+                        conn.close_as(CloseReason::WriteError);
                         self.dead.push(i);
                     }
                 }
@@ -799,7 +817,13 @@ impl Server {
             if !conn.authed {
                 self.unauth.remove(conn.sid);
             }
-            log::info!("session {} closed", conn.sid);
+            let reason = conn.reason.unwrap_or(CloseReason::ClientClosed);
+            self.counters.closed[reason as usize] += 1;
+            if reason == CloseReason::SlowConsumer {
+                log::warn!("session {} closed: {}", conn.sid, reason.name());
+            } else {
+                log::info!("session {} closed: {}", conn.sid, reason.name());
+            }
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
         }
@@ -849,16 +873,11 @@ impl Server {
                 continue;
             }
             self.counters.login_timeouts += 1;
-            log::info!(
-                "session {sid} closed: no login within {}s",
-                self.cfg.login_timeout
-            );
-            let line = line!(
-                "ERR LOGIN_TIMEOUT log in within {} seconds of connecting",
-                self.cfg.login_timeout
-            );
-            self.push(i, line, None);
-            self.conns[i].closing = true;
+            self.push(i, driver_lines::login_timeout(self.cfg.login_timeout), None);
+            if let Some(c) = self.conns.get_mut(i) {
+                c.closing = true;
+                c.close_as(CloseReason::LoginTimeout);
+            }
         }
     }
 
@@ -867,12 +886,13 @@ impl Server {
     fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
         log::info!("shutting down: {} sessions", self.conns.len());
         let _ = self.poll.registry().deregister(&mut self.listener);
-        let bye = line!("BYE server shutting down");
+        let bye = driver_lines::bye();
         let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in all {
             self.push(i, bye.clone(), None);
             if let Some(c) = self.conns.get_mut(i) {
                 c.closing = true;
+                c.close_as(CloseReason::Shutdown);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
@@ -947,7 +967,7 @@ impl Server {
         let c = &self.hub.counters;
         let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 16] = [
+        let rows: [(&str, u64); 17] = [
             ("sessions", self.conns.len() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
@@ -964,13 +984,9 @@ impl Server {
             ("flushes", self.counters.flushes),
             ("storage_commits", c.commits),
             ("storage_commit_avg_us", avg_commit),
+            ("storage_commit_last_us", c.commit_micros_last),
         ];
-        let mut lines: Vec<Bytes> = rows.iter().map(|(k, v)| line!("STAT {k} {v}")).collect();
-        lines.push(line!(
-            "STAT storage_commit_last_us {}",
-            c.commit_micros_last
-        ));
-        lines.push(line!("OK STATS {}", lines.len()));
-        protocol::encode::join(&lines)
+        let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
+        driver_lines::stats(rows, closed)
     }
 }

@@ -1,0 +1,71 @@
+//! Why a session ended: one reason per closed session, logged once when it
+//! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
+
+/// The reason a connection was closed. The first cause found wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent QUIT.
+    Quit,
+    /// The client closed its side (EOF) and everything owed was written.
+    ClientClosed,
+    /// The connection ended in the middle of an ATTACH body.
+    UploadCut,
+    /// Reading the socket failed (reset, keepalive timeout, ...).
+    ReadError,
+    /// Writing the socket failed.
+    WriteError,
+    /// The outbox would have passed `--max-outbox`.
+    SlowConsumer,
+    /// No login within `--login-timeout`.
+    LoginTimeout,
+    /// The input can no longer be split into lines (unreadable ATTACH size).
+    ProtocolError,
+    /// An ATTACH declared a body far over `--max-attachment`.
+    TooLarge,
+    /// The chat layer ended the session (a FETCH body that could not be read).
+    ChatRequest,
+    /// The server is shutting down.
+    Shutdown,
+    /// Refused at accept: `--max-connections` reached.
+    ServerFull,
+    /// Refused at accept: too many unauthenticated connections from the address.
+    TooManyUnauth,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of the STATS rows.
+    pub const ALL: [CloseReason; 13] = [
+        CloseReason::Quit,
+        CloseReason::ClientClosed,
+        CloseReason::UploadCut,
+        CloseReason::ReadError,
+        CloseReason::WriteError,
+        CloseReason::SlowConsumer,
+        CloseReason::LoginTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::TooLarge,
+        CloseReason::ChatRequest,
+        CloseReason::Shutdown,
+        CloseReason::ServerFull,
+        CloseReason::TooManyUnauth,
+    ];
+
+    /// The name in logs and in `STAT closed_<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseReason::Quit => "quit",
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::UploadCut => "upload_cut",
+            CloseReason::ReadError => "read_error",
+            CloseReason::WriteError => "write_error",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::LoginTimeout => "login_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::TooLarge => "too_large",
+            CloseReason::ChatRequest => "chat_request",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::ServerFull => "server_full",
+            CloseReason::TooManyUnauth => "too_many_unauth",
+        }
+    }
+}
