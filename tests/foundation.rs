@@ -116,6 +116,12 @@ fn non_members_cannot_speak_and_pre_login_commands_are_refused() {
     anon.send("HELP SAY");
     anon.expect_prefix("HELP SAY #room <text>");
     anon.expect("OK HELP SAY");
+    // Words after the verb, as in the usage line, still ask about the verb.
+    anon.send("HELP friend add bob");
+    anon.expect(
+        "HELP FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS - send, answer and list friend requests; list friends",
+    );
+    anon.expect("OK HELP FRIEND");
     anon.send("LOGIN alice wrongpassword");
     anon.expect("ERR BAD_LOGIN invalid user name or password");
     anon.send("LOGIN nosuchuser password1");

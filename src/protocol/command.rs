@@ -174,7 +174,10 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     let (verb, args) = split_word(line);
     let is = |name: &str| verb.eq_ignore_ascii_case(name);
     let cmd = if is("HELP") {
-        Command::Help(optional_word(args, "HELP")?)
+        // `HELP FRIEND ADD` explains FRIEND: the words after the verb are
+        // the shape of the command being asked about.
+        let (verb, _) = split_word(args);
+        Command::Help((!verb.is_empty()).then_some(verb))
     } else if is("PING") {
         Command::Ping(optional_word(args, "PING")?)
     } else if is("QUIT") {
@@ -446,6 +449,10 @@ mod tests {
         assert_eq!(parse("ping").unwrap(), Command::Ping(None));
         assert_eq!(parse("PING  abc ").unwrap(), Command::Ping(Some("abc")));
         assert_eq!(parse("help say").unwrap(), Command::Help(Some("say")));
+        assert_eq!(
+            parse("HELP friend add\tbob").unwrap(),
+            Command::Help(Some("friend"))
+        );
         assert_eq!(
             parse("friend accept Bob").unwrap(),
             Command::Friend(FriendCmd::Accept("Bob"))
