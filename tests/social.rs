@@ -239,6 +239,10 @@ fn friend_command_errors() {
         ("FRIEND REJECT nobody", "ERR NO_SUCH_USER no such user"),
         ("FRIEND REMOVE nobody", "ERR NO_SUCH_USER no such user"),
         (
+            "FRIEND REMOVE alice",
+            "ERR SELF you cannot do that to yourself",
+        ),
+        (
             "FRIEND ACCEPT bob",
             "ERR NO_REQUEST no pending request from bob",
         ),

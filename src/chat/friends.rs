@@ -161,6 +161,9 @@ impl Friends {
 
     /// Ends the friendship on both sides.
     pub fn remove(&mut self, me: UserId, other: UserId) -> Result<Vec<Write>, FriendError> {
+        if me == other {
+            return Err(FriendError::SelfTarget);
+        }
         if !self.are_friends(me, other) {
             return Err(FriendError::NotFriends);
         }
@@ -370,6 +373,7 @@ mod tests {
         assert_eq!(f.accept(A, B, 1), Err(FriendError::NoRequest));
         assert_eq!(f.reject(A, B, 1), Err(FriendError::NoRequest));
         assert_eq!(f.remove(A, B), Err(FriendError::NotFriends));
+        assert_eq!(f.remove(A, A), Err(FriendError::SelfTarget));
         f.request(A, B, 1).unwrap();
         f.accept(B, A, 2).unwrap();
         f.remove(B, A).unwrap();
