@@ -552,6 +552,12 @@ fn groups_are_invite_only_and_admins_manage_them() {
     for c in [&mut bob, &mut carol, &mut alice2] {
         c.expect("OPPED #team bob alice");
     }
+    // A repeat is refused like JOIN of a room you are in: nobody hears it.
+    alice.send("OP #team bob");
+    alice.expect("ERR ALREADY_ADMIN bob is already an admin of #team");
+    for c in [&mut bob, &mut carol, &mut alice2] {
+        assert!(c.sync().is_empty());
+    }
     bob.send("WHO #team");
     bob.expect("MEMBER #team alice online admin");
     bob.expect("MEMBER #team bob online admin");
