@@ -166,6 +166,32 @@ fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
     }
 }
 
+/// Speaking in a conversation reads what came before, so the earlier
+/// senders get the same read receipt a READ would send, and STATUS agrees.
+#[test]
+fn saying_something_sends_read_receipts_for_earlier_messages() {
+    let s = Server::start();
+    let mut alice = s.user("alice");
+    let mut bob = s.user("bob");
+    alice.send("JOIN #r");
+    alice.expect("OK JOIN #r created");
+    bob.send("JOIN #r");
+    bob.expect("OK JOIN #r joined");
+    alice.expect("JOINED #r bob");
+    bob.send("SAY #r question");
+    bob.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 1 bob question");
+    bob.expect("RECEIPT #r 1 alice delivered");
+    alice.send("SAY #r answer");
+    alice.expect_prefix("OK SAY #r 2 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice answer");
+    bob.expect("RECEIPT #r 1 alice read");
+    alice.expect("RECEIPT #r 2 bob delivered");
+    bob.send("STATUS #r 1");
+    bob.expect("STATUS #r 1 alice read");
+    bob.expect("OK STATUS #r 1 1");
+}
+
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
     let s = Server::start();
