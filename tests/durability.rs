@@ -26,6 +26,36 @@ fn history(c: &mut Client, cmd: &str) -> Vec<String> {
     }
 }
 
+/// A fresh data dir logs one creation line; an older one one migration line.
+#[test]
+fn schema_creation_and_upgrade_are_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::startup_log(dir.path());
+    let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
+    assert_eq!(schema.len(), 1, "{log}");
+    assert!(
+        schema[0].ends_with("storage: created database, schema 3"),
+        "{log}"
+    );
+    // Back to schema 2: its last migration only added the blob tables.
+    let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
+    conn.execute_batch("DROP TABLE blob_refs; DROP TABLE blobs; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(conn);
+    let log = common::startup_log(dir.path());
+    let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
+    assert_eq!(schema.len(), 1, "{log}");
+    assert!(
+        schema[0].ends_with("storage schema migrated from 2 to 3"),
+        "{log}"
+    );
+    assert!(
+        common::startup_log(dir.path())
+            .lines()
+            .all(|l| !l.contains("schema"))
+    );
+}
+
 #[test]
 fn everything_survives_a_restart() {
     let mut s = Server::start();
