@@ -171,6 +171,20 @@ impl Friends {
             if let Some(set) = self.friends.get_mut(&a) {
                 set.remove(&b);
             }
+            // The accepted request went with the friendship (storage drops
+            // it with the same write); a new FRIEND ADD starts afresh.
+            if self
+                .requests
+                .get(&(a, b))
+                .is_some_and(|r| r.state == RequestState::Accepted)
+            {
+                self.requests.remove(&(a, b));
+                for u in [a, b] {
+                    if let Some(keys) = self.involving.get_mut(&u) {
+                        keys.remove(&(a, b));
+                    }
+                }
+            }
         }
         Ok(vec![Write::Unfriend { a: me, b: other }])
     }
