@@ -196,11 +196,8 @@ fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
     }
 }
 
-/// Speaking in a conversation reads what came before, so the earlier
-/// senders get the same read receipt a READ would send, and STATUS agrees.
-#[test]
-fn saying_something_sends_read_receipts_for_earlier_messages() {
-    let s = Server::start();
+/// alice creates #r and bob joins it.
+fn alice_and_bob_in_r(s: &Server) -> (Client, Client) {
     let mut alice = s.user("alice");
     let mut bob = s.user("bob");
     alice.send("JOIN #r");
@@ -208,6 +205,15 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
     bob.send("JOIN #r");
     bob.expect("OK JOIN #r joined");
     alice.expect("JOINED #r bob");
+    (alice, bob)
+}
+
+/// Speaking in a conversation reads what came before, so the earlier
+/// senders get the same read receipt a READ would send, and STATUS agrees.
+#[test]
+fn saying_something_sends_read_receipts_for_earlier_messages() {
+    let s = Server::start();
+    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
     bob.send("SAY #r question");
     bob.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&alice.line()), "MSG #r 1 bob question");
@@ -225,13 +231,7 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    alice.send("JOIN #r");
-    alice.expect("OK JOIN #r created");
-    bob.send("JOIN #r");
-    bob.expect("OK JOIN #r joined");
-    alice.expect("JOINED #r bob");
+    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
