@@ -26,6 +26,36 @@ fn history(c: &mut Client, cmd: &str) -> Vec<String> {
     }
 }
 
+/// A fresh data dir logs one creation line; an older one one migration line.
+#[test]
+fn schema_creation_and_upgrade_are_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = common::startup_log(dir.path());
+    let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
+    assert_eq!(schema.len(), 1, "{log}");
+    assert!(
+        schema[0].ends_with("storage: created database, schema 3"),
+        "{log}"
+    );
+    // Back to schema 2: its last migration only added the blob tables.
+    let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
+    conn.execute_batch("DROP TABLE blob_refs; DROP TABLE blobs; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(conn);
+    let log = common::startup_log(dir.path());
+    let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
+    assert_eq!(schema.len(), 1, "{log}");
+    assert!(
+        schema[0].ends_with("storage schema migrated from 2 to 3"),
+        "{log}"
+    );
+    assert!(
+        common::startup_log(dir.path())
+            .lines()
+            .all(|l| !l.contains("schema"))
+    );
+}
+
 #[test]
 fn everything_survives_a_restart() {
     let mut s = Server::start();
@@ -166,9 +196,8 @@ fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
     }
 }
 
-#[test]
-fn offline_user_gets_missed_messages_on_login_once() {
-    let s = Server::start();
+/// alice creates #r and bob joins it.
+fn alice_and_bob_in_r(s: &Server) -> (Client, Client) {
     let mut alice = s.user("alice");
     let mut bob = s.user("bob");
     alice.send("JOIN #r");
@@ -176,6 +205,33 @@ fn offline_user_gets_missed_messages_on_login_once() {
     bob.send("JOIN #r");
     bob.expect("OK JOIN #r joined");
     alice.expect("JOINED #r bob");
+    (alice, bob)
+}
+
+/// Speaking in a conversation reads what came before, so the earlier
+/// senders get the same read receipt a READ would send, and STATUS agrees.
+#[test]
+fn saying_something_sends_read_receipts_for_earlier_messages() {
+    let s = Server::start();
+    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
+    bob.send("SAY #r question");
+    bob.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 1 bob question");
+    bob.expect("RECEIPT #r 1 alice delivered");
+    alice.send("SAY #r answer");
+    alice.expect_prefix("OK SAY #r 2 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice answer");
+    bob.expect("RECEIPT #r 1 alice read");
+    alice.expect("RECEIPT #r 2 bob delivered");
+    bob.send("STATUS #r 1");
+    bob.expect("STATUS #r 1 alice read");
+    bob.expect("OK STATUS #r 1 1");
+}
+
+#[test]
+fn offline_user_gets_missed_messages_on_login_once() {
+    let s = Server::start();
+    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");

@@ -32,6 +32,8 @@ fn two_users_chat_in_a_room() {
     bob.send("SAY #lobby fine");
     bob.expect_prefix("OK SAY #lobby 2 ");
     assert_eq!(msg(&alice.line()), "MSG #lobby 2 bob fine");
+    // Answering read alice's message, as a READ #lobby 1 would.
+    alice.expect("RECEIPT #lobby 1 bob read");
     bob.expect("RECEIPT #lobby 2 alice delivered");
     bob.send("WHO #lobby");
     bob.expect("MEMBER #lobby alice online admin");
@@ -116,12 +118,23 @@ fn non_members_cannot_speak_and_pre_login_commands_are_refused() {
     anon.send("HELP SAY");
     anon.expect_prefix("HELP SAY #room <text>");
     anon.expect("OK HELP SAY");
+    // Words after the verb, as in the usage line, still ask about the verb.
+    anon.send("HELP friend add bob");
+    anon.expect(
+        "HELP FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS - send, answer and list friend requests; list friends",
+    );
+    anon.expect("OK HELP FRIEND");
     anon.send("LOGIN alice wrongpassword");
     anon.expect("ERR BAD_LOGIN invalid user name or password");
     anon.send("LOGIN nosuchuser password1");
     anon.expect("ERR BAD_LOGIN invalid user name or password");
     anon.send("REGISTER alice password1");
     anon.expect("ERR USER_EXISTS that user name is taken");
+    // The password is the rest of the line: a space in it is a bad password.
+    anon.send("REGISTER carol my password");
+    anon.expect("ERR BAD_PASSWORD passwords are 8-128 characters without spaces");
+    anon.send("LOGIN alice my password");
+    anon.expect("ERR BAD_PASSWORD passwords are 8-128 characters without spaces");
     anon.send("REGISTER 1abc password1");
     anon.expect_prefix("ERR BAD_USERNAME ");
     anon.send("REGISTER abc short");

@@ -239,6 +239,10 @@ fn friend_command_errors() {
         ("FRIEND REJECT nobody", "ERR NO_SUCH_USER no such user"),
         ("FRIEND REMOVE nobody", "ERR NO_SUCH_USER no such user"),
         (
+            "FRIEND REMOVE alice",
+            "ERR SELF you cannot do that to yourself",
+        ),
+        (
             "FRIEND ACCEPT bob",
             "ERR NO_REQUEST no pending request from bob",
         ),
@@ -417,6 +421,31 @@ fn direct_conversation_with_async_durability() {
     alice.expect("ERR NOT_FRIENDS you and bob are not friends");
 }
 
+/// A removed friendship leaves no accepted request behind, even after a
+/// restart, and a new FRIEND ADD is a fresh pending request.
+#[test]
+fn removing_a_friend_forgets_the_accepted_request() {
+    let mut s = Server::start();
+    let mut alice = user(&s, "alice");
+    let mut bob = user(&s, "bob");
+    befriend(&mut alice, "alice", &mut bob, "bob");
+    alice.send("FRIEND REMOVE bob");
+    alice.expect("OK FRIEND REMOVE bob");
+    bob.expect("FRIEND REMOVED alice");
+    alice.send("FRIEND REQUESTS");
+    alice.expect("OK FRIEND REQUESTS 0");
+    drop((alice, bob));
+    s.restart();
+    let mut alice = login(&s, "alice");
+    alice.send("FRIEND REQUESTS");
+    alice.expect("OK FRIEND REQUESTS 0");
+    alice.send("FRIEND ADD bob");
+    alice.expect("OK FRIEND ADD bob pending");
+    alice.send("FRIEND REQUESTS");
+    timed(&alice.line(), "REQUEST out bob pending ");
+    alice.expect("OK FRIEND REQUESTS 1");
+}
+
 #[test]
 fn former_friends_no_longer_see_each_others_presence() {
     let s = Server::start();
@@ -547,6 +576,12 @@ fn groups_are_invite_only_and_admins_manage_them() {
     alice.expect("OK OP #team bob");
     for c in [&mut bob, &mut carol, &mut alice2] {
         c.expect("OPPED #team bob alice");
+    }
+    // A repeat is refused like JOIN of a room you are in: nobody hears it.
+    alice.send("OP #team bob");
+    alice.expect("ERR ALREADY_ADMIN bob is already an admin of #team");
+    for c in [&mut bob, &mut carol, &mut alice2] {
+        assert!(c.sync().is_empty());
     }
     bob.send("WHO #team");
     bob.expect("MEMBER #team alice online admin");

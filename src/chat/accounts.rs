@@ -43,6 +43,10 @@ impl Hub {
         password: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
+        // No registered password has whitespace (see `names::password`).
+        if password.chars().any(char::is_whitespace) {
+            return Err(ChatError::BadPassword);
+        }
         // An unknown or malformed name still costs one verification, against
         // the decoy hash, so timing does not reveal whether the user exists.
         let user = names::user(name)

@@ -37,6 +37,8 @@ pub enum ChatError {
     TargetAlreadyMember(String, String),
     #[error("{0} is not in {1}")]
     TargetNotMember(String, String),
+    #[error("{0} is already an admin of {1}")]
+    AlreadyAdmin(String, String),
     #[error("you and {0} are not friends")]
     NotFriends(String),
     #[error("you cannot do that to yourself")]
@@ -104,6 +106,7 @@ impl ChatError {
             ChatError::NotAdmin(_) => "NOT_ADMIN",
             ChatError::TargetAlreadyMember(..) => "ALREADY_MEMBER",
             ChatError::TargetNotMember(..) => "TARGET_NOT_MEMBER",
+            ChatError::AlreadyAdmin(..) => "ALREADY_ADMIN",
             ChatError::NotFriends(_) => "NOT_FRIENDS",
             ChatError::SelfTarget => "SELF",
             ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",

@@ -161,12 +161,29 @@ impl Friends {
 
     /// Ends the friendship on both sides.
     pub fn remove(&mut self, me: UserId, other: UserId) -> Result<Vec<Write>, FriendError> {
+        if me == other {
+            return Err(FriendError::SelfTarget);
+        }
         if !self.are_friends(me, other) {
             return Err(FriendError::NotFriends);
         }
         for (a, b) in [(me, other), (other, me)] {
             if let Some(set) = self.friends.get_mut(&a) {
                 set.remove(&b);
+            }
+            // The accepted request went with the friendship (storage drops
+            // it with the same write); a new FRIEND ADD starts afresh.
+            if self
+                .requests
+                .get(&(a, b))
+                .is_some_and(|r| r.state == RequestState::Accepted)
+            {
+                self.requests.remove(&(a, b));
+                for u in [a, b] {
+                    if let Some(keys) = self.involving.get_mut(&u) {
+                        keys.remove(&(a, b));
+                    }
+                }
             }
         }
         Ok(vec![Write::Unfriend { a: me, b: other }])
@@ -370,6 +387,7 @@ mod tests {
         assert_eq!(f.accept(A, B, 1), Err(FriendError::NoRequest));
         assert_eq!(f.reject(A, B, 1), Err(FriendError::NoRequest));
         assert_eq!(f.remove(A, B), Err(FriendError::NotFriends));
+        assert_eq!(f.remove(A, A), Err(FriendError::SelfTarget));
         f.request(A, B, 1).unwrap();
         f.accept(B, A, 2).unwrap();
         f.remove(B, A).unwrap();

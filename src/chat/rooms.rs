@@ -370,6 +370,9 @@ impl Hub {
         let Some(member) = c.members.iter_mut().find(|m| m.user == target) else {
             return Err(ChatError::TargetNotMember(target_name, name));
         };
+        if member.admin {
+            return Err(ChatError::AlreadyAdmin(target_name, name));
+        }
         member.admin = true;
         let write = Write::Member {
             conv,

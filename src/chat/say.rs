@@ -354,10 +354,9 @@ impl Hub {
                 Output::Reply(reply)
             },
         ));
-        // The sender has its own message: it is not news to them on SYNC.
-        let cursor = self.cursor_mut(msg.sender, conv);
-        cursor.delivered = cursor.delivered.max(msg.seq);
-        cursor.read = cursor.read.max(msg.seq);
+        // The sender has its own message: it is not news to them on SYNC,
+        // and they have read what came before it.
+        self.mark_read(msg.sender, conv, msg.seq, out);
         let recent = self.cfg.recent;
         if let Some(c) = self.convs.get_mut(conv)
             && recent > 0

@@ -366,6 +366,16 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
         let view = self.conv_name_for(conv, uid);
+        self.mark_read(uid, conv, seq, out);
+        out.reply(sid, line!("OK READ {view} {seq}"));
+        Ok(())
+    }
+
+    /// Moves `uid`'s read (and delivered) cursor in `conv` up to `seq`, and
+    /// sends the senders of the messages it passes their read receipts, so
+    /// RECEIPT and STATUS always agree. READ does this, and so does sending
+    /// a message (the sender has read what came before it).
+    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: u64, out: &mut Out) {
         let before = self.cursor(uid, conv);
         if seq > before.read {
             let c = self.cursor_mut(uid, conv);
@@ -373,8 +383,6 @@ impl Hub {
             c.delivered = c.delivered.max(seq);
             self.receipts(conv, uid, before.read, seq, "read", out);
         }
-        out.reply(sid, line!("OK READ {view} {seq}"));
-        Ok(())
     }
 
     pub(super) fn status(

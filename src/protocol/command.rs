@@ -150,6 +150,16 @@ fn words<'a, const N: usize>(
     Ok(out)
 }
 
+/// `<user> <password>`: the password is the rest of the line, so one with a
+/// space in it reaches the chat layer and is refused as BAD_PASSWORD rather
+/// than as a wrong number of words.
+fn credentials<'a>(args: &'a str, verb: &'static str) -> Result<(&'a str, &'a str), ParseError> {
+    match split_word(args) {
+        ("", _) | (_, "") => Err(ParseError::Usage(verb)),
+        pair => Ok(pair),
+    }
+}
+
 fn optional_word<'a>(args: &'a str, verb: &'static str) -> Result<Option<&'a str>, ParseError> {
     match args.split(SEP).filter(|w| !w.is_empty()).count() {
         0 => Ok(None),
@@ -174,16 +184,19 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     let (verb, args) = split_word(line);
     let is = |name: &str| verb.eq_ignore_ascii_case(name);
     let cmd = if is("HELP") {
-        Command::Help(optional_word(args, "HELP")?)
+        // `HELP FRIEND ADD` explains FRIEND: the words after the verb are
+        // the shape of the command being asked about.
+        let (verb, _) = split_word(args);
+        Command::Help((!verb.is_empty()).then_some(verb))
     } else if is("PING") {
         Command::Ping(optional_word(args, "PING")?)
     } else if is("QUIT") {
         Command::Quit
     } else if is("REGISTER") {
-        let [user, password] = words(args, "REGISTER")?;
+        let (user, password) = credentials(args, "REGISTER")?;
         Command::Register { user, password }
     } else if is("LOGIN") {
-        let [user, password] = words(args, "LOGIN")?;
+        let (user, password) = credentials(args, "LOGIN")?;
         Command::Login { user, password }
     } else if is("JOIN") {
         Command::Join(words::<1>(args, "JOIN")?[0])
@@ -410,7 +423,13 @@ mod tests {
     #[test]
     fn argument_counts_are_checked() {
         assert_eq!(parse("LOGIN alice"), Err(ParseError::Usage("LOGIN")));
-        assert_eq!(parse("LOGIN a b c"), Err(ParseError::Usage("LOGIN")));
+        assert_eq!(
+            parse("LOGIN a b c").unwrap(),
+            Command::Login {
+                user: "a",
+                password: "b c"
+            }
+        );
         assert_eq!(parse("JOIN"), Err(ParseError::Usage("JOIN")));
         assert_eq!(parse("ROOMS x"), Err(ParseError::Usage("ROOMS")));
         assert_eq!(parse("SAY #a"), Err(ParseError::Usage("SAY")));
@@ -478,6 +497,10 @@ mod tests {
         assert_eq!(parse("ping").unwrap(), Command::Ping(None));
         assert_eq!(parse("PING  abc ").unwrap(), Command::Ping(Some("abc")));
         assert_eq!(parse("help say").unwrap(), Command::Help(Some("say")));
+        assert_eq!(
+            parse("HELP friend add\tbob").unwrap(),
+            Command::Help(Some("friend"))
+        );
         assert_eq!(
             parse("friend accept Bob").unwrap(),
             Command::Friend(FriendCmd::Accept("Bob"))

@@ -634,6 +634,11 @@ fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Erro
         Write::Unfriend { a, b } => {
             tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
                 .execute(params![a.min(b), a.max(b)])?;
+            tx.prepare_cached(
+                "DELETE FROM requests WHERE state = ?3
+                 AND ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1))",
+            )?
+            .execute(params![a, b, RequestState::Accepted as i64])?;
         }
         Write::Request {
             from,

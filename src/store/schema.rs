@@ -88,7 +88,13 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;
-        log::info!("storage schema migrated to version {}", i + 1);
+    }
+    match version {
+        0 => log::info!("storage: created database, schema {SCHEMA_VERSION}"),
+        v if v < SCHEMA_VERSION => {
+            log::info!("storage schema migrated from {v} to {SCHEMA_VERSION}")
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -121,6 +121,31 @@ impl Drop for Server {
     }
 }
 
+/// Starts the server on `data` with `RUST_LOG=info`, stops it (SIGTERM) once
+/// it listens, and returns what it logged.
+pub fn startup_log(data: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linechat"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting linechat");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("reading the listen line");
+    assert!(first.starts_with("linechat listening on "), "{first:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn spawn(data: &Path, extra: &[String], listen: &str, ulimit: Option<u32>) -> (Child, String) {
     let mut args: Vec<String> = vec![
         "--listen".into(),
