@@ -42,61 +42,57 @@ macro_rules! table_id {
 table_id!(UserId);
 table_id!(ConvId);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConvKind {
-    /// Anyone may JOIN.
-    Public = 0,
-    /// Invite-only; admins ADD and KICK.
-    Group = 1,
-    /// Two friends.
-    Direct = 2,
-}
-
-impl ConvKind {
-    /// Unknown codes read as the most restrictive shared kind.
-    pub fn from_code(v: i64) -> Self {
-        match v {
-            0 => ConvKind::Public,
-            2 => ConvKind::Direct,
-            _ => ConvKind::Group,
+/// A state stored as a small integer code: the enum, and `from_code`, which
+/// reads a code this build does not know as `unknown`.
+macro_rules! coded_enum {
+    ($(#[$m:meta])* $t:ident { $($(#[$vm:meta])* $v:ident = $n:literal,)+ } unknown: $fb:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $t {
+            $($(#[$vm])* $v = $n,)+
         }
-    }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestState {
-    Pending = 0,
-    Accepted = 1,
-    Rejected = 2,
-}
-
-impl RequestState {
-    pub fn from_code(v: i64) -> Self {
-        match v {
-            1 => RequestState::Accepted,
-            2 => RequestState::Rejected,
-            _ => RequestState::Pending,
+        impl $t {
+            pub fn from_code(v: i64) -> Self {
+                match v {
+                    $($n => $t::$v,)+
+                    _ => $t::$fb,
+                }
+            }
         }
-    }
+    };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MsgState {
-    Sent = 0,
-    Edited = 1,
-    /// A tombstone: the text is gone.
-    Deleted = 2,
-}
-
-impl MsgState {
-    pub fn from_code(v: i64) -> Self {
-        match v {
-            1 => MsgState::Edited,
-            2 => MsgState::Deleted,
-            _ => MsgState::Sent,
-        }
+coded_enum!(
+    ConvKind {
+        /// Anyone may JOIN.
+        Public = 0,
+        /// Invite-only; admins ADD and KICK.
+        Group = 1,
+        /// Two friends.
+        Direct = 2,
     }
-}
+    unknown: Public
+);
+
+coded_enum!(
+    RequestState {
+        Pending = 0,
+        Accepted = 1,
+        Rejected = 2,
+    }
+    unknown: Pending
+);
+
+coded_enum!(
+    MsgState {
+        Sent = 0,
+        Edited = 1,
+        /// A tombstone: the text is gone.
+        Deleted = 2,
+    }
+    unknown: Sent
+);
 
 /// A table indexed by a dense id. Lookups return `Option`, so an id that a
 /// late answer or another node hands the hub can never panic the loop; a
