@@ -819,11 +819,13 @@ impl Server {
             }
             let reason = conn.reason.unwrap_or(CloseReason::ClientClosed);
             self.counters.closed[reason as usize] += 1;
-            if reason == CloseReason::SlowConsumer {
-                log::warn!("session {} closed: {}", conn.sid, reason.name());
+            // Dropping a slow consumer is the server's doing: worth a warning.
+            let level = if reason == CloseReason::SlowConsumer {
+                log::Level::Warn
             } else {
-                log::info!("session {} closed: {}", conn.sid, reason.name());
-            }
+                log::Level::Info
+            };
+            log::log!(level, "session {} closed: {}", conn.sid, reason.name());
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
         }
