@@ -5,13 +5,20 @@
 //! - [`protocol`]: the wire form, with no I/O. `framing` splits bytes into
 //!   lines, `command` parses a line into a [`protocol::Command`], `directive`
 //!   tells the driver what follows a line (a raw body, or nothing because the
-//!   session closes), `encode` and `driver_lines` build every outgoing line.
+//!   session closes), `codec` turns the hub's typed replies and events into
+//!   linechat lines (and every error into its ERR code), `help` is the
+//!   command reference, `driver_lines` the lines the driver sends itself.
 //! - [`chat`]: the sans-IO domain. The [`chat::Hub`] owns users, rooms,
 //!   friendships, cursors and the publish pipeline; inputs are `handle`,
 //!   `authed`, `committed`, `delivered` calls, outputs are appended to an
-//!   [`chat::Out`]. `chat::types` holds the domain's vocabulary (id newtypes,
-//!   conversation kind, message and request states), which storage maps to
-//!   columns.
+//!   [`chat::Out`]: typed [`chat::Reply`]s for one session and typed
+//!   [`chat::Event`]s addressed to an [`chat::Audience`] (a conversation's
+//!   members, a user's sessions), never bytes or lists of sessions.
+//!   `chat::types` holds the domain's vocabulary (id newtypes, conversation
+//!   kind, message and request states), which storage maps to columns.
+//! - [`fanout`]: expands each audience into this node's sessions and has the
+//!   codec encode each event once per viewer form, one shared buffer for all
+//!   its recipients; the driver gets bytes per session ([`fanout::Wire`]).
 //! - [`server`]: the driver. One thread, one `mio::Poll`, connections in a
 //!   `Slab`; it reads, frames, hands lines to the hub, routes the hub's
 //!   output into bounded outboxes and flushes them. `close` names why every
@@ -33,9 +40,12 @@
 //! 3. The storage thread commits that request with everything else queued
 //!    (one transaction, one fsync) and sends the tokens back; the `Waker`
 //!    wakes the loop.
-//! 4. `Hub::committed` fans the message out: one encoded buffer per batch of
-//!    the room's messages, shared by every member session, then `OK SAY`.
-//! 5. `server` queues the buffer in each recipient's outbox (dropping a slow
+//! 4. `Hub::committed` publishes the batch of the room's committed messages
+//!    as one `Event::Messages` to the room's members, then `Reply::Said`.
+//! 5. `fanout::route` finds the members' sessions, encodes the batch once
+//!    (`protocol::codec`) and gives every recipient a slice of that buffer;
+//!    the sender's own session gets the others' messages only.
+//! 6. `server` queues the buffer in each recipient's outbox (dropping a slow
 //!    consumer at the bound), writes it with one `writev` per session at the
 //!    end of the loop turn, and reports what reached each socket to
 //!    `Hub::delivered`, which moves delivery cursors and sends receipts.
@@ -44,6 +54,7 @@ pub mod auth;
 pub mod blob;
 pub mod chat;
 pub mod config;
+pub mod fanout;
 pub mod protocol;
 pub mod server;
 pub mod store;

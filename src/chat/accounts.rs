@@ -4,11 +4,8 @@
 //! busy, so the driver holds its next lines until the answer is in: whatever
 //! the client pipelined after LOGIN is then read as a logged-in session.
 
-use super::{
-    AuthCtx, ChatError, Hub, Out, Output, Pending, SessionId, User, UserId, names, now_ms,
-};
+use super::{AuthCtx, ChatError, Hub, Out, Pending, Reply, SessionId, User, UserId, names, now_ms};
 use crate::auth::{self, Outcome, Work};
-use crate::line;
 use crate::store::Write;
 
 impl Hub {
@@ -71,7 +68,7 @@ impl Hub {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.busy = true;
         }
-        out.lines.push((sid, Output::Defer));
+        out.defer(sid);
         out.auth.push(auth::Job { work, ctx });
     }
 
@@ -111,8 +108,7 @@ impl Hub {
                     self.finish_auth(sid, Err(ChatError::TooManySessions), out)
                 }
                 Some(uid) => {
-                    let reply = line!("OK LOGIN {}", self.name(uid));
-                    self.finish_auth(sid, Ok((uid, reply)), out);
+                    self.finish_auth(sid, Ok((uid, Reply::LoggedIn(uid))), out);
                     if self.user_of(sid) == Some(uid) {
                         self.sync_after_login(sid, uid, out);
                     }
@@ -126,7 +122,7 @@ impl Hub {
     /// A new account is durable (or failed to be): log its session in.
     pub(super) fn registered(&mut self, sid: SessionId, uid: UserId, ok: bool, out: &mut Out) {
         let result = if ok {
-            Ok((uid, line!("OK REGISTER {}", self.name(uid))))
+            Ok((uid, Reply::Registered(uid)))
         } else {
             Err(ChatError::Storage)
         };
@@ -137,7 +133,7 @@ impl Hub {
     fn finish_auth(
         &mut self,
         sid: SessionId,
-        result: Result<(UserId, bytes::Bytes), ChatError>,
+        result: Result<(UserId, Reply), ChatError>,
         out: &mut Out,
     ) {
         let Some(state) = self.sessions.get_mut(&sid) else {
@@ -148,13 +144,10 @@ impl Hub {
             Ok((uid, reply)) => {
                 state.user = Some(uid);
                 log::info!("session {sid} logged in as {}", self.name(uid));
-                out.lines.push((sid, Output::Complete(reply)));
+                out.complete(sid, reply);
                 self.session_opened(sid, uid, out);
             }
-            Err(e) => out.lines.push((
-                sid,
-                Output::Complete(crate::protocol::encode::err(e.code(), &e)),
-            )),
+            Err(e) => out.fail(sid, e),
         }
     }
 

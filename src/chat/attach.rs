@@ -7,9 +7,10 @@
 //! streams a blob from disk in chunks, each read only once the previous one
 //! has left the outbox, so a big blob never sits whole in memory.
 
-use super::{Ack, BlobCtx, ChatError, Hub, Out, Output, Pending, SessionId, UserId, names};
+use super::{
+    Ack, BlobCtx, Body, ChatError, Hub, Out, Output, Pending, Reply, SessionId, UserId, names,
+};
 use crate::blob::{self, Outcome, Work};
-use crate::line;
 use crate::protocol::Target;
 use crate::store::{Answer, Query, Write};
 
@@ -79,7 +80,7 @@ impl Hub {
                 size,
             }));
         }
-        out.lines.push((sid, Output::Defer));
+        out.defer(sid);
         Ok(())
     }
 
@@ -112,12 +113,12 @@ impl Hub {
             (BlobCtx::Put { sid, upload }, Outcome::Stored(Ok(id))) => {
                 self.unbusy(sid);
                 if let Err(e) = self.post_attachment(sid, *upload, id, out) {
-                    out.fail(sid, &e);
+                    out.fail(sid, e);
                 }
             }
             (BlobCtx::Put { sid, .. }, _) => {
                 self.unbusy(sid);
-                out.fail(sid, &ChatError::Storage);
+                out.fail(sid, ChatError::Storage);
             }
             (BlobCtx::Read { sid }, Outcome::Read(Ok(bytes))) if !bytes.is_empty() => {
                 let Some(job) = self.fetches.get_mut(&sid) else {
@@ -125,7 +126,7 @@ impl Hub {
                 };
                 job.inflight = false;
                 job.offset += bytes.len() as u64;
-                out.lines.push((sid, Output::Body(bytes.into())));
+                out.to(sid, Output::Body(Body::Raw(bytes.into())));
             }
             (BlobCtx::Read { sid }, _) => {
                 // The header promised bytes that cannot be read: the stream
@@ -133,7 +134,7 @@ impl Hub {
                 log::error!("session {sid}: blob read failed mid-FETCH; closing");
                 self.fetches.remove(&sid);
                 self.unbusy(sid);
-                out.lines.push((sid, Output::Close));
+                out.to(sid, Output::Close);
             }
         }
     }
@@ -208,10 +209,14 @@ impl Hub {
     ) {
         let Answer::Blob { size, mime } = answer else {
             self.unbusy(sid);
-            return out.fail(sid, &ChatError::NoSuchBlob);
+            return out.fail(sid, ChatError::NoSuchBlob);
         };
-        out.lines
-            .push((sid, Output::Body(line!("BLOB {blob} {size} {mime}"))));
+        let header = Body::Header {
+            blob: blob.clone(),
+            size,
+            mime,
+        };
+        out.to(sid, Output::Body(header));
         self.fetches.insert(
             sid,
             FetchJob {
@@ -236,7 +241,7 @@ impl Hub {
             let blob = job.blob.clone();
             self.fetches.remove(&sid);
             self.unbusy(sid);
-            out.complete(sid, line!("\nOK FETCH {blob}"));
+            out.complete(sid, Reply::Fetched(blob));
             return;
         }
         job.inflight = true;

@@ -1,5 +1,5 @@
-//! What can go wrong in the chat domain, and the one place where each case
-//! becomes a stable ERR code.
+//! What can go wrong in the chat domain. Each case becomes a stable ERR
+//! code in one place, the codec (`protocol::codec::chat_code`).
 
 use thiserror::Error;
 
@@ -85,49 +85,4 @@ pub enum ChatError {
     Storage,
     #[error("the server could not check that password; try again")]
     Internal,
-}
-
-impl ChatError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ChatError::NotLoggedIn => "NOT_LOGGED_IN",
-            ChatError::AlreadyLoggedIn => "ALREADY_LOGGED_IN",
-            ChatError::BadUsername => "BAD_USERNAME",
-            ChatError::BadPassword => "BAD_PASSWORD",
-            ChatError::UserExists => "USER_EXISTS",
-            ChatError::BadLogin => "BAD_LOGIN",
-            ChatError::BadRoomName => "BAD_ROOM",
-            ChatError::NoSuchRoom => "NO_SUCH_ROOM",
-            ChatError::NoSuchUser => "NO_SUCH_USER",
-            ChatError::NotMember(_) => "NOT_MEMBER",
-            ChatError::AlreadyMember(_) => "ALREADY_MEMBER",
-            ChatError::RoomExists(_) => "ROOM_EXISTS",
-            ChatError::InviteOnly(_) => "INVITE_ONLY",
-            ChatError::NotAdmin(_) => "NOT_ADMIN",
-            ChatError::TargetAlreadyMember(..) => "ALREADY_MEMBER",
-            ChatError::TargetNotMember(..) => "TARGET_NOT_MEMBER",
-            ChatError::AlreadyAdmin(..) => "ALREADY_ADMIN",
-            ChatError::NotFriends(_) => "NOT_FRIENDS",
-            ChatError::SelfTarget => "SELF",
-            ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
-            ChatError::RequestPending(_) => "REQUEST_PENDING",
-            ChatError::NoRequest(_) => "NO_REQUEST",
-            ChatError::NoConversation(_) | ChatError::NoSuchConversation => "NO_SUCH_CONVERSATION",
-            ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
-            ChatError::TooManySessions => "TOO_MANY_SESSIONS",
-            ChatError::TooManyRooms(_) => "TOO_MANY_ROOMS",
-            ChatError::RoomFull(_) => "ROOM_FULL",
-            ChatError::NotYours => "NOT_YOURS",
-            ChatError::BadText | ChatError::ReservedText => "BAD_TEXT",
-            ChatError::TooLarge(_) => "TOO_LARGE",
-            ChatError::NotEditable => "NOT_EDITABLE",
-            ChatError::BadFilename => "BAD_FILENAME",
-            ChatError::BadMime => "BAD_MIME",
-            ChatError::NoSuchBlob => "NO_SUCH_BLOB",
-            ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
-            ChatError::NoSuchHelp => "UNKNOWN_COMMAND",
-            ChatError::Storage => "STORAGE",
-            ChatError::Internal => "INTERNAL",
-        }
-    }
 }

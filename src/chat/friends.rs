@@ -10,12 +10,13 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use thiserror::Error;
 
-use super::{ChatError, Hub, IdMap, Out, SessionId, UserId, ms_to_time, now_ms};
-use crate::line;
-use crate::protocol::{FriendCmd, encode};
+use super::{
+    Audience, ChatError, Emit, Event, FriendNews, Hub, IdMap, Out, Reply, RequestInfo, SessionId,
+    UserId, now_ms,
+};
+use crate::protocol::FriendCmd;
 use crate::store::{RequestRow, RequestState, Write};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -190,14 +191,6 @@ impl Friends {
     }
 }
 
-fn state_word(s: RequestState) -> &'static str {
-    match s {
-        RequestState::Pending => "pending",
-        RequestState::Accepted => "accepted",
-        RequestState::Rejected => "rejected",
-    }
-}
-
 impl Hub {
     fn friend_error(&self, e: FriendError, other: UserId) -> ChatError {
         let name = self.name(other).to_string();
@@ -218,8 +211,6 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let now = now_ms();
-        // Others hear of a change once it is durable (see `commit`).
-        let mut ev = Out::default();
         match cmd {
             FriendCmd::List => {
                 self.friend_list(sid, uid, out);
@@ -235,23 +226,15 @@ impl Hub {
                     .friends
                     .request(uid, other, now)
                     .map_err(|e| self.friend_error(e, other))?;
-                let me = self.name(uid).to_string();
-                let them = self.name(other).to_string();
-                let (event, mine, word) = match added {
-                    Added::Requested => (
-                        line!("FRIEND REQUEST {me}"),
-                        line!("FRIEND REQUESTED {them}"),
-                        "pending",
-                    ),
-                    Added::Accepted => (
-                        line!("FRIEND ACCEPTED {me}"),
-                        line!("FRIEND ACCEPTED {them}"),
-                        "accepted",
-                    ),
+                let accepted = added == Added::Accepted;
+                let (theirs, mine) = if accepted {
+                    (FriendNews::Accepted, FriendNews::Accepted)
+                } else {
+                    (FriendNews::Request, FriendNews::Requested)
                 };
-                self.to_user(other, &event, None, &mut ev);
-                self.to_user(uid, &mine, Some(sid), &mut ev);
-                self.commit(sid, writes, line!("OK FRIEND ADD {them} {word}"), ev, out);
+                let events = self.friend_news(sid, uid, other, theirs, mine);
+                let reply = Reply::FriendAdded { other, accepted };
+                self.commit(sid, writes, reply, events, out);
             }
             FriendCmd::Accept(name) | FriendCmd::Reject(name) => {
                 let accept = matches!(cmd, FriendCmd::Accept(_));
@@ -262,16 +245,17 @@ impl Hub {
                     self.friends.reject(uid, other, now)
                 };
                 let writes = result.map_err(|e| self.friend_error(e, other))?;
-                let me = self.name(uid).to_string();
-                let them = self.name(other).to_string();
-                let (verb, word) = if accept {
-                    ("ACCEPTED", "ACCEPT")
+                let news = if accept {
+                    FriendNews::Accepted
                 } else {
-                    ("REJECTED", "REJECT")
+                    FriendNews::Rejected
                 };
-                self.to_user(other, &line!("FRIEND {verb} {me}"), None, &mut ev);
-                self.to_user(uid, &line!("FRIEND {verb} {them}"), Some(sid), &mut ev);
-                self.commit(sid, writes, line!("OK FRIEND {word} {them}"), ev, out);
+                let events = self.friend_news(sid, uid, other, news, news);
+                let reply = Reply::FriendAnswered {
+                    other,
+                    accepted: accept,
+                };
+                self.commit(sid, writes, reply, events, out);
             }
             FriendCmd::Remove(name) => {
                 let other = self.find_user(name)?;
@@ -279,55 +263,62 @@ impl Hub {
                     .friends
                     .remove(uid, other)
                     .map_err(|e| self.friend_error(e, other))?;
-                let me = self.name(uid).to_string();
-                let them = self.name(other).to_string();
-                self.to_user(other, &line!("FRIEND REMOVED {me}"), None, &mut ev);
-                self.to_user(uid, &line!("FRIEND REMOVED {them}"), Some(sid), &mut ev);
-                self.commit(sid, writes, line!("OK FRIEND REMOVE {them}"), ev, out);
+                let news = FriendNews::Removed;
+                let events = self.friend_news(sid, uid, other, news, news);
+                self.commit(sid, writes, Reply::FriendRemoved(other), events, out);
             }
         }
         Ok(())
     }
 
+    /// What both sides of a friendship change hear, once it is durable (see
+    /// `commit`): `other` gets `theirs` about `uid`, and `uid`'s other
+    /// sessions get `mine` about `other`.
+    fn friend_news(
+        &self,
+        sid: SessionId,
+        uid: UserId,
+        other: UserId,
+        theirs: FriendNews,
+        mine: FriendNews,
+    ) -> Vec<Emit> {
+        vec![
+            Emit::Event(
+                Audience::user(other, None),
+                Event::Friend {
+                    news: theirs,
+                    other: uid,
+                },
+            ),
+            Emit::Event(
+                Audience::user(uid, Some(sid)),
+                Event::Friend { news: mine, other },
+            ),
+        ]
+    }
+
     fn friend_list(&self, sid: SessionId, uid: UserId, out: &mut Out) {
-        let mut lines: Vec<Bytes> = self
+        let friends = self
             .friends
             .friends_of(uid)
-            .filter_map(|f| self.users.get(f))
-            .map(|u| {
-                if u.online() {
-                    line!("FRIENDINFO {} online", u.name)
-                } else {
-                    let seen = u.last_seen.map_or("never".into(), ms_to_time);
-                    line!("FRIENDINFO {} offline {seen}", u.name)
-                }
-            })
+            .filter_map(|f| Some((f, self.presence_of(self.users.get(f)?))))
             .collect();
-        lines.push(line!("OK FRIEND LIST {}", lines.len()));
-        out.reply(sid, encode::join(&lines));
+        out.reply(sid, Reply::Friends(friends));
     }
 
     fn request_list(&self, sid: SessionId, uid: UserId, out: &mut Out) {
         let mut reqs: Vec<_> = self.friends.requests_of(uid).collect();
         reqs.sort_by_key(|(_, r)| r.at);
-        let mut lines: Vec<Bytes> = reqs
+        let reqs = reqs
             .into_iter()
-            .map(|((from, to), r)| {
-                let (dir, other) = if from == uid {
-                    ("out", to)
-                } else {
-                    ("in", from)
-                };
-                line!(
-                    "REQUEST {dir} {} {} {}",
-                    self.name(other),
-                    state_word(r.state),
-                    ms_to_time(r.at)
-                )
+            .map(|((from, to), r)| RequestInfo {
+                outgoing: from == uid,
+                other: if from == uid { to } else { from },
+                state: r.state,
+                at: r.at,
             })
             .collect();
-        lines.push(line!("OK FRIEND REQUESTS {}", lines.len()));
-        out.reply(sid, encode::join(&lines));
+        out.reply(sid, Reply::FriendRequests(reqs));
     }
 }
 

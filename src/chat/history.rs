@@ -4,11 +4,10 @@
 //! storage thread, and its answer still comes back in command order. A
 //! conversation is never loaded whole: every read is one bounded page.
 
-use bytes::Bytes;
-
-use super::{ChatError, ConvId, Hub, Msg, Out, Pending, SessionId, UserId, ms_to_time, names};
-use crate::line;
-use crate::protocol::{Target, encode};
+use super::{
+    Audience, ChatError, ConvId, Event, Hub, Msg, Out, Pending, Reply, SessionId, UserId, names,
+};
+use crate::protocol::Target;
 use crate::store::{Answer, ConvKind, MsgState, Query};
 
 pub const HISTORY_DEFAULT: usize = 50;
@@ -17,28 +16,7 @@ pub const SEARCH_PAGE: usize = 20;
 /// Words a SEARCH may combine.
 const SEARCH_WORDS: usize = 16;
 
-fn state_word(s: MsgState) -> &'static str {
-    match s {
-        MsgState::Sent => "sent",
-        MsgState::Edited => "edited",
-        MsgState::Deleted => "deleted",
-    }
-}
-
 impl Hub {
-    /// `<VERB> <conv> <seq> <msgid> <sender> <time> <state> <text>`.
-    fn past_line(&self, verb: &str, view: &str, m: &Msg) -> Bytes {
-        line!(
-            "{verb} {view} {} {} {} {} {} {}",
-            m.seq,
-            m.id,
-            self.name(m.sender),
-            ms_to_time(m.at),
-            state_word(m.state),
-            m.text
-        )
-    }
-
     pub(super) fn history(
         &mut self,
         sid: SessionId,
@@ -49,20 +27,18 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.member_conv(uid, target)?;
-        let view = self.conv_name_for(conv, uid);
         let limit = limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX);
         let c = self.conv(conv)?;
         let before = before.unwrap_or(u64::MAX).min(c.last_seq + 1);
         let from = before.saturating_sub(limit as u64).max(1);
         if c.recent_covers(from) {
-            let page: Vec<Msg> = c
+            let msgs = c
                 .recent
                 .iter()
                 .filter(|m| m.seq >= from && m.seq < before)
                 .cloned()
                 .collect();
-            let reply = self.history_lines(&view, &page);
-            out.reply(sid, reply);
+            out.reply(sid, Reply::History { conv, msgs });
         } else {
             self.ask(
                 sid,
@@ -71,42 +47,27 @@ impl Hub {
                     before,
                     limit,
                 },
-                Pending::History {
-                    sid,
-                    conv,
-                    view,
-                    limit,
-                },
+                Pending::History { sid, conv, limit },
                 out,
             );
         }
         Ok(())
     }
 
-    fn history_lines(&self, view: &str, page: &[Msg]) -> Bytes {
-        let mut lines: Vec<Bytes> = page
-            .iter()
-            .map(|m| self.past_line("HISTORY", view, m))
-            .collect();
-        lines.push(line!("OK HISTORY {view} {}", page.len()));
-        encode::join(&lines)
-    }
-
     pub(super) fn history_answer(
         &mut self,
         sid: SessionId,
-        _conv: ConvId,
-        view: &str,
+        conv: ConvId,
         limit: usize,
         answer: Answer,
         out: &mut Out,
     ) {
-        let mut page: Vec<Msg> = match answer {
+        let mut msgs: Vec<Msg> = match answer {
             Answer::Messages(rows) => rows.into_iter().take(limit).map(Msg::from).collect(),
             _ => Vec::new(),
         };
-        page.reverse();
-        out.complete(sid, self.history_lines(view, &page));
+        msgs.reverse();
+        out.complete(sid, Reply::History { conv, msgs });
     }
 
     pub(super) fn search(
@@ -119,7 +80,6 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.member_conv(uid, target)?;
-        let view = self.conv_name_for(conv, uid);
         let words: Vec<String> = words
             .split_whitespace()
             .take(SEARCH_WORDS)
@@ -133,7 +93,7 @@ impl Hub {
                 before: before.unwrap_or(u64::MAX),
                 limit: SEARCH_PAGE,
             },
-            Pending::Search { sid, conv, view },
+            Pending::Search { sid, conv },
             out,
         );
         Ok(())
@@ -142,21 +102,15 @@ impl Hub {
     pub(super) fn search_answer(
         &mut self,
         sid: SessionId,
-        _conv: ConvId,
-        view: &str,
+        conv: ConvId,
         answer: Answer,
         out: &mut Out,
     ) {
-        let rows = match answer {
-            Answer::Messages(rows) => rows,
+        let msgs = match answer {
+            Answer::Messages(rows) => rows.into_iter().map(Msg::from).collect(),
             _ => Vec::new(),
         };
-        let mut lines: Vec<Bytes> = rows
-            .into_iter()
-            .map(|m| self.past_line("FOUND", view, &Msg::from(m)))
-            .collect();
-        lines.push(line!("OK SEARCH {view} {}", lines.len()));
-        out.complete(sid, encode::join(&lines));
+        out.complete(sid, Reply::Found { conv, msgs });
     }
 
     /// EDIT (`text` is `Some`) or DELETE. The sender may do either; a room
@@ -203,35 +157,26 @@ impl Hub {
     ) {
         let m = match answer {
             Answer::Changed(m) => Msg::from(m),
-            Answer::NotYours => return out.fail(sid, &ChatError::NotYours),
-            Answer::Attachment => return out.fail(sid, &ChatError::NotEditable),
-            _ => return out.fail(sid, &ChatError::NoSuchMessage),
+            Answer::NotYours => return out.fail(sid, ChatError::NotYours),
+            Answer::Attachment => return out.fail(sid, ChatError::NotEditable),
+            _ => return out.fail(sid, ChatError::NoSuchMessage),
         };
         let Some(c) = self.convs.get_mut(conv) else {
-            return out.fail(sid, &ChatError::NoSuchConversation);
+            return out.fail(sid, ChatError::NoSuchConversation);
         };
         if let Some(r) = c.recent_msg_mut(m.seq) {
             r.text = m.text.clone();
             r.state = m.state;
         }
-        let deleted = m.state == MsgState::Deleted;
-        for member in self.convs.get(conv).into_iter().flat_map(|c| &c.members) {
-            let view = self.conv_name_for(conv, member.user);
-            let event = if deleted {
-                line!("DELETED {view} {} {}", m.seq, self.name(by))
-            } else {
-                line!(
-                    "EDITED {view} {} {} {} {}",
-                    m.seq,
-                    m.id,
-                    self.name(by),
-                    m.text
-                )
-            };
-            self.to_user(member.user, &event, Some(sid), out);
-        }
-        let view = self.conv_name_for(conv, by);
-        let verb = if deleted { "DELETE" } else { "EDIT" };
-        out.complete(sid, line!("OK {verb} {view} {}", m.seq));
+        let seq = m.seq;
+        let (event, reply) = if m.state == MsgState::Deleted {
+            let event = Event::Deleted { conv, seq, by };
+            (event, Reply::Deleted { conv, seq })
+        } else {
+            let event = Event::Edited { conv, msg: m, by };
+            (event, Reply::Edited { conv, seq })
+        };
+        out.event(Audience::members(conv, Some(sid)), event);
+        out.complete(sid, reply);
     }
 }

@@ -10,9 +10,9 @@ mod accounts;
 mod attach;
 mod error;
 mod friends;
-mod help;
 mod history;
 mod names;
+mod output;
 mod presence;
 mod rooms;
 mod say;
@@ -20,21 +20,22 @@ mod state;
 mod sync;
 pub mod types;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-
-use bytes::Bytes;
 
 pub use error::ChatError;
 pub use friends::{FriendError, Friends};
+pub use output::{
+    Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
+    Progress, Reply, RequestInfo, RoomInfo,
+};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::Cursor;
 use types::Table;
 pub use types::{ConvId, ConvKind, MsgState, RequestState, UserId};
 
-use crate::auth;
-use crate::blob;
-use crate::line;
-use crate::protocol::{Command, ParseError, Target, encode};
+use crate::protocol::codec::Directory;
+use crate::protocol::{Command, ParseError, Target, help};
 use crate::store::{self, Snapshot, Write};
 
 /// A connection, as the hub knows it. The driver packs its slot number (low
@@ -61,37 +62,6 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// What the driver must do for one session, in the order given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// The answer to the session's current command.
-    Reply(Bytes),
-    /// A pushed event; not ordered with respect to replies.
-    Event(Bytes),
-    /// The current command's answer comes later, through `Complete`. Replies to
-    /// later commands wait behind it so answers keep command order.
-    Defer,
-    /// The answer to the oldest deferred command.
-    Complete(Bytes),
-    /// Close the session once what is queued for it has been written.
-    Close,
-    /// Answer STATS here: the driver owns the connection-level counters.
-    Stats,
-    /// An event carrying message `seq` of `conv`: once it is written to the
-    /// socket, the driver reports it through [`Hub::delivered`].
-    Deliver { line: Bytes, conv: ConvId, seq: u64 },
-    /// Part of the answer to the newest deferred command (a SYNC stream);
-    /// a tagged part is reported like `Deliver` once written.
-    Partial {
-        lines: Bytes,
-        tag: Option<(ConvId, u64)>,
-    },
-    /// Part of a FETCH answer (its header or raw bytes): placed like
-    /// `Partial`, and no event may be written between it and the final
-    /// answer, or it would land inside the file.
-    Body(Bytes),
-}
-
 /// Context carried through the password-hashing pool.
 #[derive(Debug)]
 pub enum AuthCtx {
@@ -111,8 +81,8 @@ pub enum Pending {
     /// Send these events, then this reply.
     Reply {
         sid: SessionId,
-        reply: Bytes,
-        events: Vec<(SessionId, Output)>,
+        reply: Reply,
+        events: Vec<Emit>,
     },
     /// Publish this message and answer its sender.
     Said {
@@ -129,22 +99,16 @@ pub enum Pending {
     History {
         sid: SessionId,
         conv: ConvId,
-        view: String,
         limit: usize,
     },
     /// Matches for SEARCH.
-    Search {
-        sid: SessionId,
-        conv: ConvId,
-        view: String,
-    },
+    Search { sid: SessionId, conv: ConvId },
     /// The next chunk of a SYNC stream.
     SyncChunk { sid: SessionId },
     /// The message STATUS asked about, when it is no longer in memory.
     Status {
         sid: SessionId,
         conv: ConvId,
-        view: String,
         seq: u64,
     },
     /// The outcome of an EDIT or DELETE.
@@ -174,39 +138,6 @@ pub enum BlobCtx {
     },
     /// A chunk of a FETCH stream was read.
     Read { sid: SessionId },
-}
-
-/// Everything one input made the hub want done.
-#[derive(Default)]
-pub struct Out {
-    pub lines: Vec<(SessionId, Output)>,
-    pub auth: Vec<auth::Job<AuthCtx>>,
-    pub store: Vec<store::Request<Pending>>,
-    pub blobs: Vec<blob::Job<BlobCtx>>,
-}
-
-impl Out {
-    pub fn reply(&mut self, sid: SessionId, line: Bytes) {
-        self.lines.push((sid, Output::Reply(line)));
-    }
-    pub fn event(&mut self, sid: SessionId, line: Bytes) {
-        self.lines.push((sid, Output::Event(line)));
-    }
-    pub fn deliver(&mut self, sid: SessionId, line: Bytes, conv: ConvId, seq: u64) {
-        self.lines.push((sid, Output::Deliver { line, conv, seq }));
-    }
-    pub fn complete(&mut self, sid: SessionId, line: Bytes) {
-        self.lines.push((sid, Output::Complete(line)));
-    }
-    pub fn fail(&mut self, sid: SessionId, e: &ChatError) {
-        self.complete(sid, encode::err(e.code(), e));
-    }
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-            && self.auth.is_empty()
-            && self.store.is_empty()
-            && self.blobs.is_empty()
-    }
 }
 
 /// When a change counts as done.
@@ -308,10 +239,6 @@ pub struct Hub {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-fn ms_to_time(ms: i64) -> String {
-    encode::time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
 impl Hub {
@@ -425,13 +352,13 @@ impl Hub {
 
     /// A line the framer or parser refused.
     pub fn bad_line(&mut self, sid: SessionId, err: ParseError, out: &mut Out) {
-        out.reply(sid, encode::err(err.code(), err));
+        out.reply(sid, Reply::Refused(err));
     }
 
     /// One parsed command from session `sid`.
     pub fn handle(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) {
         if let Err(e) = self.dispatch(sid, cmd, out) {
-            out.reply(sid, encode::err(e.code(), &e));
+            out.reply(sid, Reply::Failed(e));
         }
     }
 
@@ -443,17 +370,17 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let user = self.user_of(sid);
         match (cmd, user) {
-            (Command::Help(verb), _) => out.reply(sid, help::help(verb)?),
-            (Command::Ping(token), _) => out.reply(
-                sid,
-                match token {
-                    Some(t) => line!("OK PONG {t}"),
-                    None => line!("OK PONG"),
-                },
-            ),
+            (Command::Help(verb), _) => {
+                let topic = match verb {
+                    None => None,
+                    Some(v) => Some(help::verb(v).ok_or(ChatError::NoSuchHelp)?),
+                };
+                out.reply(sid, Reply::Help(topic));
+            }
+            (Command::Ping(token), _) => out.reply(sid, Reply::Pong(token.map(str::to_string))),
             (Command::Quit, _) => {
-                out.reply(sid, line!("OK QUIT bye"));
-                out.lines.push((sid, Output::Close));
+                out.reply(sid, Reply::Quit);
+                out.to(sid, Output::Close);
             }
             (
                 Command::Register {
@@ -484,7 +411,7 @@ impl Hub {
             (Command::Say { to, text }, Some(uid)) => self.say(sid, uid, to, text, out)?,
             (Command::Presence(name), Some(_)) => self.presence_query(sid, name, out)?,
             (Command::Friend(cmd), Some(uid)) => self.friend(sid, uid, cmd, out)?,
-            (Command::Stats, Some(_)) => out.lines.push((sid, Output::Stats)),
+            (Command::Stats, Some(_)) => out.to(sid, Output::Stats),
             (
                 Command::History {
                     conv,
@@ -528,20 +455,23 @@ impl Hub {
     /// Makes `writes` durable, then sends `reply` to `sid` and the events in
     /// `ev` to whoever they are for: at once under `--durability async`, after
     /// the commit under `sync`, so nobody hears of a change a crash could undo.
-    fn commit(&mut self, sid: SessionId, writes: Vec<Write>, reply: Bytes, ev: Out, out: &mut Out) {
+    fn commit(
+        &mut self,
+        sid: SessionId,
+        writes: Vec<Write>,
+        reply: Reply,
+        events: Vec<Emit>,
+        out: &mut Out,
+    ) {
         match self.cfg.durability {
             Durability::Sync => {
-                let pending = Pending::Reply {
-                    sid,
-                    reply,
-                    events: ev.lines,
-                };
+                let pending = Pending::Reply { sid, reply, events };
                 out.store.push(store::Request::write(writes, Some(pending)));
-                out.lines.push((sid, Output::Defer));
+                out.defer(sid);
             }
             Durability::Async => {
                 out.store.push(store::Request::write(writes, None));
-                out.lines.extend(ev.lines);
+                out.emits.extend(events);
                 out.reply(sid, reply);
             }
         }
@@ -558,7 +488,7 @@ impl Hub {
         let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
         self.counters.commit_micros_last = micros;
         self.counters.commit_micros_total += micros;
-        // Consecutive messages of one room are fanned out as one batch.
+        // Consecutive messages of one conversation are fanned out as one batch.
         let mut run: Vec<(SessionId, Msg, Ack)> = Vec::new();
         let mut run_conv = ConvId::default();
         for (pending, answer) in done.done {
@@ -571,13 +501,9 @@ impl Hub {
                         ack,
                     },
                     Ok(_),
-                ) if self
-                    .convs
-                    .get(conv)
-                    .is_some_and(|c| c.kind != ConvKind::Direct) =>
-                {
+                ) => {
                     if !run.is_empty() && run_conv != conv {
-                        self.publish_batch(run_conv, std::mem::take(&mut run), out);
+                        self.publish(run_conv, std::mem::take(&mut run), true, out);
                     }
                     run_conv = conv;
                     run.push((sid, msg, ack));
@@ -586,7 +512,7 @@ impl Hub {
                 (pending, _) => pending,
             };
             if !run.is_empty() {
-                self.publish_batch(run_conv, std::mem::take(&mut run), out);
+                self.publish(run_conv, std::mem::take(&mut run), true, out);
             }
             let Ok(answer) = answer else {
                 self.storage_failed(pending, out);
@@ -594,7 +520,7 @@ impl Hub {
             };
             match pending {
                 Pending::Reply { sid, reply, events } => {
-                    out.lines.extend(events);
+                    out.emits.extend(events);
                     out.complete(sid, reply);
                 }
                 Pending::Said {
@@ -602,30 +528,22 @@ impl Hub {
                     conv,
                     msg,
                     ack,
-                } => self.publish(conv, msg, sid, true, &ack, out),
+                } => self.publish(conv, vec![(sid, msg, ack)], true, out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
                 Pending::Registered { sid, user } => self.registered(sid, user, true, out),
-                Pending::History {
-                    sid,
-                    conv,
-                    view,
-                    limit,
-                } => self.history_answer(sid, conv, &view, limit, answer, out),
-                Pending::Search { sid, conv, view } => {
-                    self.search_answer(sid, conv, &view, answer, out)
+                Pending::History { sid, conv, limit } => {
+                    self.history_answer(sid, conv, limit, answer, out)
                 }
+                Pending::Search { sid, conv } => self.search_answer(sid, conv, answer, out),
                 Pending::SyncChunk { sid } => self.sync_chunk(sid, answer, out),
-                Pending::Status {
-                    sid,
-                    conv,
-                    view,
-                    seq,
-                } => self.status_answer(sid, conv, &view, seq, answer, out),
+                Pending::Status { sid, conv, seq } => {
+                    self.status_answer(sid, conv, seq, answer, out)
+                }
                 Pending::Changed { sid, conv, by } => self.changed(sid, conv, by, answer, out),
             }
         }
         if !run.is_empty() {
-            self.publish_batch(run_conv, run, out);
+            self.publish(run_conv, run, true, out);
         }
     }
 
@@ -653,7 +571,7 @@ impl Hub {
                 sid
             }
         };
-        out.fail(sid, &ChatError::Storage);
+        out.fail(sid, ChatError::Storage);
     }
 
     /// The conversation a client names, which the caller must belong to:
@@ -689,8 +607,8 @@ impl Hub {
         self.convs.get_mut(id).ok_or(ChatError::NoSuchConversation)
     }
 
-    /// The open sessions of `user`; none for an unknown id.
-    fn sessions_of(&self, user: UserId) -> &[SessionId] {
+    /// The open sessions of `user` on this node; none for an unknown id.
+    pub fn sessions_of(&self, user: UserId) -> &[SessionId] {
         self.users.get(user).map_or(&[], |u| &u.sessions)
     }
 
@@ -699,36 +617,14 @@ impl Hub {
         self.users.get(user).map_or(&[], |u| &u.convs)
     }
 
-    /// Every session of every member of `conv`.
-    fn member_sessions(&self, conv: ConvId) -> impl Iterator<Item = SessionId> + '_ {
-        self.convs
-            .get(conv)
-            .into_iter()
-            .flat_map(|c| &c.members)
-            .flat_map(|m| self.sessions_of(m.user).iter().copied())
-    }
-
-    /// Sends `line` to every session of every member except `except`.
-    fn broadcast(&self, conv: ConvId, line: &Bytes, except: Option<SessionId>, out: &mut Out) {
-        for s in self.member_sessions(conv) {
-            if Some(s) != except {
-                out.event(s, line.clone());
-            }
-        }
-    }
-
-    /// Sends `line` to every session of `user` except `except`.
-    fn to_user(&self, user: UserId, line: &Bytes, except: Option<SessionId>, out: &mut Out) {
-        for &s in self.sessions_of(user) {
-            if Some(s) != except {
-                out.event(s, line.clone());
-            }
-        }
-    }
-
     /// A user's name; empty for an unknown id, which then matches no one.
     fn name(&self, user: UserId) -> &str {
         self.users.get(user).map_or("", |u| &u.name)
+    }
+
+    /// The kind of a conversation and its members, for fan-out.
+    pub fn conv_members(&self, conv: ConvId) -> Option<(ConvKind, &[Member])> {
+        self.convs.get(conv).map(|c| (c.kind, &c.members[..]))
     }
 
     fn find_user(&self, name: &str) -> Result<UserId, ChatError> {
@@ -737,6 +633,25 @@ impl Hub {
             .get(name.as_str())
             .copied()
             .ok_or(ChatError::NoSuchUser)
+    }
+}
+
+/// Names for the codecs: what the hub's ids are called.
+impl Directory for Hub {
+    fn user_name(&self, user: UserId) -> &str {
+        self.name(user)
+    }
+
+    fn conv_name(&self, conv: ConvId, viewer: Option<UserId>) -> Cow<'_, str> {
+        let Some(c) = self.convs.get(conv) else {
+            return Cow::Borrowed("");
+        };
+        match viewer {
+            Some(viewer) if c.kind == ConvKind::Direct => {
+                Cow::Owned(format!("@{}", self.name(self.other_member(conv, viewer))))
+            }
+            _ => Cow::Borrowed(&c.name),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Who is online, and telling the people who care.
 
-use super::{ChatError, Hub, IdSet, Out, SessionId, User, UserId, ms_to_time, names};
-use crate::line;
+use super::{
+    Audience, ChatError, Event, Hub, IdSet, Out, Presence, Reply, SessionId, User, UserId, names,
+};
 use crate::store::ConvKind;
 
 impl Hub {
@@ -22,13 +23,12 @@ impl Hub {
         set
     }
 
-    /// `PRESENCE alice online` or `PRESENCE alice offline <last-seen>`.
-    fn presence_line(user: &User, prefix: &str) -> bytes::Bytes {
+    /// Whether `user` is online, or when last seen.
+    pub(super) fn presence_of(&self, user: &User) -> Presence {
         if user.online() {
-            line!("{prefix}PRESENCE {} online", user.name)
+            Presence::Online
         } else {
-            let seen = user.last_seen.map_or("never".into(), ms_to_time);
-            line!("{prefix}PRESENCE {} offline {seen}", user.name)
+            Presence::Offline(user.last_seen)
         }
     }
 
@@ -37,9 +37,15 @@ impl Hub {
         let Some(user) = self.users.get(uid) else {
             return;
         };
-        let event = Self::presence_line(user, "");
+        let presence = self.presence_of(user);
         for watcher in self.watchers(uid) {
-            self.to_user(watcher, &event, None, out);
+            out.event(
+                Audience::user(watcher, None),
+                Event::Presence {
+                    user: uid,
+                    presence,
+                },
+            );
         }
     }
 
@@ -52,7 +58,14 @@ impl Hub {
         names::user(name)?;
         let uid = self.find_user(name)?;
         let user = self.users.get(uid).ok_or(ChatError::NoSuchUser)?;
-        out.reply(sid, Self::presence_line(user, "OK "));
+        let presence = self.presence_of(user);
+        out.reply(
+            sid,
+            Reply::Presence {
+                user: uid,
+                presence,
+            },
+        );
         Ok(())
     }
 }

@@ -5,11 +5,10 @@
 //! first, then whoever an admin OPs; when the last admin leaves, the
 //! longest-standing member becomes admin so a group is never orphaned.
 
-use bytes::Bytes;
-
-use super::{ChatError, Conv, ConvId, Cursor, Hub, Member, Out, SessionId, UserId, names, now_ms};
-use crate::line;
-use crate::protocol::encode;
+use super::{
+    Audience, ChatError, Conv, ConvId, Cursor, Emit, Event, Hub, Member, MemberInfo, Msg, Out,
+    Reply, RoomInfo, SessionId, UserId, names, now_ms,
+};
 use crate::store::{ConvKind, MsgState, Write};
 
 impl Hub {
@@ -79,13 +78,12 @@ impl Hub {
         sid: SessionId,
         conv: ConvId,
         writes: Vec<Write>,
-        event: Bytes,
-        reply: Bytes,
+        event: Event,
+        reply: Reply,
         out: &mut Out,
     ) {
-        let mut ev = Out::default();
-        self.broadcast(conv, &event, Some(sid), &mut ev);
-        self.commit(sid, writes, reply, ev, out);
+        let event = Emit::Event(Audience::members(conv, Some(sid)), event);
+        self.commit(sid, writes, reply, vec![event], out);
     }
 
     /// Adds `uid` to the conversation; the first member of an admin-less
@@ -151,15 +149,15 @@ impl Hub {
         Some(heir.user)
     }
 
-    /// The recent messages of a room, as the MSG lines a joiner receives.
-    fn replay(&self, conv: ConvId) -> Vec<Bytes> {
+    /// The recent messages of a room, which a joiner receives.
+    fn replay(&self, conv: ConvId) -> Vec<Msg> {
         let Some(c) = self.convs.get(conv) else {
             return Vec::new();
         };
         c.recent
             .iter()
             .filter(|m| m.state != MsgState::Deleted)
-            .map(|m| self.msg_line(&c.name, m))
+            .cloned()
             .collect()
     }
 
@@ -192,14 +190,14 @@ impl Hub {
                 )
             }
         };
-        let event = line!("JOINED {name} {}", self.name(uid));
-        let mut reply = vec![line!(
-            "OK JOIN {name} {}",
-            if created { "created" } else { "joined" }
-        )];
-        reply.extend(self.replay(conv));
+        let reply = Reply::Joined {
+            conv,
+            created,
+            replay: self.replay(conv),
+        };
         self.add_member(conv, uid, &mut writes);
-        self.announce(sid, conv, writes, event, encode::join(&reply), out);
+        let event = Event::Joined { conv, user: uid };
+        self.announce(sid, conv, writes, event, reply, out);
         Ok(())
     }
 
@@ -225,9 +223,9 @@ impl Hub {
         self.check_room_caps(uid, None)?;
         let mut writes = Vec::new();
         let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
-        let event = line!("JOINED {name} {}", self.name(uid));
         self.add_member(conv, uid, &mut writes);
-        self.announce(sid, conv, writes, event, line!("OK CREATE {name}"), out);
+        let event = Event::Joined { conv, user: uid };
+        self.announce(sid, conv, writes, event, Reply::Created(conv), out);
         Ok(())
     }
 
@@ -238,18 +236,25 @@ impl Hub {
         room: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let (conv, name) = self.member_room(uid, room)?;
-        // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
-        let event = line!("LEFT {name} {}", self.name(uid));
-        // Everyone who was a member hears it, the leaver's other sessions too.
-        self.broadcast(conv, &event, Some(sid), &mut ev);
+        let (conv, _) = self.member_room(uid, room)?;
+        // Others hear of it once it is durable (see `commit`): everyone who
+        // was a member, the leaver's other sessions too.
+        let to = Audience::Members {
+            conv,
+            plus: Some(uid),
+            except: Some(sid),
+        };
+        let mut events = vec![Emit::Event(to, Event::Left { conv, user: uid })];
         let mut writes = Vec::new();
         if let Some(heir) = self.remove_member(conv, uid, &mut writes) {
-            let opped = line!("OPPED {name} {} server", self.name(heir));
-            self.broadcast(conv, &opped, None, &mut ev);
+            let opped = Event::Opped {
+                conv,
+                user: heir,
+                by: None,
+            };
+            events.push(Emit::Event(Audience::members(conv, None), opped));
         }
-        self.commit(sid, writes, line!("OK LEAVE {name}"), ev, out);
+        self.commit(sid, writes, Reply::Left(conv), events, out);
         Ok(())
     }
 
@@ -265,42 +270,35 @@ impl Hub {
         if c.kind == ConvKind::Group && c.member(uid).is_none() {
             return Err(ChatError::NotMember(name));
         }
-        let mut lines: Vec<Bytes> = c
+        let members = c
             .members
             .iter()
-            .filter_map(|m| Some((m, self.users.get(m.user)?)))
-            .map(|(m, u)| {
-                line!(
-                    "MEMBER {name} {} {} {}",
-                    u.name,
-                    if u.online() { "online" } else { "offline" },
-                    if m.admin { "admin" } else { "member" }
-                )
+            .filter_map(|m| {
+                Some(MemberInfo {
+                    user: m.user,
+                    online: self.users.get(m.user)?.online(),
+                    admin: m.admin,
+                })
             })
             .collect();
-        lines.push(line!("OK WHO {name} {}", c.members.len()));
-        out.reply(sid, encode::join(&lines));
+        out.reply(sid, Reply::Who { conv, members });
         Ok(())
     }
 
     pub(super) fn list_rooms(&self, sid: SessionId, uid: UserId, out: &mut Out) {
-        let mut lines: Vec<Bytes> = self
+        let rooms = self
             .convs_of(uid)
             .iter()
             .filter_map(|&id| self.convs.get(id))
             .filter(|c| c.kind != ConvKind::Direct)
-            .map(|c| {
-                let kind = if c.kind == ConvKind::Group {
-                    "group"
-                } else {
-                    "public"
-                };
-                let role = if c.is_admin(uid) { "admin" } else { "member" };
-                line!("ROOM {} {kind} {} {role}", c.name, c.members.len())
+            .map(|c| RoomInfo {
+                conv: c.id,
+                kind: c.kind,
+                members: c.members.len(),
+                admin: c.is_admin(uid),
             })
             .collect();
-        lines.push(line!("OK ROOMS {}", lines.len()));
-        out.reply(sid, encode::join(&lines));
+        out.reply(sid, Reply::Rooms(rooms));
     }
 
     pub(super) fn add(
@@ -318,8 +316,12 @@ impl Hub {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
         }
         self.check_room_caps(target, Some(conv))?;
-        let event = line!("ADDED {name} {target_name} {}", self.name(uid));
-        let reply = line!("OK ADD {name} {target_name}");
+        let event = Event::Added {
+            conv,
+            user: target,
+            by: uid,
+        };
+        let reply = Reply::Added { conv, user: target };
         let mut writes = Vec::new();
         self.add_member(conv, target, &mut writes);
         self.announce(sid, conv, writes, event, reply, out);
@@ -346,12 +348,20 @@ impl Hub {
         // The event goes out while the target is still a member, so they hear
         // of their own kick; nothing after this reaches them.
         // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
-        let event = line!("KICKED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), &mut ev);
+        let to = Audience::Members {
+            conv,
+            plus: Some(target),
+            except: Some(sid),
+        };
+        let event = Event::Kicked {
+            conv,
+            user: target,
+            by: uid,
+        };
         let mut writes = Vec::new();
         self.remove_member(conv, target, &mut writes);
-        self.commit(sid, writes, line!("OK KICK {name} {target_name}"), ev, out);
+        let reply = Reply::Kicked { conv, user: target };
+        self.commit(sid, writes, reply, vec![Emit::Event(to, event)], out);
         Ok(())
     }
 
@@ -381,16 +391,14 @@ impl Hub {
             joined: member.joined,
         };
         // Others hear of it once it is durable (see `commit`).
-        let mut ev = Out::default();
-        let event = line!("OPPED {name} {target_name} {}", self.name(uid));
-        self.broadcast(conv, &event, Some(sid), &mut ev);
-        self.commit(
-            sid,
-            vec![write],
-            line!("OK OP {name} {target_name}"),
-            ev,
-            out,
-        );
+        let event = Event::Opped {
+            conv,
+            user: target,
+            by: Some(uid),
+        };
+        let event = Emit::Event(Audience::members(conv, Some(sid)), event);
+        let reply = Reply::Opped { conv, user: target };
+        self.commit(sid, vec![write], reply, vec![event], out);
         Ok(())
     }
 }
@@ -442,7 +450,7 @@ mod tests {
             Err(ChatError::RoomExists("#full".into()))
         );
         h.create(sid, UserId(1), "#Empty", &mut out).unwrap();
-        assert_eq!(out.lines, [(sid, Output::Defer)]);
+        assert_eq!(out.emits, [Emit::To(sid, Output::Defer)]);
         let id = h.rooms["#empty"];
         assert_ne!(id, ConvId(1), "a new conversation, not the old one");
         let c = h.convs.get(id).unwrap();

@@ -3,17 +3,16 @@
 //! A message gets its conversation's next seq and a UUIDv7 id, is handed to
 //! storage, and (under `--durability sync`) is fanned out and acknowledged
 //! only once committed, so nobody ever sees a message that a crash could
-//! take back. Its MSG line is encoded once per point of view (one for a room,
-//! two for a direct conversation) and that buffer is shared by every recipient.
-
-use bytes::Bytes;
+//! take back. It is published as an [`Event::Messages`], which `fanout`
+//! encodes once per point of view (one for a room, two for a direct
+//! conversation) and shares among every recipient.
 
 use super::{
-    Ack, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, SessionId, UserId,
+    Ack, Audience, ChatError, ConvId, Durability, Event, Hub, Msg, Out, Output, Pending, Posted,
+    Reply, SessionId, UserId,
 };
-use super::{ms_to_time, names, now_ms, pair};
-use crate::line;
-use crate::protocol::{Target, encode};
+use super::{names, now_ms, pair};
+use crate::protocol::Target;
 use crate::store::{self, ConvKind, MsgState, StoredMessage, Write};
 
 impl Hub {
@@ -81,7 +80,7 @@ impl Hub {
         out: &mut Out,
     ) {
         let Some(c) = self.convs.get_mut(conv) else {
-            return out.fail(sid, &ChatError::NoSuchConversation);
+            return out.fail(sid, ChatError::NoSuchConversation);
         };
         self.counters.messages_in += 1;
         c.last_seq += 1;
@@ -122,12 +121,12 @@ impl Hub {
                     }),
                 ));
                 if !deferred {
-                    out.lines.push((sid, Output::Defer));
+                    out.defer(sid);
                 }
             }
             Durability::Async => {
                 out.store.push(store::Request::write(writes, None));
-                self.publish(conv, msg, sid, deferred, &ack, out);
+                self.publish(conv, vec![(sid, msg, ack)], deferred, out);
             }
         }
     }
@@ -187,30 +186,6 @@ impl Hub {
         id
     }
 
-    /// `MSG <conv> <seq> <msgid> <sender> <time> <text>`, where `conv` is the
-    /// name as the recipient sees it.
-    pub(super) fn msg_line(&self, conv_name: &str, m: &Msg) -> Bytes {
-        line!(
-            "MSG {conv_name} {} {} {} {} {}",
-            m.seq,
-            m.id,
-            self.name(m.sender),
-            ms_to_time(m.at),
-            m.text
-        )
-    }
-
-    /// How `viewer` names a conversation: `#room`, or `@other` for a direct one.
-    pub(super) fn conv_name_for(&self, conv: ConvId, viewer: UserId) -> String {
-        let Some(c) = self.convs.get(conv) else {
-            return String::new();
-        };
-        if c.kind != ConvKind::Direct {
-            return c.name.clone();
-        }
-        format!("@{}", self.name(self.other_member(conv, viewer)))
-    }
-
     /// In a direct conversation, the member who is not `me`.
     pub(super) fn other_member(&self, conv: ConvId, me: UserId) -> UserId {
         self.convs
@@ -222,113 +197,31 @@ impl Hub {
             .unwrap_or(me)
     }
 
-    /// Delivers a durable message to everyone, and answers its sender:
-    /// `complete` says whether the sender's reply was deferred.
+    /// Delivers durable messages of one conversation to every member session
+    /// and answers their senders: `complete` says whether the senders'
+    /// replies were deferred. The batch is one event, so `fanout` can share
+    /// one buffer among every recipient that sent none of it.
     pub(super) fn publish(
         &mut self,
         conv: ConvId,
-        msg: Msg,
-        origin: SessionId,
-        complete: bool,
-        ack: &Ack,
-        out: &mut Out,
-    ) {
-        let mut sent = 0u64;
-        let Some(c) = self.convs.get(conv) else {
-            return self.acknowledge(conv, msg, origin, complete, ack, out);
-        };
-        if c.kind == ConvKind::Direct {
-            for m in &c.members {
-                let line = self.msg_line(&self.conv_name_for(conv, m.user), &msg);
-                for &s in self.sessions_of(m.user) {
-                    if s != origin {
-                        out.deliver(s, line.clone(), conv, msg.seq);
-                        sent += 1;
-                    }
-                }
-            }
-        } else {
-            let line = self.msg_line(&c.name, &msg);
-            for s in self.member_sessions(conv) {
-                if s != origin {
-                    out.deliver(s, line.clone(), conv, msg.seq);
-                    sent += 1;
-                }
-            }
-        }
-        self.counters.deliveries_out += sent;
-        self.acknowledge(conv, msg, origin, complete, ack, out);
-    }
-
-    /// Delivers consecutive committed messages of one room (or group) as
-    /// shared buffers: every member session that sent none of them gets the
-    /// same bytes, so a batch of N messages costs each recipient one queue
-    /// entry instead of N. A sender's own sessions get the batch minus its
-    /// messages. Buffers stay well under the outbox limit.
-    pub(super) fn publish_batch(
-        &mut self,
-        conv: ConvId,
         batch: Vec<(SessionId, Msg, Ack)>,
+        complete: bool,
         out: &mut Out,
     ) {
-        let name = self.convs.get(conv).map_or("", |c| c.name.as_str());
-        let lines: Vec<Bytes> = batch
+        let posts = batch
             .iter()
-            .map(|(_, m, _)| self.msg_line(name, m))
+            .map(|(origin, msg, _)| Posted {
+                origin: *origin,
+                msg: msg.clone(),
+            })
             .collect();
-        let mut from = 0;
-        while from < lines.len() {
-            let mut to = from + 1;
-            let mut bytes = lines[from].len();
-            while to < lines.len() && bytes + lines[to].len() <= self.cfg.sync_chunk_bytes {
-                bytes += lines[to].len();
-                to += 1;
-            }
-            self.deliver_group(conv, &batch[from..to], &lines[from..to], out);
-            from = to;
-        }
+        out.event(
+            Audience::members(conv, None),
+            Event::Messages { conv, posts },
+        );
         for (origin, msg, ack) in batch {
-            self.acknowledge(conv, msg, origin, true, &ack, out);
+            self.acknowledge(conv, msg, origin, complete, ack, out);
         }
-    }
-
-    fn deliver_group(
-        &mut self,
-        conv: ConvId,
-        batch: &[(SessionId, Msg, Ack)],
-        lines: &[Bytes],
-        out: &mut Out,
-    ) {
-        let all = encode::join(lines);
-        let last = batch.last().map_or(0, |(_, m, _)| m.seq);
-        let mut origins: Vec<SessionId> = batch.iter().map(|(s, _, _)| *s).collect();
-        origins.sort_unstable();
-        origins.dedup();
-        let mut sent = 0u64;
-        for s in self.member_sessions(conv) {
-            if origins.binary_search(&s).is_err() {
-                out.deliver(s, all.clone(), conv, last);
-                sent += lines.len() as u64;
-                continue;
-            }
-            let Some(seq) = batch
-                .iter()
-                .rev()
-                .find(|(o, _, _)| *o != s)
-                .map(|(_, m, _)| m.seq)
-            else {
-                continue;
-            };
-            let theirs: Vec<Bytes> = batch
-                .iter()
-                .zip(lines)
-                .filter(|((o, _, _), _)| *o != s)
-                .map(|(_, l)| l.clone())
-                .collect();
-            sent += theirs.len() as u64;
-            out.deliver(s, encode::join(&theirs), conv, seq);
-        }
-        self.counters.deliveries_out += sent;
     }
 
     /// Answers the sender of a published message and files the message.
@@ -338,22 +231,30 @@ impl Hub {
         msg: Msg,
         origin: SessionId,
         complete: bool,
-        ack: &Ack,
+        ack: Ack,
         out: &mut Out,
     ) {
-        let sender_view = self.conv_name_for(conv, msg.sender);
         let reply = match ack {
-            Ack::Say => line!("OK SAY {sender_view} {} {}", msg.seq, msg.id),
-            Ack::Attach(blob) => line!("OK ATTACH {sender_view} {} {} {blob}", msg.seq, msg.id),
+            Ack::Say => Reply::Said {
+                conv,
+                seq: msg.seq,
+                id: msg.id,
+            },
+            Ack::Attach(blob) => Reply::Attached {
+                conv,
+                seq: msg.seq,
+                id: msg.id,
+                blob,
+            },
         };
-        out.lines.push((
+        out.to(
             origin,
             if complete {
                 Output::Complete(reply)
             } else {
                 Output::Reply(reply)
             },
-        ));
+        );
         // The sender has its own message: it is not news to them on SYNC,
         // and they have read what came before it.
         self.mark_read(msg.sender, conv, msg.seq, out);

@@ -9,10 +9,10 @@
 
 use std::collections::VecDeque;
 
-use bytes::BytesMut;
-
-use super::{ChatError, ConvId, Hub, Out, Output, Pending, SessionId, UserId, now_ms};
-use crate::line;
+use super::{
+    Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply,
+    SessionId, UserId, now_ms,
+};
 use crate::protocol::Target;
 use crate::store::{Answer, MsgState, Query, Request, Write};
 
@@ -22,6 +22,9 @@ use crate::store::{Answer, MsgState, Query, Request, Write};
 pub const RECEIPT_LIMIT: usize = 64;
 /// Messages per SYNC chunk (its size in bytes is bounded by the config too).
 const CHUNK: usize = 64;
+/// What a message line carries besides its text, at most: verb, names, seq,
+/// msgid and time. Counted toward a chunk's size.
+const MSG_OVERHEAD: usize = 160;
 /// A user's TYPING events in one conversation are forwarded at most this often.
 pub const TYPING_INTERVAL_MS: i64 = 3000;
 
@@ -41,7 +44,6 @@ struct Range {
 
 #[derive(Debug)]
 pub struct SyncJob {
-    user: UserId,
     ranges: VecDeque<Range>,
     count: u64,
     /// A storage read for the next chunk is under way.
@@ -100,7 +102,7 @@ impl Hub {
         let before = cursor.delivered;
         cursor.delivered = seq;
         self.dirty_cursors.insert((uid, conv));
-        self.receipts(conv, uid, before, seq, "delivered", out);
+        self.receipts(conv, uid, before, seq, Progress::Delivered, out);
     }
 
     /// Tells each sender whose messages in `(from, to]` `reader` now has,
@@ -111,7 +113,7 @@ impl Hub {
         reader: UserId,
         from: u64,
         to: u64,
-        word: &str,
+        progress: Progress,
         out: &mut Out,
     ) {
         let Some(c) = self.convs.get(conv) else {
@@ -131,9 +133,13 @@ impl Hub {
             }
         }
         for (sender, seq) in highest {
-            let view = self.conv_name_for(conv, sender);
-            let event = line!("RECEIPT {view} {seq} {} {word}", self.name(reader));
-            self.to_user(sender, &event, None, out);
+            let event = Event::Receipt {
+                conv,
+                seq,
+                reader,
+                progress,
+            };
+            out.event(Audience::user(sender, None), event);
         }
     }
 
@@ -152,7 +158,7 @@ impl Hub {
                 VecDeque::from([Range { conv, after, upto }])
             }
         };
-        self.start_sync(sid, uid, ranges, out);
+        self.start_sync(sid, ranges, out);
         Ok(())
     }
 
@@ -171,11 +177,11 @@ impl Hub {
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
     pub(super) fn sync_after_login(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
         let ranges = self.missed(uid);
-        self.start_sync(sid, uid, ranges, out);
+        self.start_sync(sid, ranges, out);
     }
 
-    fn start_sync(&mut self, sid: SessionId, uid: UserId, ranges: VecDeque<Range>, out: &mut Out) {
-        out.lines.push((sid, Output::Defer));
+    fn start_sync(&mut self, sid: SessionId, ranges: VecDeque<Range>, out: &mut Out) {
+        out.defer(sid);
         if let Some(s) = self.sessions.get_mut(&sid) {
             // Commands after SYNC wait until its stream is done.
             s.busy = true;
@@ -183,7 +189,6 @@ impl Hub {
         self.syncs.insert(
             sid,
             SyncJob {
-                user: uid,
                 ranges,
                 count: 0,
                 inflight: false,
@@ -226,7 +231,7 @@ impl Hub {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.busy = false;
                 }
-                out.complete(sid, line!("OK SYNC {count}"));
+                out.complete(sid, Reply::Synced(count));
                 return;
             };
             if r.after >= r.upto {
@@ -271,21 +276,21 @@ impl Hub {
 
     /// Sends `msgs` (the next messages of range `r`, oldest first, at most
     /// `CHUNK`) as one chunk; returns whether anything was sent (the driver
-    /// then pulls the next chunk once it is written).
+    /// then pulls the next chunk once it is written). A chunk stops early
+    /// once its texts pass the chunk size, so it stays well under the outbox
+    /// limit whatever the codec adds around them.
     fn emit_chunk(&mut self, sid: SessionId, r: Range, msgs: &[super::Msg], out: &mut Out) -> bool {
-        let user = self.sync_job(sid).user;
-        let view = self.conv_name_for(r.conv, user);
-        let mut lines = BytesMut::new();
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
         let mut processed = 0;
-        let mut sent = 0;
         for m in msgs {
-            if lines.len() >= self.cfg.sync_chunk_bytes {
+            if bytes >= self.cfg.sync_chunk_bytes {
                 break;
             }
             processed += 1;
             if m.state != MsgState::Deleted {
-                lines.extend_from_slice(&self.msg_line(&view, m));
-                sent += 1;
+                bytes += m.text.len() + MSG_OVERHEAD;
+                chunk.push(m.clone());
             }
         }
         // A short chunk that was sent whole ends the range; otherwise the
@@ -296,20 +301,19 @@ impl Hub {
             r.upto
         };
         let job = self.sync_job(sid);
-        job.count += sent;
+        job.count += chunk.len() as u64;
         if let Some(front) = job.ranges.front_mut() {
             front.after = after;
         }
-        if lines.is_empty() {
+        if chunk.is_empty() {
             return false;
         }
-        out.lines.push((
-            sid,
-            Output::Partial {
-                lines: lines.freeze(),
-                tag: Some((r.conv, after.min(msgs[processed - 1].seq))),
-            },
-        ));
+        let part = Part::Messages {
+            conv: r.conv,
+            msgs: chunk,
+            upto: msgs[processed - 1].seq,
+        };
+        out.to(sid, Output::Partial(part));
         true
     }
 
@@ -365,9 +369,8 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
-        let view = self.conv_name_for(conv, uid);
         self.mark_read(uid, conv, seq, out);
-        out.reply(sid, line!("OK READ {view} {seq}"));
+        out.reply(sid, Reply::Read { conv, seq });
         Ok(())
     }
 
@@ -381,7 +384,7 @@ impl Hub {
             let c = self.cursor_mut(uid, conv);
             c.read = seq;
             c.delivered = c.delivered.max(seq);
-            self.receipts(conv, uid, before.read, seq, "read", out);
+            self.receipts(conv, uid, before.read, seq, Progress::Read, out);
         }
     }
 
@@ -394,9 +397,8 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
-        let view = self.conv_name_for(conv, uid);
         match self.conv(conv)?.recent_msg(seq).map(|m| m.sender) {
-            Some(sender) => out.reply(sid, self.status_lines(conv, &view, seq, sender)),
+            Some(sender) => out.reply(sid, self.status_reply(conv, seq, sender)),
             None => self.ask(
                 sid,
                 Query::After {
@@ -404,12 +406,7 @@ impl Hub {
                     after: seq - 1,
                     limit: 1,
                 },
-                Pending::Status {
-                    sid,
-                    conv,
-                    view,
-                    seq,
-                },
+                Pending::Status { sid, conv, seq },
                 out,
             ),
         }
@@ -420,40 +417,40 @@ impl Hub {
         &mut self,
         sid: SessionId,
         conv: ConvId,
-        view: &str,
         seq: u64,
         answer: Answer,
         out: &mut Out,
     ) {
         match answer {
             Answer::Messages(rows) if rows.first().is_some_and(|m| m.seq == seq) => {
-                let reply = self.status_lines(conv, view, seq, rows[0].sender);
+                let reply = self.status_reply(conv, seq, rows[0].sender);
                 out.complete(sid, reply);
             }
-            _ => out.fail(sid, &ChatError::NoSuchMessage),
+            _ => out.fail(sid, ChatError::NoSuchMessage),
         }
     }
 
-    /// `STATUS <conv> <seq> <user> read|delivered|sent` for every member but
-    /// the sender, then the OK.
-    fn status_lines(&self, conv: ConvId, view: &str, seq: u64, sender: UserId) -> bytes::Bytes {
-        let mut lines = Vec::new();
-        for m in self.convs.get(conv).into_iter().flat_map(|c| &c.members) {
-            if m.user == sender {
-                continue;
-            }
-            let c = self.cursor(m.user, conv);
-            let state = if c.read >= seq {
-                "read"
-            } else if c.delivered >= seq {
-                "delivered"
-            } else {
-                "sent"
-            };
-            lines.push(line!("STATUS {view} {seq} {} {state}", self.name(m.user)));
-        }
-        lines.push(line!("OK STATUS {view} {seq} {}", lines.len()));
-        crate::protocol::encode::join(&lines)
+    /// How far message `seq` got with every member but its sender.
+    fn status_reply(&self, conv: ConvId, seq: u64, sender: UserId) -> Reply {
+        let members = self
+            .convs
+            .get(conv)
+            .into_iter()
+            .flat_map(|c| &c.members)
+            .filter(|m| m.user != sender)
+            .map(|m| {
+                let c = self.cursor(m.user, conv);
+                let progress = if c.read >= seq {
+                    Progress::Read
+                } else if c.delivered >= seq {
+                    Progress::Delivered
+                } else {
+                    Progress::Sent
+                };
+                (m.user, progress)
+            })
+            .collect();
+        Reply::Status { conv, seq, members }
     }
 
     pub(super) fn typing(
@@ -468,22 +465,19 @@ impl Hub {
         let last = self.typing.get(&(uid, conv)).copied();
         let c = self.conv(conv)?;
         if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
-            for m in &c.members {
-                if m.user != uid {
-                    let view = self.conv_name_for(conv, m.user);
-                    let event = line!("TYPING {view} {}", self.name(uid));
-                    self.to_user(m.user, &event, None, out);
-                }
+            for m in c.members.iter().filter(|m| m.user != uid) {
+                let event = Event::Typing { conv, user: uid };
+                out.event(Audience::user(m.user, None), event);
             }
             self.typing.insert((uid, conv), now);
         }
-        out.reply(sid, line!("OK TYPING {}", self.conv_name_for(conv, uid)));
+        out.reply(sid, Reply::Typing(conv));
         Ok(())
     }
 
     /// Sends a query to storage; the command's answer comes with the result.
     pub(super) fn ask(&mut self, sid: SessionId, query: Query, pending: Pending, out: &mut Out) {
         out.store.push(Request::query(query, pending));
-        out.lines.push((sid, Output::Defer));
+        out.defer(sid);
     }
 }

@@ -1,6 +1,8 @@
 //! Hub tests without sockets: commands in, lines out.
 
 use super::*;
+use crate::auth;
+use crate::fanout::Wire;
 use crate::protocol::parse;
 
 fn hub(durability: Durability) -> Hub {
@@ -41,32 +43,40 @@ impl Harness {
         sid
     }
 
+    /// Records the lines each session got, reporting deliveries to the hub
+    /// at once, as if every socket took everything.
+    fn record(&mut self, wire: Vec<(SessionId, Wire)>) {
+        for (sid, w) in wire {
+            let text = match w {
+                Wire::Reply(b) | Wire::Event(b) | Wire::Complete(b) | Wire::Body(b) => {
+                    String::from_utf8(b.to_vec()).unwrap()
+                }
+                Wire::Deliver { line, conv, seq } => {
+                    // Delivered at once, as if the socket took it.
+                    self.hub.delivered(sid, conv, seq, &mut Out::default());
+                    String::from_utf8(line.to_vec()).unwrap()
+                }
+                Wire::Partial { lines, tag } => {
+                    if let Some((conv, seq)) = tag {
+                        self.hub.delivered(sid, conv, seq, &mut Out::default());
+                    }
+                    String::from_utf8(lines.to_vec()).unwrap()
+                }
+                Wire::Defer => continue,
+                Wire::Close => "<close>\n".into(),
+                Wire::Stats => "<stats>\n".into(),
+            };
+            for l in text.lines() {
+                self.lines.push((sid, l.to_string()));
+            }
+        }
+    }
+
     fn drain(&mut self, mut out: Out) {
         loop {
-            for (sid, o) in out.lines.drain(..) {
-                let text = match o {
-                    Output::Reply(b) | Output::Event(b) | Output::Complete(b) | Output::Body(b) => {
-                        String::from_utf8(b.to_vec()).unwrap()
-                    }
-                    Output::Deliver { line, conv, seq } => {
-                        // Delivered at once, as if the socket took it.
-                        self.hub.delivered(sid, conv, seq, &mut Out::default());
-                        String::from_utf8(line.to_vec()).unwrap()
-                    }
-                    Output::Partial { lines, tag } => {
-                        if let Some((conv, seq)) = tag {
-                            self.hub.delivered(sid, conv, seq, &mut Out::default());
-                        }
-                        String::from_utf8(lines.to_vec()).unwrap()
-                    }
-                    Output::Defer => continue,
-                    Output::Close => "<close>\n".into(),
-                    Output::Stats => "<stats>\n".into(),
-                };
-                for l in text.lines() {
-                    self.lines.push((sid, l.to_string()));
-                }
-            }
+            let mut wire = Vec::new();
+            crate::fanout::route(&mut self.hub, &mut out.emits, &mut wire);
+            self.record(wire);
             let mut next = Out::default();
             let waiting: Vec<_> = self.hub.streams_waiting().collect();
             for sid in waiting {
@@ -343,16 +353,18 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
             },
             &mut next,
         );
-        let counts = next
-            .lines
+        let mut wire = Vec::new();
+        crate::fanout::route(&mut h.hub, &mut next.emits, &mut wire);
+        let counts = wire
             .iter()
-            .filter_map(|(s, o)| match o {
-                Output::Deliver { line, .. } => {
+            .filter_map(|(s, w)| match w {
+                Wire::Deliver { line, .. } => {
                     Some((*s, line.iter().filter(|&&b| b == b'\n').count()))
                 }
                 _ => None,
             })
             .collect();
+        h.record(wire);
         h.drain(next);
         counts
     };

@@ -7,8 +7,7 @@
 //! shares it (the ATTACH size is the last word, whether or not the rest of
 //! the line parses).
 
-use super::{Command, ParseError, command, encode};
-use bytes::Bytes;
+use super::{Command, ParseError, command};
 
 /// A body refused as too large is read and dropped only up to this size;
 /// past it the connection is closed instead, since skipping would take as
@@ -42,20 +41,6 @@ pub enum Lost {
         "attachments are at most {0} bytes; closing the connection instead of reading the body"
     )]
     TooLarge(u64),
-}
-
-impl Lost {
-    pub fn code(&self) -> &'static str {
-        match self {
-            Lost::BadSize => "BAD_ARGS",
-            Lost::TooLarge(_) => "TOO_LARGE",
-        }
-    }
-
-    /// The final line the session gets before it is closed.
-    pub fn line(&self) -> Bytes {
-        encode::err(self.code(), self)
-    }
 }
 
 /// The directive for `line`, parsed as `parsed`; bodies over `max_body`

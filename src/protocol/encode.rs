@@ -25,11 +25,6 @@ macro_rules! line {
     };
 }
 
-/// The final line of a failed command.
-pub fn err(code: &str, text: impl fmt::Display) -> Bytes {
-    line(format_args!("ERR {code} {text}"))
-}
-
 /// Timestamps on the wire: RFC 3339, UTC, milliseconds.
 pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)

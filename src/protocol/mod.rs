@@ -1,10 +1,12 @@
 //! The wire protocol: framing, parsing and encoding, with no I/O.
 
+pub mod codec;
 pub mod command;
 pub mod directive;
 pub mod driver_lines;
 pub mod encode;
 pub mod framing;
+pub mod help;
 
 pub use command::{Command, FriendCmd, Target, parse};
 pub use directive::{Framing, Lost, framing};
@@ -24,16 +26,4 @@ pub enum ParseError {
     LineTooLong,
     #[error("line is not valid UTF-8")]
     BadUtf8,
-}
-
-impl ParseError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ParseError::UnknownVerb => "UNKNOWN_COMMAND",
-            ParseError::Usage(_) => "BAD_ARGS",
-            ParseError::BadTarget => "BAD_TARGET",
-            ParseError::LineTooLong => "LINE_TOO_LONG",
-            ParseError::BadUtf8 => "BAD_UTF8",
-        }
-    }
 }

@@ -27,8 +27,9 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
-use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Output, Pending, SessionId};
+use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Reply, SessionId};
 use crate::config::Config;
+use crate::fanout::{self, Wire};
 use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
 use crate::store::{self, Storage};
 use close::CloseReason;
@@ -109,6 +110,8 @@ pub struct Server {
     conns: Slab<Box<Conn>>,
     hub: Hub,
     out: Out,
+    /// What `out` became in bytes per session; kept for its capacity.
+    wire: Vec<(SessionId, Wire)>,
     auth: auth::Pool<AuthCtx>,
     auth_done: mpsc::Receiver<auth::Done<AuthCtx>>,
     storage: Option<Storage<Pending>>,
@@ -197,6 +200,7 @@ impl Server {
             conns: Slab::new(),
             hub,
             out: Out::default(),
+            wire: Vec::new(),
             auth,
             auth_done,
             storage: Some(storage),
@@ -519,7 +523,7 @@ impl Server {
                     let framing = protocol::framing(line, &parsed, max_body);
                     if let Framing::Lost(lost) = framing {
                         // What follows cannot be split into lines: answer, stop reading.
-                        out.reply(sid, lost.line());
+                        out.reply(sid, Reply::Lost(lost));
                         conn.closing = true;
                         conn.close_as(match lost {
                             Lost::BadSize => CloseReason::ProtocolError,
@@ -567,21 +571,23 @@ impl Server {
     /// Routes everything the hub produced: lines to outboxes, jobs to workers.
     fn apply_out(&mut self) {
         let mut out = std::mem::take(&mut self.out);
-        for (sid, output) in out.lines.drain(..) {
+        let mut wire = std::mem::take(&mut self.wire);
+        fanout::route(&mut self.hub, &mut out.emits, &mut wire);
+        for (sid, output) in wire.drain(..) {
             let Some(i) = self.index_of(sid) else {
                 continue;
             };
             let conn = &mut self.conns[i];
             match output {
-                Output::Reply(b) => {
+                Wire::Reply(b) => {
                     if let Some(b) = conn.reply(b) {
                         self.push(i, b, None);
                     }
                 }
-                Output::Event(b) => self.push_event(i, b, None),
-                Output::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
-                Output::Defer => conn.defer(),
-                Output::Complete(b) => {
+                Wire::Event(b) => self.push_event(i, b, None),
+                Wire::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
+                Wire::Defer => conn.defer(),
+                Wire::Complete(b) => {
                     if !conn.authed && self.hub.user_of(sid).is_some() {
                         conn.authed = true;
                         self.unauth.remove(sid);
@@ -602,22 +608,22 @@ impl Server {
                     // The session may have been waiting on this to read on.
                     self.again.push(i);
                 }
-                Output::Partial { lines, tag } => {
+                Wire::Partial { lines, tag } => {
                     for (b, tag) in conn.partial(lines, tag) {
                         self.push(i, b, tag);
                     }
                 }
-                Output::Body(bytes) => {
+                Wire::Body(bytes) => {
                     conn.hold_events = true;
                     for (b, tag) in conn.partial(bytes, None) {
                         self.push(i, b, tag);
                     }
                 }
-                Output::Close => {
+                Wire::Close => {
                     conn.close_as(CloseReason::ChatRequest);
                     conn.close_after_replies();
                 }
-                Output::Stats => {
+                Wire::Stats => {
                     let stats = self.stats_reply();
                     if let Some(b) = self.conns[i].reply(stats) {
                         self.push(i, b, None);
@@ -639,6 +645,7 @@ impl Server {
         }
         // Hand the (now empty) vectors back so their capacity is reused.
         self.out = out;
+        self.wire = wire;
     }
 
     fn index_of(&self, sid: SessionId) -> Option<usize> {

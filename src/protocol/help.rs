@@ -1,10 +1,8 @@
-//! HELP: the command reference a person at `nc` reads.
+//! HELP: the command reference a person at `nc` reads. It describes the
+//! linechat wire syntax, so it lives with the parser; the hub only checks
+//! that a verb exists and the codec writes the lines.
 
-use bytes::Bytes;
-
-use super::ChatError;
-use crate::line;
-use crate::protocol::{command::VERBS, encode};
+use super::command::VERBS;
 
 /// (verb, usage, what it does). One entry per verb in `VERBS`.
 const TOPICS: &[(&str, &str, &str)] = &[
@@ -125,27 +123,21 @@ const TOPICS: &[(&str, &str, &str)] = &[
     ("STATS", "STATS", "the server's counters"),
 ];
 
-pub fn help(verb: Option<&str>) -> Result<Bytes, ChatError> {
-    let mut lines = Vec::new();
-    match verb {
-        None => {
-            for verb in VERBS {
-                if let Some((_, usage, what)) = TOPICS.iter().find(|t| t.0 == *verb) {
-                    lines.push(line!("HELP {usage} - {what}"));
-                }
-            }
-            lines.push(line!("OK HELP {}", VERBS.len()));
-        }
-        Some(v) => {
-            let (verb, usage, what) = TOPICS
-                .iter()
-                .find(|t| t.0.eq_ignore_ascii_case(v))
-                .ok_or(ChatError::NoSuchHelp)?;
-            lines.push(line!("HELP {usage} - {what}"));
-            lines.push(line!("OK HELP {verb}"));
-        }
-    }
-    Ok(encode::join(&lines))
+/// The canonical verb `v` names (any case), if it is a command.
+pub fn verb(v: &str) -> Option<&'static str> {
+    TOPICS
+        .iter()
+        .find(|t| t.0.eq_ignore_ascii_case(v))
+        .map(|t| t.0)
+}
+
+/// `(usage, what)` of every verb in `VERBS` order (`None`), or of one.
+pub fn topics(verb: Option<&str>) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    VERBS
+        .iter()
+        .filter(move |v| verb.is_none_or(|one| one == **v))
+        .filter_map(|v| TOPICS.iter().find(|t| t.0 == *v))
+        .map(|&(_, usage, what)| (usage, what))
 }
 
 #[cfg(test)]
@@ -162,9 +154,10 @@ mod tests {
 
     #[test]
     fn one_topic() {
-        let text = help(Some("say")).unwrap();
-        assert!(text.starts_with(b"HELP SAY #room <text>"));
-        assert!(text.ends_with(b"OK HELP SAY\n"));
-        assert_eq!(help(Some("nope")), Err(ChatError::NoSuchHelp));
+        assert_eq!(verb("say"), Some("SAY"));
+        assert_eq!(verb("nope"), None);
+        let (usage, _) = topics(Some("SAY")).next().unwrap();
+        assert!(usage.starts_with("SAY #room <text>"));
+        assert_eq!(topics(None).count(), VERBS.len());
     }
 }

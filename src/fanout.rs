@@ -1,0 +1,237 @@
+//! From the hub's typed, addressed output to bytes for this node's sessions.
+//!
+//! The hub says what happened and to whom ([`Audience`]); this module finds
+//! the sessions that audience has on this node and has the codec encode each
+//! event once per viewer form: once for a room, once per member for a
+//! direct conversation (whose name differs by viewer). Every recipient of a
+//! form shares that one reference-counted buffer. A batch of messages is
+//! encoded into one buffer per form, and each recipient gets a slice of it
+//! (a chunk no bigger than `sync_chunk_bytes`, so a burst can never trip the
+//! outbox limit on its own); only a session that sent some of the batch
+//! gets a copy without its own messages.
+//!
+//! The hub's events are the same values whichever node they came from, so a
+//! second node fans out another node's events through this same path.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::chat::UserId;
+use crate::chat::{Audience, ConvId, ConvKind, Emit, Event, Hub, Output, Part, Posted, SessionId};
+use crate::protocol::codec;
+
+/// What the driver does for one session, in bytes, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wire {
+    /// The answer to the session's current command.
+    Reply(Bytes),
+    /// A pushed event; not ordered with respect to replies.
+    Event(Bytes),
+    /// An event carrying messages of `conv` up to `seq`: once it is written
+    /// to the socket, the driver reports it through [`Hub::delivered`].
+    Deliver { line: Bytes, conv: ConvId, seq: u64 },
+    /// The current command's answer comes later, through `Complete`.
+    Defer,
+    /// The answer to the oldest deferred command.
+    Complete(Bytes),
+    /// Part of the answer to the newest deferred command (a SYNC stream);
+    /// a tagged part is reported like `Deliver` once written.
+    Partial {
+        lines: Bytes,
+        tag: Option<(ConvId, u64)>,
+    },
+    /// Part of a FETCH answer: no event may be written between it and the
+    /// final answer, or it would land inside the file.
+    Body(Bytes),
+    /// Close the session once what is queued for it has been written.
+    Close,
+    /// Answer STATS here.
+    Stats,
+}
+
+/// Turns `emits` into bytes per session, appended to `wire`.
+pub fn route(hub: &mut Hub, emits: &mut Vec<Emit>, wire: &mut Vec<(SessionId, Wire)>) {
+    let mut deliveries = 0;
+    for emit in emits.drain(..) {
+        match emit {
+            Emit::To(sid, output) => wire.push((sid, encode_output(hub, sid, output))),
+            Emit::Event(to, Event::Messages { conv, posts }) => {
+                deliveries += messages(hub, to, conv, &posts, wire);
+            }
+            Emit::Event(to, event) => fan_event(hub, to, &event, wire),
+        }
+    }
+    hub.counters.deliveries_out += deliveries;
+}
+
+fn encode_output(hub: &Hub, sid: SessionId, output: Output) -> Wire {
+    let viewer = hub.user_of(sid);
+    match output {
+        Output::Reply(r) => Wire::Reply(codec::reply(&r, viewer, hub)),
+        Output::Complete(r) => Wire::Complete(codec::reply(&r, viewer, hub)),
+        Output::Defer => Wire::Defer,
+        Output::Partial(part) => {
+            let Part::Messages { conv, upto, .. } = part;
+            Wire::Partial {
+                lines: codec::part(&part, viewer, hub),
+                tag: Some((conv, upto)),
+            }
+        }
+        Output::Body(body) => Wire::Body(codec::body(body)),
+        Output::Close => Wire::Close,
+        Output::Stats => Wire::Stats,
+    }
+}
+
+/// Every (user, sessions on this node) pair an audience names, and the
+/// session it excludes.
+fn recipients<'h>(
+    hub: &'h Hub,
+    to: Audience,
+) -> (
+    impl Iterator<Item = (UserId, &'h [SessionId])> + 'h,
+    Option<SessionId>,
+) {
+    let (members, plus, except) = match to {
+        Audience::Members { conv, plus, except } => {
+            let members = hub.conv_members(conv).map_or(&[][..], |(_, m)| m);
+            // `plus` has normally left the member list already; if not, it
+            // is counted once.
+            let plus = plus.filter(|p| !members.iter().any(|m| m.user == *p));
+            (members, plus, except)
+        }
+        Audience::User { user, except } => (&[][..], Some(user), except),
+    };
+    let users = members.iter().map(|m| m.user).chain(plus);
+    (users.map(|u| (u, hub.sessions_of(u))), except)
+}
+
+/// Whether `conv`'s name differs between viewers.
+fn per_viewer(hub: &Hub, conv: Option<ConvId>) -> bool {
+    conv.and_then(|c| hub.conv_members(c))
+        .is_some_and(|(kind, _)| kind == ConvKind::Direct)
+}
+
+fn fan_event(hub: &Hub, to: Audience, event: &Event, wire: &mut Vec<(SessionId, Wire)>) {
+    let per_viewer = per_viewer(hub, event.conv());
+    let mut shared: Option<Bytes> = None;
+    let (users, except) = recipients(hub, to);
+    for (user, sessions) in users {
+        let mut line: Option<Bytes> = if per_viewer { None } else { shared.clone() };
+        for &s in sessions.iter().filter(|&&s| Some(s) != except) {
+            let bytes = line.get_or_insert_with(|| codec::event(event, user, hub));
+            wire.push((s, Wire::Event(bytes.clone())));
+        }
+        if !per_viewer && shared.is_none() {
+            shared = line;
+        }
+    }
+}
+
+/// One viewer form of a message batch: every MSG line in one buffer, and
+/// the chunks it is delivered in.
+struct Encoded {
+    buf: Bytes,
+    /// Where each message's line ends in `buf`.
+    ends: Vec<usize>,
+    /// Consecutive messages whose lines together stay within a chunk.
+    chunks: Vec<Range<usize>>,
+}
+
+impl Encoded {
+    fn new(hub: &Hub, conv: ConvId, viewer: UserId, posts: &[Posted]) -> Self {
+        let name = codec::Directory::conv_name(hub, conv, Some(viewer));
+        let mut buf = BytesMut::new();
+        let mut ends = Vec::with_capacity(posts.len());
+        for p in posts {
+            codec::msg_line(&mut buf, &name, &p.msg, hub);
+            ends.push(buf.len());
+        }
+        let limit = hub.config().sync_chunk_bytes;
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        while from < posts.len() {
+            let mut to = from + 1;
+            while to < posts.len() && ends[to] - start(&ends, from) <= limit {
+                to += 1;
+            }
+            chunks.push(from..to);
+            from = to;
+        }
+        Encoded {
+            buf: buf.freeze(),
+            ends,
+            chunks,
+        }
+    }
+
+    fn line(&self, i: usize) -> Bytes {
+        self.buf.slice(start(&self.ends, i)..self.ends[i])
+    }
+}
+
+fn start(ends: &[usize], i: usize) -> usize {
+    if i == 0 { 0 } else { ends[i - 1] }
+}
+
+/// Delivers a batch of one conversation's messages; returns how many
+/// message deliveries that made.
+fn messages(
+    hub: &Hub,
+    to: Audience,
+    conv: ConvId,
+    posts: &[Posted],
+    wire: &mut Vec<(SessionId, Wire)>,
+) -> u64 {
+    let per_viewer = per_viewer(hub, Some(conv));
+    let mut shared: Option<Encoded> = None;
+    let mut sent = 0u64;
+    let (users, except) = recipients(hub, to);
+    for (user, sessions) in users {
+        if sessions.is_empty() {
+            continue;
+        }
+        let mine;
+        let form = if per_viewer {
+            mine = Encoded::new(hub, conv, user, posts);
+            &mine
+        } else {
+            shared.get_or_insert_with(|| Encoded::new(hub, conv, user, posts))
+        };
+        for &s in sessions.iter().filter(|&&s| Some(s) != except) {
+            for chunk in &form.chunks {
+                let batch = &posts[chunk.clone()];
+                if !batch.iter().any(|p| p.origin == s) {
+                    let line = form
+                        .buf
+                        .slice(start(&form.ends, chunk.start)..form.ends[chunk.end - 1]);
+                    let seq = batch[batch.len() - 1].msg.seq;
+                    wire.push((s, Wire::Deliver { line, conv, seq }));
+                    sent += batch.len() as u64;
+                    continue;
+                }
+                // The session sent some of these: it gets the others' only.
+                let theirs: Vec<usize> = chunk.clone().filter(|&i| posts[i].origin != s).collect();
+                let Some(&last) = theirs.last() else {
+                    continue;
+                };
+                let mut line = BytesMut::new();
+                for &i in &theirs {
+                    line.extend_from_slice(&form.line(i));
+                }
+                let seq = posts[last].msg.seq;
+                wire.push((
+                    s,
+                    Wire::Deliver {
+                        line: line.freeze(),
+                        conv,
+                        seq,
+                    },
+                ));
+                sent += theirs.len() as u64;
+            }
+        }
+    }
+    sent
+}
