@@ -185,6 +185,9 @@ fn messages(
     wire: &mut Vec<(SessionId, Wire)>,
 ) -> u64 {
     let per_viewer = per_viewer(hub, Some(conv));
+    let mut origins: Vec<SessionId> = posts.iter().map(|p| p.origin).collect();
+    origins.sort_unstable();
+    origins.dedup();
     let mut shared: Option<Encoded> = None;
     let mut sent = 0u64;
     let (users, except) = recipients(hub, to);
@@ -200,9 +203,10 @@ fn messages(
             shared.get_or_insert_with(|| Encoded::new(hub, conv, user, posts))
         };
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
+            let sent_some = origins.binary_search(&s).is_ok();
             for chunk in &form.chunks {
                 let batch = &posts[chunk.clone()];
-                if !batch.iter().any(|p| p.origin == s) {
+                if !sent_some || !batch.iter().any(|p| p.origin == s) {
                     let line = form
                         .buf
                         .slice(start(&form.ends, chunk.start)..form.ends[chunk.end - 1]);

@@ -6,7 +6,7 @@
 //! - Whatever one session sends, each line gets exactly one answer.
 
 use bytes::Bytes;
-use linechat::chat::{Durability, Hub, HubConfig, Out, SessionId};
+use linechat::chat::{Durability, FixedEnv, Hub, HubConfig, Out, SessionId};
 use linechat::fanout::{self, Wire};
 use linechat::protocol::command::VERBS;
 use linechat::protocol::{Command, Frame, LineFramer, ParseError, parse};
@@ -509,7 +509,8 @@ proptest! {
         if async_commits {
             cfg.durability = Durability::Async;
         }
-        let mut hub = Hub::new(cfg, Snapshot::default(), "decoy".into());
+        let env = Box::new(FixedEnv::at(0));
+        let mut hub = Hub::new(cfg, Snapshot::default(), "decoy".into(), env);
         // A second user, so commands naming bob or #g have someone to act on.
         hub.connect(OTHER);
         for l in ["REGISTER bob password2", "CREATE #g", "JOIN #r"] {

@@ -4,7 +4,7 @@
 //! busy, so the driver holds its next lines until the answer is in: whatever
 //! the client pipelined after LOGIN is then read as a logged-in session.
 
-use super::{AuthCtx, ChatError, Hub, Out, Pending, Reply, SessionId, User, UserId, names, now_ms};
+use super::{AuthCtx, ChatError, Hub, Out, Pending, Reply, SessionId, User, UserId, names};
 use crate::auth::{self, Outcome, Work};
 use crate::store::Write;
 
@@ -86,7 +86,7 @@ impl Hub {
                     id,
                     name,
                     phc,
-                    created: now_ms(),
+                    created: self.now(),
                 };
                 match self.cfg.durability {
                     super::Durability::Sync => out.store.push(crate::store::Request::write(
@@ -164,12 +164,12 @@ impl Hub {
     }
 
     pub(super) fn logout(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
+        let at = self.now();
         let Some(user) = self.users.get_mut(uid) else {
             return;
         };
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
-            let at = now_ms();
             user.last_seen = Some(at);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             self.announce_presence(uid, out);

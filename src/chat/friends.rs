@@ -14,7 +14,7 @@ use thiserror::Error;
 
 use super::{
     Audience, ChatError, Emit, Event, FriendNews, Hub, IdMap, Out, Reply, RequestInfo, SessionId,
-    UserId, now_ms,
+    UserId,
 };
 use crate::protocol::FriendCmd;
 use crate::store::{RequestRow, RequestState, Write};
@@ -210,7 +210,7 @@ impl Hub {
         cmd: FriendCmd<'_>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let now = now_ms();
+        let now = self.now();
         match cmd {
             FriendCmd::List => {
                 self.friend_list(sid, uid, out);

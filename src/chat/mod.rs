@@ -234,16 +234,63 @@ pub struct Hub {
     /// A PHC string that unknown users are verified against, so a failed
     /// login takes as long whether or not the user exists.
     decoy_phc: String,
+    env: Box<dyn Env>,
     pub counters: Counters,
 }
 
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+/// Where the hub gets the time and new message ids. They are passed in, so
+/// the hub is deterministic: its unit tests run on a fixed clock with
+/// predictable ids and assert exact lines.
+pub trait Env: Send {
+    /// Unix ms.
+    fn now_ms(&self) -> i64;
+    /// The id of a new message.
+    fn msg_id(&mut self) -> uuid::Uuid;
+}
+
+/// The real clock, and UUIDv7 ids (time-ordered).
+pub struct SystemEnv;
+
+impl Env for SystemEnv {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    fn msg_id(&mut self) -> uuid::Uuid {
+        uuid::Uuid::now_v7()
+    }
+}
+
+/// A clock that stands still and ids that count up from 1: hub tests (and
+/// property tests) see the same times and msgids on every run.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedEnv {
+    /// Unix ms that `now_ms` answers.
+    pub now: i64,
+    next_id: u128,
+}
+
+impl FixedEnv {
+    pub fn at(now: i64) -> Self {
+        FixedEnv { now, next_id: 1 }
+    }
+}
+
+impl Env for FixedEnv {
+    fn now_ms(&self) -> i64 {
+        self.now
+    }
+
+    fn msg_id(&mut self) -> uuid::Uuid {
+        let id = uuid::Uuid::from_u128(self.next_id);
+        self.next_id += 1;
+        id
+    }
 }
 
 impl Hub {
     /// Builds the in-memory tables from what storage loaded.
-    pub fn new(cfg: HubConfig, snapshot: Snapshot, decoy_phc: String) -> Hub {
+    pub fn new(cfg: HubConfig, snapshot: Snapshot, decoy_phc: String, env: Box<dyn Env>) -> Hub {
         let mut hub = Hub {
             cfg,
             users: Table::default(),
@@ -260,6 +307,7 @@ impl Hub {
             fetches: IdMap::default(),
             typing: IdMap::default(),
             decoy_phc,
+            env,
             counters: Counters::default(),
         };
         hub.load(snapshot);
@@ -309,6 +357,11 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.cfg
+    }
+
+    /// The time now, Unix ms, from the hub's [`Env`].
+    fn now(&self) -> i64 {
+        self.env.now_ms()
     }
 
     /// A new connection.

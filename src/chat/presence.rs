@@ -118,7 +118,8 @@ mod tests {
             requests: Vec::new(),
             cursors: Vec::new(),
         };
-        Hub::new(HubConfig::default(), snap, String::new())
+        let env = Box::new(crate::chat::FixedEnv::at(0));
+        Hub::new(HubConfig::default(), snap, String::new(), env)
     }
 
     fn sorted(set: IdSet<UserId>) -> Vec<u32> {

@@ -7,7 +7,7 @@
 
 use super::{
     Audience, ChatError, Conv, ConvId, Cursor, Emit, Event, Hub, Member, MemberInfo, Msg, Out,
-    Reply, RoomInfo, SessionId, UserId, names, now_ms,
+    Reply, RoomInfo, SessionId, UserId, names,
 };
 use crate::store::{ConvKind, MsgState, Write};
 
@@ -61,7 +61,7 @@ impl Hub {
             id,
             kind,
             name: name.clone(),
-            created: now_ms(),
+            created: self.now(),
         });
         if kind != ConvKind::Direct {
             self.rooms.insert(name.clone(), id);
@@ -89,13 +89,14 @@ impl Hub {
     /// Adds `uid` to the conversation; the first member of an admin-less
     /// conversation becomes its admin.
     fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
+        let joined = self.now();
         let (Some(c), Some(user)) = (self.convs.get_mut(conv), self.users.get_mut(uid)) else {
             return;
         };
         let member = Member {
             user: uid,
             admin: c.kind != ConvKind::Direct && !c.members.iter().any(|m| m.admin),
-            joined: now_ms(),
+            joined,
         };
         c.members.push(member);
         let last = c.last_seq;
@@ -437,7 +438,8 @@ mod tests {
             requests: Vec::new(),
             cursors: Vec::new(),
         };
-        Hub::new(HubConfig::default(), snap, String::new())
+        let env = Box::new(crate::chat::FixedEnv::at(0));
+        Hub::new(HubConfig::default(), snap, String::new(), env)
     }
 
     #[test]

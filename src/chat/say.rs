@@ -11,7 +11,7 @@ use super::{
     Ack, Audience, ChatError, ConvId, Durability, Event, Hub, Msg, Out, Output, Pending, Posted,
     Reply, SessionId, UserId,
 };
-use super::{names, now_ms, pair};
+use super::{names, pair};
 use crate::protocol::Target;
 use crate::store::{self, ConvKind, MsgState, StoredMessage, Write};
 
@@ -79,6 +79,8 @@ impl Hub {
         deferred: bool,
         out: &mut Out,
     ) {
+        let at = self.now();
+        let id = self.env.msg_id();
         let Some(c) = self.convs.get_mut(conv) else {
             return out.fail(sid, ChatError::NoSuchConversation);
         };
@@ -86,9 +88,9 @@ impl Hub {
         c.last_seq += 1;
         let msg = Msg {
             seq: c.last_seq,
-            id: uuid::Uuid::now_v7(),
+            id,
             sender: uid,
-            at: now_ms(),
+            at,
             text: text.as_str().into(),
             state: MsgState::Sent,
         };
@@ -157,19 +159,19 @@ impl Hub {
     fn new_direct(&mut self, (a, b): (UserId, UserId), writes: &mut Vec<Write>) -> ConvId {
         let id = self.convs.next_id();
         let name = format!("@{a}:{b}");
+        let now = self.now();
         writes.push(Write::Conv {
             id,
             kind: ConvKind::Direct,
             name: name.clone(),
-            created: now_ms(),
+            created: now,
         });
         let mut conv = super::Conv::new(id, ConvKind::Direct, name);
         for user in [a, b] {
-            let joined = now_ms();
             conv.members.push(super::Member {
                 user,
                 admin: false,
-                joined,
+                joined: now,
             });
             if let Some(u) = self.users.get_mut(user) {
                 u.convs.push(id);
@@ -178,7 +180,7 @@ impl Hub {
                 conv: id,
                 user,
                 admin: false,
-                joined,
+                joined: now,
             });
         }
         self.convs.insert(id, conv);

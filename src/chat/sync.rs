@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::{
     Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply,
-    SessionId, UserId, now_ms,
+    SessionId, UserId,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, MsgState, Query, Request, Write};
@@ -461,7 +461,7 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.member_conv(uid, target)?;
-        let now = now_ms();
+        let now = self.now();
         let last = self.typing.get(&(uid, conv)).copied();
         let c = self.conv(conv)?;
         if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {

@@ -10,7 +10,12 @@ fn hub(durability: Durability) -> Hub {
         durability,
         ..HubConfig::default()
     };
-    Hub::new(cfg, Snapshot::default(), "decoy".into())
+    Hub::new(
+        cfg,
+        Snapshot::default(),
+        "decoy".into(),
+        Box::new(FixedEnv::at(NOW)),
+    )
 }
 
 /// Drives a hub the way the server does, answering hashing and storage
@@ -142,10 +147,13 @@ impl Harness {
     }
 }
 
-fn strip_msg(line: &str) -> String {
-    // MSG <conv> <seq> <id> <sender> <time> <text>: drop id and time.
-    let p: Vec<&str> = line.splitn(7, ' ').collect();
-    format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
+/// The hub's clock in these tests: 2026-01-01T00:00:00Z, standing still.
+const NOW: i64 = 1_767_225_600_000;
+const NOW_TEXT: &str = "2026-01-01T00:00:00.000Z";
+
+/// The id of the `n`th message the hub makes (FixedEnv counts from 1).
+fn msgid(n: u128) -> String {
+    uuid::Uuid::from_u128(n).to_string()
 }
 
 #[test]
@@ -207,18 +215,16 @@ fn room_chat_reaches_every_session_but_the_sender() {
         assert_eq!(h.take(b), ["OK JOIN #lobby joined"]);
         h.take(a2);
         h.send(b, "SAY #lobby hello   there");
-        let ok = h.take(b);
-        assert!(ok[0].starts_with("OK SAY #lobby 1 "), "{ok:?}");
-        let got: Vec<String> = h.take(a1).iter().map(|l| strip_msg(l)).collect();
-        assert_eq!(got, ["MSG #lobby 1 bob hello   there"]);
-        assert_eq!(h.take(a2).len(), 1);
+        let id = msgid(1);
+        assert_eq!(h.take(b), [format!("OK SAY #lobby 1 {id}")]);
+        let msg = format!("MSG #lobby 1 {id} bob {NOW_TEXT} hello   there");
+        assert_eq!(h.take(a1), std::slice::from_ref(&msg));
+        assert_eq!(h.take(a2), std::slice::from_ref(&msg));
         let c = h.user("carol");
         h.send(c, "SAY #lobby hi");
         assert_eq!(h.take(c), ["ERR NOT_MEMBER you are not a member of #lobby"]);
         h.send(c, "JOIN #lobby");
-        let got = h.take(c);
-        assert_eq!(got[0], "OK JOIN #lobby joined");
-        assert_eq!(strip_msg(&got[1]), "MSG #lobby 1 bob hello   there");
+        assert_eq!(h.take(c), ["OK JOIN #lobby joined".to_string(), msg]);
     }
 }
 
@@ -315,9 +321,12 @@ fn direct_messages_need_friendship_and_history_stays() {
     assert_eq!(h.take(a), ["FRIEND ACCEPTED bob"]);
     assert_eq!(h.take(b), ["OK FRIEND ACCEPT alice"]);
     h.send(a, "SAY @bob hi bob");
-    assert!(h.take(a)[0].starts_with("OK SAY @bob 1 "));
-    let got: Vec<String> = h.take(b).iter().map(|l| strip_msg(l)).collect();
-    assert_eq!(got, ["MSG @alice 1 alice hi bob"]);
+    let id = msgid(1);
+    assert_eq!(h.take(a), [format!("OK SAY @bob 1 {id}")]);
+    assert_eq!(
+        h.take(b),
+        [format!("MSG @alice 1 {id} alice {NOW_TEXT} hi bob")]
+    );
     h.send(b, "FRIEND REMOVE alice");
     assert_eq!(h.take(a), ["FRIEND REMOVED bob"]);
     h.send(a, "SAY @bob still there?");
@@ -377,7 +386,8 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
     );
     assert_eq!(lines_for(a), Some(1), "the sending session gets only bob's");
     assert_eq!(lines_for(b), Some(1));
-    let got: Vec<String> = h.take(c).iter().map(|l| strip_msg(l)).collect();
-    assert_eq!(got, ["MSG #r 1 alice one", "MSG #r 2 bob two"]);
-    assert!(h.take(a)[0].starts_with("MSG #r 2 "));
+    let one = format!("MSG #r 1 {} alice {NOW_TEXT} one", msgid(1));
+    let two = format!("MSG #r 2 {} bob {NOW_TEXT} two", msgid(2));
+    assert_eq!(h.take(c), [one, two.clone()]);
+    assert_eq!(h.take(a)[0], two);
 }

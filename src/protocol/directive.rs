@@ -26,7 +26,7 @@ pub enum Framing {
     /// has been written.
     Close,
     /// The stream can no longer be split into lines: the line is not handed
-    /// on, the session is answered with [`Lost::line`] and closed.
+    /// on, the session is answered with `Reply::Lost` and closed.
     Lost(Lost),
 }
 

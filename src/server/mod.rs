@@ -27,7 +27,7 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
-use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Reply, SessionId};
+use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Reply, SessionId, SystemEnv};
 use crate::config::Config;
 use crate::fanout::{self, Wire};
 use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
@@ -184,7 +184,7 @@ impl Server {
             max_room_members: cfg.max_room_members,
             max_attachment: cfg.max_attachment,
         };
-        let hub = Hub::new(hub_cfg, snapshot, decoy);
+        let hub = Hub::new(hub_cfg, snapshot, decoy, Box::new(SystemEnv));
 
         let mut listener = bind(cfg.listen, cfg.listen_backlog)?;
         poll.registry()
