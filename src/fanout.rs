@@ -93,17 +93,18 @@ fn recipients<'h>(
     impl Iterator<Item = (UserId, &'h [SessionId])> + 'h,
     Option<SessionId>,
 ) {
-    let (members, plus, except) = match to {
+    let (members, listed, plus, except) = match to {
         Audience::Members { conv, plus, except } => {
             let members = hub.conv_members(conv).map_or(&[][..], |(_, m)| m);
             // `plus` has normally left the member list already; if not, it
             // is counted once.
             let plus = plus.filter(|p| !members.iter().any(|m| m.user == *p));
-            (members, plus, except)
+            (members, Vec::new(), plus, except)
         }
-        Audience::User { user, except } => (&[][..], Some(user), except),
+        Audience::User { user, except } => (&[][..], Vec::new(), Some(user), except),
+        Audience::Users(users) => (&[][..], users, None, None),
     };
-    let users = members.iter().map(|m| m.user).chain(plus);
+    let users = members.iter().map(|m| m.user).chain(listed).chain(plus);
     (users.map(|u| (u, hub.sessions_of(u))), except)
 }
 

@@ -18,7 +18,7 @@ use crate::{auth, blob, store};
 
 /// Who hears an event. Resolved to sessions when it is fanned out, which
 /// under `--durability sync` is after the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
     /// Every session of every member of `conv`, and of `plus` (a member who
     /// is leaving or kicked by this very change, so still hears of it),
@@ -33,6 +33,9 @@ pub enum Audience {
         user: UserId,
         except: Option<SessionId>,
     },
+    /// Every session of each of these users (presence watchers, the other
+    /// members of a small conversation): one event, encoded once for all.
+    Users(Vec<UserId>),
 }
 
 impl Audience {

@@ -38,14 +38,13 @@ impl Hub {
             return;
         };
         let presence = self.presence_of(user);
-        for watcher in self.watchers(uid) {
-            out.event(
-                Audience::user(watcher, None),
-                Event::Presence {
-                    user: uid,
-                    presence,
-                },
-            );
+        let watchers: Vec<UserId> = self.watchers(uid).into_iter().collect();
+        if !watchers.is_empty() {
+            let event = Event::Presence {
+                user: uid,
+                presence,
+            };
+            out.event(Audience::Users(watchers), event);
         }
     }
 

@@ -465,10 +465,9 @@ impl Hub {
         let last = self.typing.get(&(uid, conv)).copied();
         let c = self.conv(conv)?;
         if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
-            for m in c.members.iter().filter(|m| m.user != uid) {
-                let event = Event::Typing { conv, user: uid };
-                out.event(Audience::user(m.user, None), event);
-            }
+            let others = c.members.iter().map(|m| m.user).filter(|&u| u != uid);
+            let event = Event::Typing { conv, user: uid };
+            out.event(Audience::Users(others.collect()), event);
             self.typing.insert((uid, conv), now);
         }
         out.reply(sid, Reply::Typing(conv));
