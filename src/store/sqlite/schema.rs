@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Index `i` holds the SQL that takes version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[

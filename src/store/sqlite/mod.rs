@@ -1,0 +1,61 @@
+//! The SQLite backend: schema, open and load, reads, writes and changes,
+//! blob reference counting.
+
+mod blobs;
+mod open;
+mod read;
+pub(super) mod schema;
+mod write;
+
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+use super::{ConvId, MsgState, StoredMessage, UserId};
+
+pub use open::open;
+pub(super) use read::{blob_access, messages_after, messages_before, search};
+pub(super) use write::{apply, change};
+
+/// The full-text index row of a message: conversation and seq packed into
+/// the rowid, so one conversation's hits are one rowid range.
+pub(super) fn fts_rowid(conv: ConvId, seq: u64) -> i64 {
+    (i64::from(conv.0) << 40) | (seq as i64 & ((1 << 40) - 1))
+}
+
+/// Ids are stored as SQLite integers.
+macro_rules! sql_id {
+    ($t:ident) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                u32::column_result(v).map($t)
+            }
+        }
+    };
+}
+sql_id!(UserId);
+sql_id!(ConvId);
+
+pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
+
+pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let id: [u8; 16] = r.get(1)?;
+    let seq: i64 = r.get(0)?;
+    let state: i64 = r.get(5)?;
+    Ok(StoredMessage {
+        conv,
+        seq: u64::try_from(seq).unwrap_or(0),
+        id: uuid::Uuid::from_bytes(id),
+        sender: r.get(2)?,
+        at: r.get(3)?,
+        text: r.get(4)?,
+        state: MsgState::from_code(state),
+    })
+}
+
+pub(super) fn clamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}

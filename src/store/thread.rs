@@ -1,0 +1,231 @@
+//! The storage thread: group commit of queued requests, answers in order.
+
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::sqlite::{apply, blob_access, change, messages_after, messages_before, search};
+use super::{Answer, Committed, Query, Request, Write};
+
+/// Most requests a single transaction takes, so one commit stays short.
+const MAX_BATCH: usize = 4096;
+
+/// Handle to the storage thread; dropping it makes the thread finish its
+/// queue, commit, and exit.
+pub struct Storage<C> {
+    tx: mpsc::Sender<Request<C>>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// Dropping it stops the checkpointer.
+    checkpoint_stop: Option<mpsc::Sender<()>>,
+    checkpointer: Option<thread::JoinHandle<()>>,
+}
+
+/// How often the background thread moves the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Runs PASSIVE checkpoints on a connection of its own: they never block the
+/// storage thread's commits, and they keep the WAL from growing unbounded.
+fn checkpointer(path: String, stop: mpsc::Receiver<()>) {
+    let conn = match Connection::open(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("checkpointer cannot open {path}: {e}");
+            return;
+        }
+    };
+    loop {
+        let last = matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            log::warn!("WAL checkpoint failed: {e}");
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+impl<C: Send + 'static> Storage<C> {
+    pub fn start(
+        mut conn: Connection,
+        blob_dir: std::path::PathBuf,
+        done: mpsc::Sender<Committed<C>>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let checkpoint = conn.path().map(str::to_string).and_then(|path| {
+            thread::Builder::new()
+                .name("checkpoint".into())
+                .spawn(move || checkpointer(path, stop_rx))
+                .ok()
+        });
+        let (tx, rx) = mpsc::channel::<Request<C>>();
+        let thread = thread::Builder::new()
+            .name("storage".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(_) => break,
+                        }
+                    }
+                    let started = Instant::now();
+                    let done_tokens = run_batch(&mut conn, &blob_dir, batch);
+                    if done_tokens.is_empty() {
+                        continue;
+                    }
+                    let committed = Committed {
+                        done: done_tokens,
+                        took: started.elapsed(),
+                    };
+                    if done.send(committed).is_err() {
+                        return;
+                    }
+                    wake();
+                }
+            })
+            .expect("spawning the storage thread");
+        Storage {
+            tx,
+            thread: Some(thread),
+            checkpoint_stop: Some(stop_tx),
+            checkpointer: checkpoint,
+        }
+    }
+
+    pub fn submit(&self, req: Request<C>) {
+        if self.tx.send(req).is_err() {
+            log::error!("storage thread is gone; write dropped");
+        }
+    }
+}
+
+impl<C> Drop for Storage<C> {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread drain and exit; joining makes
+        // shutdown wait for the last commit.
+        let (dead, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Then a last checkpoint, which also empties the WAL.
+        drop(self.checkpoint_stop.take());
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Runs one round: consecutive write-only requests share one transaction
+/// (group commit); a request with a query runs in its own, in its place, so
+/// answers keep submission order.
+pub fn run_batch<C>(
+    conn: &mut Connection,
+    blob_dir: &Path,
+    batch: Vec<Request<C>>,
+) -> Vec<(C, Result<Answer, ()>)> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut group = Vec::new();
+    for req in batch {
+        if req.query.is_none() {
+            group.push(req);
+            continue;
+        }
+        commit_group(conn, std::mem::take(&mut group), &mut out);
+        let answer =
+            run_query(conn, blob_dir, &req).map_err(|e| log::error!("storage query failed: {e}"));
+        if let Some(token) = req.done {
+            out.push((token, answer));
+        }
+    }
+    commit_group(conn, group, &mut out);
+    out
+}
+
+/// Commits write-only requests in one transaction. Should that fail, each is
+/// retried alone, so one bad write cannot fail its neighbours.
+fn commit_group<C>(
+    conn: &mut Connection,
+    group: Vec<Request<C>>,
+    out: &mut Vec<(C, Result<Answer, ()>)>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let all_ok = match commit(conn, group.iter().flat_map(|r| &r.writes)) {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!(
+                "group commit of {} requests failed: {e}; retrying one by one",
+                group.len()
+            );
+            false
+        }
+    };
+    for req in group {
+        let ok = all_ok
+            || commit(conn, req.writes.iter())
+                .map_err(|e| log::error!("storage write failed: {e}"))
+                .is_ok();
+        if let Some(token) = req.done {
+            out.push((token, if ok { Ok(Answer::Done) } else { Err(()) }));
+        }
+    }
+}
+
+fn run_query<C>(
+    conn: &mut Connection,
+    blob_dir: &Path,
+    req: &Request<C>,
+) -> Result<Answer, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for w in &req.writes {
+        apply(&tx, w)?;
+    }
+    let answer = match req.query.as_ref() {
+        None => Answer::Done,
+        Some(&Query::Before {
+            conv,
+            before,
+            limit,
+        }) => Answer::Messages(messages_before(&tx, conv, before, limit)?),
+        Some(&Query::After { conv, after, limit }) => {
+            Answer::Messages(messages_after(&tx, conv, after, limit)?)
+        }
+        Some(Query::Search {
+            conv,
+            words,
+            before,
+            limit,
+        }) => Answer::Messages(search(&tx, *conv, words, *before, *limit)?),
+        Some(Query::Change {
+            conv,
+            seq,
+            only_sender,
+            text,
+        }) => change(&tx, *conv, *seq, *only_sender, text.as_deref(), blob_dir)?,
+        Some(Query::BlobAccess { blob, user }) => blob_access(&tx, blob, *user)?,
+    };
+    tx.commit()?;
+    Ok(answer)
+}
+
+fn commit<'a>(
+    conn: &mut Connection,
+    writes: impl Iterator<Item = &'a Write>,
+) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for w in writes {
+        apply(&tx, w)?;
+    }
+    tx.commit()
+}
