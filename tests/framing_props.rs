@@ -374,12 +374,18 @@ fn settle(hub: &mut Hub, mut out: Out) -> Vec<(SessionId, Output)> {
             .store
             .drain(..)
             .filter_map(|r| {
-                let answer = if r.query.is_some() {
-                    store::Answer::NotFound
-                } else {
-                    store::Answer::Done
+                let answer = match r.query {
+                    None => Ok(store::Answer::Done),
+                    Some(
+                        store::Query::Before { .. }
+                        | store::Query::After { .. }
+                        | store::Query::Search { .. },
+                    ) => Ok(store::Answer::Messages(Vec::new())),
+                    Some(store::Query::BlobAccess { .. } | store::Query::Change { .. }) => {
+                        Err(store::StoreError::NotFound)
+                    }
                 };
-                r.done.map(|d| (d, Ok(answer)))
+                r.done.map(|d| (d, answer))
             })
             .collect();
         for job in out.blobs.drain(..) {

@@ -98,7 +98,7 @@ impl Hub {
                     )),
                     super::Durability::Async => {
                         self.persist(vec![write], out);
-                        self.registered(sid, id, true, out);
+                        self.registered(sid, id, Ok(()), out);
                     }
                 }
             }
@@ -124,12 +124,14 @@ impl Hub {
     }
 
     /// A new account is durable (or failed to be): log its session in.
-    pub(super) fn registered(&mut self, sid: SessionId, uid: UserId, ok: bool, out: &mut Out) {
-        let result = if ok {
-            Ok((uid, line!("OK REGISTER {}", self.name(uid))))
-        } else {
-            Err(ChatError::Storage)
-        };
+    pub(super) fn registered(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        stored: Result<(), ChatError>,
+        out: &mut Out,
+    ) {
+        let result = stored.map(|()| (uid, line!("OK REGISTER {}", self.name(uid))));
         self.finish_auth(sid, result, out);
     }
 

@@ -35,7 +35,7 @@ use crate::auth;
 use crate::blob;
 use crate::line;
 use crate::protocol::{Command, ParseError, Target, encode};
-use crate::store::{self, Snapshot, Write};
+use crate::store::{self, Snapshot, StoreError, Write};
 
 /// A connection, as the hub knows it. The driver packs its slot number (low
 /// 32 bits, for a direct lookup) with a serial that is never reused (high
@@ -588,9 +588,12 @@ impl Hub {
             if !run.is_empty() {
                 self.publish_batch(run_conv, std::mem::take(&mut run), out);
             }
-            let Ok(answer) = answer else {
-                self.storage_failed(pending, out);
-                continue;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.storage_failed(pending, &e, out);
+                    continue;
+                }
             };
             match pending {
                 Pending::Reply { sid, reply, events } => {
@@ -604,7 +607,7 @@ impl Hub {
                     ack,
                 } => self.publish(conv, msg, sid, true, &ack, out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
-                Pending::Registered { sid, user } => self.registered(sid, user, true, out),
+                Pending::Registered { sid, user } => self.registered(sid, user, Ok(()), out),
                 Pending::History {
                     sid,
                     conv,
@@ -629,10 +632,12 @@ impl Hub {
         }
     }
 
-    /// A storage request failed: its command is answered with ERR STORAGE.
-    fn storage_failed(&mut self, pending: Pending, out: &mut Out) {
+    /// A storage request failed or was refused: its command gets the ERR
+    /// that [`storage_error`] names.
+    fn storage_failed(&mut self, pending: Pending, e: &StoreError, out: &mut Out) {
+        let err = storage_error(&pending, e);
         let sid = match pending {
-            Pending::Registered { sid, user } => return self.registered(sid, user, false, out),
+            Pending::Registered { sid, user } => return self.registered(sid, user, Err(err), out),
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -653,7 +658,7 @@ impl Hub {
                 sid
             }
         };
-        out.fail(sid, &ChatError::Storage);
+        out.fail(sid, &err);
     }
 
     /// The conversation a client names, which the caller must belong to:
@@ -737,6 +742,19 @@ impl Hub {
             .get(name.as_str())
             .copied()
             .ok_or(ChatError::NoSuchUser)
+    }
+}
+
+/// The one place where a store error becomes a chat error: a refusal means
+/// what the command asked about is gone or taken, anything else is STORAGE.
+fn storage_error(pending: &Pending, e: &StoreError) -> ChatError {
+    match (pending, e) {
+        (Pending::Changed { .. }, StoreError::NotFound | StoreError::Conflict(_)) => {
+            ChatError::NoSuchMessage
+        }
+        (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
+        (Pending::Registered { .. }, StoreError::Conflict(_)) => ChatError::UserExists,
+        _ => ChatError::Storage,
     }
 }
 

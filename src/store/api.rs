@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConvId, ConvKind, MsgState, RequestState, UserId};
+use super::{ConvId, ConvKind, MsgState, RequestState, StoreError, UserId};
 
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +152,11 @@ pub enum Query {
         limit: usize,
     },
     /// May `user` fetch blob `blob`: is it in a conversation they belong to?
+    /// `NotFound` if not.
     BlobAccess { blob: String, user: UserId },
-    /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists,
-    /// is not deleted, and (with `only_sender`) was sent by that user.
+    /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists
+    /// (else `NotFound`), is not deleted (else `Conflict`), and (with
+    /// `only_sender`) was sent by that user.
     Change {
         conv: ConvId,
         seq: u64,
@@ -170,7 +172,6 @@ pub enum Answer {
     Messages(Vec<StoredMessage>),
     /// The message as it now is.
     Changed(StoredMessage),
-    NotFound,
     NotYours,
     /// The message carries an attachment, which cannot be edited.
     Attachment,
@@ -207,8 +208,8 @@ impl<C> Request<C> {
 }
 
 /// Each token of one storage round, in submission order, with its answer;
-/// `Err` means its writes are not durable.
+/// `Err` says why its writes are not durable or its query has no answer.
 pub struct Committed<C> {
-    pub done: Vec<(C, Result<Answer, ()>)>,
+    pub done: Vec<(C, Result<Answer, StoreError>)>,
     pub took: Duration,
 }

@@ -22,14 +22,39 @@ pub use sqlite::open;
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use thread::{Storage, run_batch};
 
+/// Why the store did not do what it was asked: at open, or for one request.
+/// The hub turns each into the command's ERR (chat's `storage_error`).
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("data dir: {0}")]
-    Io(#[from] std::io::Error),
+    /// A uniqueness rule or a compare-and-set refused the change.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The row the request needs is not there.
+    #[error("not found")]
+    NotFound,
+    /// The database cannot be written or read now (disk full, I/O error,
+    /// locked, cannot be opened); the same request may succeed later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused the request for a reason no retry fixes (a
+    /// corrupt file, or a statement this build got wrong).
+    #[error("internal: {0}")]
+    Internal(String),
     #[error(
         "data dir was written by a newer linechat (schema {0}, this build knows {SCHEMA_VERSION})"
     )]
     TooNew(i64),
+}
+
+impl StoreError {
+    /// A refusal is an answer to the request; a failure is worth a log line.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Internal(_))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Unavailable(format!("data dir: {e}"))
+    }
 }

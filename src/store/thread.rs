@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use super::sqlite::{apply, blob_access, change, messages_after, messages_before, search};
-use super::{Answer, Committed, Query, Request, Write};
+use super::{Answer, Committed, Query, Request, StoreError, Write};
 
 /// Most requests a single transaction takes, so one commit stays short.
 const MAX_BATCH: usize = 4096;
@@ -132,7 +132,7 @@ pub fn run_batch<C>(
     conn: &mut Connection,
     blob_dir: &Path,
     batch: Vec<Request<C>>,
-) -> Vec<(C, Result<Answer, ()>)> {
+) -> Vec<(C, Result<Answer, StoreError>)> {
     let mut out = Vec::with_capacity(batch.len());
     let mut group = Vec::new();
     for req in batch {
@@ -141,8 +141,12 @@ pub fn run_batch<C>(
             continue;
         }
         commit_group(conn, std::mem::take(&mut group), &mut out);
-        let answer =
-            run_query(conn, blob_dir, &req).map_err(|e| log::error!("storage query failed: {e}"));
+        let answer = run_query(conn, blob_dir, &req);
+        if let Err(e) = &answer
+            && e.is_failure()
+        {
+            log::error!("storage query failed: {e}");
+        }
         if let Some(token) = req.done {
             out.push((token, answer));
         }
@@ -156,7 +160,7 @@ pub fn run_batch<C>(
 fn commit_group<C>(
     conn: &mut Connection,
     group: Vec<Request<C>>,
-    out: &mut Vec<(C, Result<Answer, ()>)>,
+    out: &mut Vec<(C, Result<Answer, StoreError>)>,
 ) {
     if group.is_empty() {
         return;
@@ -172,12 +176,16 @@ fn commit_group<C>(
         }
     };
     for req in group {
-        let ok = all_ok
-            || commit(conn, req.writes.iter())
-                .map_err(|e| log::error!("storage write failed: {e}"))
-                .is_ok();
+        let result = if all_ok {
+            Ok(())
+        } else {
+            commit(conn, req.writes.iter())
+        };
+        if let Err(e) = &result {
+            log::error!("storage write failed: {e}");
+        }
         if let Some(token) = req.done {
-            out.push((token, if ok { Ok(Answer::Done) } else { Err(()) }));
+            out.push((token, result.map(|()| Answer::Done)));
         }
     }
 }
@@ -186,7 +194,7 @@ fn run_query<C>(
     conn: &mut Connection,
     blob_dir: &Path,
     req: &Request<C>,
-) -> Result<Answer, rusqlite::Error> {
+) -> Result<Answer, StoreError> {
     let tx = conn.transaction()?;
     for w in &req.writes {
         apply(&tx, w)?;
@@ -222,10 +230,52 @@ fn run_query<C>(
 fn commit<'a>(
     conn: &mut Connection,
     writes: impl Iterator<Item = &'a Write>,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for w in writes {
         apply(&tx, w)?;
     }
-    tx.commit()
+    Ok(tx.commit()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{UserId, open};
+
+    fn user(id: u32, name: &str) -> Write {
+        Write::User {
+            id: UserId(id),
+            name: name.into(),
+            phc: "phc".into(),
+            created: 0,
+        }
+    }
+
+    /// A taken name fails its own request as a conflict; the requests
+    /// committed in the same group stay durable.
+    #[test]
+    fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, _) = open(dir.path(), 10).unwrap();
+        let done = run_batch(
+            &mut conn,
+            dir.path(),
+            vec![
+                Request::write(vec![user(0, "alice")], Some(0)),
+                Request::write(vec![user(1, "alice")], Some(1)),
+                Request::write(vec![user(2, "bob")], Some(2)),
+            ],
+        );
+        let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
+        assert_eq!(outcome, [(0, true), (1, false), (2, true)]);
+        assert!(
+            matches!(done[1].1, Err(StoreError::Conflict(_))),
+            "{:?}",
+            done[1].1
+        );
+        let (_, snap) = open(dir.path(), 10).unwrap();
+        let names: Vec<_> = snap.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["alice", "bob"]);
+    }
 }

@@ -9,7 +9,7 @@ mod write;
 
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use super::{ConvId, MsgState, StoredMessage, UserId};
+use super::{ConvId, MsgState, StoreError, StoredMessage, UserId};
 
 pub use open::open;
 pub(super) use read::{blob_access, messages_after, messages_before, search};
@@ -58,4 +58,27 @@ pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Resu
 
 pub(super) fn clamp(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// SQLite's result codes sorted into what the hub can act on.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as Code;
+        let text = format!("sqlite: {e}");
+        match e.sqlite_error_code() {
+            Some(Code::ConstraintViolation) => StoreError::Conflict(text),
+            Some(
+                Code::DiskFull
+                | Code::SystemIoFailure
+                | Code::DatabaseBusy
+                | Code::DatabaseLocked
+                | Code::CannotOpen
+                | Code::ReadOnly
+                | Code::OutOfMemory
+                | Code::PermissionDenied
+                | Code::FileLockingProtocolFailed,
+            ) => StoreError::Unavailable(text),
+            _ => StoreError::Internal(text),
+        }
+    }
 }

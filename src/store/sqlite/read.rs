@@ -3,7 +3,7 @@
 use rusqlite::{Connection, params};
 
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, StoredMessage, UserId};
+use crate::store::{Answer, ConvId, StoreError, StoredMessage, UserId};
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub fn messages_before(
@@ -74,7 +74,7 @@ pub(crate) fn blob_access(
     tx: &rusqlite::Transaction<'_>,
     blob: &str,
     user: UserId,
-) -> Result<Answer, rusqlite::Error> {
+) -> Result<Answer, StoreError> {
     let row: Option<(i64, String)> = tx
         .prepare_cached(
             "SELECT b.size, b.mime FROM blobs b WHERE b.id = ?1 AND EXISTS (
@@ -84,11 +84,9 @@ pub(crate) fn blob_access(
         .query_map(params![blob, user], |r| Ok((r.get(0)?, r.get(1)?)))?
         .next()
         .transpose()?;
-    Ok(match row {
-        Some((size, mime)) => Answer::Blob {
-            size: size as u64,
-            mime,
-        },
-        None => Answer::NotFound,
+    let (size, mime) = row.ok_or(StoreError::NotFound)?;
+    Ok(Answer::Blob {
+        size: size as u64,
+        mime,
     })
 }

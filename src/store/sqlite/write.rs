@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, MsgState, RequestState, UserId, Write};
+use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, UserId, Write};
 
 pub(crate) fn change(
     tx: &rusqlite::Transaction<'_>,
@@ -15,7 +15,7 @@ pub(crate) fn change(
     only_sender: Option<UserId>,
     text: Option<&str>,
     blob_dir: &Path,
-) -> Result<Answer, rusqlite::Error> {
+) -> Result<Answer, StoreError> {
     let found = {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq = ?2"
@@ -23,9 +23,10 @@ pub(crate) fn change(
         let mut rows = stmt.query_map(params![conv, clamp(seq)], |r| message_row(conv, r))?;
         rows.next().transpose()?
     };
-    let Some(mut msg) = found.filter(|m| m.state != MsgState::Deleted) else {
-        return Ok(Answer::NotFound);
-    };
+    let mut msg = found.ok_or(StoreError::NotFound)?;
+    if msg.state == MsgState::Deleted {
+        return Err(StoreError::Conflict(format!("message {seq} is deleted")));
+    }
     if only_sender.is_some_and(|s| s != msg.sender) {
         return Ok(Answer::NotYours);
     }
