@@ -147,6 +147,8 @@ pub enum Pending {
         view: String,
         seq: u64,
     },
+    /// The message an EDIT or DELETE names, to judge whether it may be changed.
+    ChangeTarget { sid: SessionId, edit: history::Edit },
     /// The outcome of an EDIT or DELETE.
     Changed {
         sid: SessionId,
@@ -624,6 +626,7 @@ impl Hub {
                     view,
                     seq,
                 } => self.status_answer(sid, conv, &view, seq, answer, out),
+                Pending::ChangeTarget { sid, edit } => self.change_target(sid, edit, answer, out),
                 Pending::Changed { sid, conv, by } => self.changed(sid, conv, by, answer, out),
             }
         }
@@ -651,7 +654,7 @@ impl Hub {
             | Pending::Search { sid, .. }
             | Pending::Status { sid, .. }
             | Pending::Changed { sid, .. } => sid,
-            Pending::FetchAccess { sid, .. } => {
+            Pending::FetchAccess { sid, .. } | Pending::ChangeTarget { sid, .. } => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.busy = false;
                 }

@@ -3,14 +3,6 @@
 use super::*;
 use crate::protocol::parse;
 
-fn hub(durability: Durability) -> Hub {
-    let cfg = HubConfig {
-        durability,
-        ..HubConfig::default()
-    };
-    Hub::new(cfg, Snapshot::default(), "decoy".into())
-}
-
 /// Drives a hub the way the server does, answering hashing and storage
 /// requests synchronously, and records every line per session as text.
 struct Harness {
@@ -23,12 +15,19 @@ struct Harness {
 
 impl Harness {
     fn new(durability: Durability) -> Self {
+        Harness::with_config(HubConfig {
+            durability,
+            ..HubConfig::default()
+        })
+    }
+
+    fn with_config(cfg: HubConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (db, _) = store::open(dir.path(), 100).unwrap();
+        let (db, _) = store::open(dir.path(), cfg.recent).unwrap();
         Harness {
             db,
             _dir: dir,
-            hub: hub(durability),
+            hub: Hub::new(cfg, Snapshot::default(), "decoy".into()),
             lines: Vec::new(),
             next: 0,
         }
@@ -368,4 +367,61 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
     let got: Vec<String> = h.take(c).iter().map(|l| strip_msg(l)).collect();
     assert_eq!(got, ["MSG #r 1 alice one", "MSG #r 2 bob two"]);
     assert!(h.take(a)[0].starts_with("MSG #r 2 "));
+}
+
+/// Messages no longer in memory are read back before an EDIT or DELETE is
+/// judged: only the sender edits, an admin may delete, a deleted message is
+/// gone, and answers keep command order across the extra storage round.
+#[test]
+fn edit_and_delete_of_messages_older_than_memory() {
+    let mut h = Harness::with_config(HubConfig {
+        recent: 1,
+        ..HubConfig::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    for text in ["one", "two", "three"] {
+        h.send(b, &format!("SAY #r {text}"));
+    }
+    h.take(a);
+    h.take(b);
+    h.send(a, "EDIT #r 1 mine now");
+    assert_eq!(
+        h.take(a),
+        ["ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message"]
+    );
+    h.send(b, "EDIT #r 1 uno");
+    h.send(b, "PING after");
+    assert_eq!(h.take(b), ["OK EDIT #r 1", "OK PONG after"]);
+    assert_eq!(h.take(a).len(), 1, "alice hears of the edit");
+    // alice created #r, so she is its admin and may delete bob's message.
+    h.send(a, "DELETE #r 2");
+    assert_eq!(h.take(a), ["OK DELETE #r 2"]);
+    assert_eq!(h.take(b), ["DELETED #r 2 alice"]);
+    h.send(b, "EDIT #r 2 back");
+    assert_eq!(h.take(b), ["ERR NO_SUCH_MESSAGE no such message"]);
+    h.send(a, "HISTORY #r");
+    let got: Vec<String> = h
+        .take(a)
+        .iter()
+        .map(|l| {
+            // HISTORY <conv> <seq> <msgid> <sender> <time> <state> <text>
+            let p: Vec<&str> = l.splitn(8, ' ').collect();
+            match p[..] {
+                ["OK", ..] => l.clone(),
+                _ => format!("{} {} {}", p[2], p[6], p[7]),
+            }
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "1 edited uno",
+            "2 deleted ",
+            "3 sent three",
+            "OK HISTORY #r 3"
+        ]
+    );
 }

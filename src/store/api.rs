@@ -155,12 +155,11 @@ pub enum Query {
     /// `NotFound` if not.
     BlobAccess { blob: String, user: UserId },
     /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists
-    /// (else `NotFound`), is not deleted (else `Conflict`), and (with
-    /// `only_sender`) was sent by that user.
+    /// (else `NotFound`) and is not deleted (else `Conflict`). Who may change
+    /// it is the hub's rule, checked before it asks.
     Change {
         conv: ConvId,
         seq: u64,
-        only_sender: Option<UserId>,
         text: Option<String>,
     },
 }
@@ -172,9 +171,6 @@ pub enum Answer {
     Messages(Vec<StoredMessage>),
     /// The message as it now is.
     Changed(StoredMessage),
-    NotYours,
-    /// The message carries an attachment, which cannot be edited.
-    Attachment,
     /// A blob the asker may fetch.
     Blob {
         size: u64,

@@ -215,12 +215,9 @@ fn run_query<C>(
             before,
             limit,
         }) => Answer::Messages(search(&tx, *conv, words, *before, *limit)?),
-        Some(Query::Change {
-            conv,
-            seq,
-            only_sender,
-            text,
-        }) => change(&tx, *conv, *seq, *only_sender, text.as_deref(), blob_dir)?,
+        Some(Query::Change { conv, seq, text }) => {
+            change(&tx, *conv, *seq, text.as_deref(), blob_dir)?
+        }
         Some(Query::BlobAccess { blob, user }) => blob_access(&tx, blob, *user)?,
     };
     tx.commit()?;

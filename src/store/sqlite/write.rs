@@ -6,13 +6,12 @@ use rusqlite::params;
 
 use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, UserId, Write};
+use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, Write};
 
 pub(crate) fn change(
     tx: &rusqlite::Transaction<'_>,
     conv: ConvId,
     seq: u64,
-    only_sender: Option<UserId>,
     text: Option<&str>,
     blob_dir: &Path,
 ) -> Result<Answer, StoreError> {
@@ -26,15 +25,6 @@ pub(crate) fn change(
     let mut msg = found.ok_or(StoreError::NotFound)?;
     if msg.state == MsgState::Deleted {
         return Err(StoreError::Conflict(format!("message {seq} is deleted")));
-    }
-    if only_sender.is_some_and(|s| s != msg.sender) {
-        return Ok(Answer::NotYours);
-    }
-    let has_blob: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM blob_refs WHERE conv = ?1 AND seq = ?2)")?
-        .query_row(params![conv, clamp(seq)], |r| r.get(0))?;
-    if has_blob && text.is_some() {
-        return Ok(Answer::Attachment);
     }
     let rowid = fts_rowid(conv, seq);
     tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
