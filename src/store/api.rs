@@ -45,6 +45,8 @@ pub enum Write {
         b: UserId,
     },
     /// Where a user's delivery and read cursors stand in a conversation.
+    /// Each merges by maximum with what is stored: a cursor never moves
+    /// back, whichever write lands last.
     Cursor {
         user: UserId,
         conv: ConvId,

@@ -238,7 +238,7 @@ fn commit<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{UserId, open};
+    use crate::store::{ConvId, UserId, open};
 
     fn user(id: u32, name: &str) -> Write {
         Write::User {
@@ -274,5 +274,27 @@ mod tests {
         let (_, snap) = open(dir.path(), 10).unwrap();
         let names: Vec<_> = snap.users.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["alice", "bob"]);
+    }
+
+    /// A lower cursor written after a higher one leaves the higher value;
+    /// delivered and read merge each on their own.
+    #[test]
+    fn cursor_writes_merge_by_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut conn, _) = open(dir.path(), 10).unwrap();
+        let cursor = |delivered, read| Write::Cursor {
+            user: UserId(0),
+            conv: ConvId(0),
+            delivered,
+            read,
+        };
+        let batch = [cursor(5, 4), cursor(3, 2), cursor(6, 1)]
+            .into_iter()
+            .map(|w| Request::write(vec![w], Some(())))
+            .collect();
+        let done = run_batch(&mut conn, dir.path(), batch);
+        assert!(done.iter().all(|(_, r)| r.is_ok()));
+        let (_, snap) = open(dir.path(), 10).unwrap();
+        assert_eq!(snap.cursors, [(UserId(0), ConvId(0), 6, 4)]);
     }
 }

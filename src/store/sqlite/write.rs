@@ -124,7 +124,9 @@ pub(crate) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rus
             read,
         } => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user, conv) DO UPDATE SET
+                 delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)",
             )?
             .execute(params![user, conv, clamp(*delivered), clamp(*read)])?;
         }
