@@ -7,8 +7,7 @@ use crate::protocol::parse;
 /// requests synchronously, and records every line per session as text.
 struct Harness {
     hub: Hub,
-    db: rusqlite::Connection,
-    _dir: tempfile::TempDir,
+    db: store::MemoryBackend,
     lines: Vec<(SessionId, String)>,
     next: u64,
 }
@@ -22,11 +21,8 @@ impl Harness {
     }
 
     fn with_config(cfg: HubConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, _) = store::open(dir.path(), cfg.recent).unwrap();
         Harness {
-            db,
-            _dir: dir,
+            db: store::MemoryBackend::new(None),
             hub: Hub::new(cfg, Snapshot::default(), "decoy".into()),
             lines: Vec::new(),
             next: 0,
@@ -90,7 +86,7 @@ impl Harness {
                 );
             }
             let batch: Vec<_> = out.store.drain(..).collect();
-            let done = store::run_batch(&mut self.db, self._dir.path(), batch);
+            let done = store::run_batch(&mut self.db, batch);
             if !done.is_empty() {
                 self.hub.committed(
                     store::Committed {
@@ -333,7 +329,7 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
     h.hub.handle(b, parse("SAY #r two").unwrap(), &mut out);
     let delivered: Vec<(SessionId, usize)> = {
         let batch: Vec<_> = out.store.drain(..).collect();
-        let done = store::run_batch(&mut h.db, h._dir.path(), batch);
+        let done = store::run_batch(&mut h.db, batch);
         let mut next = Out::default();
         h.hub.committed(
             store::Committed {

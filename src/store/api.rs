@@ -97,7 +97,7 @@ pub struct Snapshot {
     pub cursors: Vec<(UserId, ConvId, u64, u64)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UserRow {
     pub id: UserId,
     pub name: String,
@@ -115,7 +115,7 @@ pub struct ConvRow {
     pub recent: Vec<StoredMessage>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MemberRow {
     pub conv: ConvId,
     pub user: UserId,
@@ -123,7 +123,7 @@ pub struct MemberRow {
     pub joined: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RequestRow {
     pub from: UserId,
     pub to: UserId,

@@ -1,12 +1,22 @@
-//! Durable state in SQLite, owned by one storage thread.
+//! Durable state, owned by one storage thread.
 //!
 //! The event loop never touches the disk. It sends [`Request`]s over a channel;
 //! the storage thread takes everything queued, commits all the writes in one
 //! transaction (group commit: one fsync for many messages), and sends back each
 //! request's opaque `done` token, in order, once that transaction is durable.
 //! The in-memory tables in the chat layer stay the hot path; this is their log.
+//!
+//! - `api`: the requests, queries, answers and the startup snapshot.
+//! - `thread`: the storage thread and its group commit, over any [`Backend`].
+//! - `backend`: the [`Backend`] trait a database implements.
+//! - `sqlite`: [`SqliteBackend`], the server's (schema and migrations, open
+//!   and load, reads, writes, blob reference counting, WAL checkpoints).
+//! - `memory`: [`MemoryBackend`], the same rules without a database, for the
+//!   hub's unit tests.
 
 mod api;
+mod backend;
+mod memory;
 mod sqlite;
 mod thread;
 
@@ -18,7 +28,9 @@ pub use api::{
     Answer, Committed, ConvRow, MemberRow, Query, Request, RequestRow, Snapshot, StoredMessage,
     UserRow, Write,
 };
-pub use sqlite::open;
+pub use backend::Backend;
+pub use memory::MemoryBackend;
+pub use sqlite::SqliteBackend;
 pub use sqlite::schema::SCHEMA_VERSION;
 pub use thread::{Storage, run_batch};
 

@@ -1,14 +1,10 @@
 //! The storage thread: group commit of queued requests, answers in order.
 
-use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rusqlite::Connection;
-
-use super::sqlite::{apply, blob_access, change, messages_after, messages_before, search};
-use super::{Answer, Committed, Query, Request, StoreError, Write};
+use super::{Answer, Backend, Committed, Request, StoreError, Write};
 
 /// Most requests a single transaction takes, so one commit stays short.
 const MAX_BATCH: usize = 4096;
@@ -18,53 +14,14 @@ const MAX_BATCH: usize = 4096;
 pub struct Storage<C> {
     tx: mpsc::Sender<Request<C>>,
     thread: Option<thread::JoinHandle<()>>,
-    /// Dropping it stops the checkpointer.
-    checkpoint_stop: Option<mpsc::Sender<()>>,
-    checkpointer: Option<thread::JoinHandle<()>>,
-}
-
-/// How often the background thread moves the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// Runs PASSIVE checkpoints on a connection of its own: they never block the
-/// storage thread's commits, and they keep the WAL from growing unbounded.
-fn checkpointer(path: String, stop: mpsc::Receiver<()>) {
-    let conn = match Connection::open(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("checkpointer cannot open {path}: {e}");
-            return;
-        }
-    };
-    loop {
-        let last = matches!(
-            stop.recv_timeout(CHECKPOINT_EVERY),
-            Err(mpsc::RecvTimeoutError::Disconnected)
-        );
-        let mode = if last { "TRUNCATE" } else { "PASSIVE" };
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-            log::warn!("WAL checkpoint failed: {e}");
-        }
-        if last {
-            return;
-        }
-    }
 }
 
 impl<C: Send + 'static> Storage<C> {
     pub fn start(
-        mut conn: Connection,
-        blob_dir: std::path::PathBuf,
+        mut backend: Box<dyn Backend>,
         done: mpsc::Sender<Committed<C>>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
-        let (stop_tx, stop_rx) = mpsc::channel();
-        let checkpoint = conn.path().map(str::to_string).and_then(|path| {
-            thread::Builder::new()
-                .name("checkpoint".into())
-                .spawn(move || checkpointer(path, stop_rx))
-                .ok()
-        });
         let (tx, rx) = mpsc::channel::<Request<C>>();
         let thread = thread::Builder::new()
             .name("storage".into())
@@ -78,7 +35,7 @@ impl<C: Send + 'static> Storage<C> {
                         }
                     }
                     let started = Instant::now();
-                    let done_tokens = run_batch(&mut conn, &blob_dir, batch);
+                    let done_tokens = run_batch(backend.as_mut(), batch);
                     if done_tokens.is_empty() {
                         continue;
                     }
@@ -96,8 +53,6 @@ impl<C: Send + 'static> Storage<C> {
         Storage {
             tx,
             thread: Some(thread),
-            checkpoint_stop: Some(stop_tx),
-            checkpointer: checkpoint,
         }
     }
 
@@ -110,16 +65,12 @@ impl<C: Send + 'static> Storage<C> {
 
 impl<C> Drop for Storage<C> {
     fn drop(&mut self) {
-        // Closing the channel lets the thread drain and exit; joining makes
-        // shutdown wait for the last commit.
+        // Closing the channel lets the thread drain and exit (dropping the
+        // backend, which finishes its own work); joining makes shutdown wait
+        // for the last commit.
         let (dead, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.tx, dead));
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        // Then a last checkpoint, which also empties the WAL.
-        drop(self.checkpoint_stop.take());
-        if let Some(t) = self.checkpointer.take() {
             let _ = t.join();
         }
     }
@@ -129,19 +80,19 @@ impl<C> Drop for Storage<C> {
 /// (group commit); a request with a query runs in its own, in its place, so
 /// answers keep submission order.
 pub fn run_batch<C>(
-    conn: &mut Connection,
-    blob_dir: &Path,
+    backend: &mut dyn Backend,
     batch: Vec<Request<C>>,
 ) -> Vec<(C, Result<Answer, StoreError>)> {
     let mut out = Vec::with_capacity(batch.len());
     let mut group = Vec::new();
     for req in batch {
-        if req.query.is_none() {
+        let Some(query) = &req.query else {
             group.push(req);
             continue;
-        }
-        commit_group(conn, std::mem::take(&mut group), &mut out);
-        let answer = run_query(conn, blob_dir, &req);
+        };
+        commit_group(backend, std::mem::take(&mut group), &mut out);
+        let writes: Vec<&Write> = req.writes.iter().collect();
+        let answer = backend.query(&writes, query);
         if let Err(e) = &answer
             && e.is_failure()
         {
@@ -151,21 +102,22 @@ pub fn run_batch<C>(
             out.push((token, answer));
         }
     }
-    commit_group(conn, group, &mut out);
+    commit_group(backend, group, &mut out);
     out
 }
 
 /// Commits write-only requests in one transaction. Should that fail, each is
 /// retried alone, so one bad write cannot fail its neighbours.
 fn commit_group<C>(
-    conn: &mut Connection,
+    backend: &mut dyn Backend,
     group: Vec<Request<C>>,
     out: &mut Vec<(C, Result<Answer, StoreError>)>,
 ) {
     if group.is_empty() {
         return;
     }
-    let all_ok = match commit(conn, group.iter().flat_map(|r| &r.writes)) {
+    let writes: Vec<&Write> = group.iter().flat_map(|r| &r.writes).collect();
+    let all_ok = match backend.commit(&writes) {
         Ok(()) => true,
         Err(e) => {
             log::error!(
@@ -179,7 +131,7 @@ fn commit_group<C>(
         let result = if all_ok {
             Ok(())
         } else {
-            commit(conn, req.writes.iter())
+            backend.commit(&req.writes.iter().collect::<Vec<_>>())
         };
         if let Err(e) = &result {
             log::error!("storage write failed: {e}");
@@ -190,55 +142,22 @@ fn commit_group<C>(
     }
 }
 
-fn run_query<C>(
-    conn: &mut Connection,
-    blob_dir: &Path,
-    req: &Request<C>,
-) -> Result<Answer, StoreError> {
-    let tx = conn.transaction()?;
-    for w in &req.writes {
-        apply(&tx, w)?;
-    }
-    let answer = match req.query.as_ref() {
-        None => Answer::Done,
-        Some(&Query::Before {
-            conv,
-            before,
-            limit,
-        }) => Answer::Messages(messages_before(&tx, conv, before, limit)?),
-        Some(&Query::After { conv, after, limit }) => {
-            Answer::Messages(messages_after(&tx, conv, after, limit)?)
-        }
-        Some(Query::Search {
-            conv,
-            words,
-            before,
-            limit,
-        }) => Answer::Messages(search(&tx, *conv, words, *before, *limit)?),
-        Some(Query::Change { conv, seq, text }) => {
-            change(&tx, *conv, *seq, text.as_deref(), blob_dir)?
-        }
-        Some(Query::BlobAccess { blob, user }) => blob_access(&tx, blob, *user)?,
-    };
-    tx.commit()?;
-    Ok(answer)
-}
-
-fn commit<'a>(
-    conn: &mut Connection,
-    writes: impl Iterator<Item = &'a Write>,
-) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    for w in writes {
-        apply(&tx, w)?;
-    }
-    Ok(tx.commit()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ConvId, UserId, open};
+    use crate::store::{
+        ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, SqliteBackend,
+        StoredMessage, UserId,
+    };
+
+    /// Runs `test` against each backend, fresh, named for the failure message.
+    fn each_backend(mut test: impl FnMut(&str, &mut dyn Backend)) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        let mut sqlite = SqliteBackend::open(dir.path(), blobs.clone()).unwrap();
+        test("sqlite", &mut sqlite);
+        test("memory", &mut MemoryBackend::new(Some(blobs)));
+    }
 
     fn user(id: u32, name: &str) -> Write {
         Write::User {
@@ -249,52 +168,270 @@ mod tests {
         }
     }
 
+    fn message(seq: u64, text: &str) -> Write {
+        Write::Message(StoredMessage {
+            conv: ConvId(0),
+            seq,
+            id: uuid::Uuid::from_u128(u128::from(seq)),
+            sender: UserId(0),
+            at: seq as i64,
+            text: text.into(),
+            state: MsgState::Sent,
+        })
+    }
+
+    fn ask(db: &mut dyn Backend, query: Query) -> Result<Answer, StoreError> {
+        run_batch(db, vec![Request::query(query, ())]).remove(0).1
+    }
+
+    /// The seqs of a page of messages.
+    fn seqs(answer: Result<Answer, StoreError>) -> Vec<u64> {
+        match answer {
+            Ok(Answer::Messages(m)) => m.iter().map(|m| m.seq).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// A taken name fails its own request as a conflict; the requests
     /// committed in the same group stay durable.
     #[test]
     fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut conn, _) = open(dir.path(), 10).unwrap();
-        let done = run_batch(
-            &mut conn,
-            dir.path(),
-            vec![
-                Request::write(vec![user(0, "alice")], Some(0)),
-                Request::write(vec![user(1, "alice")], Some(1)),
-                Request::write(vec![user(2, "bob")], Some(2)),
-            ],
-        );
-        let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
-        assert_eq!(outcome, [(0, true), (1, false), (2, true)]);
-        assert!(
-            matches!(done[1].1, Err(StoreError::Conflict(_))),
-            "{:?}",
-            done[1].1
-        );
-        let (_, snap) = open(dir.path(), 10).unwrap();
-        let names: Vec<_> = snap.users.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["alice", "bob"]);
+        each_backend(|name, db| {
+            let done = run_batch(
+                db,
+                vec![
+                    Request::write(vec![user(0, "alice")], Some(0)),
+                    Request::write(vec![user(1, "alice")], Some(1)),
+                    Request::write(vec![user(2, "bob")], Some(2)),
+                ],
+            );
+            let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
+            assert_eq!(outcome, [(0, true), (1, false), (2, true)], "{name}");
+            assert!(
+                matches!(done[1].1, Err(StoreError::Conflict(_))),
+                "{name}: {:?}",
+                done[1].1
+            );
+            let names: Vec<_> = db
+                .load(10)
+                .unwrap()
+                .users
+                .into_iter()
+                .map(|u| u.name)
+                .collect();
+            assert_eq!(names, ["alice", "bob"], "{name}");
+        });
     }
 
     /// A lower cursor written after a higher one leaves the higher value;
     /// delivered and read merge each on their own.
     #[test]
     fn cursor_writes_merge_by_maximum() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut conn, _) = open(dir.path(), 10).unwrap();
-        let cursor = |delivered, read| Write::Cursor {
-            user: UserId(0),
-            conv: ConvId(0),
-            delivered,
-            read,
-        };
-        let batch = [cursor(5, 4), cursor(3, 2), cursor(6, 1)]
-            .into_iter()
-            .map(|w| Request::write(vec![w], Some(())))
-            .collect();
-        let done = run_batch(&mut conn, dir.path(), batch);
-        assert!(done.iter().all(|(_, r)| r.is_ok()));
-        let (_, snap) = open(dir.path(), 10).unwrap();
-        assert_eq!(snap.cursors, [(UserId(0), ConvId(0), 6, 4)]);
+        each_backend(|name, db| {
+            let cursor = |delivered, read| Write::Cursor {
+                user: UserId(0),
+                conv: ConvId(0),
+                delivered,
+                read,
+            };
+            let batch = [cursor(5, 4), cursor(3, 2), cursor(6, 1)]
+                .into_iter()
+                .map(|w| Request::write(vec![w], Some(())))
+                .collect();
+            let done = run_batch(db, batch);
+            assert!(done.iter().all(|(_, r)| r.is_ok()), "{name}");
+            let snap = db.load(10).unwrap();
+            assert_eq!(snap.cursors, [(UserId(0), ConvId(0), 6, 4)], "{name}");
+        });
+    }
+
+    /// Pages, sync ranges, search by words and the change's compare-and-set
+    /// answer alike on every backend.
+    #[test]
+    fn reads_and_changes_answer_alike() {
+        each_backend(|name, db| {
+            let mut writes = vec![
+                user(0, "alice"),
+                Write::Conv {
+                    id: ConvId(0),
+                    kind: ConvKind::Public,
+                    name: "#r".into(),
+                    created: 0,
+                },
+            ];
+            let texts = [
+                "Hello world",
+                "hello there",
+                "world-wide web",
+                "HELLO, World!",
+            ];
+            for (i, text) in texts.iter().enumerate() {
+                writes.push(message(i as u64 + 1, text));
+            }
+            assert!(
+                run_batch(db, vec![Request::write(writes, Some(()))])[0]
+                    .1
+                    .is_ok()
+            );
+            let conv = ConvId(0);
+            let before = |before, limit| Query::Before {
+                conv,
+                before,
+                limit,
+            };
+            assert_eq!(seqs(ask(db, before(u64::MAX, 3))), [4, 3, 2], "{name}");
+            assert_eq!(seqs(ask(db, before(3, 10))), [2, 1], "{name}");
+            let after = Query::After {
+                conv,
+                after: 1,
+                limit: 2,
+            };
+            assert_eq!(seqs(ask(db, after)), [2, 3], "{name}");
+            let search = |words: &[&str], before| Query::Search {
+                conv,
+                words: words.iter().map(|w| w.to_string()).collect(),
+                before,
+                limit: 10,
+            };
+            assert_eq!(
+                seqs(ask(db, search(&["hello", "WORLD"], u64::MAX))),
+                [4, 1],
+                "{name}"
+            );
+            assert_eq!(seqs(ask(db, search(&["hello"], 4))), [2, 1], "{name}");
+            assert_eq!(
+                seqs(ask(db, search(&["world-wide"], u64::MAX))),
+                [3],
+                "{name}"
+            );
+            assert_eq!(
+                seqs(ask(db, search(&["wor"], u64::MAX))),
+                [0u64; 0],
+                "{name}"
+            );
+            let change = |seq, text: Option<&str>| Query::Change {
+                conv,
+                seq,
+                text: text.map(str::to_string),
+            };
+            match ask(db, change(2, Some("goodbye there"))) {
+                Ok(Answer::Changed(m)) => {
+                    assert_eq!(
+                        (m.seq, m.state, m.text.as_str()),
+                        (2, MsgState::Edited, "goodbye there"),
+                        "{name}"
+                    )
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert_eq!(
+                seqs(ask(db, search(&["hello"], u64::MAX))),
+                [4, 1],
+                "{name}"
+            );
+            assert_eq!(seqs(ask(db, search(&["goodbye"], u64::MAX))), [2], "{name}");
+            assert!(
+                matches!(ask(db, change(1, None)), Ok(Answer::Changed(_))),
+                "{name}"
+            );
+            assert!(
+                matches!(ask(db, change(1, None)), Err(StoreError::Conflict(_))),
+                "{name}"
+            );
+            assert!(
+                matches!(ask(db, change(9, None)), Err(StoreError::NotFound)),
+                "{name}"
+            );
+            assert_eq!(seqs(ask(db, search(&["hello"], u64::MAX))), [4], "{name}");
+            let snap = db.load(2).unwrap();
+            let recent: Vec<_> = snap.convs[0]
+                .recent
+                .iter()
+                .map(|m| (m.seq, m.state))
+                .collect();
+            assert_eq!(recent, [(3, MsgState::Sent), (4, MsgState::Sent)], "{name}");
+            assert_eq!(snap.convs[0].last_seq, 4, "{name}");
+        });
+    }
+
+    /// The same writes load as the same snapshot from every backend; a
+    /// friendship's end takes its accepted request with it.
+    #[test]
+    fn snapshots_agree() {
+        let mut loaded = Vec::new();
+        each_backend(|_, db| {
+            let writes = vec![
+                user(0, "alice"),
+                user(1, "bob"),
+                Write::LastSeen {
+                    user: UserId(1),
+                    at: 7,
+                },
+                Write::Conv {
+                    id: ConvId(0),
+                    kind: ConvKind::Public,
+                    name: "#r".into(),
+                    created: 0,
+                },
+                Write::Member {
+                    conv: ConvId(0),
+                    user: UserId(1),
+                    admin: false,
+                    joined: 5,
+                },
+                Write::Member {
+                    conv: ConvId(0),
+                    user: UserId(0),
+                    admin: true,
+                    joined: 5,
+                },
+                Write::Member {
+                    conv: ConvId(0),
+                    user: UserId(1),
+                    admin: true,
+                    joined: 6,
+                },
+                message(1, "hi"),
+                Write::Request {
+                    from: UserId(0),
+                    to: UserId(1),
+                    state: RequestState::Pending,
+                    at: 3,
+                },
+                Write::Request {
+                    from: UserId(1),
+                    to: UserId(0),
+                    state: RequestState::Accepted,
+                    at: 2,
+                },
+                Write::Friendship {
+                    a: UserId(1),
+                    b: UserId(0),
+                    since: 2,
+                },
+                Write::Unfriend {
+                    a: UserId(0),
+                    b: UserId(1),
+                },
+                Write::Cursor {
+                    user: UserId(1),
+                    conv: ConvId(0),
+                    delivered: 1,
+                    read: 0,
+                },
+            ];
+            assert!(
+                run_batch(db, vec![Request::write(writes, Some(()))])[0]
+                    .1
+                    .is_ok()
+            );
+            loaded.push(format!("{:?}", db.load(10).unwrap()));
+        });
+        assert_eq!(loaded[0], loaded[1]);
+        assert!(
+            loaded[0].contains("admin: true, joined: 5"),
+            "{}",
+            loaded[0]
+        );
     }
 }

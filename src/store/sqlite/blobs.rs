@@ -6,6 +6,7 @@ use rusqlite::params;
 
 use super::clamp;
 use crate::store::ConvId;
+use crate::store::backend::remove_blob_file;
 
 /// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
 /// more is deleted, row and file.
@@ -29,11 +30,7 @@ pub(super) fn unref_blob(
     if still == 0 && crate::blob::is_blob_id(&blob) {
         tx.prepare_cached("DELETE FROM blobs WHERE id = ?1")?
             .execute([&blob])?;
-        // The row goes with the transaction; a file left by a crash right
-        // here is unreachable and harmless.
-        if let Err(e) = std::fs::remove_file(crate::blob::path(blob_dir, &blob)) {
-            log::warn!("removing blob {blob}: {e}");
-        }
+        remove_blob_file(blob_dir, &blob);
     }
     Ok(())
 }

@@ -1,19 +1,80 @@
 //! The SQLite backend: schema, open and load, reads, writes and changes,
-//! blob reference counting.
+//! blob reference counting, and the background checkpointer.
 
 mod blobs;
+mod checkpoint;
 mod open;
 mod read;
 pub(super) mod schema;
 mod write;
 
+use std::path::PathBuf;
+
+use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use super::{ConvId, MsgState, StoreError, StoredMessage, UserId};
+use super::{
+    Answer, Backend, ConvId, MsgState, Query, Snapshot, StoreError, StoredMessage, UserId, Write,
+};
+use checkpoint::Checkpointer;
+use read::{blob_access, messages_after, messages_before, search};
+use write::{apply, change};
 
-pub use open::open;
-pub(super) use read::{blob_access, messages_after, messages_before, search};
-pub(super) use write::{apply, change};
+/// One SQLite database file in the data dir, in WAL mode, committed with a
+/// full fsync.
+pub struct SqliteBackend {
+    conn: Connection,
+    /// Where attachment bodies live: a blob no message holds is deleted here.
+    blob_dir: PathBuf,
+    /// Stopped (with a last checkpoint) when the backend is dropped, after
+    /// the storage thread's last commit.
+    _checkpointer: Option<Checkpointer>,
+}
+
+impl Backend for SqliteBackend {
+    fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
+        open::load(&self.conn, recent)
+    }
+
+    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            apply(&tx, w)?;
+        }
+        Ok(tx.commit()?)
+    }
+
+    fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            apply(&tx, w)?;
+        }
+        let answer = match *query {
+            Query::Before {
+                conv,
+                before,
+                limit,
+            } => Answer::Messages(messages_before(&tx, conv, before, limit)?),
+            Query::After { conv, after, limit } => {
+                Answer::Messages(messages_after(&tx, conv, after, limit)?)
+            }
+            Query::Search {
+                conv,
+                ref words,
+                before,
+                limit,
+            } => Answer::Messages(search(&tx, conv, words, before, limit)?),
+            Query::Change {
+                conv,
+                seq,
+                ref text,
+            } => change(&tx, conv, seq, text.as_deref(), &self.blob_dir)?,
+            Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
+        };
+        tx.commit()?;
+        Ok(answer)
+    }
+}
 
 /// The full-text index row of a message: conversation and seq packed into
 /// the rowid, so one conversation's hits are one rowid range.

@@ -1,37 +1,45 @@
 //! Opening the database (creating or migrating it) and loading the snapshot
 //! the hub starts from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use super::messages_before;
-use super::schema;
+use super::checkpoint::Checkpointer;
+use super::{SqliteBackend, messages_before, schema};
 use crate::store::{
     ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Snapshot, StoreError, UserRow,
 };
 
-/// Opens (creating or migrating) the database in `dir` and loads the snapshot.
-pub fn open(dir: &Path, recent: usize) -> Result<(Connection, Snapshot), StoreError> {
-    std::fs::create_dir_all(dir)?;
-    let mut conn = Connection::open(dir.join("linechat.db"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a commit is on disk when it returns, which `--durability sync` promises.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "OFF")?;
-    // Hot data lives in the chat layer's tables; SQLite's own cache mostly
-    // serves old history, which the OS page cache holds as well.
-    conn.pragma_update(None, "cache_size", -1024)?;
-    // Checkpoints copy the WAL into the database and fsync it; done inline
-    // they stall the commit that every `OK SAY` waits for by tens of
-    // milliseconds. A background thread does them instead (see `Storage`).
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    schema::migrate(&mut conn)?;
-    let snapshot = load(&conn, recent)?;
-    Ok((conn, snapshot))
+impl SqliteBackend {
+    /// Opens (creating or migrating) the database in `dir`; attachment bodies
+    /// are in `blob_dir`.
+    pub fn open(dir: &Path, blob_dir: PathBuf) -> Result<SqliteBackend, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let mut conn = Connection::open(dir.join("linechat.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk when it returns, which `--durability sync` promises.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        // Hot data lives in the chat layer's tables; SQLite's own cache mostly
+        // serves old history, which the OS page cache holds as well.
+        conn.pragma_update(None, "cache_size", -1024)?;
+        // Checkpoints run on a thread of their own (see `Checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        schema::migrate(&mut conn)?;
+        let checkpointer = conn
+            .path()
+            .map(str::to_string)
+            .and_then(Checkpointer::start);
+        Ok(SqliteBackend {
+            conn,
+            blob_dir,
+            _checkpointer: checkpointer,
+        })
+    }
 }
 
-fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
+pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
     let mut snap = Snapshot::default();
     let mut stmt = conn.prepare("SELECT id, name, phc, last_seen FROM users ORDER BY id")?;
     snap.users = stmt
@@ -105,7 +113,7 @@ fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Answer, Query, Request, SCHEMA_VERSION, run_batch};
+    use crate::store::{Answer, Backend, Query, Request, SCHEMA_VERSION, run_batch};
 
     /// A data dir written by the first schema opens with today's build: it is
     /// migrated forward, and its messages are found by SEARCH.
@@ -128,16 +136,18 @@ mod tests {
             )
             .unwrap();
         }
-        let (mut conn, snap) = open(dir.path(), 10).unwrap();
-        let version: i64 = conn
+        let open = || SqliteBackend::open(dir.path(), dir.path().join("blobs"));
+        let mut db = open().unwrap();
+        let snap = db.load(10).unwrap();
+        let version: i64 = db
+            .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(snap.convs[0].last_seq, 1);
         assert_eq!(snap.convs[0].recent[0].text, "hello from the past");
         let found = run_batch(
-            &mut conn,
-            dir.path(),
+            &mut db,
             vec![Request::query(
                 Query::Search {
                     conv: ConvId(0),
@@ -153,9 +163,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A data dir from a newer build is refused rather than misread.
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        db.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
-        drop(conn);
-        assert!(matches!(open(dir.path(), 10), Err(StoreError::TooNew(_))));
+        drop(db);
+        assert!(matches!(open(), Err(StoreError::TooNew(_))));
     }
 }
