@@ -169,4 +169,40 @@ mod tests {
         drop(db);
         assert!(matches!(open(), Err(StoreError::TooNew(_))));
     }
+
+    /// Schema 4 drops the accepted requests of friendships that ended before
+    /// FRIEND REMOVE dropped them itself; pending requests and the accepted
+    /// request of a standing friendship stay.
+    #[test]
+    fn migration_4_drops_accepted_requests_of_ended_friendships() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || SqliteBackend::open(dir.path(), dir.path().join("blobs"));
+        let db = open().unwrap();
+        db.conn
+            .execute_batch(
+                "INSERT INTO friendships VALUES (0, 1, 5);
+                 INSERT INTO requests VALUES (1, 0, 1, 5);
+                 INSERT INTO requests VALUES (2, 0, 1, 6);
+                 INSERT INTO requests VALUES (0, 3, 1, 7);
+                 INSERT INTO requests VALUES (3, 2, 0, 8);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        drop(db);
+        let requests: Vec<_> = open()
+            .unwrap()
+            .load(10)
+            .unwrap()
+            .requests
+            .into_iter()
+            .map(|r| (r.from.0, r.to.0, r.state))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                (1, 0, RequestState::Accepted),
+                (3, 2, RequestState::Pending)
+            ]
+        );
+    }
 }
