@@ -367,7 +367,7 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
 
 /// Messages no longer in memory are read back before an EDIT or DELETE is
 /// judged: only the sender edits, an admin may delete, a deleted message is
-/// gone, and answers keep command order across the extra storage round.
+/// gone, and the session's next commands wait for the extra storage round.
 #[test]
 fn edit_and_delete_of_messages_older_than_memory() {
     let mut h = Harness::with_config(HubConfig {
@@ -388,9 +388,15 @@ fn edit_and_delete_of_messages_older_than_memory() {
         h.take(a),
         ["ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message"]
     );
-    h.send(b, "EDIT #r 1 uno");
-    h.send(b, "PING after");
-    assert_eq!(h.take(b), ["OK EDIT #r 1", "OK PONG after"]);
+    let mut out = Out::default();
+    h.hub.handle(b, parse("EDIT #r 1 uno").unwrap(), &mut out);
+    assert!(
+        !h.hub.accepts_input(b),
+        "later commands wait while the message is read"
+    );
+    h.drain(out);
+    assert!(h.hub.accepts_input(b));
+    assert_eq!(h.take(b), ["OK EDIT #r 1"]);
     assert_eq!(h.take(a).len(), 1, "alice hears of the edit");
     // alice created #r, so she is its admin and may delete bob's message.
     h.send(a, "DELETE #r 2");
