@@ -12,7 +12,7 @@
 //! - `sqlite`: [`SqliteBackend`], the server's (schema and migrations, open
 //!   and load, reads, writes, blob reference counting, WAL checkpoints).
 //! - `memory`: [`MemoryBackend`], the same rules without a database, for the
-//!   hub's unit tests.
+//!   hub's unit tests. `tests` runs each store case on both backends.
 
 mod api;
 mod backend;
@@ -70,3 +70,6 @@ impl From<std::io::Error> for StoreError {
         StoreError::Unavailable(format!("data dir: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
 use crate::store::{Answer, ConvId, StoreError, StoredMessage, UserId};
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
-pub fn messages_before(
+pub(super) fn messages_before(
     conn: &Connection,
     conv: ConvId,
     before: u64,
@@ -23,7 +23,7 @@ pub fn messages_before(
 }
 
 /// Oldest first: up to `limit` messages of `conv` with seq above `after`.
-pub(crate) fn messages_after(
+pub(super) fn messages_after(
     conn: &Connection,
     conv: ConvId,
     after: u64,
@@ -48,7 +48,7 @@ fn fts_query(words: &[String]) -> String {
         .join(" ")
 }
 
-pub(crate) fn search(
+pub(super) fn search(
     conn: &Connection,
     conv: ConvId,
     words: &[String],
@@ -70,7 +70,7 @@ pub(crate) fn search(
     .collect()
 }
 
-pub(crate) fn blob_access(
+pub(super) fn blob_access(
     tx: &rusqlite::Transaction<'_>,
     blob: &str,
     user: UserId,

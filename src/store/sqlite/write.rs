@@ -8,7 +8,7 @@ use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
 use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, Write};
 
-pub(crate) fn change(
+pub(super) fn change(
     tx: &rusqlite::Transaction<'_>,
     conv: ConvId,
     seq: u64,
@@ -47,7 +47,7 @@ pub(crate) fn change(
     Ok(Answer::Changed(msg))
 }
 
-pub(crate) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
+pub(super) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
     match w {
         Write::User {
             id,
