@@ -242,9 +242,7 @@ impl Hub {
         answer: Answer,
         out: &mut Out,
     ) {
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.busy = false;
-        }
+        self.unbusy(sid);
         let verdict = match &answer {
             Answer::Messages(rows) => match rows.first().filter(|m| m.seq == edit.seq) {
                 Some(m) => self.may_change(&edit, m.sender, &m.text, m.state),
