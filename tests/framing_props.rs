@@ -9,7 +9,7 @@ use bytes::Bytes;
 use linechat::chat::{Durability, Hub, HubConfig, Out, Output, SessionId};
 use linechat::protocol::command::VERBS;
 use linechat::protocol::{Command, Frame, LineFramer, ParseError, parse};
-use linechat::store::{self, Snapshot};
+use linechat::store::{self, MemoryBackend, Snapshot};
 use linechat::{auth, blob};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -242,7 +242,7 @@ fn command_line() -> impl Strategy<Value = String> {
         4 => prop::sample::select(vec![
             "alice", "Bob", "bob", "carol", "#r", "#R", "#g", "#", "@alice", "@bob", "@",
             "password1", "password2", "short", "ADD", "ACCEPT", "REJECT", "REMOVE", "LIST",
-            "REQUESTS", "hello", "\0", "\r", "a\u{7}b", "é", "\u{1b}[31m",
+            "REQUESTS", "hello", "1", "3", "\0", "\r", "a\u{7}b", "é", "\u{1b}[31m",
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "#bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         ])
         .prop_map(String::from),
@@ -345,10 +345,10 @@ enum Input {
     BadUtf8,
 }
 
-/// Answers hashing jobs, storage requests (writes succeed, reads find
-/// nothing), blob jobs, upload bodies (empty) and stream pulls at once (the
-/// "hash" of p is "h:p"), until nothing more is asked; returns every output.
-fn settle(hub: &mut Hub, mut out: Out) -> Vec<(SessionId, Output)> {
+/// Answers hashing jobs, storage requests (on an in-memory store), blob
+/// jobs, upload bodies (empty) and stream pulls at once (the "hash" of p is
+/// "h:p"), until nothing more is asked; returns every output.
+fn settle(hub: &mut Hub, db: &mut MemoryBackend, mut out: Out) -> Vec<(SessionId, Output)> {
     let mut lines = Vec::new();
     loop {
         lines.append(&mut out.lines);
@@ -370,24 +370,8 @@ fn settle(hub: &mut Hub, mut out: Out) -> Vec<(SessionId, Output)> {
                 &mut next,
             );
         }
-        let done: Vec<_> = out
-            .store
-            .drain(..)
-            .filter_map(|r| {
-                let answer = match r.query {
-                    None => Ok(store::Answer::Done),
-                    Some(
-                        store::Query::Before { .. }
-                        | store::Query::After { .. }
-                        | store::Query::Search { .. },
-                    ) => Ok(store::Answer::Messages(Vec::new())),
-                    Some(store::Query::BlobAccess { .. } | store::Query::Change { .. }) => {
-                        Err(store::StoreError::NotFound)
-                    }
-                };
-                r.done.map(|d| (d, answer))
-            })
-            .collect();
+        let batch: Vec<_> = out.store.drain(..).collect();
+        let done = store::run_batch(db, batch);
         for job in out.blobs.drain(..) {
             let outcome = match job.work {
                 blob::Work::Put(_) => blob::Outcome::Stored(Ok("ab".repeat(32))),
@@ -513,12 +497,16 @@ proptest! {
         if async_commits {
             cfg.durability = Durability::Async;
         }
+        // Two messages in memory: EDIT, DELETE, HISTORY and STATUS of older
+        // ones take their storage paths too.
+        cfg.recent = 2;
         let mut hub = Hub::new(cfg, Snapshot::default(), "decoy".into());
+        let mut db = MemoryBackend::new(None);
         // A second user, so commands naming bob or #g have someone to act on.
         hub.connect(OTHER);
         for l in ["REGISTER bob password2", "CREATE #g", "JOIN #r"] {
             let (out, _, _) = send(&mut hub, OTHER, &Input::Line(l.into()));
-            settle(&mut hub, out);
+            settle(&mut hub, &mut db, out);
         }
         hub.connect(ME);
         let mut script = Vec::new();
@@ -552,7 +540,7 @@ proptest! {
                     // The answer comes once the hashing, commit or stream is
                     // done (perhaps at once): one Complete per Defer (LOGIN
                     // defers twice, as its implied SYNC follows OK LOGIN).
-                    let later = settle(&mut hub, out);
+                    let later = settle(&mut hub, &mut db, out);
                     let answers = answers_of(&later, ME);
                     let mut open = 0;
                     for o in &answers {
@@ -574,7 +562,7 @@ proptest! {
             }
             // Nothing deferred: settling asks nothing more of this session.
             let answered = direct.len();
-            let later = settle(&mut hub, out);
+            let later = settle(&mut hub, &mut db, out);
             prop_assert_eq!(answers_of(&later, ME).len(), answered, "{:?}", input);
             if quit {
                 // The server reads nothing more from a session after QUIT.
