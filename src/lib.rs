@@ -23,8 +23,14 @@
 //!   `Slab`; it reads, frames, hands lines to the hub, routes the hub's
 //!   output into bounded outboxes and flushes them. `close` names why every
 //!   session ended; `outbox` and `limits` hold the bounds.
-//! - [`store`]: SQLite on a storage thread, group commit, answers sent back
-//!   through a channel and the loop's `Waker`.
+//! - [`store`]: a storage thread that group-commits requests (`thread`) over
+//!   a [`store::Backend`] and sends answers back through a channel and the
+//!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
+//!   `sqlite` is the server's backend (schema, open and load, reads, writes,
+//!   blob references, WAL checkpoints); `memory` is an in-memory backend for
+//!   the hub's unit tests. Failures are a typed [`store::StoreError`], which
+//!   the hub maps to ERR codes in one place. Who may change what is the
+//!   hub's rule; the store only keeps uniqueness and compare-and-set.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on
 //!   [`worker`] threads whose results come back the same way.
 //! - [`config`]: the command-line flags.

@@ -251,8 +251,11 @@ fn two_parallel_8_mib_uploads_do_not_hold_up_chat() {
             })
         })
         .collect();
-    chat_a.ignored.extend(["RECEIPT ", "JOINED ", "MSG "]);
-    chat_b.ignored.extend(["JOINED ", "RECEIPT "]);
+    // An uploader that is done disconnects, which its room hears as PRESENCE.
+    chat_a
+        .ignored
+        .extend(["RECEIPT ", "JOINED ", "MSG ", "PRESENCE "]);
+    chat_b.ignored.extend(["JOINED ", "RECEIPT ", "PRESENCE "]);
     let mut worst = Duration::ZERO;
     for i in 0..20 {
         let t = Instant::now();
@@ -328,6 +331,52 @@ fn events_wait_until_a_fetch_body_is_done_and_attachments_cannot_be_edited() {
     assert_eq!(msg(&b.line()), "MSG #r 52 alice after");
     b.send("EDIT #r 1 not a file");
     b.expect("ERR NOT_EDITABLE an attachment cannot be edited; DELETE it and send another");
+}
+
+/// An attachment older than what memory keeps (`--recent 2`) is still not
+/// editable, nor anyone else's message editable; its sender deletes it, the
+/// deletion reaches the room in order, and its file goes.
+#[test]
+fn old_attachments_are_not_editable_but_their_sender_deletes_them() {
+    let s = Server::with_args(&["--recent", "2"]);
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    a.ignored.push("RECEIPT ");
+    b.ignored.push("RECEIPT ");
+    a.send("JOIN #r");
+    a.expect("OK JOIN #r created");
+    b.send("JOIN #r");
+    b.expect("OK JOIN #r joined");
+    a.expect("JOINED #r bob");
+    attach(&mut b, "#r", "old.txt", "text/plain", b"kept a while");
+    let id = blob_of(&b.expect_prefix("OK ATTACH #r 1 "));
+    for i in 2..=4 {
+        b.send(&format!("SAY #r filler {i}"));
+        b.expect_prefix(&format!("OK SAY #r {i} "));
+    }
+    for _ in 1..=4 {
+        a.expect_prefix("MSG #r ");
+    }
+    b.send("EDIT #r 1 not a file");
+    b.send("EDIT #r 2 filler again");
+    b.expect("ERR NOT_EDITABLE an attachment cannot be edited; DELETE it and send another");
+    b.expect("OK EDIT #r 2");
+    a.expect_prefix("EDITED #r 2 ");
+    a.send("EDIT #r 1 mine");
+    a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
+    // SEARCH is answered by storage too: its answer must not overtake the
+    // DELETE's second round.
+    b.send("DELETE #r 1");
+    b.send("SEARCH #r filler");
+    b.expect("OK DELETE #r 1");
+    for seq in [4, 3, 2] {
+        b.expect_prefix(&format!("FOUND #r {seq} "));
+    }
+    b.expect("OK SEARCH #r 3");
+    a.expect("DELETED #r 1 bob");
+    assert!(!s.data_dir().join("blobs").join(&id[..2]).join(&id).exists());
+    b.send("DELETE #r 1");
+    b.expect("ERR NO_SUCH_MESSAGE no such message");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use linechat::chat::{Durability, FixedEnv, Hub, HubConfig, Out, SessionId};
 use linechat::fanout::{self, Wire};
 use linechat::protocol::command::VERBS;
 use linechat::protocol::{Command, Frame, LineFramer, ParseError, parse};
-use linechat::store::{self, Snapshot};
+use linechat::store::{self, MemoryBackend, Snapshot};
 use linechat::{auth, blob};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -243,7 +243,7 @@ fn command_line() -> impl Strategy<Value = String> {
         4 => prop::sample::select(vec![
             "alice", "Bob", "bob", "carol", "#r", "#R", "#g", "#", "@alice", "@bob", "@",
             "password1", "password2", "short", "ADD", "ACCEPT", "REJECT", "REMOVE", "LIST",
-            "REQUESTS", "hello", "\0", "\r", "a\u{7}b", "é", "\u{1b}[31m",
+            "REQUESTS", "hello", "1", "3", "\0", "\r", "a\u{7}b", "é", "\u{1b}[31m",
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "#bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         ])
         .prop_map(String::from),
@@ -346,10 +346,10 @@ enum Input {
     BadUtf8,
 }
 
-/// Answers hashing jobs, storage requests (writes succeed, reads find
-/// nothing), blob jobs, upload bodies (empty) and stream pulls at once (the
-/// "hash" of p is "h:p"), until nothing more is asked; returns every output.
-fn settle(hub: &mut Hub, mut out: Out) -> Vec<(SessionId, Wire)> {
+/// Answers hashing jobs, storage requests (on an in-memory store), blob
+/// jobs, upload bodies (empty) and stream pulls at once (the "hash" of p is
+/// "h:p"), until nothing more is asked; returns every output.
+fn settle(hub: &mut Hub, db: &mut MemoryBackend, mut out: Out) -> Vec<(SessionId, Wire)> {
     let mut lines = Vec::new();
     loop {
         fanout::route(hub, &mut out.emits, &mut lines);
@@ -371,18 +371,8 @@ fn settle(hub: &mut Hub, mut out: Out) -> Vec<(SessionId, Wire)> {
                 &mut next,
             );
         }
-        let done: Vec<_> = out
-            .store
-            .drain(..)
-            .filter_map(|r| {
-                let answer = if r.query.is_some() {
-                    store::Answer::NotFound
-                } else {
-                    store::Answer::Done
-                };
-                r.done.map(|d| (d, Ok(answer)))
-            })
-            .collect();
+        let batch: Vec<_> = out.store.drain(..).collect();
+        let done = store::run_batch(db, batch);
         for job in out.blobs.drain(..) {
             let outcome = match job.work {
                 blob::Work::Put(_) => blob::Outcome::Stored(Ok("ab".repeat(32))),
@@ -509,13 +499,17 @@ proptest! {
         if async_commits {
             cfg.durability = Durability::Async;
         }
+        // Two messages in memory: EDIT, DELETE, HISTORY and STATUS of older
+        // ones take their storage paths too.
+        cfg.recent = 2;
         let env = Box::new(FixedEnv::at(0));
         let mut hub = Hub::new(cfg, Snapshot::default(), "decoy".into(), env);
+        let mut db = MemoryBackend::new(None);
         // A second user, so commands naming bob or #g have someone to act on.
         hub.connect(OTHER);
         for l in ["REGISTER bob password2", "CREATE #g", "JOIN #r"] {
             let (out, _, _, _) = send(&mut hub, OTHER, &Input::Line(l.into()));
-            settle(&mut hub, out);
+            settle(&mut hub, &mut db, out);
         }
         hub.connect(ME);
         let mut script = Vec::new();
@@ -549,7 +543,7 @@ proptest! {
                     // The answer comes once the hashing, commit or stream is
                     // done (perhaps at once): one Complete per Defer (LOGIN
                     // defers twice, as its implied SYNC follows OK LOGIN).
-                    let later = settle(&mut hub, out);
+                    let later = settle(&mut hub, &mut db, out);
                     let mut answers = direct.clone();
                     answers.extend(answers_of(&later, ME));
                     let mut open = 0;
@@ -571,7 +565,7 @@ proptest! {
                 other => prop_assert!(false, "{:?} answered {:?}", input, other),
             }
             // Nothing deferred: settling asks nothing more of this session.
-            let later = settle(&mut hub, out);
+            let later = settle(&mut hub, &mut db, out);
             prop_assert_eq!(answers_of(&later, ME).len(), 0, "{:?}", input);
             if quit {
                 // The server reads nothing more from a session after QUIT.

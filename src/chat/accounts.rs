@@ -95,7 +95,7 @@ impl Hub {
                     )),
                     super::Durability::Async => {
                         self.persist(vec![write], out);
-                        self.registered(sid, id, true, out);
+                        self.registered(sid, id, Ok(()), out);
                     }
                 }
             }
@@ -120,12 +120,14 @@ impl Hub {
     }
 
     /// A new account is durable (or failed to be): log its session in.
-    pub(super) fn registered(&mut self, sid: SessionId, uid: UserId, ok: bool, out: &mut Out) {
-        let result = if ok {
-            Ok((uid, Reply::Registered(uid)))
-        } else {
-            Err(ChatError::Storage)
-        };
+    pub(super) fn registered(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        stored: Result<(), ChatError>,
+        out: &mut Out,
+    ) {
+        let result = stored.map(|()| (uid, Reply::Registered(uid)));
         self.finish_auth(sid, result, out);
     }
 

@@ -101,7 +101,7 @@ impl Hub {
         });
     }
 
-    fn unbusy(&mut self, sid: SessionId) {
+    pub(super) fn unbusy(&mut self, sid: SessionId) {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.busy = false;
         }

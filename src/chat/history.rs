@@ -8,7 +8,7 @@ use super::{
     Audience, ChatError, ConvId, Event, Hub, Msg, Out, Pending, Reply, SessionId, UserId, names,
 };
 use crate::protocol::Target;
-use crate::store::{Answer, ConvKind, MsgState, Query};
+use crate::store::{Answer, ConvKind, MsgState, Query, Request};
 
 pub const HISTORY_DEFAULT: usize = 50;
 pub const HISTORY_MAX: usize = 500;
@@ -114,7 +114,9 @@ impl Hub {
     }
 
     /// EDIT (`text` is `Some`) or DELETE. The sender may do either; a room
-    /// admin may also delete. Storage checks and applies it in one step.
+    /// admin may also delete; an attachment cannot be edited. The hub judges
+    /// that from the message (read from storage first when it is no longer
+    /// in memory); storage then changes it only if it is still not deleted.
     pub(super) fn change(
         &mut self,
         sid: SessionId,
@@ -131,20 +133,83 @@ impl Hub {
                 return Err(ChatError::ReservedText);
             }
         }
-        let c = self.conv(conv)?;
-        let admin_delete = text.is_none() && c.kind != ConvKind::Direct && c.is_admin(uid);
-        self.ask(
-            sid,
-            Query::Change {
-                conv,
-                seq,
-                only_sender: (!admin_delete).then_some(uid),
-                text: text.map(str::to_string),
-            },
-            Pending::Changed { sid, conv, by: uid },
-            out,
-        );
+        let edit = Edit {
+            conv,
+            seq,
+            by: uid,
+            text: text.map(str::to_string),
+        };
+        match self.conv(conv)?.recent_msg(seq) {
+            Some(m) => {
+                self.may_change(&edit, m.sender, &m.text, m.state)?;
+                self.ask(sid, edit.query(), edit.pending(sid), out);
+            }
+            None => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    // Its next commands wait, so their storage answers
+                    // cannot overtake this one's second round.
+                    s.busy = true;
+                }
+                self.ask(
+                    sid,
+                    Query::After {
+                        conv,
+                        after: seq - 1,
+                        limit: 1,
+                    },
+                    Pending::ChangeTarget { sid, edit },
+                    out,
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The rules of EDIT and DELETE, on the message as it stands.
+    fn may_change(
+        &self,
+        edit: &Edit,
+        sender: UserId,
+        text: &str,
+        state: MsgState,
+    ) -> Result<(), ChatError> {
+        if state == MsgState::Deleted {
+            return Err(ChatError::NoSuchMessage);
+        }
+        let c = self.conv(edit.conv)?;
+        let admin_delete = edit.text.is_none() && c.kind != ConvKind::Direct && c.is_admin(edit.by);
+        if sender != edit.by && !admin_delete {
+            return Err(ChatError::NotYours);
+        }
+        if edit.text.is_some() && names::is_attachment_text(text) {
+            return Err(ChatError::NotEditable);
+        }
+        Ok(())
+    }
+
+    /// The message an EDIT or DELETE names came back from storage: judged,
+    /// then changed, answering in the slot the command already holds.
+    pub(super) fn change_target(
+        &mut self,
+        sid: SessionId,
+        edit: Edit,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        self.unbusy(sid);
+        let verdict = match &answer {
+            Answer::Messages(rows) => match rows.first().filter(|m| m.seq == edit.seq) {
+                Some(m) => self.may_change(&edit, m.sender, &m.text, m.state),
+                None => Err(ChatError::NoSuchMessage),
+            },
+            _ => Err(ChatError::NoSuchMessage),
+        };
+        match verdict {
+            Ok(()) => out
+                .store
+                .push(Request::query(edit.query(), edit.pending(sid))),
+            Err(e) => out.fail(sid, e),
+        }
     }
 
     pub(super) fn changed(
@@ -157,8 +222,6 @@ impl Hub {
     ) {
         let m = match answer {
             Answer::Changed(m) => Msg::from(m),
-            Answer::NotYours => return out.fail(sid, ChatError::NotYours),
-            Answer::Attachment => return out.fail(sid, ChatError::NotEditable),
             _ => return out.fail(sid, ChatError::NoSuchMessage),
         };
         let Some(c) = self.convs.get_mut(conv) else {
@@ -178,5 +241,33 @@ impl Hub {
         };
         out.event(Audience::members(conv, Some(sid)), event);
         out.complete(sid, reply);
+    }
+}
+
+/// An EDIT (`text` is `Some`) or DELETE of message `seq` of `conv` by `by`,
+/// carried while its message is read.
+#[derive(Debug)]
+pub struct Edit {
+    conv: ConvId,
+    seq: u64,
+    by: UserId,
+    text: Option<String>,
+}
+
+impl Edit {
+    fn query(&self) -> Query {
+        Query::Change {
+            conv: self.conv,
+            seq: self.seq,
+            text: self.text.clone(),
+        }
+    }
+
+    fn pending(&self, sid: SessionId) -> Pending {
+        Pending::Changed {
+            sid,
+            conv: self.conv,
+            by: self.by,
+        }
     }
 }

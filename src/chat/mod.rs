@@ -36,7 +36,7 @@ pub use types::{ConvId, ConvKind, MsgState, RequestState, UserId};
 
 use crate::protocol::codec::Directory;
 use crate::protocol::{Command, ParseError, Target, help};
-use crate::store::{self, Snapshot, Write};
+use crate::store::{self, Snapshot, StoreError, Write};
 
 /// A connection, as the hub knows it. The driver packs its slot number (low
 /// 32 bits, for a direct lookup) with a serial that is never reused (high
@@ -111,6 +111,8 @@ pub enum Pending {
         conv: ConvId,
         seq: u64,
     },
+    /// The message an EDIT or DELETE names, to judge whether it may be changed.
+    ChangeTarget { sid: SessionId, edit: history::Edit },
     /// The outcome of an EDIT or DELETE.
     Changed {
         sid: SessionId,
@@ -567,9 +569,12 @@ impl Hub {
             if !run.is_empty() {
                 self.publish(run_conv, std::mem::take(&mut run), true, out);
             }
-            let Ok(answer) = answer else {
-                self.storage_failed(pending, out);
-                continue;
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.storage_failed(pending, &e, out);
+                    continue;
+                }
             };
             match pending {
                 Pending::Reply { sid, reply, events } => {
@@ -583,7 +588,7 @@ impl Hub {
                     ack,
                 } => self.publish(conv, vec![(sid, msg, ack)], true, out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
-                Pending::Registered { sid, user } => self.registered(sid, user, true, out),
+                Pending::Registered { sid, user } => self.registered(sid, user, Ok(()), out),
                 Pending::History { sid, conv, limit } => {
                     self.history_answer(sid, conv, limit, answer, out)
                 }
@@ -592,6 +597,7 @@ impl Hub {
                 Pending::Status { sid, conv, seq } => {
                     self.status_answer(sid, conv, seq, answer, out)
                 }
+                Pending::ChangeTarget { sid, edit } => self.change_target(sid, edit, answer, out),
                 Pending::Changed { sid, conv, by } => self.changed(sid, conv, by, answer, out),
             }
         }
@@ -600,10 +606,12 @@ impl Hub {
         }
     }
 
-    /// A storage request failed: its command is answered with ERR STORAGE.
-    fn storage_failed(&mut self, pending: Pending, out: &mut Out) {
+    /// A storage request failed or was refused: its command gets the ERR
+    /// that [`storage_error`] names.
+    fn storage_failed(&mut self, pending: Pending, e: &StoreError, out: &mut Out) {
+        let err = storage_error(&pending, e);
         let sid = match pending {
-            Pending::Registered { sid, user } => return self.registered(sid, user, false, out),
+            Pending::Registered { sid, user } => return self.registered(sid, user, Err(err), out),
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -617,14 +625,14 @@ impl Hub {
             | Pending::Search { sid, .. }
             | Pending::Status { sid, .. }
             | Pending::Changed { sid, .. } => sid,
-            Pending::FetchAccess { sid, .. } => {
+            Pending::FetchAccess { sid, .. } | Pending::ChangeTarget { sid, .. } => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.busy = false;
                 }
                 sid
             }
         };
-        out.fail(sid, ChatError::Storage);
+        out.fail(sid, err);
     }
 
     /// The conversation a client names, which the caller must belong to:
@@ -705,6 +713,19 @@ impl Directory for Hub {
             }
             _ => Cow::Borrowed(&c.name),
         }
+    }
+}
+
+/// The one place where a store error becomes a chat error: a refusal means
+/// what the command asked about is gone or taken, anything else is STORAGE.
+fn storage_error(pending: &Pending, e: &StoreError) -> ChatError {
+    match (pending, e) {
+        (Pending::Changed { .. }, StoreError::NotFound | StoreError::Conflict(_)) => {
+            ChatError::NoSuchMessage
+        }
+        (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
+        (Pending::Registered { .. }, StoreError::Conflict(_)) => ChatError::UserExists,
+        _ => ChatError::Storage,
     }
 }
 

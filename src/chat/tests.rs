@@ -5,37 +5,32 @@ use crate::auth;
 use crate::fanout::Wire;
 use crate::protocol::parse;
 
-fn hub(durability: Durability) -> Hub {
-    let cfg = HubConfig {
-        durability,
-        ..HubConfig::default()
-    };
-    Hub::new(
-        cfg,
-        Snapshot::default(),
-        "decoy".into(),
-        Box::new(FixedEnv::at(NOW)),
-    )
-}
-
 /// Drives a hub the way the server does, answering hashing and storage
 /// requests synchronously, and records every line per session as text.
 struct Harness {
     hub: Hub,
-    db: rusqlite::Connection,
-    _dir: tempfile::TempDir,
+    db: store::MemoryBackend,
     lines: Vec<(SessionId, String)>,
     next: u64,
 }
 
 impl Harness {
     fn new(durability: Durability) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, _) = store::open(dir.path(), 100).unwrap();
+        Harness::with_config(HubConfig {
+            durability,
+            ..HubConfig::default()
+        })
+    }
+
+    fn with_config(cfg: HubConfig) -> Self {
         Harness {
-            db,
-            _dir: dir,
-            hub: hub(durability),
+            db: store::MemoryBackend::new(None),
+            hub: Hub::new(
+                cfg,
+                Snapshot::default(),
+                "decoy".into(),
+                Box::new(FixedEnv::at(NOW)),
+            ),
             lines: Vec::new(),
             next: 0,
         }
@@ -106,7 +101,7 @@ impl Harness {
                 );
             }
             let batch: Vec<_> = out.store.drain(..).collect();
-            let done = store::run_batch(&mut self.db, self._dir.path(), batch);
+            let done = store::run_batch(&mut self.db, batch);
             if !done.is_empty() {
                 self.hub.committed(
                     store::Committed {
@@ -353,7 +348,7 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
     h.hub.handle(b, parse("SAY #r two").unwrap(), &mut out);
     let delivered: Vec<(SessionId, usize)> = {
         let batch: Vec<_> = out.store.drain(..).collect();
-        let done = store::run_batch(&mut h.db, h._dir.path(), batch);
+        let done = store::run_batch(&mut h.db, batch);
         let mut next = Out::default();
         h.hub.committed(
             store::Committed {
@@ -390,4 +385,61 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
     let two = format!("MSG #r 2 {} bob {NOW_TEXT} two", msgid(2));
     assert_eq!(h.take(c), [one, two.clone()]);
     assert_eq!(h.take(a)[0], two);
+}
+
+/// Messages no longer in memory are read back before an EDIT or DELETE is
+/// judged: only the sender edits, an admin may delete, a deleted message is
+/// gone, and the session's next commands wait for the extra storage round.
+#[test]
+fn edit_and_delete_of_messages_older_than_memory() {
+    let mut h = Harness::with_config(HubConfig {
+        recent: 1,
+        ..HubConfig::default()
+    });
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    for text in ["one", "two", "three"] {
+        h.send(b, &format!("SAY #r {text}"));
+    }
+    h.take(a);
+    h.take(b);
+    h.send(a, "EDIT #r 1 mine now");
+    assert_eq!(
+        h.take(a),
+        ["ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message"]
+    );
+    let mut out = Out::default();
+    h.hub.handle(b, parse("EDIT #r 1 uno").unwrap(), &mut out);
+    assert!(
+        !h.hub.accepts_input(b),
+        "later commands wait while the message is read"
+    );
+    h.drain(out);
+    assert!(h.hub.accepts_input(b));
+    assert_eq!(h.take(b), ["OK EDIT #r 1"]);
+    assert_eq!(h.take(a).len(), 1, "alice hears of the edit");
+    // alice created #r, so she is its admin and may delete bob's message.
+    h.send(a, "DELETE #r 2");
+    assert_eq!(h.take(a), ["OK DELETE #r 2"]);
+    assert_eq!(h.take(b), ["DELETED #r 2 alice"]);
+    h.send(b, "EDIT #r 2 back");
+    assert_eq!(h.take(b), ["ERR NO_SUCH_MESSAGE no such message"]);
+    h.send(a, "HISTORY #r");
+    let line = |seq: u128, state: &str, text: &str| {
+        format!(
+            "HISTORY #r {seq} {} bob {NOW_TEXT} {state} {text}",
+            msgid(seq)
+        )
+    };
+    assert_eq!(
+        h.take(a),
+        [
+            line(1, "edited", "uno"),
+            line(2, "deleted", ""),
+            line(3, "sent", "three"),
+            "OK HISTORY #r 3".to_string()
+        ]
+    );
 }

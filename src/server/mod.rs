@@ -31,7 +31,7 @@ use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Reply, SessionId,
 use crate::config::Config;
 use crate::fanout::{self, Wire};
 use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
-use crate::store::{self, Storage};
+use crate::store::{self, Backend, SqliteBackend, Storage};
 use close::CloseReason;
 use conn::{Conn, Upload};
 use outbox::{Flushed, Tag};
@@ -157,10 +157,11 @@ impl Server {
             let _ = waker.wake();
         });
 
-        let (db, snapshot) = store::open(&cfg.data_dir, cfg.recent)?;
-        let (store_tx, store_done) = mpsc::channel();
         let blob_dir = cfg.data_dir.join("blobs");
-        let storage = Storage::start(db, blob_dir.clone(), store_tx, Arc::clone(&wake));
+        let mut db = SqliteBackend::open(&cfg.data_dir, blob_dir.clone())?;
+        let snapshot = db.load(cfg.recent)?;
+        let (store_tx, store_done) = mpsc::channel();
+        let storage = Storage::start(Box::new(db), store_tx, Arc::clone(&wake));
         let (blob_tx, blob_done) = mpsc::channel();
         let blobs = blob::start(blob_dir, blob_tx, Arc::clone(&wake));
 

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Index `i` holds the SQL that takes version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -74,6 +74,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conv, seq)
     ) WITHOUT ROWID;
     CREATE INDEX blob_refs_by_blob ON blob_refs (blob);",
+    // 4: FRIEND REMOVE did not always drop the friendship's accepted request;
+    // such a row made FRIEND REQUESTS list a friendship that is gone. State 1
+    // is accepted.
+    "DELETE FROM requests WHERE state = 1 AND NOT EXISTS (
+        SELECT 1 FROM friendships f
+        WHERE f.a = min(sender, recipient) AND f.b = max(sender, recipient));",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

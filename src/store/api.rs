@@ -1,0 +1,213 @@
+//! What the hub and the storage thread say to each other: the writes, the
+//! queries and their answers, the snapshot loaded at startup.
+
+use std::time::Duration;
+
+use super::{ConvId, ConvKind, MsgState, RequestState, StoreError, UserId};
+
+/// One row-level change. Times are Unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    User {
+        id: UserId,
+        name: String,
+        phc: String,
+        created: i64,
+    },
+    LastSeen {
+        user: UserId,
+        at: i64,
+    },
+    Conv {
+        id: ConvId,
+        kind: ConvKind,
+        name: String,
+        created: i64,
+    },
+    Member {
+        conv: ConvId,
+        user: UserId,
+        admin: bool,
+        joined: i64,
+    },
+    RemoveMember {
+        conv: ConvId,
+        user: UserId,
+    },
+    Message(StoredMessage),
+    Friendship {
+        a: UserId,
+        b: UserId,
+        since: i64,
+    },
+    Unfriend {
+        a: UserId,
+        b: UserId,
+    },
+    /// Where a user's delivery and read cursors stand in a conversation.
+    /// Each merges by maximum with what is stored: a cursor never moves
+    /// back, whichever write lands last.
+    Cursor {
+        user: UserId,
+        conv: ConvId,
+        delivered: u64,
+        read: u64,
+    },
+    /// An attachment body now on disk.
+    Blob {
+        id: String,
+        size: u64,
+        mime: String,
+    },
+    /// Message `seq` of `conv` carries blob `blob`.
+    BlobRef {
+        conv: ConvId,
+        seq: u64,
+        blob: String,
+    },
+    /// Inserts or updates the request from `from` to `to`.
+    Request {
+        from: UserId,
+        to: UserId,
+        state: RequestState,
+        at: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub conv: ConvId,
+    pub seq: u64,
+    pub id: uuid::Uuid,
+    pub sender: UserId,
+    pub at: i64,
+    pub text: String,
+    pub state: MsgState,
+}
+
+/// Everything the chat layer rebuilds its tables from at startup.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<UserRow>,
+    pub convs: Vec<ConvRow>,
+    pub members: Vec<MemberRow>,
+    pub friendships: Vec<(UserId, UserId, i64)>,
+    pub requests: Vec<RequestRow>,
+    /// (user, conv, delivered, read)
+    pub cursors: Vec<(UserId, ConvId, u64, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: UserId,
+    pub name: String,
+    pub phc: String,
+    pub last_seen: Option<i64>,
+}
+
+#[derive(Debug)]
+pub struct ConvRow {
+    pub id: ConvId,
+    pub kind: ConvKind,
+    pub name: String,
+    pub last_seq: u64,
+    /// The newest messages, oldest first, at most the recent-buffer size.
+    pub recent: Vec<StoredMessage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub conv: ConvId,
+    pub user: UserId,
+    pub admin: bool,
+    pub joined: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestRow {
+    pub from: UserId,
+    pub to: UserId,
+    pub state: RequestState,
+    pub at: i64,
+}
+
+/// A read (or a checked change) that needs an answer from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// Newest first: messages with seq below `before`.
+    Before {
+        conv: ConvId,
+        before: u64,
+        limit: usize,
+    },
+    /// Oldest first: messages with seq above `after`.
+    After {
+        conv: ConvId,
+        after: u64,
+        limit: usize,
+    },
+    /// Newest first: messages below `before` matching every word.
+    Search {
+        conv: ConvId,
+        words: Vec<String>,
+        before: u64,
+        limit: usize,
+    },
+    /// May `user` fetch blob `blob`: is it in a conversation they belong to?
+    /// `NotFound` if not.
+    BlobAccess { blob: String, user: UserId },
+    /// Replaces the text (`Some`) or deletes (`None`) a message, if it exists
+    /// (else `NotFound`) and is not deleted (else `Conflict`). Who may change
+    /// it is the hub's rule, checked before it asks.
+    Change {
+        conv: ConvId,
+        seq: u64,
+        text: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Writes only.
+    Done,
+    Messages(Vec<StoredMessage>),
+    /// The message as it now is.
+    Changed(StoredMessage),
+    /// A blob the asker may fetch.
+    Blob {
+        size: u64,
+        mime: String,
+    },
+}
+
+/// Writes from one command, an optional query, and what to hand back.
+pub struct Request<C> {
+    pub writes: Vec<Write>,
+    pub query: Option<Query>,
+    pub done: Option<C>,
+}
+
+impl<C> Request<C> {
+    pub fn write(writes: Vec<Write>, done: Option<C>) -> Self {
+        Request {
+            writes,
+            query: None,
+            done,
+        }
+    }
+
+    pub fn query(query: Query, done: C) -> Self {
+        Request {
+            writes: Vec::new(),
+            query: Some(query),
+            done: Some(done),
+        }
+    }
+}
+
+/// Each token of one storage round, in submission order, with its answer;
+/// `Err` says why its writes are not durable or its query has no answer.
+pub struct Committed<C> {
+    pub done: Vec<(C, Result<Answer, StoreError>)>,
+    pub took: Duration,
+}

@@ -1,0 +1,29 @@
+//! The seam between the storage thread and a database.
+
+use super::{Answer, Query, Snapshot, StoreError, Write};
+
+/// A database the storage thread drives: SQLite ([`super::SqliteBackend`])
+/// for the server, an in-memory one ([`super::MemoryBackend`]) for hub tests,
+/// and a shared server database next. Each call is one transaction: it
+/// happens whole or not at all, and once it returns `Ok` it is durable as far
+/// as the backend can make it.
+pub trait Backend: Send {
+    /// Everything the hub rebuilds its tables from, with the newest `recent`
+    /// messages of each conversation.
+    fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError>;
+
+    /// Applies `writes` in order, in one transaction.
+    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError>;
+
+    /// Applies `writes`, then answers `query`, in one transaction.
+    fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError>;
+}
+
+/// Drops a blob's file once no message holds it. The row goes with the
+/// transaction; a file left behind by a crash right here is unreachable and
+/// harmless.
+pub(super) fn remove_blob_file(blob_dir: &std::path::Path, blob: &str) {
+    if let Err(e) = std::fs::remove_file(crate::blob::path(blob_dir, blob)) {
+        log::warn!("removing blob {blob}: {e}");
+    }
+}

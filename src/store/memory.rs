@@ -1,0 +1,381 @@
+//! A backend that keeps every table in memory: what the hub's unit tests run
+//! against, so they need no database. It keeps the SQLite backend's rules
+//! (uniqueness, the change's compare-and-set, cursors merging by maximum,
+//! blob reference counting) and answers the same queries, but nothing
+//! survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::backend::remove_blob_file;
+use super::{
+    Answer, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query, RequestRow,
+    RequestState, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
+};
+
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    tables: Tables,
+    /// Where attachment bodies live, if anywhere: a blob no message holds
+    /// any more is deleted there, as the SQLite backend does.
+    blob_dir: Option<PathBuf>,
+}
+
+/// Every table; a transaction works on a copy and keeps it only if every
+/// step succeeds. Copying is linear in the data, which is fine at the sizes
+/// tests use, and the reason this backend is not for a server.
+#[derive(Debug, Default, Clone)]
+struct Tables {
+    users: BTreeMap<UserId, UserRow>,
+    names: HashMap<String, UserId>,
+    convs: BTreeMap<ConvId, (ConvKind, String)>,
+    /// With the order rows were inserted in, which breaks ties of `joined`.
+    members: BTreeMap<(ConvId, UserId), (MemberRow, u64)>,
+    inserted: u64,
+    messages: BTreeMap<(ConvId, u64), StoredMessage>,
+    /// Keyed lower id first.
+    friendships: BTreeMap<(UserId, UserId), i64>,
+    requests: BTreeMap<(UserId, UserId), RequestRow>,
+    cursors: BTreeMap<(UserId, ConvId), (u64, u64)>,
+    /// Blob id to (size, mime).
+    blobs: HashMap<String, (u64, String)>,
+    blob_refs: BTreeMap<(ConvId, u64), String>,
+}
+
+impl MemoryBackend {
+    /// `blob_dir`: where attachment bodies are, if the test stores any.
+    pub fn new(blob_dir: Option<PathBuf>) -> Self {
+        MemoryBackend {
+            tables: Tables::default(),
+            blob_dir,
+        }
+    }
+
+    /// Runs `f` on a copy of the tables, which replaces them only on success.
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Tables, &mut Vec<String>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut work = self.tables.clone();
+        let mut orphans = Vec::new();
+        let value = f(&mut work, &mut orphans)?;
+        self.tables = work;
+        if let Some(dir) = &self.blob_dir {
+            for blob in orphans {
+                remove_blob_file(dir, &blob);
+            }
+        }
+        Ok(value)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
+        let t = &self.tables;
+        let users = t.users.values().cloned().collect();
+        let convs = t
+            .convs
+            .iter()
+            .map(|(&id, (kind, name))| {
+                let mut recent_msgs = t.before(id, u64::MAX, recent);
+                recent_msgs.reverse();
+                ConvRow {
+                    id,
+                    kind: *kind,
+                    name: name.clone(),
+                    last_seq: t.conv_messages(id).next_back().map_or(0, |m| m.seq),
+                    recent: recent_msgs,
+                }
+            })
+            .collect();
+        let mut members: Vec<&(MemberRow, u64)> = t.members.values().collect();
+        members.sort_by_key(|(m, inserted)| (m.joined, *inserted));
+        let mut requests: Vec<&RequestRow> = t.requests.values().collect();
+        requests.sort_by_key(|r| r.at);
+        Ok(Snapshot {
+            users,
+            convs,
+            members: members.into_iter().map(|(m, _)| m.clone()).collect(),
+            friendships: t
+                .friendships
+                .iter()
+                .map(|(&(a, b), &since)| (a, b, since))
+                .collect(),
+            requests: requests.into_iter().cloned().collect(),
+            cursors: t
+                .cursors
+                .iter()
+                .map(|(&(user, conv), &(d, r))| (user, conv, d, r))
+                .collect(),
+        })
+    }
+
+    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError> {
+        self.transaction(|t, _| writes.iter().try_for_each(|w| t.apply(w)))
+    }
+
+    fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
+        self.transaction(|t, orphans| {
+            writes.iter().try_for_each(|w| t.apply(w))?;
+            match *query {
+                Query::Before {
+                    conv,
+                    before,
+                    limit,
+                } => Ok(Answer::Messages(t.before(conv, before, limit))),
+                Query::After { conv, after, limit } => Ok(Answer::Messages(
+                    t.conv_messages(conv)
+                        .filter(|m| m.seq > after)
+                        .take(limit)
+                        .cloned()
+                        .collect(),
+                )),
+                Query::Search {
+                    conv,
+                    ref words,
+                    before,
+                    limit,
+                } => Ok(Answer::Messages(t.search(conv, words, before, limit))),
+                Query::Change {
+                    conv,
+                    seq,
+                    ref text,
+                } => t.change(conv, seq, text.as_deref(), orphans),
+                Query::BlobAccess { ref blob, user } => t.blob_access(blob, user),
+            }
+        })
+    }
+}
+
+impl Tables {
+    fn apply(&mut self, w: &Write) -> Result<(), StoreError> {
+        match w {
+            Write::User { id, name, phc, .. } => {
+                if self.users.contains_key(id) || self.names.contains_key(name) {
+                    return Err(StoreError::Conflict(format!("user {name} exists")));
+                }
+                self.names.insert(name.clone(), *id);
+                self.users.insert(
+                    *id,
+                    UserRow {
+                        id: *id,
+                        name: name.clone(),
+                        phc: phc.clone(),
+                        last_seen: None,
+                    },
+                );
+            }
+            Write::LastSeen { user, at } => {
+                if let Some(u) = self.users.get_mut(user) {
+                    u.last_seen = Some(*at);
+                }
+            }
+            Write::Conv { id, kind, name, .. } => {
+                if self.convs.contains_key(id) {
+                    return Err(StoreError::Conflict(format!(
+                        "conversation {} exists",
+                        id.0
+                    )));
+                }
+                self.convs.insert(*id, (*kind, name.clone()));
+            }
+            Write::Member {
+                conv,
+                user,
+                admin,
+                joined,
+            } => match self.members.get_mut(&(*conv, *user)) {
+                Some((m, _)) => m.admin = *admin,
+                None => {
+                    self.inserted += 1;
+                    let row = MemberRow {
+                        conv: *conv,
+                        user: *user,
+                        admin: *admin,
+                        joined: *joined,
+                    };
+                    self.members.insert((*conv, *user), (row, self.inserted));
+                }
+            },
+            Write::RemoveMember { conv, user } => {
+                self.members.remove(&(*conv, *user));
+            }
+            Write::Message(m) => {
+                if self.messages.contains_key(&(m.conv, m.seq)) {
+                    return Err(StoreError::Conflict(format!(
+                        "message {} {} exists",
+                        m.conv.0, m.seq
+                    )));
+                }
+                // Stored as sent whatever the write says, as the SQL insert does.
+                let stored = StoredMessage {
+                    state: MsgState::Sent,
+                    ..m.clone()
+                };
+                self.messages.insert((m.conv, m.seq), stored);
+            }
+            Write::Friendship { a, b, since } => {
+                self.friendships
+                    .insert(((*a).min(*b), (*a).max(*b)), *since);
+            }
+            Write::Unfriend { a, b } => {
+                self.friendships.remove(&((*a).min(*b), (*a).max(*b)));
+                for key in [(*a, *b), (*b, *a)] {
+                    if self
+                        .requests
+                        .get(&key)
+                        .is_some_and(|r| r.state == RequestState::Accepted)
+                    {
+                        self.requests.remove(&key);
+                    }
+                }
+            }
+            Write::Cursor {
+                user,
+                conv,
+                delivered,
+                read,
+            } => {
+                let c = self.cursors.entry((*user, *conv)).or_default();
+                *c = (c.0.max(*delivered), c.1.max(*read));
+            }
+            Write::Blob { id, size, mime } => {
+                self.blobs
+                    .entry(id.clone())
+                    .or_insert_with(|| (*size, mime.clone()));
+            }
+            Write::BlobRef { conv, seq, blob } => {
+                self.blob_refs.insert((*conv, *seq), blob.clone());
+            }
+            Write::Request {
+                from,
+                to,
+                state,
+                at,
+            } => {
+                self.requests.insert(
+                    (*from, *to),
+                    RequestRow {
+                        from: *from,
+                        to: *to,
+                        state: *state,
+                        at: *at,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Oldest first.
+    fn conv_messages(&self, conv: ConvId) -> impl DoubleEndedIterator<Item = &StoredMessage> {
+        self.messages
+            .range((conv, 0)..=(conv, u64::MAX))
+            .map(|(_, m)| m)
+    }
+
+    /// Newest first: up to `limit` messages with seq below `before`.
+    fn before(&self, conv: ConvId, before: u64, limit: usize) -> Vec<StoredMessage> {
+        self.conv_messages(conv)
+            .rev()
+            .filter(|m| m.seq < before)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Newest first: messages below `before` holding every word, as words
+    /// are matched by the SQLite backend's full-text index (case folded,
+    /// split at anything but letters and digits, a word of several parts
+    /// matching them in a row). Deleted messages have no text to match.
+    fn search(
+        &self,
+        conv: ConvId,
+        words: &[String],
+        before: u64,
+        limit: usize,
+    ) -> Vec<StoredMessage> {
+        let phrases: Vec<Vec<String>> = words.iter().map(|w| tokens(w)).collect();
+        if phrases.iter().any(Vec::is_empty) {
+            return Vec::new();
+        }
+        self.conv_messages(conv)
+            .rev()
+            .filter(|m| m.seq < before && m.state != MsgState::Deleted)
+            .filter(|m| {
+                let text = tokens(&m.text);
+                phrases
+                    .iter()
+                    .all(|p| text.windows(p.len()).any(|w| w == p.as_slice()))
+            })
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    fn change(
+        &mut self,
+        conv: ConvId,
+        seq: u64,
+        text: Option<&str>,
+        orphans: &mut Vec<String>,
+    ) -> Result<Answer, StoreError> {
+        let msg = self
+            .messages
+            .get_mut(&(conv, seq))
+            .ok_or(StoreError::NotFound)?;
+        if msg.state == MsgState::Deleted {
+            return Err(StoreError::Conflict(format!("message {seq} is deleted")));
+        }
+        match text {
+            Some(t) => {
+                msg.text = t.to_string();
+                msg.state = MsgState::Edited;
+            }
+            None => {
+                msg.text.clear();
+                msg.state = MsgState::Deleted;
+            }
+        }
+        let changed = msg.clone();
+        if text.is_none()
+            && let Some(blob) = self.blob_refs.remove(&(conv, seq))
+        {
+            self.drop_if_unheld(blob, orphans);
+        }
+        Ok(Answer::Changed(changed))
+    }
+
+    /// A blob no message holds any more goes, row now and file on commit.
+    fn drop_if_unheld(&mut self, blob: String, orphans: &mut Vec<String>) {
+        if !self.blob_refs.values().any(|b| *b == blob) && crate::blob::is_blob_id(&blob) {
+            self.blobs.remove(&blob);
+            orphans.push(blob);
+        }
+    }
+
+    /// A blob `user` may fetch: one held by a message of a conversation they
+    /// belong to.
+    fn blob_access(&self, blob: &str, user: UserId) -> Result<Answer, StoreError> {
+        let (size, mime) = self.blobs.get(blob).ok_or(StoreError::NotFound)?;
+        let held_for_user = self
+            .blob_refs
+            .iter()
+            .any(|(&(conv, _), b)| b == blob && self.members.contains_key(&(conv, user)));
+        if !held_for_user {
+            return Err(StoreError::NotFound);
+        }
+        Ok(Answer::Blob {
+            size: *size,
+            mime: mime.clone(),
+        })
+    }
+}
+
+/// Lower-cased runs of letters and digits: the words the full-text index sees.
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! The SQLite backend: schema, open and load, reads, writes and changes,
+//! blob reference counting, and the background checkpointer.
+
+mod blobs;
+mod checkpoint;
+mod open;
+mod read;
+pub(super) mod schema;
+mod write;
+
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+use super::{
+    Answer, Backend, ConvId, MsgState, Query, Snapshot, StoreError, StoredMessage, UserId, Write,
+};
+use checkpoint::Checkpointer;
+use read::{blob_access, messages_after, messages_before, search};
+use write::{apply, change};
+
+/// One SQLite database file in the data dir, in WAL mode, committed with a
+/// full fsync.
+pub struct SqliteBackend {
+    conn: Connection,
+    /// Where attachment bodies live: a blob no message holds is deleted here.
+    blob_dir: PathBuf,
+    /// Stopped (with a last checkpoint) when the backend is dropped, after
+    /// the storage thread's last commit.
+    _checkpointer: Option<Checkpointer>,
+}
+
+impl Backend for SqliteBackend {
+    fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
+        open::load(&self.conn, recent)
+    }
+
+    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            apply(&tx, w)?;
+        }
+        Ok(tx.commit()?)
+    }
+
+    fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            apply(&tx, w)?;
+        }
+        let answer = match *query {
+            Query::Before {
+                conv,
+                before,
+                limit,
+            } => Answer::Messages(messages_before(&tx, conv, before, limit)?),
+            Query::After { conv, after, limit } => {
+                Answer::Messages(messages_after(&tx, conv, after, limit)?)
+            }
+            Query::Search {
+                conv,
+                ref words,
+                before,
+                limit,
+            } => Answer::Messages(search(&tx, conv, words, before, limit)?),
+            Query::Change {
+                conv,
+                seq,
+                ref text,
+            } => change(&tx, conv, seq, text.as_deref(), &self.blob_dir)?,
+            Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
+        };
+        tx.commit()?;
+        Ok(answer)
+    }
+}
+
+/// The full-text index row of a message: conversation and seq packed into
+/// the rowid, so one conversation's hits are one rowid range.
+pub(super) fn fts_rowid(conv: ConvId, seq: u64) -> i64 {
+    (i64::from(conv.0) << 40) | (seq as i64 & ((1 << 40) - 1))
+}
+
+/// Ids are stored as SQLite integers.
+macro_rules! sql_id {
+    ($t:ident) => {
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.0))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                u32::column_result(v).map($t)
+            }
+        }
+    };
+}
+sql_id!(UserId);
+sql_id!(ConvId);
+
+pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
+
+pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let id: [u8; 16] = r.get(1)?;
+    let seq: i64 = r.get(0)?;
+    let state: i64 = r.get(5)?;
+    Ok(StoredMessage {
+        conv,
+        seq: u64::try_from(seq).unwrap_or(0),
+        id: uuid::Uuid::from_bytes(id),
+        sender: r.get(2)?,
+        at: r.get(3)?,
+        text: r.get(4)?,
+        state: MsgState::from_code(state),
+    })
+}
+
+pub(super) fn clamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// SQLite's result codes sorted into what the hub can act on.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as Code;
+        let text = format!("sqlite: {e}");
+        match e.sqlite_error_code() {
+            Some(Code::ConstraintViolation) => StoreError::Conflict(text),
+            Some(
+                Code::DiskFull
+                | Code::SystemIoFailure
+                | Code::DatabaseBusy
+                | Code::DatabaseLocked
+                | Code::CannotOpen
+                | Code::ReadOnly
+                | Code::OutOfMemory
+                | Code::PermissionDenied
+                | Code::FileLockingProtocolFailed,
+            ) => StoreError::Unavailable(text),
+            _ => StoreError::Internal(text),
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Opening the database (creating or migrating it) and loading the snapshot
+//! the hub starts from.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::checkpoint::Checkpointer;
+use super::{SqliteBackend, messages_before, schema};
+use crate::store::{
+    ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Snapshot, StoreError, UserRow,
+};
+
+impl SqliteBackend {
+    /// Opens (creating or migrating) the database in `dir`; attachment bodies
+    /// are in `blob_dir`.
+    pub fn open(dir: &Path, blob_dir: PathBuf) -> Result<SqliteBackend, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let mut conn = Connection::open(dir.join("linechat.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk when it returns, which `--durability sync` promises.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        // Hot data lives in the chat layer's tables; SQLite's own cache mostly
+        // serves old history, which the OS page cache holds as well.
+        conn.pragma_update(None, "cache_size", -1024)?;
+        // Checkpoints run on a thread of their own (see `Checkpointer`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        schema::migrate(&mut conn)?;
+        let checkpointer = conn
+            .path()
+            .map(str::to_string)
+            .and_then(Checkpointer::start);
+        Ok(SqliteBackend {
+            conn,
+            blob_dir,
+            _checkpointer: checkpointer,
+        })
+    }
+}
+
+pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreError> {
+    let mut snap = Snapshot::default();
+    let mut stmt = conn.prepare("SELECT id, name, phc, last_seen FROM users ORDER BY id")?;
+    snap.users = stmt
+        .query_map([], |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                phc: r.get(2)?,
+                last_seen: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, name, (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.conv = c.id)
+         FROM convs c ORDER BY id",
+    )?;
+    let convs: Vec<(ConvId, i64, String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, kind, name, last_seq) in convs {
+        let kind = ConvKind::from_code(kind);
+        let mut recent_msgs = messages_before(conn, id, u64::MAX, recent)?;
+        recent_msgs.reverse();
+        snap.convs.push(ConvRow {
+            id,
+            kind,
+            name,
+            last_seq: u64::try_from(last_seq).unwrap_or(0),
+            recent: recent_msgs,
+        });
+    }
+    let mut stmt =
+        conn.prepare("SELECT conv, user, admin, joined FROM members ORDER BY joined, rowid")?;
+    snap.members = stmt
+        .query_map([], |r| {
+            Ok(MemberRow {
+                conv: r.get(0)?,
+                user: r.get(1)?,
+                admin: r.get(2)?,
+                joined: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT a, b, since FROM friendships")?;
+    snap.friendships = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT sender, recipient, state, at FROM requests ORDER BY at")?;
+    snap.requests = stmt
+        .query_map([], |r| {
+            let state: i64 = r.get(2)?;
+            Ok(RequestRow {
+                from: r.get(0)?,
+                to: r.get(1)?,
+                state: RequestState::from_code(state),
+                at: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT user, conv, delivered, read FROM cursors")?;
+    snap.cursors = stmt
+        .query_map([], |r| {
+            let d: i64 = r.get(2)?;
+            let rd: i64 = r.get(3)?;
+            Ok((r.get(0)?, r.get(1)?, d as u64, rd as u64))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Answer, Backend, Query, Request, SCHEMA_VERSION, run_batch};
+
+    /// A data dir written by the first schema opens with today's build: it is
+    /// migrated forward, and its messages are found by SEARCH.
+    #[test]
+    fn an_older_data_dir_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("linechat.db")).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO users VALUES (0, 'alice', 'phc', 0, NULL);
+                 INSERT INTO convs VALUES (0, 0, '#old', 0);
+                 INSERT INTO members VALUES (0, 0, 1, 0);",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO messages VALUES (0, 1, ?1, 0, 5, 'hello from the past')",
+                [uuid::Uuid::now_v7().as_bytes()],
+            )
+            .unwrap();
+        }
+        let open = || SqliteBackend::open(dir.path(), dir.path().join("blobs"));
+        let mut db = open().unwrap();
+        let snap = db.load(10).unwrap();
+        let version: i64 = db
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(snap.convs[0].last_seq, 1);
+        assert_eq!(snap.convs[0].recent[0].text, "hello from the past");
+        let found = run_batch(
+            &mut db,
+            vec![Request::query(
+                Query::Search {
+                    conv: ConvId(0),
+                    words: vec!["past".into()],
+                    before: u64::MAX,
+                    limit: 5,
+                },
+                (),
+            )],
+        );
+        match &found[0].1 {
+            Ok(Answer::Messages(m)) => assert_eq!(m.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        // A data dir from a newer build is refused rather than misread.
+        db.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(db);
+        assert!(matches!(open(), Err(StoreError::TooNew(_))));
+    }
+
+    /// Schema 4 drops the accepted requests of friendships that ended before
+    /// FRIEND REMOVE dropped them itself; pending requests and the accepted
+    /// request of a standing friendship stay.
+    #[test]
+    fn migration_4_drops_accepted_requests_of_ended_friendships() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || SqliteBackend::open(dir.path(), dir.path().join("blobs"));
+        let db = open().unwrap();
+        db.conn
+            .execute_batch(
+                "INSERT INTO friendships VALUES (0, 1, 5);
+                 INSERT INTO requests VALUES (1, 0, 1, 5);
+                 INSERT INTO requests VALUES (2, 0, 1, 6);
+                 INSERT INTO requests VALUES (0, 3, 1, 7);
+                 INSERT INTO requests VALUES (3, 2, 0, 8);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        drop(db);
+        let requests: Vec<_> = open()
+            .unwrap()
+            .load(10)
+            .unwrap()
+            .requests
+            .into_iter()
+            .map(|r| (r.from.0, r.to.0, r.state))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                (1, 0, RequestState::Accepted),
+                (3, 2, RequestState::Pending)
+            ]
+        );
+    }
+}

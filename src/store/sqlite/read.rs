@@ -1,0 +1,92 @@
+//! Reads: pages of history, sync ranges, full-text search, blob access.
+
+use rusqlite::{Connection, params};
+
+use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
+use crate::store::{Answer, ConvId, StoreError, StoredMessage, UserId};
+
+/// Newest first: up to `limit` messages of `conv` with seq below `before`.
+pub(super) fn messages_before(
+    conn: &Connection,
+    conv: ConvId,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    stmt.query_map(params![conv, clamp(before), limit as i64], |r| {
+        message_row(conv, r)
+    })?
+    .collect()
+}
+
+/// Oldest first: up to `limit` messages of `conv` with seq above `after`.
+pub(super) fn messages_after(
+    conn: &Connection,
+    conv: ConvId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conv = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    stmt.query_map(params![conv, clamp(after), limit as i64], |r| {
+        message_row(conv, r)
+    })?
+    .collect()
+}
+
+/// Each word becomes a quoted FTS5 term, so user input is never FTS syntax.
+fn fts_query(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(super) fn search(
+    conn: &Connection,
+    conv: ConvId,
+    words: &[String],
+    before: u64,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq IN (
+            SELECT rowid & ((1 << 40) - 1) FROM messages_fts
+            WHERE messages_fts MATCH ?2 AND rowid >= ?3 AND rowid < ?4
+            ORDER BY rowid DESC LIMIT ?5)
+         ORDER BY seq DESC"
+    ))?;
+    let lo = fts_rowid(conv, 0);
+    let hi = fts_rowid(conv, 0) + clamp(before).min(1 << 40);
+    stmt.query_map(params![conv, fts_query(words), lo, hi, limit as i64], |r| {
+        message_row(conv, r)
+    })?
+    .collect()
+}
+
+pub(super) fn blob_access(
+    tx: &rusqlite::Transaction<'_>,
+    blob: &str,
+    user: UserId,
+) -> Result<Answer, StoreError> {
+    let row: Option<(i64, String)> = tx
+        .prepare_cached(
+            "SELECT b.size, b.mime FROM blobs b WHERE b.id = ?1 AND EXISTS (
+                SELECT 1 FROM blob_refs r JOIN members m ON m.conv = r.conv
+                WHERE r.blob = b.id AND m.user = ?2)",
+        )?
+        .query_map(params![blob, user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .next()
+        .transpose()?;
+    let (size, mime) = row.ok_or(StoreError::NotFound)?;
+    Ok(Answer::Blob {
+        size: size as u64,
+        mime,
+    })
+}

@@ -1,0 +1,162 @@
+//! Writes: each row-level change, and the checked change of EDIT and DELETE.
+
+use std::path::Path;
+
+use rusqlite::params;
+
+use super::blobs::unref_blob;
+use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
+use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, Write};
+
+pub(super) fn change(
+    tx: &rusqlite::Transaction<'_>,
+    conv: ConvId,
+    seq: u64,
+    text: Option<&str>,
+    blob_dir: &Path,
+) -> Result<Answer, StoreError> {
+    let found = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq = ?2"
+        ))?;
+        let mut rows = stmt.query_map(params![conv, clamp(seq)], |r| message_row(conv, r))?;
+        rows.next().transpose()?
+    };
+    let mut msg = found.ok_or(StoreError::NotFound)?;
+    if msg.state == MsgState::Deleted {
+        return Err(StoreError::Conflict(format!("message {seq} is deleted")));
+    }
+    let rowid = fts_rowid(conv, seq);
+    tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
+        .execute([rowid])?;
+    match text {
+        Some(t) => {
+            msg.text = t.to_string();
+            msg.state = MsgState::Edited;
+            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+                .execute(params![rowid, t])?;
+        }
+        None => {
+            msg.text.clear();
+            msg.state = MsgState::Deleted;
+            unref_blob(tx, conv, seq, blob_dir)?;
+        }
+    }
+    tx.prepare_cached("UPDATE messages SET text = ?3, state = ?4 WHERE conv = ?1 AND seq = ?2")?
+        .execute(params![conv, clamp(seq), msg.text, msg.state as i64])?;
+    Ok(Answer::Changed(msg))
+}
+
+pub(super) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
+    match w {
+        Write::User {
+            id,
+            name,
+            phc,
+            created,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO users (id, name, phc, created) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, name, phc, created])?;
+        }
+        Write::LastSeen { user, at } => {
+            tx.prepare_cached("UPDATE users SET last_seen = ?2 WHERE id = ?1")?
+                .execute(params![user, at])?;
+        }
+        Write::Conv {
+            id,
+            kind,
+            name,
+            created,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO convs (id, kind, name, created) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, *kind as i64, name, created])?;
+        }
+        Write::Member {
+            conv,
+            user,
+            admin,
+            joined,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO members (conv, user, admin, joined) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (conv, user) DO UPDATE SET admin = excluded.admin",
+            )?
+            .execute(params![conv, user, admin, joined])?;
+        }
+        Write::RemoveMember { conv, user } => {
+            tx.prepare_cached("DELETE FROM members WHERE conv = ?1 AND user = ?2")?
+                .execute(params![conv, user])?;
+        }
+        Write::Message(m) => {
+            tx.prepare_cached(
+                "INSERT INTO messages (conv, seq, msgid, sender, at, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                m.conv,
+                clamp(m.seq),
+                m.id.as_bytes(),
+                m.sender,
+                m.at,
+                m.text
+            ])?;
+            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+                .execute(params![fts_rowid(m.conv, m.seq), m.text])?;
+        }
+        Write::Blob { id, size, mime } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO blobs (id, size, mime) VALUES (?1, ?2, ?3)")?
+                .execute(params![id, clamp(*size), mime])?;
+        }
+        Write::BlobRef { conv, seq, blob } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO blob_refs (conv, seq, blob) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![conv, clamp(*seq), blob])?;
+        }
+        Write::Cursor {
+            user,
+            conv,
+            delivered,
+            read,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user, conv) DO UPDATE SET
+                 delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)",
+            )?
+            .execute(params![user, conv, clamp(*delivered), clamp(*read)])?;
+        }
+        Write::Friendship { a, b, since } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO friendships (a, b, since) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![a.min(b), a.max(b), since])?;
+        }
+        Write::Unfriend { a, b } => {
+            tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
+                .execute(params![a.min(b), a.max(b)])?;
+            tx.prepare_cached(
+                "DELETE FROM requests WHERE state = ?3
+                 AND ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1))",
+            )?
+            .execute(params![a, b, RequestState::Accepted as i64])?;
+        }
+        Write::Request {
+            from,
+            to,
+            state,
+            at,
+        } => {
+            tx.prepare_cached(
+                "INSERT INTO requests (sender, recipient, state, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sender, recipient) DO UPDATE SET state = excluded.state, at = excluded.at",
+            )?
+            .execute(params![from, to, *state as i64, at])?;
+        }
+    }
+    Ok(())
+}

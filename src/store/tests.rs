@@ -1,0 +1,293 @@
+//! The store's cases, run through the storage thread's batching on every
+//! backend, so the in-memory one keeps answering as SQLite does.
+
+use super::*;
+use crate::store::{
+    ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, SqliteBackend, StoredMessage,
+    UserId,
+};
+
+/// Runs `test` against each backend, fresh, named for the failure message.
+fn each_backend(mut test: impl FnMut(&str, &mut dyn Backend)) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs");
+    let mut sqlite = SqliteBackend::open(dir.path(), blobs.clone()).unwrap();
+    test("sqlite", &mut sqlite);
+    test("memory", &mut MemoryBackend::new(Some(blobs)));
+}
+
+fn user(id: u32, name: &str) -> Write {
+    Write::User {
+        id: UserId(id),
+        name: name.into(),
+        phc: "phc".into(),
+        created: 0,
+    }
+}
+
+fn message(seq: u64, text: &str) -> Write {
+    Write::Message(StoredMessage {
+        conv: ConvId(0),
+        seq,
+        id: uuid::Uuid::from_u128(u128::from(seq)),
+        sender: UserId(0),
+        at: seq as i64,
+        text: text.into(),
+        state: MsgState::Sent,
+    })
+}
+
+fn ask(db: &mut dyn Backend, query: Query) -> Result<Answer, StoreError> {
+    run_batch(db, vec![Request::query(query, ())]).remove(0).1
+}
+
+/// The seqs of a page of messages.
+fn seqs(answer: Result<Answer, StoreError>) -> Vec<u64> {
+    match answer {
+        Ok(Answer::Messages(m)) => m.iter().map(|m| m.seq).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A taken name fails its own request as a conflict; the requests
+/// committed in the same group stay durable.
+#[test]
+fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
+    each_backend(|name, db| {
+        let done = run_batch(
+            db,
+            vec![
+                Request::write(vec![user(0, "alice")], Some(0)),
+                Request::write(vec![user(1, "alice")], Some(1)),
+                Request::write(vec![user(2, "bob")], Some(2)),
+            ],
+        );
+        let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
+        assert_eq!(outcome, [(0, true), (1, false), (2, true)], "{name}");
+        assert!(
+            matches!(done[1].1, Err(StoreError::Conflict(_))),
+            "{name}: {:?}",
+            done[1].1
+        );
+        let names: Vec<_> = db
+            .load(10)
+            .unwrap()
+            .users
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["alice", "bob"], "{name}");
+    });
+}
+
+/// A lower cursor written after a higher one leaves the higher value;
+/// delivered and read merge each on their own.
+#[test]
+fn cursor_writes_merge_by_maximum() {
+    each_backend(|name, db| {
+        let cursor = |delivered, read| Write::Cursor {
+            user: UserId(0),
+            conv: ConvId(0),
+            delivered,
+            read,
+        };
+        let batch = [cursor(5, 4), cursor(3, 2), cursor(6, 1)]
+            .into_iter()
+            .map(|w| Request::write(vec![w], Some(())))
+            .collect();
+        let done = run_batch(db, batch);
+        assert!(done.iter().all(|(_, r)| r.is_ok()), "{name}");
+        let snap = db.load(10).unwrap();
+        assert_eq!(snap.cursors, [(UserId(0), ConvId(0), 6, 4)], "{name}");
+    });
+}
+
+/// Pages, sync ranges, search by words and the change's compare-and-set
+/// answer alike on every backend.
+#[test]
+fn reads_and_changes_answer_alike() {
+    each_backend(|name, db| {
+        let mut writes = vec![
+            user(0, "alice"),
+            Write::Conv {
+                id: ConvId(0),
+                kind: ConvKind::Public,
+                name: "#r".into(),
+                created: 0,
+            },
+        ];
+        let texts = [
+            "Hello world",
+            "hello there",
+            "world-wide web",
+            "HELLO, World!",
+        ];
+        for (i, text) in texts.iter().enumerate() {
+            writes.push(message(i as u64 + 1, text));
+        }
+        assert!(
+            run_batch(db, vec![Request::write(writes, Some(()))])[0]
+                .1
+                .is_ok()
+        );
+        let conv = ConvId(0);
+        let before = |before, limit| Query::Before {
+            conv,
+            before,
+            limit,
+        };
+        assert_eq!(seqs(ask(db, before(u64::MAX, 3))), [4, 3, 2], "{name}");
+        assert_eq!(seqs(ask(db, before(3, 10))), [2, 1], "{name}");
+        let after = Query::After {
+            conv,
+            after: 1,
+            limit: 2,
+        };
+        assert_eq!(seqs(ask(db, after)), [2, 3], "{name}");
+        let search = |words: &[&str], before| Query::Search {
+            conv,
+            words: words.iter().map(|w| w.to_string()).collect(),
+            before,
+            limit: 10,
+        };
+        assert_eq!(
+            seqs(ask(db, search(&["hello", "WORLD"], u64::MAX))),
+            [4, 1],
+            "{name}"
+        );
+        assert_eq!(seqs(ask(db, search(&["hello"], 4))), [2, 1], "{name}");
+        assert_eq!(
+            seqs(ask(db, search(&["world-wide"], u64::MAX))),
+            [3],
+            "{name}"
+        );
+        assert_eq!(
+            seqs(ask(db, search(&["wor"], u64::MAX))),
+            [0u64; 0],
+            "{name}"
+        );
+        let change = |seq, text: Option<&str>| Query::Change {
+            conv,
+            seq,
+            text: text.map(str::to_string),
+        };
+        match ask(db, change(2, Some("goodbye there"))) {
+            Ok(Answer::Changed(m)) => {
+                assert_eq!(
+                    (m.seq, m.state, m.text.as_str()),
+                    (2, MsgState::Edited, "goodbye there"),
+                    "{name}"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(
+            seqs(ask(db, search(&["hello"], u64::MAX))),
+            [4, 1],
+            "{name}"
+        );
+        assert_eq!(seqs(ask(db, search(&["goodbye"], u64::MAX))), [2], "{name}");
+        assert!(
+            matches!(ask(db, change(1, None)), Ok(Answer::Changed(_))),
+            "{name}"
+        );
+        assert!(
+            matches!(ask(db, change(1, None)), Err(StoreError::Conflict(_))),
+            "{name}"
+        );
+        assert!(
+            matches!(ask(db, change(9, None)), Err(StoreError::NotFound)),
+            "{name}"
+        );
+        assert_eq!(seqs(ask(db, search(&["hello"], u64::MAX))), [4], "{name}");
+        let snap = db.load(2).unwrap();
+        let recent: Vec<_> = snap.convs[0]
+            .recent
+            .iter()
+            .map(|m| (m.seq, m.state))
+            .collect();
+        assert_eq!(recent, [(3, MsgState::Sent), (4, MsgState::Sent)], "{name}");
+        assert_eq!(snap.convs[0].last_seq, 4, "{name}");
+    });
+}
+
+/// The same writes load as the same snapshot from every backend; a
+/// friendship's end takes its accepted request with it.
+#[test]
+fn snapshots_agree() {
+    let mut loaded = Vec::new();
+    each_backend(|_, db| {
+        let writes = vec![
+            user(0, "alice"),
+            user(1, "bob"),
+            Write::LastSeen {
+                user: UserId(1),
+                at: 7,
+            },
+            Write::Conv {
+                id: ConvId(0),
+                kind: ConvKind::Public,
+                name: "#r".into(),
+                created: 0,
+            },
+            Write::Member {
+                conv: ConvId(0),
+                user: UserId(1),
+                admin: false,
+                joined: 5,
+            },
+            Write::Member {
+                conv: ConvId(0),
+                user: UserId(0),
+                admin: true,
+                joined: 5,
+            },
+            Write::Member {
+                conv: ConvId(0),
+                user: UserId(1),
+                admin: true,
+                joined: 6,
+            },
+            message(1, "hi"),
+            Write::Request {
+                from: UserId(0),
+                to: UserId(1),
+                state: RequestState::Pending,
+                at: 3,
+            },
+            Write::Request {
+                from: UserId(1),
+                to: UserId(0),
+                state: RequestState::Accepted,
+                at: 2,
+            },
+            Write::Friendship {
+                a: UserId(1),
+                b: UserId(0),
+                since: 2,
+            },
+            Write::Unfriend {
+                a: UserId(0),
+                b: UserId(1),
+            },
+            Write::Cursor {
+                user: UserId(1),
+                conv: ConvId(0),
+                delivered: 1,
+                read: 0,
+            },
+        ];
+        assert!(
+            run_batch(db, vec![Request::write(writes, Some(()))])[0]
+                .1
+                .is_ok()
+        );
+        loaded.push(format!("{:?}", db.load(10).unwrap()));
+    });
+    assert_eq!(loaded[0], loaded[1]);
+    assert!(
+        loaded[0].contains("admin: true, joined: 5"),
+        "{}",
+        loaded[0]
+    );
+}
