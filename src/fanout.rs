@@ -186,7 +186,7 @@ fn messages(
     wire: &mut Vec<(SessionId, Wire)>,
 ) -> u64 {
     let per_viewer = per_viewer(hub, Some(conv));
-    let mut origins: Vec<SessionId> = posts.iter().map(|p| p.origin).collect();
+    let mut origins: Vec<SessionId> = posts.iter().filter_map(|p| p.origin).collect();
     origins.sort_unstable();
     origins.dedup();
     let mut shared: Option<Encoded> = None;
@@ -207,7 +207,7 @@ fn messages(
             let sent_some = origins.binary_search(&s).is_ok();
             for chunk in &form.chunks {
                 let batch = &posts[chunk.clone()];
-                if !sent_some || !batch.iter().any(|p| p.origin == s) {
+                if !sent_some || !batch.iter().any(|p| p.origin == Some(s)) {
                     let line = form
                         .buf
                         .slice(start(&form.ends, chunk.start)..form.ends[chunk.end - 1]);
@@ -217,7 +217,10 @@ fn messages(
                     continue;
                 }
                 // The session sent some of these: it gets the others' only.
-                let theirs: Vec<usize> = chunk.clone().filter(|&i| posts[i].origin != s).collect();
+                let theirs: Vec<usize> = chunk
+                    .clone()
+                    .filter(|&i| posts[i].origin != Some(s))
+                    .collect();
                 let Some(&last) = theirs.last() else {
                     continue;
                 };

@@ -4,9 +4,9 @@
 //! busy, so the driver holds its next lines until the answer is in: whatever
 //! the client pipelined after LOGIN is then read as a logged-in session.
 
-use super::{AuthCtx, ChatError, Hub, Out, Pending, Reply, SessionId, User, UserId, names};
+use super::{AuthCtx, Change, ChatError, Hub, Out, Pending, Reply, SessionId, UserId, names};
 use crate::auth::{self, Outcome, Work};
-use crate::store::Write;
+use crate::store::{Request, Write};
 
 impl Hub {
     pub(super) fn register(
@@ -76,26 +76,36 @@ impl Hub {
     pub fn authed(&mut self, done: auth::Done<AuthCtx>, out: &mut Out) {
         match (done.ctx, done.outcome) {
             (AuthCtx::Register { sid, name }, Outcome::Hashed(Some(phc))) => {
-                self.reserved.remove(&name);
                 if self.by_name.contains_key(name.as_str()) {
+                    self.reserved.remove(&name);
                     return self.finish_auth(sid, Err(ChatError::UserExists), out);
                 }
-                let id = self.users.push(User::new(name.clone(), phc.clone(), None));
-                self.by_name.insert(name.as_str().into(), id);
-                let write = Write::User {
-                    id,
-                    name,
-                    phc,
-                    created: self.now(),
-                };
+                let created = self.now();
                 match self.cfg.durability {
-                    super::Durability::Sync => out.store.push(crate::store::Request::write(
-                        vec![write],
-                        Some(Pending::Registered { sid, user: id }),
-                    )),
+                    // The commit assigns the id; the name stays reserved
+                    // until then.
+                    super::Durability::Sync => {
+                        let write = Write::Register {
+                            name: name.clone(),
+                            phc: phc.clone(),
+                            created,
+                        };
+                        let pending = Pending::Registered { sid, name, phc };
+                        out.store.push(Request::write(vec![write], Some(pending)));
+                    }
+                    // Single node: the hub picks the id and applies at once.
                     super::Durability::Async => {
+                        self.reserved.remove(&name);
+                        let user = self.users.next_id();
+                        let write = Write::User {
+                            id: user,
+                            name: name.clone(),
+                            phc: phc.clone(),
+                            created,
+                        };
                         self.persist(vec![write], out);
-                        self.registered(sid, id, Ok(()), out);
+                        self.apply(Change::Registered { user, name, phc }, out);
+                        self.registered(sid, Ok(user), out);
                     }
                 }
             }
@@ -123,11 +133,10 @@ impl Hub {
     pub(super) fn registered(
         &mut self,
         sid: SessionId,
-        uid: UserId,
-        stored: Result<(), ChatError>,
+        stored: Result<UserId, ChatError>,
         out: &mut Out,
     ) {
-        let result = stored.map(|()| (uid, Reply::Registered(uid)));
+        let result = stored.map(|uid| (uid, Reply::Registered(uid)));
         self.finish_auth(sid, result, out);
     }
 

@@ -7,6 +7,7 @@
 //! so it is unit-tested directly and the server loop stays a thin driver.
 
 mod accounts;
+mod apply;
 mod attach;
 mod error;
 mod friends;
@@ -23,6 +24,7 @@ pub mod types;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+pub use apply::Change;
 pub use error::ChatError;
 pub use friends::{FriendError, Friends};
 pub use output::{
@@ -36,7 +38,7 @@ pub use types::{ConvId, ConvKind, MsgState, RequestState, UserId};
 
 use crate::protocol::codec::Directory;
 use crate::protocol::{Command, ParseError, Target, help};
-use crate::store::{self, Snapshot, StoreError, Write};
+use crate::store::{self, Answer, Assigned, Snapshot, StoreError, Write};
 
 /// A connection, as the hub knows it. The driver packs its slot number (low
 /// 32 bits, for a direct lookup) with a serial that is never reused (high
@@ -84,7 +86,8 @@ pub enum Pending {
         reply: Reply,
         events: Vec<Emit>,
     },
-    /// Publish this message and answer its sender.
+    /// Publish this message and answer its sender. Under `--durability
+    /// sync` its seq is 0 until the commit assigns one.
     Said {
         sid: SessionId,
         conv: ConvId,
@@ -93,8 +96,13 @@ pub enum Pending {
     },
     /// May this session fetch this blob?
     FetchAccess { sid: SessionId, blob: String },
-    /// Finish a registration: log the session in.
-    Registered { sid: SessionId, user: UserId },
+    /// Finish a registration: add the account, with the id its commit
+    /// assigned, and log the session in.
+    Registered {
+        sid: SessionId,
+        name: String,
+        phc: String,
+    },
     /// Older messages for HISTORY.
     History {
         sid: SessionId,
@@ -552,11 +560,14 @@ impl Hub {
                     Pending::Said {
                         sid,
                         conv,
-                        msg,
+                        mut msg,
                         ack,
                     },
-                    Ok(_),
+                    Ok(answer),
                 ) => {
+                    if let Some(seq) = assigned(answer).iter().find_map(Assigned::seq) {
+                        msg.seq = seq;
+                    }
                     if !run.is_empty() && run_conv != conv {
                         self.publish(run_conv, std::mem::take(&mut run), true, out);
                     }
@@ -588,7 +599,15 @@ impl Hub {
                     ack,
                 } => self.publish(conv, vec![(sid, msg, ack)], true, out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
-                Pending::Registered { sid, user } => self.registered(sid, user, Ok(()), out),
+                Pending::Registered { sid, name, phc } => {
+                    self.reserved.remove(&name);
+                    let Some(user) = assigned(&answer).iter().find_map(Assigned::user) else {
+                        self.registered(sid, Err(ChatError::Internal), out);
+                        continue;
+                    };
+                    self.apply(Change::Registered { user, name, phc }, out);
+                    self.registered(sid, Ok(user), out);
+                }
                 Pending::History { sid, conv, limit } => {
                     self.history_answer(sid, conv, limit, answer, out)
                 }
@@ -611,7 +630,10 @@ impl Hub {
     fn storage_failed(&mut self, pending: Pending, e: &StoreError, out: &mut Out) {
         let err = storage_error(&pending, e);
         let sid = match pending {
-            Pending::Registered { sid, user } => return self.registered(sid, user, Err(err), out),
+            Pending::Registered { sid, name, .. } => {
+                self.reserved.remove(&name);
+                return self.registered(sid, Err(err), out);
+            }
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 if let Some(s) = self.sessions.get_mut(&sid) {
@@ -726,6 +748,14 @@ fn storage_error(pending: &Pending, e: &StoreError) -> ChatError {
         (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
         (Pending::Registered { .. }, StoreError::Conflict(_)) => ChatError::UserExists,
         _ => ChatError::Storage,
+    }
+}
+
+/// What a commit assigned to its request's writes.
+fn assigned(answer: &Answer) -> &[Assigned] {
+    match answer {
+        Answer::Done(assigned) => assigned,
+        _ => &[],
     }
 }
 

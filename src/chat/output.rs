@@ -52,11 +52,11 @@ impl Audience {
     }
 }
 
-/// A message as it is published: with the session that sent it, which has
-/// its own `OK SAY` and does not get the message back.
+/// A message as it is published: with the session that sent it, if that is
+/// on this node, which has its own `OK SAY` and does not get it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
-    pub origin: SessionId,
+    pub origin: Option<SessionId>,
     pub msg: Msg,
 }
 

@@ -8,12 +8,12 @@
 //! conversation) and shares among every recipient.
 
 use super::{
-    Ack, Audience, ChatError, ConvId, Durability, Event, Hub, Msg, Out, Output, Pending, Posted,
-    Reply, SessionId, UserId,
+    Ack, Change, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Posted, Reply,
+    SessionId, UserId,
 };
 use super::{names, pair};
 use crate::protocol::Target;
-use crate::store::{self, ConvKind, MsgState, StoredMessage, Write};
+use crate::store::{self, ConvKind, Post, Write};
 
 impl Hub {
     pub(super) fn say(
@@ -64,9 +64,11 @@ impl Hub {
         }
     }
 
-    /// Gives `text` the next seq of `conv`, makes it durable with `writes`,
-    /// and publishes it (after the commit under `--durability sync`).
-    /// `deferred`: the command's answer slot already exists (ATTACH).
+    /// Makes `text` durable in `conv` with `writes`, and publishes it. Under
+    /// `--durability sync` the commit assigns its seq and it is published
+    /// once committed; under `async` (single node) the hub assigns the next
+    /// seq and publishes at once. `deferred`: the command's answer slot
+    /// already exists (ATTACH).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn post(
         &mut self,
@@ -81,52 +83,46 @@ impl Hub {
     ) {
         let at = self.now();
         let id = self.env.msg_id();
-        let Some(c) = self.convs.get_mut(conv) else {
+        let Some(c) = self.convs.get(conv) else {
             return out.fail(sid, ChatError::NoSuchConversation);
         };
         self.counters.messages_in += 1;
-        c.last_seq += 1;
-        let msg = Msg {
-            seq: c.last_seq,
+        self.typing.remove(&(uid, conv));
+        let blob = match &ack {
+            Ack::Attach(blob) => Some(blob.clone()),
+            Ack::Say => None,
+        };
+        let post = Post {
+            conv,
             id,
             sender: uid,
             at,
-            text: text.as_str().into(),
-            state: MsgState::Sent,
-        };
-        self.typing.remove(&(uid, conv));
-        writes.push(Write::Message(StoredMessage {
-            conv,
-            seq: msg.seq,
-            id: msg.id,
-            sender: uid,
-            at: msg.at,
             text,
-            state: MsgState::Sent,
-        }));
-        if let Ack::Attach(blob) = &ack {
-            writes.push(Write::BlobRef {
-                conv,
-                seq: msg.seq,
-                blob: blob.clone(),
-            });
-        }
+            blob,
+        };
         match self.cfg.durability {
             Durability::Sync => {
-                out.store.push(store::Request::write(
-                    writes,
-                    Some(Pending::Said {
-                        sid,
-                        conv,
-                        msg,
-                        ack,
-                    }),
-                ));
+                let msg = Msg::from(post.stored(0));
+                writes.push(Write::Post(post));
+                let pending = Pending::Said {
+                    sid,
+                    conv,
+                    msg,
+                    ack,
+                };
+                out.store.push(store::Request::write(writes, Some(pending)));
                 if !deferred {
                     out.defer(sid);
                 }
             }
             Durability::Async => {
+                let seq = c.last_seq + 1;
+                let stored = post.stored(seq);
+                let msg = Msg::from(stored.clone());
+                writes.push(Write::Message(stored));
+                if let Some(blob) = post.blob {
+                    writes.push(Write::BlobRef { conv, seq, blob });
+                }
                 out.store.push(store::Request::write(writes, None));
                 self.publish(conv, vec![(sid, msg, ack)], deferred, out);
             }
@@ -199,10 +195,9 @@ impl Hub {
             .unwrap_or(me)
     }
 
-    /// Delivers durable messages of one conversation to every member session
-    /// and answers their senders: `complete` says whether the senders'
-    /// replies were deferred. The batch is one event, so `fanout` can share
-    /// one buffer among every recipient that sent none of it.
+    /// Applies durable messages of one conversation (fanned out to every
+    /// member session but their senders') and answers their senders:
+    /// `complete` says whether the senders' replies were deferred.
     pub(super) fn publish(
         &mut self,
         conv: ConvId,
@@ -213,24 +208,21 @@ impl Hub {
         let posts = batch
             .iter()
             .map(|(origin, msg, _)| Posted {
-                origin: *origin,
+                origin: Some(*origin),
                 msg: msg.clone(),
             })
             .collect();
-        out.event(
-            Audience::members(conv, None),
-            Event::Messages { conv, posts },
-        );
+        self.apply(Change::Posted { conv, posts }, out);
         for (origin, msg, ack) in batch {
-            self.acknowledge(conv, msg, origin, complete, ack, out);
+            self.acknowledge(conv, &msg, origin, complete, ack, out);
         }
     }
 
-    /// Answers the sender of a published message and files the message.
+    /// Answers the sender of a published message.
     fn acknowledge(
         &mut self,
         conv: ConvId,
-        msg: Msg,
+        msg: &Msg,
         origin: SessionId,
         complete: bool,
         ack: Ack,
@@ -260,14 +252,5 @@ impl Hub {
         // The sender has its own message: it is not news to them on SYNC,
         // and they have read what came before it.
         self.mark_read(msg.sender, conv, msg.seq, out);
-        let recent = self.cfg.recent;
-        if let Some(c) = self.convs.get_mut(conv)
-            && recent > 0
-        {
-            if c.recent.len() >= recent {
-                c.recent.pop_front();
-            }
-            c.recent.push_back(msg);
-        }
     }
 }

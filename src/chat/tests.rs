@@ -443,3 +443,104 @@ fn edit_and_delete_of_messages_older_than_memory() {
         ]
     );
 }
+
+/// Under `--durability sync` the commit assigns seqs: a SAY whose commit
+/// fails takes none, and the next message has the next seq.
+#[test]
+fn a_failed_commit_leaves_no_hole_in_the_seqs() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    h.take(a);
+    h.take(b);
+    // alice's SAY goes to storage together with a write that cannot commit
+    // (bob's name, taken), so its request fails whole.
+    let mut out = Out::default();
+    h.hub.handle(a, parse("SAY #r lost").unwrap(), &mut out);
+    out.store[0].writes.push(Write::Register {
+        name: "bob".into(),
+        phc: "h:x".into(),
+        created: NOW,
+    });
+    h.drain(out);
+    assert_eq!(
+        h.take(a),
+        ["ERR STORAGE the server could not save that; try again"]
+    );
+    assert!(h.take(b).is_empty(), "nobody hears of it");
+    h.send(a, "SAY #r kept");
+    assert_eq!(h.take(a), [format!("OK SAY #r 1 {}", msgid(2))]);
+    assert_eq!(
+        h.take(b),
+        [format!("MSG #r 1 {} alice {NOW_TEXT} kept", msgid(2))]
+    );
+}
+
+/// A message committed elsewhere (another node) is applied through the same
+/// code as the hub's own: members hear it, and it is in the history.
+#[test]
+fn a_change_committed_elsewhere_is_applied_like_our_own() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    h.take(a);
+    h.take(b);
+    let conv = h.hub.rooms["#r"];
+    let bob = h.hub.by_name["bob"];
+    let msg = Msg {
+        seq: 1,
+        id: uuid::Uuid::from_u128(99),
+        sender: bob,
+        at: NOW,
+        text: "from afar".into(),
+        state: MsgState::Sent,
+    };
+    // The other node committed it to the store both nodes share.
+    let stored = store::StoredMessage {
+        conv,
+        seq: msg.seq,
+        id: msg.id,
+        sender: bob,
+        at: NOW,
+        text: msg.text.to_string(),
+        state: MsgState::Sent,
+    };
+    let write = store::Request::write(vec![Write::Message(stored)], None::<()>);
+    store::run_batch(&mut h.db, vec![write]);
+    let mut out = Out::default();
+    let posts = vec![Posted { origin: None, msg }];
+    h.hub.apply(Change::Posted { conv, posts }, &mut out);
+    h.drain(out);
+    let line = format!("MSG #r 1 {} bob {NOW_TEXT} from afar", msgid(99));
+    assert_eq!(h.take(a), std::slice::from_ref(&line));
+    assert_eq!(h.take(b), [line], "no session of this node sent it");
+    h.send(a, "SAY #r reply");
+    assert_eq!(h.take(a), [format!("OK SAY #r 2 {}", msgid(1))]);
+}
+
+/// A registration's id comes from its commit; one refused by the store (a
+/// name another node took) leaves no account behind in memory.
+#[test]
+fn a_registration_the_store_refuses_leaves_no_account() {
+    let mut h = Harness::new(Durability::Sync);
+    let taken = Write::Register {
+        name: "bob".into(),
+        phc: "h:elsewhere".into(),
+        created: NOW,
+    };
+    store::run_batch(
+        &mut h.db,
+        vec![store::Request::write(vec![taken], None::<()>)],
+    );
+    let s = h.connect();
+    h.send(s, "REGISTER bob password1");
+    assert_eq!(h.take(s), ["ERR USER_EXISTS that user name is taken"]);
+    assert!(!h.hub.by_name.contains_key("bob"));
+    h.send(s, "REGISTER carol password1");
+    assert_eq!(h.take(s), ["OK REGISTER carol"]);
+    assert_eq!(h.hub.by_name["carol"], UserId(2), "the store's next id");
+}

@@ -8,6 +8,13 @@ use super::{ConvId, ConvKind, MsgState, RequestState, StoreError, UserId};
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
+    /// A new account whose id the commit assigns (`--durability sync`).
+    Register {
+        name: String,
+        phc: String,
+        created: i64,
+    },
+    /// An account with an id the hub chose (`--durability async`).
     User {
         id: UserId,
         name: String,
@@ -34,7 +41,10 @@ pub enum Write {
         conv: ConvId,
         user: UserId,
     },
+    /// A message with a seq the hub chose (`--durability async`).
     Message(StoredMessage),
+    /// A message whose seq the commit assigns (`--durability sync`).
+    Post(Post),
     Friendship {
         a: UserId,
         b: UserId,
@@ -72,6 +82,66 @@ pub enum Write {
         state: RequestState,
         at: i64,
     },
+}
+
+impl Write {
+    /// Whether the commit assigns this write an id or seq, reported back as
+    /// an [`Assigned`].
+    pub fn assigns(&self) -> bool {
+        matches!(self, Write::Register { .. } | Write::Post(_))
+    }
+}
+
+/// What a commit assigned, one per write that [`Write::assigns`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assigned {
+    User(UserId),
+    Seq(u64),
+}
+
+impl Assigned {
+    pub fn user(&self) -> Option<UserId> {
+        match *self {
+            Assigned::User(user) => Some(user),
+            Assigned::Seq(_) => None,
+        }
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        match *self {
+            Assigned::Seq(seq) => Some(seq),
+            Assigned::User(_) => None,
+        }
+    }
+}
+
+/// A new message whose seq is assigned inside the transaction that stores
+/// it: the conversation's next. A commit that fails assigns nothing, so seqs
+/// stay gapless, and two writers of one database cannot hand out one seq
+/// twice. `blob`: the attachment the message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    pub conv: ConvId,
+    pub id: uuid::Uuid,
+    pub sender: UserId,
+    pub at: i64,
+    pub text: String,
+    pub blob: Option<String>,
+}
+
+impl Post {
+    /// The message as stored, once it has its seq.
+    pub fn stored(&self, seq: u64) -> StoredMessage {
+        StoredMessage {
+            conv: self.conv,
+            seq,
+            id: self.id,
+            sender: self.sender,
+            at: self.at,
+            text: self.text.clone(),
+            state: MsgState::Sent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,8 +238,8 @@ pub enum Query {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Writes only.
-    Done,
+    /// Writes only: what the commit assigned to them.
+    Done(Vec<Assigned>),
     Messages(Vec<StoredMessage>),
     /// The message as it now is.
     Changed(StoredMessage),

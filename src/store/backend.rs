@@ -1,6 +1,6 @@
 //! The seam between the storage thread and a database.
 
-use super::{Answer, Query, Snapshot, StoreError, Write};
+use super::{Answer, Assigned, Query, Snapshot, StoreError, Write};
 
 /// A database the storage thread drives: SQLite ([`super::SqliteBackend`])
 /// for the server, an in-memory one ([`super::MemoryBackend`]) for hub tests,
@@ -12,10 +12,12 @@ pub trait Backend: Send {
     /// messages of each conversation.
     fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError>;
 
-    /// Applies `writes` in order, in one transaction.
-    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError>;
+    /// Applies `writes` in order, in one transaction; returns what it
+    /// assigned, one per write that [`Write::assigns`].
+    fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError>;
 
-    /// Applies `writes`, then answers `query`, in one transaction.
+    /// Applies `writes`, then answers `query`, in one transaction (writes
+    /// that come with a query assign nothing the asker needs back).
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError>;
 }
 

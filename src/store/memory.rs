@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use super::backend::remove_blob_file;
 use super::{
-    Answer, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query, RequestRow,
+    Answer, Assigned, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query, RequestRow,
     RequestState, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
 };
 
@@ -110,13 +110,21 @@ impl Backend for MemoryBackend {
         })
     }
 
-    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError> {
-        self.transaction(|t, _| writes.iter().try_for_each(|w| t.apply(w)))
+    fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
+        self.transaction(|t, _| {
+            let mut assigned = Vec::new();
+            for w in writes {
+                assigned.extend(t.apply(w)?);
+            }
+            Ok(assigned)
+        })
     }
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         self.transaction(|t, orphans| {
-            writes.iter().try_for_each(|w| t.apply(w))?;
+            for w in writes {
+                t.apply(w)?;
+            }
             match *query {
                 Query::Before {
                     conv,
@@ -148,8 +156,34 @@ impl Backend for MemoryBackend {
 }
 
 impl Tables {
-    fn apply(&mut self, w: &Write) -> Result<(), StoreError> {
+    /// Applies one write; returns what it assigned, if it [`Write::assigns`].
+    fn apply(&mut self, w: &Write) -> Result<Option<Assigned>, StoreError> {
         match w {
+            Write::Register { name, phc, created } => {
+                // The largest id plus one, as SQLite's rowid.
+                let id = UserId(self.users.keys().next_back().map_or(1, |u| u.0 + 1));
+                let user = Write::User {
+                    id,
+                    name: name.clone(),
+                    phc: phc.clone(),
+                    created: *created,
+                };
+                self.apply(&user)?;
+                return Ok(Some(Assigned::User(id)));
+            }
+            Write::Post(p) => {
+                let seq = self.conv_messages(p.conv).next_back().map_or(0, |m| m.seq) + 1;
+                self.apply(&Write::Message(p.stored(seq)))?;
+                if let Some(blob) = &p.blob {
+                    let blob = blob.clone();
+                    self.apply(&Write::BlobRef {
+                        conv: p.conv,
+                        seq,
+                        blob,
+                    })?;
+                }
+                return Ok(Some(Assigned::Seq(seq)));
+            }
             Write::User { id, name, phc, .. } => {
                 if self.users.contains_key(id) || self.names.contains_key(name) {
                     return Err(StoreError::Conflict(format!("user {name} exists")));
@@ -264,7 +298,7 @@ impl Tables {
                 );
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Oldest first.

@@ -291,3 +291,77 @@ fn snapshots_agree() {
         loaded[0]
     );
 }
+
+fn post(text: &str) -> Write {
+    Write::Post(Post {
+        conv: ConvId(0),
+        id: uuid::Uuid::from_u128(7),
+        sender: UserId(0),
+        at: 0,
+        text: text.into(),
+        blob: None,
+    })
+}
+
+/// The commit assigns each posted message the conversation's next seq and
+/// each registration the next user id; a request whose commit fails
+/// assigns nothing, so the next one leaves no hole.
+#[test]
+fn commits_assign_seqs_and_ids_without_holes() {
+    each_backend(|name, db| {
+        let done = run_batch(
+            db,
+            vec![
+                Request::write(vec![post("one")], Some(0)),
+                Request::write(vec![post("two")], Some(1)),
+                Request::write(
+                    vec![
+                        Write::Register {
+                            name: "alice".into(),
+                            phc: "phc".into(),
+                            created: 0,
+                        },
+                        post("three"),
+                    ],
+                    Some(2),
+                ),
+            ],
+        );
+        let assigned: Vec<_> = done.into_iter().map(|(_, r)| r.unwrap()).collect();
+        assert_eq!(
+            assigned,
+            [
+                Answer::Done(vec![Assigned::Seq(1)]),
+                Answer::Done(vec![Assigned::Seq(2)]),
+                Answer::Done(vec![Assigned::User(UserId(1)), Assigned::Seq(3)]),
+            ],
+            "{name}"
+        );
+        // A post whose request fails (the name is taken) takes no seq.
+        let taken = Write::Register {
+            name: "alice".into(),
+            phc: "phc".into(),
+            created: 0,
+        };
+        let failed = run_batch(db, vec![Request::write(vec![post("lost"), taken], Some(3))]);
+        assert!(
+            matches!(failed[0].1, Err(StoreError::Conflict(_))),
+            "{name}"
+        );
+        let next = run_batch(db, vec![Request::write(vec![post("four")], Some(4))]);
+        assert_eq!(
+            next[0].1.as_ref().unwrap(),
+            &Answer::Done(vec![Assigned::Seq(4)]),
+            "{name}"
+        );
+        let after = ask(
+            db,
+            Query::After {
+                conv: ConvId(0),
+                after: 0,
+                limit: 10,
+            },
+        );
+        assert_eq!(seqs(after), [1, 2, 3, 4], "{name}");
+    });
+}

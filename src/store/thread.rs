@@ -117,27 +117,30 @@ fn commit_group<C>(
         return;
     }
     let writes: Vec<&Write> = group.iter().flat_map(|r| &r.writes).collect();
-    let all_ok = match backend.commit(&writes) {
-        Ok(()) => true,
+    let mut all = match backend.commit(&writes) {
+        Ok(assigned) => Some(assigned.into_iter()),
         Err(e) => {
             log::error!(
                 "group commit of {} requests failed: {e}; retrying one by one",
                 group.len()
             );
-            false
+            None
         }
     };
     for req in group {
-        let result = if all_ok {
-            Ok(())
-        } else {
-            backend.commit(&req.writes.iter().collect::<Vec<_>>())
+        let result = match &mut all {
+            // Each request takes the assignments of its own writes.
+            Some(assigned) => {
+                let n = req.writes.iter().filter(|w| w.assigns()).count();
+                Ok(assigned.by_ref().take(n).collect())
+            }
+            None => backend.commit(&req.writes.iter().collect::<Vec<_>>()),
         };
         if let Err(e) = &result {
             log::error!("storage write failed: {e}");
         }
         if let Some(token) = req.done {
-            out.push((token, result.map(|()| Answer::Done)));
+            out.push((token, result.map(Answer::Done)));
         }
     }
 }

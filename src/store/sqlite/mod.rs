@@ -14,7 +14,8 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use super::{
-    Answer, Backend, ConvId, MsgState, Query, Snapshot, StoreError, StoredMessage, UserId, Write,
+    Answer, Assigned, Backend, ConvId, MsgState, Query, Snapshot, StoreError, StoredMessage,
+    UserId, Write,
 };
 use checkpoint::Checkpointer;
 use read::{blob_access, messages_after, messages_before, search};
@@ -36,12 +37,14 @@ impl Backend for SqliteBackend {
         open::load(&self.conn, recent)
     }
 
-    fn commit(&mut self, writes: &[&Write]) -> Result<(), StoreError> {
+    fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut assigned = Vec::new();
         for w in writes {
-            apply(&tx, w)?;
+            assigned.extend(apply(&tx, w)?);
         }
-        Ok(tx.commit()?)
+        tx.commit()?;
+        Ok(assigned)
     }
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {

@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, MsgState, RequestState, StoreError, Write};
+use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, StoreError, Write};
 
 pub(super) fn change(
     tx: &rusqlite::Transaction<'_>,
@@ -47,8 +47,43 @@ pub(super) fn change(
     Ok(Answer::Changed(msg))
 }
 
-pub(super) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
+/// Applies one write; returns what it assigned, if it [`Write::assigns`].
+pub(super) fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    w: &Write,
+) -> Result<Option<Assigned>, rusqlite::Error> {
     match w {
+        Write::Register { name, phc, created } => {
+            // The rowid SQLite picks is the largest plus one: a rolled-back
+            // registration leaves no hole.
+            let id = tx
+                .prepare_cached(
+                    "INSERT INTO users (name, phc, created) VALUES (?1, ?2, ?3) RETURNING id",
+                )?
+                .query_row(params![name, phc, created], |r| r.get(0))?;
+            return Ok(Some(Assigned::User(id)));
+        }
+        Write::Post(p) => {
+            // The next seq, read inside the transaction that writes it; SQLite
+            // has one writer at a time, so no other commit can take it.
+            let last: i64 = tx
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1")?
+                .query_row([p.conv], |r| r.get(0))?;
+            let seq = u64::try_from(last).unwrap_or(0) + 1;
+            apply(tx, &Write::Message(p.stored(seq)))?;
+            if let Some(blob) = &p.blob {
+                let blob = blob.clone();
+                apply(
+                    tx,
+                    &Write::BlobRef {
+                        conv: p.conv,
+                        seq,
+                        blob,
+                    },
+                )?;
+            }
+            return Ok(Some(Assigned::Seq(seq)));
+        }
         Write::User {
             id,
             name,
@@ -158,5 +193,5 @@ pub(super) fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rus
             .execute(params![from, to, *state as i64, at])?;
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -1,0 +1,56 @@
+//! Committed changes, applied to the in-memory tables.
+//!
+//! A [`Change`] is a fact the store has already made durable, with the ids
+//! and seqs the commit gave it. The hub applies its own commits through
+//! [`Hub::apply`], and a second node's commits, fed to it off the bus, go
+//! through the same code: the tables and the events its sessions hear cannot
+//! differ by where a change was made.
+
+use super::{Audience, Event, Hub, Out, Posted, User};
+use super::{ConvId, UserId};
+
+/// A committed change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new account.
+    Registered {
+        user: UserId,
+        name: String,
+        phc: String,
+    },
+    /// Consecutive messages of one conversation, oldest first, each with
+    /// the seq its commit assigned and the session that sent it if that
+    /// session is on this node.
+    Posted { conv: ConvId, posts: Vec<Posted> },
+}
+
+impl Hub {
+    /// Applies a committed change and tells the local sessions concerned.
+    pub fn apply(&mut self, change: Change, out: &mut Out) {
+        match change {
+            Change::Registered { user, name, phc } => {
+                self.by_name.insert(name.as_str().into(), user);
+                self.users.insert(user, User::new(name, phc, None));
+            }
+            Change::Posted { conv, posts } => {
+                let recent = self.cfg.recent;
+                let Some(c) = self.convs.get_mut(conv) else {
+                    return;
+                };
+                for p in &posts {
+                    c.last_seq = c.last_seq.max(p.msg.seq);
+                    if recent > 0 {
+                        if c.recent.len() >= recent {
+                            c.recent.pop_front();
+                        }
+                        c.recent.push_back(p.msg.clone());
+                    }
+                }
+                out.event(
+                    Audience::members(conv, None),
+                    Event::Messages { conv, posts },
+                );
+            }
+        }
+    }
+}
