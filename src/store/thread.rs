@@ -4,7 +4,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Instant;
 
-use super::{Answer, Backend, Committed, Request, StoreError, Write};
+use super::{Answer, Assigned, Backend, Committed, Request, StoreError, Write};
 
 /// Most requests a single transaction takes, so one commit stays short.
 const MAX_BATCH: usize = 4096;
@@ -107,10 +107,11 @@ pub fn run_batch<C>(
 }
 
 /// Commits write-only requests in one transaction. Should that fail, each is
-/// retried alone, so one bad write cannot fail its neighbours.
+/// retried alone, so one bad write cannot fail its neighbours (a lone
+/// request's error is simply its answer).
 fn commit_group<C>(
     backend: &mut dyn Backend,
-    group: Vec<Request<C>>,
+    mut group: Vec<Request<C>>,
     out: &mut Vec<(C, Result<Answer, StoreError>)>,
 ) {
     if group.is_empty() {
@@ -119,6 +120,10 @@ fn commit_group<C>(
     let writes: Vec<&Write> = group.iter().flat_map(|r| &r.writes).collect();
     let mut all = match backend.commit(&writes) {
         Ok(assigned) => Some(assigned.into_iter()),
+        Err(e) if group.len() == 1 => {
+            let req = group.remove(0);
+            return answer(req, Err(e), out);
+        }
         Err(e) => {
             log::error!(
                 "group commit of {} requests failed: {e}; retrying one by one",
@@ -136,11 +141,22 @@ fn commit_group<C>(
             }
             None => backend.commit(&req.writes.iter().collect::<Vec<_>>()),
         };
-        if let Err(e) = &result {
-            log::error!("storage write failed: {e}");
-        }
-        if let Some(token) = req.done {
-            out.push((token, result.map(Answer::Done)));
-        }
+        answer(req, result, out);
+    }
+}
+
+/// Hands a write request its outcome.
+fn answer<C>(
+    req: Request<C>,
+    result: Result<Vec<Assigned>, StoreError>,
+    out: &mut Vec<(C, Result<Answer, StoreError>)>,
+) {
+    if let Err(e) = &result
+        && e.is_failure()
+    {
+        log::error!("storage write failed: {e}");
+    }
+    if let Some(token) = req.done {
+        out.push((token, result.map(Answer::Done)));
     }
 }

@@ -48,6 +48,20 @@ impl Server {
         }
     }
 
+    /// Starts the server on a data dir the caller owns (and removes).
+    pub fn on_dir(data: &Path, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(data, &extra, "127.0.0.1:0", None);
+        Server {
+            child,
+            addr,
+            dir: None,
+            data: data.to_path_buf(),
+            extra,
+            ulimit: None,
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
