@@ -65,6 +65,8 @@ fn num(m: &serde_json::Map<String, Value>, key: &str) -> f64 {
 /// some traffic, and one latency sample per counted delivery (deliveries of
 /// warm-up publishes, or of publishes after the window, count for neither).
 fn assert_clean_run(m: &serde_json::Map<String, Value>) {
+    // Every counted publish was answered and delivered before the tool quit.
+    assert_eq!(m.get("settled"), Some(&Value::Bool(true)), "{m:?}");
     assert_eq!(num(m, "errors"), 0.0, "{m:?}");
     assert_eq!(num(m, "disconnects"), 0.0, "{m:?}");
     assert!(num(m, "published") >= 10.0, "{m:?}");

@@ -148,13 +148,13 @@ pub fn run<P: Protocol>(
         progress.tick(label, &rx.m.arrived);
     }
     rx.m.close();
-    drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
+    let settled = drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
     progress.done();
     engine.close_all();
-    let measured = &rx.m.counts;
-    traffic_metrics(&mut report, P::ACKS, measured, window.secs());
-    if measured.published > 0 {
-        let fan = measured.delivered as f64 / measured.published as f64;
+    traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs(), settled);
+    let deliverable = rx.m.deliverable();
+    if deliverable > 0 {
+        let fan = rx.m.counts.delivered as f64 / deliverable as f64;
         report.metric("deliveries_per_publish", (fan * 10.0).round() / 10.0);
     }
     report.latency(&rx.m.hist);

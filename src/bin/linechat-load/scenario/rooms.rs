@@ -93,10 +93,10 @@ pub fn run<P: Protocol>(
         progress.tick("rooms", &rx.m.arrived);
     }
     rx.m.close();
-    drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
+    let settled = drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
     progress.done();
     engine.close_all();
-    traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs());
+    traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs(), settled);
     report.latency(&rx.m.hist);
     Ok(report)
 }
