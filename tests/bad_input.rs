@@ -49,16 +49,10 @@ fn alive(c: &mut Client, token: &str) {
 #[test]
 fn bad_input_hurts_neither_the_server_nor_others() {
     let s = Server::start();
-    let mut alice = s.user("alice");
+    let [mut alice, mut bob] = s.room_with("#lobby", ["alice", "bob"]);
     // Receipts are tested elsewhere; here they only interleave.
     alice.ignored.push("RECEIPT ");
-    alice.send("JOIN #lobby");
-    alice.expect("OK JOIN #lobby created");
-    let mut bob = s.user("bob");
     bob.ignored.push("RECEIPT ");
-    bob.send("JOIN #lobby");
-    bob.expect("OK JOIN #lobby joined");
-    alice.expect("JOINED #lobby bob");
     // The troublemaker is a member too, so anything it got through would
     // reach the bystanders.
     let mut mallory = s.user("mallory");
@@ -443,9 +437,7 @@ fn stray_telnet_subnegotiation_does_not_deafen_the_session() {
 #[test]
 fn an_attach_line_too_long_or_not_utf8_closes_the_session_unread() {
     let s = Server::with_args(&["--max-line", "100"]);
-    let mut bob = s.user("bob");
-    bob.send("JOIN #room");
-    bob.expect("OK JOIN #room created");
+    let [mut bob] = s.room_with("#room", ["bob"]);
     bob.ignored.push("PRESENCE ");
     let body = b"SAY #room smuggled\n";
     let long_name = format!("{}.txt", "n".repeat(200));
