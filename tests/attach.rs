@@ -41,14 +41,8 @@ fn blob_of(ok: &str) -> String {
 #[test]
 fn binary_attachment_roundtrip_history_and_restart() {
     let mut s = Server::start();
-    let mut a = s.user("alice");
+    let [mut a, mut b] = s.room_with("#files", ["alice", "bob"]);
     a.ignored.push("RECEIPT ");
-    let mut b = s.user("bob");
-    a.send("JOIN #files");
-    a.expect("OK JOIN #files created");
-    b.send("JOIN #files");
-    b.expect("OK JOIN #files joined");
-    a.expect("JOINED #files bob");
     let body = awkward(10_000);
     attach(
         &mut a,
@@ -98,9 +92,7 @@ fn binary_attachment_roundtrip_history_and_restart() {
 #[test]
 fn oversized_or_refused_uploads_are_skipped_and_the_session_goes_on() {
     let s = Server::with_args(&["--max-attachment", "1000"]);
-    let mut a = s.user("alice");
-    a.send("JOIN #r");
-    a.expect("OK JOIN #r created");
+    let [mut a] = s.room_with("#r", ["alice"]);
     let mut wire = b"ATTACH #r big.bin application/octet-stream 2000\n".to_vec();
     wire.extend_from_slice(&awkward(2000));
     wire.extend_from_slice(b"PING 1\n");
@@ -123,12 +115,7 @@ fn oversized_or_refused_uploads_are_skipped_and_the_session_goes_on() {
 #[test]
 fn a_short_body_then_close_publishes_nothing() {
     let s = Server::start();
-    let mut a = s.user("alice");
-    let mut b = s.user("bob");
-    a.send("JOIN #r");
-    a.expect("OK JOIN #r created");
-    b.send("JOIN #r");
-    b.expect("OK JOIN #r joined");
+    let [mut a, mut b] = s.room_with("#r", ["alice", "bob"]);
     let mut short = b"ATTACH #r cut.bin application/octet-stream 100\n".to_vec();
     short.extend_from_slice(&[0xFF; 40]);
     a.send_raw(&short);
@@ -219,13 +206,7 @@ fn direct_attachments_and_big_fetches_stream_within_the_outbox_limit() {
 #[test]
 fn two_parallel_8_mib_uploads_do_not_hold_up_chat() {
     let s = Server::start();
-    let mut chat_a = s.user("chatty");
-    let mut chat_b = s.user("reader");
-    chat_a.send("JOIN #busy");
-    chat_a.expect("OK JOIN #busy created");
-    chat_b.send("JOIN #busy");
-    chat_b.expect("OK JOIN #busy joined");
-    chat_a.expect("JOINED #busy reader");
+    let [mut chat_a, mut chat_b] = s.room_with("#busy", ["chatty", "reader"]);
     let uploads: Vec<_> = (0..2)
         .map(|n| {
             let mut up = s.user(&format!("up{n}"));
@@ -281,15 +262,9 @@ fn two_parallel_8_mib_uploads_do_not_hold_up_chat() {
 #[test]
 fn events_wait_until_a_fetch_body_is_done_and_attachments_cannot_be_edited() {
     let s = Server::start();
-    let mut a = s.user("alice");
-    let mut b = s.user("bob");
+    let [mut a, mut b] = s.room_with("#r", ["alice", "bob"]);
     b.ignored.push("RECEIPT ");
     a.ignored.push("RECEIPT ");
-    a.send("JOIN #r");
-    a.expect("OK JOIN #r created");
-    b.send("JOIN #r");
-    b.expect("OK JOIN #r joined");
-    a.expect("JOINED #r bob");
     let body = awkward(4 << 20);
     attach(&mut b, "#r", "big.bin", "application/octet-stream", &body);
     let id = blob_of(&b.expect_prefix("OK ATTACH #r 1 "));
@@ -382,13 +357,7 @@ fn old_attachments_are_not_editable_but_their_sender_deletes_them() {
 #[test]
 fn the_body_of_an_attach_line_that_does_not_parse_is_never_run() {
     let s = Server::start();
-    let mut a = s.user("alice");
-    let mut b = s.user("bob");
-    a.send("JOIN #room");
-    a.expect("OK JOIN #room created");
-    b.send("JOIN #room");
-    b.expect("OK JOIN #room joined");
-    a.expect("JOINED #room bob");
+    let [mut a, mut b] = s.room_with("#room", ["alice", "bob"]);
     b.ignored.push("PRESENCE ");
     // A file name with a space: the line does not parse, but its last word
     // is the size, so the body is read and dropped, not run.

@@ -49,16 +49,10 @@ fn alive(c: &mut Client, token: &str) {
 #[test]
 fn bad_input_hurts_neither_the_server_nor_others() {
     let s = Server::start();
-    let mut alice = s.user("alice");
+    let [mut alice, mut bob] = s.room_with("#lobby", ["alice", "bob"]);
     // Receipts are tested elsewhere; here they only interleave.
     alice.ignored.push("RECEIPT ");
-    alice.send("JOIN #lobby");
-    alice.expect("OK JOIN #lobby created");
-    let mut bob = s.user("bob");
     bob.ignored.push("RECEIPT ");
-    bob.send("JOIN #lobby");
-    bob.expect("OK JOIN #lobby joined");
-    alice.expect("JOINED #lobby bob");
     // The troublemaker is a member too, so anything it got through would
     // reach the bystanders.
     let mut mallory = s.user("mallory");
@@ -433,5 +427,66 @@ fn stray_telnet_subnegotiation_does_not_deafen_the_session() {
     );
     for i in 0..200 {
         c.expect(&format!("OK PONG {i}"));
+    }
+}
+
+/// An ATTACH line whose size the server cannot read, because the line is
+/// over `--max-line` or not UTF-8, is followed by a body of unknown length:
+/// the session gets one ERR and is closed (reason protocol_error), and the
+/// body, which holds a command here, is never run.
+#[test]
+fn an_attach_line_too_long_or_not_utf8_closes_the_session_unread() {
+    let s = Server::with_args(&["--max-line", "100"]);
+    let [mut bob] = s.room_with("#room", ["bob"]);
+    bob.ignored.push("PRESENCE ");
+    let body = b"SAY #room smuggled\n";
+    let long_name = format!("{}.txt", "n".repeat(200));
+    let cases: [(Vec<u8>, &str); 2] = [
+        (
+            // The verb in any case, after a blank, as the parser reads it.
+            format!(" attach #room {long_name} text/plain {}\n", body.len()).into_bytes(),
+            "ERR LINE_TOO_LONG the ATTACH line is longer than the limit; closing the connection, since its body cannot be told from commands",
+        ),
+        (
+            [
+                &b"ATTACH #room caf\xe9.txt text/plain "[..],
+                body.len().to_string().as_bytes(),
+                b"\n",
+            ]
+            .concat(),
+            "ERR BAD_UTF8 the ATTACH line is not valid UTF-8; closing the connection, since its body cannot be told from commands",
+        ),
+    ];
+    // alice is a member, so the smuggled SAY would be posted if it ran.
+    s.user("alice").send("JOIN #room");
+    bob.expect("JOINED #room alice");
+    for (line, err) in cases {
+        let mut alice = s.user("alice");
+        let wire = [&line[..], body, b"PING after\n"].concat();
+        alice.send_raw(&wire);
+        alice.expect(err);
+        assert_closed(&mut alice);
+    }
+    bob.send("HISTORY #room");
+    bob.expect("OK HISTORY #room 0");
+    bob.send("STATS");
+    let rows: Vec<String> = std::iter::from_fn(|| Some(bob.line()))
+        .take_while(|l| !l.starts_with("OK STATS"))
+        .collect();
+    assert!(
+        rows.contains(&"STAT closed_protocol_error 2".to_string()),
+        "{rows:?}"
+    );
+}
+
+/// Nothing more comes and the server has closed the connection (EOF or
+/// reset), within the usual timeout.
+fn assert_closed(c: &mut Client) {
+    assert_eq!(c.try_line(common::TIMEOUT), None, "a line after the ERR");
+    c.stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    match std::io::Read::read(&mut c.stream, &mut [0u8; 1]) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("connection still open: {other:?}"),
     }
 }

@@ -197,24 +197,12 @@ fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
     }
 }
 
-/// alice creates #r and bob joins it.
-fn alice_and_bob_in_r(s: &Server) -> (Client, Client) {
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    alice.send("JOIN #r");
-    alice.expect("OK JOIN #r created");
-    bob.send("JOIN #r");
-    bob.expect("OK JOIN #r joined");
-    alice.expect("JOINED #r bob");
-    (alice, bob)
-}
-
 /// Speaking in a conversation reads what came before, so the earlier
 /// senders get the same read receipt a READ would send, and STATUS agrees.
 #[test]
 fn saying_something_sends_read_receipts_for_earlier_messages() {
     let s = Server::start();
-    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
+    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
     bob.send("SAY #r question");
     bob.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&alice.line()), "MSG #r 1 bob question");
@@ -232,7 +220,7 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
     let s = Server::start();
-    let (mut alice, mut bob) = alice_and_bob_in_r(&s);
+    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
@@ -276,13 +264,7 @@ fn offline_user_gets_missed_messages_on_login_once() {
 #[test]
 fn dropped_slow_consumer_catches_up_with_sync() {
     let s = Server::with_args(&["--max-outbox", "65536"]);
-    let mut sender = s.user("sender");
-    sender.send("JOIN #burst");
-    sender.expect("OK JOIN #burst created");
-    let mut slow = s.user("slow");
-    slow.send("JOIN #burst");
-    slow.expect("OK JOIN #burst joined");
-    sender.sync();
+    let [mut sender, mut slow] = s.room_with("#burst", ["sender", "slow"]);
     let text = "q".repeat(3000);
     let total = 3000;
     for batch in 0..(total / 100) {
@@ -381,9 +363,7 @@ fn receipts_and_status_in_a_group() {
 #[test]
 fn history_pages_back_through_ten_thousand_messages() {
     let s = Server::with_args(&["--durability", "async"]);
-    let mut a = s.user("alice");
-    a.send("JOIN #long");
-    a.expect("OK JOIN #long created");
+    let [mut a] = s.room_with("#long", ["alice"]);
     let total = 10_000;
     let mut batch = String::new();
     for n in 1..=total {
@@ -425,9 +405,7 @@ fn history_pages_back_through_ten_thousand_messages() {
 #[test]
 fn search_finds_words_and_refuses_non_members() {
     let s = Server::start();
-    let mut a = s.user("alice");
-    a.send("JOIN #s");
-    a.expect("OK JOIN #s created");
+    let [mut a] = s.room_with("#s", ["alice"]);
     for text in [
         "the quick brown fox",
         "lazy dogs sleep",

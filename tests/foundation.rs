@@ -52,9 +52,7 @@ fn two_users_chat_in_a_room() {
 #[test]
 fn joiner_gets_recent_history_after_the_join_reply() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    alice.send("JOIN #r");
-    alice.expect("OK JOIN #r created");
+    let [mut alice] = s.room_with("#r", ["alice"]);
     for i in 1..=3 {
         alice.send(&format!("SAY #r message {i}"));
         alice.expect_prefix(&format!("OK SAY #r {i} "));
@@ -89,9 +87,7 @@ fn a_users_other_session_sees_its_own_message() {
 #[test]
 fn non_members_cannot_speak_and_pre_login_commands_are_refused() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    alice.send("JOIN #r");
-    alice.expect("OK JOIN #r created");
+    let [mut alice] = s.room_with("#r", ["alice"]);
     let mut mallory = s.user("mallory");
     mallory.send("SAY #r hi");
     mallory.expect("ERR NOT_MEMBER you are not a member of #r");
@@ -205,17 +201,7 @@ fn pipelined_commands_are_answered_in_order() {
 #[test]
 fn slow_consumer_is_dropped_and_others_get_everything_in_order() {
     let s = Server::with_args(&["--max-outbox", "65536"]);
-    let mut sender = s.user("sender");
-    sender.send("JOIN #busy");
-    sender.expect("OK JOIN #busy created");
-    let mut good = s.user("good");
-    good.send("JOIN #busy");
-    good.expect("OK JOIN #busy joined");
-    let mut slow = s.user("slow");
-    slow.send("JOIN #busy");
-    slow.expect("OK JOIN #busy joined");
-    sender.sync();
-    good.sync();
+    let [mut sender, mut good, mut slow] = s.room_with("#busy", ["sender", "good", "slow"]);
     // `slow` never reads again; `good` reads in its own thread.
     // Enough to overflow the kernel's socket buffers as well as the outbox.
     let text = "z".repeat(4000);
@@ -312,13 +298,7 @@ fn ping_is_answered_while_logins_are_hashing() {
 #[test]
 fn presence_on_first_connect_and_last_disconnect() {
     let s = Server::start();
-    let mut alice = s.user("alice");
-    let mut bob = s.user("bob");
-    alice.send("JOIN #p");
-    alice.expect("OK JOIN #p created");
-    bob.send("JOIN #p");
-    bob.expect("OK JOIN #p joined");
-    alice.expect("JOINED #p bob");
+    let [mut alice, bob] = s.room_with("#p", ["alice", "bob"]);
     let mut bob2 = s.client();
     bob2.login("bob");
     drop(bob);

@@ -3,6 +3,8 @@
 //! - Any byte stream, cut at any points, gives the frames a plain reference
 //!   model gives: one per complete non-blank line (an over-long line gives one
 //!   `TooLong`, however it arrives; blank lines give nothing), never a panic.
+//!   A `TooLong` or `BadUtf8` says whether the line was an ATTACH, whose body
+//!   the server must then not read as lines.
 //! - Whatever one session sends, each line gets exactly one answer.
 
 use bytes::Bytes;
@@ -18,11 +20,12 @@ use proptest::sample::Index;
 // ---------------------------------------------------------------------------
 // The framer against a reference model.
 
+/// A frame as the model sees it; the flags are the frames' `attach`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum F {
     Line(String),
-    TooLong,
-    BadUtf8,
+    TooLong(bool),
+    BadUtf8(bool),
 }
 
 const IAC: u8 = 0xFF;
@@ -59,6 +62,30 @@ fn strip_telnet(line: &[u8]) -> Vec<u8> {
     out
 }
 
+const SEP: [char; 2] = [' ', '\t'];
+
+/// An over-long line is an ATTACH if its first `max + 1` bytes (all that a
+/// line cut anywhere is sure to have buffered), telnet removed, are spaces
+/// or tabs, the verb in any case, and a space or tab.
+fn long_attach(line: &[u8], max: usize) -> bool {
+    let head = strip_telnet(&line[..max + 1]);
+    let head = String::from_utf8_lossy(&head);
+    let rest = head.trim_start_matches(SEP);
+    rest.get(..6)
+        .is_some_and(|v| v.eq_ignore_ascii_case("ATTACH"))
+        && rest[6..].starts_with(SEP)
+}
+
+/// A line that is not UTF-8 is an ATTACH if, invalid bytes aside, its first
+/// word is the verb and its last word (not the verb) is meant as a size.
+fn bad_utf8_attach(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    let words: Vec<&str> = text.split(SEP).filter(|w| !w.is_empty()).collect();
+    words.len() >= 2
+        && words[0].eq_ignore_ascii_case("ATTACH")
+        && words[words.len() - 1].starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-')
+}
+
 /// What the framer must produce for `stream` with limit `max`, once all of it
 /// has been fed and the frames drained.
 fn model(stream: &[u8], max: usize) -> Vec<F> {
@@ -69,7 +96,7 @@ fn model(stream: &[u8], max: usize) -> Vec<F> {
     for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > max {
-            out.push(F::TooLong);
+            out.push(F::TooLong(long_attach(line, max)));
             continue;
         }
         let line = strip_telnet(line);
@@ -79,13 +106,13 @@ fn model(stream: &[u8], max: usize) -> Vec<F> {
         }
         out.push(match std::str::from_utf8(&line) {
             Ok(s) => F::Line(s.to_string()),
-            Err(_) => F::BadUtf8,
+            Err(_) => F::BadUtf8(bad_utf8_attach(&line)),
         });
     }
     // An unfinished line is reported as soon as it cannot fit any more
     // (one byte of slack for a CR that may still come).
     if tail.len() > max + 1 {
-        out.push(F::TooLong);
+        out.push(F::TooLong(long_attach(tail, max)));
     }
     out
 }
@@ -94,8 +121,8 @@ fn drain(framer: &mut LineFramer, out: &mut Vec<F>) {
     while let Some(frame) = framer.next_frame() {
         out.push(match frame {
             Frame::Line(l) => F::Line(l.to_string()),
-            Frame::TooLong => F::TooLong,
-            Frame::BadUtf8 => F::BadUtf8,
+            Frame::TooLong { attach } => F::TooLong(attach),
+            Frame::BadUtf8 { attach } => F::BadUtf8(attach),
         });
     }
 }
@@ -127,12 +154,18 @@ fn run(stream: &[u8], max: usize, cuts: &[Index], drain_after: &[bool]) -> Vec<F
 }
 
 /// Byte strings that exercise the framer's corners: line endings, blanks,
-/// telnet sequences (whole and cut), invalid UTF-8, multi-byte characters.
+/// telnet sequences (whole and cut), invalid UTF-8, multi-byte characters,
+/// ATTACH verbs and sizes.
 fn piece() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => prop::sample::select(vec![
             &b"PING"[..],
             b"PING x",
+            b"ATTACH ",
+            b"aTTach\t",
+            b"ATTACHED ",
+            b" 12",
+            b" -1",
             b"SAY #a hi",
             b" ",
             b"\t",

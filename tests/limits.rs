@@ -183,13 +183,7 @@ fn out_of_descriptors_keeps_serving_without_spinning() {
 #[test]
 fn sigterm_says_bye_commits_and_exits_cleanly() {
     let mut s = Server::start();
-    let mut a = s.user("alice");
-    let mut b = s.user("bob");
-    a.send("JOIN #r");
-    a.expect("OK JOIN #r created");
-    b.send("JOIN #r");
-    b.expect("OK JOIN #r joined");
-    a.expect("JOINED #r bob");
+    let [mut a, mut b] = s.room_with("#r", ["alice", "bob"]);
     a.send("SAY #r before shutdown");
     a.expect_prefix("OK SAY #r 1 ");
     b.line();

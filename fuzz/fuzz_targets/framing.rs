@@ -22,8 +22,8 @@ fn drain(framer: &mut LineFramer, out: &mut Vec<String>) {
                 assert!(!line.is_empty() && !line.contains('\n'));
                 format!("{line:?} => {:?}", parse(line))
             }
-            Frame::TooLong => "<too long>".into(),
-            Frame::BadUtf8 => "<bad utf8>".into(),
+            Frame::TooLong { attach } => format!("<too long, attach: {attach}>"),
+            Frame::BadUtf8 { attach } => format!("<bad utf8, attach: {attach}>"),
         });
     }
 }

@@ -86,6 +86,8 @@ pub fn lost_code(e: &Lost) -> &'static str {
     match e {
         Lost::BadSize => "BAD_ARGS",
         Lost::TooLarge(_) => "TOO_LARGE",
+        Lost::LongAttach => "LINE_TOO_LONG",
+        Lost::Utf8Attach => "BAD_UTF8",
     }
 }
 

@@ -305,6 +305,22 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     Ok(cmd)
 }
 
+/// Whether `head`, the first bytes of a line, starts with the ATTACH verb
+/// as [`parse`] reads it: after any spaces or tabs, in any case, and followed
+/// by a space or tab. The framer asks this of a line too long to parse,
+/// since such a line declares a body it cannot find.
+pub fn starts_attach(head: &[u8]) -> bool {
+    let verb_at = head
+        .iter()
+        .position(|b| !SEP.contains(&char::from(*b)))
+        .unwrap_or(head.len());
+    let verb = b"ATTACH";
+    let rest = &head[verb_at..];
+    rest.len() > verb.len()
+        && rest[..verb.len()].eq_ignore_ascii_case(verb)
+        && SEP.contains(&char::from(rest[verb.len()]))
+}
+
 /// What the last word of an ATTACH line declares about the body after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Declared {
@@ -389,6 +405,16 @@ fn parse_friend(args: &str) -> Result<FriendCmd<'_>, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_attach_reads_the_verb_as_parse_does() {
+        for head in ["ATTACH #r", "attach\t", " \tAttach x", "ATTACH  "] {
+            assert!(starts_attach(head.as_bytes()), "{head:?}");
+        }
+        for head in ["ATTACH", "ATTACHED #r", "SAY ATTACH x", "", "  ", "ATTAC"] {
+            assert!(!starts_attach(head.as_bytes()), "{head:?}");
+        }
+    }
 
     #[test]
     fn verbs_are_case_insensitive_and_text_keeps_spaces() {

@@ -41,6 +41,16 @@ pub enum Lost {
         "attachments are at most {0} bytes; closing the connection instead of reading the body"
     )]
     TooLarge(u64),
+    /// An ATTACH line over the line limit: its size was never read.
+    #[error(
+        "the ATTACH line is longer than the limit; closing the connection, since its body cannot be told from commands"
+    )]
+    LongAttach,
+    /// An ATTACH line that declares a size but is not valid UTF-8.
+    #[error(
+        "the ATTACH line is not valid UTF-8; closing the connection, since its body cannot be told from commands"
+    )]
+    Utf8Attach,
 }
 
 /// The directive for `line`, parsed as `parsed`; bodies over `max_body`

@@ -5,6 +5,8 @@
 //! buffer, and keeps it empty (unallocated) whenever no partial line is pending:
 //! an idle session costs no buffer memory.
 
+use super::command::{self, Declared};
+
 /// Telnet "Interpret As Command" escape byte.
 const IAC: u8 = 0xFF;
 /// Telnet commands in 251..=254 (WILL, WONT, DO, DONT) carry one option byte.
@@ -19,14 +21,22 @@ const SE: u8 = 240;
 const SHRINK_ABOVE: usize = 16 * 1024;
 
 /// One unit of input handed to the command layer.
+///
+/// A line that is not handed on as text can still be an ATTACH, whose body
+/// follows it raw; `attach` says so, since the body's extent is then unknown
+/// and must not be read as lines.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
     /// A complete, non-empty UTF-8 line without its CR/LF.
     Line(&'a str),
     /// A line longer than the limit; the rest of it up to its LF is discarded.
-    TooLong,
-    /// A complete line that is not valid UTF-8.
-    BadUtf8,
+    /// `attach`: its first `limit + 1` bytes begin with the ATTACH verb and a
+    /// space or tab, as [`command::starts_attach`] reads them.
+    TooLong { attach: bool },
+    /// A complete line that is not valid UTF-8. `attach`: it is an ATTACH
+    /// line whose last word declares a size, as [`command::declared_size`]
+    /// reads it (each invalid sequence taken as U+FFFD).
+    BadUtf8 { attach: bool },
 }
 
 /// Incremental line framer: feed it bytes, then take frames until `None`.
@@ -80,7 +90,27 @@ fn strip_telnet(line: &mut [u8]) -> usize {
 fn utf8_frame(line: &[u8]) -> Frame<'_> {
     match std::str::from_utf8(line) {
         Ok(line) => Frame::Line(line),
-        Err(_) => Frame::BadUtf8,
+        Err(_) => {
+            let text = String::from_utf8_lossy(line);
+            let attach = command::declared_size(&text) != Declared::Nothing;
+            Frame::BadUtf8 { attach }
+        }
+    }
+}
+
+/// The frame for a line over `max_line` whose bytes start at `line`; only
+/// its first `max_line + 1` bytes are looked at (the line has at least that
+/// many, however it arrived), so the answer does not depend on how the
+/// input was cut. The bytes are changed: the line is being dropped.
+fn too_long(line: &mut [u8], max_line: usize) -> Frame<'static> {
+    let head = &mut line[..max_line + 1];
+    let len = if head.contains(&IAC) {
+        strip_telnet(head)
+    } else {
+        head.len()
+    };
+    Frame::TooLong {
+        attach: command::starts_attach(&head[..len]),
     }
 }
 
@@ -145,7 +175,7 @@ impl LineFramer {
                 end -= 1;
             }
             if end - line_start > self.max_line {
-                return Some(Frame::TooLong);
+                return Some(too_long(&mut self.buf[line_start..end], self.max_line));
             }
             // Blank lines (spaces and tabs only) are ignored, not answered.
             if self.buf[line_start..end]
@@ -183,11 +213,12 @@ impl LineFramer {
         }
         // A CR may still come before the LF, hence the +1.
         if tail > self.max_line + 1 {
+            let frame = too_long(&mut self.buf[self.start..], self.max_line);
             self.discarding = true;
             self.buf.truncate(self.start);
             self.scanned = 0;
             self.compact();
-            return Some(Frame::TooLong);
+            return Some(frame);
         }
         self.scanned = tail;
         self.compact();
@@ -220,8 +251,10 @@ mod tests {
         while let Some(f) = framer.next_frame() {
             out.push(match f {
                 Frame::Line(l) => l.to_string(),
-                Frame::TooLong => "<too long>".into(),
-                Frame::BadUtf8 => "<bad utf8>".into(),
+                Frame::TooLong { attach: false } => "<too long>".into(),
+                Frame::TooLong { attach: true } => "<too long attach>".into(),
+                Frame::BadUtf8 { attach: false } => "<bad utf8>".into(),
+                Frame::BadUtf8 { attach: true } => "<bad utf8 attach>".into(),
             });
         }
         out
@@ -248,6 +281,34 @@ mod tests {
         assert_eq!(frames(&mut f), ["ok"]);
         f.feed(b"0123456789\nok2\n");
         assert_eq!(frames(&mut f), ["<too long>", "ok2"]);
+    }
+
+    #[test]
+    fn an_attach_line_that_is_not_handed_on_is_flagged() {
+        let mut f = LineFramer::new(10);
+        f.feed(b"ATTACH #r a-very-long-name.txt text/plain 5\n");
+        f.feed(b"\tattach\t#r x\n");
+        f.feed(&[IAC, 251, 3]);
+        f.feed(b"ATTACH #r long\n");
+        f.feed(b"ATTACHED #r long long\n");
+        f.feed(b"PING \xe9 5\nATTACH \xe9 5\nATTACH \xe9\n");
+        assert_eq!(
+            frames(&mut f),
+            [
+                "<too long attach>",
+                "<too long attach>",
+                "<too long attach>",
+                "<too long>",
+                "<bad utf8>",
+                "<bad utf8 attach>",
+                "<bad utf8>"
+            ]
+        );
+        // Cut before its end, the line is judged by its first 11 bytes.
+        f.feed(b"attach #r name-that-goes-on");
+        assert_eq!(frames(&mut f), ["<too long attach>"]);
+        f.feed(b" and on 5\nok\n");
+        assert_eq!(frames(&mut f), ["ok"]);
     }
 
     #[test]

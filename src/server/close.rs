@@ -18,7 +18,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// No login within `--login-timeout`.
     LoginTimeout,
-    /// The input can no longer be split into lines (unreadable ATTACH size).
+    /// The input can no longer be split into lines: an ATTACH whose size
+    /// is unreadable, or whose line is over the limit or not UTF-8.
     ProtocolError,
     /// An ATTACH declared a body far over `--max-attachment`.
     TooLarge,

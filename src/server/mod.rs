@@ -54,6 +54,16 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
 }
 
+/// The input of `conn` can no longer be split into lines: answer, stop reading.
+fn lose_framing(conn: &mut Conn, sid: SessionId, lost: Lost, out: &mut Out) {
+    out.reply(sid, Reply::Lost(lost));
+    conn.closing = true;
+    conn.close_as(match lost {
+        Lost::TooLarge(_) => CloseReason::TooLarge,
+        Lost::BadSize | Lost::LongAttach | Lost::Utf8Attach => CloseReason::ProtocolError,
+    });
+}
+
 /// A listening socket with a backlog big enough for a connect storm (the
 /// standard library's 128 drops connections when thousands arrive at once;
 /// the kernel caps it at net.core.somaxconn).
@@ -523,13 +533,7 @@ impl Server {
                     let parsed = protocol::parse(line);
                     let framing = protocol::framing(line, &parsed, max_body);
                     if let Framing::Lost(lost) = framing {
-                        // What follows cannot be split into lines: answer, stop reading.
-                        out.reply(sid, Reply::Lost(lost));
-                        conn.closing = true;
-                        conn.close_as(match lost {
-                            Lost::BadSize => CloseReason::ProtocolError,
-                            Lost::TooLarge(_) => CloseReason::TooLarge,
-                        });
+                        lose_framing(conn, sid, lost, out);
                         continue;
                     }
                     match parsed {
@@ -562,8 +566,10 @@ impl Server {
                         Framing::Line | Framing::Lost(_) => {}
                     }
                 }
-                Frame::TooLong => hub.bad_line(sid, ParseError::LineTooLong, out),
-                Frame::BadUtf8 => hub.bad_line(sid, ParseError::BadUtf8, out),
+                Frame::TooLong { attach: false } => hub.bad_line(sid, ParseError::LineTooLong, out),
+                Frame::BadUtf8 { attach: false } => hub.bad_line(sid, ParseError::BadUtf8, out),
+                Frame::TooLong { attach: true } => lose_framing(conn, sid, Lost::LongAttach, out),
+                Frame::BadUtf8 { attach: true } => lose_framing(conn, sid, Lost::Utf8Attach, out),
             }
         }
         self.apply_out();

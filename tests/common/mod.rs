@@ -126,6 +126,23 @@ impl Server {
         }
         c
     }
+
+    /// `users`, logged in (registered if new), all members of `room`: the
+    /// first creates it, each later one joins, and every earlier member has
+    /// read the `JOINED` line of each later one.
+    pub fn room_with<const N: usize>(&self, room: &str, users: [&str; N]) -> [Client; N] {
+        let mut clients = users.map(|user| self.user(user));
+        for (i, user) in users.iter().enumerate() {
+            let (earlier, rest) = clients.split_at_mut(i);
+            rest[0].send(&format!("JOIN {room}"));
+            let how = if i == 0 { "created" } else { "joined" };
+            rest[0].expect(&format!("OK JOIN {room} {how}"));
+            for member in earlier {
+                member.expect(&format!("JOINED {room} {user}"));
+            }
+        }
+        clients
+    }
 }
 
 impl Drop for Server {

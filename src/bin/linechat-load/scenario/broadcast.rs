@@ -1,13 +1,13 @@
 //! One room, P publishers, S subscribers. `fanout` publishes as fast as the
 //! server takes it under a per-publisher window; `latency` at a fixed rate.
 
-use super::{Counts, Progress, Settings, Window, timeout_until, traffic_metrics};
+use super::measured::Measured;
+use super::{Progress, Settings, Window, drain, timeout_until, traffic_metrics};
 use crate::clock::Clock;
 use crate::engine::{Engine, Note, OUT_HIGH_WATER, Status};
 use crate::payload;
 use crate::proto::{Event, Protocol, Target};
-use crate::report::{Report, latency_histogram};
-use hdrhistogram::Histogram;
+use crate::report::Report;
 use serde_json::{Map, json};
 use std::io;
 use std::time::{Duration, Instant};
@@ -64,12 +64,10 @@ pub fn run<P: Protocol>(
     let mut rx = Receiver {
         np,
         seen: vec![0; subscribers * np],
-        counts: Counts::default(),
-        hist: latency_histogram(),
+        m: Measured::new(np, P::ACKS),
     };
-    let mut sent = vec![0u64; np];
+    let recipients = live_subs as u64;
     let mut min_seen = vec![0u64; np];
-    let mut base = Counts::default();
     let mut scratch = Vec::with_capacity(s.bytes);
     let mut progress = Progress::new();
     let mut window = Window::new(s);
@@ -86,12 +84,12 @@ pub fn run<P: Protocol>(
             break;
         }
         if window.warmup_done(now) {
-            base = rx.counts;
-            rx.hist.reset();
+            rx.m.open();
         }
         match pace {
             Pace::Window(w) => {
-                let limited = (0..np).any(|p| sent[p] - min_seen[p] >= w);
+                let ahead = |m: &Measured, p: usize, min: u64| m.sent(p) - min;
+                let limited = (0..np).any(|p| ahead(&rx.m, p, min_seen[p]) >= w);
                 if limited {
                     min_seen.fill(u64::MAX);
                     for (sub, row) in rx.seen.chunks(np).enumerate() {
@@ -105,27 +103,23 @@ pub fn run<P: Protocol>(
                         return Err(io::Error::other("all subscribers disconnected"));
                     }
                 }
-                for p in 0..np {
+                for (p, &min) in min_seen.iter().enumerate() {
                     let c = &engine.clients[p];
                     if c.status != Status::Ready || c.pending_out() >= OUT_HIGH_WATER {
                         continue;
                     }
-                    let mut budget = w.saturating_sub(sent[p] - min_seen[p]);
-                    let (seq0, ts) = (sent[p], clock.now_ns());
-                    let mut n = 0;
+                    let mut budget = w.saturating_sub(ahead(&rx.m, p, min));
+                    let ts = clock.now_ns();
+                    let m = &mut rx.m;
                     engine.send(p, |out| {
                         while budget > 0 && out.len() < OUT_HIGH_WATER {
-                            n += 1;
+                            let seq = m.publish(p, recipients);
                             scratch.clear();
-                            payload::write(&mut scratch, s.bytes, p as u64, seq0 + n, ts);
+                            payload::write(&mut scratch, s.bytes, p as u64, seq, ts);
                             P::publish(out, Target::Room(&room), &scratch);
                             budget -= 1;
                         }
                     });
-                    sent[p] += n;
-                    if !P::ACKS {
-                        rx.counts.published += n;
-                    }
                 }
             }
             Pace::Rate(_) => {
@@ -136,16 +130,12 @@ pub fn run<P: Protocol>(
                     if engine.clients[p].status != Status::Ready {
                         continue;
                     }
-                    sent[p] += 1;
-                    let (seq, ts) = (sent[p], clock.now_ns());
+                    let (seq, ts) = (rx.m.publish(p, recipients), clock.now_ns());
                     engine.send(p, |out| {
                         scratch.clear();
                         payload::write(&mut scratch, s.bytes, p as u64, seq, ts);
                         P::publish(out, Target::Room(&room), &scratch);
                     });
-                    if !P::ACKS {
-                        rx.counts.published += 1;
-                    }
                 }
             }
         }
@@ -155,25 +145,19 @@ pub fn run<P: Protocol>(
             Pace::Window(_) => timeout_until(window.end, cap),
         };
         engine.poll_once(timeout, &mut |i, n, t| rx.on(i, n, t))?;
-        progress.tick(label, &rx.counts);
+        progress.tick(label, &rx.m.arrived);
     }
-    let measured = rx.counts.since(&base);
-    // Let in-flight messages arrive so slow deliveries still reach the
-    // histogram (not counted in the rates).
-    let drain_end = Instant::now() + Duration::from_secs(2);
-    let expected = |c: &Counts| c.published.max(sent.iter().sum()) * live_subs as u64;
-    while Instant::now() < drain_end && rx.counts.delivered < expected(&rx.counts) {
-        let timeout = timeout_until(drain_end, Duration::from_millis(50));
-        engine.poll_once(timeout, &mut |i, n, t| rx.on(i, n, t))?;
-    }
+    rx.m.close();
+    let settled = drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
     progress.done();
     engine.close_all();
-    traffic_metrics(&mut report, P::ACKS, &measured, window.secs());
-    if measured.published > 0 {
-        let fan = measured.delivered as f64 / measured.published as f64;
+    traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs(), settled);
+    let deliverable = rx.m.deliverable();
+    if deliverable > 0 {
+        let fan = rx.m.counts.delivered as f64 / deliverable as f64;
         report.metric("deliveries_per_publish", (fan * 10.0).round() / 10.0);
     }
-    report.latency(&rx.hist);
+    report.latency(&rx.m.hist);
     Ok(report)
 }
 
@@ -182,8 +166,7 @@ struct Receiver {
     np: usize,
     /// Highest sequence number each subscriber has seen from each publisher.
     seen: Vec<u64>,
-    counts: Counts,
-    hist: Histogram<u64>,
+    m: Measured,
 }
 
 impl Receiver {
@@ -193,20 +176,14 @@ impl Receiver {
                 if let Some((pid, seq, ns)) = payload::parse(p)
                     && (pid as usize) < self.np
                 {
-                    self.counts.delivered += 1;
                     let slot = &mut self.seen[(i - self.np) * self.np + pid as usize];
                     *slot = (*slot).max(seq);
-                    let _ = self.hist.record(now.saturating_sub(ns) / 1000);
+                    self.m.delivered(pid as usize, seq, now.saturating_sub(ns));
                 }
             }
-            Note::Event(Event::Accepted) => self.counts.published += 1,
-            Note::Event(Event::Err(l)) => {
-                self.counts.errors += 1;
-                if self.counts.errors <= 5 {
-                    log::warn!("error reply: {}", String::from_utf8_lossy(l));
-                }
-            }
-            Note::Closed => self.counts.closed += 1,
+            Note::Event(Event::Accepted) => self.m.accepted(i),
+            Note::Event(Event::Err(l)) => self.m.rejected(i, l),
+            Note::Closed => self.m.closed(),
             _ => {}
         }
     }

@@ -2,11 +2,12 @@
 
 mod broadcast;
 mod connections;
+mod measured;
 mod rooms;
 
 use crate::Scenario;
 use crate::clock::Clock;
-use crate::engine::Engine;
+use crate::engine::{Engine, Note};
 use crate::proto::{ClientSpec, Protocol, linechat};
 use crate::report::{self, Report, Target};
 use serde_json::{Map, Value};
@@ -178,7 +179,7 @@ impl Window {
     }
 }
 
-/// Counters shared by the traffic scenarios; `base` is the warm-up snapshot.
+/// Counters shared by the traffic scenarios (see `measured` for what counts).
 #[derive(Default, Clone, Copy)]
 pub struct Counts {
     pub published: u64,
@@ -231,8 +232,10 @@ impl Progress {
     }
 }
 
-/// Common traffic metrics for the table.
-pub fn traffic_metrics(r: &mut Report, acks: bool, c: &Counts, secs: f64) {
+/// Common traffic metrics for the table; `settled`: the drain saw every
+/// measured publish answered and delivered (if not, the server was more
+/// than the drain behind, or lost messages).
+pub fn traffic_metrics(r: &mut Report, acks: bool, c: &Counts, secs: f64, settled: bool) {
     r.metric(
         "published_counted_as",
         if acks { "server acks" } else { "sent" },
@@ -243,6 +246,30 @@ pub fn traffic_metrics(r: &mut Report, acks: bool, c: &Counts, secs: f64) {
     r.rate("delivered_per_s", c.delivered, secs);
     r.metric("errors", c.errors);
     r.metric("disconnects", c.closed);
+    r.metric("settled", settled);
+}
+
+/// How long a traffic scenario waits after its window for the replies and
+/// deliveries of the publishes it measured.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// After the window: feeds `on` until `settled` (every measured publish
+/// answered and delivered) or `DRAIN` has passed; returns whether settled.
+pub fn drain<P: Protocol, R>(
+    engine: &mut Engine<P>,
+    rx: &mut R,
+    on: impl Fn(&mut R, usize, Note<'_>, u64),
+    settled: impl Fn(&R) -> bool,
+) -> io::Result<bool> {
+    let end = Instant::now() + DRAIN;
+    while !settled(rx) {
+        if Instant::now() >= end {
+            return Ok(false);
+        }
+        let timeout = timeout_until(end, Duration::from_millis(50));
+        engine.poll_once(timeout, &mut |i, n, t| on(rx, i, n, t))?;
+    }
+    Ok(true)
 }
 
 /// Poll timeout that never oversleeps `until`, and never exceeds `cap`.

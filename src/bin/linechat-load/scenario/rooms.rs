@@ -2,13 +2,13 @@
 //! "normal chat" mix. Client i is in room i / K; clients 2j and 2j+1 are a
 //! direct-message pair (on linechat they befriend each other first).
 
-use super::{Counts, Progress, Settings, Window, timeout_until, traffic_metrics};
+use super::measured::Measured;
+use super::{Progress, Settings, Window, drain, timeout_until, traffic_metrics};
 use crate::clock::Clock;
 use crate::engine::{Engine, Note, Status};
 use crate::payload;
 use crate::proto::{Event, Protocol, Target};
-use crate::report::{Report, latency_histogram};
-use hdrhistogram::Histogram;
+use crate::report::Report;
 use serde_json::{Map, json};
 use std::io;
 use std::time::{Duration, Instant};
@@ -44,10 +44,8 @@ pub fn run<P: Protocol>(
     let names: Vec<String> = engine.clients.iter().map(|c| c.spec.name.clone()).collect();
     let room_names: Vec<String> = (0..rooms.max(1)).map(|r| s.room(r)).collect();
     let mut rx = Receiver {
-        counts: Counts::default(),
-        hist: latency_histogram(),
+        m: Measured::new(n, P::ACKS),
     };
-    let mut base = Counts::default();
     let mut window = Window::new(s);
     let mut progress = Progress::new();
     let mut scratch = Vec::with_capacity(s.bytes);
@@ -60,8 +58,7 @@ pub fn run<P: Protocol>(
             break;
         }
         if window.warmup_done(now) {
-            base = rx.counts;
-            rx.hist.reset();
+            rx.m.open();
         }
         while next_due <= now {
             next_due += interval;
@@ -73,31 +70,34 @@ pub fn run<P: Protocol>(
             // Spread direct messages evenly instead of drawing randomly.
             direct_acc += direct_ratio;
             let peer = from ^ 1;
-            let target = if direct_acc >= 1.0 && peer < n {
+            let ready = |c: usize| engine.clients[c].status == Status::Ready;
+            let (target, recipients) = if direct_acc >= 1.0 && peer < n {
                 direct_acc -= 1.0;
-                Target::User(&names[peer])
+                (Target::User(&names[peer]), u64::from(ready(peer)))
             } else {
-                Target::Room(&room_names[from / k])
+                let first = from / k * k;
+                let members = (first..first + k)
+                    .filter(|&c| c != from && ready(c))
+                    .count();
+                (Target::Room(&room_names[from / k]), members as u64)
             };
-            let ts = clock.now_ns();
+            let (seq, ts) = (rx.m.publish(from, recipients), clock.now_ns());
             engine.send(from, |out| {
                 scratch.clear();
-                payload::write(&mut scratch, s.bytes, from as u64, tick, ts);
+                payload::write(&mut scratch, s.bytes, from as u64, seq, ts);
                 P::publish(out, target, &scratch);
             });
-            if !P::ACKS {
-                rx.counts.published += 1;
-            }
         }
         let timeout = timeout_until(next_due.min(window.end), Duration::from_millis(10));
         engine.poll_once(timeout, &mut |i, note, t| rx.on(i, note, t))?;
-        progress.tick("rooms", &rx.counts);
+        progress.tick("rooms", &rx.m.arrived);
     }
+    rx.m.close();
+    let settled = drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
     progress.done();
     engine.close_all();
-    let measured = rx.counts.since(&base);
-    traffic_metrics(&mut report, P::ACKS, &measured, window.secs());
-    report.latency(&rx.hist);
+    traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs(), settled);
+    report.latency(&rx.m.hist);
     Ok(report)
 }
 
@@ -151,8 +151,7 @@ fn befriend<P: Protocol>(s: &Settings, engine: &mut Engine<P>) -> io::Result<boo
 }
 
 struct Receiver {
-    counts: Counts,
-    hist: Histogram<u64>,
+    m: Measured,
 }
 
 impl Receiver {
@@ -160,21 +159,15 @@ impl Receiver {
         match note {
             Note::Event(Event::Delivered(p)) => {
                 // Redis delivers a room message to its own sender too.
-                if let Some((from, _, ns)) = payload::parse(p)
+                if let Some((from, seq, ns)) = payload::parse(p)
                     && from as usize != i
                 {
-                    self.counts.delivered += 1;
-                    let _ = self.hist.record(now.saturating_sub(ns) / 1000);
+                    self.m.delivered(from as usize, seq, now.saturating_sub(ns));
                 }
             }
-            Note::Event(Event::Accepted) => self.counts.published += 1,
-            Note::Event(Event::Err(l)) => {
-                self.counts.errors += 1;
-                if self.counts.errors <= 5 {
-                    log::warn!("error reply: {}", String::from_utf8_lossy(l));
-                }
-            }
-            Note::Closed => self.counts.closed += 1,
+            Note::Event(Event::Accepted) => self.m.accepted(i),
+            Note::Event(Event::Err(l)) => self.m.rejected(i, l),
+            Note::Closed => self.m.closed(),
             _ => {}
         }
     }
