@@ -16,6 +16,9 @@ pub enum CloseReason {
     WriteError,
     /// The outbox would have passed `--max-outbox`.
     SlowConsumer,
+    /// The outbox stayed above `--outbox-soft-limit` for longer than
+    /// `--outbox-soft-seconds`.
+    SlowConsumerSoft,
     /// No login within `--login-timeout`.
     LoginTimeout,
     /// The input can no longer be split into lines (unreadable ATTACH size).
@@ -34,7 +37,8 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order of the STATS rows.
-    pub const ALL: [CloseReason; 13] = [
+    /// New reasons go last, so that existing rows keep their places.
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::Quit,
         CloseReason::ClientClosed,
         CloseReason::UploadCut,
@@ -48,6 +52,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::ServerFull,
         CloseReason::TooManyUnauth,
+        CloseReason::SlowConsumerSoft,
     ];
 
     /// The name in logs and in `STAT closed_<name>`.
@@ -59,6 +64,7 @@ impl CloseReason {
             CloseReason::ReadError => "read_error",
             CloseReason::WriteError => "write_error",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::SlowConsumerSoft => "slow_consumer_soft",
             CloseReason::LoginTimeout => "login_timeout",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::TooLarge => "too_large",
@@ -67,5 +73,14 @@ impl CloseReason {
             CloseReason::ServerFull => "server_full",
             CloseReason::TooManyUnauth => "too_many_unauth",
         }
+    }
+
+    /// Reasons that are the server's doing against a live client: worth a
+    /// warning in the log.
+    pub fn is_drop(self) -> bool {
+        matches!(
+            self,
+            CloseReason::SlowConsumer | CloseReason::SlowConsumerSoft
+        )
     }
 }

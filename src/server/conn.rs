@@ -41,6 +41,8 @@ pub struct Conn {
     pub want_write: bool,
     /// Dropped as a slow consumer: nothing more is queued for it.
     pub dropped: bool,
+    /// Listed in the server's sessions over the soft outbox limit.
+    pub over_soft: bool,
     /// Logged in (no longer counted against its address's unauthenticated cap).
     pub authed: bool,
     /// Over its command rate: not read from until this time (ms since start).
@@ -77,6 +79,7 @@ impl Conn {
             dirty: false,
             want_write: false,
             dropped: false,
+            over_soft: false,
             authed: false,
             throttled_until: None,
             bucket: Bucket::full(burst),

@@ -73,6 +73,10 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// How often changed delivery cursors are handed to storage.
 const CURSOR_FLUSH: Duration = Duration::from_secs(1);
 
+/// How often sessions over the soft outbox limit are checked; the soft
+/// deadline is kept to within this much.
+const SOFT_LIMIT_CHECK: Duration = Duration::from_millis(250);
+
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -130,6 +134,18 @@ pub struct Server {
     /// (session, conversation, highest seq) written, waiting to be reported.
     wrote: Vec<(SessionId, ConvId, u64)>,
     last_cursor_flush: Instant,
+    /// Outboxes above this many bytes are on the clock (`usize::MAX`: the
+    /// soft limit is off).
+    soft_limit: usize,
+    /// How long an outbox may stay above `soft_limit`, in milliseconds.
+    soft_ms: u32,
+    /// Sessions whose outbox is above `soft_limit`, with the time (ms since
+    /// start) it went over; only slow readers are here, so it is short.
+    over_soft: Vec<(usize, u32)>,
+    last_soft_check: Instant,
+    /// A stream (SYNC, FETCH) gets its next chunk once the outbox is below
+    /// this, which keeps a parked reader's stream under both limits.
+    stream_low_water: usize,
     accept_paused_until: Option<Instant>,
     /// Out of descriptors was logged; not again until an accept succeeds.
     fd_warned: bool,
@@ -189,6 +205,15 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let soft_on = cfg.outbox_soft_limit > 0 && cfg.outbox_soft_seconds > 0;
+        let soft_limit = if soft_on {
+            cfg.outbox_soft_limit
+        } else {
+            usize::MAX
+        };
+        let soft_ms =
+            u32::try_from(cfg.outbox_soft_seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
+        let stream_low_water = cfg.max_outbox.min(soft_limit) / 4;
         Ok(Server {
             scratch: vec![0; cfg.read_budget.clamp(4096, 1 << 20)],
             cfg,
@@ -210,6 +235,11 @@ impl Server {
             written: Vec::new(),
             wrote: Vec::new(),
             last_cursor_flush: Instant::now(),
+            soft_limit,
+            soft_ms,
+            over_soft: Vec::new(),
+            last_soft_check: Instant::now(),
+            stream_low_water,
             accept_paused_until: None,
             fd_warned: false,
             throttled: Vec::new(),
@@ -265,6 +295,9 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut timeout = Duration::from_secs(1);
+        if !self.over_soft.is_empty() {
+            timeout = SOFT_LIMIT_CHECK;
+        }
         if let Some(until) = self.accept_paused_until {
             timeout = timeout.min(until.saturating_duration_since(Instant::now()));
         }
@@ -295,6 +328,7 @@ impl Server {
             self.accept();
         }
         self.expire_logins();
+        self.drop_over_soft_too_long();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -657,7 +691,7 @@ impl Server {
         }
         let waiting: usize = conn.waiting.iter().map(|(w, _)| w.len()).sum();
         if waiting + conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
-            self.drop_slow(i);
+            self.drop_slow(i, CloseReason::SlowConsumer);
         } else {
             conn.waiting.push((b, tag));
         }
@@ -687,18 +721,18 @@ impl Server {
             self.mark_dirty(i);
             return;
         }
-        self.drop_slow(i);
+        self.drop_slow(i, CloseReason::SlowConsumer);
     }
 
-    /// Drops connection `i` as a slow consumer.
-    fn drop_slow(&mut self, i: usize) {
+    /// Drops connection `i` as a slow consumer, for `reason`.
+    fn drop_slow(&mut self, i: usize, reason: CloseReason) {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
         if conn.dropped {
             return;
         }
-        conn.close_as(CloseReason::SlowConsumer);
+        conn.close_as(reason);
         self.counters.slow_consumer_drops += 1;
         // Best effort: the client may be mid-line, hence the leading CRLF.
         conn.outbox.clear();
@@ -719,6 +753,7 @@ impl Server {
     }
 
     fn flush_dirty(&mut self) {
+        let now = self.now_ms();
         while !self.dirty.is_empty() {
             for i in std::mem::take(&mut self.dirty) {
                 let Some(conn) = self.conns.get_mut(i) else {
@@ -747,6 +782,16 @@ impl Server {
                         if !blocked && conn.finished() {
                             conn.close_as(CloseReason::ClientClosed);
                             self.dead.push(i);
+                        }
+                        // On the clock while over the soft limit, off once under.
+                        let over = conn.outbox.len_bytes() > self.soft_limit;
+                        if over != conn.over_soft {
+                            conn.over_soft = over;
+                            if over {
+                                self.over_soft.push((i, now));
+                            } else {
+                                self.over_soft.retain(|&(o, _)| o != i);
+                            }
                         }
                     }
                     Err(e) => {
@@ -791,7 +836,7 @@ impl Server {
         wrote.clear();
         // Hand the vector back so its capacity is reused next turn.
         self.wrote = wrote;
-        let low_water = self.cfg.max_outbox / 4;
+        let low_water = self.stream_low_water;
         let pull: Vec<SessionId> = self
             .hub
             .streams_waiting()
@@ -814,18 +859,13 @@ impl Server {
                 continue;
             };
             let _ = self.poll.registry().deregister(&mut conn.sock);
+            if conn.over_soft {
+                self.over_soft.retain(|&(o, _)| o != i);
+            }
             if !conn.authed {
                 self.unauth.remove(conn.sid);
             }
-            let reason = conn.reason.unwrap_or(CloseReason::ClientClosed);
-            self.counters.closed[reason as usize] += 1;
-            // Dropping a slow consumer is the server's doing: worth a warning.
-            let level = if reason == CloseReason::SlowConsumer {
-                log::Level::Warn
-            } else {
-                log::Level::Info
-            };
-            log::log!(level, "session {} closed: {}", conn.sid, reason.name());
+            self.record_close(conn.sid, conn.reason.unwrap_or(CloseReason::ClientClosed));
             self.hub.disconnect(conn.sid, &mut self.out);
             self.apply_out();
         }
@@ -835,6 +875,37 @@ impl Server {
             if !self.dead.is_empty() {
                 self.close_dead();
             }
+        }
+    }
+
+    /// Counts a closed session under its reason and logs it, once.
+    fn record_close(&mut self, sid: SessionId, reason: CloseReason) {
+        self.counters.closed[reason as usize] += 1;
+        let level = if reason.is_drop() {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "session {sid} closed: {}", reason.name());
+    }
+
+    /// Drops the sessions whose outbox has stayed above the soft limit for
+    /// longer than allowed. Checked every `SOFT_LIMIT_CHECK` at most.
+    fn drop_over_soft_too_long(&mut self) {
+        if self.over_soft.is_empty() || self.last_soft_check.elapsed() < SOFT_LIMIT_CHECK {
+            return;
+        }
+        self.last_soft_check = Instant::now();
+        let now = self.now_ms();
+        let soft_ms = self.soft_ms;
+        let expired: Vec<usize> = self
+            .over_soft
+            .iter()
+            .filter(|&&(_, since)| now.saturating_sub(since) > soft_ms)
+            .map(|&(i, _)| i)
+            .collect();
+        for i in expired {
+            self.drop_slow(i, CloseReason::SlowConsumerSoft);
         }
     }
 

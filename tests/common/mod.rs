@@ -330,6 +330,54 @@ impl Client {
         }
     }
 
+    /// Reads until the peer closes the connection, which must happen within
+    /// the timeout; returns the number of bytes that came.
+    pub fn read_to_eof(&mut self) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut chunk = [0u8; 65536];
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("still open after {TIMEOUT:?} and {total} bytes"));
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return total,
+                Err(e) => panic!("read after {total} bytes: {e}"),
+            }
+        }
+    }
+
+    /// Runs STATS and returns its rows as (name, value), checking the count
+    /// its `OK STATS <n>` line gives.
+    pub fn stats(&mut self) -> Vec<(String, u64)> {
+        self.send("STATS");
+        let mut rows = Vec::new();
+        loop {
+            let l = self.line();
+            if let Some(n) = l.strip_prefix("OK STATS ") {
+                assert_eq!(n.parse::<usize>().ok(), Some(rows.len()), "{l}");
+                return rows;
+            }
+            let (name, value) = l
+                .strip_prefix("STAT ")
+                .and_then(|r| r.split_once(' '))
+                .unwrap_or_else(|| panic!("not a STAT row: {l:?}"));
+            rows.push((name.to_string(), value.parse().expect("a number")));
+        }
+    }
+
+    /// One STATS counter.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        let rows = self.stats();
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no STAT {name} in {rows:?}"))
+            .1
+    }
+
     /// Reads until the peer closes the connection; returns what came.
     pub fn until_closed(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
