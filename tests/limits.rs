@@ -241,7 +241,7 @@ fn out_of_descriptors_keeps_serving_without_spinning() {
 
 #[test]
 fn sigterm_says_bye_commits_and_exits_cleanly() {
-    let mut s = Server::start();
+    let mut s = Server::logged(&[]);
     let mut a = s.user("alice");
     let mut b = s.user("bob");
     a.send("JOIN #r");
@@ -252,8 +252,15 @@ fn sigterm_says_bye_commits_and_exits_cleanly() {
     a.send("SAY #r before shutdown");
     a.expect_prefix("OK SAY #r 1 ");
     b.line();
-    let status = s.terminate();
-    assert!(status.success(), "{status:?}");
+    let log = s.terminate_logged();
+    // The two sessions open at shutdown are closed for that reason, each
+    // logged once.
+    let closes: Vec<&str> = log.lines().filter(|l| l.contains(" closed: ")).collect();
+    assert_eq!(closes.len(), 2, "{log}");
+    assert!(
+        closes.iter().all(|l| l.ends_with(" closed: shutdown")),
+        "{log}"
+    );
     let rest_a = a.until_closed();
     assert!(
         rest_a.contains(&"BYE server shutting down".to_string()),

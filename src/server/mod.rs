@@ -990,6 +990,11 @@ impl Server {
         }
         self.hub.flush_cursors(&mut self.out);
         self.apply_out();
+        // Every session still open ends here, drained or not.
+        let open: Vec<Box<Conn>> = self.conns.drain().collect();
+        for conn in open {
+            self.record_close(conn.sid, conn.reason.unwrap_or(CloseReason::Shutdown));
+        }
         // Dropping the handle makes the storage thread commit what it has and exit.
         drop(self.storage.take());
         log::info!("shutdown complete");
