@@ -1,6 +1,9 @@
 //! Why a session ended: one reason per closed session, logged once when it
 //! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
 
+use super::Server;
+use crate::chat::SessionId;
+
 /// The reason a connection was closed. The first cause found wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -82,5 +85,43 @@ impl CloseReason {
             self,
             CloseReason::SlowConsumer | CloseReason::SlowConsumerSoft
         )
+    }
+}
+
+impl Server {
+    pub(super) fn close_dead(&mut self) {
+        while let Some(i) = self.dead.pop() {
+            let Some(mut conn) = self.conns.try_remove(i) else {
+                continue;
+            };
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+            if conn.over_soft {
+                self.over_soft.retain(|&(o, _)| o != i);
+            }
+            if !conn.authed {
+                self.unauth.remove(conn.sid);
+            }
+            self.record_close(conn.sid, conn.reason.unwrap_or(CloseReason::ClientClosed));
+            self.hub.disconnect(conn.sid, &mut self.out);
+            self.apply_out();
+        }
+        // Closing may have queued presence events for others.
+        if !self.dirty.is_empty() {
+            self.flush_dirty();
+            if !self.dead.is_empty() {
+                self.close_dead();
+            }
+        }
+    }
+
+    /// Counts a closed session under its reason and logs it, once.
+    pub(super) fn record_close(&mut self, sid: SessionId, reason: CloseReason) {
+        self.counters.closed[reason as usize] += 1;
+        let level = if reason.is_drop() {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "session {sid} closed: {}", reason.name());
     }
 }

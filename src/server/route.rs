@@ -1,0 +1,134 @@
+//! Routing the hub's output: replies in command order (`Defer`/`Complete`),
+//! events held back behind a FETCH body, everything into bounded outboxes,
+//! and jobs to the worker threads.
+
+use bytes::Bytes;
+
+use crate::chat::Output;
+
+use super::Server;
+use super::close::CloseReason;
+use super::outbox::Tag;
+
+impl Server {
+    /// Routes everything the hub produced: lines to outboxes, jobs to workers.
+    pub(super) fn apply_out(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for (sid, output) in out.lines.drain(..) {
+            let Some(i) = self.index_of(sid) else {
+                continue;
+            };
+            let conn = &mut self.conns[i];
+            match output {
+                Output::Reply(b) => {
+                    if let Some(b) = conn.reply(b) {
+                        self.push(i, b, None);
+                    }
+                }
+                Output::Event(b) => self.push_event(i, b, None),
+                Output::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
+                Output::Defer => conn.defer(),
+                Output::Complete(b) => {
+                    if !conn.authed && self.hub.user_of(sid).is_some() {
+                        conn.authed = true;
+                        self.unauth.remove(sid);
+                    }
+                    for (b, tag) in conn.complete(b) {
+                        self.push(i, b, tag);
+                    }
+                    if let Some(conn) = self.conns.get_mut(i)
+                        && conn.hold_events
+                        && conn.held.is_empty()
+                    {
+                        // The FETCH is over: the events it held back follow it.
+                        conn.hold_events = false;
+                        for (b, tag) in std::mem::take(&mut conn.waiting) {
+                            self.push(i, b, tag);
+                        }
+                    }
+                    // The session may have been waiting on this to read on.
+                    self.again.push(i);
+                }
+                Output::Partial { lines, tag } => {
+                    for (b, tag) in conn.partial(lines, tag) {
+                        self.push(i, b, tag);
+                    }
+                }
+                Output::Body(bytes) => {
+                    conn.hold_events = true;
+                    for (b, tag) in conn.partial(bytes, None) {
+                        self.push(i, b, tag);
+                    }
+                }
+                Output::Close => {
+                    conn.close_as(CloseReason::ChatRequest);
+                    conn.close_after_replies();
+                }
+                Output::Stats => {
+                    let stats = self.stats_reply();
+                    if let Some(b) = self.conns[i].reply(stats) {
+                        self.push(i, b, None);
+                    }
+                }
+            }
+            self.mark_dirty(i);
+        }
+        for job in out.auth.drain(..) {
+            self.auth.submit(job);
+        }
+        for job in out.blobs.drain(..) {
+            self.blobs.submit(job);
+        }
+        if let Some(storage) = &self.storage {
+            for req in out.store.drain(..) {
+                storage.submit(req);
+            }
+        }
+        // Hand the (now empty) vectors back so their capacity is reused.
+        self.out = out;
+    }
+
+    /// Queues an event, unless a FETCH body is being written: then it waits
+    /// (counted against the outbox limit) until the body is done.
+    pub(super) fn push_event(&mut self, i: usize, b: Bytes, tag: Tag) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if !conn.hold_events {
+            return self.push(i, b, tag);
+        }
+        let waiting: usize = conn.waiting.iter().map(|(w, _)| w.len()).sum();
+        if waiting + conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+            self.drop_slow(i, CloseReason::SlowConsumer);
+        } else {
+            conn.waiting.push((b, tag));
+        }
+    }
+
+    /// Queues `b` for connection `i`, dropping it as a slow consumer if its
+    /// outbox would pass the limit.
+    pub(super) fn push(&mut self, i: usize, b: Bytes, tag: Tag) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if conn.dropped {
+            return;
+        }
+        if conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+            // Over the limit: first let the kernel take what it will. Only a
+            // reader whose socket buffer is full as well is slow.
+            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock, &mut self.written) {
+                self.counters.bytes_out += n as u64;
+            }
+            self.note_written(i);
+        }
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        if conn.outbox.push(b, tag, self.cfg.max_outbox) {
+            self.mark_dirty(i);
+            return;
+        }
+        self.drop_slow(i, CloseReason::SlowConsumer);
+    }
+}

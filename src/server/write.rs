@@ -1,0 +1,113 @@
+//! Writing: flushing dirty outboxes, write interest only while an outbox is
+//! blocked, and reporting what reached each socket back to the hub.
+
+use mio::{Interest, Token};
+
+use crate::chat::SessionId;
+
+use super::Server;
+use super::close::CloseReason;
+use super::outbox::Flushed;
+
+impl Server {
+    pub(super) fn flush_dirty(&mut self) {
+        let now = self.now_ms();
+        while !self.dirty.is_empty() {
+            for i in std::mem::take(&mut self.dirty) {
+                let Some(conn) = self.conns.get_mut(i) else {
+                    continue;
+                };
+                conn.dirty = false;
+                match conn.outbox.flush(&mut conn.sock, &mut self.written) {
+                    Ok((flushed, n)) => {
+                        self.counters.bytes_out += n as u64;
+                        if n > 0 {
+                            self.counters.flushes += 1;
+                        }
+                        let blocked = flushed == Flushed::Blocked;
+                        if blocked != conn.want_write {
+                            conn.want_write = blocked;
+                            let interest = if blocked {
+                                Interest::READABLE | Interest::WRITABLE
+                            } else {
+                                Interest::READABLE
+                            };
+                            let _ =
+                                self.poll
+                                    .registry()
+                                    .reregister(&mut conn.sock, Token(i), interest);
+                        }
+                        if !blocked && conn.finished() {
+                            conn.close_as(CloseReason::ClientClosed);
+                            self.dead.push(i);
+                        }
+                        // On the clock while over the soft limit, off once under.
+                        let over = conn.outbox.len_bytes() > self.soft_limit;
+                        if over != conn.over_soft {
+                            conn.over_soft = over;
+                            if over {
+                                self.over_soft.push((i, now));
+                            } else {
+                                self.over_soft.retain(|&(o, _)| o != i);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("session {} write error: {e}", conn.sid);
+                        conn.close_as(CloseReason::WriteError);
+                        self.dead.push(i);
+                    }
+                }
+                self.note_written(i);
+            }
+            // Report what reached sockets, and let SYNC streams continue.
+            self.report_written();
+        }
+    }
+
+    /// Keeps what connection `i` just wrote for the hub: per conversation,
+    /// only the highest seq (cursors only move forward).
+    pub(super) fn note_written(&mut self, i: usize) {
+        if self.written.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.conns.get(i) {
+            let sid = conn.sid;
+            self.written.sort_unstable();
+            for (k, &(conv, seq)) in self.written.iter().enumerate() {
+                if self.written.get(k + 1).is_none_or(|next| next.0 != conv) {
+                    self.wrote.push((sid, conv, seq));
+                }
+            }
+        }
+        self.written.clear();
+    }
+
+    /// Tells the hub which messages reached which sessions, and pulls the
+    /// next piece of streams (SYNC, FETCH) whose outbox has drained. New
+    /// output marks sessions dirty again; `flush_dirty` loops until none is.
+    pub(super) fn report_written(&mut self) {
+        let mut wrote = std::mem::take(&mut self.wrote);
+        for &(sid, conv, seq) in &wrote {
+            self.hub.delivered(sid, conv, seq, &mut self.out);
+        }
+        wrote.clear();
+        // Hand the vector back so its capacity is reused next turn.
+        self.wrote = wrote;
+        let low_water = self.stream_low_water;
+        let pull: Vec<SessionId> = self
+            .hub
+            .streams_waiting()
+            .filter(|&sid| {
+                self.index_of(sid).is_some_and(|i| {
+                    let c = &self.conns[i];
+                    c.outbox.len_bytes() < low_water && c.held.len() <= 1 && !c.dropped
+                })
+            })
+            .collect();
+        for sid in pull {
+            self.hub.stream_more(sid, &mut self.out);
+        }
+        self.apply_out();
+    }
+}
