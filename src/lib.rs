@@ -14,8 +14,12 @@
 //!   columns.
 //! - [`server`]: the driver. One thread, one `mio::Poll`, connections in a
 //!   `Slab`; it reads, frames, hands lines to the hub, routes the hub's
-//!   output into bounded outboxes and flushes them. `close` names why every
-//!   session ended; `outbox` and `limits` hold the bounds.
+//!   output into bounded outboxes and flushes them. A file per concern:
+//!   `accept` (admission), `read` (budget, flood bucket, framing), `route`
+//!   (hub output into outboxes, in command order), `write` (flushes,
+//!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
+//!   every session ended, logged and counted), `shutdown`, `stats`; `conn`,
+//!   `outbox` and `limits` hold the per-connection state and its bounds.
 //! - [`store`]: SQLite on a storage thread, group commit, answers sent back
 //!   through a channel and the loop's `Waker`.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on

@@ -96,7 +96,7 @@ impl Server {
             };
             let _ = self.poll.registry().deregister(&mut conn.sock);
             if conn.over_soft {
-                self.over_soft.retain(|&(o, _)| o != i);
+                self.soft.forget(i);
             }
             if !conn.authed {
                 self.unauth.remove(conn.sid);

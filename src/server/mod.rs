@@ -6,6 +6,14 @@
 //! every outbox that got something, many lines per `writev`. Password hashing
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
+//!
+//! This file holds the [`Server`] and its turn; each concern has a file:
+//! `accept` (listener and admission: connection caps, descriptor pause,
+//! login deadline), `read` (read budget, flood bucket, framing, ATTACH
+//! bodies), `route` (the hub's output into outboxes, in command order),
+//! `write` (flushes and delivery reports), `slow` (hard and soft outbox
+//! limits), `close` (why and how a session ends), `shutdown`, `stats`.
+//! `conn`, `outbox` and `limits` are the per-connection state they share.
 
 mod accept;
 mod close;
@@ -38,7 +46,7 @@ use crate::config::Config;
 use crate::store::{self, Storage};
 use accept::bind;
 use conn::Conn;
-use slow::SOFT_LIMIT_CHECK;
+use slow::SoftLimit;
 use stats::{Counters, Rates};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,15 +94,7 @@ pub struct Server {
     /// (session, conversation, highest seq) written, waiting to be reported.
     wrote: Vec<(SessionId, ConvId, u64)>,
     last_cursor_flush: Instant,
-    /// Outboxes above this many bytes are on the clock (`usize::MAX`: the
-    /// soft limit is off).
-    soft_limit: usize,
-    /// How long an outbox may stay above `soft_limit`, in milliseconds.
-    soft_ms: u32,
-    /// Sessions whose outbox is above `soft_limit`, with the time (ms since
-    /// start) it went over; only slow readers are here, so it is short.
-    over_soft: Vec<(usize, u32)>,
-    last_soft_check: Instant,
+    soft: SoftLimit,
     /// A stream (SYNC, FETCH) gets its next chunk once the outbox is below
     /// this, which keeps a parked reader's stream under both limits.
     stream_low_water: usize,
@@ -157,15 +157,8 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let soft_on = cfg.outbox_soft_limit > 0 && cfg.outbox_soft_seconds > 0;
-        let soft_limit = if soft_on {
-            cfg.outbox_soft_limit
-        } else {
-            usize::MAX
-        };
-        let soft_ms =
-            u32::try_from(cfg.outbox_soft_seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
-        let stream_low_water = cfg.max_outbox.min(soft_limit) / 4;
+        let soft = SoftLimit::new(cfg.outbox_soft_limit, cfg.outbox_soft_seconds);
+        let stream_low_water = cfg.max_outbox.min(soft.bytes()) / 4;
         Ok(Server {
             scratch: vec![0; cfg.read_budget.clamp(4096, 1 << 20)],
             cfg,
@@ -187,10 +180,7 @@ impl Server {
             written: Vec::new(),
             wrote: Vec::new(),
             last_cursor_flush: Instant::now(),
-            soft_limit,
-            soft_ms,
-            over_soft: Vec::new(),
-            last_soft_check: Instant::now(),
+            soft,
             stream_low_water,
             accept_paused_until: None,
             fd_warned: false,
@@ -247,8 +237,8 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut timeout = Duration::from_secs(1);
-        if !self.over_soft.is_empty() {
-            timeout = SOFT_LIMIT_CHECK;
+        if let Some(cap) = self.soft.poll_cap() {
+            timeout = timeout.min(cap);
         }
         if let Some(until) = self.accept_paused_until {
             timeout = timeout.min(until.saturating_duration_since(Instant::now()));

@@ -41,16 +41,8 @@ impl Server {
                             conn.close_as(CloseReason::ClientClosed);
                             self.dead.push(i);
                         }
-                        // On the clock while over the soft limit, off once under.
-                        let over = conn.outbox.len_bytes() > self.soft_limit;
-                        if over != conn.over_soft {
-                            conn.over_soft = over;
-                            if over {
-                                self.over_soft.push((i, now));
-                            } else {
-                                self.over_soft.retain(|&(o, _)| o != i);
-                            }
-                        }
+                        let queued = conn.outbox.len_bytes();
+                        self.soft.track(i, &mut conn.over_soft, queued, now);
                     }
                     Err(e) => {
                         log::debug!("session {} write error: {e}", conn.sid);
