@@ -18,8 +18,11 @@
 //!   `accept` (admission), `read` (budget, flood bucket, framing), `route`
 //!   (hub output into outboxes, in command order), `write` (flushes,
 //!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
-//!   every session ended, logged and counted), `shutdown`, `stats`; `conn`,
-//!   `outbox` and `limits` hold the per-connection state and its bounds.
+//!   every session ended, logged and counted), `shutdown`, `stats`. A
+//!   connection (`conn`) is a `transport` (the byte pipe: TCP today, the
+//!   seam for TLS and WebSocket) and a `session` (framer, outbox, reply
+//!   order, flood bucket, upload) that never sees the socket; `outbox` and
+//!   `limits` hold the bounds.
 //! - [`store`]: SQLite on a storage thread, group commit, answers sent back
 //!   through a channel and the loop's `Waker`.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on

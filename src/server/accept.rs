@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mio::Token;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
 
 use crate::chat::SessionId;
 use crate::protocol::driver_lines;
@@ -15,6 +15,8 @@ use crate::protocol::driver_lines;
 use super::Server;
 use super::close::CloseReason;
 use super::conn::Conn;
+use super::session::Session;
+use super::transport::Transport;
 
 /// Accept errors that mean the process or system is out of descriptors or
 /// memory: retrying at once would only spin.
@@ -109,23 +111,16 @@ impl Server {
         }
         let entry = self.conns.vacant_entry();
         let i = entry.key();
-        // Write interest is added only while an outbox is blocked, so the
-        // common case (a reader that keeps up) costs no writable wakeups.
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut sock, Token(i), Interest::READABLE)
-        {
+        // Write interest is added only while the transport asks for it, so
+        // the common case (a reader that keeps up) costs no writable wakeups.
+        let interest = sock.interest(false);
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(i), interest) {
             log::warn!("registering {peer} failed: {e}");
             self.unauth.remove(sid);
             return;
         }
-        entry.insert(Box::new(Conn::new(
-            sock,
-            sid,
-            self.cfg.max_line,
-            self.cfg.command_burst,
-        )));
+        let session = Session::new(sid, self.cfg.max_line, self.cfg.command_burst);
+        entry.insert(Box::new(Conn::new(sock, session)));
         let timeout_ms =
             u32::try_from(self.cfg.login_timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
         self.login_deadlines
@@ -147,14 +142,14 @@ impl Server {
             let Some(i) = self.index_of(sid) else {
                 continue;
             };
-            if self.conns[i].authed || self.hub.user_of(sid).is_some() {
+            if self.conns[i].session.authed || self.hub.user_of(sid).is_some() {
                 continue;
             }
             self.counters.login_timeouts += 1;
             self.push(i, driver_lines::login_timeout(self.cfg.login_timeout), None);
             if let Some(c) = self.conns.get_mut(i) {
-                c.closing = true;
-                c.close_as(CloseReason::LoginTimeout);
+                c.session.closing = true;
+                c.session.close_as(CloseReason::LoginTimeout);
             }
         }
     }

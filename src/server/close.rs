@@ -2,6 +2,7 @@
 //! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
 
 use super::Server;
+use super::transport::Transport;
 use crate::chat::SessionId;
 
 /// The reason a connection was closed. The first cause found wins.
@@ -94,15 +95,19 @@ impl Server {
             let Some(mut conn) = self.conns.try_remove(i) else {
                 continue;
             };
-            let _ = self.poll.registry().deregister(&mut conn.sock);
-            if conn.over_soft {
+            conn.transport.close();
+            let _ = self.poll.registry().deregister(&mut conn.transport);
+            if conn.session.over_soft {
                 self.soft.forget(i);
             }
-            if !conn.authed {
-                self.unauth.remove(conn.sid);
+            if !conn.session.authed {
+                self.unauth.remove(conn.session.sid);
             }
-            self.record_close(conn.sid, conn.reason.unwrap_or(CloseReason::ClientClosed));
-            self.hub.disconnect(conn.sid, &mut self.out);
+            self.record_close(
+                conn.session.sid,
+                conn.session.reason.unwrap_or(CloseReason::ClientClosed),
+            );
+            self.hub.disconnect(conn.session.sid, &mut self.out);
             self.apply_out();
         }
         // Closing may have queued presence events for others.

@@ -13,7 +13,8 @@
 //! bodies), `route` (the hub's output into outboxes, in command order),
 //! `write` (flushes and delivery reports), `slow` (hard and soft outbox
 //! limits), `close` (why and how a session ends), `shutdown`, `stats`.
-//! `conn`, `outbox` and `limits` are the per-connection state they share.
+//! A connection (`conn`) is a `transport` and a `session` kept apart;
+//! `outbox` and `limits` hold the per-connection bounds.
 
 mod accept;
 mod close;
@@ -22,9 +23,11 @@ mod limits;
 mod outbox;
 mod read;
 mod route;
+mod session;
 mod shutdown;
 mod slow;
 mod stats;
+mod transport;
 mod write;
 
 use std::collections::VecDeque;
@@ -245,7 +248,7 @@ impl Server {
         }
         let now = self.now_ms();
         for &i in &self.throttled {
-            if let Some(until) = self.conns.get(i).and_then(|c| c.throttled_until) {
+            if let Some(until) = self.conns.get(i).and_then(|c| c.session.throttled_until) {
                 timeout = timeout.min(Duration::from_millis(u64::from(until.saturating_sub(now))));
             }
         }
@@ -283,14 +286,17 @@ impl Server {
 
     pub(super) fn index_of(&self, sid: SessionId) -> Option<usize> {
         let i = sid.slot();
-        self.conns.get(i).filter(|c| c.sid == sid).map(|_| i)
+        self.conns
+            .get(i)
+            .filter(|c| c.session.sid == sid)
+            .map(|_| i)
     }
 
     pub(super) fn mark_dirty(&mut self, i: usize) {
         if let Some(conn) = self.conns.get_mut(i)
-            && !conn.dirty
+            && !conn.session.dirty
         {
-            conn.dirty = true;
+            conn.session.dirty = true;
             self.dirty.push(i);
         }
     }

@@ -7,7 +7,7 @@ use crate::protocol::{self, Frame, Framing, Lost, ParseError};
 
 use super::Server;
 use super::close::CloseReason;
-use super::conn::Upload;
+use super::session::Upload;
 
 impl Server {
     /// Reads and handles input for connection `i` within its budget.
@@ -17,8 +17,8 @@ impl Server {
             let Some(conn) = self.conns.get_mut(i) else {
                 return;
             };
-            let sid = conn.sid;
-            if conn.closing {
+            let sid = conn.session.sid;
+            if conn.session.closing {
                 return;
             }
             self.handle_lines(i);
@@ -27,13 +27,13 @@ impl Server {
             };
             // Busy, throttled or closing: leave the rest in the kernel's
             // buffer, which pushes back on the client.
-            let wanted = self.hub.accepts_input(sid) || conn.upload.is_some();
-            if !wanted || conn.closing || conn.throttled_until.is_some() {
+            let wanted = self.hub.accepts_input(sid) || conn.session.upload.is_some();
+            if !wanted || conn.session.closing || conn.session.throttled_until.is_some() {
                 return;
             }
-            if conn.eof {
-                if conn.finished() {
-                    conn.close_as(CloseReason::ClientClosed);
+            if conn.session.eof {
+                if conn.session.finished() {
+                    conn.session.close_as(CloseReason::ClientClosed);
                     self.dead.push(i);
                 }
                 return;
@@ -43,23 +43,23 @@ impl Server {
                 return;
             }
             let want = budget.min(self.scratch.len());
-            match conn.sock.read(&mut self.scratch[..want]) {
-                Ok(0) if conn.upload.is_some() => {
+            match conn.transport.read(&mut self.scratch[..want]) {
+                Ok(0) if conn.session.upload.is_some() => {
                     // The body of an ATTACH was cut short: nothing is published.
-                    conn.close_as(CloseReason::UploadCut);
+                    conn.session.close_as(CloseReason::UploadCut);
                     self.dead.push(i);
                     return;
                 }
-                Ok(0) => conn.eof = true,
+                Ok(0) => conn.session.eof = true,
                 Ok(n) => {
                     budget -= n;
-                    conn.framer.feed(&self.scratch[..n]);
+                    conn.session.framer.feed(&self.scratch[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("session {sid} read error: {e}");
-                    conn.close_as(CloseReason::ReadError);
+                    conn.session.close_as(CloseReason::ReadError);
                     self.dead.push(i);
                     return;
                 }
@@ -81,15 +81,15 @@ impl Server {
             ..
         } = self;
         loop {
-            let Some(conn) = conns.get_mut(i) else {
+            let Some(session) = conns.get_mut(i).map(|c| &mut c.session) else {
                 return;
             };
-            let sid = conn.sid;
-            if conn.closing {
+            let sid = session.sid;
+            if session.closing {
                 break;
             }
-            if let Some(up) = &mut conn.upload {
-                let chunk = conn
+            if let Some(up) = &mut session.upload {
+                let chunk = session
                     .framer
                     .take_raw(up.remaining.min(usize::MAX as u64) as usize);
                 if chunk.is_empty() {
@@ -102,27 +102,27 @@ impl Server {
                 if up.remaining == 0
                     && let Some(Upload {
                         data: Some(data), ..
-                    }) = conn.upload.take().map(|u| *u)
+                    }) = session.upload.take().map(|u| *u)
                 {
                     hub.payload(sid, data, out);
                 }
                 continue;
             }
-            if conn.throttled_until.is_some() || !hub.accepts_input(sid) {
+            if session.throttled_until.is_some() || !hub.accepts_input(sid) {
                 break;
             }
-            if !conn.framer.has_line() {
+            if !session.framer.has_line() {
                 break;
             }
             if rate > 0
                 && burst > 0
-                && let Err(wait) = conn.bucket.take(now, rate, burst)
+                && let Err(wait) = session.bucket.take(now, rate, burst)
             {
-                conn.throttled_until = Some(now.saturating_add(wait));
+                session.throttled_until = Some(now.saturating_add(wait));
                 throttled.push(i);
                 break;
             }
-            let Some(frame) = conn.framer.next_frame() else {
+            let Some(frame) = session.framer.next_frame() else {
                 break;
             };
             match frame {
@@ -132,8 +132,8 @@ impl Server {
                     if let Framing::Lost(lost) = framing {
                         // What follows cannot be split into lines: answer, stop reading.
                         out.reply(sid, lost.line());
-                        conn.closing = true;
-                        conn.close_as(match lost {
+                        session.closing = true;
+                        session.close_as(match lost {
                             Lost::BadSize => CloseReason::ProtocolError,
                             Lost::TooLarge(_) => CloseReason::TooLarge,
                         });
@@ -146,8 +146,8 @@ impl Server {
                     match framing {
                         // Stop reading right away: what follows is ignored.
                         Framing::Close => {
-                            conn.closing = true;
-                            conn.close_as(CloseReason::Quit);
+                            session.closing = true;
+                            session.close_as(CloseReason::Quit);
                         }
                         // The body follows whatever the answer: read it, and
                         // keep it only if the hub wants it.
@@ -160,7 +160,7 @@ impl Server {
                                     hub.payload(sid, data, out);
                                 }
                             } else {
-                                conn.upload = Some(Box::new(Upload {
+                                session.upload = Some(Box::new(Upload {
                                     remaining: size,
                                     data,
                                 }));
@@ -187,10 +187,10 @@ impl Server {
             let Some(conn) = self.conns.get_mut(i) else {
                 continue;
             };
-            match conn.throttled_until {
+            match conn.session.throttled_until {
                 Some(until) if until > now => still.push(i),
                 _ => {
-                    conn.throttled_until = None;
+                    conn.session.throttled_until = None;
                     self.service(i);
                 }
             }

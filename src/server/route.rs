@@ -18,31 +18,31 @@ impl Server {
             let Some(i) = self.index_of(sid) else {
                 continue;
             };
-            let conn = &mut self.conns[i];
+            let session = &mut self.conns[i].session;
             match output {
                 Output::Reply(b) => {
-                    if let Some(b) = conn.reply(b) {
+                    if let Some(b) = session.reply(b) {
                         self.push(i, b, None);
                     }
                 }
                 Output::Event(b) => self.push_event(i, b, None),
                 Output::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
-                Output::Defer => conn.defer(),
+                Output::Defer => session.defer(),
                 Output::Complete(b) => {
-                    if !conn.authed && self.hub.user_of(sid).is_some() {
-                        conn.authed = true;
+                    if !session.authed && self.hub.user_of(sid).is_some() {
+                        session.authed = true;
                         self.unauth.remove(sid);
                     }
-                    for (b, tag) in conn.complete(b) {
+                    for (b, tag) in session.complete(b) {
                         self.push(i, b, tag);
                     }
-                    if let Some(conn) = self.conns.get_mut(i)
-                        && conn.hold_events
-                        && conn.held.is_empty()
+                    if let Some(session) = self.conns.get_mut(i).map(|c| &mut c.session)
+                        && session.hold_events
+                        && session.held.is_empty()
                     {
                         // The FETCH is over: the events it held back follow it.
-                        conn.hold_events = false;
-                        for (b, tag) in std::mem::take(&mut conn.waiting) {
+                        session.hold_events = false;
+                        for (b, tag) in std::mem::take(&mut session.waiting) {
                             self.push(i, b, tag);
                         }
                     }
@@ -50,23 +50,23 @@ impl Server {
                     self.again.push(i);
                 }
                 Output::Partial { lines, tag } => {
-                    for (b, tag) in conn.partial(lines, tag) {
+                    for (b, tag) in session.partial(lines, tag) {
                         self.push(i, b, tag);
                     }
                 }
                 Output::Body(bytes) => {
-                    conn.hold_events = true;
-                    for (b, tag) in conn.partial(bytes, None) {
+                    session.hold_events = true;
+                    for (b, tag) in session.partial(bytes, None) {
                         self.push(i, b, tag);
                     }
                 }
                 Output::Close => {
-                    conn.close_as(CloseReason::ChatRequest);
-                    conn.close_after_replies();
+                    session.close_as(CloseReason::ChatRequest);
+                    session.close_after_replies();
                 }
                 Output::Stats => {
                     let stats = self.stats_reply();
-                    if let Some(b) = self.conns[i].reply(stats) {
+                    if let Some(b) = self.conns[i].session.reply(stats) {
                         self.push(i, b, None);
                     }
                 }
@@ -94,14 +94,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        if !conn.hold_events {
+        if !conn.session.hold_events {
             return self.push(i, b, tag);
         }
-        let waiting: usize = conn.waiting.iter().map(|(w, _)| w.len()).sum();
-        if waiting + conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+        let waiting: usize = conn.session.waiting.iter().map(|(w, _)| w.len()).sum();
+        if waiting + conn.session.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
             self.drop_slow(i, CloseReason::SlowConsumer);
         } else {
-            conn.waiting.push((b, tag));
+            conn.session.waiting.push((b, tag));
         }
     }
 
@@ -111,13 +111,17 @@ impl Server {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        if conn.dropped {
+        if conn.session.dropped {
             return;
         }
-        if conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
+        if conn.session.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
             // Over the limit: first let the kernel take what it will. Only a
             // reader whose socket buffer is full as well is slow.
-            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock, &mut self.written) {
+            if let Ok((_, n)) = conn
+                .session
+                .outbox
+                .flush(&mut conn.transport, &mut self.written)
+            {
                 self.counters.bytes_out += n as u64;
             }
             self.note_written(i);
@@ -125,7 +129,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        if conn.outbox.push(b, tag, self.cfg.max_outbox) {
+        if conn.session.outbox.push(b, tag, self.cfg.max_outbox) {
             self.mark_dirty(i);
             return;
         }

@@ -10,6 +10,7 @@ use crate::protocol::driver_lines;
 
 use super::close::CloseReason;
 use super::conn::Conn;
+use super::transport::Transport;
 use super::{Server, WAKER};
 
 impl Server {
@@ -23,14 +24,14 @@ impl Server {
         for i in all {
             self.push(i, bye.clone(), None);
             if let Some(c) = self.conns.get_mut(i) {
-                c.closing = true;
-                c.close_as(CloseReason::Shutdown);
+                c.session.closing = true;
+                c.session.close_as(CloseReason::Shutdown);
             }
         }
         let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
         loop {
             self.flush_dirty();
-            let pending = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
+            let pending = self.conns.iter().any(|(_, c)| !c.session.outbox.is_empty());
             let now = Instant::now();
             if !pending || now >= deadline {
                 break;
@@ -51,8 +52,12 @@ impl Server {
         self.apply_out();
         // Every session still open ends here, drained or not.
         let open: Vec<Box<Conn>> = self.conns.drain().collect();
-        for conn in open {
-            self.record_close(conn.sid, conn.reason.unwrap_or(CloseReason::Shutdown));
+        for mut conn in open {
+            conn.transport.close();
+            self.record_close(
+                conn.session.sid,
+                conn.session.reason.unwrap_or(CloseReason::Shutdown),
+            );
         }
         // Dropping the handle makes the storage thread commit what it has and exit.
         drop(self.storage.take());

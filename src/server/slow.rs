@@ -95,17 +95,17 @@ impl Server {
         let Some(conn) = self.conns.get_mut(i) else {
             return;
         };
-        if conn.dropped {
+        if conn.session.dropped {
             return;
         }
-        conn.close_as(reason);
+        conn.session.close_as(reason);
         self.counters.slow_consumer_drops += 1;
         // Best effort: the client may be mid-line, hence the leading CRLF.
-        conn.outbox.clear();
-        conn.waiting = Vec::new();
-        let _ = io::Write::write(&mut conn.sock, driver_lines::SLOW_CONSUMER);
-        conn.closing = true;
-        conn.dropped = true;
+        conn.session.outbox.clear();
+        conn.session.waiting = Vec::new();
+        let _ = io::Write::write(&mut conn.transport, driver_lines::SLOW_CONSUMER);
+        conn.session.closing = true;
+        conn.session.dropped = true;
         self.dead.push(i);
     }
 

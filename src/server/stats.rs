@@ -61,7 +61,11 @@ impl Server {
 
     pub(super) fn stats_reply(&self) -> Bytes {
         let c = &self.hub.counters;
-        let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
+        let queued: usize = self
+            .conns
+            .iter()
+            .map(|(_, c)| c.session.outbox.len_bytes())
+            .sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
         let rows: [(&str, u64); 17] = [
             ("sessions", self.conns.len() as u64),

@@ -1,13 +1,14 @@
 //! Writing: flushing dirty outboxes, write interest only while an outbox is
 //! blocked, and reporting what reached each socket back to the hub.
 
-use mio::{Interest, Token};
+use mio::Token;
 
 use crate::chat::SessionId;
 
 use super::Server;
 use super::close::CloseReason;
 use super::outbox::Flushed;
+use super::transport::Transport;
 
 impl Server {
     pub(super) fn flush_dirty(&mut self) {
@@ -17,36 +18,37 @@ impl Server {
                 let Some(conn) = self.conns.get_mut(i) else {
                     continue;
                 };
-                conn.dirty = false;
-                match conn.outbox.flush(&mut conn.sock, &mut self.written) {
+                conn.session.dirty = false;
+                match conn
+                    .session
+                    .outbox
+                    .flush(&mut conn.transport, &mut self.written)
+                {
                     Ok((flushed, n)) => {
                         self.counters.bytes_out += n as u64;
                         if n > 0 {
                             self.counters.flushes += 1;
                         }
                         let blocked = flushed == Flushed::Blocked;
-                        if blocked != conn.want_write {
-                            conn.want_write = blocked;
-                            let interest = if blocked {
-                                Interest::READABLE | Interest::WRITABLE
-                            } else {
-                                Interest::READABLE
-                            };
-                            let _ =
-                                self.poll
-                                    .registry()
-                                    .reregister(&mut conn.sock, Token(i), interest);
+                        let interest = conn.transport.interest(blocked);
+                        if interest.is_writable() != conn.want_write {
+                            conn.want_write = interest.is_writable();
+                            let _ = self.poll.registry().reregister(
+                                &mut conn.transport,
+                                Token(i),
+                                interest,
+                            );
                         }
-                        if !blocked && conn.finished() {
-                            conn.close_as(CloseReason::ClientClosed);
+                        if !blocked && conn.session.finished() {
+                            conn.session.close_as(CloseReason::ClientClosed);
                             self.dead.push(i);
                         }
-                        let queued = conn.outbox.len_bytes();
-                        self.soft.track(i, &mut conn.over_soft, queued, now);
+                        let queued = conn.session.outbox.len_bytes();
+                        self.soft.track(i, &mut conn.session.over_soft, queued, now);
                     }
                     Err(e) => {
-                        log::debug!("session {} write error: {e}", conn.sid);
-                        conn.close_as(CloseReason::WriteError);
+                        log::debug!("session {} write error: {e}", conn.session.sid);
+                        conn.session.close_as(CloseReason::WriteError);
                         self.dead.push(i);
                     }
                 }
@@ -64,7 +66,7 @@ impl Server {
             return;
         }
         if let Some(conn) = self.conns.get(i) {
-            let sid = conn.sid;
+            let sid = conn.session.sid;
             self.written.sort_unstable();
             for (k, &(conv, seq)) in self.written.iter().enumerate() {
                 if self.written.get(k + 1).is_none_or(|next| next.0 != conv) {
@@ -93,7 +95,9 @@ impl Server {
             .filter(|&sid| {
                 self.index_of(sid).is_some_and(|i| {
                     let c = &self.conns[i];
-                    c.outbox.len_bytes() < low_water && c.held.len() <= 1 && !c.dropped
+                    c.session.outbox.len_bytes() < low_water
+                        && c.session.held.len() <= 1
+                        && !c.session.dropped
                 })
             })
             .collect();
