@@ -97,9 +97,7 @@ impl Server {
             };
             conn.transport.close();
             let _ = self.poll.registry().deregister(&mut conn.transport);
-            if conn.session.over_soft {
-                self.soft.forget(i);
-            }
+            self.soft.forget(i, &conn.session.soft_clock);
             if !conn.session.authed {
                 self.unauth.remove(conn.session.sid);
             }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::close::CloseReason;
 use super::limits::Bucket;
 use super::outbox::{Outbox, Tag};
+use super::slow::SoftClock;
 use crate::chat::SessionId;
 use crate::protocol::LineFramer;
 
@@ -39,8 +40,8 @@ pub struct Session {
     pub dirty: bool,
     /// Dropped as a slow consumer: nothing more is queued for it.
     pub dropped: bool,
-    /// Listed in the server's sessions over the soft outbox limit.
-    pub over_soft: bool,
+    /// Time over the soft outbox limit.
+    pub soft_clock: SoftClock,
     /// Logged in (no longer counted against its address's unauthenticated cap).
     pub authed: bool,
     /// Over its command rate: not read from until this time (ms since start).
@@ -75,7 +76,7 @@ impl Session {
             closing: false,
             dirty: false,
             dropped: false,
-            over_soft: false,
+            soft_clock: SoftClock::default(),
             authed: false,
             throttled_until: None,
             bucket: Bucket::full(burst),

@@ -44,7 +44,8 @@ impl Server {
                             self.dead.push(i);
                         }
                         let queued = conn.session.outbox.len_bytes();
-                        self.soft.track(i, &mut conn.session.over_soft, queued, now);
+                        self.soft
+                            .track(i, &mut conn.session.soft_clock, queued, now);
                     }
                     Err(e) => {
                         log::debug!("session {} write error: {e}", conn.session.sid);
