@@ -37,7 +37,9 @@
 //! becomes an enum over them that implements this trait by a `match`: one
 //! branch per system call, none per delivery. What the TLS one will need
 //! beyond this: a read that leaves ciphertext to send (a handshake message)
-//! must mark its session for a flush, so that `interest` is asked again.
+//! must mark its session for a flush, so that `interest` is asked again; and
+//! the refusals at accept (`SERVER_FULL`, ...), written to the raw socket
+//! before any handshake, become a plain close on a TLS listener.
 
 use std::io;
 
