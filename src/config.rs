@@ -42,6 +42,17 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_MAX_OUTBOX", default_value_t = 1 << 20)]
     pub max_outbox: usize,
 
+    /// Bytes above which one session's outbox may stay for at most
+    /// `--outbox-soft-seconds`; a session over it for longer is dropped as a
+    /// slow consumer. 0 turns the soft limit off.
+    #[arg(long, env = "LINECHAT_OUTBOX_SOFT_LIMIT", default_value_t = 256 * 1024)]
+    pub outbox_soft_limit: usize,
+
+    /// Seconds a session's outbox may stay above `--outbox-soft-limit`.
+    /// 0 turns the soft limit off.
+    #[arg(long, env = "LINECHAT_OUTBOX_SOFT_SECONDS", default_value_t = 10)]
+    pub outbox_soft_seconds: u64,
+
     /// Bytes read from one session per loop turn before serving the others.
     #[arg(long, env = "LINECHAT_READ_BUDGET", default_value_t = 64 * 1024)]
     pub read_budget: usize,

@@ -21,8 +21,15 @@
 //!   its recipients; the driver gets bytes per session ([`fanout::Wire`]).
 //! - [`server`]: the driver. One thread, one `mio::Poll`, connections in a
 //!   `Slab`; it reads, frames, hands lines to the hub, routes the hub's
-//!   output into bounded outboxes and flushes them. `close` names why every
-//!   session ended; `outbox` and `limits` hold the bounds.
+//!   output into bounded outboxes and flushes them. A file per concern:
+//!   `accept` (admission), `read` (budget, flood bucket, framing), `route`
+//!   (hub output into outboxes, in command order), `write` (flushes,
+//!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
+//!   every session ended, logged and counted), `shutdown`, `stats`. A
+//!   connection (`conn`) is a `transport` (the byte pipe: TCP today, the
+//!   seam for TLS and WebSocket) and a `session` (framer, outbox, reply
+//!   order, flood bucket, upload) that never sees the socket; `outbox` and
+//!   `limits` hold the bounds.
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;

@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 30")
+        .take_while(|l| l != "OK STATS 31")
         .collect();
-    assert_eq!(rows.len(), 30, "{rows:?}");
+    assert_eq!(rows.len(), 31, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -136,6 +136,65 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
         "{rows:?}"
     );
     assert!(rows.contains(&"STAT closed_quit 0".to_string()), "{rows:?}");
+    assert_eq!(
+        rows.last().map(String::as_str),
+        Some("STAT closed_slow_consumer_soft 0")
+    );
+}
+
+#[test]
+fn a_reader_parked_over_the_soft_outbox_limit_is_dropped_after_its_seconds() {
+    // The hard limit is far away: only the soft one can drop the reader.
+    let s = Server::with_args(&[
+        "--max-outbox",
+        "33554432",
+        "--outbox-soft-limit",
+        "65536",
+        "--outbox-soft-seconds",
+        "1",
+        "--durability",
+        "async",
+    ]);
+    let mut sender = s.user("sender");
+    sender.ignored = vec!["RECEIPT "];
+    sender.send("JOIN #feed");
+    sender.expect("OK JOIN #feed created");
+    let mut parked = s.user("parked");
+    parked.send("JOIN #feed");
+    parked.expect("OK JOIN #feed joined");
+    sender.expect("JOINED #feed parked");
+    let mut watcher = s.user("watcher");
+    // `parked` never reads again. Feed the room until the kernel's buffers
+    // are full and the server holds more than the soft limit for it.
+    let text = "z".repeat(4000);
+    let batch: String = format!("SAY #feed {text}\n").repeat(100);
+    let mut said = 0;
+    while watcher.stat("outbox_bytes_queued") <= 65536 {
+        assert!(said < 10_000, "40 MB sent and the outbox is still small");
+        sender.send_raw(batch.as_bytes());
+        for _ in 0..100 {
+            said += 1;
+            sender.expect_prefix(&format!("OK SAY #feed {said} "));
+        }
+    }
+    // Above the soft limit from here on: dropped after about a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while watcher.stat("closed_slow_consumer_soft") == 0 {
+        assert!(Instant::now() < deadline, "not dropped within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(watcher.stat("closed_slow_consumer"), 0);
+    assert_eq!(watcher.stat("slow_consumer_drops"), 1);
+    assert_eq!(watcher.stat("outbox_bytes_queued"), 0);
+    // Its socket ends after what the kernel had buffered, which is less
+    // than was said.
+    let got = parked.read_to_eof();
+    assert!(got < said * text.len(), "{got} bytes of {said} messages");
+    // The sender was never over the limit and is still served; it saw
+    // `parked` go.
+    sender.expect_prefix("PRESENCE parked offline ");
+    sender.send("PING alive");
+    sender.expect("OK PONG alive");
 }
 
 #[test]
@@ -182,13 +241,20 @@ fn out_of_descriptors_keeps_serving_without_spinning() {
 
 #[test]
 fn sigterm_says_bye_commits_and_exits_cleanly() {
-    let mut s = Server::start();
+    let mut s = Server::logged(&[]);
     let [mut a, mut b] = s.room_with("#r", ["alice", "bob"]);
     a.send("SAY #r before shutdown");
     a.expect_prefix("OK SAY #r 1 ");
     b.line();
-    let status = s.terminate();
-    assert!(status.success(), "{status:?}");
+    let log = s.terminate_logged();
+    // The two sessions open at shutdown are closed for that reason, each
+    // logged once.
+    let closes: Vec<&str> = log.lines().filter(|l| l.contains(" closed: ")).collect();
+    assert_eq!(closes.len(), 2, "{log}");
+    assert!(
+        closes.iter().all(|l| l.ends_with(" closed: shutdown")),
+        "{log}"
+    );
     let rest_a = a.until_closed();
     assert!(
         rest_a.contains(&"BYE server shutting down".to_string()),

@@ -1,6 +1,10 @@
 //! Why a session ended: one reason per closed session, logged once when it
 //! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
 
+use super::Server;
+use super::transport::Transport;
+use crate::chat::SessionId;
+
 /// The reason a connection was closed. The first cause found wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -16,6 +20,9 @@ pub enum CloseReason {
     WriteError,
     /// The outbox would have passed `--max-outbox`.
     SlowConsumer,
+    /// The outbox stayed above `--outbox-soft-limit` for longer than
+    /// `--outbox-soft-seconds`.
+    SlowConsumerSoft,
     /// No login within `--login-timeout`.
     LoginTimeout,
     /// The input can no longer be split into lines: an ATTACH whose size
@@ -35,7 +42,8 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order of the STATS rows.
-    pub const ALL: [CloseReason; 13] = [
+    /// New reasons go last, so that existing rows keep their places.
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::Quit,
         CloseReason::ClientClosed,
         CloseReason::UploadCut,
@@ -49,6 +57,7 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::ServerFull,
         CloseReason::TooManyUnauth,
+        CloseReason::SlowConsumerSoft,
     ];
 
     /// The name in logs and in `STAT closed_<name>`.
@@ -60,6 +69,7 @@ impl CloseReason {
             CloseReason::ReadError => "read_error",
             CloseReason::WriteError => "write_error",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::SlowConsumerSoft => "slow_consumer_soft",
             CloseReason::LoginTimeout => "login_timeout",
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::TooLarge => "too_large",
@@ -68,5 +78,54 @@ impl CloseReason {
             CloseReason::ServerFull => "server_full",
             CloseReason::TooManyUnauth => "too_many_unauth",
         }
+    }
+
+    /// Reasons that are the server's doing against a live client: worth a
+    /// warning in the log.
+    pub fn is_drop(self) -> bool {
+        matches!(
+            self,
+            CloseReason::SlowConsumer | CloseReason::SlowConsumerSoft
+        )
+    }
+}
+
+impl Server {
+    pub(super) fn close_dead(&mut self) {
+        while let Some(i) = self.dead.pop() {
+            let Some(mut conn) = self.conns.try_remove(i) else {
+                continue;
+            };
+            conn.transport.close();
+            let _ = self.poll.registry().deregister(&mut conn.transport);
+            self.soft.forget(i, &conn.session.soft_clock);
+            if !conn.session.authed {
+                self.unauth.remove(conn.session.sid);
+            }
+            self.record_close(
+                conn.session.sid,
+                conn.session.reason.unwrap_or(CloseReason::ClientClosed),
+            );
+            self.hub.disconnect(conn.session.sid, &mut self.out);
+            self.apply_out();
+        }
+        // Closing may have queued presence events for others.
+        if !self.dirty.is_empty() {
+            self.flush_dirty();
+            if !self.dead.is_empty() {
+                self.close_dead();
+            }
+        }
+    }
+
+    /// Counts a closed session under its reason and logs it, once.
+    pub(super) fn record_close(&mut self, sid: SessionId, reason: CloseReason) {
+        self.counters.closed[reason as usize] += 1;
+        let level = if reason.is_drop() {
+            log::Level::Warn
+        } else {
+            log::Level::Info
+        };
+        log::log!(level, "session {sid} closed: {}", reason.name());
     }
 }

@@ -6,20 +6,37 @@
 //! every outbox that got something, many lines per `writev`. Password hashing
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
+//!
+//! This file holds the [`Server`] and its turn; each concern has a file:
+//! `accept` (listener and admission: connection caps, descriptor pause,
+//! login deadline), `read` (read budget, flood bucket, framing, ATTACH
+//! bodies), `route` (the hub's output into outboxes, in command order),
+//! `write` (flushes and delivery reports), `slow` (hard and soft outbox
+//! limits), `close` (why and how a session ends), `shutdown`, `stats`.
+//! A connection (`conn`) is a `transport` and a `session` kept apart;
+//! `outbox` and `limits` hold the per-connection bounds.
 
+mod accept;
 mod close;
 mod conn;
 mod limits;
 mod outbox;
+mod read;
+mod route;
+mod session;
+mod shutdown;
+mod slow;
+mod stats;
+mod transport;
+mod write;
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -27,14 +44,14 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
-use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Reply, SessionId, SystemEnv};
+use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, SessionId, SystemEnv};
 use crate::config::Config;
-use crate::fanout::{self, Wire};
-use crate::protocol::{self, Frame, Framing, Lost, ParseError, driver_lines};
+use crate::fanout::Wire;
 use crate::store::{self, Backend, SqliteBackend, Storage};
-use close::CloseReason;
-use conn::{Conn, Upload};
-use outbox::{Flushed, Tag};
+use accept::bind;
+use conn::Conn;
+use slow::SoftLimit;
+use stats::{Counters, Rates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -44,72 +61,12 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
 }
 
-/// Accept errors that mean the process or system is out of descriptors or
-/// memory: retrying at once would only spin.
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    const ENOMEM: i32 = 12;
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    const ENOBUFS: i32 = 105;
-    matches!(e.raw_os_error(), Some(ENOMEM | ENFILE | EMFILE | ENOBUFS))
-}
-
-/// The input of `conn` can no longer be split into lines: answer, stop reading.
-fn lose_framing(conn: &mut Conn, sid: SessionId, lost: Lost, out: &mut Out) {
-    out.reply(sid, Reply::Lost(lost));
-    conn.closing = true;
-    conn.close_as(match lost {
-        Lost::TooLarge(_) => CloseReason::TooLarge,
-        Lost::BadSize | Lost::LongAttach | Lost::Utf8Attach => CloseReason::ProtocolError,
-    });
-}
-
-/// A listening socket with a backlog big enough for a connect storm (the
-/// standard library's 128 drops connections when thousands arrive at once;
-/// the kernel caps it at net.core.somaxconn).
-fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(TcpListener::from_std(socket.into()))
-}
-
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// How often changed delivery cursors are handed to storage.
 const CURSOR_FLUSH: Duration = Duration::from_secs(1);
-
-/// How long accepting pauses when the process is out of file descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
-/// Connection-level counters, read by STATS.
-#[derive(Debug, Default)]
-struct Counters {
-    accepted: u64,
-    refused: u64,
-    slow_consumer_drops: u64,
-    login_timeouts: u64,
-    bytes_out: u64,
-    /// Flushes that wrote something (one or more writev calls each).
-    flushes: u64,
-    /// Closed sessions and refused connections, per [`CloseReason`].
-    closed: [u64; CloseReason::ALL.len()],
-}
-
-/// Per-second rates computed once a second from the hub's counters.
-#[derive(Debug, Default)]
-struct Rates {
-    at: Option<Instant>,
-    messages_in: u64,
-    deliveries_out: u64,
-    messages_per_sec: u64,
-    deliveries_per_sec: u64,
-}
 
 pub struct Server {
     cfg: Config,
@@ -143,6 +100,10 @@ pub struct Server {
     /// (session, conversation, highest seq) written, waiting to be reported.
     wrote: Vec<(SessionId, ConvId, u64)>,
     last_cursor_flush: Instant,
+    soft: SoftLimit,
+    /// A stream (SYNC, FETCH) gets its next chunk once the outbox is below
+    /// this, which keeps a parked reader's stream under both limits.
+    stream_low_water: usize,
     accept_paused_until: Option<Instant>,
     /// Out of descriptors was logged; not again until an accept succeeds.
     fd_warned: bool,
@@ -203,6 +164,8 @@ impl Server {
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let soft = SoftLimit::new(cfg.outbox_soft_limit, cfg.outbox_soft_seconds);
+        let stream_low_water = cfg.max_outbox.min(soft.bytes()) / 4;
         Ok(Server {
             scratch: vec![0; cfg.read_budget.clamp(4096, 1 << 20)],
             cfg,
@@ -225,6 +188,8 @@ impl Server {
             written: Vec::new(),
             wrote: Vec::new(),
             last_cursor_flush: Instant::now(),
+            soft,
+            stream_low_water,
             accept_paused_until: None,
             fd_warned: false,
             throttled: Vec::new(),
@@ -275,17 +240,20 @@ impl Server {
         }
     }
 
-    fn poll_timeout(&mut self) -> Option<Duration> {
+    pub(super) fn poll_timeout(&mut self) -> Option<Duration> {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut timeout = Duration::from_secs(1);
+        if let Some(cap) = self.soft.poll_cap() {
+            timeout = timeout.min(cap);
+        }
         if let Some(until) = self.accept_paused_until {
             timeout = timeout.min(until.saturating_duration_since(Instant::now()));
         }
         let now = self.now_ms();
         for &i in &self.throttled {
-            if let Some(until) = self.conns.get(i).and_then(|c| c.throttled_until) {
+            if let Some(until) = self.conns.get(i).and_then(|c| c.session.throttled_until) {
                 timeout = timeout.min(Duration::from_millis(u64::from(until.saturating_sub(now))));
             }
         }
@@ -293,12 +261,12 @@ impl Server {
     }
 
     /// Milliseconds since the server started: the clock of flood control.
-    fn now_ms(&self) -> u32 {
+    pub(super) fn now_ms(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Work that is done once per loop turn, after all events.
-    fn turn_end(&mut self) {
+    pub(super) fn turn_end(&mut self) {
         for i in std::mem::take(&mut self.again) {
             self.service(i);
         }
@@ -310,6 +278,7 @@ impl Server {
             self.accept();
         }
         self.expire_logins();
+        self.drop_over_soft_too_long();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -320,626 +289,24 @@ impl Server {
         }
     }
 
-    fn accept(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        loop {
-            match self.listener.accept() {
-                Ok((sock, peer)) => {
-                    self.fd_warned = false;
-                    self.open(sock, peer)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhaustion(&e) => {
-                    if !self.fd_warned {
-                        log::warn!(
-                            "cannot accept: {e}; retrying every {ACCEPT_PAUSE:?} while existing sessions are served"
-                        );
-                        self.fd_warned = true;
-                    }
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                    return;
-                }
-                Err(e) => {
-                    // ECONNABORTED and friends concern one client only.
-                    log::debug!("accept failed: {e}");
-                }
-            }
-        }
-    }
-
-    fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
-        let slot = self.conns.vacant_key();
-        let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
-        let refusal = if self.conns.len() >= self.cfg.max_connections {
-            Some((driver_lines::SERVER_FULL, CloseReason::ServerFull))
-        } else if !self
-            .unauth
-            .try_add(sid, peer.ip(), self.cfg.max_unauth_per_ip)
-        {
-            Some((
-                driver_lines::TOO_MANY_CONNECTIONS,
-                CloseReason::TooManyUnauth,
-            ))
-        } else {
-            None
-        };
-        if let Some((line, reason)) = refusal {
-            self.counters.closed[reason as usize] += 1;
-            // Best effort: the socket is new, so its buffer has room.
-            let _ = sock.write(line);
-            self.counters.refused += 1;
-            log::warn!("refused {peer}: {}", reason.name());
-            return;
-        }
-        self.serial = self.serial.wrapping_add(1);
-        // Replies are small and latency matters; batching is done by writev.
-        let _ = sock.set_nodelay(true);
-        if self.cfg.keepalive > 0 {
-            let ka = socket2::TcpKeepalive::new()
-                .with_time(Duration::from_secs(self.cfg.keepalive))
-                .with_interval(Duration::from_secs(10))
-                .with_retries(3);
-            let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
-        }
-        let entry = self.conns.vacant_entry();
-        let i = entry.key();
-        // Write interest is added only while an outbox is blocked, so the
-        // common case (a reader that keeps up) costs no writable wakeups.
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut sock, Token(i), Interest::READABLE)
-        {
-            log::warn!("registering {peer} failed: {e}");
-            self.unauth.remove(sid);
-            return;
-        }
-        entry.insert(Box::new(Conn::new(
-            sock,
-            sid,
-            self.cfg.max_line,
-            self.cfg.command_burst,
-        )));
-        let timeout_ms =
-            u32::try_from(self.cfg.login_timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
-        self.login_deadlines
-            .push_back((self.now_ms().saturating_add(timeout_ms), sid));
-        self.counters.accepted += 1;
-        self.hub.connect(sid);
-        log::info!("session {sid} connected from {peer}");
-        self.push(i, driver_lines::hello(), None);
-    }
-
-    /// Reads and handles input for connection `i` within its budget.
-    fn service(&mut self, i: usize) {
-        let mut budget = self.cfg.read_budget;
-        loop {
-            let Some(conn) = self.conns.get_mut(i) else {
-                return;
-            };
-            let sid = conn.sid;
-            if conn.closing {
-                return;
-            }
-            self.handle_lines(i);
-            let Some(conn) = self.conns.get_mut(i) else {
-                return;
-            };
-            // Busy, throttled or closing: leave the rest in the kernel's
-            // buffer, which pushes back on the client.
-            let wanted = self.hub.accepts_input(sid) || conn.upload.is_some();
-            if !wanted || conn.closing || conn.throttled_until.is_some() {
-                return;
-            }
-            if conn.eof {
-                if conn.finished() {
-                    conn.close_as(CloseReason::ClientClosed);
-                    self.dead.push(i);
-                }
-                return;
-            }
-            if budget == 0 {
-                self.again.push(i);
-                return;
-            }
-            let want = budget.min(self.scratch.len());
-            match conn.sock.read(&mut self.scratch[..want]) {
-                Ok(0) if conn.upload.is_some() => {
-                    // The body of an ATTACH was cut short: nothing is published.
-                    conn.close_as(CloseReason::UploadCut);
-                    self.dead.push(i);
-                    return;
-                }
-                Ok(0) => conn.eof = true,
-                Ok(n) => {
-                    budget -= n;
-                    conn.framer.feed(&self.scratch[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("session {sid} read error: {e}");
-                    conn.close_as(CloseReason::ReadError);
-                    self.dead.push(i);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Hands every complete buffered line of connection `i` to the hub, while
-    /// the hub accepts input from it.
-    fn handle_lines(&mut self, i: usize) {
-        let now = self.now_ms();
-        let (rate, burst) = (self.cfg.command_rate, self.cfg.command_burst);
-        let max_body = self.cfg.max_attachment;
-        let Server {
-            conns,
-            hub,
-            out,
-            throttled,
-            ..
-        } = self;
-        loop {
-            let Some(conn) = conns.get_mut(i) else {
-                return;
-            };
-            let sid = conn.sid;
-            if conn.closing {
-                break;
-            }
-            if let Some(up) = &mut conn.upload {
-                let chunk = conn
-                    .framer
-                    .take_raw(up.remaining.min(usize::MAX as u64) as usize);
-                if chunk.is_empty() {
-                    break;
-                }
-                up.remaining -= chunk.len() as u64;
-                if let Some(data) = &mut up.data {
-                    data.extend_from_slice(chunk);
-                }
-                if up.remaining == 0
-                    && let Some(Upload {
-                        data: Some(data), ..
-                    }) = conn.upload.take().map(|u| *u)
-                {
-                    hub.payload(sid, data, out);
-                }
-                continue;
-            }
-            if conn.throttled_until.is_some() || !hub.accepts_input(sid) {
-                break;
-            }
-            if !conn.framer.has_line() {
-                break;
-            }
-            if rate > 0
-                && burst > 0
-                && let Err(wait) = conn.bucket.take(now, rate, burst)
-            {
-                conn.throttled_until = Some(now.saturating_add(wait));
-                throttled.push(i);
-                break;
-            }
-            let Some(frame) = conn.framer.next_frame() else {
-                break;
-            };
-            match frame {
-                Frame::Line(line) => {
-                    let parsed = protocol::parse(line);
-                    let framing = protocol::framing(line, &parsed, max_body);
-                    if let Framing::Lost(lost) = framing {
-                        lose_framing(conn, sid, lost, out);
-                        continue;
-                    }
-                    match parsed {
-                        Ok(cmd) => hub.handle(sid, cmd, out),
-                        Err(e) => hub.bad_line(sid, e, out),
-                    }
-                    match framing {
-                        // Stop reading right away: what follows is ignored.
-                        Framing::Close => {
-                            conn.closing = true;
-                            conn.close_as(CloseReason::Quit);
-                        }
-                        // The body follows whatever the answer: read it, and
-                        // keep it only if the hub wants it.
-                        Framing::Body(size) => {
-                            let data = hub
-                                .wants_payload(sid)
-                                .then(|| Vec::with_capacity(size.min(1 << 20) as usize));
-                            if size == 0 {
-                                if let Some(data) = data {
-                                    hub.payload(sid, data, out);
-                                }
-                            } else {
-                                conn.upload = Some(Box::new(Upload {
-                                    remaining: size,
-                                    data,
-                                }));
-                            }
-                        }
-                        Framing::Line | Framing::Lost(_) => {}
-                    }
-                }
-                Frame::TooLong { attach: false } => hub.bad_line(sid, ParseError::LineTooLong, out),
-                Frame::BadUtf8 { attach: false } => hub.bad_line(sid, ParseError::BadUtf8, out),
-                Frame::TooLong { attach: true } => lose_framing(conn, sid, Lost::LongAttach, out),
-                Frame::BadUtf8 { attach: true } => lose_framing(conn, sid, Lost::Utf8Attach, out),
-            }
-        }
-        self.apply_out();
-    }
-
-    /// Routes everything the hub produced: lines to outboxes, jobs to workers.
-    fn apply_out(&mut self) {
-        let mut out = std::mem::take(&mut self.out);
-        let mut wire = std::mem::take(&mut self.wire);
-        fanout::route(&mut self.hub, &mut out.emits, &mut wire);
-        for (sid, output) in wire.drain(..) {
-            let Some(i) = self.index_of(sid) else {
-                continue;
-            };
-            let conn = &mut self.conns[i];
-            match output {
-                Wire::Reply(b) => {
-                    if let Some(b) = conn.reply(b) {
-                        self.push(i, b, None);
-                    }
-                }
-                Wire::Event(b) => self.push_event(i, b, None),
-                Wire::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
-                Wire::Defer => conn.defer(),
-                Wire::Complete(b) => {
-                    if !conn.authed && self.hub.user_of(sid).is_some() {
-                        conn.authed = true;
-                        self.unauth.remove(sid);
-                    }
-                    for (b, tag) in conn.complete(b) {
-                        self.push(i, b, tag);
-                    }
-                    if let Some(conn) = self.conns.get_mut(i)
-                        && conn.hold_events
-                        && conn.held.is_empty()
-                    {
-                        // The FETCH is over: the events it held back follow it.
-                        conn.hold_events = false;
-                        for (b, tag) in std::mem::take(&mut conn.waiting) {
-                            self.push(i, b, tag);
-                        }
-                    }
-                    // The session may have been waiting on this to read on.
-                    self.again.push(i);
-                }
-                Wire::Partial { lines, tag } => {
-                    for (b, tag) in conn.partial(lines, tag) {
-                        self.push(i, b, tag);
-                    }
-                }
-                Wire::Body(bytes) => {
-                    conn.hold_events = true;
-                    for (b, tag) in conn.partial(bytes, None) {
-                        self.push(i, b, tag);
-                    }
-                }
-                Wire::Close => {
-                    conn.close_as(CloseReason::ChatRequest);
-                    conn.close_after_replies();
-                }
-                Wire::Stats => {
-                    let stats = self.stats_reply();
-                    if let Some(b) = self.conns[i].reply(stats) {
-                        self.push(i, b, None);
-                    }
-                }
-            }
-            self.mark_dirty(i);
-        }
-        for job in out.auth.drain(..) {
-            self.auth.submit(job);
-        }
-        for job in out.blobs.drain(..) {
-            self.blobs.submit(job);
-        }
-        if let Some(storage) = &self.storage {
-            for req in out.store.drain(..) {
-                storage.submit(req);
-            }
-        }
-        // Hand the (now empty) vectors back so their capacity is reused.
-        self.out = out;
-        self.wire = wire;
-    }
-
-    fn index_of(&self, sid: SessionId) -> Option<usize> {
+    pub(super) fn index_of(&self, sid: SessionId) -> Option<usize> {
         let i = sid.slot();
-        self.conns.get(i).filter(|c| c.sid == sid).map(|_| i)
+        self.conns
+            .get(i)
+            .filter(|c| c.session.sid == sid)
+            .map(|_| i)
     }
 
-    /// Queues an event, unless a FETCH body is being written: then it waits
-    /// (counted against the outbox limit) until the body is done.
-    fn push_event(&mut self, i: usize, b: Bytes, tag: Tag) {
-        let Some(conn) = self.conns.get_mut(i) else {
-            return;
-        };
-        if !conn.hold_events {
-            return self.push(i, b, tag);
-        }
-        let waiting: usize = conn.waiting.iter().map(|(w, _)| w.len()).sum();
-        if waiting + conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
-            self.drop_slow(i);
-        } else {
-            conn.waiting.push((b, tag));
-        }
-    }
-
-    /// Queues `b` for connection `i`, dropping it as a slow consumer if its
-    /// outbox would pass the limit.
-    fn push(&mut self, i: usize, b: Bytes, tag: Tag) {
-        let Some(conn) = self.conns.get_mut(i) else {
-            return;
-        };
-        if conn.dropped {
-            return;
-        }
-        if conn.outbox.len_bytes() + b.len() > self.cfg.max_outbox {
-            // Over the limit: first let the kernel take what it will. Only a
-            // reader whose socket buffer is full as well is slow.
-            if let Ok((_, n)) = conn.outbox.flush(&mut conn.sock, &mut self.written) {
-                self.counters.bytes_out += n as u64;
-            }
-            self.note_written(i);
-        }
-        let Some(conn) = self.conns.get_mut(i) else {
-            return;
-        };
-        if conn.outbox.push(b, tag, self.cfg.max_outbox) {
-            self.mark_dirty(i);
-            return;
-        }
-        self.drop_slow(i);
-    }
-
-    /// Drops connection `i` as a slow consumer.
-    fn drop_slow(&mut self, i: usize) {
-        let Some(conn) = self.conns.get_mut(i) else {
-            return;
-        };
-        if conn.dropped {
-            return;
-        }
-        conn.close_as(CloseReason::SlowConsumer);
-        self.counters.slow_consumer_drops += 1;
-        // Best effort: the client may be mid-line, hence the leading CRLF.
-        conn.outbox.clear();
-        conn.waiting = Vec::new();
-        let _ = io::Write::write(&mut conn.sock, driver_lines::SLOW_CONSUMER);
-        conn.closing = true;
-        conn.dropped = true;
-        self.dead.push(i);
-    }
-
-    fn mark_dirty(&mut self, i: usize) {
+    pub(super) fn mark_dirty(&mut self, i: usize) {
         if let Some(conn) = self.conns.get_mut(i)
-            && !conn.dirty
+            && !conn.session.dirty
         {
-            conn.dirty = true;
+            conn.session.dirty = true;
             self.dirty.push(i);
         }
     }
 
-    fn flush_dirty(&mut self) {
-        while !self.dirty.is_empty() {
-            for i in std::mem::take(&mut self.dirty) {
-                let Some(conn) = self.conns.get_mut(i) else {
-                    continue;
-                };
-                conn.dirty = false;
-                match conn.outbox.flush(&mut conn.sock, &mut self.written) {
-                    Ok((flushed, n)) => {
-                        self.counters.bytes_out += n as u64;
-                        if n > 0 {
-                            self.counters.flushes += 1;
-                        }
-                        let blocked = flushed == Flushed::Blocked;
-                        if blocked != conn.want_write {
-                            conn.want_write = blocked;
-                            let interest = if blocked {
-                                Interest::READABLE | Interest::WRITABLE
-                            } else {
-                                Interest::READABLE
-                            };
-                            let _ =
-                                self.poll
-                                    .registry()
-                                    .reregister(&mut conn.sock, Token(i), interest);
-                        }
-                        if !blocked && conn.finished() {
-                            conn.close_as(CloseReason::ClientClosed);
-                            self.dead.push(i);
-                        }
-                    }
-                    Err(e) => {
-                        log::debug!("session {} write error: {e}", conn.sid);
-                        conn.close_as(CloseReason::WriteError);
-                        self.dead.push(i);
-                    }
-                }
-                self.note_written(i);
-            }
-            // Report what reached sockets, and let SYNC streams continue.
-            self.report_written();
-        }
-    }
-
-    /// Keeps what connection `i` just wrote for the hub: per conversation,
-    /// only the highest seq (cursors only move forward).
-    fn note_written(&mut self, i: usize) {
-        if self.written.is_empty() {
-            return;
-        }
-        if let Some(conn) = self.conns.get(i) {
-            let sid = conn.sid;
-            self.written.sort_unstable();
-            for (k, &(conv, seq)) in self.written.iter().enumerate() {
-                if self.written.get(k + 1).is_none_or(|next| next.0 != conv) {
-                    self.wrote.push((sid, conv, seq));
-                }
-            }
-        }
-        self.written.clear();
-    }
-
-    /// Tells the hub which messages reached which sessions, and pulls the
-    /// next piece of streams (SYNC, FETCH) whose outbox has drained. New
-    /// output marks sessions dirty again; `flush_dirty` loops until none is.
-    fn report_written(&mut self) {
-        let mut wrote = std::mem::take(&mut self.wrote);
-        for &(sid, conv, seq) in &wrote {
-            self.hub.delivered(sid, conv, seq, &mut self.out);
-        }
-        wrote.clear();
-        // Hand the vector back so its capacity is reused next turn.
-        self.wrote = wrote;
-        let low_water = self.cfg.max_outbox / 4;
-        let pull: Vec<SessionId> = self
-            .hub
-            .streams_waiting()
-            .filter(|&sid| {
-                self.index_of(sid).is_some_and(|i| {
-                    let c = &self.conns[i];
-                    c.outbox.len_bytes() < low_water && c.held.len() <= 1 && !c.dropped
-                })
-            })
-            .collect();
-        for sid in pull {
-            self.hub.stream_more(sid, &mut self.out);
-        }
-        self.apply_out();
-    }
-
-    fn close_dead(&mut self) {
-        while let Some(i) = self.dead.pop() {
-            let Some(mut conn) = self.conns.try_remove(i) else {
-                continue;
-            };
-            let _ = self.poll.registry().deregister(&mut conn.sock);
-            if !conn.authed {
-                self.unauth.remove(conn.sid);
-            }
-            let reason = conn.reason.unwrap_or(CloseReason::ClientClosed);
-            self.counters.closed[reason as usize] += 1;
-            // Dropping a slow consumer is the server's doing: worth a warning.
-            let level = if reason == CloseReason::SlowConsumer {
-                log::Level::Warn
-            } else {
-                log::Level::Info
-            };
-            log::log!(level, "session {} closed: {}", conn.sid, reason.name());
-            self.hub.disconnect(conn.sid, &mut self.out);
-            self.apply_out();
-        }
-        // Closing may have queued presence events for others.
-        if !self.dirty.is_empty() {
-            self.flush_dirty();
-            if !self.dead.is_empty() {
-                self.close_dead();
-            }
-        }
-    }
-
-    /// Serves throttled sessions whose bucket has refilled.
-    fn wake_throttled(&mut self) {
-        if self.throttled.is_empty() {
-            return;
-        }
-        let now = self.now_ms();
-        let mut still = Vec::new();
-        for i in std::mem::take(&mut self.throttled) {
-            let Some(conn) = self.conns.get_mut(i) else {
-                continue;
-            };
-            match conn.throttled_until {
-                Some(until) if until > now => still.push(i),
-                _ => {
-                    conn.throttled_until = None;
-                    self.service(i);
-                }
-            }
-        }
-        self.throttled.extend(still);
-    }
-
-    /// Closes connections that did not log in within the login timeout.
-    fn expire_logins(&mut self) {
-        let now = self.now_ms();
-        while let Some(&(deadline, sid)) = self.login_deadlines.front() {
-            if deadline > now {
-                return;
-            }
-            self.login_deadlines.pop_front();
-            let Some(i) = self.index_of(sid) else {
-                continue;
-            };
-            if self.conns[i].authed || self.hub.user_of(sid).is_some() {
-                continue;
-            }
-            self.counters.login_timeouts += 1;
-            self.push(i, driver_lines::login_timeout(self.cfg.login_timeout), None);
-            if let Some(c) = self.conns.get_mut(i) {
-                c.closing = true;
-                c.close_as(CloseReason::LoginTimeout);
-            }
-        }
-    }
-
-    /// Stops accepting, says BYE to everyone, drains outboxes for a bounded
-    /// time, hands the last cursors to storage and waits for its final commit.
-    fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
-        log::info!("shutting down: {} sessions", self.conns.len());
-        let _ = self.poll.registry().deregister(&mut self.listener);
-        let bye = driver_lines::bye();
-        let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
-        for i in all {
-            self.push(i, bye.clone(), None);
-            if let Some(c) = self.conns.get_mut(i) {
-                c.closing = true;
-                c.close_as(CloseReason::Shutdown);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_grace);
-        loop {
-            self.flush_dirty();
-            let pending = self.conns.iter().any(|(_, c)| !c.outbox.is_empty());
-            let now = Instant::now();
-            if !pending || now >= deadline {
-                break;
-            }
-            self.poll.poll(
-                events,
-                Some((deadline - now).min(Duration::from_millis(50))),
-            )?;
-            for event in events.iter() {
-                match event.token() {
-                    WAKER => self.drain_workers(),
-                    Token(i) if event.is_writable() => self.mark_dirty(i),
-                    _ => {}
-                }
-            }
-        }
-        self.hub.flush_cursors(&mut self.out);
-        self.apply_out();
-        // Dropping the handle makes the storage thread commit what it has and exit.
-        drop(self.storage.take());
-        log::info!("shutdown complete");
-        Ok(())
-    }
-
-    fn drain_workers(&mut self) {
+    pub(super) fn drain_workers(&mut self) {
         while let Ok(done) = self.auth_done.try_recv() {
             self.hub.authed(done, &mut self.out);
             self.apply_out();
@@ -952,57 +319,5 @@ impl Server {
             self.hub.blob_done(done, &mut self.out);
             self.apply_out();
         }
-    }
-
-    fn tick_rates(&mut self) {
-        let now = Instant::now();
-        let r = &mut self.rates;
-        let c = &self.hub.counters;
-        match r.at {
-            Some(at) if now.duration_since(at) < Duration::from_secs(1) => {}
-            Some(at) => {
-                let secs = now.duration_since(at).as_secs_f64();
-                r.messages_per_sec = ((c.messages_in - r.messages_in) as f64 / secs) as u64;
-                r.deliveries_per_sec = ((c.deliveries_out - r.deliveries_out) as f64 / secs) as u64;
-                *r = Rates {
-                    at: Some(now),
-                    messages_in: c.messages_in,
-                    deliveries_out: c.deliveries_out,
-                    ..*r
-                };
-            }
-            None => {
-                r.at = Some(now);
-                r.messages_in = c.messages_in;
-                r.deliveries_out = c.deliveries_out;
-            }
-        }
-    }
-
-    fn stats_reply(&self) -> Bytes {
-        let c = &self.hub.counters;
-        let queued: usize = self.conns.iter().map(|(_, c)| c.outbox.len_bytes()).sum();
-        let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 17] = [
-            ("sessions", self.conns.len() as u64),
-            ("users_online", self.hub.users_online() as u64),
-            ("rooms", self.hub.room_count() as u64),
-            ("connections_accepted", self.counters.accepted),
-            ("connections_refused", self.counters.refused),
-            ("login_timeouts", self.counters.login_timeouts),
-            ("messages_in", c.messages_in),
-            ("deliveries_out", c.deliveries_out),
-            ("messages_in_per_sec", self.rates.messages_per_sec),
-            ("deliveries_out_per_sec", self.rates.deliveries_per_sec),
-            ("outbox_bytes_queued", queued as u64),
-            ("slow_consumer_drops", self.counters.slow_consumer_drops),
-            ("bytes_out", self.counters.bytes_out),
-            ("flushes", self.counters.flushes),
-            ("storage_commits", c.commits),
-            ("storage_commit_avg_us", avg_commit),
-            ("storage_commit_last_us", c.commit_micros_last),
-        ];
-        let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
-        driver_lines::stats(rows, closed)
     }
 }

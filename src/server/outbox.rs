@@ -79,7 +79,7 @@ impl Outbox {
         self.bytes = 0;
     }
 
-    /// Writes as much as the socket takes; returns the bytes written too.
+    /// Writes as much as the transport takes; returns the bytes written too.
     /// Tags of entries written whole are appended to `written_tags`.
     pub fn flush<W: Write>(
         &mut self,
@@ -117,7 +117,12 @@ impl Outbox {
             }
         }
         self.rest = VecDeque::new();
-        Ok((Flushed::All, written))
+        // Then what the transport holds itself (TLS records); nothing for TCP.
+        match w.flush() {
+            Ok(()) => Ok((Flushed::All, written)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((Flushed::Blocked, written)),
+            Err(e) => Err(e),
+        }
     }
 
     fn consume(&mut self, mut k: usize, written_tags: &mut Vec<(ConvId, u64)>) {
@@ -194,6 +199,45 @@ mod tests {
         assert_eq!(tags, [(ConvId(7), 1)]);
         assert_eq!(w.got, b"MSG #a 1 x\nOK\n");
         assert_eq!(&shared[..], b"MSG #a 1 x\n", "shared buffer untouched");
+    }
+
+    /// A transport that takes every byte but holds them (TLS records not yet
+    /// on the socket) keeps the outbox blocked, so write interest stays on,
+    /// until its `flush` gets them out.
+    #[test]
+    fn bytes_the_transport_holds_count_as_blocked() {
+        struct Holding {
+            held: Vec<u8>,
+            socket_ready: bool,
+        }
+        impl Write for Holding {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.held.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                if self.socket_ready {
+                    self.held.clear();
+                    Ok(())
+                } else {
+                    Err(io::ErrorKind::WouldBlock.into())
+                }
+            }
+        }
+        let mut o = Outbox::default();
+        let mut w = Holding {
+            held: Vec::new(),
+            socket_ready: false,
+        };
+        let mut tags = Vec::new();
+        assert!(o.push(Bytes::from_static(b"one\n"), Some((ConvId(2), 5)), 100));
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::Blocked, 4));
+        assert!(o.is_empty());
+        assert_eq!(tags, [(ConvId(2), 5)], "handed whole to the transport");
+        assert_eq!(w.held, b"one\n");
+        w.socket_ready = true;
+        assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 0));
+        assert!(w.held.is_empty());
     }
 
     /// One entry at a time, the common case, never allocates the queue; a

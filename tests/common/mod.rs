@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,6 +20,8 @@ pub struct Server {
     data: PathBuf,
     extra: Vec<String>,
     ulimit: Option<u32>,
+    /// Set for a server started with [`Server::logged`]: reads its stderr.
+    log: Option<JoinHandle<String>>,
 }
 
 impl Server {
@@ -34,10 +37,20 @@ impl Server {
     /// Starts the server with extra flags and, optionally, a file-descriptor
     /// limit (`ulimit -n`).
     pub fn spawn_with(extra: &[&str], ulimit: Option<u32>) -> Server {
+        Server::spawn_logged(extra, ulimit, false)
+    }
+
+    /// Starts the server with extra flags, logging at `info`;
+    /// [`Server::terminate_logged`] returns what it logged.
+    pub fn logged(extra: &[&str]) -> Server {
+        Server::spawn_logged(extra, None, true)
+    }
+
+    fn spawn_logged(extra: &[&str], ulimit: Option<u32>, logged: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(&data, &extra, "127.0.0.1:0", ulimit);
+        let (child, addr, log) = spawn(&data, &extra, "127.0.0.1:0", ulimit, logged);
         Server {
             child,
             addr,
@@ -45,13 +58,14 @@ impl Server {
             data,
             extra,
             ulimit,
+            log,
         }
     }
 
     /// Starts the server on a data dir the caller owns (and removes).
     pub fn on_dir(data: &Path, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(data, &extra, "127.0.0.1:0", None);
+        let (child, addr, log) = spawn(data, &extra, "127.0.0.1:0", None, false);
         Server {
             child,
             addr,
@@ -59,17 +73,25 @@ impl Server {
             data: data.to_path_buf(),
             extra,
             ulimit: None,
+            log,
         }
     }
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        self.child.wait().expect("wait")
+        terminate(&mut self.child)
+    }
+
+    /// For a server started with [`Server::logged`]: sends SIGTERM, waits
+    /// for a clean exit and returns everything it logged.
+    pub fn terminate_logged(&mut self) -> String {
+        let status = self.terminate();
+        assert!(status.success(), "{status:?}");
+        self.log
+            .take()
+            .expect("started with Server::logged")
+            .join()
+            .expect("log reader")
     }
 
     /// The server's resident memory, in KiB.
@@ -100,9 +122,10 @@ impl Server {
     /// and port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.data, &self.extra, &self.addr, self.ulimit);
+        let (child, addr, log) = spawn(&self.data, &self.extra, &self.addr, self.ulimit, false);
         self.child = child;
         self.addr = addr;
+        self.log = log;
     }
 
     pub fn kill(&mut self) {
@@ -155,29 +178,31 @@ impl Drop for Server {
 /// Starts the server on `data` with `RUST_LOG=info`, stops it (SIGTERM) once
 /// it listens, and returns what it logged.
 pub fn startup_log(data: &Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_linechat"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting linechat");
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("reading the listen line");
-    assert!(first.starts_with("linechat listening on "), "{first:?}");
+    let (mut child, _, log) = spawn(data, &[], "127.0.0.1:0", None, true);
+    terminate(&mut child);
+    log.expect("logged").join().expect("log reader")
+}
+
+/// Sends SIGTERM and waits for the process to exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
-    let out = child.wait_with_output().expect("wait");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    child.wait().expect("wait")
 }
 
-fn spawn(data: &Path, extra: &[String], listen: &str, ulimit: Option<u32>) -> (Child, String) {
+/// Starts the binary and waits for its listen line. With `logged`, it logs
+/// at `info` and a thread collects its stderr (read as it comes, so a busy
+/// log cannot fill the pipe and stall the server).
+fn spawn(
+    data: &Path,
+    extra: &[String],
+    listen: &str,
+    ulimit: Option<u32>,
+    logged: bool,
+) -> (Child, String, Option<JoinHandle<String>>) {
     let mut args: Vec<String> = vec![
         "--listen".into(),
         listen.into(),
@@ -197,16 +222,29 @@ fn spawn(data: &Path, extra: &[String], listen: &str, ulimit: Option<u32>) -> (C
             c
         }
     };
+    let level = if logged {
+        "info".into()
+    } else {
+        std::env::var("RUST_LOG").unwrap_or("warn".into())
+    };
     let mut child = cmd
         .args(&args)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or("warn".into()),
-        )
+        .env("RUST_LOG", level)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if logged {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .spawn()
         .expect("starting linechat");
+    let log = child.stderr.take().map(|mut stderr| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            stderr.read_to_string(&mut text).expect("reading stderr");
+            text
+        })
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout);
     let mut first = String::new();
@@ -218,7 +256,7 @@ fn spawn(data: &Path, extra: &[String], listen: &str, ulimit: Option<u32>) -> (C
         .strip_prefix("linechat listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
         .to_string();
-    (child, addr)
+    (child, addr, log)
 }
 
 pub struct Client {
@@ -359,6 +397,54 @@ impl Client {
             }
             lines.push(l);
         }
+    }
+
+    /// Reads until the peer closes the connection, which must happen within
+    /// the timeout; returns the number of bytes that came.
+    pub fn read_to_eof(&mut self) -> usize {
+        let deadline = Instant::now() + TIMEOUT;
+        let mut total = std::mem::take(&mut self.buf).len();
+        let mut chunk = [0u8; 65536];
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("still open after {TIMEOUT:?} and {total} bytes"));
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return total,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return total,
+                Err(e) => panic!("read after {total} bytes: {e}"),
+            }
+        }
+    }
+
+    /// Runs STATS and returns its rows as (name, value), checking the count
+    /// its `OK STATS <n>` line gives.
+    pub fn stats(&mut self) -> Vec<(String, u64)> {
+        self.send("STATS");
+        let mut rows = Vec::new();
+        loop {
+            let l = self.line();
+            if let Some(n) = l.strip_prefix("OK STATS ") {
+                assert_eq!(n.parse::<usize>().ok(), Some(rows.len()), "{l}");
+                return rows;
+            }
+            let (name, value) = l
+                .strip_prefix("STAT ")
+                .and_then(|r| r.split_once(' '))
+                .unwrap_or_else(|| panic!("not a STAT row: {l:?}"));
+            rows.push((name.to_string(), value.parse().expect("a number")));
+        }
+    }
+
+    /// One STATS counter.
+    pub fn stat(&mut self, name: &str) -> u64 {
+        let rows = self.stats();
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no STAT {name} in {rows:?}"))
+            .1
     }
 
     /// Reads until the peer closes the connection; returns what came.

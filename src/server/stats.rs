@@ -1,0 +1,92 @@
+//! Connection counters, per-second rates and the STATS reply.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::protocol::driver_lines;
+
+use super::Server;
+use super::close::CloseReason;
+
+/// Connection-level counters, read by STATS.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) accepted: u64,
+    pub(super) refused: u64,
+    pub(super) slow_consumer_drops: u64,
+    pub(super) login_timeouts: u64,
+    pub(super) bytes_out: u64,
+    /// Flushes that wrote something (one or more writev calls each).
+    pub(super) flushes: u64,
+    /// Closed sessions and refused connections, per [`CloseReason`].
+    pub(super) closed: [u64; CloseReason::ALL.len()],
+}
+
+/// Per-second rates computed once a second from the hub's counters.
+#[derive(Debug, Default)]
+pub(super) struct Rates {
+    at: Option<Instant>,
+    messages_in: u64,
+    deliveries_out: u64,
+    messages_per_sec: u64,
+    deliveries_per_sec: u64,
+}
+
+impl Server {
+    pub(super) fn tick_rates(&mut self) {
+        let now = Instant::now();
+        let r = &mut self.rates;
+        let c = &self.hub.counters;
+        match r.at {
+            Some(at) if now.duration_since(at) < Duration::from_secs(1) => {}
+            Some(at) => {
+                let secs = now.duration_since(at).as_secs_f64();
+                r.messages_per_sec = ((c.messages_in - r.messages_in) as f64 / secs) as u64;
+                r.deliveries_per_sec = ((c.deliveries_out - r.deliveries_out) as f64 / secs) as u64;
+                *r = Rates {
+                    at: Some(now),
+                    messages_in: c.messages_in,
+                    deliveries_out: c.deliveries_out,
+                    ..*r
+                };
+            }
+            None => {
+                r.at = Some(now);
+                r.messages_in = c.messages_in;
+                r.deliveries_out = c.deliveries_out;
+            }
+        }
+    }
+
+    pub(super) fn stats_reply(&self) -> Bytes {
+        let c = &self.hub.counters;
+        let queued: usize = self
+            .conns
+            .iter()
+            .map(|(_, c)| c.session.outbox.len_bytes())
+            .sum();
+        let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
+        let rows: [(&str, u64); 17] = [
+            ("sessions", self.conns.len() as u64),
+            ("users_online", self.hub.users_online() as u64),
+            ("rooms", self.hub.room_count() as u64),
+            ("connections_accepted", self.counters.accepted),
+            ("connections_refused", self.counters.refused),
+            ("login_timeouts", self.counters.login_timeouts),
+            ("messages_in", c.messages_in),
+            ("deliveries_out", c.deliveries_out),
+            ("messages_in_per_sec", self.rates.messages_per_sec),
+            ("deliveries_out_per_sec", self.rates.deliveries_per_sec),
+            ("outbox_bytes_queued", queued as u64),
+            ("slow_consumer_drops", self.counters.slow_consumer_drops),
+            ("bytes_out", self.counters.bytes_out),
+            ("flushes", self.counters.flushes),
+            ("storage_commits", c.commits),
+            ("storage_commit_avg_us", avg_commit),
+            ("storage_commit_last_us", c.commit_micros_last),
+        ];
+        let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
+        driver_lines::stats(rows, closed)
+    }
+}
