@@ -18,7 +18,9 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use crate::chat::UserId;
-use crate::chat::{Audience, ConvId, ConvKind, Emit, Event, Hub, Output, Part, Posted, SessionId};
+use crate::chat::{
+    Audience, ConvId, ConvKind, Emit, Event, Hub, Output, Part, Posted, Seq, SessionId,
+};
 use crate::protocol::codec;
 
 /// What the driver does for one session, in bytes, in the order given.
@@ -30,7 +32,7 @@ pub enum Wire {
     Event(Bytes),
     /// An event carrying messages of `conv` up to `seq`: once it is written
     /// to the socket, the driver reports it through [`Hub::delivered`].
-    Deliver { line: Bytes, conv: ConvId, seq: u64 },
+    Deliver { line: Bytes, conv: ConvId, seq: Seq },
     /// The current command's answer comes later, through `Complete`.
     Defer,
     /// The answer to the oldest deferred command.
@@ -39,7 +41,7 @@ pub enum Wire {
     /// a tagged part is reported like `Deliver` once written.
     Partial {
         lines: Bytes,
-        tag: Option<(ConvId, u64)>,
+        tag: Option<(ConvId, Seq)>,
     },
     /// Part of a FETCH answer: no event may be written between it and the
     /// final answer, or it would land inside the file.

@@ -5,7 +5,8 @@
 //! conversation is never loaded whole: every read is one bounded page.
 
 use super::{
-    Audience, ChatError, ConvId, Event, Hub, Msg, Out, Pending, Reply, SessionId, UserId, names,
+    Audience, ChatError, ConvId, Event, Hub, Msg, Out, Pending, Reply, Seq, SessionId, UserId,
+    names,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, ConvKind, MsgState, Query, Request};
@@ -22,15 +23,15 @@ impl Hub {
         sid: SessionId,
         uid: UserId,
         target: Target<'_>,
-        before: Option<u64>,
+        before: Option<Seq>,
         limit: Option<usize>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.member_conv(uid, target)?;
         let limit = limit.unwrap_or(HISTORY_DEFAULT).clamp(1, HISTORY_MAX);
         let c = self.conv(conv)?;
-        let before = before.unwrap_or(u64::MAX).min(c.last_seq + 1);
-        let from = before.saturating_sub(limit as u64).max(1);
+        let before = before.unwrap_or(Seq::MAX).min(c.last_seq.next());
+        let from = Seq(before.0.saturating_sub(limit as u64).max(1));
         if c.recent_covers(from) {
             let msgs = c
                 .recent
@@ -75,7 +76,7 @@ impl Hub {
         sid: SessionId,
         uid: UserId,
         target: Target<'_>,
-        before: Option<u64>,
+        before: Option<Seq>,
         words: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
@@ -90,7 +91,7 @@ impl Hub {
             Query::Search {
                 conv,
                 words,
-                before: before.unwrap_or(u64::MAX),
+                before: before.unwrap_or(Seq::MAX),
                 limit: SEARCH_PAGE,
             },
             Pending::Search { sid, conv },
@@ -122,7 +123,7 @@ impl Hub {
         sid: SessionId,
         uid: UserId,
         target: Target<'_>,
-        seq: u64,
+        seq: Seq,
         text: Option<&str>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
@@ -154,7 +155,7 @@ impl Hub {
                     sid,
                     Query::After {
                         conv,
-                        after: seq - 1,
+                        after: seq.prev(),
                         limit: 1,
                     },
                     Pending::ChangeTarget { sid, edit },
@@ -249,7 +250,7 @@ impl Hub {
 #[derive(Debug)]
 pub struct Edit {
     conv: ConvId,
-    seq: u64,
+    seq: Seq,
     by: UserId,
     text: Option<String>,
 }

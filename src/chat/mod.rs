@@ -34,7 +34,7 @@ pub use output::{
 pub use state::{Conv, Member, Msg, User};
 pub use sync::Cursor;
 use types::Table;
-pub use types::{ConvId, ConvKind, MsgState, RequestState, UserId};
+pub use types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 use crate::protocol::codec::Directory;
 use crate::protocol::{Command, ParseError, Target, help};
@@ -117,7 +117,7 @@ pub enum Pending {
     Status {
         sid: SessionId,
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
     },
     /// The message an EDIT or DELETE names, to judge whether it may be changed.
     ChangeTarget { sid: SessionId, edit: history::Edit },

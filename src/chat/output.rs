@@ -11,7 +11,7 @@
 use bytes::Bytes;
 
 use super::state::Msg;
-use super::types::{ConvId, ConvKind, RequestState, UserId};
+use super::types::{ConvId, ConvKind, RequestState, Seq, UserId};
 use super::{AuthCtx, BlobCtx, ChatError, Pending, SessionId};
 use crate::protocol::{Lost, ParseError};
 use crate::{auth, blob, store};
@@ -127,13 +127,13 @@ pub enum Event {
     },
     Deleted {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         by: UserId,
     },
     /// `reader` has message `seq` (and the sender's earlier ones).
     Receipt {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         reader: UserId,
         progress: Progress,
     },
@@ -232,12 +232,12 @@ pub enum Reply {
     },
     Said {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         id: uuid::Uuid,
     },
     Attached {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         id: uuid::Uuid,
         blob: String,
     },
@@ -265,21 +265,21 @@ pub enum Reply {
     },
     Edited {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
     },
     Deleted {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
     },
     Synced(u64),
     Read {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
     },
     /// STATUS: how far message `seq` got with every member but its sender.
     Status {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         members: Vec<(UserId, Progress)>,
     },
     Typing(ConvId),
@@ -302,7 +302,7 @@ pub enum Part {
     Messages {
         conv: ConvId,
         msgs: Vec<Msg>,
-        upto: u64,
+        upto: Seq,
     },
 }
 

@@ -71,7 +71,7 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{ConvId, HubConfig, UserId};
+    use super::super::{ConvId, HubConfig, Seq, UserId};
     use super::*;
     use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
 
@@ -88,7 +88,7 @@ mod tests {
             id: ConvId(id),
             kind,
             name: name.into(),
-            last_seq: 0,
+            last_seq: Seq::ZERO,
             recent: Vec::new(),
         };
         let member = |conv: u32, user: u32| MemberRow {

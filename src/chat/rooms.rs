@@ -406,7 +406,7 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HubConfig, Output};
+    use super::super::{HubConfig, Output, Seq};
     use super::*;
     use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
 
@@ -417,7 +417,7 @@ mod tests {
             id: ConvId(id),
             kind: ConvKind::Group,
             name: name.into(),
-            last_seq: 7,
+            last_seq: Seq(7),
             recent: Vec::new(),
         };
         let snap = Snapshot {
@@ -456,7 +456,7 @@ mod tests {
         let id = h.rooms["#empty"];
         assert_ne!(id, ConvId(1), "a new conversation, not the old one");
         let c = h.convs.get(id).unwrap();
-        assert_eq!((c.kind, c.last_seq), (ConvKind::Group, 0));
+        assert_eq!((c.kind, c.last_seq), (ConvKind::Group, Seq::ZERO));
         assert!(c.is_admin(UserId(1)));
         assert!(h.convs.get(ConvId(1)).unwrap().members.is_empty());
     }

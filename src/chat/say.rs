@@ -8,7 +8,7 @@
 //! conversation) and shares among every recipient.
 
 use super::{
-    Ack, Change, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Posted, Reply,
+    Ack, Change, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Posted, Reply, Seq,
     SessionId, UserId,
 };
 use super::{names, pair};
@@ -102,7 +102,7 @@ impl Hub {
         };
         match self.cfg.durability {
             Durability::Sync => {
-                let msg = Msg::from(post.stored(0));
+                let msg = Msg::from(post.stored(Seq::ZERO));
                 writes.push(Write::Post(post));
                 let pending = Pending::Said {
                     sid,
@@ -116,7 +116,7 @@ impl Hub {
                 }
             }
             Durability::Async => {
-                let seq = c.last_seq + 1;
+                let seq = c.last_seq.next();
                 let stored = post.stored(seq);
                 let msg = Msg::from(stored.clone());
                 writes.push(Write::Message(stored));

@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use super::SessionId;
-use super::types::{ConvId, ConvKind, MsgState, UserId};
+use super::types::{ConvId, ConvKind, MsgState, Seq, UserId};
 use crate::store::StoredMessage;
 
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub struct Member {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Msg {
-    pub seq: u64,
+    pub seq: Seq,
     pub id: uuid::Uuid,
     pub sender: UserId,
     /// Unix ms.
@@ -76,7 +76,7 @@ pub struct Conv {
     /// Members in the order they joined; the first is the longest-standing.
     pub members: Vec<Member>,
     /// Seq of the newest message (0 before the first).
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// The newest messages, oldest first.
     pub recent: VecDeque<Msg>,
 }
@@ -88,7 +88,7 @@ impl Conv {
             kind,
             name,
             members: Vec::new(),
-            last_seq: 0,
+            last_seq: Seq::ZERO,
             recent: VecDeque::new(),
         }
     }
@@ -103,9 +103,9 @@ impl Conv {
 
     /// Position of message `seq` in the recent buffer. Seqs there are
     /// consecutive, but a failed commit can leave a gap, hence the check.
-    fn recent_index(&self, seq: u64) -> Option<usize> {
+    fn recent_index(&self, seq: Seq) -> Option<usize> {
         let first = self.recent.front()?.seq;
-        let idx = usize::try_from(seq.checked_sub(first)?).ok()?;
+        let idx = usize::try_from(seq.0.checked_sub(first.0)?).ok()?;
         match self.recent.get(idx) {
             Some(m) if m.seq == seq => Some(idx),
             _ => self.recent.iter().position(|m| m.seq == seq),
@@ -113,19 +113,20 @@ impl Conv {
     }
 
     /// The in-memory copy of message `seq`, if it is still in the recent buffer.
-    pub fn recent_msg(&self, seq: u64) -> Option<&Msg> {
+    pub fn recent_msg(&self, seq: Seq) -> Option<&Msg> {
         self.recent_index(seq).map(|i| &self.recent[i])
     }
 
-    pub fn recent_msg_mut(&mut self, seq: u64) -> Option<&mut Msg> {
+    pub fn recent_msg_mut(&mut self, seq: Seq) -> Option<&mut Msg> {
         self.recent_index(seq).map(|i| &mut self.recent[i])
     }
 
     /// Whether every message from `from` to the newest is in memory.
-    pub fn recent_covers(&self, from: u64) -> bool {
+    pub fn recent_covers(&self, from: Seq) -> bool {
+        let from = from.max(Seq(1));
         match self.recent.front() {
-            Some(first) => first.seq <= from.max(1),
-            None => self.last_seq < from.max(1),
+            Some(first) => first.seq <= from,
+            None => self.last_seq < from,
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use super::{
-    Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply,
+    Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply, Seq,
     SessionId, UserId,
 };
 use crate::protocol::Target;
@@ -30,16 +30,16 @@ pub const TYPING_INTERVAL_MS: i64 = 3000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cursor {
-    pub delivered: u64,
-    pub read: u64,
+    pub delivered: Seq,
+    pub read: Seq,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Range {
     conv: ConvId,
     /// Everything up to and including this seq has been sent.
-    after: u64,
-    upto: u64,
+    after: Seq,
+    upto: Seq,
 }
 
 #[derive(Debug)]
@@ -83,7 +83,7 @@ impl Hub {
     }
 
     /// The driver wrote message `seq` of `conv` to session `sid`'s socket.
-    pub fn delivered(&mut self, sid: SessionId, conv: ConvId, seq: u64, out: &mut Out) {
+    pub fn delivered(&mut self, sid: SessionId, conv: ConvId, seq: Seq, out: &mut Out) {
         let Some(uid) = self.user_of(sid) else {
             return;
         };
@@ -111,8 +111,8 @@ impl Hub {
         &self,
         conv: ConvId,
         reader: UserId,
-        from: u64,
-        to: u64,
+        from: Seq,
+        to: Seq,
         progress: Progress,
         out: &mut Out,
     ) {
@@ -122,7 +122,7 @@ impl Hub {
         if c.members.len() > RECEIPT_LIMIT {
             return;
         }
-        let mut highest: Vec<(UserId, u64)> = Vec::new();
+        let mut highest: Vec<(UserId, Seq)> = Vec::new();
         for m in c.recent.iter().filter(|m| m.seq > from && m.seq <= to) {
             if m.sender == reader {
                 continue;
@@ -147,7 +147,7 @@ impl Hub {
         &mut self,
         sid: SessionId,
         uid: UserId,
-        range: Option<(Target<'_>, u64)>,
+        range: Option<(Target<'_>, Seq)>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let ranges = match range {
@@ -242,7 +242,7 @@ impl Hub {
                 self.sync_job(sid).ranges.pop_front();
                 continue;
             };
-            let in_memory = c.recent_covers(r.after + 1).then(|| {
+            let in_memory = c.recent_covers(r.after.next()).then(|| {
                 c.recent
                     .iter()
                     .filter(|m| m.seq > r.after && m.seq <= r.upto)
@@ -351,10 +351,10 @@ impl Hub {
         &self,
         uid: UserId,
         target: Target<'_>,
-        seq: u64,
+        seq: Seq,
     ) -> Result<ConvId, ChatError> {
         let conv = self.member_conv(uid, target)?;
-        if seq == 0 || seq > self.conv(conv)?.last_seq {
+        if seq == Seq::ZERO || seq > self.conv(conv)?.last_seq {
             return Err(ChatError::NoSuchMessage);
         }
         Ok(conv)
@@ -365,7 +365,7 @@ impl Hub {
         sid: SessionId,
         uid: UserId,
         target: Target<'_>,
-        seq: u64,
+        seq: Seq,
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
@@ -378,7 +378,7 @@ impl Hub {
     /// sends the senders of the messages it passes their read receipts, so
     /// RECEIPT and STATUS always agree. READ does this, and so does sending
     /// a message (the sender has read what came before it).
-    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: u64, out: &mut Out) {
+    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: Seq, out: &mut Out) {
         let before = self.cursor(uid, conv);
         if seq > before.read {
             let c = self.cursor_mut(uid, conv);
@@ -393,7 +393,7 @@ impl Hub {
         sid: SessionId,
         uid: UserId,
         target: Target<'_>,
-        seq: u64,
+        seq: Seq,
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
@@ -403,7 +403,7 @@ impl Hub {
                 sid,
                 Query::After {
                     conv,
-                    after: seq - 1,
+                    after: seq.prev(),
                     limit: 1,
                 },
                 Pending::Status { sid, conv, seq },
@@ -417,7 +417,7 @@ impl Hub {
         &mut self,
         sid: SessionId,
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         answer: Answer,
         out: &mut Out,
     ) {
@@ -431,7 +431,7 @@ impl Hub {
     }
 
     /// How far message `seq` got with every member but its sender.
-    fn status_reply(&self, conv: ConvId, seq: u64, sender: UserId) -> Reply {
+    fn status_reply(&self, conv: ConvId, seq: Seq, sender: UserId) -> Reply {
         let members = self
             .convs
             .get(conv)

@@ -492,7 +492,7 @@ fn a_change_committed_elsewhere_is_applied_like_our_own() {
     let conv = h.hub.rooms["#r"];
     let bob = h.hub.by_name["bob"];
     let msg = Msg {
-        seq: 1,
+        seq: Seq(1),
         id: uuid::Uuid::from_u128(99),
         sender: bob,
         at: NOW,

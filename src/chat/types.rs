@@ -16,6 +16,40 @@ pub struct UserId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ConvId(pub u32);
 
+/// A message's place in its conversation: 1, 2, 3, ... without gaps. Zero
+/// stands before the first message (an empty conversation's last seq, a
+/// cursor that has seen nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub const ZERO: Seq = Seq(0);
+    /// Past any real seq: "no upper bound" for HISTORY and SEARCH.
+    pub const MAX: Seq = Seq(u64::MAX);
+
+    pub fn next(self) -> Seq {
+        Seq(self.0.saturating_add(1))
+    }
+
+    pub fn prev(self) -> Seq {
+        Seq(self.0.saturating_sub(1))
+    }
+}
+
+impl std::str::FromStr for Seq {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Seq, Self::Err> {
+        s.parse().map(Seq)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Dense, 0-based ids index the hub's tables.
 pub trait TableId: Copy {
     fn index(self) -> usize;

@@ -6,6 +6,7 @@
 //! layer, which owns the rules for them.
 
 use super::ParseError;
+use crate::chat::types::Seq;
 
 /// A conversation as the client names it: `#room` or `@friend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,32 +64,32 @@ pub enum Command<'a> {
     Stats,
     History {
         conv: Target<'a>,
-        before: Option<u64>,
+        before: Option<Seq>,
         limit: Option<usize>,
     },
     /// `SYNC` (everything missed) or `SYNC <conv> <after-seq>`.
-    Sync(Option<(Target<'a>, u64)>),
+    Sync(Option<(Target<'a>, Seq)>),
     Read {
         conv: Target<'a>,
-        seq: u64,
+        seq: Seq,
     },
     Status {
         conv: Target<'a>,
-        seq: u64,
+        seq: Seq,
     },
     Typing(Target<'a>),
     Delete {
         conv: Target<'a>,
-        seq: u64,
+        seq: Seq,
     },
     Edit {
         conv: Target<'a>,
-        seq: u64,
+        seq: Seq,
         text: &'a str,
     },
     Search {
         conv: Target<'a>,
-        before: Option<u64>,
+        before: Option<Seq>,
         words: &'a str,
     },
     /// Followed on the wire by exactly `size` raw bytes.
@@ -470,7 +471,7 @@ mod tests {
             parse("HISTORY #r LIMIT 5 before 10").unwrap(),
             Command::History {
                 conv: Target::Room("#r"),
-                before: Some(10),
+                before: Some(Seq(10)),
                 limit: Some(5)
             }
         );
@@ -482,14 +483,14 @@ mod tests {
         assert_eq!(parse("SYNC").unwrap(), Command::Sync(None));
         assert_eq!(
             parse("SYNC @bob 7").unwrap(),
-            Command::Sync(Some((Target::User("bob"), 7)))
+            Command::Sync(Some((Target::User("bob"), Seq(7))))
         );
         assert_eq!(parse("SYNC #r"), Err(ParseError::Usage("SYNC")));
         assert_eq!(
             parse("EDIT #r 3 new  text").unwrap(),
             Command::Edit {
                 conv: Target::Room("#r"),
-                seq: 3,
+                seq: Seq(3),
                 text: "new  text"
             }
         );
@@ -499,7 +500,7 @@ mod tests {
             parse("SEARCH #r BEFORE 9 hello world").unwrap(),
             Command::Search {
                 conv: Target::Room("#r"),
-                before: Some(9),
+                before: Some(Seq(9)),
                 words: "hello world"
             }
         );

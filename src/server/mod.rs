@@ -44,7 +44,7 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
-use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, SessionId, SystemEnv};
+use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Seq, SessionId, SystemEnv};
 use crate::config::Config;
 use crate::fanout::Wire;
 use crate::store::{self, Backend, SqliteBackend, Storage};
@@ -95,10 +95,10 @@ pub struct Server {
     /// Sessions to close at the end of this turn.
     dead: Vec<usize>,
     /// Tags of message entries just written to a socket (scratch).
-    written: Vec<(ConvId, u64)>,
+    written: Vec<(ConvId, Seq)>,
     /// Sessions whose written tags wait to be reported to the hub.
     /// (session, conversation, highest seq) written, waiting to be reported.
-    wrote: Vec<(SessionId, ConvId, u64)>,
+    wrote: Vec<(SessionId, ConvId, Seq)>,
     last_cursor_flush: Instant,
     soft: SoftLimit,
     /// A stream (SYNC, FETCH) gets its next chunk once the outbox is below

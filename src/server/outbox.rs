@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
-use crate::chat::ConvId;
+use crate::chat::{ConvId, Seq};
 use bytes::{Buf, Bytes};
 
 /// Entries handed to one `writev`. Linux takes up to 1024; 64 entries of
@@ -22,7 +22,7 @@ const IOV_BATCH: usize = 64;
 
 /// Marks an entry that carries message `seq` of conversation `conv`; it is
 /// reported once the entry has been written whole.
-pub type Tag = Option<(ConvId, u64)>;
+pub type Tag = Option<(ConvId, Seq)>;
 
 #[derive(Debug)]
 struct Entry {
@@ -84,7 +84,7 @@ impl Outbox {
     pub fn flush<W: Write>(
         &mut self,
         w: &mut W,
-        written_tags: &mut Vec<(ConvId, u64)>,
+        written_tags: &mut Vec<(ConvId, Seq)>,
     ) -> io::Result<(Flushed, usize)> {
         let mut written = 0;
         while let Some(head) = &self.head {
@@ -125,7 +125,7 @@ impl Outbox {
         }
     }
 
-    fn consume(&mut self, mut k: usize, written_tags: &mut Vec<(ConvId, u64)>) {
+    fn consume(&mut self, mut k: usize, written_tags: &mut Vec<(ConvId, Seq)>) {
         self.bytes -= k;
         while k > 0 {
             let Some(head) = &mut self.head else {
@@ -183,7 +183,7 @@ mod tests {
     fn partial_writes_resume_where_they_stopped() {
         let mut o = Outbox::default();
         let shared = Bytes::from_static(b"MSG #a 1 x\n");
-        assert!(o.push(shared.clone(), Some((ConvId(7), 1)), 100));
+        assert!(o.push(shared.clone(), Some((ConvId(7), Seq(1))), 100));
         assert!(o.push(Bytes::from_static(b"OK\n"), None, 100));
         assert!(!o.push(Bytes::from(vec![b'x'; 90]), None, 100), "limit");
         let mut w = Trickle {
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(o.len_bytes(), 4);
         assert!(tags.is_empty(), "the tagged entry is not written whole yet");
         assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 4));
-        assert_eq!(tags, [(ConvId(7), 1)]);
+        assert_eq!(tags, [(ConvId(7), Seq(1))]);
         assert_eq!(w.got, b"MSG #a 1 x\nOK\n");
         assert_eq!(&shared[..], b"MSG #a 1 x\n", "shared buffer untouched");
     }
@@ -230,10 +230,10 @@ mod tests {
             socket_ready: false,
         };
         let mut tags = Vec::new();
-        assert!(o.push(Bytes::from_static(b"one\n"), Some((ConvId(2), 5)), 100));
+        assert!(o.push(Bytes::from_static(b"one\n"), Some((ConvId(2), Seq(5))), 100));
         assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::Blocked, 4));
         assert!(o.is_empty());
-        assert_eq!(tags, [(ConvId(2), 5)], "handed whole to the transport");
+        assert_eq!(tags, [(ConvId(2), Seq(5))], "handed whole to the transport");
         assert_eq!(w.held, b"one\n");
         w.socket_ready = true;
         assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 0));
@@ -251,7 +251,7 @@ mod tests {
             calls: 0,
         };
         let mut tags = Vec::new();
-        assert!(o.push(Bytes::from_static(b"one\n"), Some((ConvId(1), 1)), 100));
+        assert!(o.push(Bytes::from_static(b"one\n"), Some((ConvId(1), Seq(1))), 100));
         assert_eq!(o.rest.capacity(), 0);
         assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 4));
         assert!(o.is_empty());
@@ -262,7 +262,7 @@ mod tests {
         assert_eq!(o.flush(&mut w, &mut tags).unwrap(), (Flushed::All, 15));
         assert_eq!(o.rest.capacity(), 0);
         assert_eq!(o.len_bytes(), 0);
-        assert_eq!(tags, [(ConvId(1), 1)]);
+        assert_eq!(tags, [(ConvId(1), Seq(1))]);
         assert_eq!(w.got, b"one\ntwo\nthree\nfour\n");
     }
 }

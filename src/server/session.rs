@@ -169,7 +169,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::ConvId;
+    use crate::chat::{ConvId, Seq};
 
     fn session() -> Session {
         Session::new(SessionId(1), 100, 10)
@@ -201,12 +201,15 @@ mod tests {
         c.defer(); // an earlier command, say SAY
         c.defer(); // SYNC
         assert!(
-            c.partial(Bytes::from_static(b"m1\n"), Some((ConvId(1), 1)))
+            c.partial(Bytes::from_static(b"m1\n"), Some((ConvId(1), Seq(1))))
                 .is_empty()
         );
         let out = c.complete(Bytes::from_static(b"ok say\n"));
         assert_eq!(out.len(), 2);
-        assert_eq!(out[1], (Bytes::from_static(b"m1\n"), Some((ConvId(1), 1))));
+        assert_eq!(
+            out[1],
+            (Bytes::from_static(b"m1\n"), Some((ConvId(1), Seq(1))))
+        );
         assert_eq!(c.partial(Bytes::from_static(b"m2\n"), None).len(), 1);
         assert_eq!(c.complete(Bytes::from_static(b"ok sync\n")).len(), 1);
         assert!(c.held.is_empty());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConvId, ConvKind, MsgState, RequestState, StoreError, UserId};
+use super::{ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
 
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +60,8 @@ pub enum Write {
     Cursor {
         user: UserId,
         conv: ConvId,
-        delivered: u64,
-        read: u64,
+        delivered: Seq,
+        read: Seq,
     },
     /// An attachment body now on disk.
     Blob {
@@ -72,7 +72,7 @@ pub enum Write {
     /// Message `seq` of `conv` carries blob `blob`.
     BlobRef {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         blob: String,
     },
     /// Inserts or updates the request from `from` to `to`.
@@ -96,7 +96,7 @@ impl Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assigned {
     User(UserId),
-    Seq(u64),
+    Seq(Seq),
 }
 
 impl Assigned {
@@ -107,7 +107,7 @@ impl Assigned {
         }
     }
 
-    pub fn seq(&self) -> Option<u64> {
+    pub fn seq(&self) -> Option<Seq> {
         match *self {
             Assigned::Seq(seq) => Some(seq),
             Assigned::User(_) => None,
@@ -131,7 +131,7 @@ pub struct Post {
 
 impl Post {
     /// The message as stored, once it has its seq.
-    pub fn stored(&self, seq: u64) -> StoredMessage {
+    pub fn stored(&self, seq: Seq) -> StoredMessage {
         StoredMessage {
             conv: self.conv,
             seq,
@@ -147,7 +147,7 @@ impl Post {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     pub conv: ConvId,
-    pub seq: u64,
+    pub seq: Seq,
     pub id: uuid::Uuid,
     pub sender: UserId,
     pub at: i64,
@@ -164,7 +164,7 @@ pub struct Snapshot {
     pub friendships: Vec<(UserId, UserId, i64)>,
     pub requests: Vec<RequestRow>,
     /// (user, conv, delivered, read)
-    pub cursors: Vec<(UserId, ConvId, u64, u64)>,
+    pub cursors: Vec<(UserId, ConvId, Seq, Seq)>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ pub struct ConvRow {
     pub id: ConvId,
     pub kind: ConvKind,
     pub name: String,
-    pub last_seq: u64,
+    pub last_seq: Seq,
     /// The newest messages, oldest first, at most the recent-buffer size.
     pub recent: Vec<StoredMessage>,
 }
@@ -207,20 +207,20 @@ pub enum Query {
     /// Newest first: messages with seq below `before`.
     Before {
         conv: ConvId,
-        before: u64,
+        before: Seq,
         limit: usize,
     },
     /// Oldest first: messages with seq above `after`.
     After {
         conv: ConvId,
-        after: u64,
+        after: Seq,
         limit: usize,
     },
     /// Newest first: messages below `before` matching every word.
     Search {
         conv: ConvId,
         words: Vec<String>,
-        before: u64,
+        before: Seq,
         limit: usize,
     },
     /// May `user` fetch blob `blob`: is it in a conversation they belong to?
@@ -231,7 +231,7 @@ pub enum Query {
     /// it is the hub's rule, checked before it asks.
     Change {
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         text: Option<String>,
     },
 }

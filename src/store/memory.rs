@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::backend::remove_blob_file;
 use super::{
     Answer, Assigned, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query, RequestRow,
-    RequestState, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
+    RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
 };
 
 #[derive(Debug, Default)]
@@ -32,14 +32,14 @@ struct Tables {
     /// With the order rows were inserted in, which breaks ties of `joined`.
     members: BTreeMap<(ConvId, UserId), (MemberRow, u64)>,
     inserted: u64,
-    messages: BTreeMap<(ConvId, u64), StoredMessage>,
+    messages: BTreeMap<(ConvId, Seq), StoredMessage>,
     /// Keyed lower id first.
     friendships: BTreeMap<(UserId, UserId), i64>,
     requests: BTreeMap<(UserId, UserId), RequestRow>,
-    cursors: BTreeMap<(UserId, ConvId), (u64, u64)>,
+    cursors: BTreeMap<(UserId, ConvId), (Seq, Seq)>,
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
-    blob_refs: BTreeMap<(ConvId, u64), String>,
+    blob_refs: BTreeMap<(ConvId, Seq), String>,
 }
 
 impl MemoryBackend {
@@ -77,13 +77,13 @@ impl Backend for MemoryBackend {
             .convs
             .iter()
             .map(|(&id, (kind, name))| {
-                let mut recent_msgs = t.before(id, u64::MAX, recent);
+                let mut recent_msgs = t.before(id, Seq::MAX, recent);
                 recent_msgs.reverse();
                 ConvRow {
                     id,
                     kind: *kind,
                     name: name.clone(),
-                    last_seq: t.conv_messages(id).next_back().map_or(0, |m| m.seq),
+                    last_seq: t.conv_messages(id).next_back().map_or(Seq::ZERO, |m| m.seq),
                     recent: recent_msgs,
                 }
             })
@@ -172,7 +172,11 @@ impl Tables {
                 return Ok(Some(Assigned::User(id)));
             }
             Write::Post(p) => {
-                let seq = self.conv_messages(p.conv).next_back().map_or(0, |m| m.seq) + 1;
+                let seq = self
+                    .conv_messages(p.conv)
+                    .next_back()
+                    .map_or(Seq::ZERO, |m| m.seq)
+                    .next();
                 self.apply(&Write::Message(p.stored(seq)))?;
                 if let Some(blob) = &p.blob {
                     let blob = blob.clone();
@@ -304,12 +308,12 @@ impl Tables {
     /// Oldest first.
     fn conv_messages(&self, conv: ConvId) -> impl DoubleEndedIterator<Item = &StoredMessage> {
         self.messages
-            .range((conv, 0)..=(conv, u64::MAX))
+            .range((conv, Seq::ZERO)..=(conv, Seq::MAX))
             .map(|(_, m)| m)
     }
 
     /// Newest first: up to `limit` messages with seq below `before`.
-    fn before(&self, conv: ConvId, before: u64, limit: usize) -> Vec<StoredMessage> {
+    fn before(&self, conv: ConvId, before: Seq, limit: usize) -> Vec<StoredMessage> {
         self.conv_messages(conv)
             .rev()
             .filter(|m| m.seq < before)
@@ -326,7 +330,7 @@ impl Tables {
         &self,
         conv: ConvId,
         words: &[String],
-        before: u64,
+        before: Seq,
         limit: usize,
     ) -> Vec<StoredMessage> {
         let phrases: Vec<Vec<String>> = words.iter().map(|w| tokens(w)).collect();
@@ -350,7 +354,7 @@ impl Tables {
     fn change(
         &mut self,
         conv: ConvId,
-        seq: u64,
+        seq: Seq,
         text: Option<&str>,
         orphans: &mut Vec<String>,
     ) -> Result<Answer, StoreError> {

@@ -22,7 +22,7 @@ mod thread;
 
 use thiserror::Error;
 
-pub use crate::chat::types::{ConvId, ConvKind, MsgState, RequestState, UserId};
+pub use crate::chat::types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 pub use api::{
     Answer, Assigned, Committed, ConvRow, MemberRow, Post, Query, Request, RequestRow, Snapshot,

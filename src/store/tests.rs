@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::store::{
-    ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, SqliteBackend, StoredMessage,
-    UserId,
+    ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, Seq, SqliteBackend,
+    StoredMessage, UserId,
 };
 
 /// Runs `test` against each backend, fresh, named for the failure message.
@@ -28,7 +28,7 @@ fn user(id: u32, name: &str) -> Write {
 fn message(seq: u64, text: &str) -> Write {
     Write::Message(StoredMessage {
         conv: ConvId(0),
-        seq,
+        seq: Seq(seq),
         id: uuid::Uuid::from_u128(u128::from(seq)),
         sender: UserId(0),
         at: seq as i64,
@@ -44,7 +44,7 @@ fn ask(db: &mut dyn Backend, query: Query) -> Result<Answer, StoreError> {
 /// The seqs of a page of messages.
 fn seqs(answer: Result<Answer, StoreError>) -> Vec<u64> {
     match answer {
-        Ok(Answer::Messages(m)) => m.iter().map(|m| m.seq).collect(),
+        Ok(Answer::Messages(m)) => m.iter().map(|m| m.seq.0).collect(),
         other => panic!("{other:?}"),
     }
 }
@@ -88,8 +88,8 @@ fn cursor_writes_merge_by_maximum() {
         let cursor = |delivered, read| Write::Cursor {
             user: UserId(0),
             conv: ConvId(0),
-            delivered,
-            read,
+            delivered: Seq(delivered),
+            read: Seq(read),
         };
         let batch = [cursor(5, 4), cursor(3, 2), cursor(6, 1)]
             .into_iter()
@@ -98,7 +98,11 @@ fn cursor_writes_merge_by_maximum() {
         let done = run_batch(db, batch);
         assert!(done.iter().all(|(_, r)| r.is_ok()), "{name}");
         let snap = db.load(10).unwrap();
-        assert_eq!(snap.cursors, [(UserId(0), ConvId(0), 6, 4)], "{name}");
+        assert_eq!(
+            snap.cursors,
+            [(UserId(0), ConvId(0), Seq(6), Seq(4))],
+            "{name}"
+        );
     });
 }
 
@@ -133,21 +137,21 @@ fn reads_and_changes_answer_alike() {
         let conv = ConvId(0);
         let before = |before, limit| Query::Before {
             conv,
-            before,
+            before: Seq(before),
             limit,
         };
         assert_eq!(seqs(ask(db, before(u64::MAX, 3))), [4, 3, 2], "{name}");
         assert_eq!(seqs(ask(db, before(3, 10))), [2, 1], "{name}");
         let after = Query::After {
             conv,
-            after: 1,
+            after: Seq(1),
             limit: 2,
         };
         assert_eq!(seqs(ask(db, after)), [2, 3], "{name}");
         let search = |words: &[&str], before| Query::Search {
             conv,
             words: words.iter().map(|w| w.to_string()).collect(),
-            before,
+            before: Seq(before),
             limit: 10,
         };
         assert_eq!(
@@ -168,14 +172,14 @@ fn reads_and_changes_answer_alike() {
         );
         let change = |seq, text: Option<&str>| Query::Change {
             conv,
-            seq,
+            seq: Seq(seq),
             text: text.map(str::to_string),
         };
         match ask(db, change(2, Some("goodbye there"))) {
             Ok(Answer::Changed(m)) => {
                 assert_eq!(
                     (m.seq, m.state, m.text.as_str()),
-                    (2, MsgState::Edited, "goodbye there"),
+                    (Seq(2), MsgState::Edited, "goodbye there"),
                     "{name}"
                 )
             }
@@ -204,10 +208,10 @@ fn reads_and_changes_answer_alike() {
         let recent: Vec<_> = snap.convs[0]
             .recent
             .iter()
-            .map(|m| (m.seq, m.state))
+            .map(|m| (m.seq.0, m.state))
             .collect();
         assert_eq!(recent, [(3, MsgState::Sent), (4, MsgState::Sent)], "{name}");
-        assert_eq!(snap.convs[0].last_seq, 4, "{name}");
+        assert_eq!(snap.convs[0].last_seq, Seq(4), "{name}");
     });
 }
 
@@ -273,8 +277,8 @@ fn snapshots_agree() {
             Write::Cursor {
                 user: UserId(1),
                 conv: ConvId(0),
-                delivered: 1,
-                read: 0,
+                delivered: Seq(1),
+                read: Seq::ZERO,
             },
         ];
         assert!(
@@ -331,9 +335,9 @@ fn commits_assign_seqs_and_ids_without_holes() {
         assert_eq!(
             assigned,
             [
-                Answer::Done(vec![Assigned::Seq(1)]),
-                Answer::Done(vec![Assigned::Seq(2)]),
-                Answer::Done(vec![Assigned::User(UserId(1)), Assigned::Seq(3)]),
+                Answer::Done(vec![Assigned::Seq(Seq(1))]),
+                Answer::Done(vec![Assigned::Seq(Seq(2))]),
+                Answer::Done(vec![Assigned::User(UserId(1)), Assigned::Seq(Seq(3))]),
             ],
             "{name}"
         );
@@ -351,14 +355,14 @@ fn commits_assign_seqs_and_ids_without_holes() {
         let next = run_batch(db, vec![Request::write(vec![post("four")], Some(4))]);
         assert_eq!(
             next[0].1.as_ref().unwrap(),
-            &Answer::Done(vec![Assigned::Seq(4)]),
+            &Answer::Done(vec![Assigned::Seq(Seq(4))]),
             "{name}"
         );
         let after = ask(
             db,
             Query::After {
                 conv: ConvId(0),
-                after: 0,
+                after: Seq::ZERO,
                 limit: 10,
             },
         );

@@ -4,21 +4,20 @@ use std::path::Path;
 
 use rusqlite::params;
 
-use super::clamp;
-use crate::store::ConvId;
 use crate::store::backend::remove_blob_file;
+use crate::store::{ConvId, Seq};
 
 /// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
 /// more is deleted, row and file.
 pub(super) fn unref_blob(
     tx: &rusqlite::Transaction<'_>,
     conv: ConvId,
-    seq: u64,
+    seq: Seq,
     blob_dir: &Path,
 ) -> Result<(), rusqlite::Error> {
     let blob: Option<String> = tx
         .prepare_cached("DELETE FROM blob_refs WHERE conv = ?1 AND seq = ?2 RETURNING blob")?
-        .query_map(params![conv, clamp(seq)], |r| r.get(0))?
+        .query_map(params![conv, seq], |r| r.get(0))?
         .next()
         .transpose()?;
     let Some(blob) = blob else {

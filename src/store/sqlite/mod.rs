@@ -14,7 +14,7 @@ use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use super::{
-    Answer, Assigned, Backend, ConvId, MsgState, Query, Snapshot, StoreError, StoredMessage,
+    Answer, Assigned, Backend, ConvId, MsgState, Query, Seq, Snapshot, StoreError, StoredMessage,
     UserId, Write,
 };
 use checkpoint::Checkpointer;
@@ -81,8 +81,8 @@ impl Backend for SqliteBackend {
 
 /// The full-text index row of a message: conversation and seq packed into
 /// the rowid, so one conversation's hits are one rowid range.
-pub(super) fn fts_rowid(conv: ConvId, seq: u64) -> i64 {
-    (i64::from(conv.0) << 40) | (seq as i64 & ((1 << 40) - 1))
+pub(super) fn fts_rowid(conv: ConvId, seq: Seq) -> i64 {
+    (i64::from(conv.0) << 40) | (seq.0 as i64 & ((1 << 40) - 1))
 }
 
 /// Ids are stored as SQLite integers.
@@ -103,15 +103,27 @@ macro_rules! sql_id {
 sql_id!(UserId);
 sql_id!(ConvId);
 
+/// Seqs are SQLite integers too; past `i64::MAX` (only `Seq::MAX`, "no
+/// bound") they clamp, and a negative one reads as zero.
+impl ToSql for Seq {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(clamp(self.0)))
+    }
+}
+impl FromSql for Seq {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        i64::column_result(v).map(|n| Seq(u64::try_from(n).unwrap_or(0)))
+    }
+}
+
 pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
 
 pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: [u8; 16] = r.get(1)?;
-    let seq: i64 = r.get(0)?;
     let state: i64 = r.get(5)?;
     Ok(StoredMessage {
         conv,
-        seq: u64::try_from(seq).unwrap_or(0),
+        seq: r.get(0)?,
         id: uuid::Uuid::from_bytes(id),
         sender: r.get(2)?,
         at: r.get(3)?,
@@ -120,8 +132,8 @@ pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Resu
     })
 }
 
-pub(super) fn clamp(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
+pub(super) fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// SQLite's result codes sorted into what the hub can act on.

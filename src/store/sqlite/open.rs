@@ -8,7 +8,8 @@ use rusqlite::Connection;
 use super::checkpoint::Checkpointer;
 use super::{SqliteBackend, messages_before, schema};
 use crate::store::{
-    ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Snapshot, StoreError, UserRow,
+    ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError,
+    UserRow,
 };
 
 impl SqliteBackend {
@@ -56,18 +57,18 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
         "SELECT id, kind, name, (SELECT COALESCE(MAX(seq), 0) FROM messages m WHERE m.conv = c.id)
          FROM convs c ORDER BY id",
     )?;
-    let convs: Vec<(ConvId, i64, String, i64)> = stmt
+    let convs: Vec<(ConvId, i64, String, Seq)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     for (id, kind, name, last_seq) in convs {
         let kind = ConvKind::from_code(kind);
-        let mut recent_msgs = messages_before(conn, id, u64::MAX, recent)?;
+        let mut recent_msgs = messages_before(conn, id, Seq::MAX, recent)?;
         recent_msgs.reverse();
         snap.convs.push(ConvRow {
             id,
             kind,
             name,
-            last_seq: u64::try_from(last_seq).unwrap_or(0),
+            last_seq,
             recent: recent_msgs,
         });
     }
@@ -101,11 +102,7 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare("SELECT user, conv, delivered, read FROM cursors")?;
     snap.cursors = stmt
-        .query_map([], |r| {
-            let d: i64 = r.get(2)?;
-            let rd: i64 = r.get(3)?;
-            Ok((r.get(0)?, r.get(1)?, d as u64, rd as u64))
-        })?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     Ok(snap)
 }
@@ -144,7 +141,7 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(snap.convs[0].last_seq, 1);
+        assert_eq!(snap.convs[0].last_seq, Seq(1));
         assert_eq!(snap.convs[0].recent[0].text, "hello from the past");
         let found = run_batch(
             &mut db,
@@ -152,7 +149,7 @@ mod tests {
                 Query::Search {
                     conv: ConvId(0),
                     words: vec!["past".into()],
-                    before: u64::MAX,
+                    before: Seq::MAX,
                     limit: 5,
                 },
                 (),

@@ -3,20 +3,20 @@
 use rusqlite::{Connection, params};
 
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, StoreError, StoredMessage, UserId};
+use crate::store::{Answer, ConvId, Seq, StoreError, StoredMessage, UserId};
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub(super) fn messages_before(
     conn: &Connection,
     conv: ConvId,
-    before: u64,
+    before: Seq,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
          WHERE conv = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
     ))?;
-    stmt.query_map(params![conv, clamp(before), limit as i64], |r| {
+    stmt.query_map(params![conv, before, limit as i64], |r| {
         message_row(conv, r)
     })?
     .collect()
@@ -26,17 +26,15 @@ pub(super) fn messages_before(
 pub(super) fn messages_after(
     conn: &Connection,
     conv: ConvId,
-    after: u64,
+    after: Seq,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
          WHERE conv = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    stmt.query_map(params![conv, clamp(after), limit as i64], |r| {
-        message_row(conv, r)
-    })?
-    .collect()
+    stmt.query_map(params![conv, after, limit as i64], |r| message_row(conv, r))?
+        .collect()
 }
 
 /// Each word becomes a quoted FTS5 term, so user input is never FTS syntax.
@@ -52,7 +50,7 @@ pub(super) fn search(
     conn: &Connection,
     conv: ConvId,
     words: &[String],
-    before: u64,
+    before: Seq,
     limit: usize,
 ) -> Result<Vec<StoredMessage>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(&format!(
@@ -62,8 +60,8 @@ pub(super) fn search(
             ORDER BY rowid DESC LIMIT ?5)
          ORDER BY seq DESC"
     ))?;
-    let lo = fts_rowid(conv, 0);
-    let hi = fts_rowid(conv, 0) + clamp(before).min(1 << 40);
+    let lo = fts_rowid(conv, Seq::ZERO);
+    let hi = lo + clamp(before.0).min(1 << 40);
     stmt.query_map(params![conv, fts_query(words), lo, hi, limit as i64], |r| {
         message_row(conv, r)
     })?

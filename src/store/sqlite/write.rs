@@ -6,12 +6,12 @@ use rusqlite::params;
 
 use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, StoreError, Write};
+use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, Seq, StoreError, Write};
 
 pub(super) fn change(
     tx: &rusqlite::Transaction<'_>,
     conv: ConvId,
-    seq: u64,
+    seq: Seq,
     text: Option<&str>,
     blob_dir: &Path,
 ) -> Result<Answer, StoreError> {
@@ -19,7 +19,7 @@ pub(super) fn change(
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = ?1 AND seq = ?2"
         ))?;
-        let mut rows = stmt.query_map(params![conv, clamp(seq)], |r| message_row(conv, r))?;
+        let mut rows = stmt.query_map(params![conv, seq], |r| message_row(conv, r))?;
         rows.next().transpose()?
     };
     let mut msg = found.ok_or(StoreError::NotFound)?;
@@ -43,7 +43,7 @@ pub(super) fn change(
         }
     }
     tx.prepare_cached("UPDATE messages SET text = ?3, state = ?4 WHERE conv = ?1 AND seq = ?2")?
-        .execute(params![conv, clamp(seq), msg.text, msg.state as i64])?;
+        .execute(params![conv, seq, msg.text, msg.state as i64])?;
     Ok(Answer::Changed(msg))
 }
 
@@ -66,10 +66,10 @@ pub(super) fn apply(
         Write::Post(p) => {
             // The next seq, read inside the transaction that writes it; SQLite
             // has one writer at a time, so no other commit can take it.
-            let last: i64 = tx
+            let last: Seq = tx
                 .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1")?
                 .query_row([p.conv], |r| r.get(0))?;
-            let seq = u64::try_from(last).unwrap_or(0) + 1;
+            let seq = last.next();
             apply(tx, &Write::Message(p.stored(seq)))?;
             if let Some(blob) = &p.blob {
                 let blob = blob.clone();
@@ -133,7 +133,7 @@ pub(super) fn apply(
             )?
             .execute(params![
                 m.conv,
-                clamp(m.seq),
+                m.seq,
                 m.id.as_bytes(),
                 m.sender,
                 m.at,
@@ -150,7 +150,7 @@ pub(super) fn apply(
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO blob_refs (conv, seq, blob) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![conv, clamp(*seq), blob])?;
+            .execute(params![conv, seq, blob])?;
         }
         Write::Cursor {
             user,
@@ -163,7 +163,7 @@ pub(super) fn apply(
                  ON CONFLICT (user, conv) DO UPDATE SET
                  delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)",
             )?
-            .execute(params![user, conv, clamp(*delivered), clamp(*read)])?;
+            .execute(params![user, conv, delivered, read])?;
         }
         Write::Friendship { a, b, since } => {
             tx.prepare_cached(
