@@ -444,10 +444,8 @@ fn edit_and_delete_of_messages_older_than_memory() {
     );
 }
 
-/// Under `--durability sync` the commit assigns seqs: a SAY whose commit
-/// fails takes none, and the next message has the next seq.
-#[test]
-fn a_failed_commit_leaves_no_hole_in_the_seqs() {
+/// alice and bob in `#r` (sync), everything they were told so far read.
+fn alice_and_bob_in_r() -> (Harness, SessionId, SessionId) {
     let mut h = Harness::new(Durability::Sync);
     let a = h.user("alice");
     let b = h.user("bob");
@@ -455,6 +453,14 @@ fn a_failed_commit_leaves_no_hole_in_the_seqs() {
     h.send(b, "JOIN #r");
     h.take(a);
     h.take(b);
+    (h, a, b)
+}
+
+/// Under `--durability sync` the commit assigns seqs: a SAY whose commit
+/// fails takes none, and the next message has the next seq.
+#[test]
+fn a_failed_commit_leaves_no_hole_in_the_seqs() {
+    let (mut h, a, b) = alice_and_bob_in_r();
     // alice's SAY goes to storage together with a write that cannot commit
     // (bob's name, taken), so its request fails whole.
     let mut out = Out::default();
@@ -482,13 +488,7 @@ fn a_failed_commit_leaves_no_hole_in_the_seqs() {
 /// code as the hub's own: members hear it, and it is in the history.
 #[test]
 fn a_change_committed_elsewhere_is_applied_like_our_own() {
-    let mut h = Harness::new(Durability::Sync);
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, "JOIN #r");
-    h.send(b, "JOIN #r");
-    h.take(a);
-    h.take(b);
+    let (mut h, a, b) = alice_and_bob_in_r();
     let conv = h.hub.rooms["#r"];
     let bob = h.hub.by_name["bob"];
     let msg = Msg {
