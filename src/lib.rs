@@ -14,8 +14,12 @@
 //!   [`chat::Out`]: typed [`chat::Reply`]s for one session and typed
 //!   [`chat::Event`]s addressed to an [`chat::Audience`] (a conversation's
 //!   members, a user's sessions), never bytes or lists of sessions.
-//!   `chat::types` holds the domain's vocabulary (id newtypes, conversation
-//!   kind, message and request states), which storage maps to columns.
+//!   `chat::types` holds the domain's vocabulary (id newtypes, `Seq`,
+//!   conversation kind, message and request states), which storage maps to
+//!   columns. Committed changes, the hub's own and (next) other nodes',
+//!   reach the tables through one `Hub::apply` (`chat::apply`); under
+//!   `--durability sync` the commit assigns ids and seqs, and `chat::found`
+//!   holds the commands that wait for a conversation being founded.
 //! - [`fanout`]: expands each audience into this node's sessions and has the
 //!   codec encode each event once per viewer form, one shared buffer for all
 //!   its recipients; the driver gets bytes per session ([`fanout::Wire`]).
@@ -47,14 +51,18 @@
 //! 1. `server` reads bytes from a socket into the connection's `LineFramer`;
 //!    `protocol::directive` says the line stands alone.
 //! 2. `protocol::parse` turns `SAY #room hi` into `Command::Say`, and
-//!    `Hub::handle` checks membership, gives the message the room's next seq
-//!    and a UUIDv7, and pushes a `store::Request` with a `Pending::Said`
-//!    token (`--durability sync`) and a `Defer` for the sender's reply.
+//!    `Hub::handle` checks membership, gives the message a UUIDv7 (from the
+//!    hub's `Env`), and pushes a `store::Request` holding a `Write::Post`
+//!    with a `Pending::Said` token (`--durability sync`) and a `Defer` for
+//!    the sender's reply.
 //! 3. The storage thread commits that request with everything else queued
-//!    (one transaction, one fsync) and sends the tokens back; the `Waker`
-//!    wakes the loop.
-//! 4. `Hub::committed` publishes the batch of the room's committed messages
-//!    as one `Event::Messages` to the room's members, then `Reply::Said`.
+//!    (one transaction, one fsync), giving the message the room's next seq
+//!    inside it, and sends the tokens back with what it assigned; the
+//!    `Waker` wakes the loop.
+//! 4. `Hub::committed` applies the batch of the room's committed messages
+//!    (`Hub::apply(Change::Posted)`, the path another node's messages take
+//!    too), which emits one `Event::Messages` to the room's members, then
+//!    answers each sender `Reply::Said`.
 //! 5. `fanout::route` finds the members' sessions, encodes the batch once
 //!    (`protocol::codec`) and gives every recipient a slice of that buffer;
 //!    the sender's own session gets the others' messages only.

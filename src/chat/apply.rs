@@ -6,8 +6,8 @@
 //! through the same code: the tables and the events its sessions hear cannot
 //! differ by where a change was made.
 
-use super::{Audience, Event, Hub, Out, Posted, User};
-use super::{ConvId, UserId};
+use super::{Audience, Conv, Event, Hub, Member, Out, Posted, User};
+use super::{ConvId, ConvKind, UserId, pair};
 
 /// A committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,13 @@ pub enum Change {
         user: UserId,
         name: String,
         phc: String,
+    },
+    /// A new conversation with its first members.
+    Founded {
+        conv: ConvId,
+        kind: ConvKind,
+        name: String,
+        members: Vec<Member>,
     },
     /// Consecutive messages of one conversation, oldest first, each with
     /// the seq its commit assigned and the session that sent it if that
@@ -31,6 +38,30 @@ impl Hub {
             Change::Registered { user, name, phc } => {
                 self.by_name.insert(name.as_str().into(), user);
                 self.users.insert(user, User::new(name, phc, None));
+            }
+            Change::Founded {
+                conv,
+                kind,
+                name,
+                members,
+            } => {
+                match (kind, &members[..]) {
+                    (ConvKind::Direct, [a, b]) => {
+                        self.directs.insert(pair(a.user, b.user), conv);
+                    }
+                    (ConvKind::Direct, _) => {}
+                    _ => {
+                        self.rooms.insert(name.clone(), conv);
+                    }
+                }
+                for m in &members {
+                    if let Some(u) = self.users.get_mut(m.user) {
+                        u.convs.push(conv);
+                    }
+                }
+                let mut c = Conv::new(conv, kind, name);
+                c.members = members;
+                self.convs.insert(conv, c);
             }
             Change::Posted { conv, posts } => {
                 let recent = self.cfg.recent;

@@ -7,6 +7,8 @@
 //! streams a blob from disk in chunks, each read only once the previous one
 //! has left the outbox, so a big blob never sits whole in memory.
 
+use super::found::Parked;
+use super::say::Speak;
 use super::{
     Ack, BlobCtx, Body, ChatError, Hub, Out, Output, Pending, Reply, SessionId, UserId, names,
 };
@@ -57,7 +59,7 @@ impl Hub {
         let mime = names::mime(mime)?;
         let dest = match conv {
             Target::Room(room) => {
-                self.speak_conv(uid, conv, &mut Vec::new())?;
+                self.speak_conv(uid, conv, out)?;
                 Dest::Room(room.to_string())
             }
             Target::User(friend) => {
@@ -139,7 +141,7 @@ impl Hub {
         }
     }
 
-    fn post_attachment(
+    pub(super) fn post_attachment(
         &mut self,
         sid: SessionId,
         upload: Upload,
@@ -147,17 +149,27 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let uid = self.user_of(sid).ok_or(ChatError::NotLoggedIn)?;
-        let mut writes = vec![Write::Blob {
-            id: id.clone(),
-            size: upload.size,
-            mime: upload.mime.clone(),
-        }];
         // Resolved again: membership or friendship may have ended meanwhile.
         let target = match &upload.dest {
             Dest::Room(r) => Target::Room(r),
             Dest::User(u) => Target::User(u),
         };
-        let conv = self.speak_conv(uid, target, &mut writes)?;
+        let conv = match self.speak_conv(uid, target, out)? {
+            Speak::Here(conv) => conv,
+            Speak::Founding(key) => {
+                let parked = Parked::Attach {
+                    upload: Box::new(upload),
+                    blob: id,
+                };
+                self.park(sid, key, parked, false, out);
+                return Ok(());
+            }
+        };
+        let writes = vec![Write::Blob {
+            id: id.clone(),
+            size: upload.size,
+            mime: upload.mime.clone(),
+        }];
         let kind = if upload.mime.starts_with("image/") {
             "image"
         } else {

@@ -10,6 +10,7 @@ mod accounts;
 mod apply;
 mod attach;
 mod error;
+mod found;
 mod friends;
 mod history;
 mod names;
@@ -96,6 +97,9 @@ pub enum Pending {
     },
     /// May this session fetch this blob?
     FetchAccess { sid: SessionId, blob: String },
+    /// A conversation is founded: apply it with the id its commit assigned,
+    /// answer its founder, run what waited for it.
+    Founded(Box<found::Founding>),
     /// Finish a registration: add the account, with the id its commit
     /// assigned, and log the session in.
     Registered {
@@ -237,6 +241,9 @@ pub struct Hub {
     cursors: IdMap<(UserId, ConvId), Cursor>,
     /// Cursors changed since they were last handed to storage.
     dirty_cursors: IdSet<(UserId, ConvId)>,
+    /// Conversations being founded (`--durability sync`), with the commands
+    /// waiting for them.
+    founding: HashMap<found::ConvKey, Vec<(SessionId, found::Parked)>>,
     syncs: IdMap<SessionId, sync::SyncJob>,
     fetches: IdMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
@@ -313,6 +320,7 @@ impl Hub {
             sessions: IdMap::default(),
             cursors: IdMap::default(),
             dirty_cursors: IdSet::default(),
+            founding: HashMap::new(),
             syncs: IdMap::default(),
             fetches: IdMap::default(),
             typing: IdMap::default(),
@@ -599,6 +607,10 @@ impl Hub {
                     ack,
                 } => self.publish(conv, vec![(sid, msg, ack)], true, out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
+                Pending::Founded(f) => match assigned(&answer).iter().find_map(Assigned::conv) {
+                    Some(conv) => self.founded(conv, *f, true, out),
+                    None => self.founding_failed(*f, ChatError::Internal, out),
+                },
                 Pending::Registered { sid, name, phc } => {
                     self.reserved.remove(&name);
                     let Some(user) = assigned(&answer).iter().find_map(Assigned::user) else {
@@ -634,6 +646,7 @@ impl Hub {
                 self.reserved.remove(&name);
                 return self.registered(sid, Err(err), out);
             }
+            Pending::Founded(f) => return self.founding_failed(*f, err, out),
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 if let Some(s) = self.sessions.get_mut(&sid) {

@@ -5,11 +5,12 @@
 //! first, then whoever an admin OPs; when the last admin leaves, the
 //! longest-standing member becomes admin so a group is never orphaned.
 
+use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
-    Audience, ChatError, Conv, ConvId, Cursor, Emit, Event, Hub, Member, MemberInfo, Msg, Out,
-    Reply, RoomInfo, SessionId, UserId, names,
+    Audience, ChatError, ConvId, Cursor, Emit, Event, Hub, Member, MemberInfo, Msg, Out, Reply,
+    RoomInfo, SessionId, UserId, names,
 };
-use crate::store::{ConvKind, MsgState, Write};
+use crate::store::{ConvKind, MsgState, NewMember, Write};
 
 impl Hub {
     fn room_id(&self, name: &str) -> Result<(ConvId, String), ChatError> {
@@ -53,21 +54,6 @@ impl Hub {
             return Err(ChatError::RoomFull(c.name.clone()));
         }
         Ok(())
-    }
-
-    fn new_conv(&mut self, kind: ConvKind, name: String, writes: &mut Vec<Write>) -> ConvId {
-        let id = self.convs.next_id();
-        writes.push(Write::Conv {
-            id,
-            kind,
-            name: name.clone(),
-            created: self.now(),
-        });
-        if kind != ConvKind::Direct {
-            self.rooms.insert(name.clone(), id);
-        }
-        self.convs.insert(id, Conv::new(id, kind, name));
-        id
     }
 
     /// Commits a membership change made for session `sid` (JOIN, CREATE,
@@ -170,32 +156,31 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let name = names::room(room)?;
-        let mut writes = Vec::new();
-        let (conv, created) = match self.rooms.get(&name) {
-            Some(&id) => {
-                let c = self.conv(id)?;
-                if c.member(uid).is_some() {
-                    return Err(ChatError::AlreadyMember(name));
-                }
-                if c.kind == ConvKind::Group {
-                    return Err(ChatError::InviteOnly(name));
-                }
-                self.check_room_caps(uid, Some(id))?;
-                (id, false)
-            }
-            None => {
-                self.check_room_caps(uid, None)?;
-                (
-                    self.new_conv(ConvKind::Public, name.clone(), &mut writes),
-                    true,
-                )
-            }
+        let key = ConvKey::Room(name.clone());
+        if self.founding.contains_key(&key) {
+            let parked = Parked::Join { uid, room: name };
+            self.park(sid, key, parked, true, out);
+            return Ok(());
+        }
+        let Some(&conv) = self.rooms.get(&name) else {
+            self.check_room_caps(uid, None)?;
+            self.found_room(sid, uid, ConvKind::Public, name, out);
+            return Ok(());
         };
+        let c = self.conv(conv)?;
+        if c.member(uid).is_some() {
+            return Err(ChatError::AlreadyMember(name));
+        }
+        if c.kind == ConvKind::Group {
+            return Err(ChatError::InviteOnly(name));
+        }
+        self.check_room_caps(uid, Some(conv))?;
         let reply = Reply::Joined {
             conv,
-            created,
+            created: false,
             replay: self.replay(conv),
         };
+        let mut writes = Vec::new();
         self.add_member(conv, uid, &mut writes);
         let event = Event::Joined { conv, user: uid };
         self.announce(sid, conv, writes, event, reply, out);
@@ -210,6 +195,9 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let name = names::room(room)?;
+        if self.founding.contains_key(&ConvKey::Room(name.clone())) {
+            return Err(ChatError::RoomExists(name));
+        }
         if let Some(&id) = self.rooms.get(&name) {
             // A group whose last member left can never be entered again (it
             // is invite-only and has no admin), so its name is free. The new
@@ -222,12 +210,37 @@ impl Hub {
             }
         }
         self.check_room_caps(uid, None)?;
-        let mut writes = Vec::new();
-        let conv = self.new_conv(ConvKind::Group, name.clone(), &mut writes);
-        self.add_member(conv, uid, &mut writes);
-        let event = Event::Joined { conv, user: uid };
-        self.announce(sid, conv, writes, event, Reply::Created(conv), out);
+        self.found_room(sid, uid, ConvKind::Group, name, out);
         Ok(())
+    }
+
+    /// Founds a room (JOIN) or group (CREATE) with `uid` as its first
+    /// member and admin; the founder's other sessions hear `JOINED`.
+    fn found_room(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        kind: ConvKind,
+        name: String,
+        out: &mut Out,
+    ) {
+        let founder = NewMember {
+            user: uid,
+            admin: true,
+            joined: self.now(),
+        };
+        let founding = Founding {
+            key: ConvKey::Room(name.clone()),
+            kind,
+            name,
+            members: vec![founder],
+            founder: if kind == ConvKind::Public {
+                Founder::Join { sid, uid }
+            } else {
+                Founder::Create { sid, uid }
+            },
+        };
+        self.found(founding, out);
     }
 
     pub(super) fn leave(
@@ -408,7 +421,7 @@ impl Hub {
 mod tests {
     use super::super::{HubConfig, Output, Seq};
     use super::*;
-    use crate::store::{ConvRow, MemberRow, Snapshot, UserRow};
+    use crate::store::{Answer, Assigned, ConvRow, MemberRow, Snapshot, UserRow};
 
     /// alice (1); `#empty` (1) is a group nobody is left in, `#full` (2) a
     /// group alice is in.
@@ -453,8 +466,31 @@ mod tests {
         );
         h.create(sid, UserId(1), "#Empty", &mut out).unwrap();
         assert_eq!(out.emits, [Emit::To(sid, Output::Defer)]);
+        assert_eq!(
+            h.rooms["#empty"],
+            ConvId(1),
+            "nothing changes before the commit"
+        );
+        // The commit founds the group and assigns its id.
+        let pending = out.store.remove(0).done.unwrap();
+        let founded = Answer::Done(vec![Assigned::Conv(ConvId(3))]);
+        let mut out = Out::default();
+        let done = vec![(pending, Ok(founded))];
+        let took = std::time::Duration::ZERO;
+        h.committed(crate::store::Committed { done, took }, &mut out);
+        let joined = Event::Joined {
+            conv: ConvId(3),
+            user: UserId(1),
+        };
+        assert_eq!(
+            out.emits,
+            [
+                Emit::Event(Audience::user(UserId(1), Some(sid)), joined),
+                Emit::To(sid, Output::Complete(Reply::Created(ConvId(3))))
+            ]
+        );
         let id = h.rooms["#empty"];
-        assert_ne!(id, ConvId(1), "a new conversation, not the old one");
+        assert_eq!(id, ConvId(3), "a new conversation, not the old one");
         let c = h.convs.get(id).unwrap();
         assert_eq!((c.kind, c.last_seq), (ConvKind::Group, Seq::ZERO));
         assert!(c.is_admin(UserId(1)));

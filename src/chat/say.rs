@@ -7,13 +7,22 @@
 //! encodes once per point of view (one for a room, two for a direct
 //! conversation) and shares among every recipient.
 
+use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
     Ack, Change, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Posted, Reply, Seq,
     SessionId, UserId,
 };
 use super::{names, pair};
 use crate::protocol::Target;
-use crate::store::{self, ConvKind, Post, Write};
+use crate::store::{self, ConvKind, NewMember, Post, Write};
+
+/// Where a message goes.
+pub(super) enum Speak {
+    /// A conversation the hub has.
+    Here(ConvId),
+    /// One being founded: the post waits for it.
+    Founding(ConvKey),
+}
 
 impl Hub {
     pub(super) fn say(
@@ -28,29 +37,31 @@ impl Hub {
         if names::is_attachment_text(text) {
             return Err(ChatError::ReservedText);
         }
-        let mut writes = Vec::with_capacity(1);
-        let conv = self.speak_conv(uid, to, &mut writes)?;
-        self.post(
-            sid,
-            uid,
-            conv,
-            text.to_string(),
-            writes,
-            Ack::Say,
-            false,
-            out,
-        );
+        match self.speak_conv(uid, to, out)? {
+            Speak::Here(conv) => {
+                let text = text.to_string();
+                self.post(sid, uid, conv, text, Vec::new(), Ack::Say, false, out);
+            }
+            Speak::Founding(key) => {
+                let to = match to {
+                    Target::Room(name) | Target::User(name) => name.to_string(),
+                };
+                let text = text.to_string();
+                self.park(sid, key, Parked::Say { uid, to, text }, true, out);
+            }
+        }
         Ok(())
     }
 
     /// Where `uid` may post: a room it is in, or the direct conversation
-    /// with a friend (created, into `writes`, on first use).
+    /// with a friend (founded on first use, which under `--durability sync`
+    /// the post waits for).
     pub(super) fn speak_conv(
         &mut self,
         uid: UserId,
         to: Target<'_>,
-        writes: &mut Vec<Write>,
-    ) -> Result<ConvId, ChatError> {
+        out: &mut Out,
+    ) -> Result<Speak, ChatError> {
         match to {
             Target::Room(room) => {
                 let name = names::room(room)?;
@@ -58,9 +69,9 @@ impl Hub {
                 if self.conv(id)?.member(uid).is_none() {
                     return Err(ChatError::NotMember(name));
                 }
-                Ok(id)
+                Ok(Speak::Here(id))
             }
-            Target::User(friend) => self.direct_conv(uid, friend, writes),
+            Target::User(friend) => self.direct_conv(uid, friend, out),
         }
     }
 
@@ -130,13 +141,13 @@ impl Hub {
     }
 
     /// The direct conversation between `uid` and the friend named `friend`,
-    /// created on first use.
+    /// founded on first use.
     fn direct_conv(
         &mut self,
         uid: UserId,
         friend: &str,
-        writes: &mut Vec<Write>,
-    ) -> Result<ConvId, ChatError> {
+        out: &mut Out,
+    ) -> Result<Speak, ChatError> {
         let other = self.find_user(friend)?;
         if other == uid {
             return Err(ChatError::SelfTarget);
@@ -144,44 +155,31 @@ impl Hub {
         if !self.friends.are_friends(uid, other) {
             return Err(ChatError::NotFriends(self.name(other).to_string()));
         }
-        let key = pair(uid, other);
-        if let Some(&id) = self.directs.get(&key) {
-            return Ok(id);
+        let (a, b) = pair(uid, other);
+        if let Some(&id) = self.directs.get(&(a, b)) {
+            return Ok(Speak::Here(id));
         }
-        let id = self.new_direct(key, writes);
-        Ok(id)
-    }
-
-    fn new_direct(&mut self, (a, b): (UserId, UserId), writes: &mut Vec<Write>) -> ConvId {
-        let id = self.convs.next_id();
-        let name = format!("@{a}:{b}");
-        let now = self.now();
-        writes.push(Write::Conv {
-            id,
+        let key = ConvKey::Direct(a, b);
+        if self.founding.contains_key(&key) {
+            return Ok(Speak::Founding(key));
+        }
+        let joined = self.now();
+        let member = |user| NewMember {
+            user,
+            admin: false,
+            joined,
+        };
+        let founding = Founding {
+            key: key.clone(),
             kind: ConvKind::Direct,
-            name: name.clone(),
-            created: now,
-        });
-        let mut conv = super::Conv::new(id, ConvKind::Direct, name);
-        for user in [a, b] {
-            conv.members.push(super::Member {
-                user,
-                admin: false,
-                joined: now,
-            });
-            if let Some(u) = self.users.get_mut(user) {
-                u.convs.push(id);
-            }
-            writes.push(Write::Member {
-                conv: id,
-                user,
-                admin: false,
-                joined: now,
-            });
-        }
-        self.convs.insert(id, conv);
-        self.directs.insert((a, b), id);
-        id
+            name: format!("@{a}:{b}"),
+            members: vec![member(a), member(b)],
+            founder: Founder::Message,
+        };
+        Ok(match self.found(founding, out) {
+            Some(id) => Speak::Here(id),
+            None => Speak::Founding(key),
+        })
     }
 
     /// In a direct conversation, the member who is not `me`.

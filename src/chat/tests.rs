@@ -544,3 +544,91 @@ fn a_registration_the_store_refuses_leaves_no_account() {
     assert_eq!(h.take(s), ["OK REGISTER carol"]);
     assert_eq!(h.hub.by_name["carol"], UserId(2), "the store's next id");
 }
+
+/// Under `--durability sync` a new room exists once its founding commits;
+/// a second JOIN meanwhile waits for it and then joins, so one name never
+/// makes two rooms.
+#[test]
+fn a_join_of_a_room_being_founded_waits_and_joins_it() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let mut out = Out::default();
+    h.hub.handle(a, parse("JOIN #new").unwrap(), &mut out);
+    h.hub.handle(b, parse("JOIN #new").unwrap(), &mut out);
+    assert!(!h.hub.accepts_input(b), "bob's JOIN waits for the room");
+    assert_eq!(out.store.len(), 1, "one founding, nothing for bob yet");
+    h.drain(out);
+    assert_eq!(h.take(a), ["OK JOIN #new created", "JOINED #new bob"]);
+    assert_eq!(h.take(b), ["OK JOIN #new joined"]);
+    assert!(h.hub.accepts_input(b));
+    h.send(b, "WHO #new");
+    assert_eq!(
+        h.take(b),
+        [
+            "MEMBER #new alice online admin",
+            "MEMBER #new bob online member",
+            "OK WHO #new 2"
+        ]
+    );
+}
+
+/// The first messages between two friends found their direct conversation
+/// once: both wait for it, then get seqs 1 and 2 in it.
+#[test]
+fn first_messages_between_friends_found_one_direct_conversation() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "FRIEND ADD bob");
+    h.send(b, "FRIEND ACCEPT alice");
+    h.take(a);
+    h.take(b);
+    let mut out = Out::default();
+    h.hub.handle(a, parse("SAY @bob hi").unwrap(), &mut out);
+    h.hub
+        .handle(b, parse("SAY @alice hello").unwrap(), &mut out);
+    assert_eq!(out.store.len(), 1, "one founding");
+    h.drain(out);
+    // Both committed in one batch: deliveries first, then the answers.
+    assert_eq!(
+        h.take(a),
+        [
+            format!("MSG @bob 2 {} bob {NOW_TEXT} hello", msgid(2)),
+            format!("OK SAY @bob 1 {}", msgid(1)),
+            "RECEIPT @bob 1 bob read".to_string()
+        ]
+    );
+    assert_eq!(
+        h.take(b),
+        [
+            format!("MSG @alice 1 {} alice {NOW_TEXT} hi", msgid(1)),
+            format!("OK SAY @alice 2 {}", msgid(2))
+        ]
+    );
+}
+
+/// A founding whose commit fails leaves no room behind: the founder and
+/// whoever waited for it are told, and the next JOIN founds it afresh.
+#[test]
+fn a_failed_founding_leaves_no_room() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let mut out = Out::default();
+    h.hub.handle(a, parse("JOIN #new").unwrap(), &mut out);
+    h.hub.handle(b, parse("JOIN #new").unwrap(), &mut out);
+    // A write that cannot commit (bob's name, taken) fails the founding.
+    out.store[0].writes.push(Write::Register {
+        name: "bob".into(),
+        phc: "h:x".into(),
+        created: NOW,
+    });
+    h.drain(out);
+    let refused = "ERR STORAGE the server could not save that; try again";
+    assert_eq!(h.take(a), [refused]);
+    assert_eq!(h.take(b), [refused]);
+    assert!(!h.hub.rooms.contains_key("#new"));
+    h.send(b, "JOIN #new");
+    assert_eq!(h.take(b), ["OK JOIN #new created"]);
+}

@@ -25,11 +25,20 @@ pub enum Write {
         user: UserId,
         at: i64,
     },
+    /// A conversation with an id the hub chose (`--durability async`).
     Conv {
         id: ConvId,
         kind: ConvKind,
         name: String,
         created: i64,
+    },
+    /// A conversation whose id the commit assigns (`--durability sync`),
+    /// with its first members.
+    NewConv {
+        kind: ConvKind,
+        name: String,
+        created: i64,
+        members: Vec<NewMember>,
     },
     Member {
         conv: ConvId,
@@ -88,7 +97,10 @@ impl Write {
     /// Whether the commit assigns this write an id or seq, reported back as
     /// an [`Assigned`].
     pub fn assigns(&self) -> bool {
-        matches!(self, Write::Register { .. } | Write::Post(_))
+        matches!(
+            self,
+            Write::Register { .. } | Write::NewConv { .. } | Write::Post(_)
+        )
     }
 }
 
@@ -96,6 +108,7 @@ impl Write {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assigned {
     User(UserId),
+    Conv(ConvId),
     Seq(Seq),
 }
 
@@ -103,14 +116,41 @@ impl Assigned {
     pub fn user(&self) -> Option<UserId> {
         match *self {
             Assigned::User(user) => Some(user),
-            Assigned::Seq(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn conv(&self) -> Option<ConvId> {
+        match *self {
+            Assigned::Conv(conv) => Some(conv),
+            _ => None,
         }
     }
 
     pub fn seq(&self) -> Option<Seq> {
         match *self {
             Assigned::Seq(seq) => Some(seq),
-            Assigned::User(_) => None,
+            _ => None,
+        }
+    }
+}
+
+/// A first member of a conversation founded by [`Write::NewConv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewMember {
+    pub user: UserId,
+    pub admin: bool,
+    pub joined: i64,
+}
+
+impl NewMember {
+    /// The member row, once the conversation has its id.
+    pub fn write(&self, conv: ConvId) -> Write {
+        Write::Member {
+            conv,
+            user: self.user,
+            admin: self.admin,
+            joined: self.joined,
         }
     }
 }

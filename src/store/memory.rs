@@ -171,6 +171,26 @@ impl Tables {
                 self.apply(&user)?;
                 return Ok(Some(Assigned::User(id)));
             }
+            Write::NewConv {
+                kind,
+                name,
+                created,
+                members,
+            } => {
+                // The largest id plus one, as SQLite's rowid.
+                let id = ConvId(self.convs.keys().next_back().map_or(1, |c| c.0 + 1));
+                let conv = Write::Conv {
+                    id,
+                    kind: *kind,
+                    name: name.clone(),
+                    created: *created,
+                };
+                self.apply(&conv)?;
+                for m in members {
+                    self.apply(&m.write(id))?;
+                }
+                return Ok(Some(Assigned::Conv(id)));
+            }
             Write::Post(p) => {
                 let seq = self
                     .conv_messages(p.conv)

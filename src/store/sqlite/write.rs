@@ -63,6 +63,22 @@ pub(super) fn apply(
                 .query_row(params![name, phc, created], |r| r.get(0))?;
             return Ok(Some(Assigned::User(id)));
         }
+        Write::NewConv {
+            kind,
+            name,
+            created,
+            members,
+        } => {
+            let id = tx
+                .prepare_cached(
+                    "INSERT INTO convs (kind, name, created) VALUES (?1, ?2, ?3) RETURNING id",
+                )?
+                .query_row(params![*kind as i64, name, created], |r| r.get(0))?;
+            for m in members {
+                apply(tx, &m.write(id))?;
+            }
+            return Ok(Some(Assigned::Conv(id)));
+        }
         Write::Post(p) => {
             // The next seq, read inside the transaction that writes it; SQLite
             // has one writer at a time, so no other commit can take it.
