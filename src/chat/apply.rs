@@ -6,8 +6,8 @@
 //! through the same code: the tables and the events its sessions hear cannot
 //! differ by where a change was made.
 
-use super::{Audience, Conv, Event, Hub, Member, Out, Posted, User};
-use super::{ConvId, ConvKind, UserId, pair};
+use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
+use super::{ConvId, ConvKind, MsgState, UserId, pair};
 
 /// A committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,14 @@ pub enum Change {
         kind: ConvKind,
         name: String,
         members: Vec<Member>,
+    },
+    /// A message edited or deleted (`msg` as it now is) by `by`, from
+    /// `origin` if that session is on this node (it has its own answer).
+    Changed {
+        conv: ConvId,
+        msg: Msg,
+        by: UserId,
+        origin: Option<SessionId>,
     },
     /// Consecutive messages of one conversation, oldest first, each with
     /// the seq its commit assigned and the session that sent it if that
@@ -62,6 +70,27 @@ impl Hub {
                 let mut c = Conv::new(conv, kind, name);
                 c.members = members;
                 self.convs.insert(conv, c);
+            }
+            Change::Changed {
+                conv,
+                msg,
+                by,
+                origin,
+            } => {
+                let Some(c) = self.convs.get_mut(conv) else {
+                    return;
+                };
+                if let Some(r) = c.recent_msg_mut(msg.seq) {
+                    r.text = msg.text.clone();
+                    r.state = msg.state;
+                }
+                let event = if msg.state == MsgState::Deleted {
+                    let seq = msg.seq;
+                    Event::Deleted { conv, seq, by }
+                } else {
+                    Event::Edited { conv, msg, by }
+                };
+                out.event(Audience::members(conv, origin), event);
             }
             Change::Posted { conv, posts } => {
                 let recent = self.cfg.recent;

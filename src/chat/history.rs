@@ -5,8 +5,7 @@
 //! conversation is never loaded whole: every read is one bounded page.
 
 use super::{
-    Audience, ChatError, ConvId, Event, Hub, Msg, Out, Pending, Reply, Seq, SessionId, UserId,
-    names,
+    Change, ChatError, ConvId, Hub, Msg, Out, Pending, Reply, Seq, SessionId, UserId, names,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, ConvKind, MsgState, Query, Request};
@@ -225,22 +224,22 @@ impl Hub {
             Answer::Changed(m) => Msg::from(m),
             _ => return out.fail(sid, ChatError::NoSuchMessage),
         };
-        let Some(c) = self.convs.get_mut(conv) else {
+        if self.convs.get(conv).is_none() {
             return out.fail(sid, ChatError::NoSuchConversation);
-        };
-        if let Some(r) = c.recent_msg_mut(m.seq) {
-            r.text = m.text.clone();
-            r.state = m.state;
         }
         let seq = m.seq;
-        let (event, reply) = if m.state == MsgState::Deleted {
-            let event = Event::Deleted { conv, seq, by };
-            (event, Reply::Deleted { conv, seq })
+        let reply = if m.state == MsgState::Deleted {
+            Reply::Deleted { conv, seq }
         } else {
-            let event = Event::Edited { conv, msg: m, by };
-            (event, Reply::Edited { conv, seq })
+            Reply::Edited { conv, seq }
         };
-        out.event(Audience::members(conv, Some(sid)), event);
+        let change = Change::Changed {
+            conv,
+            msg: m,
+            by,
+            origin: Some(sid),
+        };
+        self.apply(change, out);
         out.complete(sid, reply);
     }
 }
