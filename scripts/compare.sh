@@ -6,6 +6,9 @@
 # server that only copies each PUB to its subscribers' sockets (no parsing
 # beyond the verb, no storage, no ids), i.e. what one core and the loopback
 # stack allow at all. It gets a column but never counts as the best peer.
+# "baseline" is another linechat build (BASELINE=path/to/its/linechat), run
+# exactly like linechat, for before/after comparisons of a change inside the
+# same interleaved rounds; it never counts as a peer either.
 # The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
 # pid. Prints a markdown table (scenario x server, linechat / best peer).
@@ -15,7 +18,8 @@
 #
 # Env: SERVERS, SCENARIOS (subsets of the defaults below), ROUNDS (1), DURATION (10),
 # SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
-# ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir).
+# ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir),
+# BASELINE (a linechat binary, for the "baseline" server).
 #
 # Flood control that can NOT be turned off (see also the config comments):
 # - ngIRCd: per-client command limit per main-loop turn, 2 KB read buffer and
@@ -170,9 +174,13 @@ start_server() {
     rm -rf "$dir"
     mkdir -p "$dir"
     case $name in
-    linechat)
+    linechat | baseline)
         PROTO=linechat
-        on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$port" \
+        local bin="$REPO/target/release/linechat"
+        if [ "$name" = baseline ]; then
+            bin=${BASELINE:?set BASELINE to the linechat binary to compare with}
+        fi
+        on_core 0 "$bin" --listen "127.0.0.1:$port" \
             --data-dir "$dir/data" --command-rate 0 --max-unauth-per-ip 100000 \
             >"$dir/server.log" 2>&1 &
         ;;
@@ -336,7 +344,7 @@ report_row() { # scenario metric better
         [ -n "$v" ] || continue
         if [ "$srv" = linechat ]; then
             lc=$v
-        elif [ "$srv" = floor ]; then
+        elif [ "$srv" = floor ] || [ "$srv" = baseline ]; then
             continue
         elif [ -z "$best" ] || awk -v a="$v" -v b="$best" -v h="$3" \
             'BEGIN { exit !((h == "high") ? a > b : a < b) }'; then

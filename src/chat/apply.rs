@@ -6,6 +6,7 @@
 //! through the same code: the tables and the events its sessions hear cannot
 //! differ by where a change was made.
 
+use super::membership::Membership;
 use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
 use super::{ConvId, ConvKind, MsgState, UserId, pair};
 
@@ -25,6 +26,8 @@ pub enum Change {
         name: String,
         members: Vec<Member>,
     },
+    /// A change to who is in a conversation.
+    Membership { conv: ConvId, change: Membership },
     /// A message edited or deleted (`msg` as it now is) by `by`, from
     /// `origin` if that session is on this node (it has its own answer).
     Changed {
@@ -70,6 +73,11 @@ impl Hub {
                 let mut c = Conv::new(conv, kind, name);
                 c.members = members;
                 self.convs.insert(conv, c);
+            }
+            Change::Membership { conv, change } => {
+                // The writes were made where the change was committed.
+                let events = self.change_membership(conv, change, None, &mut Vec::new());
+                out.emits.extend(events);
             }
             Change::Changed {
                 conv,

@@ -13,6 +13,7 @@ mod error;
 mod found;
 mod friends;
 mod history;
+mod membership;
 mod names;
 mod output;
 mod presence;
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 pub use apply::Change;
 pub use error::ChatError;
 pub use friends::{FriendError, Friends};
+pub use membership::Membership;
 pub use output::{
     Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
     Progress, Reply, RequestInfo, RoomInfo,
@@ -697,10 +699,6 @@ impl Hub {
     /// A conversation the hub's own indexes point at.
     fn conv(&self, id: ConvId) -> Result<&Conv, ChatError> {
         self.convs.get(id).ok_or(ChatError::NoSuchConversation)
-    }
-
-    fn conv_mut(&mut self, id: ConvId) -> Result<&mut Conv, ChatError> {
-        self.convs.get_mut(id).ok_or(ChatError::NoSuchConversation)
     }
 
     /// The open sessions of `user` on this node; none for an unknown id.

@@ -6,9 +6,10 @@
 //! longest-standing member becomes admin so a group is never orphaned.
 
 use super::found::{ConvKey, Founder, Founding, Parked};
+use super::membership::Membership;
 use super::{
-    Audience, ChatError, ConvId, Cursor, Emit, Event, Hub, Member, MemberInfo, Msg, Out, Reply,
-    RoomInfo, SessionId, UserId, names,
+    ChatError, ConvId, Cursor, Hub, Member, MemberInfo, Msg, Out, Reply, RoomInfo, SessionId,
+    UserId, names,
 };
 use crate::store::{ConvKind, MsgState, NewMember, Write};
 
@@ -56,25 +57,9 @@ impl Hub {
         Ok(())
     }
 
-    /// Commits a membership change made for session `sid` (JOIN, CREATE,
-    /// ADD): `sid` gets `reply`, and every member but `sid` gets `event` once
-    /// the change is durable (see `commit`), the newcomer's sessions included.
-    fn announce(
-        &mut self,
-        sid: SessionId,
-        conv: ConvId,
-        writes: Vec<Write>,
-        event: Event,
-        reply: Reply,
-        out: &mut Out,
-    ) {
-        let event = Emit::Event(Audience::members(conv, Some(sid)), event);
-        self.commit(sid, writes, reply, vec![event], out);
-    }
-
     /// Adds `uid` to the conversation; the first member of an admin-less
     /// conversation becomes its admin.
-    fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
+    pub(super) fn add_member(&mut self, conv: ConvId, uid: UserId, writes: &mut Vec<Write>) {
         let joined = self.now();
         let (Some(c), Some(user)) = (self.convs.get_mut(conv), self.users.get_mut(uid)) else {
             return;
@@ -110,7 +95,7 @@ impl Hub {
 
     /// Removes `uid`; promotes the longest-standing member if no admin is left.
     /// Returns the promoted user.
-    fn remove_member(
+    pub(super) fn remove_member(
         &mut self,
         conv: ConvId,
         uid: UserId,
@@ -181,9 +166,9 @@ impl Hub {
             replay: self.replay(conv),
         };
         let mut writes = Vec::new();
-        self.add_member(conv, uid, &mut writes);
-        let event = Event::Joined { conv, user: uid };
-        self.announce(sid, conv, writes, event, reply, out);
+        let joined = Membership::Joined { user: uid };
+        let events = self.change_membership(conv, joined, Some(sid), &mut writes);
+        self.commit(sid, writes, reply, events, out);
         Ok(())
     }
 
@@ -251,23 +236,10 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let (conv, _) = self.member_room(uid, room)?;
-        // Others hear of it once it is durable (see `commit`): everyone who
-        // was a member, the leaver's other sessions too.
-        let to = Audience::Members {
-            conv,
-            plus: Some(uid),
-            except: Some(sid),
-        };
-        let mut events = vec![Emit::Event(to, Event::Left { conv, user: uid })];
+        // Others hear of it once it is durable (see `commit`).
         let mut writes = Vec::new();
-        if let Some(heir) = self.remove_member(conv, uid, &mut writes) {
-            let opped = Event::Opped {
-                conv,
-                user: heir,
-                by: None,
-            };
-            events.push(Emit::Event(Audience::members(conv, None), opped));
-        }
+        let left = Membership::Left { user: uid };
+        let events = self.change_membership(conv, left, Some(sid), &mut writes);
         self.commit(sid, writes, Reply::Left(conv), events, out);
         Ok(())
     }
@@ -330,15 +302,14 @@ impl Hub {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
         }
         self.check_room_caps(target, Some(conv))?;
-        let event = Event::Added {
-            conv,
+        let mut writes = Vec::new();
+        let added = Membership::Added {
             user: target,
             by: uid,
         };
+        let events = self.change_membership(conv, added, Some(sid), &mut writes);
         let reply = Reply::Added { conv, user: target };
-        let mut writes = Vec::new();
-        self.add_member(conv, target, &mut writes);
-        self.announce(sid, conv, writes, event, reply, out);
+        self.commit(sid, writes, reply, events, out);
         Ok(())
     }
 
@@ -359,23 +330,16 @@ impl Hub {
         if self.conv(conv)?.member(target).is_none() {
             return Err(ChatError::TargetNotMember(target_name, name));
         }
-        // The event goes out while the target is still a member, so they hear
-        // of their own kick; nothing after this reaches them.
+        // The target hears of their own kick; nothing after it reaches them.
         // Others hear of it once it is durable (see `commit`).
-        let to = Audience::Members {
-            conv,
-            plus: Some(target),
-            except: Some(sid),
-        };
-        let event = Event::Kicked {
-            conv,
+        let mut writes = Vec::new();
+        let kicked = Membership::Kicked {
             user: target,
             by: uid,
         };
-        let mut writes = Vec::new();
-        self.remove_member(conv, target, &mut writes);
+        let events = self.change_membership(conv, kicked, Some(sid), &mut writes);
         let reply = Reply::Kicked { conv, user: target };
-        self.commit(sid, writes, reply, vec![Emit::Event(to, event)], out);
+        self.commit(sid, writes, reply, events, out);
         Ok(())
     }
 
@@ -390,36 +354,28 @@ impl Hub {
         let (conv, name) = self.admin_room(uid, room)?;
         let target = self.find_user(who)?;
         let target_name = self.name(target).to_string();
-        let c = self.conv_mut(conv)?;
-        let Some(member) = c.members.iter_mut().find(|m| m.user == target) else {
+        let Some(member) = self.conv(conv)?.member(target) else {
             return Err(ChatError::TargetNotMember(target_name, name));
         };
         if member.admin {
             return Err(ChatError::AlreadyAdmin(target_name, name));
         }
-        member.admin = true;
-        let write = Write::Member {
-            conv,
-            user: target,
-            admin: true,
-            joined: member.joined,
-        };
         // Others hear of it once it is durable (see `commit`).
-        let event = Event::Opped {
-            conv,
+        let mut writes = Vec::new();
+        let opped = Membership::Opped {
             user: target,
-            by: Some(uid),
+            by: uid,
         };
-        let event = Emit::Event(Audience::members(conv, Some(sid)), event);
+        let events = self.change_membership(conv, opped, Some(sid), &mut writes);
         let reply = Reply::Opped { conv, user: target };
-        self.commit(sid, vec![write], reply, vec![event], out);
+        self.commit(sid, writes, reply, events, out);
         Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HubConfig, Output, Seq};
+    use super::super::{Audience, Emit, Event, HubConfig, Output, Seq};
     use super::*;
     use crate::store::{Answer, Assigned, ConvRow, MemberRow, Snapshot, UserRow};
 

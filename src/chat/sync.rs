@@ -124,7 +124,9 @@ impl Hub {
         }
         let mut highest: Vec<(UserId, Seq)> = Vec::new();
         for m in c.recent.iter().filter(|m| m.seq > from && m.seq <= to) {
-            if m.sender == reader {
+            // A sender who has left (or was kicked) hears nothing more of
+            // the conversation, receipts included.
+            if m.sender == reader || c.member(m.sender).is_none() {
                 continue;
             }
             match highest.iter_mut().find(|(s, _)| *s == m.sender) {

@@ -632,3 +632,51 @@ fn a_failed_founding_leaves_no_room() {
     h.send(b, "JOIN #new");
     assert_eq!(h.take(b), ["OK JOIN #new created"]);
 }
+
+/// Membership changes committed elsewhere go through the same code as this
+/// node's: members hear them, the tables show them, and applying one twice
+/// changes nothing more.
+#[test]
+fn membership_changes_committed_elsewhere_are_applied_like_our_own() {
+    let (mut h, a, b) = alice_and_bob_in_r();
+    let c = h.user("carol");
+    let conv = h.hub.rooms["#r"];
+    let carol = h.hub.by_name["carol"];
+    let alice = h.hub.by_name["alice"];
+    let joined = Change::Membership {
+        conv,
+        change: Membership::Joined { user: carol },
+    };
+    for _ in 0..2 {
+        let mut out = Out::default();
+        h.hub.apply(joined.clone(), &mut out);
+        h.drain(out);
+    }
+    assert_eq!(h.take(a), ["JOINED #r carol"]);
+    assert_eq!(h.take(b), ["JOINED #r carol"]);
+    assert_eq!(h.take(c), ["JOINED #r carol"], "her own sessions too");
+    h.send(c, "SAY #r hi");
+    assert_eq!(h.take(c), [format!("OK SAY #r 1 {}", msgid(1))]);
+    h.take(a);
+    h.take(b);
+    let kicked = Change::Membership {
+        conv,
+        change: Membership::Kicked {
+            user: carol,
+            by: alice,
+        },
+    };
+    let mut out = Out::default();
+    h.hub.apply(kicked, &mut out);
+    h.drain(out);
+    assert_eq!(h.take(c), ["KICKED #r carol alice"]);
+    assert_eq!(h.take(b), ["KICKED #r carol alice"]);
+    h.send(b, "SAY #r after");
+    let after = h.take(c);
+    assert!(
+        after.is_empty(),
+        "nothing reaches carol after the kick: {after:?}"
+    );
+    h.send(c, "SAY #r again");
+    assert_eq!(h.take(c), ["ERR NOT_MEMBER you are not a member of #r"]);
+}
