@@ -6,6 +6,7 @@
 //! through the same code: the tables and the events its sessions hear cannot
 //! differ by where a change was made.
 
+use super::friends::FriendChange;
 use super::membership::Membership;
 use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
 use super::{ConvId, ConvKind, MsgState, UserId, pair};
@@ -26,6 +27,8 @@ pub enum Change {
         name: String,
         members: Vec<Member>,
     },
+    /// A change to a friendship.
+    Friendship(FriendChange),
     /// A change to who is in a conversation.
     Membership { conv: ConvId, change: Membership },
     /// A message edited or deleted (`msg` as it now is) by `by`, from
@@ -74,6 +77,7 @@ impl Hub {
                 c.members = members;
                 self.convs.insert(conv, c);
             }
+            Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Membership { conv, change } => {
                 // The writes were made where the change was committed.
                 let events = self.change_membership(conv, change, None, &mut Vec::new());

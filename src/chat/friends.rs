@@ -168,6 +168,31 @@ impl Friends {
         if !self.are_friends(me, other) {
             return Err(FriendError::NotFriends);
         }
+        self.unlink(me, other);
+        Ok(vec![Write::Unfriend { a: me, b: other }])
+    }
+
+    /// Applies a change committed elsewhere (another node's), through the
+    /// same steps as the commands above; the result does not depend on
+    /// what was there, so applying one twice is harmless.
+    pub fn apply(&mut self, change: FriendChange) {
+        match change {
+            FriendChange::Requested { from, to, at } => {
+                self.set_request(from, to, RequestState::Pending, at);
+            }
+            FriendChange::Accepted { from, to, at } => {
+                self.befriend(from, to, at);
+            }
+            FriendChange::Rejected { from, to, at } => {
+                self.set_request(from, to, RequestState::Rejected, at);
+            }
+            FriendChange::Removed { by, other } => self.unlink(by, other),
+        }
+    }
+
+    /// Drops the friendship of `me` and `other`, and the accepted request
+    /// it came from.
+    fn unlink(&mut self, me: UserId, other: UserId) {
         for (a, b) in [(me, other), (other, me)] {
             if let Some(set) = self.friends.get_mut(&a) {
                 set.remove(&b);
@@ -187,7 +212,44 @@ impl Friends {
                 }
             }
         }
-        Ok(vec![Write::Unfriend { a: me, b: other }])
+    }
+}
+
+/// A friendship change as committed: what another node hands the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FriendChange {
+    /// `from` asked `to`.
+    Requested { from: UserId, to: UserId, at: i64 },
+    /// `to` accepted `from`'s request (or asked back): friends now.
+    Accepted { from: UserId, to: UserId, at: i64 },
+    /// `to` rejected `from`'s request.
+    Rejected { from: UserId, to: UserId, at: i64 },
+    /// `by` ended the friendship with `other`.
+    Removed { by: UserId, other: UserId },
+}
+
+impl Hub {
+    /// Applies a friendship change committed elsewhere and tells both sides'
+    /// sessions on this node what its maker's would have been told.
+    pub(super) fn apply_friend_change(&mut self, change: FriendChange, out: &mut Out) {
+        self.friends.apply(change);
+        // (maker, other, what other hears, what the maker's sessions hear)
+        let (maker, other, theirs, mine) = match change {
+            FriendChange::Requested { from, to, .. } => {
+                (from, to, FriendNews::Request, FriendNews::Requested)
+            }
+            FriendChange::Accepted { from, to, .. } => {
+                (to, from, FriendNews::Accepted, FriendNews::Accepted)
+            }
+            FriendChange::Rejected { from, to, .. } => {
+                (to, from, FriendNews::Rejected, FriendNews::Rejected)
+            }
+            FriendChange::Removed { by, other } => {
+                (by, other, FriendNews::Removed, FriendNews::Removed)
+            }
+        };
+        let events = self.friend_news(None, maker, other, theirs, mine);
+        out.emits.extend(events);
     }
 }
 
@@ -232,7 +294,7 @@ impl Hub {
                 } else {
                     (FriendNews::Request, FriendNews::Requested)
                 };
-                let events = self.friend_news(sid, uid, other, theirs, mine);
+                let events = self.friend_news(Some(sid), uid, other, theirs, mine);
                 let reply = Reply::FriendAdded { other, accepted };
                 self.commit(sid, writes, reply, events, out);
             }
@@ -250,7 +312,7 @@ impl Hub {
                 } else {
                     FriendNews::Rejected
                 };
-                let events = self.friend_news(sid, uid, other, news, news);
+                let events = self.friend_news(Some(sid), uid, other, news, news);
                 let reply = Reply::FriendAnswered {
                     other,
                     accepted: accept,
@@ -264,7 +326,7 @@ impl Hub {
                     .remove(uid, other)
                     .map_err(|e| self.friend_error(e, other))?;
                 let news = FriendNews::Removed;
-                let events = self.friend_news(sid, uid, other, news, news);
+                let events = self.friend_news(Some(sid), uid, other, news, news);
                 self.commit(sid, writes, Reply::FriendRemoved(other), events, out);
             }
         }
@@ -272,11 +334,11 @@ impl Hub {
     }
 
     /// What both sides of a friendship change hear, once it is durable (see
-    /// `commit`): `other` gets `theirs` about `uid`, and `uid`'s other
-    /// sessions get `mine` about `other`.
+    /// `commit`): `other` gets `theirs` about `uid`, and `uid`'s sessions
+    /// but `except` (the one that made the change) get `mine` about `other`.
     fn friend_news(
         &self,
-        sid: SessionId,
+        except: Option<SessionId>,
         uid: UserId,
         other: UserId,
         theirs: FriendNews,
@@ -291,7 +353,7 @@ impl Hub {
                 },
             ),
             Emit::Event(
-                Audience::user(uid, Some(sid)),
+                Audience::user(uid, except),
                 Event::Friend { news: mine, other },
             ),
         ]

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 
 pub use apply::Change;
 pub use error::ChatError;
-pub use friends::{FriendError, Friends};
+pub use friends::{FriendChange, FriendError, Friends};
 pub use membership::Membership;
 pub use output::{
     Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,

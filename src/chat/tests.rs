@@ -680,3 +680,54 @@ fn membership_changes_committed_elsewhere_are_applied_like_our_own() {
     h.send(c, "SAY #r again");
     assert_eq!(h.take(c), ["ERR NOT_MEMBER you are not a member of #r"]);
 }
+
+/// A friendship committed elsewhere is applied like one made here: both
+/// sides hear of it, and they can talk directly.
+#[test]
+fn friendship_changes_committed_elsewhere_are_applied_like_our_own() {
+    let mut h = Harness::new(Durability::Sync);
+    let a = h.user("alice");
+    let b = h.user("bob");
+    let alice = h.hub.by_name["alice"];
+    let bob = h.hub.by_name["bob"];
+    let changes = [
+        FriendChange::Requested {
+            from: alice,
+            to: bob,
+            at: NOW,
+        },
+        FriendChange::Accepted {
+            from: alice,
+            to: bob,
+            at: NOW,
+        },
+    ];
+    for change in changes {
+        let mut out = Out::default();
+        h.hub.apply(Change::Friendship(change), &mut out);
+        h.drain(out);
+    }
+    assert_eq!(h.take(a), ["FRIEND REQUESTED bob", "FRIEND ACCEPTED bob"]);
+    assert_eq!(h.take(b), ["FRIEND REQUEST alice", "FRIEND ACCEPTED alice"]);
+    h.send(a, "SAY @bob hi");
+    assert_eq!(h.take(a), [format!("OK SAY @bob 1 {}", msgid(1))]);
+    h.send(b, "FRIEND LIST");
+    assert_eq!(
+        h.take(b),
+        [
+            format!("MSG @alice 1 {} alice {NOW_TEXT} hi", msgid(1)),
+            "FRIENDINFO alice online".to_string(),
+            "OK FRIEND LIST 1".to_string()
+        ]
+    );
+    let mut out = Out::default();
+    let removed = FriendChange::Removed {
+        by: bob,
+        other: alice,
+    };
+    h.hub.apply(Change::Friendship(removed), &mut out);
+    h.drain(out);
+    assert_eq!(h.take(a), ["FRIEND REMOVED bob"]);
+    h.send(a, "SAY @bob still?");
+    assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
+}
