@@ -133,13 +133,21 @@ fn fan_event(hub: &Hub, to: Audience, event: &Event, wire: &mut Vec<(SessionId, 
 }
 
 /// One viewer form of a message batch: every MSG line in one buffer, and
-/// the chunks it is delivered in.
+/// the chunks it is delivered in, each ready to hand out as it is.
 struct Encoded {
     buf: Bytes,
     /// Where each message's line ends in `buf`.
     ends: Vec<usize>,
-    /// Consecutive messages whose lines together stay within a chunk.
-    chunks: Vec<Range<usize>>,
+    chunks: Vec<Chunk>,
+}
+
+/// Consecutive messages whose lines together stay within a chunk.
+struct Chunk {
+    posts: Range<usize>,
+    /// Their lines: a slice of the form's buffer, shared by every recipient.
+    line: Bytes,
+    /// The seq of the last of them, reported once written.
+    last: Seq,
 }
 
 impl Encoded {
@@ -151,6 +159,7 @@ impl Encoded {
             codec::msg_line(&mut buf, &name, &p.msg, hub);
             ends.push(buf.len());
         }
+        let buf = buf.freeze();
         let limit = hub.config().sync_chunk_bytes;
         let mut chunks = Vec::new();
         let mut from = 0;
@@ -159,14 +168,14 @@ impl Encoded {
             while to < posts.len() && ends[to] - start(&ends, from) <= limit {
                 to += 1;
             }
-            chunks.push(from..to);
+            chunks.push(Chunk {
+                posts: from..to,
+                line: buf.slice(start(&ends, from)..ends[to - 1]),
+                last: posts[to - 1].msg.seq,
+            });
             from = to;
         }
-        Encoded {
-            buf: buf.freeze(),
-            ends,
-            chunks,
-        }
+        Encoded { buf, ends, chunks }
     }
 
     fn line(&self, i: usize) -> Bytes {
@@ -208,18 +217,16 @@ fn messages(
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
             let sent_some = origins.binary_search(&s).is_ok();
             for chunk in &form.chunks {
-                let batch = &posts[chunk.clone()];
+                let batch = &posts[chunk.posts.clone()];
                 if !sent_some || !batch.iter().any(|p| p.origin == Some(s)) {
-                    let line = form
-                        .buf
-                        .slice(start(&form.ends, chunk.start)..form.ends[chunk.end - 1]);
-                    let seq = batch[batch.len() - 1].msg.seq;
+                    let (line, seq) = (chunk.line.clone(), chunk.last);
                     wire.push((s, Wire::Deliver { line, conv, seq }));
                     sent += batch.len() as u64;
                     continue;
                 }
                 // The session sent some of these: it gets the others' only.
                 let theirs: Vec<usize> = chunk
+                    .posts
                     .clone()
                     .filter(|&i| posts[i].origin != Some(s))
                     .collect();

@@ -12,6 +12,9 @@ use crate::store::{
     UserRow,
 };
 
+/// Room for every distinct statement the backend prepares (about 30).
+const STATEMENT_CACHE: usize = 64;
+
 impl SqliteBackend {
     /// Opens (creating or migrating) the database in `dir`; attachment bodies
     /// are in `blob_dir`.
@@ -27,6 +30,10 @@ impl SqliteBackend {
         conn.pragma_update(None, "cache_size", -1024)?;
         // Checkpoints run on a thread of their own (see `Checkpointer`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Every statement stays prepared: the default cache (16) is smaller
+        // than the number of distinct statements, and a commit that misses it
+        // parses SQL again for every row.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         let checkpointer = conn
             .path()

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::blobs::unref_blob;
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
@@ -81,11 +81,16 @@ pub(super) fn apply(
         }
         Write::Post(p) => {
             // The next seq, read inside the transaction that writes it; SQLite
-            // has one writer at a time, so no other commit can take it.
-            let last: Seq = tx
-                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = ?1")?
-                .query_row([p.conv], |r| r.get(0))?;
-            let seq = last.next();
+            // has one writer at a time, so no other commit can take it. (One
+            // seek down the primary key, which MAX() wrapped in COALESCE
+            // would not get.)
+            let last: Option<Seq> = tx
+                .prepare_cached(
+                    "SELECT seq FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([p.conv], |r| r.get(0))
+                .optional()?;
+            let seq = last.unwrap_or(Seq::ZERO).next();
             apply(tx, &Write::Message(p.stored(seq)))?;
             if let Some(blob) = &p.blob {
                 let blob = blob.clone();
