@@ -86,28 +86,33 @@ fn encode_output(hub: &Hub, sid: SessionId, output: Output) -> Wire {
     }
 }
 
-/// Every (user, sessions on this node) pair an audience names, and the
-/// session it excludes.
-fn recipients<'h>(
-    hub: &'h Hub,
-    to: Audience,
-) -> (
-    impl Iterator<Item = (UserId, &'h [SessionId])> + 'h,
-    Option<SessionId>,
+/// Calls `f` with every user an audience names, that user's sessions on
+/// this node, and the session to leave out. A plain loop per case, no
+/// iterator chain: this runs for every recipient of every event.
+fn each_recipient(
+    hub: &Hub,
+    to: &Audience,
+    mut f: impl FnMut(UserId, &[SessionId], Option<SessionId>),
 ) {
-    let (members, listed, plus, except) = match to {
+    match *to {
         Audience::Members { conv, plus, except } => {
             let members = hub.conv_members(conv).map_or(&[][..], |(_, m)| m);
+            for m in members {
+                f(m.user, hub.sessions_of(m.user), except);
+            }
             // `plus` has normally left the member list already; if not, it
             // is counted once.
-            let plus = plus.filter(|p| !members.iter().any(|m| m.user == *p));
-            (members, Vec::new(), plus, except)
+            if let Some(p) = plus.filter(|p| !members.iter().any(|m| m.user == *p)) {
+                f(p, hub.sessions_of(p), except);
+            }
         }
-        Audience::User { user, except } => (&[][..], Vec::new(), Some(user), except),
-        Audience::Users(users) => (&[][..], users, None, None),
-    };
-    let users = members.iter().map(|m| m.user).chain(listed).chain(plus);
-    (users.map(|u| (u, hub.sessions_of(u))), except)
+        Audience::User { user, except } => f(user, hub.sessions_of(user), except),
+        Audience::Users(ref users) => {
+            for &u in users {
+                f(u, hub.sessions_of(u), None);
+            }
+        }
+    }
 }
 
 /// Whether `conv`'s name differs between viewers.
@@ -119,8 +124,7 @@ fn per_viewer(hub: &Hub, conv: Option<ConvId>) -> bool {
 fn fan_event(hub: &Hub, to: Audience, event: &Event, wire: &mut Vec<(SessionId, Wire)>) {
     let per_viewer = per_viewer(hub, event.conv());
     let mut shared: Option<Bytes> = None;
-    let (users, except) = recipients(hub, to);
-    for (user, sessions) in users {
+    each_recipient(hub, &to, |user, sessions, except| {
         let mut line: Option<Bytes> = if per_viewer { None } else { shared.clone() };
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
             let bytes = line.get_or_insert_with(|| codec::event(event, user, hub));
@@ -129,7 +133,7 @@ fn fan_event(hub: &Hub, to: Audience, event: &Event, wire: &mut Vec<(SessionId, 
         if !per_viewer && shared.is_none() {
             shared = line;
         }
-    }
+    });
 }
 
 /// One viewer form of a message batch: every MSG line in one buffer, and
@@ -202,10 +206,9 @@ fn messages(
     origins.dedup();
     let mut shared: Option<Encoded> = None;
     let mut sent = 0u64;
-    let (users, except) = recipients(hub, to);
-    for (user, sessions) in users {
+    each_recipient(hub, &to, |user, sessions, except| {
         if sessions.is_empty() {
-            continue;
+            return;
         }
         let mine;
         let form = if per_viewer {
@@ -215,16 +218,17 @@ fn messages(
             shared.get_or_insert_with(|| Encoded::new(hub, conv, user, posts))
         };
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
-            let sent_some = origins.binary_search(&s).is_ok();
-            for chunk in &form.chunks {
-                let batch = &posts[chunk.posts.clone()];
-                if !sent_some || !batch.iter().any(|p| p.origin == Some(s)) {
+            if origins.binary_search(&s).is_err() {
+                // The common case: the session sent none of the batch.
+                for chunk in &form.chunks {
                     let (line, seq) = (chunk.line.clone(), chunk.last);
                     wire.push((s, Wire::Deliver { line, conv, seq }));
-                    sent += batch.len() as u64;
-                    continue;
                 }
-                // The session sent some of these: it gets the others' only.
+                sent += posts.len() as u64;
+                continue;
+            }
+            // The session sent some of these: it gets the others' only.
+            for chunk in &form.chunks {
                 let theirs: Vec<usize> = chunk
                     .posts
                     .clone()
@@ -238,17 +242,11 @@ fn messages(
                     line.extend_from_slice(&form.line(i));
                 }
                 let seq = posts[last].msg.seq;
-                wire.push((
-                    s,
-                    Wire::Deliver {
-                        line: line.freeze(),
-                        conv,
-                        seq,
-                    },
-                ));
+                let line = line.freeze();
+                wire.push((s, Wire::Deliver { line, conv, seq }));
                 sent += theirs.len() as u64;
             }
         }
-    }
+    });
     sent
 }

@@ -19,7 +19,7 @@ use super::{
 };
 use checkpoint::Checkpointer;
 use read::{blob_access, messages_after, messages_before, search};
-use write::{apply, change};
+use write::{LastSeqs, TxSeqs, apply, change};
 
 /// One SQLite database file in the data dir, in WAL mode, committed with a
 /// full fsync.
@@ -30,6 +30,7 @@ pub struct SqliteBackend {
     /// Stopped (with a last checkpoint) when the backend is dropped, after
     /// the storage thread's last commit.
     _checkpointer: Option<Checkpointer>,
+    last_seqs: LastSeqs,
 }
 
 impl Backend for SqliteBackend {
@@ -39,18 +40,22 @@ impl Backend for SqliteBackend {
 
     fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut seqs = TxSeqs::new(&self.last_seqs);
         let mut assigned = Vec::new();
         for w in writes {
-            assigned.extend(apply(&tx, w)?);
+            assigned.extend(apply(&tx, w, &mut seqs)?);
         }
         tx.commit()?;
+        let committed = seqs.into_committed();
+        self.last_seqs.extend(committed);
         Ok(assigned)
     }
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut seqs = TxSeqs::new(&self.last_seqs);
         for w in writes {
-            apply(&tx, w)?;
+            apply(&tx, w, &mut seqs)?;
         }
         let answer = match *query {
             Query::Before {
@@ -75,6 +80,8 @@ impl Backend for SqliteBackend {
             Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
         };
         tx.commit()?;
+        let committed = seqs.into_committed();
+        self.last_seqs.extend(committed);
         Ok(answer)
     }
 }

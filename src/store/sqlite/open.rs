@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpointer;
-use super::{SqliteBackend, messages_before, schema};
+use super::{LastSeqs, SqliteBackend, messages_before, schema};
 use crate::store::{
     ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError,
     UserRow,
@@ -43,6 +43,7 @@ impl SqliteBackend {
             conn,
             blob_dir,
             _checkpointer: checkpointer,
+            last_seqs: LastSeqs::default(),
         })
     }
 }

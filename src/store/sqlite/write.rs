@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::blobs::unref_blob;
@@ -47,10 +49,75 @@ pub(super) fn change(
     Ok(Answer::Changed(msg))
 }
 
+/// The last seq of each conversation, so that a commit need not read it
+/// back for every message. SQLite has one writer, this backend, so what it
+/// has seen stays true.
+#[derive(Debug, Default)]
+pub(super) struct LastSeqs(HashMap<ConvId, Seq>);
+
+/// What one transaction sees: the committed last seqs, plus the seqs it
+/// wrote itself, which join them only if it commits.
+pub(super) struct TxSeqs<'a> {
+    committed: &'a LastSeqs,
+    own: HashMap<ConvId, Seq>,
+}
+
+impl<'a> TxSeqs<'a> {
+    pub(super) fn new(committed: &'a LastSeqs) -> Self {
+        TxSeqs {
+            committed,
+            own: HashMap::new(),
+        }
+    }
+
+    /// The transaction committed: its seqs are the last ones now.
+    pub(super) fn into_committed(self) -> HashMap<ConvId, Seq> {
+        self.own
+    }
+
+    /// The next seq of `conv`, taken by this transaction.
+    fn take_next(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        conv: ConvId,
+    ) -> Result<Seq, rusqlite::Error> {
+        let last = match self.own.get(&conv).or(self.committed.0.get(&conv)) {
+            Some(&last) => last,
+            // One seek down the primary key, the first time only.
+            None => tx
+                .prepare_cached(
+                    "SELECT seq FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row([conv], |r| r.get(0))
+                .optional()?
+                .unwrap_or(Seq::ZERO),
+        };
+        let seq = last.next();
+        self.own.insert(conv, seq);
+        Ok(seq)
+    }
+
+    /// A message with a seq chosen elsewhere (`--durability async`).
+    fn saw(&mut self, conv: ConvId, seq: Seq) {
+        let last = self.own.entry(conv).or_default();
+        *last = (*last).max(seq);
+    }
+}
+
+impl LastSeqs {
+    pub(super) fn extend(&mut self, committed: HashMap<ConvId, Seq>) {
+        for (conv, seq) in committed {
+            let last = self.0.entry(conv).or_default();
+            *last = (*last).max(seq);
+        }
+    }
+}
+
 /// Applies one write; returns what it assigned, if it [`Write::assigns`].
 pub(super) fn apply(
     tx: &rusqlite::Transaction<'_>,
     w: &Write,
+    seqs: &mut TxSeqs<'_>,
 ) -> Result<Option<Assigned>, rusqlite::Error> {
     match w {
         Write::Register { name, phc, created } => {
@@ -75,23 +142,15 @@ pub(super) fn apply(
                 )?
                 .query_row(params![*kind as i64, name, created], |r| r.get(0))?;
             for m in members {
-                apply(tx, &m.write(id))?;
+                apply(tx, &m.write(id), seqs)?;
             }
             return Ok(Some(Assigned::Conv(id)));
         }
         Write::Post(p) => {
-            // The next seq, read inside the transaction that writes it; SQLite
-            // has one writer at a time, so no other commit can take it. (One
-            // seek down the primary key, which MAX() wrapped in COALESCE
-            // would not get.)
-            let last: Option<Seq> = tx
-                .prepare_cached(
-                    "SELECT seq FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT 1",
-                )?
-                .query_row([p.conv], |r| r.get(0))
-                .optional()?;
-            let seq = last.unwrap_or(Seq::ZERO).next();
-            apply(tx, &Write::Message(p.stored(seq)))?;
+            // The next seq, taken inside the transaction that writes it;
+            // SQLite has one writer at a time, so no other commit can take it.
+            let seq = seqs.take_next(tx, p.conv)?;
+            apply(tx, &Write::Message(p.stored(seq)), seqs)?;
             if let Some(blob) = &p.blob {
                 let blob = blob.clone();
                 apply(
@@ -101,6 +160,7 @@ pub(super) fn apply(
                         seq,
                         blob,
                     },
+                    seqs,
                 )?;
             }
             return Ok(Some(Assigned::Seq(seq)));
@@ -148,6 +208,7 @@ pub(super) fn apply(
                 .execute(params![conv, user])?;
         }
         Write::Message(m) => {
+            seqs.saw(m.conv, m.seq);
             tx.prepare_cached(
                 "INSERT INTO messages (conv, seq, msgid, sender, at, text)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
