@@ -26,10 +26,11 @@
 //!   (hub output into outboxes, in command order), `write` (flushes,
 //!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
 //!   every session ended, logged and counted), `shutdown`, `stats`. A
-//!   connection (`conn`) is a `transport` (the byte pipe: TCP today, the
-//!   seam for TLS and WebSocket) and a `session` (framer, outbox, reply
-//!   order, flood bucket, upload) that never sees the socket; `outbox` and
-//!   `limits` hold the bounds.
+//!   connection (`conn`) is a `transport` (the byte pipe: an enum of plain
+//!   TCP and TLS, `tls` driving rustls non-blocking; the seam for
+//!   WebSocket) and a `session` (framer, outbox, reply order, flood bucket,
+//!   upload) that never sees the socket; `outbox` and `limits` hold the
+//!   bounds. `accept` serves both listeners.
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;

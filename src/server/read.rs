@@ -9,10 +9,26 @@ use crate::protocol::{self, Frame, Framing, Lost, ParseError};
 use super::Server;
 use super::close::CloseReason;
 use super::session::{Session, Upload};
+use super::tls;
+use super::transport::Transport;
 
 impl Server {
-    /// Reads and handles input for connection `i` within its budget.
+    /// Reads and handles input for connection `i`; then, if the read left
+    /// the transport bytes of its own to send (a TLS handshake message),
+    /// marks the session for a flush.
     pub(super) fn service(&mut self, i: usize) {
+        self.read_input(i);
+        if self
+            .conns
+            .get(i)
+            .is_some_and(|c| c.transport.holds_output())
+        {
+            self.mark_dirty(i);
+        }
+    }
+
+    /// Reads and handles input for connection `i` within its budget.
+    fn read_input(&mut self, i: usize) {
         let mut budget = self.cfg.read_budget;
         loop {
             let Some(conn) = self.conns.get_mut(i) else {
@@ -58,6 +74,12 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if tls::is_protocol_error(&e) => {
+                    log::info!("session {sid}: {e}");
+                    conn.session.close_as(CloseReason::TlsError);
+                    self.dead.push(i);
+                    return;
+                }
                 Err(e) => {
                     log::debug!("session {sid} read error: {e}");
                     conn.session.close_as(CloseReason::ReadError);

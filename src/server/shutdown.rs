@@ -19,6 +19,9 @@ impl Server {
     pub(super) fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
         log::info!("shutting down: {} sessions", self.conns.len());
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(tls) = &mut self.tls {
+            let _ = self.poll.registry().deregister(&mut tls.listener);
+        }
         let bye = driver_lines::bye();
         let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in all {

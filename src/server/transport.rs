@@ -32,44 +32,135 @@
 //!   `close_notify`, a WebSocket close frame), best effort, before the
 //!   socket is dropped.
 //!
-//! The loop is written against [`Socket`], one concrete type, so a write is
-//! a direct call, never a `dyn` one. When a second transport lands, `Socket`
-//! becomes an enum over them that implements this trait by a `match`: one
-//! branch per system call, none per delivery. What the TLS one will need
-//! beyond this: a read that leaves ciphertext to send (a handshake message)
-//! must mark its session for a flush, so that `interest` is asked again; and
-//! the refusals at accept (`SERVER_FULL`, ...), written to the raw socket
-//! before any handshake, become a plain close on a TLS listener.
+//! - **A read may leave bytes to send** (a TLS handshake message, an
+//!   alert): [`Transport::holds_output`] says so, and the loop then marks
+//!   the session for a flush, which writes them and asks `interest` again.
+//!
+//! The loop is written against [`Socket`], an enum over the transports that
+//! implements this trait by a `match`: one branch per system call, none per
+//! delivery, and never a `dyn` call. The TLS stream is boxed, so a TCP
+//! connection carries a pointer's worth of enum, not rustls' state.
+//!
+//! The refusals at accept (`SERVER_FULL`, `TOO_MANY_CONNECTIONS`) are
+//! written to the raw socket before any handshake. On the TLS listener that
+//! line would only be garbage to a TLS client, so there the refusal is a
+//! plain close (counted under the same close reason).
 
-use std::io;
+use std::io::{self, IoSlice};
 
-use mio::Interest;
 use mio::event::Source;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use super::tls::TlsStream;
 
 /// A session's byte pipe. See the module documentation for the contract.
 pub trait Transport: io::Read + io::Write + Source {
     /// The readiness to wait for, given whether the outbox is blocked.
     fn interest(&self, outbox_blocked: bool) -> Interest;
 
+    /// Bytes of the transport's own wait to be written (see `holds_output`
+    /// in the module documentation).
+    fn holds_output(&self) -> bool;
+
     /// Ends the stream as the wire form asks, best effort, before it drops.
     fn close(&mut self);
 }
 
-/// The transport every connection uses today.
-pub type Socket = TcpStream;
+/// The transport of one connection.
+#[derive(Debug)]
+pub enum Socket {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream>),
+}
 
-impl Transport for TcpStream {
+impl Transport for Socket {
     fn interest(&self, outbox_blocked: bool) -> Interest {
-        // TCP holds nothing of its own: the kernel's buffer is the only one.
-        if outbox_blocked {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+        match self {
+            // TCP holds nothing of its own: the kernel's buffer is the only one.
+            Socket::Tcp(_) if outbox_blocked => Interest::READABLE | Interest::WRITABLE,
+            Socket::Tcp(_) => Interest::READABLE,
+            Socket::Tls(s) => s.interest(outbox_blocked),
+        }
+    }
+
+    fn holds_output(&self) -> bool {
+        match self {
+            Socket::Tcp(_) => false,
+            Socket::Tls(s) => s.holds_output(),
         }
     }
 
     fn close(&mut self) {
-        // Dropping the socket closes it; TCP has no closing message.
+        match self {
+            // Dropping the socket closes it; TCP has no closing message.
+            Socket::Tcp(_) => {}
+            Socket::Tls(s) => s.close(),
+        }
+    }
+}
+
+impl io::Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write_vectored(bufs),
+            Socket::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(_) => Ok(()),
+            Socket::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl Source for Socket {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.register(registry, token, interests),
+            Socket::Tls(s) => s.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.reregister(registry, token, interests),
+            Socket::Tls(s) => s.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.deregister(registry),
+            Socket::Tls(s) => s.deregister(registry),
+        }
     }
 }
