@@ -109,18 +109,24 @@ impl TlsServer {
     }
 }
 
+/// A TLS client creates `room` and a plain one, `plain_name`, joins it;
+/// receipts are ignored on both.
+fn share_room(tls: &mut Client<TlsStream>, plain: &mut Client, plain_name: &str, room: &str) {
+    tls.ignored.push("RECEIPT");
+    plain.ignored.push("RECEIPT");
+    tls.send(&format!("JOIN {room}"));
+    tls.expect(&format!("OK JOIN {room} created"));
+    plain.send(&format!("JOIN {room}"));
+    plain.expect(&format!("OK JOIN {room} joined"));
+    tls.expect(&format!("JOINED {room} {plain_name}"));
+}
+
 #[test]
 fn a_tls_client_and_a_plain_client_talk_in_one_room() {
     let s = TlsServer::start(&[]);
     let mut alice = s.tls_user(s.tls_client(), "alice");
     let mut bob = s.server.user("bob");
-    alice.ignored.push("RECEIPT");
-    bob.ignored.push("RECEIPT");
-    alice.send("JOIN #mix");
-    alice.expect("OK JOIN #mix created");
-    bob.send("JOIN #mix");
-    bob.expect("OK JOIN #mix joined");
-    alice.expect("JOINED #mix bob");
+    share_room(&mut alice, &mut bob, "bob", "#mix");
 
     alice.send("SAY #mix hello from TLS");
     alice.expect_prefix("OK SAY #mix 1 ");
@@ -147,13 +153,7 @@ fn a_tls_reader_that_falls_behind_gets_every_line_in_order() {
     let s = TlsServer::start(&["--max-outbox", "8000000", "--outbox-soft-limit", "0"]);
     let mut reader = s.tls_user(s.narrow_tls_client(), "reader");
     let mut writer = s.server.user("writer");
-    reader.ignored.push("RECEIPT");
-    writer.ignored.push("RECEIPT");
-    reader.send("JOIN #bulk");
-    reader.expect("OK JOIN #bulk created");
-    writer.send("JOIN #bulk");
-    writer.expect("OK JOIN #bulk joined");
-    reader.expect("JOINED #bulk writer");
+    share_room(&mut reader, &mut writer, "writer", "#bulk");
 
     // About 5 MB: more than the kernel buffers of a loopback connection
     // (`tcp_wmem` lets a send buffer grow to 4 MiB) and rustls' 64 KiB hold.

@@ -15,9 +15,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mio::event::Source;
+use mio::Interest;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ServerConfig, ServerConnection};
@@ -89,6 +88,11 @@ impl TlsStream {
             tls,
             failed: false,
         }
+    }
+
+    /// The socket underneath, which is what the poll registers.
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
     }
 
     pub fn is_handshaking(&self) -> bool {
@@ -181,29 +185,5 @@ impl Write for TlsStream {
             }
         }
         Ok(())
-    }
-}
-
-impl Source for TlsStream {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.tcp.register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        self.tcp.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        self.tcp.deregister(registry)
     }
 }

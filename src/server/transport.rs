@@ -27,7 +27,7 @@
 //!   bytes of its own (TLS ciphertext, a handshake reply), and only then, so
 //!   a reader that keeps up costs no writable wakeups on any transport.
 //! - **It is a `mio::event::Source`**, registered under the connection's
-//!   token; a wrapper delegates to the TCP stream it owns.
+//!   token: the TCP stream underneath, whatever runs over it.
 //! - **[`Transport::close`] ends the stream as its wire form says** (TLS
 //!   `close_notify`, a WebSocket close frame), best effort, before the
 //!   socket is dropped.
@@ -132,6 +132,16 @@ impl io::Write for Socket {
     }
 }
 
+impl Socket {
+    /// The socket the poll watches, whichever transport runs over it.
+    fn socket_mut(&mut self) -> &mut TcpStream {
+        match self {
+            Socket::Tcp(s) => s,
+            Socket::Tls(s) => s.socket_mut(),
+        }
+    }
+}
+
 impl Source for Socket {
     fn register(
         &mut self,
@@ -139,10 +149,7 @@ impl Source for Socket {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.register(registry, token, interests),
-            Socket::Tls(s) => s.register(registry, token, interests),
-        }
+        self.socket_mut().register(registry, token, interests)
     }
 
     fn reregister(
@@ -151,16 +158,10 @@ impl Source for Socket {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.reregister(registry, token, interests),
-            Socket::Tls(s) => s.reregister(registry, token, interests),
-        }
+        self.socket_mut().reregister(registry, token, interests)
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.deregister(registry),
-            Socket::Tls(s) => s.deregister(registry),
-        }
+        self.socket_mut().deregister(registry)
     }
 }
