@@ -228,3 +228,78 @@ fn a_refusal_on_the_tls_listener_is_a_plain_close() {
     assert_eq!(refused.read_to_eof(), 0, "no bytes before the close");
     assert_eq!(plain.stat("closed_server_full"), 1);
 }
+
+/// What a run of the server binary that should fail at startup did.
+struct Refused {
+    succeeded: bool,
+    stderr: String,
+    /// Whether it got as far as creating its database.
+    opened_storage: bool,
+}
+
+/// Runs the server binary with `args`, killed after the timeout if it does
+/// not exit by itself.
+fn run_server(args: &[&str]) -> Refused {
+    let data = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new("timeout")
+        .arg(TIMEOUT.as_secs().to_string())
+        .arg(env!("CARGO_BIN_EXE_linechat"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running linechat");
+    Refused {
+        succeeded: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        opened_storage: data.path().join("linechat.db").exists(),
+    }
+}
+
+#[test]
+fn tls_flags_come_all_three_or_the_server_does_not_start() {
+    let run = run_server(&["--tls-listen", "127.0.0.1:0"]);
+    assert!(!run.succeeded);
+    let err = run.stderr;
+    assert!(
+        err.contains("required arguments were not provided")
+            && err.contains("--tls-cert")
+            && err.contains("--tls-key"),
+        "{err}"
+    );
+    let run = run_server(&["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+    assert!(!run.succeeded);
+    assert!(run.stderr.contains("--tls-listen"), "{}", run.stderr);
+}
+
+#[test]
+fn an_unreadable_certificate_stops_the_start_before_storage_opens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.display().to_string();
+    let tls_flags = |cert: &str| {
+        let run = run_server(&[
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            cert,
+        ]);
+        assert!(!run.succeeded);
+        assert!(!run.opened_storage);
+        run.stderr
+    };
+    let err = tls_flags(&missing);
+    assert!(
+        err.starts_with(&format!("linechat: TLS certificate {missing}: ")),
+        "{err}"
+    );
+    assert_eq!(
+        tls_flags(&empty).trim_end(),
+        format!("linechat: TLS certificate {empty}: no CERTIFICATE block in the file")
+    );
+}

@@ -130,6 +130,11 @@ pub struct Server {
 impl Server {
     /// Opens storage, starts the worker threads and binds the listener.
     pub fn new(cfg: Config) -> Result<Server, ServerError> {
+        // A bad certificate or key stops the start before anything is opened.
+        let tls_config = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -169,9 +174,8 @@ impl Server {
         let mut listener = bind(cfg.listen, cfg.listen_backlog)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let tls = match (cfg.tls_listen, &cfg.tls_cert, &cfg.tls_key) {
-            (Some(addr), Some(cert), Some(key)) => {
-                let config = tls::server_config(cert, key)?;
+        let tls = match (cfg.tls_listen, tls_config) {
+            (Some(addr), Some(config)) => {
                 let mut listener = bind(addr, cfg.listen_backlog)?;
                 poll.registry()
                     .register(&mut listener, TLS_LISTENER, Interest::READABLE)?;
