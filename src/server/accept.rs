@@ -21,8 +21,8 @@ use super::Server;
 use super::close::CloseReason;
 use super::conn::Conn;
 use super::session::Session;
-use super::tls::TlsStream;
 use super::transport::{Socket, Transport};
+use crate::stream::TlsStream;
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

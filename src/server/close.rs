@@ -2,7 +2,6 @@
 //! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
 
 use super::Server;
-use super::transport::Transport;
 use crate::chat::SessionId;
 
 /// The reason a connection was closed. The first cause found wins.

@@ -13,7 +13,8 @@
 //! bodies), `route` (the hub's output into outboxes, in command order),
 //! `write` (flushes and delivery reports), `slow` (hard and soft outbox
 //! limits), `close` (why and how a session ends), `shutdown`, `stats`.
-//! A connection (`conn`) is a `transport` (plain TCP, or TLS in `tls`) and a
+//! A connection (`conn`) is a `transport` (plain TCP or TLS, a
+//! [`crate::stream::Stream`]) and a
 //! `session` kept apart; `outbox` and `limits` hold the per-connection bounds.
 
 mod accept;
@@ -27,7 +28,6 @@ mod session;
 mod shutdown;
 mod slow;
 mod stats;
-mod tls;
 mod transport;
 mod write;
 
@@ -49,6 +49,7 @@ use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, SessionId, System
 use crate::config::Config;
 use crate::fanout::Wire;
 use crate::store::{self, Backend, SqliteBackend, Storage};
+use crate::stream;
 use accept::{Front, TlsListener, bind};
 use conn::Conn;
 use slow::SoftLimit;
@@ -61,7 +62,7 @@ pub enum ServerError {
     #[error("storage: {0}")]
     Store(#[from] store::StoreError),
     #[error("{0}")]
-    Tls(#[from] tls::TlsSetupError),
+    Tls(#[from] stream::TlsSetupError),
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -132,7 +133,7 @@ impl Server {
     pub fn new(cfg: Config) -> Result<Server, ServerError> {
         // A bad certificate or key stops the start before anything is opened.
         let tls_config = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            (Some(cert), Some(key)) => Some(stream::server_config(cert, key)?),
             _ => None,
         };
         let poll = Poll::new()?;

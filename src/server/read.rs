@@ -5,12 +5,11 @@ use std::io::{self, Read};
 
 use crate::chat::{Out, Reply, SessionId};
 use crate::protocol::{self, Frame, Framing, Lost, ParseError};
+use crate::stream;
 
 use super::Server;
 use super::close::CloseReason;
 use super::session::{Session, Upload};
-use super::tls;
-use super::transport::Transport;
 
 impl Server {
     /// Reads and handles input for connection `i`; then, if the read left
@@ -74,7 +73,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if tls::is_protocol_error(&e) => {
+                Err(e) if stream::is_protocol_error(&e) => {
                     log::info!("session {sid}: {e}");
                     conn.session.close_as(CloseReason::TlsError);
                     self.dead.push(i);

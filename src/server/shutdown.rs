@@ -10,7 +10,6 @@ use crate::protocol::driver_lines;
 
 use super::close::CloseReason;
 use super::conn::Conn;
-use super::transport::Transport;
 use super::{Server, WAKER};
 
 impl Server {
