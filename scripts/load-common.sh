@@ -3,7 +3,9 @@
 # linechat on 127.0.0.1 with a fresh data dir and stops it again on exit.
 # Env: PORT (17878), PIN (1: server on core 0, load tool on core 1),
 # LINECHAT_COMMAND_RATE (0 = flood control off), LINECHAT_MAX_UNAUTH_PER_IP
-# (100000), JSON (results file); other LINECHAT_* server settings pass through.
+# (100000), JSON (results file), TLS (1: the load tool connects over TLS to
+# a second listener on PORT+1, with a certificate from tls-cert.sh); other
+# LINECHAT_* server settings pass through.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -65,16 +67,27 @@ start_linechat() {
     trap stop_linechat EXIT
     # Flood control off and all clients come from 127.0.0.1, so lift the
     # per-address limit on connections that are not logged in yet.
+    TLS_SERVER_FLAGS=()
+    if [ "${TLS:-0}" = 1 ]; then
+        bash "$REPO/scripts/tls-cert.sh" "$DATA_DIR/tls" >/dev/null
+        TLS_SERVER_FLAGS=(--tls-listen "127.0.0.1:$((PORT + 1))"
+            --tls-cert "$DATA_DIR/tls/cert.pem" --tls-key "$DATA_DIR/tls/key.pem")
+    fi
     on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$PORT" \
         --data-dir "$DATA_DIR" --command-rate "${LINECHAT_COMMAND_RATE:-0}" \
         --max-unauth-per-ip "${LINECHAT_MAX_UNAUTH_PER_IP:-100000}" \
-        >"$DATA_DIR/server.log" 2>&1 &
+        "${TLS_SERVER_FLAGS[@]}" >"$DATA_DIR/server.log" 2>&1 &
     SERVER_PID=$!
     wait_port "$PORT" "$SERVER_PID"
 }
 
 # Runs the load tool against the server started above.
 load() {
-    (on_core 1 "$LOAD" "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+    local target=(--addr "127.0.0.1:$PORT")
+    if [ "${TLS:-0}" = 1 ]; then
+        target=(--addr "127.0.0.1:$((PORT + 1))" --tls-ca "$DATA_DIR/tls/cert.pem"
+            --stats-addr "127.0.0.1:$PORT")
+    fi
+    (on_core 1 "$LOAD" "$@" "${target[@]}" --server-pid "$SERVER_PID" \
         ${JSON:+--json "$JSON"})
 }

@@ -19,6 +19,24 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_LISTEN", default_value = "127.0.0.1:7878")]
     pub listen: SocketAddr,
 
+    /// Address for a second listener serving the same protocol over TLS
+    /// (port 0 picks a free port). Needs `--tls-cert` and `--tls-key`.
+    #[arg(long, env = "LINECHAT_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// PEM file with the TLS certificate chain, leaf first.
+    #[arg(long, env = "LINECHAT_TLS_CERT", requires_all = ["tls_listen", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the TLS private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "LINECHAT_TLS_KEY", requires_all = ["tls_listen", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a TLS connection may take to complete its handshake before it
+    /// is closed. 0 turns the deadline off (the login timeout still applies).
+    #[arg(long, env = "LINECHAT_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub tls_handshake_timeout: u64,
+
     /// Connections the kernel may queue before they are accepted (capped by
     /// net.core.somaxconn).
     #[arg(long, env = "LINECHAT_LISTEN_BACKLOG", default_value_t = 4096)]

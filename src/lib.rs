@@ -30,10 +30,10 @@
 //!   (hub output into outboxes, in command order), `write` (flushes,
 //!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
 //!   every session ended, logged and counted), `shutdown`, `stats`. A
-//!   connection (`conn`) is a `transport` (the byte pipe: TCP today, the
-//!   seam for TLS and WebSocket) and a `session` (framer, outbox, reply
-//!   order, flood bucket, upload) that never sees the socket; `outbox` and
-//!   `limits` hold the bounds.
+//!   connection (`conn`) is a `transport` (the byte pipe: a [`stream`],
+//!   plain TCP or TLS; the seam for WebSocket) and a `session` (framer, outbox, reply order, flood bucket,
+//!   upload) that never sees the socket; `outbox` and `limits` hold the
+//!   bounds. `accept` serves both listeners.
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
@@ -44,6 +44,9 @@
 //!   hub's rule; the store only keeps uniqueness and compare-and-set.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on
 //!   [`worker`] threads whose results come back the same way.
+//! - [`stream`]: non-blocking byte streams over a mio socket, plain or TLS
+//!   (rustls driven as its mio example does), for the server's transports
+//!   and the load tool's clients.
 //! - [`config`]: the command-line flags.
 //!
 //! # One SAY, end to end
@@ -79,4 +82,5 @@ pub mod fanout;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod worker;

@@ -38,6 +38,14 @@ fn main() {
             std::process::exit(1);
         }
     }
+    match server.tls_local_addr() {
+        Some(Ok(addr)) => println!("linechat tls listening on {addr}"),
+        Some(Err(e)) => {
+            eprintln!("linechat: {e}");
+            std::process::exit(1);
+        }
+        None => {}
+    }
     if let Err(e) = server.run() {
         eprintln!("linechat: event loop failed: {e}");
         std::process::exit(1);

@@ -3,6 +3,9 @@
 //!
 //! One server takes all of it, in turn, while two bystanders sit in a room;
 //! at the end they still chat and the process is still alive.
+//!
+//! Bad input on the TLS listener (garbage instead of a ClientHello, a
+//! handshake that never finishes) is in `tls.rs`, which needs a certificate.
 
 mod common;
 

@@ -1,13 +1,18 @@
 //! Accept and admission: the listener, refusals at `--max-connections` and
 //! at the per-address cap on connections not logged in, the pause when the
-//! process is out of descriptors, and the login deadline.
+//! process is out of descriptors, and the login and TLS handshake deadlines.
+//! Both listeners (plain TCP and TLS) admit through the same caps; a refusal
+//! is a line on plain TCP and a plain close on TLS (see `transport`).
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::{TcpListener, TcpStream};
+use rustls::{ServerConfig, ServerConnection};
 
 use crate::chat::SessionId;
 use crate::protocol::driver_lines;
@@ -16,7 +21,21 @@ use super::Server;
 use super::close::CloseReason;
 use super::conn::Conn;
 use super::session::Session;
-use super::transport::Transport;
+use super::transport::{Socket, Transport};
+use crate::stream::TlsStream;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Front {
+    Plain,
+    Tls,
+}
+
+/// The TLS listener and the configuration its sessions share.
+pub(super) struct TlsListener {
+    pub(super) listener: TcpListener,
+    pub(super) config: Arc<ServerConfig>,
+}
 
 /// Accept errors that mean the process or system is out of descriptors or
 /// memory: retrying at once would only spin.
@@ -45,15 +64,21 @@ pub(super) fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 impl Server {
-    pub(super) fn accept(&mut self) {
+    /// Accepts every connection waiting on the `front` listener.
+    pub(super) fn accept(&mut self, front: Front) {
         if self.accept_paused_until.is_some() {
             return;
         }
         loop {
-            match self.listener.accept() {
+            let (accepted, tls_config) = match (front, &self.tls) {
+                (Front::Plain, _) => (self.listener.accept(), None),
+                (Front::Tls, Some(tls)) => (tls.listener.accept(), Some(Arc::clone(&tls.config))),
+                (Front::Tls, None) => return,
+            };
+            match accepted {
                 Ok((sock, peer)) => {
                     self.fd_warned = false;
-                    self.open(sock, peer)
+                    self.open(sock, peer, tls_config)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -75,7 +100,13 @@ impl Server {
         }
     }
 
-    pub(super) fn open(&mut self, mut sock: TcpStream, peer: SocketAddr) {
+    /// Admits a new connection, over TLS when `tls_config` is given.
+    pub(super) fn open(
+        &mut self,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        tls_config: Option<Arc<ServerConfig>>,
+    ) {
         let slot = self.conns.vacant_key();
         let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
@@ -93,8 +124,11 @@ impl Server {
         };
         if let Some((line, reason)) = refusal {
             self.counters.closed[reason as usize] += 1;
-            // Best effort: the socket is new, so its buffer has room.
-            let _ = sock.write(line);
+            // Best effort: the socket is new, so its buffer has room. A TLS
+            // client would read the line as a broken record: it gets a close.
+            if tls_config.is_none() {
+                let _ = sock.write(line);
+            }
             self.counters.refused += 1;
             log::warn!("refused {peer}: {}", reason.name());
             return;
@@ -109,36 +143,49 @@ impl Server {
                 .with_retries(3);
             let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
         }
+        let is_tls = tls_config.is_some();
+        let mut transport = match tls_config.map(ServerConnection::new) {
+            None => Socket::Tcp(sock),
+            Some(Ok(tls)) => Socket::Tls(Box::new(TlsStream::new(sock, tls))),
+            Some(Err(e)) => {
+                log::warn!("TLS session for {peer} not created: {e}");
+                self.unauth.remove(sid);
+                return;
+            }
+        };
         let entry = self.conns.vacant_entry();
         let i = entry.key();
         // Write interest is added only while the transport asks for it, so
         // the common case (a reader that keeps up) costs no writable wakeups.
-        let interest = sock.interest(false);
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(i), interest) {
+        let interest = transport.interest(false);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut transport, Token(i), interest)
+        {
             log::warn!("registering {peer} failed: {e}");
             self.unauth.remove(sid);
             return;
         }
         let session = Session::new(sid, self.cfg.max_line, self.cfg.command_burst);
-        entry.insert(Box::new(Conn::new(sock, session)));
-        let timeout_ms =
-            u32::try_from(self.cfg.login_timeout.saturating_mul(1000)).unwrap_or(u32::MAX);
-        self.login_deadlines
-            .push_back((self.now_ms().saturating_add(timeout_ms), sid));
+        entry.insert(Box::new(Conn::new(transport, session)));
+        let now = self.now_ms();
+        push_deadline(&mut self.login_deadlines, now, self.cfg.login_timeout, sid);
+        if is_tls && self.cfg.tls_handshake_timeout > 0 {
+            let timeout = self.cfg.tls_handshake_timeout;
+            push_deadline(&mut self.handshake_deadlines, now, timeout, sid);
+        }
         self.counters.accepted += 1;
         self.hub.connect(sid);
-        log::info!("session {sid} connected from {peer}");
+        let over = if is_tls { " over TLS" } else { "" };
+        log::info!("session {sid} connected from {peer}{over}");
         self.push(i, driver_lines::hello(), None);
     }
 
     /// Closes connections that did not log in within the login timeout.
     pub(super) fn expire_logins(&mut self) {
         let now = self.now_ms();
-        while let Some(&(deadline, sid)) = self.login_deadlines.front() {
-            if deadline > now {
-                return;
-            }
-            self.login_deadlines.pop_front();
+        while let Some(sid) = pop_due(&mut self.login_deadlines, now) {
             let Some(i) = self.index_of(sid) else {
                 continue;
             };
@@ -153,4 +200,48 @@ impl Server {
             }
         }
     }
+}
+
+impl Server {
+    /// Closes TLS connections whose handshake did not end within
+    /// `--tls-handshake-timeout`. Nothing is written: there is no channel
+    /// to write a line on yet.
+    pub(super) fn expire_handshakes(&mut self) {
+        let now = self.now_ms();
+        while let Some(sid) = pop_due(&mut self.handshake_deadlines, now) {
+            let Some(i) = self.index_of(sid) else {
+                continue;
+            };
+            let conn = &mut self.conns[i];
+            if let Socket::Tls(tls) = &conn.transport
+                && tls.is_handshaking()
+            {
+                conn.session.closing = true;
+                conn.session.close_as(CloseReason::TlsHandshakeTimeout);
+                self.dead.push(i);
+            }
+        }
+    }
+}
+
+/// Queues `sid`'s deadline, `seconds` from `now_ms`. Every entry of a queue
+/// has the same timeout, so the queue stays in deadline order.
+fn push_deadline(
+    queue: &mut VecDeque<(u32, SessionId)>,
+    now_ms: u32,
+    seconds: u64,
+    sid: SessionId,
+) {
+    let timeout_ms = u32::try_from(seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
+    queue.push_back((now_ms.saturating_add(timeout_ms), sid));
+}
+
+/// The next session whose deadline has passed, taken off the queue.
+fn pop_due(queue: &mut VecDeque<(u32, SessionId)>, now_ms: u32) -> Option<SessionId> {
+    let &(deadline, sid) = queue.front()?;
+    if deadline > now_ms {
+        return None;
+    }
+    queue.pop_front();
+    Some(sid)
 }

@@ -2,7 +2,6 @@
 //! closes and counted per reason in STATS (`STAT closed_<name> <n>`).
 
 use super::Server;
-use super::transport::Transport;
 use crate::chat::SessionId;
 
 /// The reason a connection was closed. The first cause found wins.
@@ -38,12 +37,17 @@ pub enum CloseReason {
     ServerFull,
     /// Refused at accept: too many unauthenticated connections from the address.
     TooManyUnauth,
+    /// The peer broke the TLS protocol (a bad handshake, garbage instead of
+    /// records, a record that does not decrypt).
+    TlsError,
+    /// The TLS handshake did not end within `--tls-handshake-timeout`.
+    TlsHandshakeTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in the order of the STATS rows.
     /// New reasons go last, so that existing rows keep their places.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::Quit,
         CloseReason::ClientClosed,
         CloseReason::UploadCut,
@@ -58,6 +62,8 @@ impl CloseReason {
         CloseReason::ServerFull,
         CloseReason::TooManyUnauth,
         CloseReason::SlowConsumerSoft,
+        CloseReason::TlsError,
+        CloseReason::TlsHandshakeTimeout,
     ];
 
     /// The name in logs and in `STAT closed_<name>`.
@@ -77,6 +83,8 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::ServerFull => "server_full",
             CloseReason::TooManyUnauth => "too_many_unauth",
+            CloseReason::TlsError => "tls_error",
+            CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 

@@ -13,8 +13,9 @@
 //! bodies), `route` (the hub's output into outboxes, in command order),
 //! `write` (flushes and delivery reports), `slow` (hard and soft outbox
 //! limits), `close` (why and how a session ends), `shutdown`, `stats`.
-//! A connection (`conn`) is a `transport` and a `session` kept apart;
-//! `outbox` and `limits` hold the per-connection bounds.
+//! A connection (`conn`) is a `transport` (plain TCP or TLS, a
+//! [`crate::stream::Stream`]) and a
+//! `session` kept apart; `outbox` and `limits` hold the per-connection bounds.
 
 mod accept;
 mod close;
@@ -48,7 +49,8 @@ use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Seq, SessionId, S
 use crate::config::Config;
 use crate::fanout::Wire;
 use crate::store::{self, Backend, SqliteBackend, Storage};
-use accept::bind;
+use crate::stream;
+use accept::{Front, TlsListener, bind};
 use conn::Conn;
 use slow::SoftLimit;
 use stats::{Counters, Rates};
@@ -59,11 +61,14 @@ pub enum ServerError {
     Io(#[from] io::Error),
     #[error("storage: {0}")]
     Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Tls(#[from] stream::TlsSetupError),
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const TLS_LISTENER: Token = Token(usize::MAX - 4);
 
 /// How often changed delivery cursors are handed to storage.
 const CURSOR_FLUSH: Duration = Duration::from_secs(1);
@@ -72,6 +77,8 @@ pub struct Server {
     cfg: Config,
     poll: Poll,
     listener: TcpListener,
+    /// Set with `--tls-listen`.
+    tls: Option<TlsListener>,
     /// Boxed: the slab's spare capacity then costs a pointer per slot, not
     /// a whole connection.
     conns: Slab<Box<Conn>>,
@@ -113,6 +120,8 @@ pub struct Server {
     /// Login deadlines in connection order (all have the same timeout).
     /// (milliseconds since start, session), 16 bytes an entry.
     login_deadlines: VecDeque<(u32, SessionId)>,
+    /// TLS handshake deadlines, kept the same way.
+    handshake_deadlines: VecDeque<(u32, SessionId)>,
     signals: Signals,
     started: Instant,
     counters: Counters,
@@ -122,6 +131,11 @@ pub struct Server {
 impl Server {
     /// Opens storage, starts the worker threads and binds the listener.
     pub fn new(cfg: Config) -> Result<Server, ServerError> {
+        // A bad certificate or key stops the start before anything is opened.
+        let tls_config = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(stream::server_config(cert, key)?),
+            _ => None,
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
@@ -161,6 +175,16 @@ impl Server {
         let mut listener = bind(cfg.listen, cfg.listen_backlog)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let tls = match (cfg.tls_listen, tls_config) {
+            (Some(addr), Some(config)) => {
+                let mut listener = bind(addr, cfg.listen_backlog)?;
+                poll.registry()
+                    .register(&mut listener, TLS_LISTENER, Interest::READABLE)?;
+                Some(TlsListener { listener, config })
+            }
+            // The flags require each other, so this is "no TLS".
+            _ => None,
+        };
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -171,6 +195,7 @@ impl Server {
             cfg,
             poll,
             listener,
+            tls,
             conns: Slab::new(),
             hub,
             out: Out::default(),
@@ -195,6 +220,7 @@ impl Server {
             throttled: Vec::new(),
             unauth: limits::UnauthCount::default(),
             login_deadlines: VecDeque::new(),
+            handshake_deadlines: VecDeque::new(),
             signals,
             started: Instant::now(),
             counters: Counters::default(),
@@ -204,6 +230,11 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The TLS listener's address, when there is one.
+    pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.tls.as_ref().map(|t| t.listener.local_addr())
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -219,7 +250,8 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(Front::Plain),
+                    TLS_LISTENER => self.accept(Front::Tls),
                     WAKER => self.drain_workers(),
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
@@ -275,9 +307,11 @@ impl Server {
             && Instant::now() >= until
         {
             self.accept_paused_until = None;
-            self.accept();
+            self.accept(Front::Plain);
+            self.accept(Front::Tls);
         }
         self.expire_logins();
+        self.expire_handshakes();
         self.drop_over_soft_too_long();
         self.flush_dirty();
         self.close_dead();

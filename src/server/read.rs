@@ -5,14 +5,29 @@ use std::io::{self, Read};
 
 use crate::chat::{Out, Reply, SessionId};
 use crate::protocol::{self, Frame, Framing, Lost, ParseError};
+use crate::stream;
 
 use super::Server;
 use super::close::CloseReason;
 use super::session::{Session, Upload};
 
 impl Server {
-    /// Reads and handles input for connection `i` within its budget.
+    /// Reads and handles input for connection `i`; then, if the read left
+    /// the transport bytes of its own to send (a TLS handshake message),
+    /// marks the session for a flush.
     pub(super) fn service(&mut self, i: usize) {
+        self.read_input(i);
+        if self
+            .conns
+            .get(i)
+            .is_some_and(|c| c.transport.holds_output())
+        {
+            self.mark_dirty(i);
+        }
+    }
+
+    /// Reads and handles input for connection `i` within its budget.
+    fn read_input(&mut self, i: usize) {
         let mut budget = self.cfg.read_budget;
         loop {
             let Some(conn) = self.conns.get_mut(i) else {
@@ -58,6 +73,12 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if stream::is_protocol_error(&e) => {
+                    log::info!("session {sid}: {e}");
+                    conn.session.close_as(CloseReason::TlsError);
+                    self.dead.push(i);
+                    return;
+                }
                 Err(e) => {
                     log::debug!("session {sid} read error: {e}");
                     conn.session.close_as(CloseReason::ReadError);

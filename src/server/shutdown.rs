@@ -10,7 +10,6 @@ use crate::protocol::driver_lines;
 
 use super::close::CloseReason;
 use super::conn::Conn;
-use super::transport::Transport;
 use super::{Server, WAKER};
 
 impl Server {
@@ -19,6 +18,9 @@ impl Server {
     pub(super) fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
         log::info!("shutting down: {} sessions", self.conns.len());
         let _ = self.poll.registry().deregister(&mut self.listener);
+        if let Some(tls) = &mut self.tls {
+            let _ = self.poll.registry().deregister(&mut tls.listener);
+        }
         let bye = driver_lines::bye();
         let all: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for i in all {

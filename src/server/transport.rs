@@ -27,49 +27,48 @@
 //!   bytes of its own (TLS ciphertext, a handshake reply), and only then, so
 //!   a reader that keeps up costs no writable wakeups on any transport.
 //! - **It is a `mio::event::Source`**, registered under the connection's
-//!   token; a wrapper delegates to the TCP stream it owns.
-//! - **[`Transport::close`] ends the stream as its wire form says** (TLS
+//!   token: the TCP stream underneath, whatever runs over it.
+//! - **`close` ends the stream as its wire form says** (TLS
 //!   `close_notify`, a WebSocket close frame), best effort, before the
 //!   socket is dropped.
 //!
-//! The loop is written against [`Socket`], one concrete type, so a write is
-//! a direct call, never a `dyn` one. When a second transport lands, `Socket`
-//! becomes an enum over them that implements this trait by a `match`: one
-//! branch per system call, none per delivery. What the TLS one will need
-//! beyond this: a read that leaves ciphertext to send (a handshake message)
-//! must mark its session for a flush, so that `interest` is asked again; and
-//! the refusals at accept (`SERVER_FULL`, ...), written to the raw socket
-//! before any handshake, become a plain close on a TLS listener.
+//! - **A read may leave bytes to send** (a TLS handshake message, an
+//!   alert): `holds_output` says so, and the loop then marks
+//!   the session for a flush, which writes them and asks `interest` again.
+//!
+//! The loop is written against [`Socket`], the crate's [`crate::stream`]
+//! enum over plain TCP and TLS, which implements this trait by a `match`:
+//! one branch per system call, none per delivery, and never a `dyn` call.
+//! The TLS stream is boxed, so a TCP connection carries a pointer's worth
+//! of enum, not rustls' state.
+//!
+//! The refusals at accept (`SERVER_FULL`, `TOO_MANY_CONNECTIONS`) are
+//! written to the raw socket before any handshake. On the TLS listener that
+//! line would only be garbage to a TLS client, so there the refusal is a
+//! plain close (counted under the same close reason).
 
 use std::io;
 
 use mio::Interest;
 use mio::event::Source;
-use mio::net::TcpStream;
 
-/// A session's byte pipe. See the module documentation for the contract.
+pub use crate::stream::Stream as Socket;
+
+/// A session's byte pipe. See the module documentation for the contract;
+/// [`Socket::holds_output`] and [`Socket::close`] are the stream's own.
 pub trait Transport: io::Read + io::Write + Source {
     /// The readiness to wait for, given whether the outbox is blocked.
     fn interest(&self, outbox_blocked: bool) -> Interest;
-
-    /// Ends the stream as the wire form asks, best effort, before it drops.
-    fn close(&mut self);
 }
 
-/// The transport every connection uses today.
-pub type Socket = TcpStream;
-
-impl Transport for TcpStream {
+impl Transport for Socket {
     fn interest(&self, outbox_blocked: bool) -> Interest {
-        // TCP holds nothing of its own: the kernel's buffer is the only one.
-        if outbox_blocked {
+        // Writable only while something waits: the outbox, or what the
+        // stream holds itself (TLS records; never anything on TCP).
+        if outbox_blocked || self.holds_output() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         }
-    }
-
-    fn close(&mut self) {
-        // Dropping the socket closes it; TCP has no closing message.
     }
 }

@@ -16,6 +16,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The TLS listener's address, for a server started with `--tls-listen`.
+    pub tls_addr: Option<String>,
     dir: Option<tempfile::TempDir>,
     data: PathBuf,
     extra: Vec<String>,
@@ -50,10 +52,11 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = spawn(&data, &extra, "127.0.0.1:0", ulimit, logged);
+        let (child, (addr, tls_addr), log) = spawn(&data, &extra, "127.0.0.1:0", ulimit, logged);
         Server {
             child,
             addr,
+            tls_addr,
             dir: Some(dir),
             data,
             extra,
@@ -65,10 +68,11 @@ impl Server {
     /// Starts the server on a data dir the caller owns (and removes).
     pub fn on_dir(data: &Path, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) = spawn(data, &extra, "127.0.0.1:0", None, false);
+        let (child, (addr, tls_addr), log) = spawn(data, &extra, "127.0.0.1:0", None, false);
         Server {
             child,
             addr,
+            tls_addr,
             dir: None,
             data: data.to_path_buf(),
             extra,
@@ -122,9 +126,11 @@ impl Server {
     /// and port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr, log) = spawn(&self.data, &self.extra, &self.addr, self.ulimit, false);
+        let (child, (addr, tls_addr), log) =
+            spawn(&self.data, &self.extra, &self.addr, self.ulimit, false);
         self.child = child;
         self.addr = addr;
+        self.tls_addr = tls_addr;
         self.log = log;
     }
 
@@ -193,7 +199,8 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
     child.wait().expect("wait")
 }
 
-/// Starts the binary and waits for its listen line. With `logged`, it logs
+/// Starts the binary and waits for its listen line (and, with `--tls-listen`
+/// among the flags, the TLS one); returns the plain and TLS addresses. With `logged`, it logs
 /// at `info` and a thread collects its stderr (read as it comes, so a busy
 /// log cannot fill the pipe and stall the server).
 fn spawn(
@@ -202,7 +209,7 @@ fn spawn(
     listen: &str,
     ulimit: Option<u32>,
     logged: bool,
-) -> (Child, String, Option<JoinHandle<String>>) {
+) -> (Child, (String, Option<String>), Option<JoinHandle<String>>) {
     let mut args: Vec<String> = vec![
         "--listen".into(),
         listen.into(),
@@ -247,20 +254,36 @@ fn spawn(
     });
     let stdout = child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout);
-    let mut first = String::new();
-    reader
-        .read_line(&mut first)
-        .expect("reading the listen line");
-    let addr = first
-        .trim()
-        .strip_prefix("linechat listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {first:?}"))
-        .to_string();
-    (child, addr, log)
+    let mut listen_line = |prefix: &str| {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reading a listen line");
+        line.trim()
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("expected {prefix:?}..., got {line:?}"))
+            .to_string()
+    };
+    let addr = listen_line("linechat listening on ");
+    let tls_addr = extra
+        .iter()
+        .any(|a| a == "--tls-listen")
+        .then(|| listen_line("linechat tls listening on "));
+    (child, (addr, tls_addr), log)
 }
 
-pub struct Client {
-    pub stream: TcpStream,
+/// The byte stream a [`Client`] talks over: a TCP socket, or a TLS stream
+/// over one (whose socket carries the read timeouts).
+pub trait Wire: Read + Write {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Wire for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+pub struct Client<S: Wire = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     /// Lines starting with these are dropped unread (for tests about
     /// something else, e.g. receipts in the social tests).
@@ -280,6 +303,17 @@ impl Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        Client::over(stream)
+    }
+
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(Shutdown::Write).unwrap();
+    }
+}
+
+impl<S: Wire> Client<S> {
+    /// A client over an already connected stream.
+    pub fn over(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::new(),
@@ -310,10 +344,6 @@ impl Client {
         self.stream.write_all(bytes).expect("write");
     }
 
-    pub fn shutdown_write(&mut self) {
-        self.stream.shutdown(Shutdown::Write).unwrap();
-    }
-
     /// The next line, or a panic after the timeout.
     pub fn line(&mut self) -> String {
         self.try_line(TIMEOUT)
@@ -334,6 +364,7 @@ impl Client {
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             self.stream
+                .socket()
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .unwrap();
             let mut chunk = [0u8; 65536];
@@ -343,7 +374,8 @@ impl Client {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return None;
                 }
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                // A reset, or a TLS stream cut without close_notify.
+                Err(e) if is_cut(&e) => return None,
                 Err(e) => panic!("read: {e}"),
             }
         }
@@ -356,7 +388,7 @@ impl Client {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .unwrap_or_else(|| panic!("only {} of {n} bytes", self.buf.len()));
-            self.stream.set_read_timeout(Some(left)).unwrap();
+            self.stream.socket().set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
                 Ok(0) => panic!("closed after {} of {n} bytes", self.buf.len()),
@@ -409,11 +441,11 @@ impl Client {
             let left = deadline
                 .checked_duration_since(Instant::now())
                 .unwrap_or_else(|| panic!("still open after {TIMEOUT:?} and {total} bytes"));
-            self.stream.set_read_timeout(Some(left)).unwrap();
+            self.stream.socket().set_read_timeout(Some(left)).unwrap();
             match self.stream.read(&mut chunk) {
                 Ok(0) => return total,
                 Ok(n) => total += n,
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return total,
+                Err(e) if is_cut(&e) => return total,
                 Err(e) => panic!("read after {total} bytes: {e}"),
             }
         }
@@ -455,6 +487,15 @@ impl Client {
         }
         lines
     }
+}
+
+/// The peer ended the stream abruptly: a reset, or a TLS stream cut without
+/// close_notify.
+fn is_cut(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+    )
 }
 
 /// A MSG line without its id and time: `MSG <conv> <seq> <sender> <text>`.

@@ -2,14 +2,20 @@
 //! Reads go through one shared large buffer (only a partial trailing line is
 //! kept per client), lines are split with memchr and handed to the protocol
 //! adapter, and the resulting events to the scenario, without allocating.
+//! With a TLS client configuration every connection is TLS (rustls, through
+//! the server's own non-blocking [`Stream`]).
 
 use crate::clock::Clock;
 use crate::proto::{ClientSpec, Event, Protocol};
+use linechat::stream::{Stream, TlsStream};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Shared read buffer; also the longest line we accept.
@@ -27,7 +33,7 @@ pub enum Status {
 }
 
 pub struct Client<S> {
-    sock: Option<TcpStream>,
+    sock: Option<Stream>,
     /// When the current connection attempt started.
     since: Instant,
     /// Whether this connection has received any byte yet.
@@ -66,13 +72,20 @@ pub struct Engine<P: Protocol> {
     rbuf: Vec<u8>,
     pub clients: Vec<Client<P::State>>,
     addr: SocketAddr,
+    /// Connect over TLS with this configuration.
+    tls: Option<Arc<ClientConfig>>,
     clock: Clock,
     warned: usize,
     ready: Vec<(usize, bool, bool)>,
 }
 
 impl<P: Protocol> Engine<P> {
-    pub fn new(addr: SocketAddr, specs: Vec<ClientSpec>, clock: Clock) -> io::Result<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<Arc<ClientConfig>>,
+        specs: Vec<ClientSpec>,
+        clock: Clock,
+    ) -> io::Result<Self> {
         let clients = specs
             .into_iter()
             .map(|spec| Client {
@@ -93,6 +106,7 @@ impl<P: Protocol> Engine<P> {
             rbuf: vec![0; READ_BUF],
             clients,
             addr,
+            tls,
             clock,
             warned: 0,
             ready: Vec::new(),
@@ -101,7 +115,16 @@ impl<P: Protocol> Engine<P> {
 
     /// Starts a nonblocking connect for client `i`.
     fn start_connect(&mut self, i: usize) -> io::Result<()> {
-        let mut sock = TcpStream::connect(self.addr)?;
+        let tcp = TcpStream::connect(self.addr)?;
+        let mut sock = match &self.tls {
+            None => Stream::Tcp(tcp),
+            Some(config) => {
+                let name = ServerName::IpAddress(self.addr.ip().into());
+                let tls = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(io::Error::other)?;
+                Stream::Tls(Box::new(TlsStream::new(tcp, tls)))
+            }
+        };
         self.poll.registry().register(
             &mut sock,
             Token(i),
@@ -166,6 +189,7 @@ impl<P: Protocol> Engine<P> {
         let c = &mut self.clients[i];
         if c.status == Status::Connecting {
             let sock = c.sock.as_ref().expect("connecting client has a socket");
+            let sock = sock.socket();
             match sock.take_error() {
                 Ok(Some(e)) | Err(e) => return self.kill(i, Closed::Io(e), on),
                 Ok(None) => {}
@@ -195,9 +219,10 @@ impl<P: Protocol> Engine<P> {
         if let Some(why) = self.read_lines(i, on) {
             return self.kill(i, why, on);
         }
-        // Adapters may have queued replies (PONG, JOIN, ...).
+        // Adapters may have queued replies (PONG, JOIN, ...), and TLS its
+        // handshake messages.
         let c = &mut self.clients[i];
-        if c.pending_out() > 0
+        if (c.pending_out() > 0 || c.sock.as_ref().is_some_and(Stream::holds_output))
             && let Err(e) = flush(c)
         {
             self.kill(i, Closed::Io(e), on);
@@ -223,6 +248,7 @@ impl<P: Protocol> Engine<P> {
         loop {
             let space = rbuf.len() - filled;
             let sock = c.sock.as_mut().expect("live client has a socket");
+            let short_read_drains = sock.short_read_drains();
             match sock.read(&mut rbuf[filled..]) {
                 Ok(0) => return Some(Closed::Eof),
                 Ok(n) => {
@@ -240,7 +266,7 @@ impl<P: Protocol> Engine<P> {
                     }
                     // A short read drained the socket; the next data will
                     // raise a new edge, so skip the read that would block.
-                    if n < space {
+                    if n < space && short_read_drains {
                         break;
                     }
                 }
@@ -317,6 +343,7 @@ impl<P: Protocol> Engine<P> {
     pub fn close_all(&mut self) {
         for c in &mut self.clients {
             if let Some(s) = c.sock.take() {
+                let s = s.socket();
                 let linger = libc::linger {
                     l_onoff: 1,
                     l_linger: 0,
@@ -463,6 +490,11 @@ fn flush<S>(c: &mut Client<S>) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+    // TLS records still held go out now, or on the next writable edge.
+    match sock.flush() {
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+        _ => {}
     }
     if c.out_pos == c.out.len() {
         c.out.clear();

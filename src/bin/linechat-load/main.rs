@@ -48,6 +48,16 @@ struct Common {
     /// Server address; must be a loopback address.
     #[arg(long, global = true, default_value = "127.0.0.1:7000")]
     addr: SocketAddr,
+    /// Connect over TLS (to linechat's `--tls-listen` address), trusting the
+    /// certificates in this PEM file (e.g. tls/cert.pem from
+    /// scripts/tls-cert.sh). Works with any adapter whose server speaks TLS
+    /// from the first byte.
+    #[arg(long, global = true)]
+    tls_ca: Option<PathBuf>,
+    /// Where the linechat STATS side connection goes, over plain TCP
+    /// (default: --addr; give the plain listener when --addr is TLS).
+    #[arg(long, global = true)]
+    stats_addr: Option<SocketAddr>,
     /// Measured run time in seconds (after the warm-up).
     #[arg(long, global = true, default_value_t = 10.0)]
     duration: f64,
@@ -158,9 +168,19 @@ fn main() -> ExitCode {
         eprintln!("--bytes must be at least {}", payload::MIN_SIZE);
         return ExitCode::from(2);
     }
+    let tls = match c.tls_ca.as_deref().map(linechat::stream::client_config) {
+        None => None,
+        Some(Ok(config)) => Some(config),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let settings = Settings {
         addr: c.addr,
+        tls,
+        stats_addr: c.stats_addr.unwrap_or(c.addr),
         duration: secs(c.duration),
         warmup: secs(c.warmup),
         handshake_timeout: secs(c.handshake_timeout),

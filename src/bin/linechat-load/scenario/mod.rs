@@ -10,14 +10,20 @@ use crate::clock::Clock;
 use crate::engine::{Engine, Note};
 use crate::proto::{ClientSpec, Protocol, linechat};
 use crate::report::{self, Report, Target};
+use rustls::ClientConfig;
 use serde_json::{Map, Value};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Settings {
     pub addr: SocketAddr,
+    /// Connect over TLS with this configuration.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Where STATS is asked, over plain TCP.
+    pub stats_addr: SocketAddr,
     pub duration: Duration,
     pub warmup: Duration,
     pub handshake_timeout: Duration,
@@ -129,7 +135,7 @@ pub fn run<P: Protocol>(s: &Settings, sc: &Scenario) -> io::Result<Report> {
     }
     if P::NAME == "linechat" {
         let user = s.client(0, Vec::new(), false, false);
-        match linechat::fetch_stats(s.addr, &user.name, &user.password) {
+        match linechat::fetch_stats(s.stats_addr, &user.name, &user.password) {
             Some(stats) => {
                 for (k, v) in stats {
                     let v = match (v.parse::<i64>(), v.parse::<f64>()) {

@@ -26,7 +26,7 @@ pub fn run<P: Protocol>(
     let specs = (0..n)
         .map(|i| s.client(i, vec![s.room(i / k)], true, true))
         .collect();
-    let mut engine = Engine::<P>::new(s.addr, specs, clock)?;
+    let mut engine = Engine::<P>::new(s.addr, s.tls.clone(), specs, clock)?;
     s.establish(&mut engine, 0..n, "rooms", 2)?;
     let direct_ratio = if direct_ratio > 0.0 && !befriend(s, &mut engine)? {
         eprintln!("[rooms] server has no FRIEND command: rooms only");
