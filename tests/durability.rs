@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Client, Server, msg};
+use common::{Client, Server, all_history, msg};
 
 /// `HISTORY` data lines without id and time: `<seq> <sender> <state> <text>`.
 fn history(c: &mut Client, cmd: &str) -> Vec<String> {
@@ -166,32 +166,9 @@ fn kill_9_loses_no_acknowledged_message_and_leaves_no_gap() {
     let mut reader = s.user("reader");
     reader.send("JOIN #log");
     reader.expect_prefix("OK JOIN #log joined");
-    let mut seqs = Vec::new();
-    let mut ids = HashSet::new();
-    let mut before = u64::MAX;
-    loop {
-        reader.send(&format!("HISTORY #log BEFORE {before} LIMIT 500"));
-        let mut page = Vec::new();
-        loop {
-            let l = reader.line();
-            if l.starts_with("OK HISTORY") {
-                break;
-            }
-            if l.starts_with("HISTORY ") {
-                page.push(l);
-            }
-        }
-        if page.is_empty() {
-            break;
-        }
-        for l in page.iter().rev() {
-            let p: Vec<&str> = l.split(' ').collect();
-            seqs.push(p[2].parse::<u64>().unwrap());
-            ids.insert(p[3].to_string());
-        }
-        before = *seqs.last().unwrap();
-    }
-    seqs.reverse();
+    let history = all_history(&mut reader, "#log");
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    let ids: HashSet<String> = history.into_iter().map(|(_, id)| id).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected, "seqs are gapless from 1");
     for a in &acked {

@@ -39,31 +39,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// `HISTORY` of `conv`, every page: (seq, msgid) oldest first.
-fn all_history(c: &mut Client, conv: &str) -> Vec<(u64, String)> {
-    let mut out = Vec::new();
-    let mut before = u64::MAX;
-    loop {
-        c.send(&format!("HISTORY {conv} BEFORE {before} LIMIT 500"));
-        let mut page = Vec::new();
-        loop {
-            let l = c.line();
-            if l.starts_with("OK HISTORY") {
-                break;
-            }
-            let p: Vec<&str> = l.split(' ').collect();
-            page.push((p[2].parse::<u64>().unwrap(), p[3].to_string()));
-        }
-        let Some(&(oldest, _)) = page.first() else {
-            break;
-        };
-        page.extend(out);
-        out = page;
-        before = oldest;
-    }
-    out
-}
-
 #[test]
 fn a_full_disk_refuses_messages_with_storage_errors_and_loses_none_it_acknowledged() {
     // Mounting needs root. CI runs as root, so there it always runs; a

@@ -505,3 +505,32 @@ pub fn msg(line: &str) -> String {
     assert_eq!(p.len(), 7, "{line}");
     format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
 }
+
+/// `HISTORY` of `conv`, every page: (seq, msgid) oldest first.
+pub fn all_history(c: &mut Client, conv: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut before = u64::MAX;
+    loop {
+        c.send(&format!("HISTORY {conv} BEFORE {before} LIMIT 500"));
+        let mut page = Vec::new();
+        loop {
+            let l = c.line();
+            if l.starts_with("OK HISTORY") {
+                break;
+            }
+            // Other lines (events) may come between the pages.
+            if !l.starts_with("HISTORY ") {
+                continue;
+            }
+            let p: Vec<&str> = l.split(' ').collect();
+            page.push((p[2].parse::<u64>().unwrap(), p[3].to_string()));
+        }
+        let Some(&(oldest, _)) = page.first() else {
+            break;
+        };
+        page.extend(out);
+        out = page;
+        before = oldest;
+    }
+    out
+}
