@@ -240,21 +240,12 @@ pub(super) fn apply(
             delivered,
             read,
         } => {
-            // Nearly always the row exists and moves forward: one seek to
-            // update it in place (an upsert would seek twice: the insert that
-            // conflicts, then the update).
-            let moved = tx
-                .prepare_cached(
-                    "UPDATE cursors SET delivered = MAX(delivered, ?3), read = MAX(read, ?4)
-                     WHERE user = ?1 AND conv = ?2",
-                )?
-                .execute(params![user, conv, delivered, read])?;
-            if moved == 0 {
-                tx.prepare_cached(
-                    "INSERT INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![user, conv, delivered, read])?;
-            }
+            tx.prepare_cached(
+                "INSERT INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user, conv) DO UPDATE SET
+                 delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)",
+            )?
+            .execute(params![user, conv, delivered, read])?;
         }
         Write::Friendship { a, b, since } => {
             tx.prepare_cached(
