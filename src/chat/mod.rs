@@ -35,7 +35,7 @@ pub use output::{
     Progress, Reply, RequestInfo, RoomInfo,
 };
 pub use state::{Conv, Member, Msg, User};
-pub use sync::Cursor;
+pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;
 pub use types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 

@@ -25,6 +25,8 @@ const CHUNK: usize = 64;
 /// What a message line carries besides its text, at most: verb, names, seq,
 /// msgid and time. Counted toward a chunk's size.
 const MSG_OVERHEAD: usize = 160;
+/// Cursor rows handed to storage per flush (see [`Hub::flush_cursors`]).
+pub const CURSOR_ROWS: usize = 256;
 /// A user's TYPING events in one conversation are forwarded at most this often.
 pub const TYPING_INTERVAL_MS: i64 = 3000;
 
@@ -60,15 +62,23 @@ impl Hub {
         self.cursors.entry((user, conv)).or_default()
     }
 
-    /// Hands changed cursors to storage; called about once a second, so a
-    /// crash can only make a client receive a second's worth twice.
-    pub fn flush_cursors(&mut self, out: &mut Out) {
+    /// Hands changed cursors to storage, at most `max_rows` of them: a flush
+    /// shares its storage round with the messages queued beside it, which
+    /// must not wait behind a row for every reader. The driver calls this
+    /// four times a second with `CURSOR_ROWS` (shutdown with no limit), so a
+    /// crash makes a client receive about a second's worth twice, more only
+    /// when over four times that many cursors move each second.
+    pub fn flush_cursors(&mut self, max_rows: usize, out: &mut Out) {
         if self.dirty_cursors.is_empty() {
             return;
         }
-        let writes = self
-            .dirty_cursors
-            .drain()
+        let keys: Vec<(UserId, ConvId)> =
+            self.dirty_cursors.iter().take(max_rows).copied().collect();
+        for key in &keys {
+            self.dirty_cursors.remove(key);
+        }
+        let writes = keys
+            .into_iter()
             .map(|(user, conv)| {
                 let c = self.cursors.get(&(user, conv)).copied().unwrap_or_default();
                 Write::Cursor {
@@ -80,6 +90,11 @@ impl Hub {
             })
             .collect();
         out.store.push(Request::write(writes, None));
+    }
+
+    /// Whether changed cursors wait to be handed to storage.
+    pub fn cursors_pending(&self) -> bool {
+        !self.dirty_cursors.is_empty()
     }
 
     /// The driver wrote message `seq` of `conv` to session `sid`'s socket.

@@ -731,3 +731,23 @@ fn friendship_changes_committed_elsewhere_are_applied_like_our_own() {
     h.send(a, "SAY @bob still?");
     assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
 }
+
+/// Cursor rows go to storage at most `CURSOR_ROWS` per flush, so a flush
+/// never puts a row for every reader ahead of the messages beside it; the
+/// rest wait for the next flush.
+#[test]
+fn cursor_flushes_are_paced() {
+    let mut h = Harness::new(Durability::Sync);
+    let readers = CURSOR_ROWS as u32 + 44;
+    for user in 0..readers {
+        h.hub.cursor_mut(UserId(user), ConvId(1)).delivered = Seq(1);
+    }
+    let mut out = Out::default();
+    h.hub.flush_cursors(CURSOR_ROWS, &mut out);
+    assert_eq!(out.store[0].writes.len(), CURSOR_ROWS);
+    assert!(h.hub.cursors_pending());
+    let mut out = Out::default();
+    h.hub.flush_cursors(CURSOR_ROWS, &mut out);
+    assert_eq!(out.store[0].writes.len(), 44);
+    assert!(!h.hub.cursors_pending());
+}

@@ -70,8 +70,9 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
 
-/// How often changed delivery cursors are handed to storage.
-const CURSOR_FLUSH: Duration = Duration::from_secs(1);
+/// How often changed delivery cursors are handed to storage (at most
+/// `chat::CURSOR_ROWS` at a time).
+const CURSOR_FLUSH: Duration = Duration::from_millis(250);
 
 pub struct Server {
     cfg: Config,
@@ -277,6 +278,9 @@ impl Server {
             return Some(Duration::ZERO);
         }
         let mut timeout = Duration::from_secs(1);
+        if self.hub.cursors_pending() {
+            timeout = timeout.min(CURSOR_FLUSH);
+        }
         if let Some(cap) = self.soft.poll_cap() {
             timeout = timeout.min(cap);
         }
@@ -318,7 +322,8 @@ impl Server {
         self.tick_rates();
         if self.last_cursor_flush.elapsed() >= CURSOR_FLUSH {
             self.last_cursor_flush = Instant::now();
-            self.hub.flush_cursors(&mut self.out);
+            self.hub
+                .flush_cursors(crate::chat::CURSOR_ROWS, &mut self.out);
             self.apply_out();
         }
     }

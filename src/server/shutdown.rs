@@ -50,7 +50,7 @@ impl Server {
                 }
             }
         }
-        self.hub.flush_cursors(&mut self.out);
+        self.hub.flush_cursors(usize::MAX, &mut self.out);
         self.apply_out();
         // Every session still open ends here, drained or not.
         let open: Vec<Box<Conn>> = self.conns.drain().collect();
