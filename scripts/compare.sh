@@ -217,6 +217,8 @@ start_server() {
     if ! wait_port "$port"; then
         echo "$name did not start; log:" >&2
         tail -5 "$dir/server.log" >&2
+        # It may still come up later: stop it, so no server outlives the run.
+        stop_server
         return 1
     fi
 }
