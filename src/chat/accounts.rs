@@ -65,9 +65,7 @@ impl Hub {
     }
 
     fn start_auth(&mut self, sid: SessionId, work: Work, ctx: AuthCtx, out: &mut Out) {
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.busy = true;
-        }
+        self.hold(sid);
         out.defer(sid);
         out.auth.push(auth::Job { work, ctx });
     }

@@ -103,12 +103,6 @@ impl Hub {
         });
     }
 
-    pub(super) fn unbusy(&mut self, sid: SessionId) {
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.busy = false;
-        }
-    }
-
     /// The blob thread finished a job.
     pub fn blob_done(&mut self, done: blob::Done<BlobCtx>, out: &mut Out) {
         match (done.ctx, done.outcome) {
@@ -193,10 +187,8 @@ impl Hub {
         if !blob::is_blob_id(blob) {
             return Err(ChatError::NoSuchBlob);
         }
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            // Commands after FETCH wait until its bytes have gone out.
-            s.busy = true;
-        }
+        // Commands after FETCH wait until its bytes have gone out.
+        self.hold(sid);
         self.ask(
             sid,
             Query::BlobAccess {

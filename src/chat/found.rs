@@ -17,7 +17,7 @@ use super::{
     Output, Pending, Reply, SessionId, UserId,
 };
 use crate::protocol::Target;
-use crate::store::{NewMember, Request, Write};
+use crate::store::{NewConv, NewMember, Request, Write};
 
 /// A conversation being founded, by what makes it unique.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +69,18 @@ pub enum Parked {
     },
 }
 
+impl Founding {
+    /// What storage records of it.
+    fn new_conv(&self, created: i64) -> NewConv {
+        NewConv {
+            kind: self.kind,
+            name: self.name.clone(),
+            created,
+            members: self.members.clone(),
+        }
+    }
+}
+
 impl Hub {
     /// Founds `f`. Returns its id at once under `--durability async`; under
     /// `sync` returns `None` and the founding completes in [`Hub::founded`].
@@ -79,32 +91,18 @@ impl Hub {
                 if let Founder::Join { sid, .. } | Founder::Create { sid, .. } = f.founder {
                     // Its next commands (a pipelined SAY to the new room)
                     // wait until the room exists.
-                    if let Some(s) = self.sessions.get_mut(&sid) {
-                        s.busy = true;
-                    }
+                    self.hold(sid);
                     out.defer(sid);
                 }
                 self.founding.insert(f.key.clone(), Vec::new());
-                let write = Write::NewConv {
-                    kind: f.kind,
-                    name: f.name.clone(),
-                    created,
-                    members: f.members.clone(),
-                };
+                let write = Write::NewConv(f.new_conv(created));
                 let pending = Pending::Founded(Box::new(f));
                 out.store.push(Request::write(vec![write], Some(pending)));
                 None
             }
             Durability::Async => {
                 let id = self.convs.next_id();
-                let mut writes = vec![Write::Conv {
-                    id,
-                    kind: f.kind,
-                    name: f.name.clone(),
-                    created,
-                }];
-                writes.extend(f.members.iter().map(|m| m.write(id)));
-                self.persist(writes, out);
+                self.persist(f.new_conv(created).writes(id), out);
                 self.founded(id, f, false, out);
                 Some(id)
             }
@@ -186,9 +184,7 @@ impl Hub {
         new_slot: bool,
         out: &mut Out,
     ) {
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.busy = true;
-        }
+        self.hold(sid);
         if new_slot {
             out.defer(sid);
         }

@@ -145,11 +145,9 @@ impl Hub {
                 self.ask(sid, edit.query(), edit.pending(sid), out);
             }
             None => {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    // Its next commands wait, so their storage answers
-                    // cannot overtake this one's second round.
-                    s.busy = true;
-                }
+                // Its next commands wait, so their storage answers cannot
+                // overtake this one's second round.
+                self.hold(sid);
                 self.ask(
                     sid,
                     Query::After {

@@ -402,6 +402,22 @@ impl Hub {
         }
     }
 
+    /// Holds the session's next commands until [`Hub::unbusy`]: its current
+    /// one is not answered yet in a way the driver could order later
+    /// answers behind (a hash, a stream, a second storage round).
+    fn hold(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.busy = true;
+        }
+    }
+
+    /// Lets the session's next commands in again.
+    fn unbusy(&mut self, sid: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.busy = false;
+        }
+    }
+
     /// Whether the driver may hand this session its next command now.
     pub fn accepts_input(&self, sid: SessionId) -> bool {
         self.sessions.get(&sid).is_some_and(|s| !s.busy)
@@ -651,9 +667,7 @@ impl Hub {
             Pending::Founded(f) => return self.founding_failed(*f, err, out),
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.busy = false;
-                }
+                self.unbusy(sid);
                 sid
             }
             Pending::Reply { sid, .. }
@@ -663,9 +677,7 @@ impl Hub {
             | Pending::Status { sid, .. }
             | Pending::Changed { sid, .. } => sid,
             Pending::FetchAccess { sid, .. } | Pending::ChangeTarget { sid, .. } => {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.busy = false;
-                }
+                self.unbusy(sid);
                 sid
             }
         };

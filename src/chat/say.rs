@@ -128,12 +128,8 @@ impl Hub {
             }
             Durability::Async => {
                 let seq = c.last_seq.next();
-                let stored = post.stored(seq);
-                let msg = Msg::from(stored.clone());
-                writes.push(Write::Message(stored));
-                if let Some(blob) = post.blob {
-                    writes.push(Write::BlobRef { conv, seq, blob });
-                }
+                let msg = Msg::from(post.stored(seq));
+                writes.extend(post.writes(seq));
                 out.store.push(store::Request::write(writes, None));
                 self.publish(conv, vec![(sid, msg, ack)], deferred, out);
             }

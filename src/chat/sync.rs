@@ -199,10 +199,8 @@ impl Hub {
 
     fn start_sync(&mut self, sid: SessionId, ranges: VecDeque<Range>, out: &mut Out) {
         out.defer(sid);
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            // Commands after SYNC wait until its stream is done.
-            s.busy = true;
-        }
+        // Commands after SYNC wait until its stream is done.
+        self.hold(sid);
         self.syncs.insert(
             sid,
             SyncJob {
@@ -245,9 +243,7 @@ impl Hub {
             let Some(r) = job.ranges.front().copied() else {
                 let count = job.count;
                 self.syncs.remove(&sid);
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.busy = false;
-                }
+                self.unbusy(sid);
                 out.complete(sid, Reply::Synced(count));
                 return;
             };

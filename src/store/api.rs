@@ -34,12 +34,7 @@ pub enum Write {
     },
     /// A conversation whose id the commit assigns (`--durability sync`),
     /// with its first members.
-    NewConv {
-        kind: ConvKind,
-        name: String,
-        created: i64,
-        members: Vec<NewMember>,
-    },
+    NewConv(NewConv),
     Member {
         conv: ConvId,
         user: UserId,
@@ -99,7 +94,7 @@ impl Write {
     pub fn assigns(&self) -> bool {
         matches!(
             self,
-            Write::Register { .. } | Write::NewConv { .. } | Write::Post(_)
+            Write::Register { .. } | Write::NewConv(_) | Write::Post(_)
         )
     }
 }
@@ -169,7 +164,46 @@ pub struct Post {
     pub blob: Option<String>,
 }
 
+/// A new conversation and its first members, before it has its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConv {
+    pub kind: ConvKind,
+    pub name: String,
+    pub created: i64,
+    pub members: Vec<NewMember>,
+}
+
+impl NewConv {
+    /// The rows it becomes once it has id `id`: the conversation, then its
+    /// members.
+    pub fn writes(&self, id: ConvId) -> Vec<Write> {
+        let conv = Write::Conv {
+            id,
+            kind: self.kind,
+            name: self.name.clone(),
+            created: self.created,
+        };
+        std::iter::once(conv)
+            .chain(self.members.iter().map(|m| m.write(id)))
+            .collect()
+    }
+}
+
 impl Post {
+    /// The rows it becomes once it has its seq: the message, and the blob
+    /// it carries if any.
+    pub fn writes(&self, seq: Seq) -> Vec<Write> {
+        let mut writes = vec![Write::Message(self.stored(seq))];
+        if let Some(blob) = &self.blob {
+            writes.push(Write::BlobRef {
+                conv: self.conv,
+                seq,
+                blob: blob.clone(),
+            });
+        }
+        writes
+    }
+
     /// The message as stored, once it has its seq.
     pub fn stored(&self, seq: Seq) -> StoredMessage {
         StoredMessage {

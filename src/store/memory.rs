@@ -171,23 +171,11 @@ impl Tables {
                 self.apply(&user)?;
                 return Ok(Some(Assigned::User(id)));
             }
-            Write::NewConv {
-                kind,
-                name,
-                created,
-                members,
-            } => {
+            Write::NewConv(nc) => {
                 // The largest id plus one, as SQLite's rowid.
                 let id = ConvId(self.convs.keys().next_back().map_or(1, |c| c.0 + 1));
-                let conv = Write::Conv {
-                    id,
-                    kind: *kind,
-                    name: name.clone(),
-                    created: *created,
-                };
-                self.apply(&conv)?;
-                for m in members {
-                    self.apply(&m.write(id))?;
+                for w in nc.writes(id) {
+                    self.apply(&w)?;
                 }
                 return Ok(Some(Assigned::Conv(id)));
             }
@@ -197,14 +185,8 @@ impl Tables {
                     .next_back()
                     .map_or(Seq::ZERO, |m| m.seq)
                     .next();
-                self.apply(&Write::Message(p.stored(seq)))?;
-                if let Some(blob) = &p.blob {
-                    let blob = blob.clone();
-                    self.apply(&Write::BlobRef {
-                        conv: p.conv,
-                        seq,
-                        blob,
-                    })?;
+                for w in p.writes(seq) {
+                    self.apply(&w)?;
                 }
                 return Ok(Some(Assigned::Seq(seq)));
             }

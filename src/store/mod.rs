@@ -25,8 +25,8 @@ use thiserror::Error;
 pub use crate::chat::types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 pub use api::{
-    Answer, Assigned, Committed, ConvRow, MemberRow, NewMember, Post, Query, Request, RequestRow,
-    Snapshot, StoredMessage, UserRow, Write,
+    Answer, Assigned, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, Query, Request,
+    RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
 pub use backend::Backend;
 pub use memory::MemoryBackend;

@@ -130,18 +130,13 @@ pub(super) fn apply(
                 .query_row(params![name, phc, created], |r| r.get(0))?;
             return Ok(Some(Assigned::User(id)));
         }
-        Write::NewConv {
-            kind,
-            name,
-            created,
-            members,
-        } => {
+        Write::NewConv(nc) => {
             let id = tx
                 .prepare_cached(
                     "INSERT INTO convs (kind, name, created) VALUES (?1, ?2, ?3) RETURNING id",
                 )?
-                .query_row(params![*kind as i64, name, created], |r| r.get(0))?;
-            for m in members {
+                .query_row(params![nc.kind as i64, nc.name, nc.created], |r| r.get(0))?;
+            for m in &nc.members {
                 apply(tx, &m.write(id), seqs)?;
             }
             return Ok(Some(Assigned::Conv(id)));
@@ -150,18 +145,8 @@ pub(super) fn apply(
             // The next seq, taken inside the transaction that writes it;
             // SQLite has one writer at a time, so no other commit can take it.
             let seq = seqs.take_next(tx, p.conv)?;
-            apply(tx, &Write::Message(p.stored(seq)), seqs)?;
-            if let Some(blob) = &p.blob {
-                let blob = blob.clone();
-                apply(
-                    tx,
-                    &Write::BlobRef {
-                        conv: p.conv,
-                        seq,
-                        blob,
-                    },
-                    seqs,
-                )?;
+            for w in p.writes(seq) {
+                apply(tx, &w, seqs)?;
             }
             return Ok(Some(Assigned::Seq(seq)));
         }
