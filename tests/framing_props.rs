@@ -432,6 +432,7 @@ fn settle(hub: &mut Hub, db: &mut MemoryBackend, mut out: Out) -> Vec<(SessionId
             hub.committed(
                 store::Committed {
                     done,
+                    messages: 0,
                     took: std::time::Duration::ZERO,
                 },
                 &mut next,

@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 33")
+        .take_while(|l| l != "OK STATS 34")
         .collect();
-    assert_eq!(rows.len(), 33, "{rows:?}");
+    assert_eq!(rows.len(), 34, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -138,9 +138,11 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     assert!(rows.contains(&"STAT closed_quit 0".to_string()), "{rows:?}");
     // Rows are only ever appended: the old last row keeps its place.
     assert_eq!(rows[30], "STAT closed_slow_consumer_soft 0");
+    assert_eq!(rows[32], "STAT closed_tls_handshake_timeout 0");
+    // Nobody has said anything: no message is stored.
     assert_eq!(
         rows.last().map(String::as_str),
-        Some("STAT closed_tls_handshake_timeout 0")
+        Some("STAT messages_stored 0")
     );
 }
 

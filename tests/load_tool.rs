@@ -180,6 +180,47 @@ fn rooms_scenario_counts_each_publish_once_per_recipient() {
     assert!(delivered < published * 2.0, "some were direct: {m:?}");
 }
 
+/// Every member of two rooms of three publishes into its room: each counted
+/// publish reaches the two others, and under `sync` every answered message
+/// was committed in the window or just before it; the storage thread's CPU
+/// is reported.
+#[test]
+fn durable_scenario_counts_commits_and_storage_cpu() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pid = server.pid().to_string();
+    let m = run_load(
+        &[
+            "durable",
+            "--rooms",
+            "2",
+            "--room-size",
+            "3",
+            "--window",
+            "4",
+            "--addr",
+            &server.addr,
+            "--handshake-timeout",
+            "20",
+            "--server-pid",
+            &pid,
+        ],
+        &dir.path().join("durable.json"),
+    );
+    assert_clean_run(&m);
+    let published = num(&m, "published");
+    assert_eq!(num(&m, "delivered"), published * 2.0, "{m:?}");
+    // The window's first OKs may answer commits made before it opened, and
+    // its last commits may be answered after it closed: at most one window
+    // (4 per publisher) either way.
+    let committed = num(&m, "committed");
+    assert!((committed - published).abs() <= 6.0 * 4.0, "{m:?}");
+    // CPU time comes in clock ticks (10 ms), so a short run may show none.
+    for cpu in ["server_cpu_storage_pct", "server_cpu_all_pct"] {
+        assert!(m.get(cpu).is_some_and(Value::is_f64), "{cpu}: {m:?}");
+    }
+}
+
 /// Kills the floor server when the test ends, pass or fail.
 struct Floor(Child);
 

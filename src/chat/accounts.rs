@@ -82,7 +82,7 @@ impl Hub {
                 match self.cfg.durability {
                     // The commit assigns the id; the name stays reserved
                     // until then.
-                    super::Durability::Sync => {
+                    super::Durability::Sync | super::Durability::Write => {
                         let write = Write::Register {
                             name: name.clone(),
                             phc: phc.clone(),

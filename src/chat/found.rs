@@ -87,7 +87,7 @@ impl Hub {
     pub(super) fn found(&mut self, f: Founding, out: &mut Out) -> Option<ConvId> {
         let created = self.now();
         match self.cfg.durability {
-            Durability::Sync => {
+            Durability::Sync | Durability::Write => {
                 if let Founder::Join { sid, .. } | Founder::Create { sid, .. } = f.founder {
                     // Its next commands (a pipelined SAY to the new room)
                     // wait until the room exists.

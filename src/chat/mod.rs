@@ -156,13 +156,28 @@ pub enum BlobCtx {
     Read { sid: SessionId },
 }
 
-/// When a change counts as done.
+/// When a change counts as done: what an `OK` promises survives. The hub
+/// treats `Sync` and `Write` alike (OK and events after the commit); they
+/// differ in how the store commits (see [`Durability::fsync_each_commit`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Durability {
-    /// Answer OK only once the change is committed to disk.
+    /// OK once the commit is on disk (fsynced): survives a crash of linechat
+    /// and of the machine.
     Sync,
-    /// Answer OK at once; the storage thread commits shortly after.
+    /// OK once the commit is written to the OS; the disk follows within half a
+    /// second. Survives a crash of linechat, not a power loss.
+    Write,
+    /// OK at once; the storage thread commits milliseconds later. A crash may
+    /// lose the last acknowledged changes. Single node only.
     Async,
+}
+
+impl Durability {
+    /// Whether every commit is fsynced before it counts (otherwise the WAL is
+    /// fsynced by the checkpointer, at most half a second later).
+    pub fn fsync_each_commit(self) -> bool {
+        self == Durability::Sync
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +221,8 @@ pub struct Counters {
     pub messages_in: u64,
     pub deliveries_out: u64,
     pub commits: u64,
+    /// Messages the storage thread has made durable.
+    pub messages_stored: u64,
     pub commit_micros_total: u64,
     pub commit_micros_last: u64,
 }
@@ -553,7 +570,7 @@ impl Hub {
         out: &mut Out,
     ) {
         match self.cfg.durability {
-            Durability::Sync => {
+            Durability::Sync | Durability::Write => {
                 let pending = Pending::Reply { sid, reply, events };
                 out.store.push(store::Request::write(writes, Some(pending)));
                 out.defer(sid);
@@ -574,6 +591,7 @@ impl Hub {
     /// A storage batch came back.
     pub fn committed(&mut self, done: store::Committed<Pending>, out: &mut Out) {
         self.counters.commits += 1;
+        self.counters.messages_stored += done.messages;
         let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
         self.counters.commit_micros_last = micros;
         self.counters.commit_micros_total += micros;

@@ -433,7 +433,14 @@ mod tests {
         let mut out = Out::default();
         let done = vec![(pending, Ok(founded))];
         let took = std::time::Duration::ZERO;
-        h.committed(crate::store::Committed { done, took }, &mut out);
+        h.committed(
+            crate::store::Committed {
+                done,
+                messages: 0,
+                took,
+            },
+            &mut out,
+        );
         let joined = Event::Joined {
             conv: ConvId(3),
             user: UserId(1),

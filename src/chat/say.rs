@@ -112,7 +112,7 @@ impl Hub {
             blob,
         };
         match self.cfg.durability {
-            Durability::Sync => {
+            Durability::Sync | Durability::Write => {
                 let msg = Msg::from(post.stored(Seq::ZERO));
                 writes.push(Write::Post(post));
                 let pending = Pending::Said {

@@ -106,6 +106,7 @@ impl Harness {
                 self.hub.committed(
                     store::Committed {
                         done,
+                        messages: 0,
                         took: std::time::Duration::ZERO,
                     },
                     &mut next,
@@ -353,6 +354,7 @@ fn a_committed_batch_is_one_buffer_per_recipient_minus_senders_own_lines() {
         h.hub.committed(
             store::Committed {
                 done,
+                messages: 0,
                 took: std::time::Duration::ZERO,
             },
             &mut next,

@@ -39,9 +39,12 @@ pub fn bye() -> Bytes {
 
 /// The STATS reply: a `STAT <name> <value>` line per counter, then one
 /// `STAT closed_<reason> <n>` per close reason, then `OK STATS <lines>`.
+/// The STATS answer: `rows`, the close reasons, then `later` (rows added
+/// since: new rows only ever go at the end).
 pub fn stats<'a>(
     rows: impl IntoIterator<Item = (&'a str, u64)>,
     closed: impl IntoIterator<Item = (&'a str, u64)>,
+    later: impl IntoIterator<Item = (&'a str, u64)>,
 ) -> Bytes {
     let mut lines: Vec<Bytes> = rows
         .into_iter()
@@ -52,6 +55,7 @@ pub fn stats<'a>(
             .into_iter()
             .map(|(k, v)| line!("STAT closed_{k} {v}")),
     );
+    lines.extend(later.into_iter().map(|(k, v)| line!("STAT {k} {v}")));
     lines.push(line!("OK STATS {}", lines.len()));
     super::encode::join(&lines)
 }

@@ -144,7 +144,8 @@ impl Server {
         });
 
         let blob_dir = cfg.data_dir.join("blobs");
-        let mut db = SqliteBackend::open(&cfg.data_dir, blob_dir.clone())?;
+        let fsync_each_commit = cfg.durability.fsync_each_commit();
+        let mut db = SqliteBackend::open_with(&cfg.data_dir, blob_dir.clone(), fsync_each_commit)?;
         let snapshot = db.load(cfg.recent)?;
         let (store_tx, store_done) = mpsc::channel();
         let storage = Storage::start(Box::new(db), store_tx, Arc::clone(&wake));

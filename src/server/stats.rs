@@ -87,6 +87,7 @@ impl Server {
             ("storage_commit_last_us", c.commit_micros_last),
         ];
         let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
-        driver_lines::stats(rows, closed)
+        let later = [("messages_stored", c.messages_stored)];
+        driver_lines::stats(rows, closed, later)
     }
 }

@@ -91,6 +91,11 @@ pub enum Write {
 impl Write {
     /// Whether the commit assigns this write an id or seq, reported back as
     /// an [`Assigned`].
+    /// Whether this write stores a message (STATS counts them).
+    pub fn is_message(&self) -> bool {
+        matches!(self, Write::Post(_) | Write::Message(_))
+    }
+
     pub fn assigns(&self) -> bool {
         matches!(
             self,
@@ -353,5 +358,7 @@ impl<C> Request<C> {
 /// `Err` says why its writes are not durable or its query has no answer.
 pub struct Committed<C> {
     pub done: Vec<(C, Result<Answer, StoreError>)>,
+    /// Messages this round made durable, whether anyone waits for them or not.
+    pub messages: u64,
     pub took: Duration,
 }

@@ -19,6 +19,14 @@ pub trait Backend: Send {
     /// Applies `writes`, then answers `query`, in one transaction (writes
     /// that come with a query assign nothing the asker needs back).
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError>;
+
+    /// Does up to `max_rows` rows of work left behind by commits (SQLite:
+    /// its full-text index), in a transaction of its own; returns whether
+    /// more is left. The storage thread calls it when idle, and at least
+    /// every [`super::thread::BACKGROUND_EVERY`] when busy.
+    fn background(&mut self, _max_rows: usize) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// Drops a blob's file once no message holds it. The row goes with the

@@ -32,7 +32,7 @@ pub use backend::Backend;
 pub use memory::MemoryBackend;
 pub use sqlite::SqliteBackend;
 pub use sqlite::schema::SCHEMA_VERSION;
-pub use thread::{Storage, run_batch};
+pub use thread::{Storage, run_batch, run_round};
 
 /// Why the store did not do what it was asked: at open, or for one request.
 /// The hub turns each into the command's ERR (chat's `storage_error`).

@@ -137,6 +137,17 @@ pub enum Scenario {
         #[arg(long, default_value_t = 0.5)]
         direct_ratio: f64,
     },
+    /// N rooms of K members, every member publishing into its room with at
+    /// most W unanswered: messages committed per second (linechat's STATS)
+    /// and the CPU of each server thread, storage's per message.
+    Durable {
+        #[arg(long, short = 'n', default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, short = 'k', default_value_t = 10)]
+        room_size: usize,
+        #[arg(long, short = 'w', default_value_t = 16)]
+        window: u64,
+    },
     /// C idle logged-in sessions, each in a room; server memory per session.
     Connections {
         #[arg(long, short = 'c', default_value_t = 10000)]

@@ -108,3 +108,37 @@ pub fn vm_rss_kib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// CPU time (user + system) a server's threads have used, in seconds, by
+/// thread name (`/proc/PID/task/*/stat`), plus the whole process as "all".
+/// Threads of one name are summed.
+pub fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let read = |path: &str| -> Option<(String, f64)> {
+        let stat = std::fs::read_to_string(path).ok()?;
+        // The name is in parentheses and may hold spaces; fields follow it.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15; `rest` starts at field 3.
+        let t: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((name, t / ticks))
+    };
+    let mut out: Vec<(String, f64)> = Vec::new();
+    if let Some((_, all)) = read(&format!("/proc/{pid}/stat")) {
+        out.push(("all".into(), all));
+    }
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        if let Some((name, t)) = read(&format!("{}/stat", task.path().display())) {
+            match out.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, sum)) => *sum += t,
+                None => out.push((name, t)),
+            }
+        }
+    }
+    out
+}

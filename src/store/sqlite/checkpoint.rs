@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-/// How often the background thread moves the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often the background thread moves the WAL into the database (and,
+/// where commits are not fsynced themselves, fsyncs the WAL first).
+pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// The checkpoint thread; dropping this runs a last TRUNCATE checkpoint,
 /// which also empties the WAL, and waits for it.
@@ -22,11 +23,13 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     /// `None` if the thread cannot be spawned: the WAL then grows until the
     /// next start, which is wasteful but loses nothing.
-    pub(super) fn start(path: String) -> Option<Checkpointer> {
+    /// `wal_fsync`: commits are not fsynced, so each round fsyncs the WAL
+    /// first; that bounds what a power loss can take to one round.
+    pub(super) fn start(path: String, wal_fsync: bool) -> Option<Checkpointer> {
         let (stop, stop_rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("checkpoint".into())
-            .spawn(move || checkpoint_loop(path, stop_rx))
+            .spawn(move || checkpoint_loop(path, wal_fsync, stop_rx))
             .map_err(|e| log::error!("cannot start the checkpointer: {e}"))
             .ok()?;
         Some(Checkpointer {
@@ -47,7 +50,7 @@ impl Drop for Checkpointer {
 
 /// Runs PASSIVE checkpoints on a connection of its own: they never block the
 /// storage thread's commits, and they keep the WAL from growing unbounded.
-fn checkpoint_loop(path: String, stop: mpsc::Receiver<()>) {
+fn checkpoint_loop(path: String, wal_fsync: bool, stop: mpsc::Receiver<()>) {
     let conn = match Connection::open(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -60,6 +63,9 @@ fn checkpoint_loop(path: String, stop: mpsc::Receiver<()>) {
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
+        if wal_fsync {
+            sync_wal(&path);
+        }
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
         if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
             log::warn!("WAL checkpoint failed: {e}");
@@ -67,5 +73,18 @@ fn checkpoint_loop(path: String, stop: mpsc::Receiver<()>) {
         if last {
             return;
         }
+    }
+}
+
+/// Fsyncs the WAL beside the database at `path`: every commit written to it
+/// so far is on disk when this returns. A checkpoint would fsync it too, but
+/// only when it can copy frames, which a long read can hold off; this does
+/// not depend on that.
+fn sync_wal(path: &str) {
+    let wal = format!("{path}-wal");
+    match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("fsync of {wal} failed: {e}"),
     }
 }

@@ -3,6 +3,7 @@
 
 mod blobs;
 mod checkpoint;
+mod fts;
 mod open;
 mod read;
 pub(super) mod schema;
@@ -18,6 +19,7 @@ use super::{
     UserId, Write,
 };
 use checkpoint::Checkpointer;
+use fts::FtsLag;
 use read::{blob_access, messages_after, messages_before, search};
 use write::{LastSeqs, TxSeqs, apply, change};
 
@@ -31,6 +33,7 @@ pub struct SqliteBackend {
     /// the storage thread's last commit.
     _checkpointer: Option<Checkpointer>,
     last_seqs: LastSeqs,
+    fts: FtsLag,
 }
 
 impl Backend for SqliteBackend {
@@ -46,8 +49,7 @@ impl Backend for SqliteBackend {
             assigned.extend(apply(&tx, w, &mut seqs)?);
         }
         tx.commit()?;
-        let committed = seqs.into_committed();
-        self.last_seqs.extend(committed);
+        self.committed(seqs.into_committed());
         Ok(assigned)
     }
 
@@ -57,6 +59,7 @@ impl Backend for SqliteBackend {
         for w in writes {
             apply(&tx, w, &mut seqs)?;
         }
+        let mut indexed = Vec::new();
         let answer = match *query {
             Query::Before {
                 conv,
@@ -71,18 +74,47 @@ impl Backend for SqliteBackend {
                 ref words,
                 before,
                 limit,
-            } => Answer::Messages(search(&tx, conv, words, before, limit)?),
+            } => {
+                // The conversation's index is made complete first.
+                self.fts.step(&tx, Some(conv), usize::MAX, &mut indexed)?;
+                Answer::Messages(search(&tx, conv, words, before, limit)?)
+            }
             Query::Change {
                 conv,
                 seq,
                 ref text,
-            } => change(&tx, conv, seq, text.as_deref(), &self.blob_dir)?,
+            } => {
+                let in_index = self.fts.has(conv, seq);
+                change(&tx, conv, seq, text.as_deref(), &self.blob_dir, in_index)?
+            }
             Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
         };
         tx.commit()?;
-        let committed = seqs.into_committed();
-        self.last_seqs.extend(committed);
+        self.fts.committed(indexed);
+        self.committed(seqs.into_committed());
         Ok(answer)
+    }
+
+    fn background(&mut self, max_rows: usize) -> Result<bool, StoreError> {
+        if !self.fts.is_behind() {
+            return Ok(false);
+        }
+        let tx = self.conn.transaction()?;
+        let mut indexed = Vec::new();
+        self.fts.step(&tx, None, max_rows, &mut indexed)?;
+        tx.commit()?;
+        self.fts.committed(indexed);
+        Ok(self.fts.is_behind())
+    }
+}
+
+impl SqliteBackend {
+    /// A transaction committed messages with these last seqs.
+    fn committed(&mut self, last: std::collections::HashMap<ConvId, Seq>) {
+        for &conv in last.keys() {
+            self.fts.wrote(conv);
+        }
+        self.last_seqs.extend(last);
     }
 }
 

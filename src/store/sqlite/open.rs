@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::checkpoint::Checkpointer;
-use super::{LastSeqs, SqliteBackend, messages_before, schema};
+use super::{FtsLag, LastSeqs, SqliteBackend, messages_before, schema};
 use crate::store::{
     ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError,
     UserRow,
@@ -16,18 +16,33 @@ use crate::store::{
 const STATEMENT_CACHE: usize = 64;
 
 impl SqliteBackend {
-    /// Opens (creating or migrating) the database in `dir`; attachment bodies
-    /// are in `blob_dir`.
+    /// Opens (creating or migrating) the database in `dir`, fsyncing every
+    /// commit; attachment bodies are in `blob_dir`.
     pub fn open(dir: &Path, blob_dir: PathBuf) -> Result<SqliteBackend, StoreError> {
+        Self::open_with(dir, blob_dir, true)
+    }
+
+    /// As [`SqliteBackend::open`]; without `fsync_each_commit` a commit is
+    /// written to the OS only, and the checkpointer fsyncs the WAL every
+    /// half second (`CHECKPOINT_EVERY`).
+    pub fn open_with(
+        dir: &Path,
+        blob_dir: PathBuf,
+        fsync_each_commit: bool,
+    ) -> Result<SqliteBackend, StoreError> {
         std::fs::create_dir_all(dir)?;
         let mut conn = Connection::open(dir.join("linechat.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk when it returns, which `--durability sync` promises.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // FULL: a commit is on disk when it returns (`--durability sync`).
+        // NORMAL: in the OS when it returns, which survives a crash of this
+        // process; WAL mode stays consistent after a power loss, losing only
+        // the commits since the last fsync (`--durability write`).
+        let synchronous = if fsync_each_commit { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", synchronous)?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         // Hot data lives in the chat layer's tables; SQLite's own cache mostly
         // serves old history, which the OS page cache holds as well.
-        conn.pragma_update(None, "cache_size", -1024)?;
+        conn.pragma_update(None, "cache_size", -32768)?;
         // Checkpoints run on a thread of their own (see `Checkpointer`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // Every statement stays prepared: the default cache (16) is smaller
@@ -35,15 +50,18 @@ impl SqliteBackend {
         // parses SQL again for every row.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
+        let fts = FtsLag::load(&conn)?;
+        let wal_fsync = !fsync_each_commit;
         let checkpointer = conn
             .path()
             .map(str::to_string)
-            .and_then(Checkpointer::start);
+            .and_then(|path| Checkpointer::start(path, wal_fsync));
         Ok(SqliteBackend {
             conn,
             blob_dir,
             _checkpointer: checkpointer,
             last_seqs: LastSeqs::default(),
+            fts,
         })
     }
 }
@@ -190,6 +208,7 @@ mod tests {
                  INSERT INTO requests VALUES (2, 0, 1, 6);
                  INSERT INTO requests VALUES (0, 3, 1, 7);
                  INSERT INTO requests VALUES (3, 2, 0, 8);
+                 DROP TABLE fts_done;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

@@ -80,6 +80,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "DELETE FROM requests WHERE state = 1 AND NOT EXISTS (
         SELECT 1 FROM friendships f
         WHERE f.a = min(sender, recipient) AND f.b = max(sender, recipient));",
+    // 5: the full-text index is filled after the commit, in batches (see
+    // `fts.rs`), and `fts_done` says how far it has got in each
+    // conversation. The index keeps no copy of the text (SEARCH reads the
+    // messages table), which halves what indexing writes. The old index is
+    // dropped and rebuilt in the background from the messages.
+    "DROP TABLE messages_fts;
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        text, content = '', contentless_delete = 1, tokenize = 'unicode61');
+    CREATE TABLE fts_done (
+        conv INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -16,6 +16,7 @@ pub(super) fn change(
     seq: Seq,
     text: Option<&str>,
     blob_dir: &Path,
+    indexed: bool,
 ) -> Result<Answer, StoreError> {
     let found = {
         let mut stmt = tx.prepare_cached(&format!(
@@ -28,15 +29,20 @@ pub(super) fn change(
     if msg.state == MsgState::Deleted {
         return Err(StoreError::Conflict(format!("message {seq} is deleted")));
     }
+    // A message the indexer has not reached yet is indexed as it is then.
     let rowid = fts_rowid(conv, seq);
-    tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
-        .execute([rowid])?;
+    if indexed {
+        tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
+            .execute([rowid])?;
+    }
     match text {
         Some(t) => {
             msg.text = t.to_string();
             msg.state = MsgState::Edited;
-            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
-                .execute(params![rowid, t])?;
+            if indexed {
+                tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
+                    .execute(params![rowid, t])?;
+            }
         }
         None => {
             msg.text.clear();
@@ -206,8 +212,6 @@ pub(super) fn apply(
                 m.at,
                 m.text
             ])?;
-            tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?
-                .execute(params![fts_rowid(m.conv, m.seq), m.text])?;
         }
         Write::Blob { id, size, mime } => {
             tx.prepare_cached("INSERT OR IGNORE INTO blobs (id, size, mime) VALUES (?1, ?2, ?3)")?

@@ -66,6 +66,11 @@ impl Measured {
         self.sent[p]
     }
 
+    /// Publishes of publisher `p` not answered yet.
+    pub fn unanswered(&self, p: usize) -> u64 {
+        self.sent[p] - self.replied[p]
+    }
+
     /// Whether publisher `p`'s message `seq` was sent in the window; false
     /// for a publisher index that is not one (a payload not of this run).
     fn is_measured(&self, p: usize, seq: u64) -> bool {

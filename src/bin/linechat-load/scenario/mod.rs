@@ -2,6 +2,7 @@
 
 mod broadcast;
 mod connections;
+mod durable;
 mod measured;
 mod rooms;
 
@@ -123,6 +124,11 @@ pub fn run<P: Protocol>(s: &Settings, sc: &Scenario) -> io::Result<Report> {
             rate,
             direct_ratio,
         } => rooms::run::<P>(s, clock, rooms, room_size, rate, direct_ratio)?,
+        Scenario::Durable {
+            rooms,
+            room_size,
+            window,
+        } => durable::run::<P>(s, clock, rooms, room_size, window)?,
         Scenario::Connections {
             connections,
             room_size,
