@@ -369,3 +369,36 @@ fn commits_assign_seqs_and_ids_without_holes() {
         assert_eq!(seqs(after), [1, 2, 3, 4], "{name}");
     });
 }
+
+/// A commit of more messages than one multi-row INSERT takes stores every
+/// one, in its place, with its own text.
+#[test]
+fn a_large_commit_stores_every_message() {
+    each_backend(|name, db| {
+        let conv = Write::Conv {
+            id: ConvId(0),
+            kind: ConvKind::Public,
+            name: "#r".into(),
+            created: 0,
+        };
+        let writes: Vec<Write> = std::iter::once(conv)
+            .chain((1..=37).map(|seq| message(seq, &format!("text {seq}"))))
+            .collect();
+        let done = run_batch(db, vec![Request::write(writes, Some(()))]);
+        assert!(done[0].1.is_ok(), "{name}: {:?}", done[0].1);
+        let page = ask(
+            db,
+            Query::After {
+                conv: ConvId(0),
+                after: Seq::ZERO,
+                limit: 100,
+            },
+        );
+        let Ok(Answer::Messages(page)) = page else {
+            panic!("{name}: {page:?}")
+        };
+        let got: Vec<(u64, String)> = page.into_iter().map(|m| (m.seq.0, m.text)).collect();
+        let want: Vec<(u64, String)> = (1..=37).map(|s| (s, format!("text {s}"))).collect();
+        assert_eq!(got, want, "{name}");
+    });
+}

@@ -21,7 +21,7 @@ use super::{
 use checkpoint::Checkpointer;
 use fts::FtsLag;
 use read::{blob_access, messages_after, messages_before, search};
-use write::{LastSeqs, TxSeqs, apply, change};
+use write::{LastSeqs, MessageRows, TxSeqs, apply, change};
 
 /// One SQLite database file in the data dir, in WAL mode, committed with a
 /// full fsync.
@@ -45,9 +45,11 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?;
         let mut seqs = TxSeqs::new(&self.last_seqs);
         let mut assigned = Vec::new();
+        let mut rows = MessageRows::default();
         for w in writes {
-            assigned.extend(apply(&tx, w, &mut seqs)?);
+            assigned.extend(apply(&tx, w, &mut seqs, &mut rows)?);
         }
+        rows.flush(&tx)?;
         tx.commit()?;
         self.committed(seqs.into_committed());
         Ok(assigned)
@@ -56,9 +58,11 @@ impl Backend for SqliteBackend {
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         let tx = self.conn.transaction()?;
         let mut seqs = TxSeqs::new(&self.last_seqs);
+        let mut rows = MessageRows::default();
         for w in writes {
-            apply(&tx, w, &mut seqs)?;
+            apply(&tx, w, &mut seqs, &mut rows)?;
         }
+        rows.flush(&tx)?;
         let mut indexed = Vec::new();
         let answer = match *query {
             Query::Before {

@@ -119,11 +119,76 @@ impl LastSeqs {
     }
 }
 
-/// Applies one write; returns what it assigned, if it [`Write::assigns`].
-pub(super) fn apply(
+/// Message rows waiting to be inserted: a commit inserts its messages
+/// [`ROWS_PER_INSERT`] to a statement, which runs the statement's program
+/// once for all of them.
+#[derive(Default)]
+pub(super) struct MessageRows<'a>(Vec<MessageRow<'a>>);
+
+struct MessageRow<'a> {
+    conv: ConvId,
+    seq: Seq,
+    id: &'a uuid::Uuid,
+    sender: crate::store::UserId,
+    at: i64,
+    text: &'a str,
+}
+
+/// Rows per multi-row INSERT; the rest of a commit's messages go one by one.
+const ROWS_PER_INSERT: usize = 16;
+
+impl<'a> MessageRows<'a> {
+    /// Inserts every waiting row.
+    pub(super) fn flush(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let mut chunks = self.0.chunks_exact(ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut many = tx.prepare_cached(&insert_messages(ROWS_PER_INSERT))?;
+            for chunk in chunks.by_ref() {
+                for (i, r) in chunk.iter().enumerate() {
+                    bind_message(&mut many, i * 6, r)?;
+                }
+                many.raw_execute()?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut one = tx.prepare_cached(&insert_messages(1))?;
+            for r in rest {
+                bind_message(&mut one, 0, r)?;
+                one.raw_execute()?;
+            }
+        }
+        self.0.clear();
+        Ok(())
+    }
+}
+
+fn insert_messages(rows: usize) -> String {
+    let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text) VALUES {values}")
+}
+
+fn bind_message(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    from: usize,
+    r: &MessageRow<'_>,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(from + 1, r.conv)?;
+    stmt.raw_bind_parameter(from + 2, r.seq)?;
+    stmt.raw_bind_parameter(from + 3, &r.id.as_bytes()[..])?;
+    stmt.raw_bind_parameter(from + 4, r.sender)?;
+    stmt.raw_bind_parameter(from + 5, r.at)?;
+    stmt.raw_bind_parameter(from + 6, r.text)
+}
+
+/// Applies one write (a message row joins `rows`, which the caller flushes
+/// before the transaction commits or reads); returns what it assigned, if
+/// it [`Write::assigns`].
+pub(super) fn apply<'a>(
     tx: &rusqlite::Transaction<'_>,
-    w: &Write,
+    w: &'a Write,
     seqs: &mut TxSeqs<'_>,
+    rows: &mut MessageRows<'a>,
 ) -> Result<Option<Assigned>, rusqlite::Error> {
     match w {
         Write::Register { name, phc, created } => {
@@ -134,7 +199,7 @@ pub(super) fn apply(
                     "INSERT INTO users (name, phc, created) VALUES (?1, ?2, ?3) RETURNING id",
                 )?
                 .query_row(params![name, phc, created], |r| r.get(0))?;
-            return Ok(Some(Assigned::User(id)));
+            Ok(Some(Assigned::User(id)))
         }
         Write::NewConv(nc) => {
             let id = tx
@@ -143,18 +208,53 @@ pub(super) fn apply(
                 )?
                 .query_row(params![nc.kind as i64, nc.name, nc.created], |r| r.get(0))?;
             for m in &nc.members {
-                apply(tx, &m.write(id), seqs)?;
+                apply_row(tx, &m.write(id))?;
             }
-            return Ok(Some(Assigned::Conv(id)));
+            Ok(Some(Assigned::Conv(id)))
         }
         Write::Post(p) => {
             // The next seq, taken inside the transaction that writes it;
             // SQLite has one writer at a time, so no other commit can take it.
             let seq = seqs.take_next(tx, p.conv)?;
-            for w in p.writes(seq) {
-                apply(tx, &w, seqs)?;
+            rows.0.push(MessageRow {
+                conv: p.conv,
+                seq,
+                id: &p.id,
+                sender: p.sender,
+                at: p.at,
+                text: &p.text,
+            });
+            if let Some(blob) = &p.blob {
+                let conv = p.conv;
+                let blob = blob.clone();
+                apply_row(tx, &Write::BlobRef { conv, seq, blob })?;
             }
-            return Ok(Some(Assigned::Seq(seq)));
+            Ok(Some(Assigned::Seq(seq)))
+        }
+        Write::Message(m) => {
+            seqs.saw(m.conv, m.seq);
+            rows.0.push(MessageRow {
+                conv: m.conv,
+                seq: m.seq,
+                id: &m.id,
+                sender: m.sender,
+                at: m.at,
+                text: &m.text,
+            });
+            Ok(None)
+        }
+        other => apply_row(tx, other).map(|()| None),
+    }
+}
+
+/// Applies a write that assigns nothing and is not a message.
+fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
+    match w {
+        // `apply` takes these itself; reaching here is a bug, failed as one.
+        Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                "a message or an assigning write outside apply".into(),
+            ));
         }
         Write::User {
             id,
@@ -197,21 +297,6 @@ pub(super) fn apply(
         Write::RemoveMember { conv, user } => {
             tx.prepare_cached("DELETE FROM members WHERE conv = ?1 AND user = ?2")?
                 .execute(params![conv, user])?;
-        }
-        Write::Message(m) => {
-            seqs.saw(m.conv, m.seq);
-            tx.prepare_cached(
-                "INSERT INTO messages (conv, seq, msgid, sender, at, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                m.conv,
-                m.seq,
-                m.id.as_bytes(),
-                m.sender,
-                m.at,
-                m.text
-            ])?;
         }
         Write::Blob { id, size, mime } => {
             tx.prepare_cached("INSERT OR IGNORE INTO blobs (id, size, mime) VALUES (?1, ?2, ?3)")?
@@ -264,5 +349,5 @@ pub(super) fn apply(
             .execute(params![from, to, *state as i64, at])?;
         }
     }
-    Ok(None)
+    Ok(())
 }
