@@ -18,7 +18,7 @@
 //!   conversation kind, message and request states), which storage maps to
 //!   columns. Committed changes, the hub's own and (next) other nodes',
 //!   reach the tables through one `Hub::apply` (`chat::apply`); under
-//!   `--durability sync` the commit assigns ids and seqs, and `chat::found`
+//!   `--durability sync` and `write` the commit assigns ids and seqs, and `chat::found`
 //!   holds the commands that wait for a conversation being founded.
 //! - [`fanout`]: expands each audience into this node's sessions and has the
 //!   codec encode each event once per viewer form, one shared buffer for all
@@ -38,7 +38,8 @@
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
 //!   `sqlite` is the server's backend (schema, open and load, reads, writes,
-//!   blob references, WAL checkpoints); `memory` is an in-memory backend for
+//!   blob references, WAL checkpoints, and `fts`: the full-text index, filled
+//!   after the commit in batches when the thread is idle); `memory` is an in-memory backend for
 //!   the hub's unit tests. Failures are a typed [`store::StoreError`], which
 //!   the hub maps to ERR codes in one place. Who may change what is the
 //!   hub's rule; the store only keeps uniqueness and compare-and-set.
@@ -59,9 +60,10 @@
 //!    with a `Pending::Said` token (`--durability sync`) and a `Defer` for
 //!    the sender's reply.
 //! 3. The storage thread commits that request with everything else queued
-//!    (one transaction, one fsync), giving the message the room's next seq
-//!    inside it, and sends the tokens back with what it assigned; the
-//!    `Waker` wakes the loop.
+//!    (one transaction, one fsync; messages 16 rows to an INSERT), giving the
+//!    message the room's next seq inside it, and sends the tokens back with
+//!    what it assigned; the `Waker` wakes the loop. It indexes the message
+//!    for SEARCH later, between rounds.
 //! 4. `Hub::committed` applies the batch of the room's committed messages
 //!    (`Hub::apply(Change::Posted)`, the path another node's messages take
 //!    too), which emits one `Event::Messages` to the room's members, then
