@@ -50,7 +50,7 @@ pub struct Msg {
     pub sender: UserId,
     /// Unix ms.
     pub at: i64,
-    pub text: Box<str>,
+    pub text: std::sync::Arc<str>,
     pub state: MsgState,
 }
 
@@ -61,7 +61,7 @@ impl From<StoredMessage> for Msg {
             id: m.id,
             sender: m.sender,
             at: m.at,
-            text: m.text.into_boxed_str(),
+            text: m.text.into(),
             state: m.state,
         }
     }
