@@ -121,6 +121,16 @@ impl Conv {
         self.recent_index(seq).map(|i| &mut self.recent[i])
     }
 
+    /// The recent messages with seq above `after` and at most `upto`, oldest
+    /// first: found by binary search (seqs ascend), since receipts ask for
+    /// a few new messages after every delivery.
+    pub fn recent_between(&self, after: Seq, upto: Seq) -> impl Iterator<Item = &Msg> {
+        let start = self.recent.partition_point(|m| m.seq <= after);
+        self.recent
+            .range(start..)
+            .take_while(move |m| m.seq <= upto)
+    }
+
     /// Whether every message from `from` to the newest is in memory.
     pub fn recent_covers(&self, from: Seq) -> bool {
         let from = from.max(Seq(1));

@@ -138,7 +138,7 @@ impl Hub {
             return;
         }
         let mut highest: Vec<(UserId, Seq)> = Vec::new();
-        for m in c.recent.iter().filter(|m| m.seq > from && m.seq <= to) {
+        for m in c.recent_between(from, to) {
             // A sender who has left (or was kicked) hears nothing more of
             // the conversation, receipts included.
             if m.sender == reader || c.member(m.sender).is_none() {
