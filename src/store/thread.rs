@@ -9,17 +9,14 @@ use super::{Answer, Assigned, Backend, Committed, Request, StoreError, Write};
 /// Most requests a single transaction takes, so one commit stays short.
 const MAX_BATCH: usize = 4096;
 
-/// Longest the backend's background work waits while requests keep coming:
-/// SQLite's full-text index is at most this far behind the commits (SEARCH
-/// catches its conversation up itself, so this bounds only the work a
-/// crash leaves for the next start).
+/// How often the backend's background work runs: when the queue is empty,
+/// or after a round if it never is. Not sooner even when idle: FTS5 indexes
+/// a batch of 20,000 messages for about a third of the CPU per message that
+/// batches of 1,000 cost, and a batch of ten costs more again. SQLite's
+/// full-text index is about this far behind the commits (SEARCH catches
+/// its conversation up itself, so this bounds only the work a crash leaves
+/// for the next start).
 pub const BACKGROUND_EVERY: Duration = Duration::from_millis(200);
-
-/// How long the queue must have been empty, or the work waiting, before
-/// background work runs between requests. FTS5 indexes a batch of 20,000
-/// messages for about a third of the CPU per message that batches of 1,000
-/// cost, so small idle moments are left alone.
-const IDLE_AFTER: Duration = Duration::from_millis(50);
 
 /// Rows of background work per idle step: a request that arrives meanwhile
 /// waits for at most one step (about 10-20 ms).
@@ -85,9 +82,9 @@ pub fn run_batch<C>(
 }
 
 /// The storage thread: rounds of queued requests, and the backend's
-/// background work (SQLite's full-text index) between them: in steps when
-/// the queue is empty and the work has waited [`IDLE_AFTER`], and all of it
-/// at least every [`BACKGROUND_EVERY`] while the queue never empties. After the last request it
+/// background work (SQLite's full-text index) every [`BACKGROUND_EVERY`]:
+/// in steps while the queue is empty, all of it after a round while the
+/// queue never empties. After the last request it
 /// finishes that work, so a clean stop leaves nothing to catch up.
 fn run<C>(
     backend: &mut dyn Backend,
@@ -103,11 +100,11 @@ fn run<C>(
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) if behind => {
                 let waited = caught_up_at.elapsed();
-                if waited >= IDLE_AFTER {
+                if waited >= BACKGROUND_EVERY {
                     behind = background(backend, IDLE_STEP_ROWS, &mut caught_up_at);
                     continue;
                 }
-                match rx.recv_timeout(IDLE_AFTER - waited) {
+                match rx.recv_timeout(BACKGROUND_EVERY - waited) {
                     Ok(r) => r,
                     Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
