@@ -11,7 +11,8 @@
 # same interleaved rounds; it never counts as a peer either.
 # The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
-# pid. Prints a markdown table (scenario x server, linechat / best peer).
+# pid. Prints a markdown table (scenario x server, linechat / best peer, and
+# each linechat column / the best peer of its durability class).
 # With ROUNDS > 1 every scenario runs that many times, the servers taking
 # turns within each round (so a noisy minute on a shared host hits all of
 # them), and each cell is the median of the rounds.
@@ -19,7 +20,9 @@
 # Env: SERVERS, SCENARIOS (subsets of the defaults below), ROUNDS (1), DURATION (10),
 # SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
 # ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir),
-# BASELINE (a linechat binary, for the "baseline" server).
+# BASELINE (a linechat binary, for the "baseline" server). SERVERS may also
+# name the durable peers redis-aof, redis-everysec and nats-js, and
+# linechat-<level> for linechat with --durability <level> (see below).
 #
 # Flood control that can NOT be turned off (see also the config comments):
 # - ngIRCd: per-client command limit per main-loop turn, 2 KB read buffer and
