@@ -11,7 +11,8 @@
 # same interleaved rounds; it never counts as a peer either.
 # The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
-# pid. Prints a markdown table (scenario x server, linechat / best peer).
+# pid. Prints a markdown table (scenario x server, linechat / best peer, and
+# each linechat column / the best peer of its durability class).
 # With ROUNDS > 1 every scenario runs that many times, the servers taking
 # turns within each round (so a noisy minute on a shared host hits all of
 # them), and each cell is the median of the rounds.
@@ -19,7 +20,9 @@
 # Env: SERVERS, SCENARIOS (subsets of the defaults below), ROUNDS (1), DURATION (10),
 # SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
 # ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir),
-# BASELINE (a linechat binary, for the "baseline" server).
+# BASELINE (a linechat binary, for the "baseline" server). SERVERS may also
+# name the durable peers redis-aof, redis-everysec and nats-js, and
+# linechat-<level> for linechat with --durability <level> (see below).
 #
 # Flood control that can NOT be turned off (see also the config comments):
 # - ngIRCd: per-client command limit per main-loop turn, 2 KB read buffer and
@@ -34,6 +37,45 @@
 #   127.0.0.1).
 # - NATS, Redis: no per-command flood control; Redis' pubsub output buffer
 #   limit is disabled, NATS keeps its slow-consumer write deadline (raised).
+#
+# Durable peers and what each server persists (DURABILITY below is the table
+# the report's per-class ratios use; "acked" is the reply a publisher counts):
+# - pub/sub class, nothing kept: inspircd, ngircd, nats (core NATS), redis
+#   (PUBLISH, --save '' and no AOF). A message lives only in socket buffers;
+#   a crash or restart loses every message not yet delivered.
+# - crash-safe class (survives a crash of the server process, not of the
+#   machine): redis-everysec, Redis Streams (XADD acked by its id, one
+#   XREAD BLOCK loop per subscriber) with appendonly yes, appendfsync
+#   everysec. Redis write()s the AOF buffer before it sends the replies of an
+#   event-loop turn (beforeSleep: flushAppendOnlyFile, then the client
+#   writes), so an acked entry is in the OS and survives kill -9, except
+#   while the previous once-a-second background fsync is still running: then
+#   the write is postponed for up to 2 s with the replies sent anyway
+#   (aof.c flushAppendOnlyFile, "aof_delayed_fsync"), so a process crash can
+#   lose up to ~2 s of acked entries on a slow disk. Power loss loses what
+#   was not fsynced yet: about the last second (redis.conf: "Redis can lose
+#   just one second of writes in a dramatic event like a server power
+#   outage"), more if fsyncs are slow.
+#   nats-js: JetStream, one file-stored stream per room, one push consumer
+#   (ack policy none, deliver policy new) per subscriber, PubAck as the ack.
+#   nats-server 2.9.10 has no sync_interval option (it is a config error;
+#   the option and its "always" value arrived in later releases): a stream's
+#   file store flushes each message to its block file (write(2), "flush in
+#   place") before the PubAck and fsyncs every 2 minutes (stream.go,
+#   filestore.go syncBlocks). So kill -9 loses nothing acked; power loss can
+#   lose up to two minutes.
+# - disk class (fsynced before the ack): redis-aof, Redis Streams as above
+#   with appendfsync always: the AOF is written and fsynced in beforeSleep,
+#   before that turn's replies and XREAD answers go out. Pipelined XADDs
+#   read in one turn share one fsync (a group commit).
+# - linechat-<level>: linechat started with --durability <level> (plain
+#   "linechat" is the default level, sync): sync is in the disk class
+#   (committed and fsynced before OK SAY and the fan-out), write in the
+#   crash-safe class (written to the OS before OK, fsynced within a bound),
+#   async in the pub/sub class as far as acked messages go (OK at once).
+#   A level not in DURABILITY is run but gets no per-class ratio.
+# The durable brokers run only fanout and latency (their load tool adapters
+# give a client one role); rooms and connections skip them.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -174,13 +216,15 @@ start_server() {
     rm -rf "$dir"
     mkdir -p "$dir"
     case $name in
-    linechat | baseline)
+    linechat | linechat-* | baseline)
         PROTO=linechat
-        local bin="$REPO/target/release/linechat"
+        local bin="$REPO/target/release/linechat" level=()
         if [ "$name" = baseline ]; then
             bin=${BASELINE:?set BASELINE to the linechat binary to compare with}
+        elif [ "$name" != linechat ]; then
+            level=(--durability "${name#linechat-}")
         fi
-        on_core 0 "$bin" --listen "127.0.0.1:$port" \
+        on_core 0 "$bin" --listen "127.0.0.1:$port" "${level[@]}" \
             --data-dir "$dir/data" --command-rate 0 --max-unauth-per-ip 100000 \
             >"$dir/server.log" 2>&1 &
         ;;
@@ -195,15 +239,24 @@ start_server() {
         write_ngircd_conf "$dir" "$port"
         on_core 0 ngircd -n -f "$dir/ngircd.conf" >"$dir/server.log" 2>&1 &
         ;;
-    nats)
-        PROTO=nats
+    nats | nats-js)
+        PROTO=$name
         write_nats_conf "$dir" "$port"
+        if [ "$name" = nats-js ]; then
+            echo "jetstream { store_dir: \"$dir/jetstream\" }" >>"$dir/nats.conf"
+        fi
         on_core 0 nats-server -c "$dir/nats.conf" >"$dir/server.log" 2>&1 &
         ;;
-    redis)
+    redis | redis-aof | redis-everysec)
         PROTO=redis
+        local aof=(--appendonly no)
+        case $name in
+        redis-aof) aof=(--appendonly yes --appendfsync always) ;;
+        redis-everysec) aof=(--appendonly yes --appendfsync everysec) ;;
+        esac
+        [ "$name" = redis ] || PROTO=redis-streams
         on_core 0 redis-server --bind 127.0.0.1 --port "$port" --save '' \
-            --appendonly no --protected-mode no --maxclients 19000 \
+            "${aof[@]}" --protected-mode no --maxclients 19000 \
             --client-output-buffer-limit "pubsub 0 0 0" --dir "$dir" \
             >"$dir/server.log" 2>&1 &
         ;;
@@ -211,6 +264,10 @@ start_server() {
         PROTO=floor
         on_core 0 "$LOAD" floor-server --listen "127.0.0.1:$port" \
             >"$dir/server.log" 2>&1 &
+        ;;
+    *)
+        echo "unknown server $name" >&2
+        return 1
         ;;
     esac
     SERVER_PID=$!
@@ -276,6 +333,48 @@ median_metric() { # scenario server name
     }'
 }
 
+# Whether server $1 runs scenario $2: the durable brokers' adapters give a
+# client one role, publisher or subscriber, which rooms and connections
+# do not fit.
+runs() {
+    case $1:$2 in
+    redis-aof:rooms | redis-everysec:rooms | nats-js:rooms) return 1 ;;
+    redis-aof:connections | redis-everysec:connections | nats-js:connections) return 1 ;;
+    esac
+}
+
+# Server -> durability class of what it acknowledges (see the header): none
+# (pub/sub: nothing kept), process (survives a crash of the server process,
+# not of the machine), disk (fsynced before the ack). Empty for the
+# yardsticks (floor, baseline) and for linechat levels not listed here.
+durability() {
+    case $1 in
+    inspircd | ngircd | nats | redis | linechat-async) echo none ;;
+    redis-everysec | nats-js | linechat-write) echo process ;;
+    redis-aof | linechat | linechat-sync) echo disk ;;
+    esac
+}
+
+class_name() {
+    case $1 in
+    none) echo "pub/sub" ;;
+    process) echo "crash-safe" ;;
+    disk) echo "fsync" ;;
+    esac
+}
+
+is_linechat() {
+    case $1 in
+    linechat | linechat-*) return 0 ;;
+    esac
+    return 1
+}
+
+# Peers: servers that are neither linechat nor a yardstick.
+is_peer() {
+    ! is_linechat "$1" && [ "$1" != floor ] && [ "$1" != baseline ]
+}
+
 extra_args() {
     case $1 in
     # ngIRCd listens with a backlog of 10 and JOIN floods are slow there.
@@ -295,6 +394,10 @@ main() {
     for sc in $SCENARIOS; do
         for r in $(seq 1 "$ROUNDS"); do
             for srv in $SERVERS; do
+                if ! runs "$srv" "$sc"; then
+                    echo "== $sc on $srv: skipped (its load tool adapter runs fanout and latency only)" >&2
+                    continue
+                fi
                 port=$((port + 1))
                 local run="$OUT/$sc-$srv-$r"
                 echo "== $sc on $srv, round $r of $ROUNDS (127.0.0.1:$port)" >&2
@@ -323,14 +426,35 @@ report() {
     echo "- inspircd $(inspircd --version 2>/dev/null | head -1), $(ngircd --version 2>/dev/null | head -1 | cut -d- -f1), $(nats-server --version 2>/dev/null | head -1), $(redis-server --version 2>/dev/null | cut -d' ' -f1-3)"
     echo "- rounds: $ROUNDS; with more than one, each cell is the median of the rounds"
     echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s, connections $CONNECTIONS; raw results in $OUT"
+    echo "- what each column keeps of an acknowledged message (classes: pub/sub = nothing, crash-safe = survives a crash of the server process but not of the machine, fsync = on disk before the ack; details at the top of scripts/compare.sh):"
+    local srv class
+    for srv in $SERVERS; do
+        class=$(durability "$srv")
+        if [ -n "$class" ]; then
+            echo "  - $srv: $(class_name "$class")"
+        elif is_linechat "$srv"; then
+            echo "  - $srv: level not in compare.sh's durability table, so no per-class ratio"
+        else
+            echo "  - $srv: yardstick, not a peer"
+        fi
+    done
     echo
     local header="| scenario | metric |" rule="|---|---|"
     for srv in $SERVERS; do
         header="$header $srv |"
         rule="$rule---|"
     done
-    echo "$header linechat / best peer |"
-    echo "$rule---|"
+    header="$header linechat / best peer |"
+    rule="$rule---|"
+    for srv in $SERVERS; do
+        class=$(durability "$srv")
+        if is_linechat "$srv" && [ -n "$class" ]; then
+            header="$header $srv / best $(class_name "$class") peer |"
+            rule="$rule---|"
+        fi
+    done
+    echo "$header"
+    echo "$rule"
     for sc in $SCENARIOS; do
         while read -r name better; do
             report_row "$sc" "$name" "$better"
@@ -338,25 +462,45 @@ report() {
     done
 }
 
+# Whether value $1 beats $2 (empty $2: anything does) when $3 (high or low)
+# is better.
+beats() {
+    [ -z "$2" ] || awk -v a="$1" -v b="$2" -v h="$3" \
+        'BEGIN { exit !((h == "high") ? a > b : a < b) }'
+}
+
+ratio() { # value best
+    if [ -n "$1" ] && [ -n "$2" ] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
+        awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+    else
+        echo -
+    fi
+}
+
 report_row() { # scenario metric better
-    local row="| $1 | $2 ($3 is better) |" lc="" best="" v ratio=-
+    local row="| $1 | $2 ($3 is better) |" best="" v srv class
+    local -A value best_of
     for srv in $SERVERS; do
         v=$(median_metric "$1" "$srv" "$2")
+        value[$srv]=$v
         row="$row ${v:--} |"
-        [ -n "$v" ] || continue
-        if [ "$srv" = linechat ]; then
-            lc=$v
-        elif [ "$srv" = floor ] || [ "$srv" = baseline ]; then
-            continue
-        elif [ -z "$best" ] || awk -v a="$v" -v b="$best" -v h="$3" \
-            'BEGIN { exit !((h == "high") ? a > b : a < b) }'; then
+        [ -n "$v" ] && is_peer "$srv" || continue
+        class=$(durability "$srv")
+        if beats "$v" "$best" "$3"; then
             best=$v
         fi
+        if beats "$v" "${best_of[$class]:-}" "$3"; then
+            best_of[$class]=$v
+        fi
     done
-    if [ -n "$lc" ] && [ -n "$best" ] && awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
-        ratio=$(awk -v a="$lc" -v b="$best" 'BEGIN { printf "%.2f", a / b }')
-    fi
-    echo "$row $ratio |"
+    row="$row $(ratio "${value[linechat]:-}" "$best") |"
+    for srv in $SERVERS; do
+        class=$(durability "$srv")
+        if is_linechat "$srv" && [ -n "$class" ]; then
+            row="$row $(ratio "${value[$srv]}" "${best_of[$class]:-}") |"
+        fi
+    done
+    echo "$row"
 }
 
 main "$@"

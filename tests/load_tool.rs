@@ -276,3 +276,20 @@ fn the_load_tool_refuses_targets_off_loopback() {
         "{err}"
     );
 }
+
+/// The durable brokers' adapters give each client one role, so they run
+/// the broadcast scenarios only; the others stop before connecting.
+#[test]
+fn durable_broker_protocols_refuse_the_rooms_and_connections_scenarios() {
+    for (scenario, proto) in [("rooms", "redis-streams"), ("connections", "nats-js")] {
+        let out = Command::new(LOAD)
+            .args([scenario, "--proto", proto, "--addr", "127.0.0.1:9"])
+            .output()
+            .expect("running linechat-load");
+        assert_eq!(out.status.code(), Some(1), "{scenario} {proto}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim_end(),
+            format!("error: --proto {proto} runs only the fanout and latency scenarios")
+        );
+    }
+}

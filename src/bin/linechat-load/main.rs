@@ -11,7 +11,10 @@ mod report;
 mod scenario;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use proto::{floor::Floor, irc::Irc, linechat::Linechat, nats::Nats, redis::Redis};
+use proto::{
+    floor::Floor, irc::Irc, linechat::Linechat, nats::Nats, nats_js::NatsJs, redis::Redis,
+    redis_streams::RedisStreams,
+};
 use scenario::Settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +39,11 @@ enum Proto {
     Irc,
     Nats,
     Redis,
+    /// Redis Streams (XADD, XREAD BLOCK): what Redis persists, with AOF on.
+    /// Fanout and latency only.
+    RedisStreams,
+    /// NATS JetStream, file storage, push consumers. Fanout and latency only.
+    NatsJs,
     /// The load tool's own `floor-server`: a baseline, not a chat server.
     Floor,
 }
@@ -222,6 +230,8 @@ fn main() -> ExitCode {
         Proto::Irc => scenario::run::<Irc>(&settings, &scenario),
         Proto::Nats => scenario::run::<Nats>(&settings, &scenario),
         Proto::Redis => scenario::run::<Redis>(&settings, &scenario),
+        Proto::RedisStreams => scenario::run::<RedisStreams>(&settings, &scenario),
+        Proto::NatsJs => scenario::run::<NatsJs>(&settings, &scenario),
         Proto::Floor => scenario::run::<Floor>(&settings, &scenario),
     };
     let report = match result {

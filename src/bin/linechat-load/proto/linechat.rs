@@ -179,6 +179,7 @@ mod tests {
 
     fn spec() -> ClientSpec {
         ClientSpec {
+            index: 2,
             name: "u1_2".into(),
             password: "secret-pass".into(),
             rooms: vec!["r1".into()],

@@ -9,11 +9,17 @@ pub mod floor;
 pub mod irc;
 pub mod linechat;
 pub mod nats;
+pub mod nats_js;
 pub mod redis;
+pub mod redis_streams;
+mod resp;
 
 /// What one client is: its name, the rooms it joins and whether it publishes.
 #[derive(Clone, Debug)]
 pub struct ClientSpec {
+    /// The client's number in the run, which is also the publisher number
+    /// in the payloads it writes (NATS JetStream acks are addressed by it).
+    pub index: usize,
     pub name: String,
     pub password: String,
     /// Rooms to be a member of (bare names; adapters add `#` where needed).
@@ -32,6 +38,7 @@ impl ClientSpec {
     /// A client for adapter unit tests: no password, no IRC operator.
     pub fn for_test(name: &str, rooms: &[&str], inbox: bool, publishes: bool) -> Self {
         ClientSpec {
+            index: 0,
             name: name.into(),
             password: String::new(),
             rooms: rooms.iter().map(|r| r.to_string()).collect(),
@@ -59,16 +66,20 @@ pub fn subject(target: Target<'_>) -> Cow<'_, str> {
     }
 }
 
-/// Appends the broker subject for `target` without building a string: it
-/// is on the publish path.
-pub fn write_subject(out: &mut Vec<u8>, target: Target<'_>) {
+/// The broker subject for `target` as two pieces to write one after the
+/// other, without building a string: it is on the publish path.
+pub fn subject_parts(target: Target<'_>) -> [&[u8]; 2] {
     match target {
-        Target::Room(r) => out.extend_from_slice(r.as_bytes()),
-        Target::User(u) => {
-            out.extend_from_slice(INBOX_PREFIX.as_bytes());
-            out.extend_from_slice(u.as_bytes());
-        }
+        Target::Room(r) => [b"", r.as_bytes()],
+        Target::User(u) => [INBOX_PREFIX.as_bytes(), u.as_bytes()],
     }
+}
+
+/// Appends the broker subject for `target`.
+pub fn write_subject(out: &mut Vec<u8>, target: Target<'_>) {
+    subject_parts(target)
+        .iter()
+        .for_each(|p| out.extend_from_slice(p));
 }
 
 impl ClientSpec {
@@ -108,6 +119,10 @@ pub trait Protocol {
     const ACKS: bool;
     /// Whether a publisher must be a room member to publish into it.
     const PUBLISHER_JOINS: bool;
+    /// Whether only the one-room broadcast scenarios (fanout, latency) work:
+    /// the durable adapters give each client one role, publisher or
+    /// subscriber, and make each subscriber a server-side reader.
+    const BROADCAST_ONLY: bool = false;
 
     /// Bytes to send as soon as the TCP connection is up.
     fn on_connect(st: &mut Self::State, spec: &ClientSpec, out: &mut Vec<u8>);

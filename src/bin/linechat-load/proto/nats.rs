@@ -1,15 +1,75 @@
 //! NATS core protocol: INFO, CONNECT, SUB, PUB / MSG with a payload line.
 //! A PING after the SUBs makes the PONG mean "subscriptions are active".
-//! Echo is off so a client that both subscribes and publishes (rooms
-//! scenario) is not sent its own messages, like the chat servers.
 
 use super::{ClientSpec, Event, Protocol, Target};
+
+/// Line framing shared by the NATS adapters: a `MSG` header announces a
+/// payload on the next line, and PINGs are answered here.
+#[derive(Default)]
+pub struct Framing {
+    /// The sid of the MSG header whose payload is the next line.
+    payload_of: Option<u64>,
+}
+
+/// A server line as the framing sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A message payload and the sid of the subscription it came on.
+    Payload(u64, &'a [u8]),
+    /// Any other line (INFO, PONG, -ERR ...).
+    Line(&'a [u8]),
+    /// Dealt with here: a MSG header or a PING.
+    Handled,
+}
+
+impl Framing {
+    pub fn read<'a>(&mut self, line: &'a [u8], out: &mut Vec<u8>) -> Frame<'a> {
+        if let Some(sid) = self.payload_of.take() {
+            return Frame::Payload(sid, line);
+        }
+        if let Some(args) = line.strip_prefix(b"MSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let sid = args.split(|&b| b == b' ').nth(1).and_then(parse_u64);
+            self.payload_of = Some(sid.unwrap_or(0));
+            return Frame::Handled;
+        }
+        if line == b"PING" {
+            out.extend_from_slice(b"PONG\r\n");
+            return Frame::Handled;
+        }
+        Frame::Line(line)
+    }
+}
+
+fn parse_u64(digits: &[u8]) -> Option<u64> {
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// What every client sends first, in reply to the server's INFO. Echo is
+/// off so a client that both subscribes and publishes (rooms scenario) is
+/// not sent its own messages, like the chat servers.
+pub const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n";
+
+/// Appends `PUB <subject> [<reply>] <#bytes>` and the payload; the subject
+/// and the reply subject are given as pieces to join.
+pub fn write_pub(out: &mut Vec<u8>, subject: &[&[u8]], reply: &[&[u8]], payload: &[u8]) {
+    out.extend_from_slice(b"PUB ");
+    subject.iter().for_each(|p| out.extend_from_slice(p));
+    if !reply.is_empty() {
+        out.push(b' ');
+        reply.iter().for_each(|p| out.extend_from_slice(p));
+    }
+    out.push(b' ');
+    crate::payload::write_u64(out, payload.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
 
 #[derive(Default)]
 pub struct State {
     ready: bool,
-    /// The next line is the payload of a MSG header.
-    payload_next: bool,
+    framing: Framing,
 }
 
 pub struct Nats;
@@ -28,18 +88,11 @@ impl Protocol for Nats {
         line: &'a [u8],
         out: &mut Vec<u8>,
     ) -> Event<'a> {
-        if st.payload_next {
-            st.payload_next = false;
-            return Event::Delivered(line);
-        }
-        if line.starts_with(b"MSG ") {
-            st.payload_next = true;
-            return Event::Ignore;
-        }
-        if line == b"PING" {
-            out.extend_from_slice(b"PONG\r\n");
-            return Event::Ignore;
-        }
+        let line = match st.framing.read(line, out) {
+            Frame::Payload(_, payload) => return Event::Delivered(payload),
+            Frame::Handled => return Event::Ignore,
+            Frame::Line(line) => line,
+        };
         if line.starts_with(b"-ERR") {
             return if st.ready {
                 Event::Err(line)
@@ -48,9 +101,7 @@ impl Protocol for Nats {
             };
         }
         if line.starts_with(b"INFO ") && !st.ready {
-            out.extend_from_slice(
-                b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\n",
-            );
+            out.extend_from_slice(CONNECT);
             for (sid, subject) in spec.subjects().enumerate() {
                 out.extend_from_slice(format!("SUB {subject} {}\r\n", sid + 1).as_bytes());
             }
@@ -65,13 +116,7 @@ impl Protocol for Nats {
     }
 
     fn publish(out: &mut Vec<u8>, target: Target<'_>, payload: &[u8]) {
-        out.extend_from_slice(b"PUB ");
-        super::write_subject(out, target);
-        out.push(b' ');
-        crate::payload::write_u64(out, payload.len() as u64);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(payload);
-        out.extend_from_slice(b"\r\n");
+        write_pub(out, &super::subject_parts(target), &[], payload);
     }
 }
 

@@ -2,16 +2,16 @@
 //! get one integer reply each. A client that does both (rooms scenario)
 //! switches to RESP3 with HELLO 3, the only way Redis lets a subscribed
 //! connection publish. A trailing PING marks the end of the handshake.
-//! RESP is read line by line: aggregate headers are skipped and the values
-//! are a flat token stream, which is all pub/sub replies need.
+//! Aggregate headers are skipped and the values are a flat token stream,
+//! which is all pub/sub replies need.
 
+use super::resp::{Kind, Reader, command};
 use super::{ClientSpec, Event, Protocol, Target};
 
 #[derive(Default)]
 pub struct State {
     ready: bool,
-    /// The next line is bulk string data announced by a `$len` header.
-    bulk_next: bool,
+    reader: Reader,
     expect: Expect,
 }
 
@@ -29,19 +29,6 @@ enum Expect {
 }
 
 pub struct Redis;
-
-fn command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    crate::payload::write_u64(out, args.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        out.push(b'$');
-        crate::payload::write_u64(out, a.len() as u64);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
 
 impl Protocol for Redis {
     type State = State;
@@ -69,29 +56,11 @@ impl Protocol for Redis {
         line: &'a [u8],
         _out: &mut Vec<u8>,
     ) -> Event<'a> {
-        let value: &[u8] = if st.bulk_next {
-            st.bulk_next = false;
-            line
-        } else {
-            match line.first() {
-                Some(b'$') => {
-                    // "$-1" is a null bulk: a value with no data line.
-                    st.bulk_next = line != b"$-1";
-                    if st.bulk_next {
-                        return Event::Ignore;
-                    }
-                    b""
-                }
-                Some(b'*' | b'>' | b'%' | b'~') => return Event::Ignore,
-                Some(b'-') => {
-                    return if st.ready {
-                        Event::Err(line)
-                    } else {
-                        Event::Fatal(line)
-                    };
-                }
-                _ => line,
-            }
+        let value = match st.reader.next(line).map(|t| t.kind) {
+            Some(Kind::Value(v)) => v,
+            Some(Kind::Error(e)) if st.ready => return Event::Err(e),
+            Some(Kind::Error(e)) => return Event::Fatal(e),
+            Some(Kind::Open) | None => return Event::Ignore,
         };
         if !st.ready {
             // PONG is "+PONG", or ["pong", ""] while subscribed in RESP2.

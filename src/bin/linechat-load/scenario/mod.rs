@@ -44,6 +44,7 @@ impl Settings {
         inbox: bool,
     ) -> ClientSpec {
         ClientSpec {
+            index: idx,
             name: format!("u{}_{idx}", self.tag),
             password: format!("pw-{}-load", self.tag),
             rooms,
@@ -101,6 +102,13 @@ impl Settings {
 pub fn run<P: Protocol>(s: &Settings, sc: &Scenario) -> io::Result<Report> {
     let clock = Clock::new();
     let rss_before = s.server_pid.and_then(report::vm_rss_kib);
+    let broadcast = matches!(sc, Scenario::Fanout { .. } | Scenario::Latency { .. });
+    if P::BROADCAST_ONLY && !broadcast {
+        return Err(io::Error::other(format!(
+            "--proto {} runs only the fanout and latency scenarios",
+            P::NAME
+        )));
+    }
     let mut report = match *sc {
         Scenario::Fanout {
             subscribers,
