@@ -19,7 +19,8 @@
 #
 # Env: SERVERS, SCENARIOS (subsets of the defaults below), ROUNDS (1), DURATION (10),
 # SUBSCRIBERS (1000), RATE (50), CONNECTIONS (10000), ROOMS (100),
-# ROOM_SIZE (10), ROOMS_RATE (5000), BASE_PORT (17800), OUT (results dir),
+# ROOM_SIZE (10), ROOMS_RATE (5000), DURABLE_WINDOW (16: unanswered SAYs per
+# member in the durable scenario), BASE_PORT (17800), OUT (results dir),
 # BASELINE (a linechat binary, for the "baseline" server). SERVERS may also
 # name the durable peers redis-aof, redis-everysec and nats-js, and
 # linechat-<level> for linechat with --durability <level> (see below).
@@ -80,7 +81,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SERVERS=${SERVERS:-"linechat inspircd ngircd nats redis floor"}
-SCENARIOS=${SCENARIOS:-"fanout fanout4 latency rooms connections"}
+SCENARIOS=${SCENARIOS:-"fanout fanout4 latency rooms durable connections"}
 ROUNDS=${ROUNDS:-1}
 DURATION=${DURATION:-10}
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
@@ -89,6 +90,7 @@ CONNECTIONS=${CONNECTIONS:-10000}
 ROOMS=${ROOMS:-100}
 ROOM_SIZE=${ROOM_SIZE:-10}
 ROOMS_RATE=${ROOMS_RATE:-5000}
+DURABLE_WINDOW=${DURABLE_WINDOW:-16}
 BASE_PORT=${BASE_PORT:-17800}
 HANDSHAKE_TIMEOUT=${HANDSHAKE_TIMEOUT:-600}
 OUT=${OUT:-$REPO/target/compare-$(date +%Y%m%d-%H%M%S)}
@@ -302,6 +304,7 @@ scenario_args() {
     fanout4) echo "fanout --subscribers $SUBSCRIBERS --publishers 4" ;;
     latency) echo "latency --subscribers $SUBSCRIBERS --rate $RATE" ;;
     rooms) echo "rooms --rooms $ROOMS --room-size $ROOM_SIZE --rate $ROOMS_RATE" ;;
+    durable) echo "durable --rooms $ROOMS --room-size $ROOM_SIZE --window $DURABLE_WINDOW" ;;
     connections) echo "connections --connections $CONNECTIONS --room-size $ROOM_SIZE --hold 3" ;;
     esac
 }
@@ -311,6 +314,7 @@ key_metrics() {
     case $1 in
     fanout | fanout4) echo "delivered_per_s high" ;;
     latency | rooms) echo "latency_p99_us low" ;;
+    durable) printf '%s\n' "committed_per_s high" "storage_cpu_us_per_message low" ;;
     connections) printf '%s\n' "server_kib_per_session low" "server_marginal_kib_per_session low" ;;
     esac
 }
@@ -335,9 +339,11 @@ median_metric() { # scenario server name
 
 # Whether server $1 runs scenario $2: the durable brokers' adapters give a
 # client one role, publisher or subscriber, which rooms and connections
-# do not fit.
+# do not fit; durable counts what linechat's storage thread committed
+# (STATS), which only linechat has.
 runs() {
     case $1:$2 in
+    *:durable) is_linechat "$1" || [ "$1" = baseline ] || return 1 ;;
     redis-aof:rooms | redis-everysec:rooms | nats-js:rooms) return 1 ;;
     redis-aof:connections | redis-everysec:connections | nats-js:connections) return 1 ;;
     esac
@@ -395,7 +401,7 @@ main() {
         for r in $(seq 1 "$ROUNDS"); do
             for srv in $SERVERS; do
                 if ! runs "$srv" "$sc"; then
-                    echo "== $sc on $srv: skipped (its load tool adapter runs fanout and latency only)" >&2
+                    echo "== $sc on $srv: skipped (durable is linechat only; the durable brokers run fanout and latency only)" >&2
                     continue
                 fi
                 port=$((port + 1))
@@ -425,7 +431,7 @@ report() {
     echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); server on core 0, load tool on core 1"
     echo "- inspircd $(inspircd --version 2>/dev/null | head -1), $(ngircd --version 2>/dev/null | head -1 | cut -d- -f1), $(nats-server --version 2>/dev/null | head -1), $(redis-server --version 2>/dev/null | cut -d' ' -f1-3)"
     echo "- rounds: $ROUNDS; with more than one, each cell is the median of the rounds"
-    echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s, connections $CONNECTIONS; raw results in $OUT"
+    echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s (durable: every member, $DURABLE_WINDOW unanswered), connections $CONNECTIONS; raw results in $OUT"
     echo "- what each column keeps of an acknowledged message (classes: pub/sub = nothing, crash-safe = survives a crash of the server process but not of the machine, fsync = on disk before the ack; details at the top of scripts/compare.sh):"
     local srv class
     for srv in $SERVERS; do
