@@ -72,8 +72,11 @@ impl Harness {
         }
     }
 
+    /// Runs `out` and what follows from it to the end, a loop turn per
+    /// round: each ends, as in the server, with the hub's `flush_posts`.
     fn drain(&mut self, mut out: Out) {
         loop {
+            self.hub.flush_posts(&mut out);
             let mut wire = Vec::new();
             crate::fanout::route(&mut self.hub, &mut out.emits, &mut wire);
             self.record(wire);

@@ -318,6 +318,9 @@ impl Server {
         self.expire_logins();
         self.expire_handshakes();
         self.drop_over_soft_too_long();
+        // Messages said this turn (under async) go out as one batch each.
+        self.hub.flush_posts(&mut self.out);
+        self.apply_out();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
