@@ -264,8 +264,8 @@ pub struct Hub {
     /// waiting for them.
     founding: HashMap<found::ConvKey, Vec<(SessionId, found::Parked)>>,
     /// Messages posted under `--durability async` this turn, not yet
-    /// published. Every input but a SAY publishes them first, so what
-    /// it reads or changes is as if each SAY had published at once.
+    /// published. Every input but a SAY publishes them first, so what it
+    /// reads or changes is as if each SAY had been published at once.
     unpublished: say::Unpublished,
     syncs: IdMap<SessionId, sync::SyncJob>,
     fetches: IdMap<SessionId, attach::FetchJob>,
@@ -470,8 +470,7 @@ impl Hub {
 
     /// One parsed command from session `sid`.
     pub fn handle(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) {
-        // SAYs in a row join one batch; anything else sees them published.
-        if !matches!(cmd, Command::Say { .. }) {
+        if self.publishes_first(&cmd) {
             self.flush_posts(out);
         }
         if let Err(e) = self.dispatch(sid, cmd, out) {

@@ -16,45 +16,48 @@ use super::{
     SessionId, UserId,
 };
 use super::{names, pair};
-use crate::protocol::Target;
+use crate::protocol::{Command, Target};
 use crate::store::{self, ConvKind, NewMember, Post, Write};
 
 /// Messages of one conversation with their senders, oldest first.
 type Run = Vec<(SessionId, Msg, Ack)>;
 
 /// Messages posted under `--durability async` since the turn began, with
-/// their seqs, waiting for [`Hub::flush_posts`]: one run per conversation, in
-/// the order the conversations were first posted to.
+/// their seqs, waiting for [`Hub::flush_posts`].
 #[derive(Default)]
 pub(super) struct Unpublished {
-    runs: Vec<(ConvId, Run)>,
-    /// Where each conversation's run is in `runs`.
+    /// One batch per conversation, in the order they were first posted to.
+    batches: Vec<(ConvId, Vec<Posted>)>,
+    /// Where each conversation's batch is in `batches`.
     at: IdMap<ConvId, usize>,
+    /// The answers owed, in the order posted: a session's answers must
+    /// fill its deferred slots in command order.
+    acks: Vec<(ConvId, SessionId, Msg, Ack)>,
 }
 
 impl Unpublished {
     /// The seq of `conv`'s newest waiting message.
     fn last_seq(&self, conv: ConvId) -> Option<Seq> {
-        let run = &self.runs[*self.at.get(&conv)?].1;
-        run.last().map(|(_, msg, _)| msg.seq)
+        let batch = &self.batches[*self.at.get(&conv)?].1;
+        batch.last().map(|p| p.msg.seq)
     }
 
-    fn push(&mut self, conv: ConvId, post: (SessionId, Msg, Ack)) {
-        let runs = &mut self.runs;
+    fn push(&mut self, conv: ConvId, sid: SessionId, msg: Msg, ack: Ack) {
+        let batches = &mut self.batches;
         let i = *self.at.entry(conv).or_insert_with(|| {
-            runs.push((conv, Vec::new()));
-            runs.len() - 1
+            batches.push((conv, Vec::new()));
+            batches.len() - 1
         });
-        self.runs[i].1.push(post);
-    }
-
-    fn take(&mut self) -> Vec<(ConvId, Run)> {
-        self.at.clear();
-        std::mem::take(&mut self.runs)
+        let posted = Posted {
+            origin: Some(sid),
+            msg: msg.clone(),
+        };
+        self.batches[i].1.push(posted);
+        self.acks.push((conv, sid, msg, ack));
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.acks.is_empty()
     }
 }
 
@@ -174,21 +177,35 @@ impl Hub {
                 let msg = Msg::from(post.stored(last.next()));
                 writes.extend(post.writes(msg.seq));
                 out.store.push(store::Request::write(writes, None));
-                self.unpublished.push(conv, (sid, msg, ack));
+                self.unpublished.push(conv, sid, msg, ack);
             }
         }
     }
 
     /// Publishes the messages posted under `--durability async` and not yet
-    /// published, one batch per conversation. The driver calls this at the
-    /// end of each loop turn; every hub input but a SAY calls it first.
+    /// published, one batch per conversation, and answers their senders.
+    /// The driver calls this at the end of each loop turn, and before an
+    /// input that [`Hub::publishes_first`], routing what it gives before
+    /// the input can change who hears it (a JOIN would otherwise get a
+    /// message twice, in its replay and as news). Every hub input but a
+    /// SAY calls it first, so none sees the hub without them.
     pub fn flush_posts(&mut self, out: &mut Out) {
         if self.unpublished.is_empty() {
             return;
         }
-        for (conv, run) in self.unpublished.take() {
-            self.publish(conv, run, out);
+        let Unpublished { batches, acks, .. } = std::mem::take(&mut self.unpublished);
+        for (conv, posts) in batches {
+            self.apply(Change::Posted { conv, posts }, out);
         }
+        for (conv, sid, msg, ack) in acks {
+            self.acknowledge(conv, &msg, sid, ack, out);
+        }
+    }
+
+    /// Whether `cmd` must see the waiting messages published first: any
+    /// command but a SAY, which joins them.
+    pub fn publishes_first(&self, cmd: &Command<'_>) -> bool {
+        !self.unpublished.is_empty() && !matches!(cmd, Command::Say { .. })
     }
 
     /// The direct conversation between `uid` and the friend named `friend`,

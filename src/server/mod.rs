@@ -319,8 +319,7 @@ impl Server {
         self.expire_handshakes();
         self.drop_over_soft_too_long();
         // Messages said this turn (under async) go out as one batch each.
-        self.hub.flush_posts(&mut self.out);
-        self.apply_out();
+        self.flush_posts();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -351,16 +350,26 @@ impl Server {
 
     pub(super) fn drain_workers(&mut self) {
         while let Ok(done) = self.auth_done.try_recv() {
+            self.flush_posts();
             self.hub.authed(done, &mut self.out);
             self.apply_out();
         }
         while let Ok(done) = self.store_done.try_recv() {
+            self.flush_posts();
             self.hub.committed(done, &mut self.out);
             self.apply_out();
         }
         while let Ok(done) = self.blob_done.try_recv() {
+            self.flush_posts();
             self.hub.blob_done(done, &mut self.out);
             self.apply_out();
         }
+    }
+
+    /// Publishes the messages said so far this turn (under async) and
+    /// routes them, before an input that could change who hears them.
+    pub(super) fn flush_posts(&mut self) {
+        self.hub.flush_posts(&mut self.out);
+        self.apply_out();
     }
 }

@@ -19,8 +19,7 @@ impl Server {
         log::info!("shutting down: {} sessions", self.conns.len());
         // The turn the signal came in is cut short: what it said goes out
         // before BYE.
-        self.hub.flush_posts(&mut self.out);
-        self.apply_out();
+        self.flush_posts();
         let _ = self.poll.registry().deregister(&mut self.listener);
         if let Some(tls) = &mut self.tls {
             let _ = self.poll.registry().deregister(&mut tls.listener);
