@@ -2,8 +2,10 @@
 //!
 //! The loop only moves bytes. Each turn it accepts, reads (a bounded budget
 //! per session, so a flooder cannot starve anyone), hands complete lines to
-//! the [`Hub`], routes the hub's output into outboxes, and finally flushes
-//! every outbox that got something, many lines per `writev`. Password hashing
+//! the [`Hub`], routes the hub's output into outboxes, publishes the messages
+//! the turn read under `--durability async` (one batch per room, see
+//! [`Hub::flush_posts`]), and finally flushes every outbox that got
+//! something, many lines per `writev`. Password hashing
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
 //!
