@@ -75,6 +75,12 @@
 //!    consumer at the bound), writes it with one `writev` per session at the
 //!    end of the loop turn, and reports what reached each socket to
 //!    `Hub::delivered`, which moves delivery cursors and sends receipts.
+//!
+//! Under `--durability async` the hub gives the message its seq itself and
+//! hands storage the write without a token (step 3 then only stores it);
+//! step 4 happens at the end of the loop turn instead, in
+//! `Hub::flush_posts`, for all the messages the turn read (one batch per
+//! room), so a subscriber gets them in one buffer as under `sync`.
 
 pub mod auth;
 pub mod blob;

@@ -385,6 +385,8 @@ enum Input {
 fn settle(hub: &mut Hub, db: &mut MemoryBackend, mut out: Out) -> Vec<(SessionId, Wire)> {
     let mut lines = Vec::new();
     loop {
+        // The end of the server's loop turn.
+        hub.flush_posts(&mut out);
         fanout::route(hub, &mut out.emits, &mut lines);
         let mut next = Out::default();
         for job in out.auth.drain(..) {

@@ -72,6 +72,7 @@ impl Hub {
 
     /// A hashing job came back from the pool.
     pub fn authed(&mut self, done: auth::Done<AuthCtx>, out: &mut Out) {
+        self.flush_posts(out);
         match (done.ctx, done.outcome) {
             (AuthCtx::Register { sid, name }, Outcome::Hashed(Some(phc))) => {
                 if self.by_name.contains_key(name.as_str()) {

@@ -94,6 +94,7 @@ impl Hub {
 
     /// The whole body of the session's accepted ATTACH.
     pub fn payload(&mut self, sid: SessionId, data: Vec<u8>, out: &mut Out) {
+        self.flush_posts(out);
         let Some(upload) = self.sessions.get_mut(&sid).and_then(|s| s.upload.take()) else {
             return;
         };
@@ -105,6 +106,7 @@ impl Hub {
 
     /// The blob thread finished a job.
     pub fn blob_done(&mut self, done: blob::Done<BlobCtx>, out: &mut Out) {
+        self.flush_posts(out);
         match (done.ctx, done.outcome) {
             (BlobCtx::Put { sid, upload }, Outcome::Stored(Ok(id))) => {
                 self.unbusy(sid);

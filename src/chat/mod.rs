@@ -263,6 +263,10 @@ pub struct Hub {
     /// Conversations being founded (`--durability sync`), with the commands
     /// waiting for them.
     founding: HashMap<found::ConvKey, Vec<(SessionId, found::Parked)>>,
+    /// Messages posted under `--durability async` this turn, not yet
+    /// published. Every input but a SAY publishes them first, so what it
+    /// reads or changes is as if each SAY had been published at once.
+    unpublished: say::Unpublished,
     syncs: IdMap<SessionId, sync::SyncJob>,
     fetches: IdMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
@@ -340,6 +344,7 @@ impl Hub {
             cursors: IdMap::default(),
             dirty_cursors: IdSet::default(),
             founding: HashMap::new(),
+            unpublished: say::Unpublished::default(),
             syncs: IdMap::default(),
             fetches: IdMap::default(),
             typing: IdMap::default(),
@@ -408,6 +413,7 @@ impl Hub {
 
     /// A connection closed, for whatever reason.
     pub fn disconnect(&mut self, sid: SessionId, out: &mut Out) {
+        self.flush_posts(out);
         let Some(state) = self.sessions.remove(&sid) else {
             return;
         };
@@ -458,11 +464,15 @@ impl Hub {
 
     /// A line the framer or parser refused.
     pub fn bad_line(&mut self, sid: SessionId, err: ParseError, out: &mut Out) {
+        self.flush_posts(out);
         out.reply(sid, Reply::Refused(err));
     }
 
     /// One parsed command from session `sid`.
     pub fn handle(&mut self, sid: SessionId, cmd: Command<'_>, out: &mut Out) {
+        if self.publishes_first(&cmd) {
+            self.flush_posts(out);
+        }
         if let Err(e) = self.dispatch(sid, cmd, out) {
             out.reply(sid, Reply::Failed(e));
         }
@@ -590,6 +600,7 @@ impl Hub {
 
     /// A storage batch came back.
     pub fn committed(&mut self, done: store::Committed<Pending>, out: &mut Out) {
+        self.flush_posts(out);
         self.counters.commits += 1;
         self.counters.messages_stored += done.messages;
         let micros = u64::try_from(done.took.as_micros()).unwrap_or(u64::MAX);
@@ -613,7 +624,7 @@ impl Hub {
                         msg.seq = seq;
                     }
                     if !run.is_empty() && run_conv != conv {
-                        self.publish(run_conv, std::mem::take(&mut run), true, out);
+                        self.publish(run_conv, std::mem::take(&mut run), out);
                     }
                     run_conv = conv;
                     run.push((sid, msg, ack));
@@ -622,7 +633,7 @@ impl Hub {
                 (pending, _) => pending,
             };
             if !run.is_empty() {
-                self.publish(run_conv, std::mem::take(&mut run), true, out);
+                self.publish(run_conv, std::mem::take(&mut run), out);
             }
             let answer = match answer {
                 Ok(answer) => answer,
@@ -641,7 +652,7 @@ impl Hub {
                     conv,
                     msg,
                     ack,
-                } => self.publish(conv, vec![(sid, msg, ack)], true, out),
+                } => self.publish(conv, vec![(sid, msg, ack)], out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
                 Pending::Founded(f) => match assigned(&answer).iter().find_map(Assigned::conv) {
                     Some(conv) => self.founded(conv, *f, true, out),
@@ -669,7 +680,7 @@ impl Hub {
             }
         }
         if !run.is_empty() {
-            self.publish(run_conv, run, true, out);
+            self.publish(run_conv, run, out);
         }
     }
 

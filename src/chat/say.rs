@@ -3,18 +3,63 @@
 //! A message gets its conversation's next seq and a UUIDv7 id, is handed to
 //! storage, and (under `--durability sync`) is fanned out and acknowledged
 //! only once committed, so nobody ever sees a message that a crash could
-//! take back. It is published as an [`Event::Messages`], which `fanout`
-//! encodes once per point of view (one for a room, two for a direct
-//! conversation) and shares among every recipient.
+//! take back. Under `async` it waits instead for the end of the driver's
+//! loop turn ([`Hub::flush_posts`]). Either way the messages of one
+//! conversation that are ready together are published as one
+//! [`Event::Messages`], which `fanout` encodes once per point of view (one
+//! for a room, two for a direct conversation) and shares among every
+//! recipient: a subscriber gets one buffer per batch, not one per message.
 
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
-    Ack, Change, ChatError, ConvId, Durability, Hub, Msg, Out, Output, Pending, Posted, Reply, Seq,
+    Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, Out, Pending, Posted, Reply, Seq,
     SessionId, UserId,
 };
 use super::{names, pair};
-use crate::protocol::Target;
+use crate::protocol::{Command, Target};
 use crate::store::{self, ConvKind, NewMember, Post, Write};
+
+/// Messages of one conversation with their senders, oldest first.
+type Run = Vec<(SessionId, Msg, Ack)>;
+
+/// Messages posted under `--durability async` since the turn began, with
+/// their seqs, waiting for [`Hub::flush_posts`].
+#[derive(Default)]
+pub(super) struct Unpublished {
+    /// One batch per conversation, in the order they were first posted to.
+    batches: Vec<(ConvId, Vec<Posted>)>,
+    /// Where each conversation's batch is in `batches`.
+    at: IdMap<ConvId, usize>,
+    /// The answers owed, in the order posted: a session's answers must
+    /// fill its deferred slots in command order.
+    acks: Vec<(ConvId, SessionId, Msg, Ack)>,
+}
+
+impl Unpublished {
+    /// The seq of `conv`'s newest waiting message.
+    fn last_seq(&self, conv: ConvId) -> Option<Seq> {
+        let batch = &self.batches[*self.at.get(&conv)?].1;
+        batch.last().map(|p| p.msg.seq)
+    }
+
+    fn push(&mut self, conv: ConvId, sid: SessionId, msg: Msg, ack: Ack) {
+        let batches = &mut self.batches;
+        let i = *self.at.entry(conv).or_insert_with(|| {
+            batches.push((conv, Vec::new()));
+            batches.len() - 1
+        });
+        let posted = Posted {
+            origin: Some(sid),
+            msg: msg.clone(),
+        };
+        self.batches[i].1.push(posted);
+        self.acks.push((conv, sid, msg, ack));
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+    }
+}
 
 /// Where a message goes.
 pub(super) enum Speak {
@@ -78,8 +123,9 @@ impl Hub {
     /// Makes `text` durable in `conv` with `writes`, and publishes it. Under
     /// `--durability sync` the commit assigns its seq and it is published
     /// once committed; under `async` (single node) the hub assigns the next
-    /// seq and publishes at once. `deferred`: the command's answer slot
-    /// already exists (ATTACH).
+    /// seq and storage gets the write at once, and it is published at the
+    /// end of the turn. Its sender's answer is deferred until then;
+    /// `deferred`: its slot already exists (ATTACH).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn post(
         &mut self,
@@ -111,6 +157,9 @@ impl Hub {
             text,
             blob,
         };
+        if !deferred {
+            out.defer(sid);
+        }
         match self.cfg.durability {
             Durability::Sync | Durability::Write => {
                 let msg = Msg::from(post.stored(Seq::ZERO));
@@ -122,18 +171,41 @@ impl Hub {
                     ack,
                 };
                 out.store.push(store::Request::write(writes, Some(pending)));
-                if !deferred {
-                    out.defer(sid);
-                }
             }
             Durability::Async => {
-                let seq = c.last_seq.next();
-                let msg = Msg::from(post.stored(seq));
-                writes.extend(post.writes(seq));
+                let last = self.unpublished.last_seq(conv).unwrap_or(c.last_seq);
+                let msg = Msg::from(post.stored(last.next()));
+                writes.extend(post.writes(msg.seq));
                 out.store.push(store::Request::write(writes, None));
-                self.publish(conv, vec![(sid, msg, ack)], deferred, out);
+                self.unpublished.push(conv, sid, msg, ack);
             }
         }
+    }
+
+    /// Publishes the messages posted under `--durability async` and not yet
+    /// published, one batch per conversation, and answers their senders.
+    /// The driver calls this at the end of each loop turn, and before an
+    /// input that [`Hub::publishes_first`], routing what it gives before
+    /// the input can change who hears it (a JOIN would otherwise get a
+    /// message twice, in its replay and as news). Every hub input but a
+    /// SAY calls it first, so none sees the hub without them.
+    pub fn flush_posts(&mut self, out: &mut Out) {
+        if self.unpublished.is_empty() {
+            return;
+        }
+        let Unpublished { batches, acks, .. } = std::mem::take(&mut self.unpublished);
+        for (conv, posts) in batches {
+            self.apply(Change::Posted { conv, posts }, out);
+        }
+        for (conv, sid, msg, ack) in acks {
+            self.acknowledge(conv, &msg, sid, ack, out);
+        }
+    }
+
+    /// Whether `cmd` must see the waiting messages published first: any
+    /// command but a SAY, which joins them.
+    pub fn publishes_first(&self, cmd: &Command<'_>) -> bool {
+        !self.unpublished.is_empty() && !matches!(cmd, Command::Say { .. })
     }
 
     /// The direct conversation between `uid` and the friend named `friend`,
@@ -190,15 +262,9 @@ impl Hub {
     }
 
     /// Applies durable messages of one conversation (fanned out to every
-    /// member session but their senders') and answers their senders:
-    /// `complete` says whether the senders' replies were deferred.
-    pub(super) fn publish(
-        &mut self,
-        conv: ConvId,
-        batch: Vec<(SessionId, Msg, Ack)>,
-        complete: bool,
-        out: &mut Out,
-    ) {
+    /// member session but their senders') and answers their senders, whose
+    /// replies were deferred.
+    pub(super) fn publish(&mut self, conv: ConvId, batch: Run, out: &mut Out) {
         let posts = batch
             .iter()
             .map(|(origin, msg, _)| Posted {
@@ -208,20 +274,12 @@ impl Hub {
             .collect();
         self.apply(Change::Posted { conv, posts }, out);
         for (origin, msg, ack) in batch {
-            self.acknowledge(conv, &msg, origin, complete, ack, out);
+            self.acknowledge(conv, &msg, origin, ack, out);
         }
     }
 
     /// Answers the sender of a published message.
-    fn acknowledge(
-        &mut self,
-        conv: ConvId,
-        msg: &Msg,
-        origin: SessionId,
-        complete: bool,
-        ack: Ack,
-        out: &mut Out,
-    ) {
+    fn acknowledge(&mut self, conv: ConvId, msg: &Msg, origin: SessionId, ack: Ack, out: &mut Out) {
         let reply = match ack {
             Ack::Say => Reply::Said {
                 conv,
@@ -235,14 +293,7 @@ impl Hub {
                 blob,
             },
         };
-        out.to(
-            origin,
-            if complete {
-                Output::Complete(reply)
-            } else {
-                Output::Reply(reply)
-            },
-        );
+        out.complete(origin, reply);
         // The sender has its own message: it is not news to them on SYNC,
         // and they have read what came before it.
         self.mark_read(msg.sender, conv, msg.seq, out);

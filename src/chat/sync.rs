@@ -69,6 +69,7 @@ impl Hub {
     /// crash makes a client receive about a second's worth twice, more only
     /// when over four times that many cursors move each second.
     pub fn flush_cursors(&mut self, max_rows: usize, out: &mut Out) {
+        self.flush_posts(out);
         if self.dirty_cursors.is_empty() {
             return;
         }
@@ -99,6 +100,7 @@ impl Hub {
 
     /// The driver wrote message `seq` of `conv` to session `sid`'s socket.
     pub fn delivered(&mut self, sid: SessionId, conv: ConvId, seq: Seq, out: &mut Out) {
+        self.flush_posts(out);
         let Some(uid) = self.user_of(sid) else {
             return;
         };
@@ -224,6 +226,7 @@ impl Hub {
 
     /// Sends the next piece of `sid`'s stream, or finishes it.
     pub fn stream_more(&mut self, sid: SessionId, out: &mut Out) {
+        self.flush_posts(out);
         if self.fetches.contains_key(&sid) {
             self.fetch_more(sid, out);
         } else {

@@ -11,6 +11,8 @@ struct Harness {
     hub: Hub,
     db: store::MemoryBackend,
     lines: Vec<(SessionId, String)>,
+    /// Every message delivery as the one buffer it came in.
+    deliveries: Vec<(SessionId, String)>,
     next: u64,
 }
 
@@ -32,6 +34,7 @@ impl Harness {
                 Box::new(FixedEnv::at(NOW)),
             ),
             lines: Vec::new(),
+            deliveries: Vec::new(),
             next: 0,
         }
     }
@@ -54,7 +57,9 @@ impl Harness {
                 Wire::Deliver { line, conv, seq } => {
                     // Delivered at once, as if the socket took it.
                     self.hub.delivered(sid, conv, seq, &mut Out::default());
-                    String::from_utf8(line.to_vec()).unwrap()
+                    let text = String::from_utf8(line.to_vec()).unwrap();
+                    self.deliveries.push((sid, text.clone()));
+                    text
                 }
                 Wire::Partial { lines, tag } => {
                     if let Some((conv, seq)) = tag {
@@ -72,8 +77,11 @@ impl Harness {
         }
     }
 
+    /// Runs `out` and what follows from it to the end, a loop turn per
+    /// round: each ends, as in the server, with the hub's `flush_posts`.
     fn drain(&mut self, mut out: Out) {
         loop {
+            self.hub.flush_posts(&mut out);
             let mut wire = Vec::new();
             crate::fanout::route(&mut self.hub, &mut out.emits, &mut wire);
             self.record(wire);
@@ -128,11 +136,37 @@ impl Harness {
         self.drain(out);
     }
 
+    /// Lines from several sessions handled in one loop turn, in order.
+    fn turn(&mut self, lines: &[(SessionId, &str)]) {
+        let mut out = Out::default();
+        for &(sid, line) in lines {
+            let cmd = parse(line).unwrap();
+            if self.hub.publishes_first(&cmd) {
+                // As the server does: routed before the command can
+                // change who hears them.
+                self.hub.flush_posts(&mut out);
+                let mut wire = Vec::new();
+                crate::fanout::route(&mut self.hub, &mut out.emits, &mut wire);
+                self.record(wire);
+            }
+            self.hub.handle(sid, cmd, &mut out);
+        }
+        self.drain(out);
+    }
+
     /// Lines received by `sid` since the last call.
     fn take(&mut self, sid: SessionId) -> Vec<String> {
         let (mine, rest) = self.lines.drain(..).partition(|(s, _)| *s == sid);
         self.lines = rest;
         mine.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The message deliveries `sid` got since the last call, each the
+    /// buffer it came in (lines since the last `take` are kept).
+    fn take_deliveries(&mut self, sid: SessionId) -> Vec<String> {
+        let (mine, rest) = self.deliveries.drain(..).partition(|(s, _)| *s == sid);
+        self.deliveries = rest;
+        mine.into_iter().map(|(_, d)| d).collect()
     }
 
     fn user(&mut self, name: &str) -> SessionId {
@@ -444,6 +478,126 @@ fn edit_and_delete_of_messages_older_than_memory() {
             "OK HISTORY #r 3".to_string()
         ]
     );
+}
+
+/// A MSG line from alice: `seq` in `conv`, the hub's `n`th message.
+fn alices(conv: &str, seq: u64, n: u128, text: &str) -> String {
+    format!("MSG {conv} {seq} {} alice {NOW_TEXT} {text}", msgid(n))
+}
+
+/// Lines as they arrive in one buffer.
+fn buffer(lines: &[&String]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// alice (two sessions) and bob in `#r` and `#s`, everything so far taken.
+fn two_rooms(durability: Durability) -> (Harness, [SessionId; 3]) {
+    let mut h = Harness::new(durability);
+    let a = h.user("alice");
+    let a2 = h.connect();
+    h.send(a2, "LOGIN alice password1");
+    let b = h.user("bob");
+    for room in ["#r", "#s"] {
+        h.send(a, &format!("JOIN {room}"));
+        h.send(b, &format!("JOIN {room}"));
+    }
+    for s in [a, a2, b] {
+        h.take(s);
+        h.take_deliveries(s);
+    }
+    (h, [a, a2, b])
+}
+
+/// Messages said in one loop turn reach each subscriber as one buffer,
+/// whatever the durability: under sync the commit batches them, under
+/// async the end of the turn does.
+#[test]
+fn messages_said_in_one_turn_are_delivered_as_one_buffer() {
+    for durability in [Durability::Sync, Durability::Async] {
+        let (mut h, [a, a2, b]) = two_rooms(durability);
+        h.turn(&[(a, "SAY #r one"), (a, "SAY #r two"), (b, "SAY #r three")]);
+        let one = alices("#r", 1, 1, "one");
+        let two = alices("#r", 2, 2, "two");
+        let three = format!("MSG #r 3 {} bob {NOW_TEXT} three", msgid(3));
+        assert_eq!(
+            h.take(a),
+            [
+                three.clone(),
+                format!("OK SAY #r 1 {}", msgid(1)),
+                format!("OK SAY #r 2 {}", msgid(2)),
+                // bob's own message says he has read what came before it.
+                "RECEIPT #r 2 bob read".to_string(),
+            ],
+            "{durability:?}"
+        );
+        let ok = format!("OK SAY #r 3 {}", msgid(3));
+        assert_eq!(h.take(b), [one.clone(), two.clone(), ok], "{durability:?}");
+        assert_eq!(h.take_deliveries(b), [buffer(&[&one, &two])]);
+        assert_eq!(h.take_deliveries(a), [buffer(&[&three])]);
+        assert_eq!(h.take_deliveries(a2), [buffer(&[&one, &two, &three])]);
+    }
+}
+
+/// Under async, a turn's messages are grouped per conversation even when
+/// SAYs to two rooms alternate: one buffer per room, in the order the rooms
+/// were first said to, each room's messages in seq order.
+#[test]
+fn async_groups_a_turns_messages_per_conversation() {
+    let (mut h, [a, _, b]) = two_rooms(Durability::Async);
+    h.turn(&[
+        (a, "SAY #s uno"),
+        (a, "SAY #r one"),
+        (a, "SAY #s dos"),
+        (a, "SAY #r two"),
+    ]);
+    assert_eq!(
+        h.take(a),
+        [
+            format!("OK SAY #s 1 {}", msgid(1)),
+            format!("OK SAY #r 1 {}", msgid(2)),
+            format!("OK SAY #s 2 {}", msgid(3)),
+            format!("OK SAY #r 2 {}", msgid(4)),
+        ]
+    );
+    assert_eq!(
+        h.take_deliveries(b),
+        [
+            buffer(&[&alices("#s", 1, 1, "uno"), &alices("#s", 2, 3, "dos")]),
+            buffer(&[&alices("#r", 1, 2, "one"), &alices("#r", 2, 4, "two")]),
+        ]
+    );
+}
+
+/// Under async a command after a SAY in the same turn sees the message (it
+/// is published first): HISTORY lists it, a JOIN replays it and does not
+/// deliver it again, and answers keep command order.
+#[test]
+fn async_commands_after_a_say_in_one_turn_see_it() {
+    let (mut h, [a, _, b]) = two_rooms(Durability::Async);
+    let c = h.user("carol");
+    h.turn(&[
+        (a, "SAY #r one"),
+        (a, "HISTORY #r"),
+        (c, "JOIN #r"),
+        (a, "PING p"),
+        (a, "SAY #r two"),
+    ]);
+    let one = alices("#r", 1, 1, "one");
+    let two = alices("#r", 2, 2, "two");
+    assert_eq!(
+        h.take(a),
+        [
+            format!("OK SAY #r 1 {}", msgid(1)),
+            format!("HISTORY #r 1 {} alice {NOW_TEXT} sent one", msgid(1)),
+            "OK HISTORY #r 1".to_string(),
+            "JOINED #r carol".to_string(),
+            "OK PONG p".to_string(),
+            format!("OK SAY #r 2 {}", msgid(2)),
+        ]
+    );
+    assert_eq!(h.take(c), ["OK JOIN #r joined", &one, &two]);
+    assert_eq!(h.take_deliveries(c), [buffer(&[&two])], "once each");
+    assert_eq!(h.take_deliveries(b), [buffer(&[&one]), buffer(&[&two])]);
 }
 
 /// alice and bob in `#r` (sync), everything they were told so far read.

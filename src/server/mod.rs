@@ -2,8 +2,10 @@
 //!
 //! The loop only moves bytes. Each turn it accepts, reads (a bounded budget
 //! per session, so a flooder cannot starve anyone), hands complete lines to
-//! the [`Hub`], routes the hub's output into outboxes, and finally flushes
-//! every outbox that got something, many lines per `writev`. Password hashing
+//! the [`Hub`], routes the hub's output into outboxes, publishes the messages
+//! the turn read under `--durability async` (one batch per room, see
+//! [`Hub::flush_posts`]), and finally flushes every outbox that got
+//! something, many lines per `writev`. Password hashing
 //! and disk I/O happen on other threads and come back through channels and a
 //! `mio::Waker`.
 //!
@@ -318,6 +320,8 @@ impl Server {
         self.expire_logins();
         self.expire_handshakes();
         self.drop_over_soft_too_long();
+        // Messages said this turn (under async) go out as one batch each.
+        self.flush_posts();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -348,16 +352,26 @@ impl Server {
 
     pub(super) fn drain_workers(&mut self) {
         while let Ok(done) = self.auth_done.try_recv() {
+            self.flush_posts();
             self.hub.authed(done, &mut self.out);
             self.apply_out();
         }
         while let Ok(done) = self.store_done.try_recv() {
+            self.flush_posts();
             self.hub.committed(done, &mut self.out);
             self.apply_out();
         }
         while let Ok(done) = self.blob_done.try_recv() {
+            self.flush_posts();
             self.hub.blob_done(done, &mut self.out);
             self.apply_out();
         }
+    }
+
+    /// Publishes the messages said so far this turn (under async) and
+    /// routes them, before an input that could change who hears them.
+    pub(super) fn flush_posts(&mut self) {
+        self.hub.flush_posts(&mut self.out);
+        self.apply_out();
     }
 }

@@ -4,6 +4,7 @@
 use std::io::{self, Read};
 
 use crate::chat::{Out, Reply, SessionId};
+use crate::fanout;
 use crate::protocol::{self, Frame, Framing, Lost, ParseError};
 use crate::stream;
 
@@ -99,6 +100,7 @@ impl Server {
             conns,
             hub,
             out,
+            wire,
             throttled,
             ..
         } = self;
@@ -156,7 +158,15 @@ impl Server {
                         continue;
                     }
                     match parsed {
-                        Ok(cmd) => hub.handle(sid, cmd, out),
+                        Ok(cmd) => {
+                            if hub.publishes_first(&cmd) {
+                                // Their audience is who is in the room now,
+                                // before this command can change that.
+                                hub.flush_posts(out);
+                                fanout::route(hub, &mut out.emits, wire);
+                            }
+                            hub.handle(sid, cmd, out)
+                        }
                         Err(e) => hub.bad_line(sid, e, out),
                     }
                     match framing {

@@ -17,6 +17,9 @@ impl Server {
     /// time, hands the last cursors to storage and waits for its final commit.
     pub(super) fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
         log::info!("shutting down: {} sessions", self.conns.len());
+        // The turn the signal came in is cut short: what it said goes out
+        // before BYE.
+        self.flush_posts();
         let _ = self.poll.registry().deregister(&mut self.listener);
         if let Some(tls) = &mut self.tls {
             let _ = self.poll.registry().deregister(&mut tls.listener);
