@@ -306,7 +306,12 @@ impl Server {
 
     /// Work that is done once per loop turn, after all events.
     pub(super) fn turn_end(&mut self) {
-        for i in std::mem::take(&mut self.again) {
+        // A session answered many times this turn is read once more, not
+        // once per answer.
+        let mut again = std::mem::take(&mut self.again);
+        again.sort_unstable();
+        again.dedup();
+        for i in again {
             self.service(i);
         }
         self.wake_throttled();
