@@ -37,6 +37,32 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub tls_handshake_timeout: u64,
 
+    /// Address for the WebSocket listener (`ws://`, with `/healthz` and
+    /// `/metrics` over HTTP on the same port; port 0 picks a free port).
+    #[arg(long, env = "LINECHAT_WS_LISTEN")]
+    pub ws_listen: Option<SocketAddr>,
+
+    /// Bytes of an HTTP request head on the WebSocket listener; a longer
+    /// head is answered 431 and closed.
+    #[arg(long, env = "LINECHAT_WS_MAX_REQUEST", default_value_t = 8192)]
+    pub ws_max_request: usize,
+
+    /// Headers in an HTTP request on the WebSocket listener; more are
+    /// answered 431 and closed.
+    #[arg(long, env = "LINECHAT_WS_MAX_HEADERS", default_value_t = 32)]
+    pub ws_max_headers: usize,
+
+    /// Payload bytes of one WebSocket frame, either way. A bigger frame
+    /// from a client is answered with close code 1009 and closed.
+    #[arg(long, env = "LINECHAT_WS_MAX_FRAME", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub ws_max_frame: u32,
+
+    /// Seconds a WebSocket connection may take to send its complete HTTP
+    /// request before it is closed. 0 turns the deadline off.
+    #[arg(long, env = "LINECHAT_WS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub ws_handshake_timeout: u64,
+
     /// Connections the kernel may queue before they are accepted (capped by
     /// net.core.somaxconn).
     #[arg(long, env = "LINECHAT_LISTEN_BACKLOG", default_value_t = 4096)]

@@ -92,3 +92,4 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod worker;
+pub mod ws;

@@ -38,13 +38,18 @@ fn main() {
             std::process::exit(1);
         }
     }
-    match server.tls_local_addr() {
-        Some(Ok(addr)) => println!("linechat tls listening on {addr}"),
-        Some(Err(e)) => {
-            eprintln!("linechat: {e}");
-            std::process::exit(1);
+    for (front, addr) in [
+        ("tls", server.tls_local_addr()),
+        ("ws", server.ws_local_addr()),
+    ] {
+        match addr {
+            Some(Ok(addr)) => println!("linechat {front} listening on {addr}"),
+            Some(Err(e)) => {
+                eprintln!("linechat: {e}");
+                std::process::exit(1);
+            }
+            None => {}
         }
-        None => {}
     }
     if let Err(e) = server.run() {
         eprintln!("linechat: event loop failed: {e}");

@@ -25,12 +25,16 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, Connection, RootCertStore, ServerConfig};
 
+use crate::ws::{self, WsStream};
+
 /// A plain or TLS stream. The TLS one is boxed, so that a plain stream
 /// carries a pointer's worth of enum, not rustls' state.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Tls(Box<TlsStream>),
+    /// WebSocket, over plain TCP or TLS.
+    Ws(Box<WsStream>),
 }
 
 /// Why a TLS configuration could not be built.
@@ -215,6 +219,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Tls(s) => &s.tcp,
+            Stream::Ws(s) => s.inner().socket(),
         }
     }
 
@@ -222,6 +227,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s,
             Stream::Tls(s) => &mut s.tcp,
+            Stream::Ws(s) => s.inner_mut().socket_mut(),
         }
     }
 
@@ -231,6 +237,7 @@ impl Stream {
         match self {
             Stream::Tcp(_) => false,
             Stream::Tls(s) => s.holds_output(),
+            Stream::Ws(s) => s.holds_output(),
         }
     }
 
@@ -243,10 +250,17 @@ impl Stream {
 
     /// Ends the stream as its wire form asks (TLS close_notify), best effort.
     pub fn close(&mut self) {
+        self.close_because(ws::CLOSE_NORMAL, "")
+    }
+
+    /// Ends the stream as [`Stream::close`] does; a WebSocket's close frame
+    /// carries `code` and `reason`.
+    pub fn close_because(&mut self, code: u16, reason: &str) {
         match self {
             // Dropping the socket closes it; TCP has no closing message.
             Stream::Tcp(_) => {}
             Stream::Tls(s) => s.close(),
+            Stream::Ws(s) => s.close(code, reason),
         }
     }
 }
@@ -256,6 +270,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Ws(s) => s.read(buf),
         }
     }
 }
@@ -265,6 +280,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Ws(s) => s.write(buf),
         }
     }
 
@@ -272,6 +288,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Tls(s) => s.write_vectored(bufs),
+            Stream::Ws(s) => s.write_vectored(bufs),
         }
     }
 
@@ -280,6 +297,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(_) => Ok(()),
             Stream::Tls(s) => s.flush(),
+            Stream::Ws(s) => s.flush(),
         }
     }
 }

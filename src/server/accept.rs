@@ -14,6 +14,8 @@ use mio::Token;
 use mio::net::{TcpListener, TcpStream};
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::ws::{WsLimits, WsStream};
+
 use crate::chat::SessionId;
 use crate::protocol::driver_lines;
 
@@ -29,6 +31,8 @@ use crate::stream::TlsStream;
 pub(super) enum Front {
     Plain,
     Tls,
+    /// WebSocket (and HTTP) over plain TCP.
+    Ws,
 }
 
 /// The TLS listener and the configuration its sessions share.
@@ -70,15 +74,16 @@ impl Server {
             return;
         }
         loop {
-            let (accepted, tls_config) = match (front, &self.tls) {
-                (Front::Plain, _) => (self.listener.accept(), None),
-                (Front::Tls, Some(tls)) => (tls.listener.accept(), Some(Arc::clone(&tls.config))),
-                (Front::Tls, None) => return,
+            let accepted = match (front, &self.tls, &self.ws) {
+                (Front::Plain, ..) => self.listener.accept(),
+                (Front::Tls, Some(tls), _) => tls.listener.accept(),
+                (Front::Ws, _, Some(ws)) => ws.accept(),
+                (Front::Tls | Front::Ws, ..) => return,
             };
             match accepted {
                 Ok((sock, peer)) => {
                     self.fd_warned = false;
-                    self.open(sock, peer, tls_config)
+                    self.open(sock, peer, front)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -100,13 +105,12 @@ impl Server {
         }
     }
 
-    /// Admits a new connection, over TLS when `tls_config` is given.
-    pub(super) fn open(
-        &mut self,
-        mut sock: TcpStream,
-        peer: SocketAddr,
-        tls_config: Option<Arc<ServerConfig>>,
-    ) {
+    /// Admits a new connection that came in on the `front` listener.
+    pub(super) fn open(&mut self, mut sock: TcpStream, peer: SocketAddr, front: Front) {
+        let tls_config = match (front, &self.tls) {
+            (Front::Tls, Some(tls)) => Some(Arc::clone(&tls.config)),
+            _ => None,
+        };
         let slot = self.conns.vacant_key();
         let sid = SessionId::new(self.serial.wrapping_add(1), slot as u32);
         let refusal = if self.conns.len() >= self.cfg.max_connections {
@@ -125,8 +129,9 @@ impl Server {
         if let Some((line, reason)) = refusal {
             self.counters.closed[reason as usize] += 1;
             // Best effort: the socket is new, so its buffer has room. A TLS
-            // client would read the line as a broken record: it gets a close.
-            if tls_config.is_none() {
+            // or WebSocket client would read the line as garbage: it gets a
+            // close.
+            if front == Front::Plain {
                 let _ = sock.write(line);
             }
             self.counters.refused += 1;
@@ -143,8 +148,15 @@ impl Server {
                 .with_retries(3);
             let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
         }
-        let is_tls = tls_config.is_some();
         let mut transport = match tls_config.map(ServerConnection::new) {
+            None if front == Front::Ws => Socket::Ws(Box::new(WsStream::new(
+                Socket::Tcp(sock),
+                WsLimits {
+                    max_request: self.cfg.ws_max_request,
+                    max_headers: self.cfg.ws_max_headers,
+                    max_frame: self.cfg.ws_max_frame as usize,
+                },
+            ))),
             None => Socket::Tcp(sock),
             Some(Ok(tls)) => Socket::Tls(Box::new(TlsStream::new(sock, tls))),
             Some(Err(e)) => {
@@ -171,13 +183,21 @@ impl Server {
         entry.insert(Box::new(Conn::new(transport, session)));
         let now = self.now_ms();
         push_deadline(&mut self.login_deadlines, now, self.cfg.login_timeout, sid);
-        if is_tls && self.cfg.tls_handshake_timeout > 0 {
+        if front == Front::Tls && self.cfg.tls_handshake_timeout > 0 {
             let timeout = self.cfg.tls_handshake_timeout;
             push_deadline(&mut self.handshake_deadlines, now, timeout, sid);
         }
+        if front == Front::Ws && self.cfg.ws_handshake_timeout > 0 {
+            let timeout = self.cfg.ws_handshake_timeout;
+            push_deadline(&mut self.ws_deadlines, now, timeout, sid);
+        }
         self.counters.accepted += 1;
         self.hub.connect(sid);
-        let over = if is_tls { " over TLS" } else { "" };
+        let over = match front {
+            Front::Plain => "",
+            Front::Tls => " over TLS",
+            Front::Ws => " over WebSocket",
+        };
         log::info!("session {sid} connected from {peer}{over}");
         self.push(i, driver_lines::hello(), None);
     }
@@ -204,21 +224,34 @@ impl Server {
 
 impl Server {
     /// Closes TLS connections whose handshake did not end within
-    /// `--tls-handshake-timeout`. Nothing is written: there is no channel
-    /// to write a line on yet.
+    /// `--tls-handshake-timeout`, and WebSocket ones without a complete
+    /// request within `--ws-handshake-timeout`. Nothing is written: there
+    /// is no channel to write a line on yet.
     pub(super) fn expire_handshakes(&mut self) {
         let now = self.now_ms();
-        while let Some(sid) = pop_due(&mut self.handshake_deadlines, now) {
-            let Some(i) = self.index_of(sid) else {
-                continue;
-            };
-            let conn = &mut self.conns[i];
-            if let Socket::Tls(tls) = &conn.transport
-                && tls.is_handshaking()
-            {
-                conn.session.closing = true;
-                conn.session.close_as(CloseReason::TlsHandshakeTimeout);
-                self.dead.push(i);
+        let queues = [
+            (
+                &mut self.handshake_deadlines,
+                CloseReason::TlsHandshakeTimeout,
+            ),
+            (&mut self.ws_deadlines, CloseReason::WsHandshakeTimeout),
+        ];
+        for (queue, reason) in queues {
+            while let Some(sid) = pop_due(queue, now) {
+                let i = sid.slot();
+                let Some(conn) = self.conns.get_mut(i).filter(|c| c.session.sid == sid) else {
+                    continue;
+                };
+                let handshaking = match &conn.transport {
+                    Socket::Tls(tls) => tls.is_handshaking(),
+                    Socket::Ws(ws) => ws.is_handshaking(),
+                    Socket::Tcp(_) => false,
+                };
+                if handshaking {
+                    conn.session.closing = true;
+                    conn.session.close_as(reason);
+                    self.dead.push(i);
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use super::Server;
 use crate::chat::SessionId;
+use crate::ws;
 
 /// The reason a connection was closed. The first cause found wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,28 @@ pub enum CloseReason {
     TlsError,
     /// The TLS handshake did not end within `--tls-handshake-timeout`.
     TlsHandshakeTimeout,
+    /// An HTTP request on the WebSocket listener was answered (`/healthz`,
+    /// `/metrics`, a 404).
+    HttpServed,
+    /// An HTTP request was refused (malformed, smuggling shapes, over the
+    /// head limits): 400, 405 or 431.
+    BadRequest,
+    /// The peer broke the WebSocket protocol (unmasked or reserved frames).
+    WsError,
+    /// A WebSocket frame over `--ws-max-frame`.
+    WsFrameTooLarge,
+    /// No complete HTTP request within `--ws-handshake-timeout`.
+    WsHandshakeTimeout,
 }
 
 impl CloseReason {
+    /// Reasons listed in STATS before `messages_stored`; the ones after
+    /// them come at the end of the answer (rows only ever go at the end).
+    pub const FIRST_LISTED: usize = 16;
+
     /// Every reason, in the order of the STATS rows.
     /// New reasons go last, so that existing rows keep their places.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 21] = [
         CloseReason::Quit,
         CloseReason::ClientClosed,
         CloseReason::UploadCut,
@@ -64,6 +81,11 @@ impl CloseReason {
         CloseReason::SlowConsumerSoft,
         CloseReason::TlsError,
         CloseReason::TlsHandshakeTimeout,
+        CloseReason::HttpServed,
+        CloseReason::BadRequest,
+        CloseReason::WsError,
+        CloseReason::WsFrameTooLarge,
+        CloseReason::WsHandshakeTimeout,
     ];
 
     /// The name in logs and in `STAT closed_<name>`.
@@ -85,6 +107,22 @@ impl CloseReason {
             CloseReason::TooManyUnauth => "too_many_unauth",
             CloseReason::TlsError => "tls_error",
             CloseReason::TlsHandshakeTimeout => "tls_handshake_timeout",
+            CloseReason::HttpServed => "http_served",
+            CloseReason::BadRequest => "bad_request",
+            CloseReason::WsError => "ws_error",
+            CloseReason::WsFrameTooLarge => "ws_frame_too_large",
+            CloseReason::WsHandshakeTimeout => "ws_handshake_timeout",
+        }
+    }
+
+    /// The close code a WebSocket client gets for this reason.
+    pub fn ws_close_code(self) -> u16 {
+        match self {
+            CloseReason::Quit | CloseReason::ClientClosed => ws::CLOSE_NORMAL,
+            CloseReason::Shutdown => ws::CLOSE_GOING_AWAY,
+            CloseReason::TooLarge | CloseReason::WsFrameTooLarge => ws::CLOSE_TOO_BIG,
+            CloseReason::ProtocolError | CloseReason::WsError => ws::CLOSE_PROTOCOL,
+            _ => ws::CLOSE_POLICY,
         }
     }
 
@@ -104,16 +142,15 @@ impl Server {
             let Some(mut conn) = self.conns.try_remove(i) else {
                 continue;
             };
-            conn.transport.close();
+            let reason = conn.session.reason.unwrap_or(CloseReason::ClientClosed);
+            conn.transport
+                .close_because(reason.ws_close_code(), reason.name());
             let _ = self.poll.registry().deregister(&mut conn.transport);
             self.soft.forget(i, &conn.session.soft_clock);
             if !conn.session.authed {
                 self.unauth.remove(conn.session.sid);
             }
-            self.record_close(
-                conn.session.sid,
-                conn.session.reason.unwrap_or(CloseReason::ClientClosed),
-            );
+            self.record_close(conn.session.sid, reason);
             self.hub.disconnect(conn.session.sid, &mut self.out);
             self.apply_out();
         }

@@ -22,6 +22,7 @@
 mod accept;
 mod close;
 mod conn;
+mod http;
 mod limits;
 mod outbox;
 mod read;
@@ -71,6 +72,7 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
+const WS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// How often changed delivery cursors are handed to storage (at most
 /// `chat::CURSOR_ROWS` at a time).
@@ -82,6 +84,8 @@ pub struct Server {
     listener: TcpListener,
     /// Set with `--tls-listen`.
     tls: Option<TlsListener>,
+    /// Set with `--ws-listen`.
+    ws: Option<TcpListener>,
     /// Boxed: the slab's spare capacity then costs a pointer per slot, not
     /// a whole connection.
     conns: Slab<Box<Conn>>,
@@ -125,6 +129,8 @@ pub struct Server {
     login_deadlines: VecDeque<(u32, SessionId)>,
     /// TLS handshake deadlines, kept the same way.
     handshake_deadlines: VecDeque<(u32, SessionId)>,
+    /// WebSocket request deadlines, kept the same way.
+    ws_deadlines: VecDeque<(u32, SessionId)>,
     signals: Signals,
     started: Instant,
     counters: Counters,
@@ -189,6 +195,15 @@ impl Server {
             // The flags require each other, so this is "no TLS".
             _ => None,
         };
+        let ws = match cfg.ws_listen {
+            Some(addr) => {
+                let mut listener = bind(addr, cfg.listen_backlog)?;
+                poll.registry()
+                    .register(&mut listener, WS_LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -200,6 +215,7 @@ impl Server {
             poll,
             listener,
             tls,
+            ws,
             conns: Slab::new(),
             hub,
             out: Out::default(),
@@ -225,6 +241,7 @@ impl Server {
             unauth: limits::UnauthCount::default(),
             login_deadlines: VecDeque::new(),
             handshake_deadlines: VecDeque::new(),
+            ws_deadlines: VecDeque::new(),
             signals,
             started: Instant::now(),
             counters: Counters::default(),
@@ -239,6 +256,11 @@ impl Server {
     /// The TLS listener's address, when there is one.
     pub fn tls_local_addr(&self) -> Option<io::Result<SocketAddr>> {
         self.tls.as_ref().map(|t| t.listener.local_addr())
+    }
+
+    /// The WebSocket listener's address, when there is one.
+    pub fn ws_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.ws.as_ref().map(TcpListener::local_addr)
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
@@ -256,6 +278,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(Front::Plain),
                     TLS_LISTENER => self.accept(Front::Tls),
+                    WS_LISTENER => self.accept(Front::Ws),
                     WAKER => self.drain_workers(),
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
@@ -321,6 +344,7 @@ impl Server {
             self.accept_paused_until = None;
             self.accept(Front::Plain);
             self.accept(Front::Tls);
+            self.accept(Front::Ws);
         }
         self.expire_logins();
         self.expire_handshakes();
@@ -363,6 +387,7 @@ impl Server {
         }
         while let Ok(done) = self.store_done.try_recv() {
             self.flush_posts();
+            self.counters.commit_latency.record(done.took);
             self.hub.committed(done, &mut self.out);
             self.apply_out();
         }

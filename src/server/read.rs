@@ -7,16 +7,25 @@ use crate::chat::{Out, Reply, SessionId};
 use crate::fanout;
 use crate::protocol::{self, Frame, Framing, Lost, ParseError};
 use crate::stream;
+use crate::ws::{self, FrameError};
 
 use super::Server;
 use super::close::CloseReason;
 use super::session::{Session, Upload};
+use super::transport::Socket;
 
 impl Server {
     /// Reads and handles input for connection `i`; then, if the read left
     /// the transport bytes of its own to send (a TLS handshake message),
     /// marks the session for a flush.
     pub(super) fn service(&mut self, i: usize) {
+        if self
+            .conns
+            .get(i)
+            .is_some_and(|c| matches!(&c.transport, Socket::Ws(ws) if ws.is_handshaking()))
+        {
+            self.serve_http(i);
+        }
         self.read_input(i);
         if self
             .conns
@@ -74,6 +83,15 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if ws::frame_error(&e).is_some() => {
+                    log::info!("session {sid}: {e}");
+                    conn.session.close_as(match ws::frame_error(&e) {
+                        Some(FrameError::TooLarge) => CloseReason::WsFrameTooLarge,
+                        _ => CloseReason::WsError,
+                    });
+                    self.dead.push(i);
+                    return;
+                }
                 Err(e) if stream::is_protocol_error(&e) => {
                     log::info!("session {sid}: {e}");
                     conn.session.close_as(CloseReason::TlsError);

@@ -21,6 +21,36 @@ pub(super) struct Counters {
     pub(super) flushes: u64,
     /// Closed sessions and refused connections, per [`CloseReason`].
     pub(super) closed: [u64; CloseReason::ALL.len()],
+    /// Storage round times the hub was told of (`Committed::took`).
+    pub(super) commit_latency: LatencyBuckets,
+}
+
+/// A cumulative latency histogram with fixed bounds, as Prometheus wants
+/// it: counts per upper bound, the sum and the count.
+#[derive(Debug, Default)]
+pub(super) struct LatencyBuckets {
+    /// Observations at or under each of [`LATENCY_BOUNDS_US`].
+    pub(super) at_most: [u64; LATENCY_BOUNDS_US.len()],
+    pub(super) count: u64,
+    pub(super) sum_us: u64,
+}
+
+/// Bucket upper bounds in microseconds: 100 us to 10 s.
+pub(super) const LATENCY_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 1_000_000, 10_000_000,
+];
+
+impl LatencyBuckets {
+    pub(super) fn record(&mut self, took: Duration) {
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&mut self.at_most) {
+            if us <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
 }
 
 /// Per-second rates computed once a second from the hub's counters.
@@ -59,7 +89,9 @@ impl Server {
         }
     }
 
-    pub(super) fn stats_reply(&self) -> Bytes {
+    /// The STATS counters (before the close reasons), also served on
+    /// `/metrics`.
+    pub(super) fn stat_rows(&self) -> [(&'static str, u64); 17] {
         let c = &self.hub.counters;
         let queued: usize = self
             .conns
@@ -67,7 +99,7 @@ impl Server {
             .map(|(_, c)| c.session.outbox.len_bytes())
             .sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
-        let rows: [(&str, u64); 17] = [
+        [
             ("sessions", self.conns.len() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
@@ -85,9 +117,21 @@ impl Server {
             ("storage_commits", c.commits),
             ("storage_commit_avg_us", avg_commit),
             ("storage_commit_last_us", c.commit_micros_last),
-        ];
-        let closed = CloseReason::ALL.map(|r| (r.name(), self.counters.closed[r as usize]));
-        let later = [("messages_stored", c.messages_stored)];
-        driver_lines::stats(rows, closed, later)
+        ]
+    }
+
+    pub(super) fn stats_reply(&self) -> Bytes {
+        let c = &self.hub.counters;
+        let rows = self.stat_rows();
+        let count = |r: &CloseReason| (r.name(), self.counters.closed[*r as usize]);
+        let (first, added) = CloseReason::ALL.split_at(CloseReason::FIRST_LISTED);
+        let added: Vec<(String, u64)> = added
+            .iter()
+            .map(|r| (format!("closed_{}", r.name()), count(r).1))
+            .collect();
+        let later = [("messages_stored", c.messages_stored)]
+            .into_iter()
+            .chain(added.iter().map(|(k, v)| (k.as_str(), *v)));
+        driver_lines::stats(rows, first.iter().map(count), later)
     }
 }

@@ -1,0 +1,114 @@
+//! HTTP on the WebSocket listener: the request decides between an upgrade
+//! (frames follow, the session goes on) and a one-shot answer (`/healthz`,
+//! `/metrics`, 404, or a refusal), after which the connection closes.
+
+use std::fmt::Write as _;
+
+use crate::ws::{HttpError, Request};
+
+use super::Server;
+use super::close::CloseReason;
+use super::stats::LATENCY_BOUNDS_US;
+use super::transport::Socket;
+
+/// The content type of the Prometheus text format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Server {
+    /// Reads connection `i`'s request as far as it has come and acts on it.
+    pub(super) fn serve_http(&mut self, i: usize) {
+        let Some(conn) = self.conns.get_mut(i) else {
+            return;
+        };
+        let sid = conn.session.sid;
+        let Socket::Ws(ws) = &mut conn.transport else {
+            return;
+        };
+        let (status, content_type, body, reason) = match ws.read_request() {
+            Ok(None) => return,
+            // The greeting waiting in the outbox goes out behind the 101.
+            Ok(Some(Request::Upgrade)) => {
+                log::info!("session {sid}: WebSocket upgrade");
+                return;
+            }
+            Ok(Some(Request::Get(path))) => {
+                let (status, content_type, body) = match path.as_str() {
+                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                    "/metrics" => ("200 OK", METRICS_TYPE, self.metrics()),
+                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                };
+                log::info!("session {sid}: GET {path}: {status}");
+                (status, content_type, body, CloseReason::HttpServed)
+            }
+            Err(HttpError::Cut) => {
+                let conn = &mut self.conns[i];
+                conn.session.closing = true;
+                conn.session.close_as(CloseReason::ClientClosed);
+                self.dead.push(i);
+                return;
+            }
+            Err(e) => {
+                log::info!("session {sid}: refused HTTP request: {e}");
+                let body = format!("{e}\n");
+                (e.status(), "text/plain", body, CloseReason::BadRequest)
+            }
+        };
+        let conn = &mut self.conns[i];
+        if let Socket::Ws(ws) = &mut conn.transport {
+            ws.respond(status, content_type, body.as_bytes());
+        }
+        // The answer is small and the socket new: closing writes it.
+        conn.session.closing = true;
+        conn.session.close_as(reason);
+        self.dead.push(i);
+    }
+
+    /// The `/metrics` page in the Prometheus text format 0.0.4.
+    fn metrics(&self) -> String {
+        let mut page = String::new();
+        for (name, value) in self.stat_rows() {
+            let _ = writeln!(
+                page,
+                "# TYPE linechat_{name} gauge\nlinechat_{name} {value}"
+            );
+        }
+        let mut by_front = [("tcp", 0u64), ("tls", 0), ("ws", 0)];
+        for (_, conn) in &self.conns {
+            let k = match conn.transport {
+                Socket::Tcp(_) => 0,
+                Socket::Tls(_) => 1,
+                Socket::Ws(_) => 2,
+            };
+            by_front[k].1 += 1;
+        }
+        page.push_str("# TYPE linechat_sessions_by_front gauge\n");
+        for (front, n) in by_front {
+            let _ = writeln!(page, "linechat_sessions_by_front{{front=\"{front}\"}} {n}");
+        }
+        let _ = writeln!(
+            page,
+            "# TYPE linechat_deliveries_total counter\nlinechat_deliveries_total {}",
+            self.hub.counters.deliveries_out
+        );
+        page.push_str("# TYPE linechat_closed_total counter\n");
+        for reason in CloseReason::ALL {
+            let n = self.counters.closed[reason as usize];
+            let _ = writeln!(
+                page,
+                "linechat_closed_total{{reason=\"{}\"}} {n}",
+                reason.name()
+            );
+        }
+        let h = &self.counters.commit_latency;
+        let name = "linechat_commit_latency_seconds";
+        let _ = writeln!(page, "# TYPE {name} histogram");
+        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(h.at_most) {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(page, "{name}_sum {}", h.sum_us as f64 / 1e6);
+        let _ = writeln!(page, "{name}_count {}", h.count);
+        page
+    }
+}
