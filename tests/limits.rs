@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 34")
+        .take_while(|l| l != "OK STATS 39")
         .collect();
-    assert_eq!(rows.len(), 34, "{rows:?}");
+    assert_eq!(rows.len(), 39, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -140,9 +140,12 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     assert_eq!(rows[30], "STAT closed_slow_consumer_soft 0");
     assert_eq!(rows[32], "STAT closed_tls_handshake_timeout 0");
     // Nobody has said anything: no message is stored.
+    assert_eq!(rows[33], "STAT messages_stored 0");
+    // The WebSocket listener's close reasons came after it.
+    assert_eq!(rows[34], "STAT closed_http_served 0");
     assert_eq!(
         rows.last().map(String::as_str),
-        Some("STAT messages_stored 0")
+        Some("STAT closed_ws_handshake_timeout 0")
     );
 }
 

@@ -379,3 +379,26 @@ fn a_request_that_never_completes_is_closed_at_the_deadline() {
     let mut plain = s.user("plain");
     assert_eq!(plain.stat("closed_ws_handshake_timeout"), 1);
 }
+
+/// An attachment goes up as a binary frame after its ATTACH line and comes
+/// back from FETCH as frame payloads: binary where the bytes are not UTF-8.
+#[test]
+fn attachments_travel_as_binary_frames() {
+    let s = ws_server(&[]);
+    let mut alice = ws_client(&s);
+    alice.ignored.push("RECEIPT");
+    alice.send("REGISTER alice password1");
+    alice.expect("OK REGISTER alice");
+    alice.send("JOIN #files");
+    alice.expect("OK JOIN #files created");
+    let body: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    alice.send("ATTACH #files blob.bin application/octet-stream 3000");
+    alice.send_raw(&body);
+    let ok = alice.expect_prefix("OK ATTACH #files 1 ");
+    let id = ok.rsplit(' ').next().unwrap().to_string();
+    alice.send(&format!("FETCH {id}"));
+    alice.expect(&format!("BLOB {id} 3000 application/octet-stream"));
+    assert_eq!(alice.read_raw(3000), body);
+    assert_eq!(alice.line(), "", "a LF ends the body");
+    alice.expect(&format!("OK FETCH {id}"));
+}
