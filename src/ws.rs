@@ -7,9 +7,10 @@
 //! GET). An upgrade is answered with `101` (the accept key from
 //! tungstenite); any other GET is handed to the server to answer
 //! ([`WsStream::respond`]). After the upgrade, reads return the unmasked
-//! payloads of data frames as one byte stream (text and binary alike, so a
-//! line may span frames and a frame may hold many lines), pings are
-//! answered with pongs, and a close frame is echoed and ends the stream.
+//! payloads of data frames as one byte stream: a text message holds one or
+//! more whole lines (an LF is added at its end if it has none), a binary
+//! one raw bytes (an ATTACH body). Pings are answered with pongs, and a
+//! close frame is echoed and ends the stream.
 //! Writes cut what the outbox hands over into frames of at most
 //! [`WsLimits::max_frame`] bytes: a text frame when the bytes are UTF-8
 //! (cut back to a character boundary), a binary frame otherwise (attachment
@@ -138,6 +139,8 @@ pub struct WsStream {
     /// Data frame payload not handed to the reader yet, from `payload_at`.
     payload: Vec<u8>,
     payload_at: usize,
+    /// The data message being received is text (its continuations are too).
+    in_text: bool,
     /// Wire bytes (response, frames) not taken by the socket yet, from
     /// `output_at`.
     output: Vec<u8>,
@@ -156,6 +159,7 @@ impl WsStream {
             input: Vec::new(),
             payload: Vec::new(),
             payload_at: 0,
+            in_text: false,
             output: Vec::new(),
             output_at: 0,
         }
@@ -336,12 +340,20 @@ impl WsStream {
             .collect();
         self.input.drain(..end);
         match header.opcode {
-            OpCode::Data(Data::Text | Data::Binary | Data::Continue) => {
+            OpCode::Data(data @ (Data::Text | Data::Binary | Data::Continue)) => {
                 if self.payload_at == self.payload.len() {
                     self.payload.clear();
                     self.payload_at = 0;
                 }
+                if data != Data::Continue {
+                    self.in_text = data == Data::Text;
+                }
                 self.payload.append(&mut body);
+                // A text message holds whole lines: its end ends the last
+                // one, so a client may send a line per message without LF.
+                if header.is_final && self.in_text && self.payload.last() != Some(&b'\n') {
+                    self.payload.push(b'\n');
+                }
             }
             OpCode::Control(Control::Ping) => {
                 self.queue_frame(OpCode::Control(Control::Pong), &body)

@@ -18,7 +18,7 @@ use tungstenite::{Message, WebSocket};
 
 /// A WebSocket client as a byte stream: data frame payloads are read as one
 /// stream (the server's framing, see protocol.md), and each write is one
-/// text frame (binary if the bytes are not UTF-8).
+/// text frame (binary if the bytes are not UTF-8, as attachment bodies).
 struct WsWire {
     ws: WebSocket<TcpStream>,
     pending: Vec<u8>,
@@ -138,9 +138,8 @@ fn a_websocket_client_and_a_plain_client_talk_in_one_room() {
     bob.expect_prefix("OK SAY #mix 2 ");
     assert_eq!(msg(&alice.line()), "MSG #mix 2 bob hello from plain TCP");
 
-    // One text frame may carry several lines, and a line may span frames.
-    alice.send_raw(b"PING one\nPING two\nPING th");
-    alice.send_raw(b"ree\n");
+    // One text frame may carry several lines; its end ends the last one.
+    alice.send_raw(b"PING one\nPING two\nPING three");
     alice.expect("OK PONG one");
     alice.expect("OK PONG two");
     alice.expect("OK PONG three");
