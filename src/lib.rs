@@ -31,9 +31,11 @@
 //!   delivery reports), `slow` (hard and soft outbox limits), `close` (why
 //!   every session ended, logged and counted), `shutdown`, `stats`. A
 //!   connection (`conn`) is a `transport` (the byte pipe: a [`stream`],
-//!   plain TCP or TLS; the seam for WebSocket) and a `session` (framer, outbox, reply order, flood bucket,
-//!   upload) that never sees the socket; `outbox` and `limits` hold the
-//!   bounds. `accept` serves both listeners.
+//!   plain TCP, TLS or WebSocket) and a `session` (framer, outbox, reply
+//!   order, flood bucket, upload) that never sees the socket; `outbox` and
+//!   `limits` hold the bounds. `accept` serves the three listeners; `http`
+//!   answers the WebSocket listener's plain requests (`/healthz`,
+//!   `/metrics`).
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
@@ -48,6 +50,9 @@
 //! - [`stream`]: non-blocking byte streams over a mio socket, plain or TLS
 //!   (rustls driven as its mio example does), for the server's transports
 //!   and the load tool's clients.
+//! - [`ws`]: the WebSocket listener's stream over a [`stream::Stream`]: the
+//!   HTTP/1.1 request (httparse, bounded, smuggling shapes refused), the
+//!   upgrade, and frames both ways driven by hand from its own buffers.
 //! - [`config`]: the command-line flags.
 //!
 //! # One SAY, end to end

@@ -14,8 +14,9 @@
 //! login deadline), `read` (read budget, flood bucket, framing, ATTACH
 //! bodies), `route` (the hub's output into outboxes, in command order),
 //! `write` (flushes and delivery reports), `slow` (hard and soft outbox
-//! limits), `close` (why and how a session ends), `shutdown`, `stats`.
-//! A connection (`conn`) is a `transport` (plain TCP or TLS, a
+//! limits), `close` (why and how a session ends), `shutdown`, `stats`,
+//! `http` (plain requests on the WebSocket listener: health, metrics).
+//! A connection (`conn`) is a `transport` (plain TCP, TLS or WebSocket, a
 //! [`crate::stream::Stream`]) and a
 //! `session` kept apart; `outbox` and `limits` hold the per-connection bounds.
 

@@ -37,7 +37,8 @@
 //!   the session for a flush, which writes them and asks `interest` again.
 //!
 //! The loop is written against [`Socket`], the crate's [`crate::stream`]
-//! enum over plain TCP and TLS, which implements this trait by a `match`:
+//! enum over plain TCP, TLS and WebSocket ([`crate::ws`]), which
+//! implements this trait by a `match`:
 //! one branch per system call, none per delivery, and never a `dyn` call.
 //! The TLS stream is boxed, so a TCP connection carries a pointer's worth
 //! of enum, not rustls' state.
@@ -45,7 +46,8 @@
 //! The refusals at accept (`SERVER_FULL`, `TOO_MANY_CONNECTIONS`) are
 //! written to the raw socket before any handshake. On the TLS listener that
 //! line would only be garbage to a TLS client, so there the refusal is a
-//! plain close (counted under the same close reason).
+//! plain close (counted under the same close reason), and so on the
+//! WebSocket listener (before the HTTP request).
 
 use std::io;
 
