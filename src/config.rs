@@ -63,6 +63,16 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_WS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub ws_handshake_timeout: u64,
 
+    /// Messages whose publish time `/metrics` keeps for the delivery
+    /// latency histogram (each for at most 10 s); messages published while
+    /// this many are kept are not measured.
+    #[arg(
+        long,
+        env = "LINECHAT_METRICS_TRACKED_MESSAGES",
+        default_value_t = 65536
+    )]
+    pub metrics_tracked_messages: usize,
+
     /// Connections the kernel may queue before they are accepted (capped by
     /// net.core.somaxconn).
     #[arg(long, env = "LINECHAT_LISTEN_BACKLOG", default_value_t = 4096)]

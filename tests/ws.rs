@@ -270,19 +270,32 @@ fn metrics_are_prometheus_text_with_the_counters() {
         get("linechat_commit_latency_seconds_bucket{le=\"+Inf\"}"),
         count
     );
+    assert_cumulative(&m, "linechat_commit_latency_seconds");
+    assert!(get("linechat_commit_latency_seconds_sum") > 0.0);
+    // The delivery histogram saw bob's message reach alice's socket (and
+    // its receipt, if any, reach bob's): one or two deliveries.
+    let delivered = get("linechat_delivery_latency_seconds_count");
+    assert!((1.0..=2.0).contains(&delivered), "{delivered}");
+    assert_eq!(
+        get("linechat_delivery_latency_seconds_bucket{le=\"+Inf\"}"),
+        delivered
+    );
+    assert_cumulative(&m, "linechat_delivery_latency_seconds");
+}
+
+/// The buckets of histogram `name` never decrease as `le` grows.
+fn assert_cumulative(m: &HashMap<String, f64>, name: &str) {
+    let prefix = format!("{name}_bucket{{le=\"");
     let mut buckets: Vec<(f64, f64)> = m
         .iter()
         .filter_map(|(k, v)| {
-            let le = k
-                .strip_prefix("linechat_commit_latency_seconds_bucket{le=\"")?
-                .strip_suffix("\"}")?;
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
             Some((le.parse().ok()?, *v))
         })
         .collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    assert!(buckets.len() >= 5);
+    assert!(buckets.len() >= 5, "{name}: {buckets:?}");
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
-    assert!(get("linechat_commit_latency_seconds_sum") > 0.0);
 }
 
 /// Each bad request is refused with its status and closed, counted, while a

@@ -8,7 +8,7 @@ use crate::ws::{HttpError, Request};
 
 use super::Server;
 use super::close::CloseReason;
-use super::stats::LATENCY_BOUNDS_US;
+use super::stats::{LATENCY_BOUNDS_US, LatencyBuckets};
 use super::transport::Socket;
 
 /// The content type of the Prometheus text format.
@@ -99,16 +99,21 @@ impl Server {
                 reason.name()
             );
         }
-        let h = &self.counters.commit_latency;
-        let name = "linechat_commit_latency_seconds";
-        let _ = writeln!(page, "# TYPE {name} histogram");
-        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(h.at_most) {
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(page, "{name}_sum {}", h.sum_us as f64 / 1e6);
-        let _ = writeln!(page, "{name}_count {}", h.count);
+        histogram(&mut page, "commit", &self.counters.commit_latency);
+        histogram(&mut page, "delivery", &self.counters.delivery_latency);
         page
     }
+}
+
+/// Appends `h` as the histogram `linechat_<what>_latency_seconds`.
+fn histogram(page: &mut String, what: &str, h: &LatencyBuckets) {
+    let name = format!("linechat_{what}_latency_seconds");
+    let _ = writeln!(page, "# TYPE {name} histogram");
+    for (bound, n) in LATENCY_BOUNDS_US.iter().zip(h.at_most) {
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(page, "{name}_sum {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(page, "{name}_count {}", h.count);
 }

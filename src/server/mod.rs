@@ -57,7 +57,7 @@ use crate::stream;
 use accept::{Front, TlsListener, bind};
 use conn::Conn;
 use slow::SoftLimit;
-use stats::{Counters, Rates};
+use stats::{Counters, PublishTimes, Rates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -136,6 +136,8 @@ pub struct Server {
     started: Instant,
     counters: Counters,
     rates: Rates,
+    /// Publish times of recent messages, for `/metrics`.
+    published: PublishTimes,
 }
 
 impl Server {
@@ -247,6 +249,7 @@ impl Server {
             started: Instant::now(),
             counters: Counters::default(),
             rates: Rates::default(),
+            published: PublishTimes::default(),
         })
     }
 

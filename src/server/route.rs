@@ -2,6 +2,8 @@
 //! events held back behind a FETCH body, everything into bounded outboxes,
 //! and jobs to the worker threads.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::fanout::{self, Wire};
@@ -16,6 +18,8 @@ impl Server {
         let mut out = std::mem::take(&mut self.out);
         let mut wire = std::mem::take(&mut self.wire);
         fanout::route(&mut self.hub, &mut out.emits, &mut wire);
+        // One clock read per call: every delivery of it was published now.
+        let mut published_at = None;
         for (sid, output) in wire.drain(..) {
             let Some(i) = self.index_of(sid) else {
                 continue;
@@ -28,7 +32,12 @@ impl Server {
                     }
                 }
                 Wire::Event(b) => self.push_event(i, b, None),
-                Wire::Deliver { line, conv, seq } => self.push_event(i, line, Some((conv, seq))),
+                Wire::Deliver { line, conv, seq } => {
+                    let now = *published_at.get_or_insert_with(Instant::now);
+                    let limit = self.cfg.metrics_tracked_messages;
+                    self.published.publish(conv, seq, now, limit);
+                    self.push_event(i, line, Some((conv, seq)))
+                }
                 Wire::Defer => session.defer(),
                 Wire::Complete(b) => {
                     if !session.authed && self.hub.user_of(sid).is_some() {

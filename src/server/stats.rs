@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::chat::{ConvId, IdMap, Seq};
 use crate::protocol::driver_lines;
 
 use super::Server;
@@ -23,6 +24,42 @@ pub(super) struct Counters {
     pub(super) closed: [u64; CloseReason::ALL.len()],
     /// Storage round times the hub was told of (`Committed::took`).
     pub(super) commit_latency: LatencyBuckets,
+    /// From a message's publish to the loop to each write that took it.
+    pub(super) delivery_latency: LatencyBuckets,
+}
+
+/// How long a message's publish time is kept for the delivery histogram:
+/// a delivery later than this is not measured (it shows as a slow
+/// consumer's drop or in the outbox gauges instead).
+const PUBLISH_KEPT: Duration = Duration::from_secs(10);
+
+/// Publish times of recent messages, for the delivery latency histogram.
+/// Bounded by `--metrics-tracked-messages`; past it, new messages are not
+/// measured until old ones age out.
+#[derive(Debug, Default)]
+pub(super) struct PublishTimes {
+    at: IdMap<(ConvId, Seq), Instant>,
+}
+
+impl PublishTimes {
+    /// Notes that `conv`'s messages up to `seq` went out to their sessions
+    /// `now`; the first fan-out of a message counts.
+    pub(super) fn publish(&mut self, conv: ConvId, seq: Seq, now: Instant, limit: usize) {
+        if self.at.len() < limit {
+            self.at.entry((conv, seq)).or_insert(now);
+        }
+    }
+
+    /// When `conv`'s message `seq` was published, if it is tracked.
+    pub(super) fn get(&self, conv: ConvId, seq: Seq) -> Option<Instant> {
+        self.at.get(&(conv, seq)).copied()
+    }
+
+    /// Forgets messages published longer ago than [`PUBLISH_KEPT`].
+    fn expire(&mut self, now: Instant) {
+        self.at
+            .retain(|_, at| now.duration_since(*at) < PUBLISH_KEPT);
+    }
 }
 
 /// A cumulative latency histogram with fixed bounds, as Prometheus wants
@@ -66,6 +103,13 @@ pub(super) struct Rates {
 impl Server {
     pub(super) fn tick_rates(&mut self) {
         let now = Instant::now();
+        if self
+            .rates
+            .at
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            self.published.expire(now);
+        }
         let r = &mut self.rates;
         let c = &self.hub.counters;
         match r.at {

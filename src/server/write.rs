@@ -1,6 +1,8 @@
 //! Writing: flushing dirty outboxes, write interest only while an outbox is
 //! blocked, and reporting what reached each socket back to the hub.
 
+use std::time::Instant;
+
 use mio::Token;
 
 use crate::chat::SessionId;
@@ -68,8 +70,14 @@ impl Server {
         }
         if let Some(conn) = self.conns.get(i) {
             let sid = conn.session.sid;
+            let now = Instant::now();
             self.written.sort_unstable();
             for (k, &(conv, seq)) in self.written.iter().enumerate() {
+                if let Some(at) = self.published.get(conv, seq) {
+                    self.counters
+                        .delivery_latency
+                        .record(now.duration_since(at));
+                }
                 if self.written.get(k + 1).is_none_or(|next| next.0 != conv) {
                     self.wrote.push((sid, conv, seq));
                 }
