@@ -42,6 +42,11 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_WS_LISTEN")]
     pub ws_listen: Option<SocketAddr>,
 
+    /// Address for a WebSocket listener inside TLS (`wss://`, with the same
+    /// HTTP endpoints; port 0 picks a free port). Needs the TLS flags.
+    #[arg(long, env = "LINECHAT_WSS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub wss_listen: Option<SocketAddr>,
+
     /// Bytes of an HTTP request head on the WebSocket listener; a longer
     /// head is answered 431 and closed.
     #[arg(long, env = "LINECHAT_WS_MAX_REQUEST", default_value_t = 8192)]

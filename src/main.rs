@@ -41,6 +41,7 @@ fn main() {
     for (front, addr) in [
         ("tls", server.tls_local_addr()),
         ("ws", server.ws_local_addr()),
+        ("wss", server.wss_local_addr()),
     ] {
         match addr {
             Some(Ok(addr)) => println!("linechat {front} listening on {addr}"),

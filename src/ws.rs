@@ -67,6 +67,9 @@ pub enum HttpError {
     BadUpgrade,
     #[error("connection closed before the request was complete")]
     Cut,
+    /// On wss: the peer broke the TLS protocol. Nothing can be answered.
+    #[error("TLS protocol error")]
+    Tls,
 }
 
 impl HttpError {
@@ -199,6 +202,7 @@ impl WsStream {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if crate::stream::is_protocol_error(&e) => return Err(HttpError::Tls),
                 Err(_) => return Err(HttpError::Cut),
             }
         }
@@ -444,7 +448,12 @@ impl Write for WsStream {
     /// the upgrade.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self.phase {
-            Phase::Request => return Err(io::ErrorKind::WouldBlock.into()),
+            // No frames yet; what the stream underneath holds (a TLS
+            // handshake message) still goes out.
+            Phase::Request => {
+                self.flush()?;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
             // Nothing may follow a close frame: what the session still
             // says is dropped, so that it can finish.
             Phase::Done => return Ok(bufs.iter().map(|b| b.len()).sum()),

@@ -6,70 +6,15 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, TIMEOUT, Wire, msg};
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-
-type TlsStream = StreamOwned<ClientConnection, TcpStream>;
-
-impl Wire for TlsStream {
-    fn socket(&self) -> &TcpStream {
-        &self.sock
-    }
-}
-
-/// A server with a TLS listener on a certificate made for this test, and
-/// the client configuration that trusts it.
-struct TlsServer {
-    server: Server,
-    client_config: Arc<ClientConfig>,
-    _cert_dir: tempfile::TempDir,
-}
+use common::tls::{TlsServer, TlsStream};
+use common::{Client, TIMEOUT, msg};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 
 impl TlsServer {
-    fn start(extra: &[&str]) -> TlsServer {
-        let certified =
-            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-                .expect("certificate");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let cert_path = dir.path().join("cert.pem");
-        let key_path = dir.path().join("key.pem");
-        std::fs::write(&cert_path, certified.cert.pem()).unwrap();
-        std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
-        let path = |p: &PathBuf| p.display().to_string();
-        let (cert_arg, key_arg) = (path(&cert_path), path(&key_path));
-        let mut args = vec![
-            "--tls-listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert_arg,
-            "--tls-key",
-            &key_arg,
-        ];
-        args.extend_from_slice(extra);
-        let server = Server::with_args(&args);
-
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from(certified.cert.der().to_vec()))
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsServer {
-            server,
-            client_config: Arc::new(client_config),
-            _cert_dir: dir,
-        }
-    }
-
     fn tls_addr(&self) -> &str {
         self.server.tls_addr.as_deref().expect("a TLS listener")
     }

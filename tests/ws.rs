@@ -11,7 +11,10 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::tls::{TlsServer, TlsStream};
 use common::{Client, Server, TIMEOUT, Wire, msg};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -19,20 +22,20 @@ use tungstenite::{Message, WebSocket};
 /// A WebSocket client as a byte stream: data frame payloads are read as one
 /// stream (the server's framing, see protocol.md), and each write is one
 /// text frame (binary if the bytes are not UTF-8, as attachment bodies).
-struct WsWire {
-    ws: WebSocket<TcpStream>,
+struct WsWire<S: Wire = TcpStream> {
+    ws: WebSocket<S>,
     pending: Vec<u8>,
     /// The server's close frame, once it came.
     close: Option<Option<CloseFrame>>,
 }
 
-impl Wire for WsWire {
+impl<S: Wire> Wire for WsWire<S> {
     fn socket(&self) -> &TcpStream {
-        self.ws.get_ref()
+        self.ws.get_ref().socket()
     }
 }
 
-impl Read for WsWire {
+impl<S: Wire> Read for WsWire<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pending.is_empty() {
             match self.ws.read() {
@@ -57,7 +60,7 @@ impl Read for WsWire {
     }
 }
 
-impl Write for WsWire {
+impl<S: Wire> Write for WsWire<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let message = match std::str::from_utf8(buf) {
             Ok(text) => Message::text(text),
@@ -87,8 +90,12 @@ fn ws_client(s: &Server) -> Client<WsWire> {
     let tcp = TcpStream::connect(ws_addr(s)).expect("connect");
     tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
     tcp.set_write_timeout(Some(TIMEOUT)).unwrap();
-    let url = format!("ws://{}/", ws_addr(s));
-    let (ws, response) = tungstenite::client::client(url, tcp).expect("upgrade");
+    upgrade(tcp, &format!("ws://{}/", ws_addr(s)))
+}
+
+/// Upgrades `stream` to WebSocket at `url` and reads the greeting.
+fn upgrade<S: Wire>(stream: S, url: &str) -> Client<WsWire<S>> {
+    let (ws, response) = tungstenite::client::client(url, stream).expect("upgrade");
     assert_eq!(response.status(), 101);
     let mut c = Client::over(WsWire {
         ws,
@@ -413,4 +420,54 @@ fn attachments_travel_as_binary_frames() {
     assert_eq!(alice.read_raw(3000), body);
     assert_eq!(alice.line(), "", "a LF ends the body");
     alice.expect(&format!("OK FETCH {id}"));
+}
+
+/// wss: the same protocol inside TLS, beside a ws and a plain client; a
+/// wss client that sends garbage instead of a ClientHello is a TLS error.
+#[test]
+fn a_wss_client_talks_with_ws_and_plain_clients() {
+    let s = TlsServer::start(&["--ws-listen", "127.0.0.1:0", "--wss-listen", "127.0.0.1:0"]);
+    let wss_addr = s.server.wss_addr.clone().expect("a wss listener");
+    let tcp = TcpStream::connect(&wss_addr).expect("connect");
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    tcp.set_write_timeout(Some(TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = ClientConnection::new(s.client_config.clone(), name).unwrap();
+    let stream: TlsStream = StreamOwned::new(tls, tcp);
+    let mut alice = upgrade(stream, &format!("wss://{wss_addr}/"));
+    alice.ignored.push("RECEIPT");
+    alice.send("REGISTER alice password1");
+    alice.expect("OK REGISTER alice");
+    let mut bob = ws_client(&s.server);
+    bob.ignored.push("RECEIPT");
+    bob.send("REGISTER bob password1");
+    bob.expect("OK REGISTER bob");
+    let mut carol = s.server.user("carol");
+    carol.ignored.push("RECEIPT");
+    bob.send("JOIN #w");
+    bob.expect("OK JOIN #w created");
+    carol.send("JOIN #w");
+    carol.expect("OK JOIN #w joined");
+    bob.expect("JOINED #w carol");
+    alice.send("JOIN #w");
+    alice.expect("OK JOIN #w joined");
+    bob.expect("JOINED #w alice");
+    carol.expect("JOINED #w alice");
+    alice.send("SAY #w over wss");
+    alice.expect_prefix("OK SAY #w 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #w 1 alice over wss");
+    assert_eq!(msg(&carol.line()), "MSG #w 1 alice over wss");
+    carol.send("SAY #w over tcp");
+    carol.expect_prefix("OK SAY #w 2 ");
+    assert_eq!(msg(&alice.line()), "MSG #w 2 carol over tcp");
+
+    let mut garbage = Client::connect_raw(&wss_addr);
+    garbage.send_raw(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(garbage.try_line(TIMEOUT), None);
+    assert_eq!(carol.stat("closed_tls_error"), 1);
+    let answer = http(&s.server, b"GET /metrics HTTP/1.1\r\n\r\n");
+    let m = parse_metrics(split_answer(&answer).1);
+    assert_eq!(m["linechat_sessions_by_front{front=\"wss\"}"], 1.0);
+    assert_eq!(m["linechat_sessions_by_front{front=\"ws\"}"], 2.0);
+    assert_eq!(m["linechat_sessions_by_front{front=\"tcp\"}"], 1.0);
 }

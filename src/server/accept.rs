@@ -33,6 +33,8 @@ pub(super) enum Front {
     Tls,
     /// WebSocket (and HTTP) over plain TCP.
     Ws,
+    /// WebSocket (and HTTP) over TLS.
+    Wss,
 }
 
 /// The TLS listener and the configuration its sessions share.
@@ -74,12 +76,16 @@ impl Server {
             return;
         }
         loop {
-            let accepted = match (front, &self.tls, &self.ws) {
-                (Front::Plain, ..) => self.listener.accept(),
-                (Front::Tls, Some(tls), _) => tls.listener.accept(),
-                (Front::Ws, _, Some(ws)) => ws.accept(),
-                (Front::Tls | Front::Ws, ..) => return,
+            let listener = match front {
+                Front::Plain => Some(&self.listener),
+                Front::Tls => self.tls.as_ref().map(|t| &t.listener),
+                Front::Ws => self.ws.as_ref(),
+                Front::Wss => self.wss.as_ref(),
             };
+            let Some(listener) = listener else {
+                return;
+            };
+            let accepted = listener.accept();
             match accepted {
                 Ok((sock, peer)) => {
                     self.fd_warned = false;
@@ -108,7 +114,7 @@ impl Server {
     /// Admits a new connection that came in on the `front` listener.
     pub(super) fn open(&mut self, mut sock: TcpStream, peer: SocketAddr, front: Front) {
         let tls_config = match (front, &self.tls) {
-            (Front::Tls, Some(tls)) => Some(Arc::clone(&tls.config)),
+            (Front::Tls | Front::Wss, Some(tls)) => Some(Arc::clone(&tls.config)),
             _ => None,
         };
         let slot = self.conns.vacant_key();
@@ -148,15 +154,7 @@ impl Server {
                 .with_retries(3);
             let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
         }
-        let mut transport = match tls_config.map(ServerConnection::new) {
-            None if front == Front::Ws => Socket::Ws(Box::new(WsStream::new(
-                Socket::Tcp(sock),
-                WsLimits {
-                    max_request: self.cfg.ws_max_request,
-                    max_headers: self.cfg.ws_max_headers,
-                    max_frame: self.cfg.ws_max_frame as usize,
-                },
-            ))),
+        let stream = match tls_config.map(ServerConnection::new) {
             None => Socket::Tcp(sock),
             Some(Ok(tls)) => Socket::Tls(Box::new(TlsStream::new(sock, tls))),
             Some(Err(e)) => {
@@ -164,6 +162,17 @@ impl Server {
                 self.unauth.remove(sid);
                 return;
             }
+        };
+        let is_ws = matches!(front, Front::Ws | Front::Wss);
+        let mut transport = if is_ws {
+            let limits = WsLimits {
+                max_request: self.cfg.ws_max_request,
+                max_headers: self.cfg.ws_max_headers,
+                max_frame: self.cfg.ws_max_frame as usize,
+            };
+            Socket::Ws(Box::new(WsStream::new(stream, limits)))
+        } else {
+            stream
         };
         let entry = self.conns.vacant_entry();
         let i = entry.key();
@@ -187,7 +196,8 @@ impl Server {
             let timeout = self.cfg.tls_handshake_timeout;
             push_deadline(&mut self.handshake_deadlines, now, timeout, sid);
         }
-        if front == Front::Ws && self.cfg.ws_handshake_timeout > 0 {
+        // On wss this deadline covers the TLS handshake and the request.
+        if is_ws && self.cfg.ws_handshake_timeout > 0 {
             let timeout = self.cfg.ws_handshake_timeout;
             push_deadline(&mut self.ws_deadlines, now, timeout, sid);
         }
@@ -197,6 +207,7 @@ impl Server {
             Front::Plain => "",
             Front::Tls => " over TLS",
             Front::Ws => " over WebSocket",
+            Front::Wss => " over WebSocket in TLS",
         };
         log::info!("session {sid} connected from {peer}{over}");
         self.push(i, driver_lines::hello(), None);

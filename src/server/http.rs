@@ -40,10 +40,14 @@ impl Server {
                 log::info!("session {sid}: GET {path}: {status}");
                 (status, content_type, body, CloseReason::HttpServed)
             }
-            Err(HttpError::Cut) => {
+            Err(e @ (HttpError::Cut | HttpError::Tls)) => {
                 let conn = &mut self.conns[i];
                 conn.session.closing = true;
-                conn.session.close_as(CloseReason::ClientClosed);
+                conn.session.close_as(if e == HttpError::Tls {
+                    CloseReason::TlsError
+                } else {
+                    CloseReason::ClientClosed
+                });
                 self.dead.push(i);
                 return;
             }
@@ -72,11 +76,12 @@ impl Server {
                 "# TYPE linechat_{name} gauge\nlinechat_{name} {value}"
             );
         }
-        let mut by_front = [("tcp", 0u64), ("tls", 0), ("ws", 0)];
+        let mut by_front = [("tcp", 0u64), ("tls", 0), ("ws", 0), ("wss", 0)];
         for (_, conn) in &self.conns {
-            let k = match conn.transport {
+            let k = match &conn.transport {
                 Socket::Tcp(_) => 0,
                 Socket::Tls(_) => 1,
+                Socket::Ws(ws) if matches!(ws.inner(), Socket::Tls(_)) => 3,
                 Socket::Ws(_) => 2,
             };
             by_front[k].1 += 1;

@@ -74,6 +74,7 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const TLS_LISTENER: Token = Token(usize::MAX - 4);
 const WS_LISTENER: Token = Token(usize::MAX - 5);
+const WSS_LISTENER: Token = Token(usize::MAX - 6);
 
 /// How often changed delivery cursors are handed to storage (at most
 /// `chat::CURSOR_ROWS` at a time).
@@ -87,6 +88,8 @@ pub struct Server {
     tls: Option<TlsListener>,
     /// Set with `--ws-listen`.
     ws: Option<TcpListener>,
+    /// Set with `--wss-listen` (its sessions use `tls`' configuration).
+    wss: Option<TcpListener>,
     /// Boxed: the slab's spare capacity then costs a pointer per slot, not
     /// a whole connection.
     conns: Slab<Box<Conn>>,
@@ -198,15 +201,9 @@ impl Server {
             // The flags require each other, so this is "no TLS".
             _ => None,
         };
-        let ws = match cfg.ws_listen {
-            Some(addr) => {
-                let mut listener = bind(addr, cfg.listen_backlog)?;
-                poll.registry()
-                    .register(&mut listener, WS_LISTENER, Interest::READABLE)?;
-                Some(listener)
-            }
-            None => None,
-        };
+        let ws = bind_optional(&poll, cfg.ws_listen, WS_LISTENER, cfg.listen_backlog)?;
+        // The flags make `--wss-listen` need TLS, so `tls` is there for it.
+        let wss = bind_optional(&poll, cfg.wss_listen, WSS_LISTENER, cfg.listen_backlog)?;
         let mut signals = Signals::new([SIGTERM, SIGINT])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -219,6 +216,7 @@ impl Server {
             listener,
             tls,
             ws,
+            wss,
             conns: Slab::new(),
             hub,
             out: Out::default(),
@@ -267,6 +265,11 @@ impl Server {
         self.ws.as_ref().map(TcpListener::local_addr)
     }
 
+    /// The WebSocket-over-TLS listener's address, when there is one.
+    pub fn wss_local_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.wss.as_ref().map(TcpListener::local_addr)
+    }
+
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -283,6 +286,7 @@ impl Server {
                     LISTENER => self.accept(Front::Plain),
                     TLS_LISTENER => self.accept(Front::Tls),
                     WS_LISTENER => self.accept(Front::Ws),
+                    WSS_LISTENER => self.accept(Front::Wss),
                     WAKER => self.drain_workers(),
                     SIGNALS => {
                         if self.signals.pending().next().is_some() {
@@ -349,6 +353,7 @@ impl Server {
             self.accept(Front::Plain);
             self.accept(Front::Tls);
             self.accept(Front::Ws);
+            self.accept(Front::Wss);
         }
         self.expire_logins();
         self.expire_handshakes();
@@ -408,4 +413,20 @@ impl Server {
         self.hub.flush_posts(&mut self.out);
         self.apply_out();
     }
+}
+
+/// Binds and registers a listener for `addr`, if one is asked for.
+fn bind_optional(
+    poll: &Poll,
+    addr: Option<SocketAddr>,
+    token: Token,
+    backlog: i32,
+) -> io::Result<Option<TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let mut listener = bind(addr, backlog)?;
+    poll.registry()
+        .register(&mut listener, token, Interest::READABLE)?;
+    Ok(Some(listener))
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ pub struct Server {
     pub tls_addr: Option<String>,
     /// The WebSocket listener's address, for a server started with `--ws-listen`.
     pub ws_addr: Option<String>,
+    /// The wss listener's address, for a server started with `--wss-listen`.
+    pub wss_addr: Option<String>,
     dir: Option<tempfile::TempDir>,
     data: PathBuf,
     extra: Vec<String>,
@@ -54,13 +58,14 @@ impl Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().to_path_buf();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, (addr, tls_addr, ws_addr), log) =
+        let (child, (addr, tls_addr, ws_addr, wss_addr), log) =
             spawn(&data, &extra, "127.0.0.1:0", ulimit, logged);
         Server {
             child,
             addr,
             tls_addr,
             ws_addr,
+            wss_addr,
             dir: Some(dir),
             data,
             extra,
@@ -72,13 +77,14 @@ impl Server {
     /// Starts the server on a data dir the caller owns (and removes).
     pub fn on_dir(data: &Path, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, (addr, tls_addr, ws_addr), log) =
+        let (child, (addr, tls_addr, ws_addr, wss_addr), log) =
             spawn(data, &extra, "127.0.0.1:0", None, false);
         Server {
             child,
             addr,
             tls_addr,
             ws_addr,
+            wss_addr,
             dir: None,
             data: data.to_path_buf(),
             extra,
@@ -132,12 +138,13 @@ impl Server {
     /// and port.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, (addr, tls_addr, ws_addr), log) =
+        let (child, (addr, tls_addr, ws_addr, wss_addr), log) =
             spawn(&self.data, &self.extra, &self.addr, self.ulimit, false);
         self.child = child;
         self.addr = addr;
         self.tls_addr = tls_addr;
         self.ws_addr = ws_addr;
+        self.wss_addr = wss_addr;
         self.log = log;
     }
 
@@ -210,9 +217,9 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 /// among the flags, the TLS one); returns the plain and TLS addresses. With `logged`, it logs
 /// at `info` and a thread collects its stderr (read as it comes, so a busy
 /// log cannot fill the pipe and stall the server).
-/// The listeners' addresses a server printed: plain, then TLS and
-/// WebSocket when started with them.
-type Listeners = (String, Option<String>, Option<String>);
+/// The listeners' addresses a server printed: plain, then TLS, WebSocket
+/// and wss when started with them.
+type Listeners = (String, Option<String>, Option<String>, Option<String>);
 
 fn spawn(
     data: &Path,
@@ -278,12 +285,16 @@ fn spawn(
         .iter()
         .any(|a| a == "--tls-listen")
         .then(|| listen_line("linechat tls listening on "));
-    // main prints the listeners in this order: plain, tls, ws.
+    // main prints the listeners in this order: plain, tls, ws, wss.
     let ws_addr = extra
         .iter()
         .any(|a| a == "--ws-listen")
         .then(|| listen_line("linechat ws listening on "));
-    (child, (addr, tls_addr, ws_addr), log)
+    let wss_addr = extra
+        .iter()
+        .any(|a| a == "--wss-listen")
+        .then(|| listen_line("linechat wss listening on "));
+    (child, (addr, tls_addr, ws_addr, wss_addr), log)
 }
 
 /// The byte stream a [`Client`] talks over: a TCP socket, or a TLS stream
