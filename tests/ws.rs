@@ -15,6 +15,7 @@ use common::tls::{TlsServer, TlsStream};
 use common::{Client, Server, TIMEOUT, Wire, msg};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
+use tungstenite::error::ProtocolError;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -47,9 +48,13 @@ impl<S: Wire> Read for WsWire<S> {
                 }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) => return Err(e),
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Ok(0);
-                }
+                // A drop may cut the stream before its close frame: the
+                // socket was full, which is why it was dropped.
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                ) => return Ok(0),
                 Err(e) => return Err(io::Error::other(e)),
             }
         }
@@ -470,4 +475,49 @@ fn a_wss_client_talks_with_ws_and_plain_clients() {
     assert_eq!(m["linechat_sessions_by_front{front=\"wss\"}"], 1.0);
     assert_eq!(m["linechat_sessions_by_front{front=\"ws\"}"], 2.0);
     assert_eq!(m["linechat_sessions_by_front{front=\"tcp\"}"], 1.0);
+}
+
+/// A WebSocket reader that stops reading is dropped at `--max-outbox` like a
+/// TCP one: what the stream holds beside the outbox is one frame at most.
+#[test]
+fn a_websocket_reader_that_stops_is_dropped_as_a_slow_consumer() {
+    let s = ws_server(&["--max-outbox", "65536", "--durability", "async"]);
+    let mut parked = ws_client(&s);
+    parked.send("REGISTER parked password1");
+    parked.expect("OK REGISTER parked");
+    parked.send("JOIN #busy");
+    parked.expect("OK JOIN #busy created");
+    let mut sender = s.user("sender");
+    sender
+        .ignored
+        .extend(["RECEIPT", "PRESENCE parked offline"]);
+    sender.send("JOIN #busy");
+    sender.expect("OK JOIN #busy joined");
+    // `parked` reads no more. 4000-byte messages, 100 at a time, until it is
+    // dropped; 40 batches (16 MB) are far past the outbox and the kernel's
+    // buffers.
+    let text = "z".repeat(4000);
+    let batch: String = (0..100).map(|_| format!("SAY #busy {text}\n")).collect();
+    let mut dropped = false;
+    for _ in 0..40 {
+        sender.send_raw(batch.as_bytes());
+        for _ in 0..100 {
+            sender.expect_prefix("OK SAY #busy ");
+        }
+        if sender.stat("closed_slow_consumer") == 1 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "never dropped");
+    assert_eq!(sender.stat("slow_consumer_drops"), 1);
+    // Its stream ends after what the kernel had buffered.
+    let lines = parked.until_closed();
+    assert!(
+        lines.iter().all(|l| l.starts_with("MSG #busy ")
+            || l.starts_with("RECEIPT")
+            || l.starts_with("JOINED")),
+        "{:?}",
+        lines.last()
+    );
 }
