@@ -6,11 +6,12 @@
 //! cost of durability.
 
 use super::measured::Measured;
+use super::rooms::Receiver;
 use super::{Progress, Settings, Window, drain, timeout_until, traffic_metrics};
 use crate::clock::Clock;
-use crate::engine::{Engine, Note, OUT_HIGH_WATER, Status};
+use crate::engine::{Engine, OUT_HIGH_WATER, Status};
 use crate::payload;
-use crate::proto::{Event, Protocol, Target, linechat};
+use crate::proto::{Protocol, Target, linechat};
 use crate::report::{self, Report};
 use serde_json::Map;
 use std::io;
@@ -160,29 +161,6 @@ impl Sample {
                 let us = used * 1e6 / c as f64;
                 r.metric("storage_cpu_us_per_message", (us * 100.0).round() / 100.0);
             }
-        }
-    }
-}
-
-struct Receiver {
-    m: Measured,
-}
-
-impl Receiver {
-    fn on(&mut self, i: usize, note: Note<'_>, now: u64) {
-        match note {
-            Note::Event(Event::Delivered(p)) => {
-                // Redis delivers a room message to its own sender too.
-                if let Some((from, seq, ns)) = payload::parse(p)
-                    && from as usize != i
-                {
-                    self.m.delivered(from as usize, seq, now.saturating_sub(ns));
-                }
-            }
-            Note::Event(Event::Accepted) => self.m.accepted(i),
-            Note::Event(Event::Err(l)) => self.m.rejected(i, l),
-            Note::Closed => self.m.closed(),
-            _ => {}
         }
     }
 }

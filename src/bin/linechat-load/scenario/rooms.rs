@@ -150,12 +150,14 @@ fn befriend<P: Protocol>(s: &Settings, engine: &mut Engine<P>) -> io::Result<boo
     Ok(true)
 }
 
-struct Receiver {
-    m: Measured,
+/// Receive-side bookkeeping where every client may publish and receive
+/// (rooms, durable): a client's own messages are not deliveries.
+pub(super) struct Receiver {
+    pub(super) m: Measured,
 }
 
 impl Receiver {
-    fn on(&mut self, i: usize, note: Note<'_>, now: u64) {
+    pub(super) fn on(&mut self, i: usize, note: Note<'_>, now: u64) {
         match note {
             Note::Event(Event::Delivered(p)) => {
                 // Redis delivers a room message to its own sender too.
