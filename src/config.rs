@@ -64,7 +64,8 @@ pub struct Config {
     pub ws_max_frame: u32,
 
     /// Seconds a WebSocket connection may take to send its complete HTTP
-    /// request before it is closed. 0 turns the deadline off.
+    /// request (and to read an HTTP answer) before it is closed. 0 turns
+    /// the deadline off.
     #[arg(long, env = "LINECHAT_WS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub ws_handshake_timeout: u64,
 

@@ -34,8 +34,8 @@
 //!   plain TCP, TLS or WebSocket) and a `session` (framer, outbox, reply
 //!   order, flood bucket, upload) that never sees the socket; `outbox` and
 //!   `limits` hold the bounds. `accept` serves the three listeners; `http`
-//!   answers the WebSocket listener's plain requests (`/healthz`,
-//!   `/metrics`).
+//!   answers the WebSocket listener's plain requests (the browser client
+//!   built in from `web/`, `/healthz`, `/metrics`).
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;

@@ -181,6 +181,12 @@ impl WsStream {
         self.phase == Phase::Request
     }
 
+    /// Nothing more is read or framed, yet the last bytes (an HTTP answer,
+    /// a close frame) still wait for the socket.
+    pub fn is_finishing(&self) -> bool {
+        self.phase == Phase::Done && self.holds_output()
+    }
+
     /// Bytes wait for the socket, here or in the stream underneath.
     pub fn holds_output(&self) -> bool {
         self.output_at < self.output.len() || self.inner.holds_output()
@@ -262,11 +268,15 @@ impl WsStream {
     }
 
     /// Queues a complete HTTP response (the connection closes after it).
-    pub fn respond(&mut self, status: &str, content_type: &str, body: &[u8]) {
-        let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    pub fn respond(&mut self, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+        let mut head = format!("HTTP/1.1 {status}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
-        );
+        ));
         self.output.extend_from_slice(head.as_bytes());
         self.output.extend_from_slice(body);
         self.phase = Phase::Done;

@@ -196,15 +196,73 @@ fn healthz_and_404_answer_and_close() {
     let s = ws_server(&[]);
     let answer = http(&s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(split_answer(&answer), ("HTTP/1.1 200 OK", "ok\n"));
-    // A page that does not exist yet (the browser client, `/` without an
-    // upgrade) is not found.
-    let answer = http(&s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = http(&s, b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(
         split_answer(&answer),
         ("HTTP/1.1 404 Not Found", "not found\n")
     );
     let mut plain = s.user("plain");
     assert_eq!(plain.stat("closed_http_served"), 2);
+}
+
+/// The value of header `name` in an HTTP answer's head.
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let (head, _) = answer.split_once("\r\n\r\n")?;
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(": ")?;
+        n.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+#[test]
+fn the_browser_client_is_served_whole_with_its_types_and_policy() {
+    let s = ws_server(&[]);
+    let page = http(&s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, html) = split_answer(&page);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        header(&page, "Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        header(&page, "Content-Length"),
+        Some(&*html.len().to_string())
+    );
+    assert!(html.contains(r#"<script src="/app.js" defer></script>"#));
+    assert!(html.contains(r#"<link rel="stylesheet" href="/app.css">"#));
+    // Only the page's own files run, and it talks only to WebSocket URLs.
+    let policy = header(&page, "Content-Security-Policy").expect("a policy");
+    assert!(policy.starts_with("default-src 'none'; script-src 'self'; style-src 'self';"));
+    assert!(policy.contains("connect-src 'self' ws: wss:;"));
+    assert_eq!(header(&page, "X-Content-Type-Options"), Some("nosniff"));
+
+    // The script arrives whole, as its Content-Length says, before the
+    // close.
+    let script = http(&s, b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, js) = split_answer(&script);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        header(&script, "Content-Type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        header(&script, "Content-Length"),
+        Some(&*js.len().to_string())
+    );
+    assert!(js.contains("new WebSocket("));
+    assert!(js.trim_end().ends_with("connect();"));
+    // Server text reaches the page as text, never as markup.
+    assert!(!js.contains("innerHTML"));
+
+    let style = http(&s, b"GET /app.css?v=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(split_answer(&style).0, "HTTP/1.1 200 OK");
+    assert_eq!(
+        header(&style, "Content-Type"),
+        Some("text/css; charset=utf-8")
+    );
+
+    let mut plain = s.user("plain");
+    assert_eq!(plain.stat("closed_http_served"), 3);
 }
 
 /// Parses a Prometheus text page: every sample line is `name{labels} value`

@@ -236,8 +236,9 @@ impl Server {
 impl Server {
     /// Closes TLS connections whose handshake did not end within
     /// `--tls-handshake-timeout`, and WebSocket ones without a complete
-    /// request within `--ws-handshake-timeout`. Nothing is written: there
-    /// is no channel to write a line on yet.
+    /// request, or whose HTTP answer the client has not read all of, within
+    /// `--ws-handshake-timeout`. Nothing is written: there is no channel to
+    /// write a line on yet (or any more).
     pub(super) fn expire_handshakes(&mut self) {
         let now = self.now_ms();
         let queues = [
@@ -255,7 +256,8 @@ impl Server {
                 };
                 let handshaking = match &conn.transport {
                     Socket::Tls(tls) => tls.is_handshaking(),
-                    Socket::Ws(ws) => ws.is_handshaking(),
+                    // An HTTP answer (the page) must be written by then too.
+                    Socket::Ws(ws) => ws.is_handshaking() || ws.is_finishing(),
                     Socket::Tcp(_) => false,
                 };
                 if handshaking {

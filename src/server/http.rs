@@ -1,7 +1,9 @@
 //! HTTP on the WebSocket listener: the request decides between an upgrade
-//! (frames follow, the session goes on) and a one-shot answer (`/healthz`,
-//! `/metrics`, 404, or a refusal), after which the connection closes.
+//! (frames follow, the session goes on) and a one-shot answer (the browser
+//! client's files, `/healthz`, `/metrics`, 404, or a refusal), after which
+//! the connection closes.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::ws::{HttpError, Request};
@@ -13,6 +15,39 @@ use super::transport::Socket;
 
 /// The content type of the Prometheus text format.
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Sent with every answer: the page runs only its own script and style and
+/// talks only to this origin (`ws:`/`wss:` for browsers whose `'self'` does
+/// not cover WebSocket URLs); nothing may frame it.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+connect-src 'self' ws: wss:; img-src 'self'; base-uri 'none'; form-action 'none'; \
+frame-ancestors 'none'";
+
+/// One file of the browser client, built into the binary.
+struct PageFile {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+}
+
+/// The browser client (`web/`): `/` is its page, which loads the other two.
+const PAGE_FILES: [PageFile; 3] = [
+    PageFile {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: include_str!("../../web/index.html"),
+    },
+    PageFile {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/app.js"),
+    },
+    PageFile {
+        path: "/app.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../web/app.css"),
+    },
+];
 
 impl Server {
     /// Reads connection `i`'s request as far as it has come and acts on it.
@@ -33,9 +68,12 @@ impl Server {
             }
             Ok(Some(Request::Get(path))) => {
                 let (status, content_type, body) = match path.as_str() {
-                    "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    "/metrics" => ("200 OK", METRICS_TYPE, self.metrics()),
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                    "/healthz" => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
+                    "/metrics" => ("200 OK", METRICS_TYPE, Cow::Owned(self.metrics())),
+                    _ => match PAGE_FILES.iter().find(|f| f.path == path) {
+                        Some(file) => ("200 OK", file.content_type, Cow::Borrowed(file.body)),
+                        None => ("404 Not Found", "text/plain", Cow::Borrowed("not found\n")),
+                    },
                 };
                 log::info!("session {sid}: GET {path}: {status}");
                 (status, content_type, body, CloseReason::HttpServed)
@@ -53,18 +91,27 @@ impl Server {
             }
             Err(e) => {
                 log::info!("session {sid}: refused HTTP request: {e}");
-                let body = format!("{e}\n");
+                let body = Cow::Owned(format!("{e}\n"));
                 (e.status(), "text/plain", body, CloseReason::BadRequest)
             }
         };
         let conn = &mut self.conns[i];
         if let Socket::Ws(ws) = &mut conn.transport {
-            ws.respond(status, content_type, body.as_bytes());
+            let headers = [
+                ("Content-Type", content_type),
+                ("Content-Security-Policy", PAGE_POLICY),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-cache"),
+            ];
+            ws.respond(status, &headers, body.as_bytes());
         }
-        // The answer is small and the socket new: closing writes it.
+        // The answer (the script is tens of KiB) may not fit the socket at
+        // once: the write path closes the session once the stream has
+        // written it all, or the `--ws-handshake-timeout` deadline does.
+        // The greeting in the outbox is not for an HTTP client.
+        conn.session.outbox.clear();
         conn.session.closing = true;
         conn.session.close_as(reason);
-        self.dead.push(i);
     }
 
     /// The `/metrics` page in the Prometheus text format 0.0.4.

@@ -1,0 +1,586 @@
+// linechat browser client: the line protocol (protocol.md) over a WebSocket
+// to the origin that served this page. Every server text is put into the
+// page with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const HISTORY_PAGE = 50;
+const TYPING_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 5000;
+const RECONNECT_MAX_MS = 30000;
+
+let ws = null;
+let received = "";          // bytes of a line not yet ended by LF
+let pending = [];           // commands sent, oldest first: {onData, onDone}
+let me = null;              // the logged-in user
+let credentials = null;     // kept in memory only, to log in again after a drop
+let reconnectMs = 1000;
+let current = null;         // the open conversation's name
+let lastTypingSent = 0;
+const convs = new Map();    // name -> conversation state
+const presence = new Map(); // user -> "online" | "offline"
+const requests = new Map(); // user -> state of their request to us
+
+function conv(name) {
+  let c = convs.get(name);
+  if (!c) {
+    c = { name, msgs: new Map(), unread: 0, loaded: false, oldest: null, atStart: false,
+      loading: false, readSent: 0, receipts: new Map(), typing: new Map(), kind: name.startsWith("@") ? "direct" : "room" };
+    convs.set(name, c);
+  }
+  return c;
+}
+
+// ---- connection ----
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(scheme + "//" + location.host + "/");
+  received = "";
+  pending = [];
+  ws.onopen = () => {
+    reconnectMs = 1000;
+    setConn(true);
+    if (credentials) login(credentials.user, credentials.password, "LOGIN", true);
+  };
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== "string") return; // only FETCH bodies are binary
+    received += ev.data;
+    let nl;
+    while ((nl = received.indexOf("\n")) >= 0) {
+      const line = received.slice(0, nl);
+      received = received.slice(nl + 1);
+      onLine(line);
+    }
+  };
+  ws.onclose = () => {
+    setConn(false);
+    // Their answers will not come; the login after reconnecting reloads.
+    pending = [];
+    for (const c of convs.values()) c.loading = false;
+    setTimeout(connect, reconnectMs);
+    reconnectMs = Math.min(reconnectMs * 2, RECONNECT_MAX_MS);
+  };
+}
+
+function setConn(up) {
+  const el = $("conn");
+  el.textContent = up ? "online" : "offline, reconnecting";
+  el.classList.toggle("off", !up);
+}
+
+// Sends one command line; `onDone(final)` gets its OK/ERR line and
+// `onData(line)` the data lines before it.
+function send(line, onDone, onData) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) {
+    if (onDone) onDone("ERR DISCONNECTED not connected");
+    return;
+  }
+  ws.send(line.replace(/[\r\n]+/g, " "));
+  pending.push({ onDone: onDone || (() => {}), onData: onData || (() => {}) });
+}
+
+const EVENTS = new Set(["MSG", "JOINED", "LEFT", "ADDED", "KICKED", "OPPED", "PRESENCE",
+  "FRIEND", "RECEIPT", "TYPING", "EDITED", "DELETED"]);
+
+function onLine(line) {
+  const word = line.split(" ", 1)[0];
+  if (word === "OK" || word === "ERR") {
+    const p = pending.shift();
+    if (p) p.onDone(line);
+    else if (word === "ERR") showError(line); // SLOW_CONSUMER, LOGIN_TIMEOUT
+    return;
+  }
+  if (EVENTS.has(word)) return onEvent(word, line);
+  if (word === "HELLO") return;
+  if (word === "BYE") return showError(line);
+  if (pending.length) pending[0].onData(line);
+}
+
+// Splits `line` into `n` words and the rest of the line.
+function fields(line, n) {
+  const out = [];
+  let rest = line;
+  for (let i = 0; i < n; i++) {
+    const sp = rest.indexOf(" ");
+    if (sp < 0) { out.push(rest); rest = ""; continue; }
+    out.push(rest.slice(0, sp));
+    rest = rest.slice(sp + 1);
+  }
+  out.push(rest);
+  return out;
+}
+
+function errText(final) {
+  return final.startsWith("ERR ") ? fields(final, 2)[2] || final : "";
+}
+
+// ---- events ----
+
+function onEvent(word, line) {
+  switch (word) {
+    case "MSG": {
+      const [, name, seq, msgid, sender, time, text] = fields(line, 6);
+      addMessage(name, { seq: +seq, msgid, sender, time, state: "sent", text }, true);
+      break;
+    }
+    case "EDITED": {
+      const [, name, seq, , , text] = fields(line, 5);
+      const m = conv(name).msgs.get(+seq);
+      if (m) { m.text = text; m.state = "edited"; }
+      if (name === current) renderMessages(false);
+      break;
+    }
+    case "DELETED": {
+      const [, name, seq] = fields(line, 3);
+      const m = conv(name).msgs.get(+seq);
+      if (m) { m.text = ""; m.state = "deleted"; }
+      if (name === current) renderMessages(false);
+      break;
+    }
+    case "RECEIPT": {
+      const [, name, seq, user, kind] = fields(line, 4);
+      const c = conv(name);
+      const r = c.receipts.get(user) || { delivered: 0, read: 0 };
+      r.delivered = Math.max(r.delivered, +seq);
+      if (kind === "read") r.read = Math.max(r.read, +seq);
+      c.receipts.set(user, r);
+      if (name === current) renderMessages(false);
+      break;
+    }
+    case "TYPING": {
+      const [, name, user] = fields(line, 2);
+      conv(name).typing.set(user, Date.now() + TYPING_SHOWN_MS);
+      renderTyping();
+      setTimeout(renderTyping, TYPING_SHOWN_MS + 100);
+      break;
+    }
+    case "PRESENCE": {
+      const [, user, state] = fields(line, 2);
+      presence.set(user, state.split(" ")[0]);
+      renderHome();
+      break;
+    }
+    case "FRIEND": {
+      const [, what, user] = fields(line, 2);
+      if (what === "REQUEST") requests.set(user, "pending");
+      else if (what === "ACCEPTED") { requests.delete(user); conv("@" + user); loadFriends(); }
+      else if (what === "REJECTED") requests.delete(user);
+      else if (what === "REMOVED") loadFriends();
+      renderHome();
+      break;
+    }
+    case "JOINED": case "LEFT": case "ADDED": case "KICKED": case "OPPED": {
+      const [, name, user] = fields(line, 2);
+      if (user.split(" ")[0] === me && (word === "KICKED" || word === "LEFT")) {
+        convs.delete(name);
+        if (current === name) showHome();
+      }
+      loadRooms();
+      break;
+    }
+  }
+}
+
+// ---- login ----
+
+// REGISTER or LOGIN; `again` after a reconnect, when the open conversation
+// catches up with SYNC.
+function login(user, password, verb, again) {
+  send(verb + " " + user + " " + password, (final) => {
+    if (!final.startsWith("OK ")) {
+      credentials = null;
+      $("login-error").textContent = errText(final);
+      showLogin();
+      return;
+    }
+    me = user;
+    credentials = { user, password };
+    $("login-error").textContent = "";
+    const ready = () => {
+      loadRooms();
+      loadFriends();
+      loadRequests();
+      if (again && current) catchUp(current);
+      if (current) showChat(current); else showHome();
+    };
+    // LOGIN's implied SYNC ends with its own OK, the next line for us.
+    if (verb === "LOGIN") pending.unshift({ onDone: ready, onData: () => {} });
+    else ready();
+  });
+}
+
+// Messages of `name` past the newest we have, missed while disconnected.
+function catchUp(name) {
+  const c = conv(name);
+  const newest = Math.max(0, ...c.msgs.keys());
+  if (newest > 0) send("SYNC " + name + " " + newest);
+}
+
+// ---- lists ----
+
+function loadRooms() {
+  const rooms = [];
+  send("ROOMS", (final) => {
+    if (!final.startsWith("OK ")) return;
+    for (const [name, kind] of rooms) conv(name).kind = kind;
+    for (const c of [...convs.values()]) {
+      if (c.kind !== "direct" && !rooms.some(([n]) => n === c.name)) convs.delete(c.name);
+    }
+    renderHome();
+  }, (line) => {
+    const [, name, kind] = fields(line, 3);
+    if (line.startsWith("ROOM ")) rooms.push([name, kind]);
+  });
+}
+
+function loadFriends() {
+  const friends = [];
+  send("FRIEND LIST", (final) => {
+    if (!final.startsWith("OK ")) return;
+    for (const c of [...convs.values()]) {
+      if (c.kind === "direct" && !friends.includes(c.name.slice(1)) && !c.msgs.size) convs.delete(c.name);
+    }
+    for (const f of friends) conv("@" + f);
+    renderHome();
+  }, (line) => {
+    const [word, user, state] = fields(line, 3);
+    if (word !== "FRIENDINFO") return;
+    friends.push(user);
+    presence.set(user, state.split(" ")[0]);
+  });
+}
+
+function loadRequests() {
+  send("FRIEND REQUESTS", (final) => {
+    if (final.startsWith("OK ")) renderHome();
+  }, (line) => {
+    const [word, dir, user, state] = fields(line, 4);
+    if (word !== "REQUEST" || dir !== "in") return;
+    if (state.startsWith("pending")) requests.set(user, "pending");
+    else requests.delete(user);
+  });
+}
+
+// ---- messages ----
+
+function addMessage(name, m, live) {
+  const c = conv(name);
+  const had = c.msgs.has(m.seq);
+  c.msgs.set(m.seq, m);
+  if (c.oldest === null || m.seq < c.oldest) c.oldest = m.seq;
+  if (!live || had) return;
+  if (name === current && document.visibilityState === "visible") {
+    renderMessages(true);
+    markRead(c);
+  } else if (m.sender !== me) {
+    c.unread++;
+    renderHome();
+  }
+  c.typing.delete(m.sender);
+  renderTyping();
+}
+
+function markRead(c) {
+  const newest = Math.max(0, ...c.msgs.keys());
+  if (newest > c.readSent) {
+    c.readSent = newest;
+    send("READ " + c.name + " " + newest);
+  }
+  c.unread = 0;
+}
+
+// One page of HISTORY: the newest, or the one before our oldest.
+function loadHistory(name, older) {
+  const c = conv(name);
+  const before = older && c.oldest !== null ? " BEFORE " + c.oldest : "";
+  let count = 0;
+  const list = $("messages");
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  if (c.loading) return;
+  c.loading = true;
+  send("HISTORY " + name + before + " LIMIT " + HISTORY_PAGE, (final) => {
+    c.loading = false;
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    c.loaded = true;
+    if (count < HISTORY_PAGE) c.atStart = true;
+    if (name !== current) return;
+    renderMessages(!older);
+    // Keep the message that was at the top where it was.
+    if (older) list.scrollTop = list.scrollHeight - fromBottom;
+    markRead(c);
+  }, (line) => {
+    const [word, , seq, msgid, sender, time, state, text] = fields(line, 7);
+    if (word !== "HISTORY") return;
+    count++;
+    addMessage(name, { seq: +seq, msgid, sender, time, state, text }, false);
+  });
+}
+
+function say(text) {
+  const name = current;
+  send("SAY " + name + " " + text, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    $("chat-error").textContent = "";
+    const [, , , seq, msgid] = fields(final, 4);
+    addMessage(name, { seq: +seq, msgid: msgid.trim(), sender: me,
+      time: new Date().toISOString(), state: "sent", text }, true);
+  });
+}
+
+function edit(name, m) {
+  const text = prompt("Edit message (empty to cancel)", m.text);
+  if (!text || text === m.text) return;
+  send("EDIT " + name + " " + m.seq + " " + text, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    m.text = text;
+    m.state = "edited";
+    renderMessages(false);
+  });
+}
+
+function remove(name, m) {
+  if (!confirm("Delete this message?")) return;
+  send("DELETE " + name + " " + m.seq, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    m.text = "";
+    m.state = "deleted";
+    renderMessages(false);
+  });
+}
+
+function search(words) {
+  const name = current;
+  const found = $("found");
+  found.replaceChildren();
+  send("SEARCH " + name + " " + words, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    if (!found.children.length) found.append(item("no messages found"));
+    found.hidden = false;
+    $("search-close").hidden = false;
+  }, (line) => {
+    const [word, , , , sender, time, , text] = fields(line, 7);
+    if (word !== "FOUND") return;
+    found.append(item(sender + " (" + shortTime(time) + "): " + text));
+  });
+}
+
+// ---- rendering ----
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function item(text) {
+  const li = el("li");
+  li.append(el("span", "name", text));
+  return li;
+}
+
+function button(label, onClick) {
+  const b = el("button", "", label);
+  b.type = "button";
+  b.addEventListener("click", (ev) => { ev.stopPropagation(); onClick(); });
+  return b;
+}
+
+function shortTime(time) {
+  const d = new Date(time);
+  return isNaN(d) ? time : d.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+}
+
+function convItem(c, label) {
+  const li = el("li", "open");
+  if (c.kind === "direct") {
+    const user = c.name.slice(1);
+    const dot = el("span", "dot" + (presence.get(user) === "online" ? " online" : ""));
+    dot.title = presence.get(user) || "offline";
+    li.append(dot);
+  }
+  li.append(el("span", "name", label));
+  if (c.unread) li.append(el("span", "badge", String(c.unread)));
+  li.addEventListener("click", () => showChat(c.name));
+  return li;
+}
+
+function renderHome() {
+  const rooms = $("rooms");
+  const friends = $("friends");
+  rooms.replaceChildren();
+  friends.replaceChildren();
+  for (const c of convs.values()) {
+    if (c.kind === "direct") friends.append(convItem(c, c.name.slice(1)));
+    else rooms.append(convItem(c, c.name + (c.kind === "group" ? " (group)" : "")));
+  }
+  if (!rooms.children.length) rooms.append(item("no rooms yet: join one above"));
+  if (!friends.children.length) friends.append(item("no friends yet"));
+  const reqs = $("requests");
+  reqs.replaceChildren();
+  for (const user of requests.keys()) {
+    const li = item(user + " wants to be friends");
+    li.append(button("Accept", () => answerRequest(user, "ACCEPT")));
+    li.append(button("Reject", () => answerRequest(user, "REJECT")));
+    reqs.append(li);
+  }
+  if (!reqs.children.length) reqs.append(item("none"));
+}
+
+function answerRequest(user, verb) {
+  send("FRIEND " + verb + " " + user, (final) => {
+    $("home-error").textContent = errText(final);
+    requests.delete(user);
+    if (verb === "ACCEPT" && final.startsWith("OK ")) loadFriends();
+    renderHome();
+  });
+}
+
+// The tick of my message `m`: sent, delivered to / read by someone.
+function tick(c, m) {
+  let delivered = false;
+  let read = false;
+  for (const r of c.receipts.values()) {
+    if (r.delivered >= m.seq) delivered = true;
+    if (r.read >= m.seq) read = true;
+  }
+  const t = el("span", "tick" + (read ? " read" : ""), delivered || read ? "\u2713\u2713" : "\u2713");
+  t.title = read ? "read" : delivered ? "delivered" : "sent";
+  return t;
+}
+
+function renderMessages(toBottom) {
+  const c = conv(current);
+  const list = $("messages");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren();
+  for (const seq of [...c.msgs.keys()].sort((a, b) => a - b)) {
+    const m = c.msgs.get(seq);
+    const mine = m.sender === me;
+    const li = el("li", (mine ? "mine" : "") + (m.state === "deleted" ? " deleted" : ""));
+    const meta = el("div", "meta");
+    meta.append(el("span", "", m.sender), el("span", "", shortTime(m.time)));
+    if (m.state === "edited") meta.append(el("span", "", "edited"));
+    if (mine && m.state !== "deleted") {
+      meta.append(tick(c, m));
+      meta.append(button("edit", () => edit(c.name, m)), button("delete", () => remove(c.name, m)));
+    }
+    li.append(meta, el("div", "text", m.state === "deleted" ? "message deleted" : m.text));
+    list.append(li);
+  }
+  $("older").hidden = c.atStart;
+  if (toBottom || atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function renderTyping() {
+  const now = Date.now();
+  const who = [];
+  if (current) {
+    for (const [user, until] of conv(current).typing) {
+      if (until > now) who.push(user); else conv(current).typing.delete(user);
+    }
+  }
+  $("typing").textContent = who.length ? who.join(", ") + (who.length > 1 ? " are" : " is") + " typing\u2026" : "";
+}
+
+// ---- views ----
+
+function showLogin() {
+  $("login").hidden = false;
+  $("home").hidden = $("chat").hidden = $("back").hidden = true;
+  $("title").textContent = "linechat";
+}
+
+function showHome() {
+  current = null;
+  $("login").hidden = $("chat").hidden = $("back").hidden = true;
+  $("home").hidden = false;
+  $("title").textContent = "linechat: " + me;
+  renderHome();
+}
+
+function showChat(name) {
+  current = name;
+  const c = conv(name);
+  $("login").hidden = $("home").hidden = true;
+  $("chat").hidden = $("back").hidden = false;
+  $("found").hidden = $("search-close").hidden = true;
+  $("chat-error").textContent = "";
+  $("title").textContent = name;
+  renderMessages(true);
+  renderTyping();
+  if (!c.loaded) loadHistory(name, false); else markRead(c);
+}
+
+// ---- wiring ----
+
+function wire() {
+  const credentialsFrom = () => [$("user").value.trim(), $("password").value];
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const [user, password] = credentialsFrom();
+    login(user, password, "LOGIN", false);
+  });
+  $("do-register").addEventListener("click", () => {
+    const [user, password] = credentialsFrom();
+    login(user, password, "REGISTER", false);
+  });
+  $("back").addEventListener("click", showHome);
+  $("join-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    let name = $("join-name").value.trim();
+    if (!name) return;
+    if (!name.startsWith("#")) name = "#" + name;
+    send("JOIN " + name, (final) => {
+      $("home-error").textContent = errText(final);
+      if (!final.startsWith("OK ") && !final.startsWith("ERR ALREADY_MEMBER")) return;
+      $("join-name").value = "";
+      loadRooms();
+      showChat(name);
+    });
+  });
+  $("friend-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const user = $("friend-name").value.trim();
+    if (!user) return;
+    send("FRIEND ADD " + user, (final) => {
+      $("home-error").textContent = final.startsWith("OK ") ? "request sent to " + user : errText(final);
+      if (final.endsWith(" accepted")) loadFriends();
+    });
+  });
+  $("say-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const text = $("say-text").value.trim();
+    if (!text || !current) return;
+    $("say-text").value = "";
+    say(text);
+  });
+  $("say-text").addEventListener("input", () => {
+    const now = Date.now();
+    if (current && now - lastTypingSent > TYPING_EVERY_MS) {
+      lastTypingSent = now;
+      send("TYPING " + current);
+    }
+  });
+  $("older").addEventListener("click", () => loadHistory(current, true));
+  $("messages").addEventListener("scroll", () => {
+    const c = current && conv(current);
+    if (c && c.loaded && !c.atStart && $("messages").scrollTop === 0) loadHistory(current, true);
+  });
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const words = $("search-words").value.trim();
+    if (words && current) search(words);
+  });
+  $("search-close").addEventListener("click", () => {
+    $("found").hidden = $("search-close").hidden = true;
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (current && document.visibilityState === "visible") markRead(conv(current));
+  });
+}
+
+wire();
+showLogin();
+connect();
