@@ -37,8 +37,9 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub tls_handshake_timeout: u64,
 
-    /// Address for the WebSocket listener (`ws://`, with `/healthz` and
-    /// `/metrics` over HTTP on the same port; port 0 picks a free port).
+    /// Address for the WebSocket listener (`ws://`, with the browser client
+    /// at `/`, `/healthz` and `/metrics` over HTTP on the same port; port 0
+    /// picks a free port).
     #[arg(long, env = "LINECHAT_WS_LISTEN")]
     pub ws_listen: Option<SocketAddr>,
 

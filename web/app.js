@@ -111,6 +111,11 @@ function fields(line, n) {
   return out;
 }
 
+// An unsolicited ERR or BYE, shown where the user is looking.
+function showError(line) {
+  $(current ? "chat-error" : me ? "home-error" : "login-error").textContent = line;
+}
+
 function errText(final) {
   return final.startsWith("ERR ") ? fields(final, 2)[2] || final : "";
 }
