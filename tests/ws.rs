@@ -214,52 +214,42 @@ fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// GETs `target`, one of the browser client's files, and checks its answer:
+/// 200, `content_type`, every byte its Content-Length promises, the policy.
+/// Returns the body.
+fn page_file(s: &Server, target: &str, content_type: &str) -> String {
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = http(s, request.as_bytes());
+    let (status, body) = split_answer(&answer);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&answer, "Content-Type"), Some(content_type));
+    assert_eq!(
+        header(&answer, "Content-Length"),
+        Some(&*body.len().to_string())
+    );
+    // Only the page's own files run, and it talks only to WebSocket URLs.
+    let policy = header(&answer, "Content-Security-Policy").expect("a policy");
+    assert!(policy.starts_with("default-src 'none'; script-src 'self'; style-src 'self';"));
+    assert!(policy.contains("connect-src 'self' ws: wss:;"));
+    assert_eq!(header(&answer, "X-Content-Type-Options"), Some("nosniff"));
+    body.to_string()
+}
+
 #[test]
 fn the_browser_client_is_served_whole_with_its_types_and_policy() {
     let s = ws_server(&[]);
-    let page = http(&s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (status, html) = split_answer(&page);
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(
-        header(&page, "Content-Type"),
-        Some("text/html; charset=utf-8")
-    );
-    assert_eq!(
-        header(&page, "Content-Length"),
-        Some(&*html.len().to_string())
-    );
+    let html = page_file(&s, "/", "text/html; charset=utf-8");
     assert!(html.contains(r#"<script src="/app.js" defer></script>"#));
     assert!(html.contains(r#"<link rel="stylesheet" href="/app.css">"#));
-    // Only the page's own files run, and it talks only to WebSocket URLs.
-    let policy = header(&page, "Content-Security-Policy").expect("a policy");
-    assert!(policy.starts_with("default-src 'none'; script-src 'self'; style-src 'self';"));
-    assert!(policy.contains("connect-src 'self' ws: wss:;"));
-    assert_eq!(header(&page, "X-Content-Type-Options"), Some("nosniff"));
 
-    // The script arrives whole, as its Content-Length says, before the
-    // close.
-    let script = http(&s, b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (status, js) = split_answer(&script);
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(
-        header(&script, "Content-Type"),
-        Some("text/javascript; charset=utf-8")
-    );
-    assert_eq!(
-        header(&script, "Content-Length"),
-        Some(&*js.len().to_string())
-    );
+    let js = page_file(&s, "/app.js", "text/javascript; charset=utf-8");
     assert!(js.contains("new WebSocket("));
     assert!(js.trim_end().ends_with("connect();"));
     // Server text reaches the page as text, never as markup.
     assert!(!js.contains("innerHTML"));
 
-    let style = http(&s, b"GET /app.css?v=1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(split_answer(&style).0, "HTTP/1.1 200 OK");
-    assert_eq!(
-        header(&style, "Content-Type"),
-        Some("text/css; charset=utf-8")
-    );
+    let css = page_file(&s, "/app.css?v=1", "text/css; charset=utf-8");
+    assert!(css.contains("#messages"));
 
     let mut plain = s.user("plain");
     assert_eq!(plain.stat("closed_http_served"), 3);
