@@ -5,6 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_PAGE = 50;
+const SEARCH_PAGE = 20;     // the server's page size (protocol.md, SEARCH)
 const TYPING_EVERY_MS = 3000;
 const TYPING_SHOWN_MS = 5000;
 const RECONNECT_MAX_MS = 30000;
@@ -354,19 +355,53 @@ function remove(name, m) {
   });
 }
 
-function search(words) {
+// SEARCH in the open conversation; `before` asks for the page after one
+// already shown.
+function search(words, before) {
   const name = current;
   const found = $("found");
-  found.replaceChildren();
-  send("SEARCH " + name + " " + words, (final) => {
+  if (!before) found.replaceChildren();
+  let lowest = null;
+  let count = 0;
+  send("SEARCH " + name + (before ? " BEFORE " + before : "") + " " + words, (final) => {
     if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
     if (!found.children.length) found.append(item("no messages found"));
     found.hidden = false;
     $("search-close").hidden = false;
+    const more = $("found-more");
+    more.hidden = count < SEARCH_PAGE;
+    more.onclick = () => search(words, lowest);
   }, (line) => {
-    const [word, , , , sender, time, , text] = fields(line, 7);
+    const [word, , seq, , sender, time, , text] = fields(line, 7);
     if (word !== "FOUND") return;
+    count++;
+    if (lowest === null || +seq < lowest) lowest = +seq;
     found.append(item(sender + " (" + shortTime(time) + "): " + text));
+  });
+}
+
+// JOIN a public room or CREATE a group, then open it.
+function enter(verb) {
+  let name = $("join-name").value.trim();
+  if (!name) return;
+  if (!name.startsWith("#")) name = "#" + name;
+  send(verb + " " + name, (final) => {
+    $("home-error").textContent = errText(final);
+    if (!final.startsWith("OK ") && !final.startsWith("ERR ALREADY_MEMBER")) return;
+    $("join-name").value = "";
+    loadRooms();
+    showChat(name);
+  });
+}
+
+function leave() {
+  const name = current;
+  if (!confirm("Leave " + name + "?")) return;
+  send("LEAVE " + name, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    convs.delete(name);
+    showHome();
+    loadRooms();
   });
 }
 
@@ -510,7 +545,8 @@ function showChat(name) {
   const c = conv(name);
   $("login").hidden = $("home").hidden = true;
   $("chat").hidden = $("back").hidden = false;
-  $("found").hidden = $("search-close").hidden = true;
+  $("found").hidden = $("search-close").hidden = $("found-more").hidden = true;
+  $("leave").hidden = c.kind === "direct";
   $("chat-error").textContent = "";
   $("title").textContent = name;
   renderMessages(true);
@@ -534,17 +570,10 @@ function wire() {
   $("back").addEventListener("click", showHome);
   $("join-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    let name = $("join-name").value.trim();
-    if (!name) return;
-    if (!name.startsWith("#")) name = "#" + name;
-    send("JOIN " + name, (final) => {
-      $("home-error").textContent = errText(final);
-      if (!final.startsWith("OK ") && !final.startsWith("ERR ALREADY_MEMBER")) return;
-      $("join-name").value = "";
-      loadRooms();
-      showChat(name);
-    });
+    enter("JOIN");
   });
+  $("create").addEventListener("click", () => enter("CREATE"));
+  $("leave").addEventListener("click", leave);
   $("friend-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const user = $("friend-name").value.trim();
@@ -576,10 +605,10 @@ function wire() {
   $("search-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const words = $("search-words").value.trim();
-    if (words && current) search(words);
+    if (words && current) search(words, null);
   });
   $("search-close").addEventListener("click", () => {
-    $("found").hidden = $("search-close").hidden = true;
+    $("found").hidden = $("search-close").hidden = $("found-more").hidden = true;
   });
   document.addEventListener("visibilitychange", () => {
     if (current && document.visibilityState === "visible") markRead(conv(current));
