@@ -228,6 +228,11 @@ impl Server {
             if let Some(c) = self.conns.get_mut(i) {
                 c.session.closing = true;
                 c.session.close_as(CloseReason::LoginTimeout);
+                // An HTTP answer still unread (with no WebSocket deadline):
+                // the client will not read it now.
+                if matches!(&c.transport, Socket::Ws(ws) if ws.is_finishing()) {
+                    self.dead.push(i);
+                }
             }
         }
     }
