@@ -1,0 +1,67 @@
+"""Drives linechat's browser client in headless Chromium for tests/browser.rs.
+
+Usage: page.py <page url> <screenshot path>. Talks to the Rust test over
+stdout (one word per line: what the page has done or seen) and stdin (one
+word per line: what the test's plain TCP client has done), so each side
+waits for the other's events instead of sleeping.
+"""
+import sys
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+URL, SHOT = sys.argv[1], sys.argv[2]
+WAIT = 20
+
+
+def tell(word):
+    print(word, flush=True)
+
+
+def expect(word):
+    line = sys.stdin.readline().strip()
+    if line != word:
+        raise SystemExit(f"expected {word!r} from the test, got {line!r}")
+
+
+opts = webdriver.ChromeOptions()
+for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync",
+             "--window-size=420,860"):
+    opts.add_argument(flag)
+opts.binary_location = "/usr/bin/chromium"
+driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+try:
+    wait = WebDriverWait(driver, WAIT)
+    driver.get(URL)
+    find = driver.find_element
+    find(By.ID, "user").send_keys("alice")
+    find(By.ID, "password").send_keys("alicepass1")
+    find(By.ID, "do-register").click()
+    wait.until(lambda d: d.find_element(By.ID, "home").is_displayed())
+    find(By.ID, "join-name").send_keys("#web")
+    find(By.CSS_SELECTOR, "#join-form button[type=submit]").click()
+    wait.until(lambda d: d.find_element(By.ID, "chat").is_displayed())
+    tell("JOINED")
+    # Markup in a message must show as text, never run.
+    find(By.ID, "say-text").send_keys("hi from the browser <img src=x onerror=alert(1)>")
+    find(By.CSS_SELECTOR, "#say-form button[type=submit]").click()
+    tell("SAID")
+    expect("TYPING")
+    wait.until(lambda d: d.find_element(By.ID, "typing").text == "bob is typing\u2026")
+    tell("SAW_TYPING")
+    expect("SAID")
+    texts = lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#messages .text")]
+    wait.until(lambda d: "hi from nc" in texts(d))
+    # bob spoke after alice's message, so he has read it: two ticks, read.
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#messages li.mine .tick").get_attribute("title") == "read")
+    mine = find(By.CSS_SELECTOR, "#messages li.mine .text").text
+    assert mine == "hi from the browser <img src=x onerror=alert(1)>", mine
+    assert not driver.find_elements(By.CSS_SELECTOR, "#messages img"), "markup was rendered"
+    driver.save_screenshot(SHOT)
+    tell("DONE")
+finally:
+    driver.quit()
