@@ -6,7 +6,7 @@
 //! cost of durability.
 
 use super::measured::Measured;
-use super::rooms::Receiver;
+use super::rooms::{Receiver, room_members};
 use super::{Progress, Settings, Window, drain, timeout_until, traffic_metrics};
 use crate::clock::Clock;
 use crate::engine::{Engine, OUT_HIGH_WATER, Status};
@@ -24,13 +24,8 @@ pub fn run<P: Protocol>(
     room_size: usize,
     window_size: u64,
 ) -> io::Result<Report> {
-    let k = room_size.max(1);
-    let n = rooms.max(1) * k;
-    let specs = (0..n)
-        .map(|i| s.client(i, vec![s.room(i / k)], true, false))
-        .collect();
-    let mut engine = Engine::<P>::new(s.addr, s.tls.clone(), specs, clock)?;
-    s.establish(&mut engine, 0..n, "durable", 1)?;
+    let (mut engine, k) = room_members::<P>(s, clock, rooms, room_size, false, "durable", 1)?;
+    let n = engine.clients.len();
     let mut params = Map::new();
     params.insert("rooms".into(), rooms.into());
     params.insert("room_size".into(), k.into());

@@ -21,13 +21,8 @@ pub fn run<P: Protocol>(
     rate: f64,
     direct_ratio: f64,
 ) -> io::Result<Report> {
-    let k = room_size.max(1);
-    let n = rooms.max(1) * k;
-    let specs = (0..n)
-        .map(|i| s.client(i, vec![s.room(i / k)], true, true))
-        .collect();
-    let mut engine = Engine::<P>::new(s.addr, s.tls.clone(), specs, clock)?;
-    s.establish(&mut engine, 0..n, "rooms", 2)?;
+    let (mut engine, k) = room_members::<P>(s, clock, rooms, room_size, true, "rooms", 2)?;
+    let n = engine.clients.len();
     let direct_ratio = if direct_ratio > 0.0 && !befriend(s, &mut engine)? {
         eprintln!("[rooms] server has no FRIEND command: rooms only");
         0.0
@@ -99,6 +94,28 @@ pub fn run<P: Protocol>(
     traffic_metrics(&mut report, P::ACKS, &rx.m.counts, window.secs(), settled);
     report.latency(&rx.m.hist);
     Ok(report)
+}
+
+/// `rooms` rooms of `room_size` members, every one a publisher, client i
+/// in room i / K, connected and logged in (at least `need` of them; with
+/// direct-message inboxes if `inbox`); returns the engine and K.
+pub(super) fn room_members<P: Protocol>(
+    s: &Settings,
+    clock: Clock,
+    rooms: usize,
+    room_size: usize,
+    inbox: bool,
+    label: &str,
+    need: usize,
+) -> io::Result<(Engine<P>, usize)> {
+    let k = room_size.max(1);
+    let n = rooms.max(1) * k;
+    let specs = (0..n)
+        .map(|i| s.client(i, vec![s.room(i / k)], true, inbox))
+        .collect();
+    let mut engine = Engine::<P>::new(s.addr, s.tls.clone(), specs, clock)?;
+    s.establish(&mut engine, 0..n, label, need)?;
+    Ok((engine, k))
 }
 
 /// Makes each pair (2j, 2j+1) friends where the protocol requires it.
