@@ -25,7 +25,8 @@ fn user(id: u32, name: &str) -> Write {
     }
 }
 
-fn message(seq: u64, text: &str) -> Write {
+/// Message `seq` of conversation 0, sent by user 0 at time `seq`.
+pub(super) fn message(seq: u64, text: &str) -> Write {
     Write::Message(StoredMessage {
         conv: ConvId(0),
         seq: Seq(seq),

@@ -147,21 +147,8 @@ fn index_after(
 #[cfg(test)]
 mod tests {
     use crate::store::sqlite::SqliteBackend;
-    use crate::store::{
-        Answer, Backend, ConvId, ConvKind, MsgState, Query, Seq, StoredMessage, UserId, Write,
-    };
-
-    fn message(seq: u64, text: &str) -> Write {
-        Write::Message(StoredMessage {
-            conv: ConvId(0),
-            seq: Seq(seq),
-            id: uuid::Uuid::from_u128(u128::from(seq)),
-            sender: UserId(0),
-            at: 0,
-            text: text.into(),
-            state: MsgState::Sent,
-        })
-    }
+    use crate::store::tests::message;
+    use crate::store::{Answer, Backend, ConvId, ConvKind, Query, Seq, Write};
 
     fn search(db: &mut SqliteBackend, word: &str) -> Vec<u64> {
         let q = Query::Search {
