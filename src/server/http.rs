@@ -10,7 +10,7 @@ use crate::ws::{HttpError, Request};
 
 use super::Server;
 use super::close::CloseReason;
-use super::stats::{LATENCY_BOUNDS_US, LatencyBuckets};
+use super::stats::LatencyBuckets;
 use super::transport::Socket;
 
 /// The content type of the Prometheus text format.
@@ -161,8 +161,8 @@ impl Server {
 fn histogram(page: &mut String, what: &str, h: &LatencyBuckets) {
     let name = format!("linechat_{what}_latency_seconds");
     let _ = writeln!(page, "# TYPE {name} histogram");
-    for (bound, n) in LATENCY_BOUNDS_US.iter().zip(h.at_most) {
-        let le = *bound as f64 / 1e6;
+    for (bound, n) in h.at_most() {
+        let le = bound as f64 / 1e6;
         let _ = writeln!(page, "{name}_bucket{{le=\"{le}\"}} {n}");
     }
     let _ = writeln!(page, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);

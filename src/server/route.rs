@@ -20,6 +20,7 @@ impl Server {
         fanout::route(&mut self.hub, &mut out.emits, &mut wire);
         // One clock read per call: every delivery of it was published now.
         let mut published_at = None;
+        let mut last_published = None;
         for (sid, output) in wire.drain(..) {
             let Some(i) = self.index_of(sid) else {
                 continue;
@@ -33,9 +34,14 @@ impl Server {
                 }
                 Wire::Event(b) => self.push_event(i, b, None),
                 Wire::Deliver { line, conv, seq } => {
-                    let now = *published_at.get_or_insert_with(Instant::now);
-                    let limit = self.cfg.metrics_tracked_messages;
-                    self.published.publish(conv, seq, now, limit);
+                    // A batch's recipients come one after another: its
+                    // publish time is noted once, not once per recipient.
+                    if last_published != Some((conv, seq)) {
+                        last_published = Some((conv, seq));
+                        let now = *published_at.get_or_insert_with(Instant::now);
+                        let limit = self.cfg.metrics_tracked_messages;
+                        self.published.publish(conv, seq, now, limit);
+                    }
                     self.push_event(i, line, Some((conv, seq)))
                 }
                 Wire::Defer => session.defer(),

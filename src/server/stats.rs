@@ -62,31 +62,44 @@ impl PublishTimes {
     }
 }
 
-/// A cumulative latency histogram with fixed bounds, as Prometheus wants
-/// it: counts per upper bound, the sum and the count.
+/// A latency histogram with fixed bounds, as Prometheus wants it: counts
+/// per upper bound, the sum and the count. Each observation lands in one
+/// bucket; the cumulative counts are summed when the page is written, not
+/// on every delivery.
 #[derive(Debug, Default)]
 pub(super) struct LatencyBuckets {
-    /// Observations at or under each of [`LATENCY_BOUNDS_US`].
-    pub(super) at_most: [u64; LATENCY_BOUNDS_US.len()],
+    /// Observations above the previous bound and at or under each of
+    /// [`LATENCY_BOUNDS_US`].
+    in_bucket: [u64; LATENCY_BOUNDS_US.len()],
     pub(super) count: u64,
     pub(super) sum_us: u64,
 }
 
 /// Bucket upper bounds in microseconds: 100 us to 10 s.
-pub(super) const LATENCY_BOUNDS_US: [u64; 12] = [
+const LATENCY_BOUNDS_US: [u64; 12] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 500_000, 1_000_000, 10_000_000,
 ];
 
 impl LatencyBuckets {
     pub(super) fn record(&mut self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        for (bound, n) in LATENCY_BOUNDS_US.iter().zip(&mut self.at_most) {
-            if us <= *bound {
-                *n += 1;
-            }
+        let bucket = LATENCY_BOUNDS_US.partition_point(|&bound| bound < us);
+        if let Some(n) = self.in_bucket.get_mut(bucket) {
+            *n += 1;
         }
         self.count += 1;
         self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Observations at or under each of [`LATENCY_BOUNDS_US`] (cumulative).
+    pub(super) fn at_most(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        LATENCY_BOUNDS_US
+            .iter()
+            .zip(&self.in_bucket)
+            .scan(0, |sum, (&bound, &n)| {
+                *sum += n;
+                Some((bound, *sum))
+            })
     }
 }
 
