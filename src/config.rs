@@ -89,8 +89,9 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// `sync`: OK only after the change is on disk. `async`: OK at once,
-    /// committed within milliseconds.
+    /// What an OK promises survives (README, Durability): `sync` (on disk),
+    /// `write` (in the OS, on disk within half a second) or `async` (OK at
+    /// once).
     #[arg(long, env = "LINECHAT_DURABILITY", value_enum, default_value = "sync")]
     pub durability: Durability,
 
