@@ -25,11 +25,23 @@ impl Checkpointer {
     /// next start, which is wasteful but loses nothing.
     /// `wal_fsync`: commits are not fsynced, so each round fsyncs the WAL
     /// first; that bounds what a power loss can take to one round.
-    pub(super) fn start(path: String, wal_fsync: bool) -> Option<Checkpointer> {
+    ///
+    /// Every descriptor the thread will use is opened here, before the
+    /// server takes clients: opened later, they would compete with accepts
+    /// when descriptors run out, and keep two of those freed for clients.
+    pub(super) fn start(path: &str, wal_fsync: bool) -> Option<Checkpointer> {
+        let conn = Connection::open(path)
+            .and_then(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+                Ok(conn)
+            })
+            .map_err(|e| log::error!("checkpointer cannot open {path}: {e}"))
+            .ok()?;
+        let wal = wal_fsync.then(|| WalFile::open(format!("{path}-wal")));
         let (stop, stop_rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("checkpoint".into())
-            .spawn(move || checkpoint_loop(path, wal_fsync, stop_rx))
+            .spawn(move || checkpoint_loop(conn, wal, stop_rx))
             .map_err(|e| log::error!("cannot start the checkpointer: {e}"))
             .ok()?;
         Some(Checkpointer {
@@ -50,21 +62,14 @@ impl Drop for Checkpointer {
 
 /// Runs PASSIVE checkpoints on a connection of its own: they never block the
 /// storage thread's commits, and they keep the WAL from growing unbounded.
-fn checkpoint_loop(path: String, wal_fsync: bool, stop: mpsc::Receiver<()>) {
-    let conn = match Connection::open(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("checkpointer cannot open {path}: {e}");
-            return;
-        }
-    };
+fn checkpoint_loop(conn: Connection, mut wal: Option<WalFile>, stop: mpsc::Receiver<()>) {
     loop {
         let last = matches!(
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
-        if wal_fsync {
-            sync_wal(&path);
+        if let Some(wal) = &mut wal {
+            wal.sync();
         }
         let mode = if last { "TRUNCATE" } else { "PASSIVE" };
         if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
@@ -76,15 +81,33 @@ fn checkpoint_loop(path: String, wal_fsync: bool, stop: mpsc::Receiver<()>) {
     }
 }
 
-/// Fsyncs the WAL beside the database at `path`: every commit written to it
-/// so far is on disk when this returns. A checkpoint would fsync it too, but
-/// only when it can copy frames, which a long read can hold off; this does
-/// not depend on that.
-fn sync_wal(path: &str) {
-    let wal = format!("{path}-wal");
-    match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!("fsync of {wal} failed: {e}"),
+/// The WAL beside the database, held open so that fsyncing it needs no new
+/// descriptor. SQLite keeps the file (truncating, never deleting it) while
+/// the storage thread's connection is open, which outlives this thread.
+struct WalFile {
+    path: String,
+    file: Option<std::fs::File>,
+}
+
+impl WalFile {
+    fn open(path: String) -> WalFile {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| log::warn!("cannot open {path} to fsync it: {e}"))
+            .ok();
+        WalFile { path, file }
+    }
+
+    /// Every commit written to the WAL so far is on disk when this returns.
+    /// A checkpoint would fsync it too, but only when it can copy frames,
+    /// which a long read can hold off; this does not depend on that.
+    fn sync(&mut self) {
+        if self.file.is_none() {
+            *self = WalFile::open(std::mem::take(&mut self.path));
+        }
+        if let Some(f) = &self.file {
+            if let Err(e) = f.sync_data() {
+                log::warn!("fsync of {} failed: {e}", self.path);
+            }
+        }
     }
 }

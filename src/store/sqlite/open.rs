@@ -54,7 +54,6 @@ impl SqliteBackend {
         let wal_fsync = !fsync_each_commit;
         let checkpointer = conn
             .path()
-            .map(str::to_string)
             .and_then(|path| Checkpointer::start(path, wal_fsync));
         Ok(SqliteBackend {
             conn,
