@@ -85,6 +85,32 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_LISTEN_BACKLOG", default_value_t = 4096)]
     pub listen_backlog: i32,
 
+    /// Redis address of the bus between nodes (`redis://host:port`): several
+    /// nodes on one shared store, each publishing what it commits. Without
+    /// it the node is alone. Needs `--durability sync` or `write`.
+    #[arg(long, env = "LINECHAT_BUS")]
+    pub bus: Option<String>,
+
+    /// Bus channel names start with this: clusters sharing one Redis must
+    /// differ in it.
+    #[arg(long, env = "LINECHAT_BUS_PREFIX", default_value = "linechat")]
+    pub bus_prefix: String,
+
+    /// Facts waiting to be published on the bus, and received ones waiting
+    /// for the event loop. Past it a fact to publish is dropped (the other
+    /// nodes read it from the store) and the node stops reading from Redis
+    /// until the loop catches up.
+    #[arg(long, env = "LINECHAT_BUS_QUEUE", default_value_t = 65536,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bus_queue: u64,
+
+    /// Seconds between position checks: every conversation this node
+    /// listens to is read from the store past its last delivered seq, which
+    /// catches a bus subscription that died silently.
+    #[arg(long, env = "LINECHAT_BUS_POSITION_CHECK", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bus_position_check: u64,
+
     /// Folder for the database; created if absent.
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

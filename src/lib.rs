@@ -89,6 +89,7 @@
 
 pub mod auth;
 pub mod blob;
+pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod fanout;

@@ -4,7 +4,9 @@
 //! busy, so the driver holds its next lines until the answer is in: whatever
 //! the client pipelined after LOGIN is then read as a logged-in session.
 
-use super::{AuthCtx, Change, ChatError, Hub, Out, Pending, Reply, SessionId, UserId, names};
+use super::{
+    AuthCtx, Change, ChatError, Hub, Out, Pending, Reply, SessionId, Shared, UserId, names,
+};
 use crate::auth::{self, Outcome, Work};
 use crate::store::{Request, Write};
 
@@ -103,7 +105,9 @@ impl Hub {
                             created,
                         };
                         self.persist(vec![write], out);
-                        self.apply(Change::Registered { user, name, phc }, out);
+                        let change = Change::Registered { user, name, phc };
+                        self.share(|| Shared::Change(change.clone()), out);
+                        self.apply(change, out);
                         self.registered(sid, Ok(user), out);
                     }
                 }
@@ -169,6 +173,7 @@ impl Hub {
         user.sessions.reserve_exact(1);
         user.sessions.push(sid);
         if user.sessions.len() == 1 {
+            self.subscriptions_stale = true;
             self.announce_presence(uid, out);
         }
     }
@@ -180,6 +185,7 @@ impl Hub {
         };
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
+            self.subscriptions_stale = true;
             user.last_seen = Some(at);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             self.announce_presence(uid, out);

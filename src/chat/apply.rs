@@ -76,6 +76,7 @@ impl Hub {
                 let mut c = Conv::new(conv, kind, name);
                 c.members = members;
                 self.convs.insert(conv, c);
+                self.subscriptions_stale = true;
             }
             Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Membership { conv, change } => {

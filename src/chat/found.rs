@@ -14,7 +14,7 @@
 use super::attach::Upload;
 use super::{
     Audience, Change, ChatError, ConvId, ConvKind, Durability, Emit, Event, Hub, Member, Out,
-    Output, Pending, Reply, SessionId, UserId,
+    Output, Pending, Reply, SessionId, Shared, UserId,
 };
 use crate::protocol::Target;
 use crate::store::{NewConv, NewMember, Request, Write};
@@ -128,6 +128,7 @@ impl Hub {
             name: f.name,
             members,
         };
+        self.share(|| Shared::Change(change.clone()), out);
         self.apply(change, out);
         let answer = match f.founder {
             Founder::Join { sid, uid } => {

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use thiserror::Error;
 
 use super::{
-    Audience, ChatError, Emit, Event, FriendNews, Hub, IdMap, Out, Reply, RequestInfo, SessionId,
-    UserId,
+    Audience, Change, ChatError, Emit, Event, FriendNews, Hub, IdMap, Out, Reply, RequestInfo,
+    SessionId, UserId,
 };
 use crate::protocol::FriendCmd;
 use crate::store::{RequestRow, RequestState, Write};
@@ -295,8 +295,21 @@ impl Hub {
                     (FriendNews::Request, FriendNews::Requested)
                 };
                 let events = self.friend_news(Some(sid), uid, other, theirs, mine);
+                let change = if accepted {
+                    FriendChange::Accepted {
+                        from: other,
+                        to: uid,
+                        at: now,
+                    }
+                } else {
+                    FriendChange::Requested {
+                        from: uid,
+                        to: other,
+                        at: now,
+                    }
+                };
                 let reply = Reply::FriendAdded { other, accepted };
-                self.commit(sid, writes, reply, events, out);
+                self.commit(sid, writes, reply, events, Change::Friendship(change), out);
             }
             FriendCmd::Accept(name) | FriendCmd::Reject(name) => {
                 let accept = matches!(cmd, FriendCmd::Accept(_));
@@ -307,17 +320,27 @@ impl Hub {
                     self.friends.reject(uid, other, now)
                 };
                 let writes = result.map_err(|e| self.friend_error(e, other))?;
-                let news = if accept {
-                    FriendNews::Accepted
+                let (news, change) = if accept {
+                    let change = FriendChange::Accepted {
+                        from: other,
+                        to: uid,
+                        at: now,
+                    };
+                    (FriendNews::Accepted, change)
                 } else {
-                    FriendNews::Rejected
+                    let change = FriendChange::Rejected {
+                        from: other,
+                        to: uid,
+                        at: now,
+                    };
+                    (FriendNews::Rejected, change)
                 };
                 let events = self.friend_news(Some(sid), uid, other, news, news);
                 let reply = Reply::FriendAnswered {
                     other,
                     accepted: accept,
                 };
-                self.commit(sid, writes, reply, events, out);
+                self.commit(sid, writes, reply, events, Change::Friendship(change), out);
             }
             FriendCmd::Remove(name) => {
                 let other = self.find_user(name)?;
@@ -327,7 +350,9 @@ impl Hub {
                     .map_err(|e| self.friend_error(e, other))?;
                 let news = FriendNews::Removed;
                 let events = self.friend_news(Some(sid), uid, other, news, news);
-                self.commit(sid, writes, Reply::FriendRemoved(other), events, out);
+                let change = Change::Friendship(FriendChange::Removed { by: uid, other });
+                let reply = Reply::FriendRemoved(other);
+                self.commit(sid, writes, reply, events, change, out);
             }
         }
         Ok(())

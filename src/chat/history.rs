@@ -5,7 +5,7 @@
 //! conversation is never loaded whole: every read is one bounded page.
 
 use super::{
-    Change, ChatError, ConvId, Hub, Msg, Out, Pending, Reply, Seq, SessionId, UserId, names,
+    Change, ChatError, ConvId, Hub, Msg, Out, Pending, Reply, Seq, SessionId, Shared, UserId, names,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, ConvKind, MsgState, Query, Request};
@@ -237,6 +237,7 @@ impl Hub {
             by,
             origin: Some(sid),
         };
+        self.share(|| Shared::Change(change.clone()), out);
         self.apply(change, out);
         out.complete(sid, reply);
     }

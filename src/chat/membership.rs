@@ -40,6 +40,7 @@ impl Hub {
         let Some(c) = self.convs.get(conv) else {
             return Vec::new();
         };
+        self.subscriptions_stale = true;
         match change {
             Membership::Joined { user } | Membership::Added { user, .. } => {
                 if c.member(user).is_some() {

@@ -15,10 +15,12 @@ mod friends;
 mod history;
 mod membership;
 mod names;
+mod order;
 mod output;
 mod presence;
 mod rooms;
 mod say;
+mod shared;
 mod state;
 mod sync;
 pub mod types;
@@ -30,10 +32,12 @@ pub use apply::Change;
 pub use error::ChatError;
 pub use friends::{FriendChange, FriendError, Friends};
 pub use membership::Membership;
+pub use order::Sequencer;
 pub use output::{
     Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
     Progress, Reply, RequestInfo, RoomInfo,
 };
+pub use shared::{FILL_ROWS, Shared, Subscriptions};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;
@@ -83,12 +87,17 @@ pub enum AuthCtx {
 /// Context carried through the storage thread; acted on once durable.
 #[derive(Debug)]
 pub enum Pending {
-    /// Send these events, then this reply.
+    /// Send these events, then this reply; with `--bus`, publish the
+    /// change that was committed.
     Reply {
         sid: SessionId,
         reply: Reply,
         events: Vec<Emit>,
+        shared: Option<Change>,
     },
+    /// Messages of a conversation that the bus did not bring (a gap, a
+    /// position check, a new subscription), to be sequenced.
+    Fill { conv: ConvId },
     /// Publish this message and answer its sender. Under `--durability
     /// sync` its seq is 0 until the commit assigns one.
     Said {
@@ -197,6 +206,10 @@ pub struct HubConfig {
     pub max_room_members: usize,
     /// Largest attachment in bytes.
     pub max_attachment: u64,
+    /// Other nodes share the store (`--bus`): committed changes, typing and
+    /// receipts are handed to the driver to publish ([`Shared`]), and
+    /// messages reach the tables through the [`Sequencer`].
+    pub clustered: bool,
 }
 
 impl Default for HubConfig {
@@ -211,6 +224,7 @@ impl Default for HubConfig {
             max_rooms_per_user: 1000,
             max_room_members: 100_000,
             max_attachment: 16 << 20,
+            clustered: false,
         }
     }
 }
@@ -271,6 +285,13 @@ pub struct Hub {
     fetches: IdMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
     typing: IdMap<(UserId, ConvId), i64>,
+    /// Orders messages from this node's commits and the bus (`--bus`).
+    sequencer: Sequencer,
+    /// Conversations with members logged in here: the bus channels this
+    /// node listens to (`--bus`).
+    subscribed: IdSet<ConvId>,
+    /// A login, logout or membership change may have changed `subscribed`.
+    subscriptions_stale: bool,
     /// A PHC string that unknown users are verified against, so a failed
     /// login takes as long whether or not the user exists.
     decoy_phc: String,
@@ -348,6 +369,9 @@ impl Hub {
             syncs: IdMap::default(),
             fetches: IdMap::default(),
             typing: IdMap::default(),
+            sequencer: Sequencer::default(),
+            subscribed: IdSet::default(),
+            subscriptions_stale: false,
             decoy_phc,
             env,
             counters: Counters::default(),
@@ -569,19 +593,27 @@ impl Hub {
     }
 
     /// Makes `writes` durable, then sends `reply` to `sid` and the events in
-    /// `ev` to whoever they are for: at once under `--durability async`, after
-    /// the commit under `sync`, so nobody hears of a change a crash could undo.
+    /// `ev` to whoever they are for, and shares `change` with the other
+    /// nodes: at once under `--durability async`, after the commit under
+    /// `sync`, so nobody hears of a change a crash could undo.
     fn commit(
         &mut self,
         sid: SessionId,
         writes: Vec<Write>,
         reply: Reply,
         events: Vec<Emit>,
+        change: Change,
         out: &mut Out,
     ) {
         match self.cfg.durability {
             Durability::Sync | Durability::Write => {
-                let pending = Pending::Reply { sid, reply, events };
+                let shared = self.cfg.clustered.then_some(change);
+                let pending = Pending::Reply {
+                    sid,
+                    reply,
+                    events,
+                    shared,
+                };
                 out.store.push(store::Request::write(writes, Some(pending)));
                 out.defer(sid);
             }
@@ -589,6 +621,7 @@ impl Hub {
                 out.store.push(store::Request::write(writes, None));
                 out.emits.extend(events);
                 out.reply(sid, reply);
+                self.share(|| Shared::Change(change), out);
             }
         }
     }
@@ -643,10 +676,19 @@ impl Hub {
                 }
             };
             match pending {
-                Pending::Reply { sid, reply, events } => {
+                Pending::Reply {
+                    sid,
+                    reply,
+                    events,
+                    shared,
+                } => {
                     out.emits.extend(events);
                     out.complete(sid, reply);
+                    if let Some(change) = shared {
+                        self.share(|| Shared::Change(change), out);
+                    }
                 }
+                Pending::Fill { conv } => self.filled(conv, answer, out),
                 Pending::Said {
                     sid,
                     conv,
@@ -664,7 +706,9 @@ impl Hub {
                         self.registered(sid, Err(ChatError::Internal), out);
                         continue;
                     };
-                    self.apply(Change::Registered { user, name, phc }, out);
+                    let change = Change::Registered { user, name, phc };
+                    self.share(|| Shared::Change(change.clone()), out);
+                    self.apply(change, out);
                     self.registered(sid, Ok(user), out);
                 }
                 Pending::History { sid, conv, limit } => {
@@ -694,6 +738,8 @@ impl Hub {
                 return self.registered(sid, Err(err), out);
             }
             Pending::Founded(f) => return self.founding_failed(*f, err, out),
+            // The read is asked again once overdue (`Hub::tick`).
+            Pending::Fill { .. } => return,
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 self.unbusy(sid);

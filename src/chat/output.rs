@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::state::Msg;
 use super::types::{ConvId, ConvKind, RequestState, Seq, UserId};
-use super::{AuthCtx, BlobCtx, ChatError, Pending, SessionId};
+use super::{AuthCtx, BlobCtx, ChatError, Pending, SessionId, Shared};
 use crate::protocol::{Lost, ParseError};
 use crate::{auth, blob, store};
 
@@ -355,6 +355,8 @@ pub struct Out {
     pub auth: Vec<auth::Job<AuthCtx>>,
     pub store: Vec<store::Request<Pending>>,
     pub blobs: Vec<blob::Job<BlobCtx>>,
+    /// For the other nodes (`--bus` only).
+    pub bus: Vec<Shared>,
 }
 
 impl Out {
@@ -381,5 +383,6 @@ impl Out {
             && self.auth.is_empty()
             && self.store.is_empty()
             && self.blobs.is_empty()
+            && self.bus.is_empty()
     }
 }

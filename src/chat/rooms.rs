@@ -8,8 +8,8 @@
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::membership::Membership;
 use super::{
-    ChatError, ConvId, Cursor, Hub, Member, MemberInfo, Msg, Out, Reply, RoomInfo, SessionId,
-    UserId, names,
+    Change, ChatError, ConvId, Cursor, Hub, Member, MemberInfo, Msg, Out, Reply, RoomInfo,
+    SessionId, UserId, names,
 };
 use crate::store::{ConvKind, MsgState, NewMember, Write};
 
@@ -168,7 +168,11 @@ impl Hub {
         let mut writes = Vec::new();
         let joined = Membership::Joined { user: uid };
         let events = self.change_membership(conv, joined, Some(sid), &mut writes);
-        self.commit(sid, writes, reply, events, out);
+        let change = Change::Membership {
+            conv,
+            change: joined,
+        };
+        self.commit(sid, writes, reply, events, change, out);
         Ok(())
     }
 
@@ -240,7 +244,8 @@ impl Hub {
         let mut writes = Vec::new();
         let left = Membership::Left { user: uid };
         let events = self.change_membership(conv, left, Some(sid), &mut writes);
-        self.commit(sid, writes, Reply::Left(conv), events, out);
+        let change = Change::Membership { conv, change: left };
+        self.commit(sid, writes, Reply::Left(conv), events, change, out);
         Ok(())
     }
 
@@ -308,8 +313,12 @@ impl Hub {
             by: uid,
         };
         let events = self.change_membership(conv, added, Some(sid), &mut writes);
+        let change = Change::Membership {
+            conv,
+            change: added,
+        };
         let reply = Reply::Added { conv, user: target };
-        self.commit(sid, writes, reply, events, out);
+        self.commit(sid, writes, reply, events, change, out);
         Ok(())
     }
 
@@ -338,8 +347,12 @@ impl Hub {
             by: uid,
         };
         let events = self.change_membership(conv, kicked, Some(sid), &mut writes);
+        let change = Change::Membership {
+            conv,
+            change: kicked,
+        };
         let reply = Reply::Kicked { conv, user: target };
-        self.commit(sid, writes, reply, events, out);
+        self.commit(sid, writes, reply, events, change, out);
         Ok(())
     }
 
@@ -367,8 +380,12 @@ impl Hub {
             by: uid,
         };
         let events = self.change_membership(conv, opped, Some(sid), &mut writes);
+        let change = Change::Membership {
+            conv,
+            change: opped,
+        };
         let reply = Reply::Opped { conv, user: target };
-        self.commit(sid, writes, reply, events, out);
+        self.commit(sid, writes, reply, events, change, out);
         Ok(())
     }
 }

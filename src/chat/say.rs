@@ -13,7 +13,7 @@
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
     Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, Out, Pending, Posted, Reply, Seq,
-    SessionId, UserId,
+    SessionId, Shared, UserId,
 };
 use super::{names, pair};
 use crate::protocol::{Command, Target};
@@ -272,7 +272,18 @@ impl Hub {
                 msg: msg.clone(),
             })
             .collect();
-        self.apply(Change::Posted { conv, posts }, out);
+        if self.cfg.clustered {
+            let shared = || {
+                Shared::Change(Change::Posted {
+                    conv,
+                    posts: Vec::clone(&posts),
+                })
+            };
+            self.share(shared, out);
+            self.sequence(conv, posts, out);
+        } else {
+            self.apply(Change::Posted { conv, posts }, out);
+        }
         for (origin, msg, ack) in batch {
             self.acknowledge(conv, &msg, origin, ack, out);
         }

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use super::{
     Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply, Seq,
-    SessionId, UserId,
+    SessionId, Shared, UserId,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, MsgState, Query, Request, Write};
@@ -159,6 +159,14 @@ impl Hub {
                 progress,
             };
             out.event(Audience::user(sender, None), event);
+            let shared = || Shared::Receipt {
+                conv,
+                seq,
+                reader,
+                sender,
+                progress,
+            };
+            self.share(shared, out);
         }
     }
 
@@ -484,6 +492,7 @@ impl Hub {
             let others = c.members.iter().map(|m| m.user).filter(|&u| u != uid);
             let event = Event::Typing { conv, user: uid };
             out.event(Audience::Users(others.collect()), event);
+            self.share(|| Shared::Typing { conv, user: uid }, out);
             self.typing.insert((uid, conv), now);
         }
         out.reply(sid, Reply::Typing(conv));

@@ -49,6 +49,7 @@ use slab::Slab;
 
 use crate::auth;
 use crate::blob::{self, Blobs};
+use crate::bus::{self, Bus};
 use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Seq, SessionId, SystemEnv};
 use crate::config::Config;
 use crate::fanout::Wire;
@@ -67,6 +68,10 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Tls(#[from] stream::TlsSetupError),
+    #[error("{0}")]
+    Bus(#[from] bus::BusError),
+    #[error("{0}")]
+    Config(String),
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -103,6 +108,10 @@ pub struct Server {
     store_done: mpsc::Receiver<store::Committed<Pending>>,
     blobs: Blobs<BlobCtx>,
     blob_done: mpsc::Receiver<blob::Done<BlobCtx>>,
+    /// Set with `--bus`.
+    bus: Option<Bus>,
+    bus_done: mpsc::Receiver<bus::Incoming>,
+    last_position_check: Instant,
     /// One read buffer for all sessions; lines are copied out of it by the framer.
     scratch: Vec<u8>,
     serial: u32,
@@ -157,6 +166,13 @@ impl Server {
             let _ = waker.wake();
         });
 
+        if cfg.bus.is_some() && cfg.durability == crate::chat::Durability::Async {
+            // Under async the hub picks ids and seqs itself: two nodes would
+            // pick the same ones.
+            return Err(ServerError::Config(
+                "--bus needs --durability sync or write".into(),
+            ));
+        }
         let blob_dir = cfg.data_dir.join("blobs");
         let fsync_each_commit = cfg.durability.fsync_each_commit();
         let mut db = SqliteBackend::open_with(&cfg.data_dir, blob_dir.clone(), fsync_each_commit)?;
@@ -172,6 +188,18 @@ impl Server {
         };
         let decoy = auth::hash(cost, "decoy password for unknown users")
             .ok_or_else(|| io::Error::other("argon2 parameters rejected"))?;
+        let (bus_tx, bus_done) = mpsc::sync_channel(clamp_queue(cfg.bus_queue));
+        let bus = match &cfg.bus {
+            Some(url) => {
+                let bus_cfg = bus::BusConfig {
+                    url: url.clone(),
+                    prefix: cfg.bus_prefix.clone(),
+                    queue: clamp_queue(cfg.bus_queue),
+                };
+                Some(Bus::start(bus_cfg, bus_tx, Arc::clone(&wake))?)
+            }
+            None => None,
+        };
         let (auth_tx, auth_done) = mpsc::channel();
         let auth = auth::start(cfg.auth_threads, cost, auth_tx, wake);
 
@@ -185,6 +213,7 @@ impl Server {
             max_rooms_per_user: cfg.max_rooms_per_user,
             max_room_members: cfg.max_room_members,
             max_attachment: cfg.max_attachment,
+            clustered: cfg.bus.is_some(),
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy, Box::new(SystemEnv));
 
@@ -227,6 +256,9 @@ impl Server {
             store_done,
             blobs,
             blob_done,
+            bus,
+            bus_done,
+            last_position_check: Instant::now(),
             serial: 0,
             dirty: Vec::new(),
             again: Vec::new(),
@@ -360,6 +392,7 @@ impl Server {
         self.drop_over_soft_too_long();
         // Messages said this turn (under async) go out as one batch each.
         self.flush_posts();
+        self.tend_bus();
         self.flush_dirty();
         self.close_dead();
         self.tick_rates();
@@ -405,6 +438,43 @@ impl Server {
             self.hub.blob_done(done, &mut self.out);
             self.apply_out();
         }
+        while let Ok(incoming) = self.bus_done.try_recv() {
+            match incoming {
+                bus::Incoming::Fact(shared) => self.hub.remote(shared, &mut self.out),
+                bus::Incoming::Connected => {
+                    let convs = self.hub.subscribed();
+                    self.hub.catch_up(&convs, &mut self.out);
+                }
+                bus::Incoming::Subscribed(convs) => self.hub.catch_up(&convs, &mut self.out),
+            }
+            self.apply_out();
+        }
+    }
+
+    /// With `--bus`: listens to the channels of the conversations whose
+    /// members came or went, asks again for gap reads that are overdue,
+    /// and checks every subscribed conversation against the store each
+    /// `--bus-position-check` seconds.
+    fn tend_bus(&mut self) {
+        let Some(bus) = &self.bus else {
+            return;
+        };
+        if let Some(change) = self.hub.subscriptions() {
+            if !change.unsubscribe.is_empty() {
+                bus.unsubscribe(change.unsubscribe);
+            }
+            if !change.subscribe.is_empty() {
+                bus.subscribe(change.subscribe);
+            }
+        }
+        self.hub.retry_fills(&mut self.out);
+        let every = Duration::from_secs(self.cfg.bus_position_check);
+        if self.last_position_check.elapsed() >= every {
+            self.last_position_check = Instant::now();
+            let convs = self.hub.subscribed();
+            self.hub.catch_up(&convs, &mut self.out);
+        }
+        self.apply_out();
     }
 
     /// Publishes the messages said so far this turn (under async) and
@@ -413,6 +483,11 @@ impl Server {
         self.hub.flush_posts(&mut self.out);
         self.apply_out();
     }
+}
+
+/// A queue bound from a flag, as the channels take it.
+fn clamp_queue(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// Binds and registers a listener for `addr`, if one is asked for.

@@ -101,6 +101,11 @@ impl Server {
                 storage.submit(req);
             }
         }
+        if let Some(bus) = &self.bus {
+            for shared in out.bus.drain(..) {
+                bus.publish(shared);
+            }
+        }
         // Hand the (now empty) vectors back so their capacity is reused.
         self.out = out;
         self.wire = wire;

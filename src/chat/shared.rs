@@ -1,0 +1,200 @@
+//! What the other nodes of a cluster must hear of this node's work.
+//!
+//! With `--bus`, the hub hands the driver a [`Shared`] for each committed
+//! change it made (after the commit, never before) and for each typing
+//! notice and receipt, which are not stored and travel between nodes only
+//! this way. The driver publishes them; another node feeds them back to its
+//! hub through [`Hub::remote`], which applies a change with the same
+//! [`Hub::apply`] as local commits and tells its own sessions. Messages,
+//! this node's and the bus's, reach the tables through the
+//! [`super::Sequencer`], which reads what the bus lost from the store.
+
+use super::output::{Audience, Event, Progress};
+use super::{Change, ConvId, Hub, Msg, Out, Pending, Posted, Seq, UserId};
+use crate::store::{Answer, Query, Request, StoredMessage};
+
+/// Messages one read of a conversation's gap asks the store for; a longer
+/// gap takes several reads, one after the other.
+pub const FILL_ROWS: usize = 256;
+
+/// A fact for the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shared {
+    /// A committed change. Sessions named in it (origins) are this node's
+    /// and mean nothing elsewhere; the bus drops them.
+    Change(Change),
+    /// `user` is typing in `conv`.
+    Typing { conv: ConvId, user: UserId },
+    /// `reader` has `sender`'s messages of `conv` up to `seq`.
+    Receipt {
+        conv: ConvId,
+        seq: Seq,
+        reader: UserId,
+        sender: UserId,
+        progress: Progress,
+    },
+}
+
+impl Shared {
+    /// The conversation whose nodes need it; `None` for what every node
+    /// needs (accounts, friendships, who is in which conversation).
+    pub fn conv(&self) -> Option<ConvId> {
+        match self {
+            Shared::Change(Change::Posted { conv, .. } | Change::Changed { conv, .. })
+            | Shared::Typing { conv, .. }
+            | Shared::Receipt { conv, .. } => Some(*conv),
+            Shared::Change(_) => None,
+        }
+    }
+}
+
+/// Bus channels to start and stop listening to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Subscriptions {
+    pub subscribe: Vec<ConvId>,
+    pub unsubscribe: Vec<ConvId>,
+}
+
+impl Hub {
+    /// Hands what `shared` makes to the driver for the other nodes, when
+    /// there are any (made only then: a single node pays nothing).
+    pub(super) fn share(&self, shared: impl FnOnce() -> Shared, out: &mut Out) {
+        if self.cfg.clustered {
+            out.bus.push(shared());
+        }
+    }
+
+    /// A fact another node published.
+    pub fn remote(&mut self, shared: Shared, out: &mut Out) {
+        self.flush_posts(out);
+        match shared {
+            Shared::Change(Change::Posted { conv, posts }) => self.sequence(conv, posts, out),
+            Shared::Change(change) => self.apply(change, out),
+            Shared::Typing { conv, user } => {
+                let Some(c) = self.convs.get(conv) else {
+                    return;
+                };
+                let others = c.members.iter().map(|m| m.user).filter(|&u| u != user);
+                out.event(
+                    Audience::Users(others.collect()),
+                    Event::Typing { conv, user },
+                );
+            }
+            Shared::Receipt {
+                conv,
+                seq,
+                reader,
+                sender,
+                progress,
+            } => {
+                let event = Event::Receipt {
+                    conv,
+                    seq,
+                    reader,
+                    progress,
+                };
+                out.event(Audience::user(sender, None), event);
+            }
+        }
+    }
+
+    /// Committed messages of `conv`, from any source, into the tables in
+    /// seq order, each once; a gap is read from the store.
+    pub(super) fn sequence(&mut self, conv: ConvId, posts: Vec<Posted>, out: &mut Out) {
+        let Some(c) = self.convs.get(conv) else {
+            return;
+        };
+        let now = self.now();
+        let offer = self.sequencer.offer(conv, c.last_seq, posts, now);
+        if !offer.deliver.is_empty() {
+            let posts = offer.deliver;
+            self.apply(Change::Posted { conv, posts }, out);
+        }
+        if let Some(after) = offer.fetch {
+            self.read_after(conv, after, out);
+        }
+    }
+
+    fn read_after(&self, conv: ConvId, after: Seq, out: &mut Out) {
+        let query = Query::After {
+            conv,
+            after,
+            limit: FILL_ROWS,
+        };
+        out.store
+            .push(Request::query(query, Pending::Fill { conv }));
+    }
+
+    /// The store's messages for a gap or a position check.
+    pub(super) fn filled(&mut self, conv: ConvId, answer: Answer, out: &mut Out) {
+        self.sequencer.answered(conv);
+        let Answer::Messages(msgs) = answer else {
+            return;
+        };
+        let posts = msgs.into_iter().map(stored_post).collect();
+        self.sequence(conv, posts, out);
+    }
+
+    /// Reads whatever the store has past the last seq delivered in each of
+    /// `convs`: after a new subscription, after the bus reconnected, and
+    /// periodically for every subscribed conversation (a subscription can
+    /// die silently: publishes succeed and nothing arrives).
+    pub fn catch_up(&mut self, convs: &[ConvId], out: &mut Out) {
+        for &conv in convs {
+            if let Some(c) = self.convs.get(conv) {
+                self.read_after(conv, c.last_seq, out);
+            }
+        }
+    }
+
+    /// The conversations this node listens to on the bus.
+    pub fn subscribed(&self) -> Vec<ConvId> {
+        self.subscribed.iter().copied().collect()
+    }
+
+    /// Gap reads that went unanswered for too long are asked again.
+    pub fn retry_fills(&mut self, out: &mut Out) {
+        let now = self.now();
+        for conv in self.sequencer.overdue(now) {
+            self.sequence(conv, Vec::new(), out);
+        }
+    }
+
+    /// How the channels this node listens to must change: a conversation
+    /// is listened to while one of its members is logged in here.
+    pub fn subscriptions(&mut self) -> Option<Subscriptions> {
+        if !std::mem::take(&mut self.subscriptions_stale) || !self.cfg.clustered {
+            return None;
+        }
+        let mut wanted = super::IdSet::default();
+        for user in self.users.values().filter(|u| u.online()) {
+            wanted.extend(user.convs.iter().copied());
+        }
+        let mut change = Subscriptions::default();
+        change
+            .subscribe
+            .extend(wanted.difference(&self.subscribed).copied());
+        change
+            .unsubscribe
+            .extend(self.subscribed.difference(&wanted).copied());
+        self.subscribed = wanted;
+        if change.subscribe.is_empty() && change.unsubscribe.is_empty() {
+            return None;
+        }
+        Some(change)
+    }
+
+    /// Messages held past gaps, dropped as duplicates, and dropped at the
+    /// bound of held ones (STATS).
+    pub fn sequencer_counts(&self) -> (usize, u64, u64) {
+        let s = &self.sequencer;
+        (s.held(), s.duplicates, s.overflow)
+    }
+}
+
+fn stored_post(m: StoredMessage) -> Posted {
+    Posted {
+        origin: None,
+        msg: Msg::from(m),
+    }
+}
