@@ -37,10 +37,11 @@ pub enum Shared {
 
 impl Shared {
     /// The conversation whose nodes need it; `None` for what every node
-    /// needs (accounts, friendships, who is in which conversation).
+    /// needs (accounts, friendships, who is in which conversation, and
+    /// edits, so the recent messages each node keeps stay right).
     pub fn conv(&self) -> Option<ConvId> {
         match self {
-            Shared::Change(Change::Posted { conv, .. } | Change::Changed { conv, .. })
+            Shared::Change(Change::Posted { conv, .. })
             | Shared::Typing { conv, .. }
             | Shared::Receipt { conv, .. } => Some(*conv),
             Shared::Change(_) => None,
