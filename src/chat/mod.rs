@@ -801,8 +801,10 @@ impl Hub {
                 ChatError::NoSuchMessage
             }
             (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
-            (Pending::Registered { .. }, StoreError::Conflict(_)) => ChatError::UserExists,
-            (Pending::Founded(f), StoreError::Conflict(_)) if f.kind != ConvKind::Direct => {
+            (Pending::Registered { .. }, StoreError::Conflict(_) | StoreError::NameTaken(_)) => {
+                ChatError::UserExists
+            }
+            (Pending::Founded(f), StoreError::NameTaken(_)) if f.kind != ConvKind::Direct => {
                 ChatError::RoomExists(f.name.clone())
             }
             (Pending::Said { sid, .. }, &StoreError::NotMember(conv)) => {

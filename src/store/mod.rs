@@ -47,6 +47,10 @@ pub enum StoreError {
     /// A uniqueness rule or a compare-and-set refused the change.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A user or room name that another writer of a shared database took
+    /// first (its unique constraint refused this one).
+    #[error("name taken: {0}")]
+    NameTaken(String),
     /// The row the request needs is not there.
     #[error("not found")]
     NotFound,

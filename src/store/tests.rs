@@ -70,7 +70,10 @@ fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
         let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
         assert_eq!(outcome, [(0, true), (1, false), (2, true)], "{name}");
         assert!(
-            matches!(done[1].1, Err(StoreError::Conflict(_))),
+            matches!(
+                done[1].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}: {:?}",
             done[1].1
         );
@@ -373,7 +376,10 @@ fn commits_assign_seqs_and_ids_without_holes() {
         };
         let failed = run_batch(db, vec![Request::write(vec![post("lost"), taken], Some(3))]);
         assert!(
-            matches!(failed[0].1, Err(StoreError::Conflict(_))),
+            matches!(
+                failed[0].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}"
         );
         let next = run_batch(db, vec![Request::write(vec![post("four")], Some(4))]);

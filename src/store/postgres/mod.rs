@@ -224,8 +224,9 @@ fn seq(n: i64) -> Seq {
 }
 
 /// PostgreSQL's errors sorted into what the hub can act on: a broken or
-/// refused connection is unreachable (reconnect later), a uniqueness
-/// violation a conflict, a serialization failure or deadlock worth a retry.
+/// refused connection is unreachable (reconnect later), a taken user or
+/// room name is `NameTaken`, another uniqueness violation a conflict, a
+/// serialization failure or deadlock worth a retry.
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         let text = format!("postgres: {e}");
@@ -234,7 +235,11 @@ impl From<postgres::Error> for StoreError {
             return StoreError::Unreachable(text);
         };
         if *code == SqlState::UNIQUE_VIOLATION {
-            return StoreError::Conflict(text);
+            let constraint = e.as_db_error().and_then(|db| db.constraint());
+            return match constraint {
+                Some("users_name_key" | "convs_name_key") => StoreError::NameTaken(text),
+                _ => StoreError::Conflict(text),
+            };
         }
         if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
