@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::store::{
-    ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, Seq, SqliteBackend,
-    StoredMessage, UserId,
+    ConvId, ConvKind, MemoryBackend, MsgState, PostgresBackend, Query, RequestState, Seq,
+    SqliteBackend, StoredMessage, UserId,
 };
 
 /// Runs `test` against each backend, fresh, named for the failure message.
@@ -13,7 +13,11 @@ fn each_backend(mut test: impl FnMut(&str, &mut dyn Backend)) {
     let blobs = dir.path().join("blobs");
     let mut sqlite = SqliteBackend::open(dir.path(), blobs.clone()).unwrap();
     test("sqlite", &mut sqlite);
-    test("memory", &mut MemoryBackend::new(Some(blobs)));
+    test("memory", &mut MemoryBackend::new(Some(blobs.clone())));
+    if let Some(db) = super::postgres::testdb::TestDb::create() {
+        let mut pg = PostgresBackend::open(&db.url, blobs, true).unwrap();
+        test("postgres", &mut pg);
+    }
 }
 
 fn user(id: u32, name: &str) -> Write {
@@ -66,7 +70,10 @@ fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
         let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
         assert_eq!(outcome, [(0, true), (1, false), (2, true)], "{name}");
         assert!(
-            matches!(done[1].1, Err(StoreError::Conflict(_))),
+            matches!(
+                done[1].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}: {:?}",
             done[1].1
         );
@@ -314,6 +321,25 @@ fn post(text: &str) -> Write {
 #[test]
 fn commits_assign_seqs_and_ids_without_holes() {
     each_backend(|name, db| {
+        // The poster is a member: a shared database checks that in the commit.
+        let room = vec![
+            Write::Conv {
+                id: ConvId(0),
+                kind: ConvKind::Public,
+                name: "#r".into(),
+                created: 0,
+            },
+            Write::Member {
+                conv: ConvId(0),
+                user: UserId(0),
+                admin: true,
+                joined: 0,
+            },
+        ];
+        run_batch(db, vec![Request::write(room, Some(()))])[0]
+            .1
+            .as_ref()
+            .unwrap();
         let done = run_batch(
             db,
             vec![
@@ -350,7 +376,10 @@ fn commits_assign_seqs_and_ids_without_holes() {
         };
         let failed = run_batch(db, vec![Request::write(vec![post("lost"), taken], Some(3))]);
         assert!(
-            matches!(failed[0].1, Err(StoreError::Conflict(_))),
+            matches!(
+                failed[0].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}"
         );
         let next = run_batch(db, vec![Request::write(vec![post("four")], Some(4))]);

@@ -1,0 +1,308 @@
+//! Writes: each row-level change, and the checked change of EDIT and DELETE.
+
+use std::path::Path;
+
+use postgres::GenericClient;
+
+use super::read::{MESSAGE_COLUMNS, message_row};
+use super::{conv_id, id, seq, seq_param, user_id};
+use crate::store::backend::remove_blob_file;
+use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, Seq, StoreError, Write};
+
+pub(super) fn change(
+    db: &mut impl GenericClient,
+    conv: ConvId,
+    at: Seq,
+    text: Option<&str>,
+    blob_dir: &Path,
+) -> Result<Answer, StoreError> {
+    // FOR UPDATE: an EDIT and a DELETE of one message on two nodes take turns.
+    let row = db.query_opt(
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = $1 AND seq = $2 FOR UPDATE"),
+        &[&id(conv.0), &seq_param(at)],
+    )?;
+    let mut msg = message_row(conv, &row.ok_or(StoreError::NotFound)?);
+    if msg.state == MsgState::Deleted {
+        return Err(StoreError::Conflict(format!("message {at} is deleted")));
+    }
+    match text {
+        Some(t) => {
+            msg.text = t.to_string();
+            msg.state = MsgState::Edited;
+        }
+        None => {
+            msg.text.clear();
+            msg.state = MsgState::Deleted;
+            unref_blob(db, conv, at, blob_dir)?;
+        }
+    }
+    // The search document is a generated column: it follows the text.
+    db.execute(
+        "UPDATE messages SET text = $3, state = $4 WHERE conv = $1 AND seq = $2",
+        &[&id(conv.0), &seq_param(at), &msg.text, &(msg.state as i16)],
+    )?;
+    Ok(Answer::Changed(msg))
+}
+
+/// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
+/// more is deleted, row and file.
+fn unref_blob(
+    db: &mut impl GenericClient,
+    conv: ConvId,
+    at: Seq,
+    blob_dir: &Path,
+) -> Result<(), StoreError> {
+    let Some(row) = db.query_opt(
+        "DELETE FROM blob_refs WHERE conv = $1 AND seq = $2 RETURNING blob",
+        &[&id(conv.0), &seq_param(at)],
+    )?
+    else {
+        return Ok(());
+    };
+    let blob: String = row.get(0);
+    // Deleting the row only if no message holds it decides, under the
+    // row's lock, which node's DELETE removes the file.
+    let gone = db.execute(
+        "DELETE FROM blobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM blob_refs WHERE blob = $1)",
+        &[&blob],
+    )?;
+    if gone > 0 && crate::blob::is_blob_id(&blob) {
+        remove_blob_file(blob_dir, &blob);
+    }
+    Ok(())
+}
+
+/// Message rows waiting to be inserted: a commit inserts all of them with
+/// one statement (arrays unnested into rows), one round trip for the batch.
+#[derive(Default)]
+pub(super) struct MessageRows {
+    conv: Vec<i64>,
+    seq: Vec<i64>,
+    msgid: Vec<Vec<u8>>,
+    sender: Vec<i64>,
+    at: Vec<i64>,
+    text: Vec<String>,
+}
+
+impl MessageRows {
+    fn push(&mut self, m: &crate::store::StoredMessage) {
+        self.conv.push(id(m.conv.0));
+        self.seq.push(seq_param(m.seq));
+        self.msgid.push(m.id.as_bytes().to_vec());
+        self.sender.push(id(m.sender.0));
+        self.at.push(m.at);
+        self.text.push(m.text.clone());
+    }
+
+    /// Inserts every waiting row.
+    pub(super) fn flush(&mut self, db: &mut impl GenericClient) -> Result<(), StoreError> {
+        if self.conv.is_empty() {
+            return Ok(());
+        }
+        db.execute(
+            "INSERT INTO messages (conv, seq, msgid, sender, at, text)
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
+                                  $5::bigint[], $6::text[])",
+            &[
+                &self.conv,
+                &self.seq,
+                &self.msgid,
+                &self.sender,
+                &self.at,
+                &self.text,
+            ],
+        )?;
+        *self = MessageRows::default();
+        Ok(())
+    }
+}
+
+/// Applies one write (a message row joins `rows`, which the caller flushes
+/// before the transaction commits or reads); returns what it assigned, if
+/// it [`Write::assigns`].
+pub(super) fn apply(
+    db: &mut impl GenericClient,
+    w: &Write,
+    rows: &mut MessageRows,
+) -> Result<Option<Assigned>, StoreError> {
+    match w {
+        Write::Register { name, phc, created } => {
+            // A name taken meanwhile, on any node, fails the unique
+            // constraint: a conflict, which REGISTER answers USER_EXISTS.
+            let row = db.query_one(
+                "INSERT INTO users (name, phc, created) VALUES ($1, $2, $3) RETURNING id",
+                &[name, phc, created],
+            )?;
+            Ok(Some(Assigned::User(user_id(row.get(0)))))
+        }
+        Write::NewConv(nc) => {
+            let row = db.query_one(
+                "INSERT INTO convs (kind, name, created) VALUES ($1, $2, $3) RETURNING id",
+                &[&(nc.kind as i16), &nc.name, &nc.created],
+            )?;
+            let conv = conv_id(row.get(0));
+            for m in &nc.members {
+                apply_row(db, &m.write(conv))?;
+            }
+            Ok(Some(Assigned::Conv(conv)))
+        }
+        Write::Post(p) => {
+            // The next seq, from the conversation's counter row: the row
+            // stays locked until this transaction ends, so writers on any
+            // node take turns and a rollback gives its seqs back. The
+            // sender's membership is checked under the same lock, against
+            // what is committed now, not what this node's memory says.
+            let row = db.query_opt(
+                "UPDATE convs SET last_seq = last_seq + 1 WHERE id = $1
+                 AND EXISTS (SELECT 1 FROM members WHERE conv = $1 AND user_id = $2)
+                 RETURNING last_seq",
+                &[&id(p.conv.0), &id(p.sender.0)],
+            )?;
+            let taken = seq(row.ok_or(StoreError::NotMember(p.conv))?.get(0));
+            for w in p.writes(taken) {
+                match &w {
+                    Write::Message(m) => rows.push(m),
+                    other => apply_row(db, other)?,
+                }
+            }
+            Ok(Some(Assigned::Seq(taken)))
+        }
+        Write::Message(m) => {
+            // A seq chosen elsewhere (tests, and imports): the counter
+            // catches up with it.
+            db.execute(
+                "UPDATE convs SET last_seq = GREATEST(last_seq, $2) WHERE id = $1",
+                &[&id(m.conv.0), &seq_param(m.seq)],
+            )?;
+            rows.push(m);
+            Ok(None)
+        }
+        other => apply_row(db, other).map(|()| None),
+    }
+}
+
+/// Applies a write that assigns nothing and is not a message.
+fn apply_row(db: &mut impl GenericClient, w: &Write) -> Result<(), StoreError> {
+    match w {
+        // `apply` takes these itself; reaching here is a bug, failed as one.
+        Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
+            return Err(StoreError::Internal(
+                "a message or an assigning write outside apply".into(),
+            ));
+        }
+        Write::User {
+            id: user,
+            name,
+            phc,
+            created,
+        } => {
+            db.execute(
+                "INSERT INTO users (id, name, phc, created) VALUES ($1, $2, $3, $4)",
+                &[&id(user.0), name, phc, created],
+            )?;
+        }
+        Write::LastSeen { user, at } => {
+            db.execute(
+                "UPDATE users SET last_seen = GREATEST(last_seen, $2) WHERE id = $1",
+                &[&id(user.0), at],
+            )?;
+        }
+        Write::Conv {
+            id: conv,
+            kind,
+            name,
+            created,
+        } => {
+            db.execute(
+                "INSERT INTO convs (id, kind, name, created) VALUES ($1, $2, $3, $4)",
+                &[&id(conv.0), &(*kind as i16), name, created],
+            )?;
+        }
+        Write::Member {
+            conv,
+            user,
+            admin,
+            joined,
+        } => {
+            db.execute(
+                "INSERT INTO members (conv, user_id, admin, joined) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (conv, user_id) DO UPDATE SET admin = excluded.admin",
+                &[&id(conv.0), &id(user.0), admin, joined],
+            )?;
+        }
+        Write::RemoveMember { conv, user } => {
+            db.execute(
+                "DELETE FROM members WHERE conv = $1 AND user_id = $2",
+                &[&id(conv.0), &id(user.0)],
+            )?;
+        }
+        Write::Blob {
+            id: blob,
+            size,
+            mime,
+        } => {
+            let size = i64::try_from(*size).unwrap_or(i64::MAX);
+            db.execute(
+                "INSERT INTO blobs (id, size, mime) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[blob, &size, mime],
+            )?;
+        }
+        Write::BlobRef { conv, seq, blob } => {
+            db.execute(
+                "INSERT INTO blob_refs (conv, seq, blob) VALUES ($1, $2, $3)
+                 ON CONFLICT (conv, seq) DO UPDATE SET blob = excluded.blob",
+                &[&id(conv.0), &seq_param(*seq), blob],
+            )?;
+        }
+        Write::Cursor {
+            user,
+            conv,
+            delivered,
+            read,
+        } => {
+            db.execute(
+                "INSERT INTO cursors (user_id, conv, delivered, read) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, conv) DO UPDATE SET
+                 delivered = GREATEST(cursors.delivered, excluded.delivered),
+                 read = GREATEST(cursors.read, excluded.read)",
+                &[
+                    &id(user.0),
+                    &id(conv.0),
+                    &seq_param(*delivered),
+                    &seq_param(*read),
+                ],
+            )?;
+        }
+        Write::Friendship { a, b, since } => {
+            db.execute(
+                "INSERT INTO friendships (a, b, since) VALUES ($1, $2, $3)
+                 ON CONFLICT (a, b) DO UPDATE SET since = excluded.since",
+                &[&id(a.min(b).0), &id(a.max(b).0), since],
+            )?;
+        }
+        Write::Unfriend { a, b } => {
+            db.execute(
+                "DELETE FROM friendships WHERE a = $1 AND b = $2",
+                &[&id(a.min(b).0), &id(a.max(b).0)],
+            )?;
+            db.execute(
+                "DELETE FROM requests WHERE state = $3
+                 AND ((sender = $1 AND recipient = $2) OR (sender = $2 AND recipient = $1))",
+                &[&id(a.0), &id(b.0), &(RequestState::Accepted as i16)],
+            )?;
+        }
+        Write::Request {
+            from,
+            to,
+            state,
+            at,
+        } => {
+            db.execute(
+                "INSERT INTO requests (sender, recipient, state, at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sender, recipient) DO UPDATE SET state = excluded.state, at = excluded.at",
+                &[&id(from.0), &id(to.0), &(*state as i16), at],
+            )?;
+        }
+    }
+    Ok(())
+}
