@@ -181,7 +181,7 @@ impl Hub {
             None => self.missed(uid),
             Some((target, after)) => {
                 let conv = self.member_conv(uid, target)?;
-                let upto = self.conv(conv)?.last_seq;
+                let upto = self.sync_upto(self.conv(conv)?);
                 VecDeque::from([Range { conv, after, upto }])
             }
         };
@@ -195,10 +195,23 @@ impl Hub {
             .iter()
             .filter_map(|&conv| {
                 let after = self.cursor(uid, conv).delivered;
-                let upto = self.convs.get(conv)?.last_seq;
+                let upto = self.sync_upto(self.convs.get(conv)?);
                 (after < upto).then_some(Range { conv, after, upto })
             })
             .collect()
+    }
+
+    /// Where a SYNC of `c` ends: its last seq on a single node; with
+    /// `--bus` wherever the store ends, as other nodes may have committed
+    /// past what this node has heard (it listens to a conversation only
+    /// while a member is logged in here, and the bus may lose messages).
+    /// That costs a read of each conversation per SYNC.
+    fn sync_upto(&self, c: &super::Conv) -> Seq {
+        if self.cfg.clustered {
+            Seq::MAX
+        } else {
+            c.last_seq
+        }
     }
 
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
@@ -266,7 +279,8 @@ impl Hub {
                 self.sync_job(sid).ranges.pop_front();
                 continue;
             };
-            let in_memory = c.recent_covers(r.after.next()).then(|| {
+            // A range to the store's end is read from the store.
+            let in_memory = (r.upto != Seq::MAX && c.recent_covers(r.after.next())).then(|| {
                 c.recent
                     .iter()
                     .filter(|m| m.seq > r.after && m.seq <= r.upto)

@@ -1,0 +1,196 @@
+//! Several nodes in one test: separate server processes on one PostgreSQL
+//! database (`LINECHAT_TEST_POSTGRES`, a database of its own per test) and
+//! one Redis (`LINECHAT_TEST_REDIS`, channels under a prefix of their own
+//! per test), clients on different nodes. A test that restarts Redis runs
+//! its own redis-server on an ephemeral port, so other tests are unaffected.
+//! Skipped when the servers are not named, unless
+//! `LINECHAT_REDIS_TEST=require` (as in `.ci/run`), which fails them.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, Server, TIMEOUT, msg};
+
+/// A database of its own on the test PostgreSQL server, dropped after.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+struct Cluster {
+    db: Database,
+    redis: String,
+    prefix: String,
+    nodes: Vec<Server>,
+}
+
+/// Both servers' URLs, or `None` (said) when cluster tests are not asked for.
+fn servers() -> Option<(String, String)> {
+    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    match (var("LINECHAT_TEST_POSTGRES"), var("LINECHAT_TEST_REDIS")) {
+        (Some(pg), Some(redis)) => Some((pg, redis)),
+        _ => {
+            assert_ne!(
+                std::env::var("LINECHAT_REDIS_TEST").as_deref(),
+                Ok("require"),
+                "LINECHAT_REDIS_TEST=require needs LINECHAT_TEST_POSTGRES and LINECHAT_TEST_REDIS"
+            );
+            eprintln!("cluster tests skipped: LINECHAT_TEST_POSTGRES or LINECHAT_TEST_REDIS unset");
+            None
+        }
+    }
+}
+
+impl Cluster {
+    /// `n` nodes on a new database, on the test Redis.
+    fn start(n: usize) -> Option<Cluster> {
+        let (_, redis) = servers()?;
+        Cluster::on_redis(n, &redis)
+    }
+
+    /// `n` nodes on a new database, on the Redis at `redis`.
+    fn on_redis(n: usize, redis: &str) -> Option<Cluster> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let (admin, _) = servers()?;
+        let tag = format!(
+            "{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = format!("linechat_cluster_{tag}");
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("PostgreSQL");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("creating the test database");
+        let slash = admin
+            .rfind('/')
+            .expect("LINECHAT_TEST_POSTGRES ends in /database");
+        let url = format!("{}/{name}", &admin[..slash]);
+        let mut cluster = Cluster {
+            db: Database { admin, name, url },
+            redis: redis.to_string(),
+            prefix: format!("test{tag}"),
+            nodes: Vec::new(),
+        };
+        for _ in 0..n {
+            let node = Server::with_args(&cluster.args());
+            cluster.nodes.push(node);
+        }
+        Some(cluster)
+    }
+
+    fn args(&self) -> [&str; 8] {
+        [
+            "--store",
+            &self.db.url,
+            "--bus",
+            &self.redis,
+            "--bus-prefix",
+            &self.prefix,
+            "--bus-position-check",
+            "1",
+        ]
+    }
+}
+
+/// Sends `cmd` until its answer no longer starts with `not_yet` (another
+/// node's change has not reached this one), for at most [`TIMEOUT`];
+/// returns the answer's first line.
+fn until_known(c: &mut Client, cmd: &str, not_yet: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        c.send(cmd);
+        let line = c.line();
+        if !line.starts_with(not_yet) {
+            return line;
+        }
+        assert!(Instant::now() < deadline, "{cmd}: still {line}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `c`'s node knows public room `room`.
+fn wait_for_room(c: &mut Client, room: &str) {
+    let mut line = until_known(c, &format!("WHO {room}"), "ERR NO_SUCH_ROOM");
+    while !line.starts_with(&format!("OK WHO {room}")) {
+        assert!(line.starts_with(&format!("MEMBER {room} ")), "{line}");
+        line = c.line();
+    }
+}
+
+/// `c`'s node knows user `name`.
+fn wait_for_user(c: &mut Client, name: &str) {
+    let line = until_known(c, &format!("PRESENCE {name}"), "ERR NO_SUCH_USER");
+    assert!(line.starts_with(&format!("PRESENCE {name} ")), "{line}");
+    c.expect_prefix("OK PRESENCE");
+}
+
+/// alice on node 0 and bob on node 1, both in `room`.
+fn room_on_two_nodes(cl: &Cluster, room: &str) -> (Client, Client) {
+    let mut alice = cl.nodes[0].user("alice");
+    let mut bob = cl.nodes[1].user("bob");
+    alice.send(&format!("JOIN {room}"));
+    alice.expect(&format!("OK JOIN {room} created"));
+    wait_for_room(&mut bob, room);
+    bob.send(&format!("JOIN {room}"));
+    bob.expect(&format!("OK JOIN {room} joined"));
+    alice.expect(&format!("JOINED {room} bob"));
+    alice.ignored.push("RECEIPT ");
+    bob.ignored.push("RECEIPT ");
+    (alice, bob)
+}
+
+#[test]
+fn a_room_spans_nodes_in_order() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send("SAY #r hello from a");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice hello from a");
+    bob.send("SAY #r hello from b");
+    bob.expect_prefix("OK SAY #r 2 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 2 bob hello from b");
+
+    // Both talk at once: each hears all of the other's messages, in seq
+    // order, and the seqs of both together are gapless.
+    const N: usize = 30;
+    for i in 0..N {
+        alice.send(&format!("SAY #r a{i}"));
+        bob.send(&format!("SAY #r b{i}"));
+    }
+    let mut seqs = Vec::new();
+    for (me, other, c) in [("alice", "bob", &mut alice), ("bob", "alice", &mut bob)] {
+        let (mut acks, mut heard) = (0, Vec::new());
+        while acks < N || heard.len() < N {
+            let line = c.line();
+            if let Some(rest) = line.strip_prefix("OK SAY #r ") {
+                acks += 1;
+                seqs.push(rest.split(' ').next().unwrap().parse::<u64>().unwrap());
+            } else {
+                let p: Vec<&str> = line.splitn(7, ' ').collect();
+                assert_eq!((p[0], p[1], p[4]), ("MSG", "#r", other), "{me}: {line}");
+                heard.push(p[2].parse::<u64>().unwrap());
+            }
+        }
+        assert!(heard.is_sorted(), "{me} heard out of order: {heard:?}");
+        c.expect_silence();
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (3..3 + 2 * N as u64).collect::<Vec<_>>());
+}
