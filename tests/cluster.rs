@@ -135,8 +135,7 @@ fn wait_for_room(c: &mut Client, room: &str) {
 /// `c`'s node knows user `name`.
 fn wait_for_user(c: &mut Client, name: &str) {
     let line = until_known(c, &format!("PRESENCE {name}"), "ERR NO_SUCH_USER");
-    assert!(line.starts_with(&format!("PRESENCE {name} ")), "{line}");
-    c.expect_prefix("OK PRESENCE");
+    assert!(line.starts_with(&format!("OK PRESENCE {name} ")), "{line}");
 }
 
 /// alice on node 0 and bob on node 1, both in `room`.
@@ -193,4 +192,165 @@ fn a_room_spans_nodes_in_order() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (3..3 + 2 * N as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_direct_conversation_spans_nodes_with_typing_and_receipts() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let mut alice = cl.nodes[0].user("alice");
+    let mut bob = cl.nodes[1].user("bob");
+    wait_for_user(&mut alice, "bob");
+    wait_for_user(&mut bob, "alice");
+    alice.send("FRIEND ADD bob");
+    alice.expect("OK FRIEND ADD bob pending");
+    bob.expect("FRIEND REQUEST alice");
+    bob.send("FRIEND ACCEPT alice");
+    bob.expect("OK FRIEND ACCEPT alice");
+    alice.expect("FRIEND ACCEPTED bob");
+
+    alice.send("SAY @bob hi bob");
+    alice.expect_prefix("OK SAY @bob 1 ");
+    assert_eq!(msg(&bob.line()), "MSG @alice 1 alice hi bob");
+    // The delivery receipt crosses back to alice's node.
+    alice.expect("RECEIPT @bob 1 bob delivered");
+    bob.send("TYPING @alice");
+    bob.expect("OK TYPING @alice");
+    alice.expect("TYPING @bob bob");
+    bob.send("READ @alice 1");
+    bob.expect("OK READ @alice 1");
+    alice.expect("RECEIPT @bob 1 bob read");
+    bob.send("SAY @alice hi alice");
+    bob.expect_prefix("OK SAY @alice 2 ");
+    assert_eq!(msg(&alice.line()), "MSG @bob 2 bob hi alice");
+}
+
+/// A redis-server of the test's own on an ephemeral port, stopped (by its
+/// pid) when dropped.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = OwnRedis::spawn(port, dir.path());
+        OwnRedis { child, port, dir }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        let deadline = Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A new server on the same port, after [`OwnRedis::kill`].
+    fn restart(&mut self) {
+        self.kill();
+        self.child = OwnRedis::spawn(self.port, self.dir.path());
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn delivery_resumes_after_a_redis_restart() {
+    if servers().is_none() {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let Some(cl) = Cluster::on_redis(2, &redis.url()) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send("SAY #r before");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
+
+    // Redis is gone: each node still serves its own sessions, and what
+    // alice says meanwhile reaches bob from the store once Redis is back.
+    redis.kill();
+    alice.send("SAY #r during");
+    alice.expect_prefix("OK SAY #r 2 ");
+    bob.send("PING local");
+    bob.expect("OK PONG local");
+    redis.restart();
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice during");
+    // And the bus carries new messages again, both ways.
+    alice.send("SAY #r after");
+    alice.expect_prefix("OK SAY #r 3 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 3 alice after");
+    bob.send("SAY #r back");
+    bob.expect_prefix("OK SAY #r 4 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 4 bob back");
+}
+
+#[test]
+fn a_killed_node_loses_nothing_acknowledged_and_its_clients_sync_elsewhere() {
+    let Some(mut cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    const N: u64 = 20;
+    for i in 1..=N {
+        alice.send(&format!("SAY #r m{i}"));
+    }
+    for i in 1..=N {
+        alice.expect_prefix(&format!("OK SAY #r {i} "));
+    }
+    // bob hears them all before node 0 dies.
+    for i in 1..=N {
+        assert_eq!(msg(&bob.line()), format!("MSG #r {i} alice m{i}"));
+    }
+    cl.nodes[0].kill();
+    alice.until_closed();
+    // Meanwhile bob goes on talking on node 1.
+    bob.send("SAY #r while you were away");
+    bob.expect_prefix(&format!("OK SAY #r {} ", N + 1));
+
+    // alice reconnects to node 1: her LOGIN's SYNC brings what she missed,
+    // and HISTORY holds every acknowledged message, gapless.
+    let started = Instant::now();
+    let mut alice = cl.nodes[1].client();
+    let missed = alice.login("alice");
+    eprintln!("reconnect to synced: {:?}", started.elapsed());
+    let missed: Vec<String> = missed.iter().map(|l| msg(l)).collect();
+    assert!(
+        missed.ends_with(&[format!("MSG #r {} bob while you were away", N + 1)]),
+        "{missed:?}"
+    );
+    let history = common::all_history(&mut alice, "#r");
+    let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, (1..=N + 1).collect::<Vec<_>>());
 }
