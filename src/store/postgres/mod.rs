@@ -9,7 +9,9 @@
 mod open;
 mod read;
 mod schema;
+// The test database helper is shared with the socket tests in tests/.
 #[cfg(test)]
+#[path = "../../../tests/common/pg.rs"]
 pub(crate) mod testdb;
 mod write;
 
