@@ -79,12 +79,17 @@ fn a_member_kicked_on_one_node_cannot_say_on_another() {
     bob_b.send("SAY #g am I still here?");
     bob_b.expect("ERR NOT_MEMBER you are not a member of #g");
     alice.send("HISTORY #g");
-    for want in ["1 bob from node b", "2 alice from node a"] {
-        let l = alice.expect_prefix("HISTORY #g ");
-        let p: Vec<&str> = l.splitn(8, ' ').collect();
-        assert_eq!(format!("{} {} {}", p[2], p[4], p[7]), want);
+    for want in ["#g 1 bob from node b", "#g 2 alice from node a"] {
+        assert_eq!(history_row(&alice.line()), want);
     }
     alice.expect("OK HISTORY #g 2");
+}
+
+/// A HISTORY line without its msgid, time and state: `<conv> <seq> <sender> <text>`.
+fn history_row(line: &str) -> String {
+    let p: Vec<&str> = line.splitn(8, ' ').collect();
+    assert_eq!((p[0], p.len()), ("HISTORY", 8), "{line}");
+    format!("{} {} {} {}", p[1], p[2], p[4], p[7])
 }
 
 /// A TCP proxy in front of the real PostgreSQL that the test can cut (every
@@ -176,6 +181,9 @@ fn an_unreachable_database_fails_writes_and_the_node_recovers() {
     bob.expect("MEMBER #r alice online admin");
     bob.expect("MEMBER #r bob online member");
     bob.expect("OK WHO #r 2");
+    bob.send("HISTORY #r");
+    assert_eq!(history_row(&bob.line()), "#r 1 alice one");
+    bob.expect("OK HISTORY #r 1");
 
     proxy.restore();
     // The node reconnects on a request after its backoff (at most 2 s):
@@ -197,4 +205,22 @@ fn an_unreachable_database_fails_writes_and_the_node_recovers() {
     assert_eq!(msg(&bob.line()), "MSG #r 2 alice three");
     carol.send("REGISTER carol password1");
     carol.expect("OK REGISTER carol");
+}
+
+/// `--durability async` lets the hub choose ids and seqs, which only a
+/// single writer may do: with a shared store the server refuses to start,
+/// before it connects, and says why.
+#[test]
+fn async_durability_is_refused_with_postgres() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_linechat"))
+        .args(["--listen", "127.0.0.1:0", "--durability", "async"])
+        .args(["--store", "postgres://nobody@127.0.0.1:1/none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "linechat: --durability async needs the single-writer SQLite store: \
+         with PostgreSQL, use sync or write\n"
+    );
 }
