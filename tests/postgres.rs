@@ -49,6 +49,26 @@ fn one_name_registered_on_two_nodes_at_once_goes_to_one() {
     carol.login("carol");
 }
 
+/// Two nodes found one room at the same moment: the unique room name lets
+/// one founding commit, and the other JOIN is told the room exists.
+#[test]
+fn one_room_founded_on_two_nodes_at_once_goes_to_one() {
+    let Some(db) = TestDb::create() else { return };
+    let (a, b) = (node(&db.url), node(&db.url));
+    let (mut alice, mut bob) = (a.user("alice"), b.user("bob"));
+    alice.send("JOIN #same");
+    bob.send("JOIN #same");
+    let mut answers = [alice.line(), bob.line()];
+    answers.sort();
+    assert_eq!(
+        answers,
+        [
+            "ERR ROOM_EXISTS #same already exists",
+            "OK JOIN #same created"
+        ]
+    );
+}
+
 /// Bob is kicked on node A while node B, which has not heard of it, still
 /// counts him a member: the store checks his membership inside the SAY's
 /// own transaction, so node B refuses it. Seqs come from the database too:
