@@ -315,6 +315,24 @@ fn post(text: &str) -> Write {
     })
 }
 
+/// Conversation 0, with [`post`]'s sender as its member.
+fn room_of_poster() -> Vec<Write> {
+    vec![
+        Write::Conv {
+            id: ConvId(0),
+            kind: ConvKind::Public,
+            name: "#r".into(),
+            created: 0,
+        },
+        Write::Member {
+            conv: ConvId(0),
+            user: UserId(0),
+            admin: true,
+            joined: 0,
+        },
+    ]
+}
+
 /// The commit assigns each posted message the conversation's next seq and
 /// each registration the next user id; a request whose commit fails
 /// assigns nothing, so the next one leaves no hole.
@@ -322,21 +340,7 @@ fn post(text: &str) -> Write {
 fn commits_assign_seqs_and_ids_without_holes() {
     each_backend(|name, db| {
         // The poster is a member: a shared database checks that in the commit.
-        let room = vec![
-            Write::Conv {
-                id: ConvId(0),
-                kind: ConvKind::Public,
-                name: "#r".into(),
-                created: 0,
-            },
-            Write::Member {
-                conv: ConvId(0),
-                user: UserId(0),
-                admin: true,
-                joined: 0,
-            },
-        ];
-        run_batch(db, vec![Request::write(room, Some(()))])[0]
+        run_batch(db, vec![Request::write(room_of_poster(), Some(()))])[0]
             .1
             .as_ref()
             .unwrap();
@@ -431,4 +435,41 @@ fn a_large_commit_stores_every_message() {
         let want: Vec<(u64, String)> = (1..=37).map(|s| (s, format!("text {s}"))).collect();
         assert_eq!(got, want, "{name}");
     });
+}
+
+/// Two writers of one PostgreSQL database, as two nodes are: the
+/// conversation's counter row gives their messages one gapless sequence,
+/// and a member removed through one cannot post through the other.
+#[test]
+fn two_writers_of_one_postgres_database_share_seqs_and_rights() {
+    let Some(db) = super::postgres::testdb::TestDb::create() else {
+        return;
+    };
+    let blobs = tempfile::tempdir().unwrap();
+    let open = || PostgresBackend::open(&db.url, blobs.path().to_path_buf(), true).unwrap();
+    let (mut a, mut b) = (open(), open());
+    fn write(db: &mut PostgresBackend, writes: Vec<Write>) -> Result<Answer, StoreError> {
+        run_batch(db, vec![Request::write(writes, Some(()))])
+            .remove(0)
+            .1
+    }
+    write(&mut a, room_of_poster()).unwrap();
+    let seqs = [
+        write(&mut a, vec![post("1")]),
+        write(&mut b, vec![post("2")]),
+        write(&mut b, vec![post("3")]),
+        write(&mut a, vec![post("4")]),
+    ];
+    let want = [1, 2, 3, 4].map(|s| Answer::Done(vec![Assigned::Seq(Seq(s))]));
+    assert_eq!(seqs.map(Result::unwrap), want);
+    let kick = Write::RemoveMember {
+        conv: ConvId(0),
+        user: UserId(0),
+    };
+    write(&mut a, vec![kick]).unwrap();
+    let refused = write(&mut b, vec![post("5")]);
+    assert!(
+        matches!(refused, Err(StoreError::NotMember(ConvId(0)))),
+        "{refused:?}"
+    );
 }

@@ -9,8 +9,11 @@
 mod open;
 mod read;
 mod schema;
+// The test database helper is shared with the socket tests in tests/.
 #[cfg(test)]
+#[path = "../../../tests/common/pg.rs"]
 pub(crate) mod testdb;
+mod tx;
 mod write;
 
 use std::path::PathBuf;
@@ -21,6 +24,7 @@ use postgres::{Client, NoTls};
 
 use super::{Answer, Assigned, Backend, ConvId, Query, Seq, Snapshot, StoreError, UserId, Write};
 use read::{blob_access, messages_after, messages_before, search};
+use tx::Conn;
 use write::{MessageRows, apply, change};
 
 /// First wait after a failed connection attempt; it doubles up to
@@ -42,7 +46,7 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// attachment bodies shared the same way (`--blob-dir`).
 pub struct PostgresBackend {
     config: postgres::Config,
-    client: Option<Client>,
+    conn: Option<Conn>,
     /// `synchronous_commit` for this node's sessions: `on` (`--durability
     /// sync`: the WAL is flushed before COMMIT returns) or `off` (`write`).
     synchronous_commit: &'static str,
@@ -55,8 +59,8 @@ pub struct PostgresBackend {
 
 impl Backend for PostgresBackend {
     fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
-        self.with_client(|client| {
-            let mut tx = client.transaction()?;
+        self.with_conn(|conn| {
+            let mut tx = conn.begin()?;
             let snap = open::load(&mut tx, recent)?;
             tx.commit()?;
             Ok(snap)
@@ -64,8 +68,8 @@ impl Backend for PostgresBackend {
     }
 
     fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
-        self.with_client(|client| {
-            let mut tx = client.transaction()?;
+        self.with_conn(|conn| {
+            let mut tx = conn.begin()?;
             let mut assigned = Vec::new();
             let mut rows = MessageRows::default();
             for w in writes {
@@ -79,8 +83,8 @@ impl Backend for PostgresBackend {
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         let blob_dir = self.blob_dir.clone();
-        self.with_client(|client| {
-            let mut tx = client.transaction()?;
+        self.with_conn(|conn| {
+            let mut tx = conn.begin()?;
             let mut rows = MessageRows::default();
             for w in writes {
                 apply(&mut tx, w, &mut rows)?;
@@ -135,36 +139,36 @@ impl PostgresBackend {
             .keepalives_retries(KEEPALIVE_RETRIES);
         let mut backend = PostgresBackend {
             config,
-            client: None,
+            conn: None,
             synchronous_commit: if synchronous_commit { "on" } else { "off" },
             blob_dir,
             retry_at: Instant::now(),
             retry_wait: MIN_RECONNECT_WAIT,
         };
-        backend.with_client(schema::migrate)?;
+        backend.with_conn(|conn| schema::migrate(&mut conn.client))?;
         Ok(backend)
     }
 
     /// Runs `work` on the connection, connecting first if there is none.
     /// A connection that failed is dropped, so the next request reconnects
     /// (after the backoff).
-    fn with_client<T>(
+    fn with_conn<T>(
         &mut self,
-        work: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        work: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let client = self.connected()?;
-        let result = work(client);
-        if matches!(result, Err(StoreError::Unreachable(_))) || client.is_closed() {
-            self.client = None;
+        let conn = self.connected()?;
+        let result = work(conn);
+        if matches!(result, Err(StoreError::Unreachable(_))) || conn.client.is_closed() {
+            self.conn = None;
         }
         result
     }
 
-    fn connected(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
-            self.client = None;
+    fn connected(&mut self) -> Result<&mut Conn, StoreError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
         }
-        if self.client.is_none() {
+        if self.conn.is_none() {
             let now = Instant::now();
             if now < self.retry_at {
                 return Err(StoreError::Unreachable(format!(
@@ -176,7 +180,7 @@ impl PostgresBackend {
                 Ok(client) => {
                     log::info!("storage: connected to PostgreSQL");
                     self.retry_wait = MIN_RECONNECT_WAIT;
-                    self.client = Some(client);
+                    self.conn = Some(Conn::new(client));
                 }
                 Err(e) => {
                     self.retry_at = Instant::now() + self.retry_wait;
@@ -185,7 +189,7 @@ impl PostgresBackend {
                 }
             }
         }
-        self.client
+        self.conn
             .as_mut()
             .ok_or_else(|| StoreError::Internal("no connection".into()))
     }

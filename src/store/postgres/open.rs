@@ -1,6 +1,6 @@
 //! Loading the snapshot the hub starts from.
 
-use postgres::GenericClient;
+use super::tx::Tx;
 
 use super::read::messages_before;
 use super::{conv_id, seq, user_id};
@@ -8,7 +8,7 @@ use crate::store::{
     ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError, UserRow,
 };
 
-pub(super) fn load(db: &mut impl GenericClient, recent: usize) -> Result<Snapshot, StoreError> {
+pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreError> {
     let users = db
         .query(
             "SELECT id, name, phc, last_seen FROM users ORDER BY id",

@@ -1,6 +1,8 @@
 //! Reads: pages of history, sync ranges, full-text search, blob access.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
+
+use super::tx::Tx;
 
 use super::{id, seq, seq_param, user_id};
 use crate::store::{Answer, ConvId, MsgState, Seq, StoreError, StoredMessage, UserId};
@@ -27,7 +29,7 @@ fn limit(n: usize) -> i64 {
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub(super) fn messages_before(
-    db: &mut impl GenericClient,
+    db: &mut Tx<'_>,
     conv: ConvId,
     before: Seq,
     max: usize,
@@ -44,7 +46,7 @@ pub(super) fn messages_before(
 
 /// Oldest first: up to `limit` messages of `conv` with seq above `after`.
 pub(super) fn messages_after(
-    db: &mut impl GenericClient,
+    db: &mut Tx<'_>,
     conv: ConvId,
     after: Seq,
     max: usize,
@@ -64,7 +66,7 @@ pub(super) fn messages_after(
 /// `simple` configuration lowercases without stemming, as SQLite's
 /// unicode61 tokenizer does.
 pub(super) fn search(
-    db: &mut impl GenericClient,
+    db: &mut Tx<'_>,
     conv: ConvId,
     words: &[String],
     before: Seq,
@@ -86,11 +88,7 @@ pub(super) fn search(
     Ok(rows.iter().map(|r| message_row(conv, r)).collect())
 }
 
-pub(super) fn blob_access(
-    db: &mut impl GenericClient,
-    blob: &str,
-    user: UserId,
-) -> Result<Answer, StoreError> {
+pub(super) fn blob_access(db: &mut Tx<'_>, blob: &str, user: UserId) -> Result<Answer, StoreError> {
     let row = db.query_opt(
         "SELECT b.size, b.mime FROM blobs b WHERE b.id = $1 AND EXISTS (
             SELECT 1 FROM blob_refs r JOIN members m ON m.conv = r.conv

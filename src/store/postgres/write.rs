@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use postgres::GenericClient;
+use super::tx::Tx;
 
 use super::read::{MESSAGE_COLUMNS, message_row};
 use super::{conv_id, id, seq, seq_param, user_id};
@@ -10,7 +10,7 @@ use crate::store::backend::remove_blob_file;
 use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, Seq, StoreError, Write};
 
 pub(super) fn change(
-    db: &mut impl GenericClient,
+    db: &mut Tx<'_>,
     conv: ConvId,
     at: Seq,
     text: Option<&str>,
@@ -46,12 +46,7 @@ pub(super) fn change(
 
 /// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
 /// more is deleted, row and file.
-fn unref_blob(
-    db: &mut impl GenericClient,
-    conv: ConvId,
-    at: Seq,
-    blob_dir: &Path,
-) -> Result<(), StoreError> {
+fn unref_blob(db: &mut Tx<'_>, conv: ConvId, at: Seq, blob_dir: &Path) -> Result<(), StoreError> {
     let Some(row) = db.query_opt(
         "DELETE FROM blob_refs WHERE conv = $1 AND seq = $2 RETURNING blob",
         &[&id(conv.0), &seq_param(at)],
@@ -95,7 +90,7 @@ impl MessageRows {
     }
 
     /// Inserts every waiting row.
-    pub(super) fn flush(&mut self, db: &mut impl GenericClient) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, db: &mut Tx<'_>) -> Result<(), StoreError> {
         if self.conv.is_empty() {
             return Ok(());
         }
@@ -121,7 +116,7 @@ impl MessageRows {
 /// before the transaction commits or reads); returns what it assigned, if
 /// it [`Write::assigns`].
 pub(super) fn apply(
-    db: &mut impl GenericClient,
+    db: &mut Tx<'_>,
     w: &Write,
     rows: &mut MessageRows,
 ) -> Result<Option<Assigned>, StoreError> {
@@ -182,7 +177,7 @@ pub(super) fn apply(
 }
 
 /// Applies a write that assigns nothing and is not a message.
-fn apply_row(db: &mut impl GenericClient, w: &Write) -> Result<(), StoreError> {
+fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
     match w {
         // `apply` takes these itself; reaching here is a bug, failed as one.
         Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
