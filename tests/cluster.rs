@@ -9,48 +9,30 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::pg::TestDb;
 use common::{Client, Server, TIMEOUT, msg};
 
-/// A database of its own on the test PostgreSQL server, dropped after.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
-
 struct Cluster {
-    db: Database,
+    db: TestDb,
     redis: String,
     prefix: String,
     nodes: Vec<Server>,
 }
 
-/// Both servers' URLs, or `None` (said) when cluster tests are not asked for.
-fn servers() -> Option<(String, String)> {
-    let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
-    match (var("LINECHAT_TEST_POSTGRES"), var("LINECHAT_TEST_REDIS")) {
-        (Some(pg), Some(redis)) => Some((pg, redis)),
+/// The test Redis's URL, or `None` (said) when cluster tests are not
+/// asked for.
+fn redis_url() -> Option<String> {
+    match std::env::var("LINECHAT_TEST_REDIS") {
+        Ok(url) if !url.is_empty() => Some(url),
         _ => {
             assert_ne!(
                 std::env::var("LINECHAT_REDIS_TEST").as_deref(),
                 Ok("require"),
-                "LINECHAT_REDIS_TEST=require needs LINECHAT_TEST_POSTGRES and LINECHAT_TEST_REDIS"
+                "LINECHAT_REDIS_TEST=require but LINECHAT_TEST_REDIS is not set"
             );
-            eprintln!("cluster tests skipped: LINECHAT_TEST_POSTGRES or LINECHAT_TEST_REDIS unset");
+            eprintln!("cluster tests skipped: LINECHAT_TEST_REDIS is not set");
             None
         }
     }
@@ -59,31 +41,18 @@ fn servers() -> Option<(String, String)> {
 impl Cluster {
     /// `n` nodes on a new database, on the test Redis.
     fn start(n: usize) -> Option<Cluster> {
-        let (_, redis) = servers()?;
-        Cluster::on_redis(n, &redis)
+        Cluster::on_redis(n, &redis_url()?)
     }
 
     /// `n` nodes on a new database, on the Redis at `redis`.
     fn on_redis(n: usize, redis: &str) -> Option<Cluster> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let (admin, _) = servers()?;
-        let tag = format!(
-            "{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let name = format!("linechat_cluster_{tag}");
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).expect("PostgreSQL");
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("creating the test database");
-        let slash = admin
-            .rfind('/')
-            .expect("LINECHAT_TEST_POSTGRES ends in /database");
-        let url = format!("{}/{name}", &admin[..slash]);
+        let db = TestDb::create()?;
+        // The database's name is unique to this test: so are the channels.
+        let prefix = db.name.clone();
         let mut cluster = Cluster {
-            db: Database { admin, name, url },
+            db,
             redis: redis.to_string(),
-            prefix: format!("test{tag}"),
+            prefix,
             nodes: Vec::new(),
         };
         for _ in 0..n {
@@ -286,7 +255,7 @@ impl Drop for OwnRedis {
 
 #[test]
 fn delivery_resumes_after_a_redis_restart() {
-    if servers().is_none() {
+    if redis_url().is_none() {
         return;
     }
     let mut redis = OwnRedis::start();
