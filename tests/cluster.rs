@@ -161,6 +161,10 @@ fn a_room_spans_nodes_in_order() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (3..3 + 2 * N as u64).collect::<Vec<_>>());
+    // One PUBLISH per message (batched by commit), none lost here.
+    assert!(alice.stat("bus_published") > 0);
+    assert_eq!(alice.stat("bus_publish_dropped"), 0);
+    assert_eq!(bob.stat("bus_held_dropped"), 0);
 }
 
 #[test]
@@ -283,6 +287,8 @@ fn delivery_resumes_after_a_redis_restart() {
     bob.send("SAY #r back");
     bob.expect_prefix("OK SAY #r 4 ");
     assert_eq!(msg(&alice.line()), "MSG #r 4 bob back");
+    assert_eq!(bob.stat("bus_reconnects"), 1);
+    assert_eq!(alice.stat("bus_reconnects"), 1);
 }
 
 #[test]

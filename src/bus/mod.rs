@@ -76,6 +76,8 @@ pub struct Bus {
     publish: mpsc::SyncSender<Shared>,
     orders: mpsc::Sender<Order>,
     pub counters: Arc<BusCounters>,
+    /// The last fact met a full queue.
+    queue_full: std::cell::Cell<bool>,
 }
 
 /// Channel names: `<prefix>:all` and `<prefix>:c:<conversation id>`.
@@ -166,15 +168,19 @@ impl Bus {
             publish,
             orders,
             counters,
+            queue_full: std::cell::Cell::new(false),
         })
     }
 
-    /// Queues a fact to publish; dropped (and counted) when the queue is full.
+    /// Queues a fact to publish; dropped (counted, and logged once per run
+    /// of drops) when the queue is full.
     pub fn publish(&self, shared: Shared) {
-        if self.publish.try_send(shared).is_err() {
-            self.counters
-                .publish_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let full = self.publish.try_send(shared).is_err();
+        if full {
+            bump(&self.counters.publish_dropped, 1);
+        }
+        if self.queue_full.replace(full) != full && full {
+            log::warn!("bus: publish queue full (--bus-queue); dropping until it drains");
         }
     }
 

@@ -188,7 +188,28 @@ impl Server {
             .collect();
         let later = [("messages_stored", c.messages_stored)]
             .into_iter()
-            .chain(added.iter().map(|(k, v)| (k.as_str(), *v)));
+            .chain(added.iter().map(|(k, v)| (k.as_str(), *v)))
+            .chain(self.bus_rows());
         driver_lines::stats(rows, first.iter().map(count), later)
+    }
+
+    /// The bus's counters (all zero without `--bus`).
+    fn bus_rows(&self) -> [(&'static str, u64); 8] {
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let bus = self.bus.as_ref().map(|b| &*b.counters);
+        let bus = |f: fn(&crate::bus::BusCounters) -> &std::sync::atomic::AtomicU64| {
+            bus.map_or(0, |b| read(f(b)))
+        };
+        let (held, duplicates, overflow) = self.hub.sequencer_counts();
+        [
+            ("bus_published", bus(|b| &b.published)),
+            ("bus_publish_dropped", bus(|b| &b.publish_dropped)),
+            ("bus_received", bus(|b| &b.received)),
+            ("bus_malformed", bus(|b| &b.malformed)),
+            ("bus_reconnects", bus(|b| &b.reconnects)),
+            ("bus_held", held as u64),
+            ("bus_duplicates", duplicates),
+            ("bus_held_dropped", overflow),
+        ]
     }
 }
