@@ -111,6 +111,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub bus_position_check: u64,
 
+    /// Seconds a node's presence lasts in Redis without a heartbeat (one
+    /// every fifth of it): a node that dies or stops takes its users
+    /// offline on the other nodes within this plus a heartbeat.
+    #[arg(long, env = "LINECHAT_BUS_PRESENCE_TTL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bus_presence_ttl: u64,
+
     /// Folder for the database; created if absent.
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

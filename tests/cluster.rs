@@ -62,7 +62,7 @@ impl Cluster {
         Some(cluster)
     }
 
-    fn args(&self) -> [&str; 8] {
+    fn args(&self) -> [&str; 10] {
         [
             "--store",
             &self.db.url,
@@ -71,6 +71,8 @@ impl Cluster {
             "--bus-prefix",
             &self.prefix,
             "--bus-position-check",
+            "1",
+            "--bus-presence-ttl",
             "1",
         ]
     }
@@ -117,8 +119,10 @@ fn room_on_two_nodes(cl: &Cluster, room: &str) -> (Client, Client) {
     bob.send(&format!("JOIN {room}"));
     bob.expect(&format!("OK JOIN {room} joined"));
     alice.expect(&format!("JOINED {room} bob"));
-    alice.ignored.push("RECEIPT ");
-    bob.ignored.push("RECEIPT ");
+    // Receipts, and presence as heartbeats tell it, are not what these
+    // tests are about.
+    alice.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    bob.ignored.extend(["RECEIPT ", "PRESENCE "]);
     (alice, bob)
 }
 
@@ -172,17 +176,10 @@ fn a_direct_conversation_spans_nodes_with_typing_and_receipts() {
     let Some(cl) = Cluster::start(2) else {
         return;
     };
-    let mut alice = cl.nodes[0].user("alice");
-    let mut bob = cl.nodes[1].user("bob");
-    wait_for_user(&mut alice, "bob");
-    wait_for_user(&mut bob, "alice");
-    alice.send("FRIEND ADD bob");
-    alice.expect("OK FRIEND ADD bob pending");
-    bob.expect("FRIEND REQUEST alice");
-    bob.send("FRIEND ACCEPT alice");
-    bob.expect("OK FRIEND ACCEPT alice");
-    alice.expect("FRIEND ACCEPTED bob");
-
+    let (mut alice, mut bob) = friends_on_two_nodes(&cl);
+    // Presence as heartbeats tell it is presence_is_cluster_wide's.
+    alice.ignored.push("PRESENCE ");
+    bob.ignored.push("PRESENCE ");
     alice.send("SAY @bob hi bob");
     alice.expect_prefix("OK SAY @bob 1 ");
     assert_eq!(msg(&bob.line()), "MSG @alice 1 alice hi bob");
@@ -328,4 +325,88 @@ fn a_killed_node_loses_nothing_acknowledged_and_its_clients_sync_elsewhere() {
     let history = common::all_history(&mut alice, "#r");
     let seqs: Vec<u64> = history.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, (1..=N + 1).collect::<Vec<_>>());
+}
+
+/// Friends on two nodes; returns (alice on node 0, bob on node 1).
+fn friends_on_two_nodes(cl: &Cluster) -> (Client, Client) {
+    let mut alice = cl.nodes[0].user("alice");
+    let mut bob = cl.nodes[1].user("bob");
+    wait_for_user(&mut alice, "bob");
+    wait_for_user(&mut bob, "alice");
+    alice.send("FRIEND ADD bob");
+    alice.expect("OK FRIEND ADD bob pending");
+    bob.expect("FRIEND REQUEST alice");
+    bob.send("FRIEND ACCEPT alice");
+    bob.expect("OK FRIEND ACCEPT alice");
+    alice.expect("FRIEND ACCEPTED bob");
+    (alice, bob)
+}
+
+/// Reads `c`'s lines until `want` (bounded by [`TIMEOUT`] per line),
+/// asserting every line before it is one of `between`'s.
+fn expect_after(c: &mut Client, want: &str, between: &[&str]) {
+    loop {
+        let line = c.line();
+        if line == want {
+            return;
+        }
+        assert!(
+            between.iter().any(|p| line.starts_with(p)),
+            "waiting for {want:?}, got {line:?}"
+        );
+    }
+}
+
+#[test]
+fn presence_is_cluster_wide() {
+    let Some(mut cl) = Cluster::start(3) else {
+        return;
+    };
+    let (mut alice, mut bob) = friends_on_two_nodes(&cl);
+    // bob is on another node, and online once a heartbeat has told
+    // alice's node (which may announce it, if that came after the
+    // friendship).
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        alice.send("PRESENCE bob");
+        let mut line = alice.line();
+        if line == "PRESENCE bob online" {
+            line = alice.line();
+        }
+        if line == "OK PRESENCE bob online" {
+            break;
+        }
+        assert!(line.starts_with("OK PRESENCE bob offline"), "{line}");
+        assert!(Instant::now() < deadline, "bob never online for alice");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    alice.send("FRIEND LIST");
+    expect_after(
+        &mut alice,
+        "FRIENDINFO bob online",
+        &["PRESENCE bob online"],
+    );
+    alice.expect("OK FRIEND LIST 1");
+
+    // A second session of bob, on the third node: not news to anyone.
+    let mut bob2 = cl.nodes[2].client();
+    bob2.login("bob");
+    // Only bob's last session anywhere going takes him offline.
+    bob.send("QUIT");
+    bob.until_closed();
+    alice.expect_silence();
+    alice.send("PRESENCE bob");
+    alice.expect("OK PRESENCE bob online");
+    drop(bob2);
+    let line = alice.line();
+    assert!(line.starts_with("PRESENCE bob offline "), "{line}");
+
+    // A node that dies takes its users offline within the TTL (1 s here)
+    // plus a heartbeat.
+    let mut bob = cl.nodes[1].client();
+    bob.login("bob");
+    alice.expect("PRESENCE bob online");
+    cl.nodes[1].kill();
+    let line = alice.line();
+    assert!(line.starts_with("PRESENCE bob offline "), "{line}");
 }

@@ -12,7 +12,14 @@
 //!   here), and hands what it reads to the loop through a bounded channel
 //!   and the loop's `Waker`, as the storage thread does.
 //!
-//! Both reconnect by themselves with a growing pause ([`BACKOFF_MAX`]);
+//! - `bus-presence` keeps this node's online users in Redis, a set under a
+//!   key of its own with a TTL that each heartbeat renews, registers the
+//!   node's heartbeat in a sorted set of nodes, and reads the sets of the
+//!   other live nodes: who is online elsewhere ([`Incoming::Presence`]).
+//!   A node that dies (or stops) stops renewing: its users drop out within
+//!   the TTL plus a heartbeat.
+//!
+//! All three reconnect by themselves with a growing pause ([`BACKOFF_MAX`]);
 //! the subscriber then subscribes again and says so ([`Incoming::Connected`]),
 //! and the hub reads what it missed meanwhile from the store. Redis pub/sub
 //! is at most once, so nothing here retries a message: what is lost is
@@ -25,7 +32,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use crate::chat::{ConvId, Shared};
+use crate::chat::{ConvId, Shared, UserId};
 pub use codec::{CodecError, Envelope};
 
 /// Longest pause between two attempts to reach Redis.
@@ -52,6 +59,8 @@ pub enum Incoming {
     Connected,
     /// Now listening to these conversations: read what they have had.
     Subscribed(Vec<ConvId>),
+    /// The users online on the other live nodes.
+    Presence(crate::chat::IdSet<UserId>),
 }
 
 /// Counts kept by the bus threads (STATS `bus_*`).
@@ -75,12 +84,14 @@ enum Order {
 pub struct Bus {
     publish: mpsc::SyncSender<Shared>,
     orders: mpsc::Sender<Order>,
+    heartbeats: mpsc::SyncSender<Vec<UserId>>,
     pub counters: Arc<BusCounters>,
     /// The last fact met a full queue.
     queue_full: std::cell::Cell<bool>,
 }
 
-/// Channel names: `<prefix>:all` and `<prefix>:c:<conversation id>`.
+/// Redis names: channels `<prefix>:all` and `<prefix>:c:<conversation
+/// id>`, keys `<prefix>:nodes` and `<prefix>:presence:<node>`.
 #[derive(Debug, Clone)]
 struct Channels {
     prefix: String,
@@ -89,6 +100,16 @@ struct Channels {
 impl Channels {
     fn all(&self) -> String {
         format!("{}:all", self.prefix)
+    }
+
+    /// The sorted set of live nodes, scored by their last heartbeat.
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// The set of users online on `node`.
+    fn presence(&self, node: u64) -> String {
+        format!("{}:presence:{node}", self.prefix)
     }
 
     fn conv(&self, conv: ConvId) -> String {
@@ -114,6 +135,8 @@ pub struct BusConfig {
     /// loop; past it a fact to publish is dropped (and read from the store
     /// by the other nodes), and the subscriber stops reading from Redis.
     pub queue: usize,
+    /// How long this node's presence lasts in Redis without a heartbeat.
+    pub presence_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +161,22 @@ impl Bus {
         let counters = Arc::new(BusCounters::default());
         let (publish, queued) = mpsc::sync_channel(cfg.queue);
         let (orders, orders_rx) = mpsc::channel();
+        // One heartbeat waits at most: a slow Redis skips beats, it does
+        // not queue them.
+        let (heartbeats, beats) = mpsc::sync_channel(1);
+        {
+            let presence = Presence {
+                client: client.clone(),
+                node,
+                channels: channels.clone(),
+                ttl: cfg.presence_ttl,
+                incoming: incoming.clone(),
+                wake: Arc::clone(&wake),
+            };
+            thread::Builder::new()
+                .name("bus-presence".into())
+                .spawn(move || presence.run(&beats))?;
+        }
         {
             let client = client.clone();
             let channels = channels.clone();
@@ -167,6 +206,7 @@ impl Bus {
         Ok(Bus {
             publish,
             orders,
+            heartbeats,
             counters,
             queue_full: std::cell::Cell::new(false),
         })
@@ -184,12 +224,102 @@ impl Bus {
         }
     }
 
+    /// Renews this node's presence with the users online here, and asks
+    /// who is online elsewhere; skipped while the last one is under way.
+    pub fn heartbeat(&self, online: Vec<UserId>) {
+        let _ = self.heartbeats.try_send(online);
+    }
+
     pub fn subscribe(&self, convs: Vec<ConvId>) {
         let _ = self.orders.send(Order::Subscribe(convs));
     }
 
     pub fn unsubscribe(&self, convs: Vec<ConvId>) {
         let _ = self.orders.send(Order::Unsubscribe(convs));
+    }
+}
+
+/// The presence heartbeat's thread.
+struct Presence {
+    client: redis::Client,
+    node: u64,
+    channels: Channels,
+    ttl: Duration,
+    incoming: mpsc::SyncSender<Incoming>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Presence {
+    fn run(self, beats: &mpsc::Receiver<Vec<UserId>>) {
+        let mut conn: Option<redis::Connection> = None;
+        while let Ok(online) = beats.recv() {
+            if conn.is_none() {
+                match self.client.get_connection() {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        log::warn!("bus: cannot reach Redis for presence: {e}");
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            match self.beat(c, &online) {
+                Ok(elsewhere) => {
+                    if self.incoming.send(Incoming::Presence(elsewhere)).is_err() {
+                        return;
+                    }
+                    (self.wake)();
+                }
+                Err(e) => {
+                    log::warn!("bus: presence heartbeat failed: {e}");
+                    conn = None;
+                }
+            }
+        }
+    }
+
+    /// Writes this node's online users (replacing the last set, atomically,
+    /// with the TTL), its heartbeat, and reads the other live nodes' users.
+    fn beat(
+        &self,
+        c: &mut redis::Connection,
+        online: &[UserId],
+    ) -> redis::RedisResult<crate::chat::IdSet<UserId>> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let ttl_ms = self.ttl.as_millis() as i64;
+        let nodes = self.channels.nodes();
+        let mine = self.channels.presence(self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&mine).ignore();
+        if !online.is_empty() {
+            pipe.sadd(&mine, online.iter().map(|u| u.0).collect::<Vec<u32>>())
+                .ignore();
+        }
+        pipe.pexpire(&mine, ttl_ms)
+            .ignore()
+            .zadd(&nodes, self.node.to_string(), now_ms)
+            .ignore()
+            .zrembyscore(&nodes, "-inf", now_ms - ttl_ms)
+            .ignore()
+            .zrange(&nodes, 0, -1);
+        let (live,): (Vec<String>,) = pipe.query(c)?;
+        let others: Vec<String> = live
+            .into_iter()
+            .filter(|n| *n != self.node.to_string())
+            .collect();
+        let mut elsewhere = crate::chat::IdSet::default();
+        if others.is_empty() {
+            return Ok(elsewhere);
+        }
+        let mut read = redis::pipe();
+        for n in others.iter().filter_map(|n| n.parse().ok()) {
+            read.smembers(self.channels.presence(n));
+        }
+        let sets: Vec<Vec<u32>> = read.query(c)?;
+        elsewhere.extend(sets.into_iter().flatten().map(UserId));
+        Ok(elsewhere)
     }
 }
 

@@ -174,7 +174,10 @@ impl Hub {
         user.sessions.push(sid);
         if user.sessions.len() == 1 {
             self.subscriptions_stale = true;
-            self.announce_presence(uid, out);
+            // Online elsewhere already: nobody's view changes.
+            if !self.elsewhere.contains(&uid) {
+                self.announce_presence(uid, out);
+            }
         }
     }
 
@@ -188,7 +191,9 @@ impl Hub {
             self.subscriptions_stale = true;
             user.last_seen = Some(at);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
-            self.announce_presence(uid, out);
+            if !self.elsewhere.contains(&uid) {
+                self.announce_presence(uid, out);
+            }
         }
     }
 }

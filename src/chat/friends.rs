@@ -388,7 +388,7 @@ impl Hub {
         let friends = self
             .friends
             .friends_of(uid)
-            .filter_map(|f| Some((f, self.presence_of(self.users.get(f)?))))
+            .filter_map(|f| Some((f, self.presence_of(f, self.users.get(f)?))))
             .collect();
         out.reply(sid, Reply::Friends(friends));
     }

@@ -258,7 +258,7 @@ struct SessionState {
 /// per-delivery work (delivery cursors are looked up for every recipient).
 /// Maps keyed by names that clients choose keep the standard hasher.
 pub(crate) type IdMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub(crate) type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub struct Hub {
     cfg: HubConfig,
@@ -292,6 +292,9 @@ pub struct Hub {
     subscribed: IdSet<ConvId>,
     /// A login, logout or membership change may have changed `subscribed`.
     subscriptions_stale: bool,
+    /// Users online on other nodes (`--bus`), as the last presence
+    /// snapshot from Redis said.
+    elsewhere: IdSet<UserId>,
     /// A PHC string that unknown users are verified against, so a failed
     /// login takes as long whether or not the user exists.
     decoy_phc: String,
@@ -372,6 +375,7 @@ impl Hub {
             sequencer: Sequencer::default(),
             subscribed: IdSet::default(),
             subscriptions_stale: false,
+            elsewhere: IdSet::default(),
             decoy_phc,
             env,
             counters: Counters::default(),

@@ -23,13 +23,48 @@ impl Hub {
         set
     }
 
-    /// Whether `user` is online, or when last seen.
-    pub(super) fn presence_of(&self, user: &User) -> Presence {
-        if user.online() {
+    /// Whether `uid` (`user`) is online on any node, or when last seen.
+    pub(super) fn presence_of(&self, uid: UserId, user: &User) -> Presence {
+        if self.online_anywhere(uid, user) {
             Presence::Online
         } else {
             Presence::Offline(user.last_seen)
         }
+    }
+
+    /// Whether `uid` (`user`) has a session here or, with `--bus`, on
+    /// another node (as the last presence snapshot said).
+    pub(super) fn online_anywhere(&self, uid: UserId, user: &User) -> bool {
+        user.online() || self.elsewhere.contains(&uid)
+    }
+
+    /// The users online on other nodes, read from Redis (`--bus`): a user
+    /// with no session here whose state flipped is announced, so only the
+    /// first session anywhere and the last one announce PRESENCE. A user
+    /// who went offline elsewhere was last seen now (near enough: within a
+    /// heartbeat).
+    pub fn presence_elsewhere(&mut self, online: IdSet<UserId>, out: &mut Out) {
+        self.flush_posts(out);
+        let old = std::mem::replace(&mut self.elsewhere, online);
+        let now = self.now();
+        let flipped: Vec<UserId> = old.symmetric_difference(&self.elsewhere).copied().collect();
+        for uid in flipped {
+            let Some(user) = self.users.get_mut(uid) else {
+                continue;
+            };
+            if user.online() {
+                continue;
+            }
+            if !self.elsewhere.contains(&uid) {
+                user.last_seen = Some(now);
+            }
+            self.announce_presence(uid, out);
+        }
+    }
+
+    /// Users with a session on this node, for the presence heartbeat.
+    pub fn online_here(&self) -> Vec<UserId> {
+        self.sessions.values().filter_map(|s| s.user).collect()
     }
 
     /// Sends the user's current state to everyone watching it.
@@ -37,7 +72,7 @@ impl Hub {
         let Some(user) = self.users.get(uid) else {
             return;
         };
-        let presence = self.presence_of(user);
+        let presence = self.presence_of(uid, user);
         let watchers: Vec<UserId> = self.watchers(uid).into_iter().collect();
         if !watchers.is_empty() {
             let event = Event::Presence {
@@ -57,7 +92,7 @@ impl Hub {
         names::user(name)?;
         let uid = self.find_user(name)?;
         let user = self.users.get(uid).ok_or(ChatError::NoSuchUser)?;
-        let presence = self.presence_of(user);
+        let presence = self.presence_of(uid, user);
         out.reply(
             sid,
             Reply::Presence {

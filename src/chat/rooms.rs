@@ -267,7 +267,7 @@ impl Hub {
             .filter_map(|m| {
                 Some(MemberInfo {
                     user: m.user,
-                    online: self.users.get(m.user)?.online(),
+                    online: self.online_anywhere(m.user, self.users.get(m.user)?),
                     admin: m.admin,
                 })
             })

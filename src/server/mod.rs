@@ -141,6 +141,7 @@ pub struct Server {
     bus: Option<Bus>,
     bus_done: mpsc::Receiver<bus::Incoming>,
     last_position_check: Instant,
+    last_heartbeat: Option<Instant>,
     /// One read buffer for all sessions; lines are copied out of it by the framer.
     scratch: Vec<u8>,
     serial: u32,
@@ -219,6 +220,7 @@ impl Server {
                     url: url.clone(),
                     prefix: cfg.bus_prefix.clone(),
                     queue: clamp_queue(cfg.bus_queue),
+                    presence_ttl: Duration::from_secs(cfg.bus_presence_ttl),
                 };
                 Some(Bus::start(bus_cfg, bus_tx, Arc::clone(&wake))?)
             }
@@ -283,6 +285,7 @@ impl Server {
             bus,
             bus_done,
             last_position_check: Instant::now(),
+            last_heartbeat: None,
             serial: 0,
             dirty: Vec::new(),
             again: Vec::new(),
@@ -370,6 +373,9 @@ impl Server {
         let mut timeout = Duration::from_secs(1);
         if self.hub.cursors_pending() {
             timeout = timeout.min(CURSOR_FLUSH);
+        }
+        if self.bus.is_some() {
+            timeout = timeout.min(Duration::from_secs(self.cfg.bus_presence_ttl) / 5);
         }
         if let Some(cap) = self.soft.poll_cap() {
             timeout = timeout.min(cap);
@@ -470,6 +476,9 @@ impl Server {
                     self.hub.catch_up(&convs, &mut self.out);
                 }
                 bus::Incoming::Subscribed(convs) => self.hub.catch_up(&convs, &mut self.out),
+                bus::Incoming::Presence(online) => {
+                    self.hub.presence_elsewhere(online, &mut self.out)
+                }
             }
             self.apply_out();
         }
@@ -492,6 +501,11 @@ impl Server {
             }
         }
         self.hub.retry_fills(&mut self.out);
+        let beat = Duration::from_secs(self.cfg.bus_presence_ttl) / 5;
+        if self.last_heartbeat.is_none_or(|at| at.elapsed() >= beat) {
+            self.last_heartbeat = Some(Instant::now());
+            bus.heartbeat(self.hub.online_here());
+        }
         let every = Duration::from_secs(self.cfg.bus_position_check);
         if self.last_position_check.elapsed() >= every {
             self.last_position_check = Instant::now();
