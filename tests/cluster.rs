@@ -401,11 +401,18 @@ fn presence_is_cluster_wide() {
     let line = alice.line();
     assert!(line.starts_with("PRESENCE bob offline "), "{line}");
 
-    // A node that dies takes its users offline within the TTL (1 s here)
-    // plus a heartbeat.
+    // A node stopped for longer than the TTL (1 s here) shows its users
+    // offline; continued, it renews their presence.
     let mut bob = cl.nodes[1].client();
     bob.login("bob");
     alice.expect("PRESENCE bob online");
+    let node = cl.nodes[1].pid() as libc::pid_t;
+    assert_eq!(unsafe { libc::kill(node, libc::SIGSTOP) }, 0);
+    let line = alice.line();
+    assert!(line.starts_with("PRESENCE bob offline "), "{line}");
+    assert_eq!(unsafe { libc::kill(node, libc::SIGCONT) }, 0);
+    alice.expect("PRESENCE bob online");
+    // And one that dies takes them offline within the TTL plus a heartbeat.
     cl.nodes[1].kill();
     let line = alice.line();
     assert!(line.starts_with("PRESENCE bob offline "), "{line}");
