@@ -52,6 +52,13 @@
 //!   on PostgreSQL, where another node may have committed a change this
 //!   node has not applied, the sender's membership inside a message's own
 //!   transaction (`StoreError::NotMember`).
+//! - [`bus`]: the bus between the nodes of a cluster (`--bus`): Redis
+//!   pub/sub on threads of its own (publish, subscribe, presence
+//!   heartbeat), a versioned binary `codec` for what the hub shares
+//!   (`chat::Shared`: committed changes, typing, receipts), handed to the
+//!   loop through a channel and the `Waker`. The hub's `chat::Sequencer`
+//!   puts messages from the bus and from this node's commits in seq order,
+//!   reading gaps from the store.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on
 //!   [`worker`] threads whose results come back the same way.
 //! - [`stream`]: non-blocking byte streams over a mio socket, plain or TLS

@@ -37,7 +37,7 @@ pub use output::{
     Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
     Progress, Reply, RequestInfo, RoomInfo,
 };
-pub use shared::{FILL_ROWS, Shared, Subscriptions};
+pub use shared::{Shared, Subscriptions};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;

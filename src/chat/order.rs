@@ -28,7 +28,7 @@ pub struct Sequencer {
     gaps: IdMap<ConvId, Gap>,
     /// Messages dropped as already delivered (STATS `bus_duplicates`).
     pub duplicates: u64,
-    /// Messages dropped because [`MAX_HELD`] were held already.
+    /// Messages dropped because `MAX_HELD` were held already.
     pub overflow: u64,
 }
 
@@ -114,7 +114,7 @@ impl Sequencer {
     }
 
     /// Conversations whose gap read has gone unanswered for
-    /// [`FILL_RETRY_MS`]: the caller offers them nothing, which asks again.
+    /// `FILL_RETRY_MS`: the caller offers them nothing, which asks again.
     pub fn overdue(&self, now: i64) -> Vec<ConvId> {
         self.gaps
             .iter()
