@@ -417,3 +417,28 @@ fn presence_is_cluster_wide() {
     let line = alice.line();
     assert!(line.starts_with("PRESENCE bob offline "), "{line}");
 }
+
+#[test]
+fn one_user_on_two_nodes_gets_everything() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    // alice's second session is on bob's node.
+    let mut alice2 = cl.nodes[1].client();
+    alice2.login("alice");
+    alice2.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    alice.send("SAY #r from node 0");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice from node 0");
+    assert_eq!(msg(&alice2.line()), "MSG #r 1 alice from node 0");
+    alice2.send("SAY #r from node 1");
+    alice2.expect_prefix("OK SAY #r 2 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice from node 1");
+    assert_eq!(msg(&alice.line()), "MSG #r 2 alice from node 1");
+    // Membership news reaches both of her sessions too.
+    bob.send("LEAVE #r");
+    bob.expect("OK LEAVE #r");
+    alice.expect("LEFT #r bob");
+    alice2.expect("LEFT #r bob");
+}
