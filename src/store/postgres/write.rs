@@ -7,7 +7,7 @@ use super::tx::Tx;
 use super::read::{MESSAGE_COLUMNS, message_row};
 use super::{conv_id, id, seq, seq_param, user_id};
 use crate::store::backend::remove_blob_file;
-use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, Seq, StoreError, Write};
+use crate::store::{Answer, Assigned, ConvId, RequestState, Seq, StoreError, Write};
 
 pub(super) fn change(
     db: &mut Tx<'_>,
@@ -22,19 +22,9 @@ pub(super) fn change(
         &[&id(conv.0), &seq_param(at)],
     )?;
     let mut msg = message_row(conv, &row.ok_or(StoreError::NotFound)?);
-    if msg.state == MsgState::Deleted {
-        return Err(StoreError::Conflict(format!("message {at} is deleted")));
-    }
-    match text {
-        Some(t) => {
-            msg.text = t.to_string();
-            msg.state = MsgState::Edited;
-        }
-        None => {
-            msg.text.clear();
-            msg.state = MsgState::Deleted;
-            unref_blob(db, conv, at, blob_dir)?;
-        }
+    msg.change(text)?;
+    if text.is_none() {
+        unref_blob(db, conv, at, blob_dir)?;
     }
     // The search document is a generated column: it follows the text.
     db.execute(
