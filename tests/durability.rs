@@ -1,6 +1,6 @@
 //! Durable history over real server processes: restarts, kill -9, offline
 //! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
-//! edits and deletions; the restart, kill -9 and search cases on PostgreSQL
+//! edits and deletions; the restart, kill -9, login SYNC and search cases on PostgreSQL
 //! too when `LINECHAT_TEST_POSTGRES` names a server.
 
 mod common;
@@ -251,48 +251,51 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
     bob.expect("OK STATUS #r 1 1");
 }
 
+/// On either store.
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
-    let s = Server::start();
-    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
-    alice.send("SAY #r before");
-    alice.expect_prefix("OK SAY #r 1 ");
-    assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
-    alice.expect("RECEIPT #r 1 bob delivered");
-    bob.send("QUIT");
-    bob.expect("OK QUIT bye");
-    assert!(bob.until_closed().is_empty());
-    alice.expect_prefix("PRESENCE bob offline ");
-    for i in 2..=5 {
-        alice.send(&format!("SAY #r missed {i}"));
-        alice.expect_prefix(&format!("OK SAY #r {i} "));
-    }
-    let mut bob = s.client();
-    let got: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
-    assert_eq!(
-        got,
-        [
-            "MSG #r 2 alice missed 2",
-            "MSG #r 3 alice missed 3",
-            "MSG #r 4 alice missed 4",
-            "MSG #r 5 alice missed 5"
-        ]
-    );
-    bob.send("SYNC");
-    bob.expect("OK SYNC 0");
-    // A client that tracks its own position asks for exactly what it lacks.
-    bob.send("SYNC #r 3");
-    assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
-    assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
-    bob.expect("OK SYNC 2");
-    // A newcomer gets recent history with JOIN, and SYNC only after that.
-    let mut carol = s.user("carol");
-    carol.send("JOIN #r");
-    carol.expect("OK JOIN #r joined");
-    assert_eq!(carol.sync().len(), 5);
-    drop(carol);
-    let mut carol = s.client();
-    assert!(carol.login("carol").is_empty());
+    each_store(|store| {
+        let s = Server::with_args(store);
+        let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
+        alice.send("SAY #r before");
+        alice.expect_prefix("OK SAY #r 1 ");
+        assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
+        alice.expect("RECEIPT #r 1 bob delivered");
+        bob.send("QUIT");
+        bob.expect("OK QUIT bye");
+        assert!(bob.until_closed().is_empty());
+        alice.expect_prefix("PRESENCE bob offline ");
+        for i in 2..=5 {
+            alice.send(&format!("SAY #r missed {i}"));
+            alice.expect_prefix(&format!("OK SAY #r {i} "));
+        }
+        let mut bob = s.client();
+        let got: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
+        assert_eq!(
+            got,
+            [
+                "MSG #r 2 alice missed 2",
+                "MSG #r 3 alice missed 3",
+                "MSG #r 4 alice missed 4",
+                "MSG #r 5 alice missed 5"
+            ]
+        );
+        bob.send("SYNC");
+        bob.expect("OK SYNC 0");
+        // A client that tracks its own position asks for exactly what it lacks.
+        bob.send("SYNC #r 3");
+        assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
+        assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
+        bob.expect("OK SYNC 2");
+        // A newcomer gets recent history with JOIN, and SYNC only after that.
+        let mut carol = s.user("carol");
+        carol.send("JOIN #r");
+        carol.expect("OK JOIN #r joined");
+        assert_eq!(carol.sync().len(), 5);
+        drop(carol);
+        let mut carol = s.client();
+        assert!(carol.login("carol").is_empty());
+    });
 }
 
 #[test]
@@ -475,57 +478,60 @@ fn search_finds_words_and_refuses_non_members() {
     });
 }
 
+/// On either store.
 #[test]
 fn typing_edit_and_delete() {
-    let s = Server::start();
-    let mut a = s.user("alice");
-    let mut b = s.user("bob");
-    a.send("CREATE #g");
-    a.expect("OK CREATE #g");
-    a.send("ADD #g bob");
-    a.expect("OK ADD #g bob");
-    b.sync();
-    b.send("TYPING #g");
-    b.expect("OK TYPING #g");
-    a.expect("TYPING #g bob");
-    // Rate-limited: a second TYPING right away is acknowledged, not forwarded.
-    b.send("TYPING #g");
-    b.expect("OK TYPING #g");
-    assert!(a.sync().is_empty());
+    each_store(|store| {
+        let s = Server::with_args(store);
+        let mut a = s.user("alice");
+        let mut b = s.user("bob");
+        a.send("CREATE #g");
+        a.expect("OK CREATE #g");
+        a.send("ADD #g bob");
+        a.expect("OK ADD #g bob");
+        b.sync();
+        b.send("TYPING #g");
+        b.expect("OK TYPING #g");
+        a.expect("TYPING #g bob");
+        // Rate-limited: a second TYPING right away is acknowledged, not forwarded.
+        b.send("TYPING #g");
+        b.expect("OK TYPING #g");
+        assert!(a.sync().is_empty());
 
-    b.send("SAY #g helo");
-    b.expect_prefix("OK SAY #g 1 ");
-    assert_eq!(msg(&a.line()), "MSG #g 1 bob helo");
-    b.sync();
-    b.send("EDIT #g 1 hello");
-    b.expect("OK EDIT #g 1");
-    let edited = a.expect_prefix("EDITED #g 1 ");
-    assert!(edited.ends_with(" bob hello"), "{edited}");
-    a.send("EDIT #g 1 hijack");
-    a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
-    assert_eq!(history(&mut a, "HISTORY #g"), ["1 bob edited hello"]);
+        b.send("SAY #g helo");
+        b.expect_prefix("OK SAY #g 1 ");
+        assert_eq!(msg(&a.line()), "MSG #g 1 bob helo");
+        b.sync();
+        b.send("EDIT #g 1 hello");
+        b.expect("OK EDIT #g 1");
+        let edited = a.expect_prefix("EDITED #g 1 ");
+        assert!(edited.ends_with(" bob hello"), "{edited}");
+        a.send("EDIT #g 1 hijack");
+        a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
+        assert_eq!(history(&mut a, "HISTORY #g"), ["1 bob edited hello"]);
 
-    b.send("SAY #g oops");
-    b.expect_prefix("OK SAY #g 2 ");
-    a.line();
-    b.sync();
-    b.send("DELETE #g 2");
-    b.expect("OK DELETE #g 2");
-    a.expect("DELETED #g 2 bob");
-    // The admin may delete anyone's message.
-    a.send("DELETE #g 1");
-    a.expect("OK DELETE #g 1");
-    b.expect("DELETED #g 1 alice");
-    a.send("DELETE #g 1");
-    a.expect("ERR NO_SUCH_MESSAGE no such message");
-    assert_eq!(
-        history(&mut b, "HISTORY #g"),
-        ["1 bob deleted ", "2 bob deleted "]
-    );
-    b.send("SEARCH #g hello");
-    b.expect("OK SEARCH #g 0");
-    b.send("DELETE #g 7");
-    b.expect("ERR NO_SUCH_MESSAGE no such message");
+        b.send("SAY #g oops");
+        b.expect_prefix("OK SAY #g 2 ");
+        a.line();
+        b.sync();
+        b.send("DELETE #g 2");
+        b.expect("OK DELETE #g 2");
+        a.expect("DELETED #g 2 bob");
+        // The admin may delete anyone's message.
+        a.send("DELETE #g 1");
+        a.expect("OK DELETE #g 1");
+        b.expect("DELETED #g 1 alice");
+        a.send("DELETE #g 1");
+        a.expect("ERR NO_SUCH_MESSAGE no such message");
+        assert_eq!(
+            history(&mut b, "HISTORY #g"),
+            ["1 bob deleted ", "2 bob deleted "]
+        );
+        b.send("SEARCH #g hello");
+        b.expect("OK SEARCH #g 0");
+        b.send("DELETE #g 7");
+        b.expect("ERR NO_SUCH_MESSAGE no such message");
+    });
 }
 
 /// STATS counts the messages the storage thread committed; under `write`,

@@ -244,3 +244,23 @@ fn async_durability_is_refused_with_postgres() {
          with PostgreSQL, use sync or write\n"
     );
 }
+
+/// A node loads its tables from the database at startup: with none to
+/// reach, it exits at once and says why.
+#[test]
+fn a_node_without_its_database_exits_saying_why() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_linechat"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--store", "postgres://nobody@127.0.0.1:1/none"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "linechat: storage: unreachable: postgres: error connecting to server: \
+         Connection refused (os error 111)\n"
+    );
+}

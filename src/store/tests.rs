@@ -472,4 +472,33 @@ fn two_writers_of_one_postgres_database_share_seqs_and_rights() {
         matches!(refused, Err(StoreError::NotMember(ConvId(0)))),
         "{refused:?}"
     );
+    // In one group with a member's post, the refusal fails only its own
+    // request, and the member's post takes the next seq.
+    let bob = Write::Member {
+        conv: ConvId(0),
+        user: UserId(1),
+        admin: false,
+        joined: 0,
+    };
+    write(&mut a, vec![bob]).unwrap();
+    let Write::Post(mut from_bob) = post("6") else {
+        unreachable!()
+    };
+    from_bob.sender = UserId(1);
+    let done = run_batch(
+        &mut b,
+        vec![
+            Request::write(vec![post("refused again")], Some(0)),
+            Request::write(vec![Write::Post(from_bob)], Some(1)),
+        ],
+    );
+    assert!(
+        matches!(done[0].1, Err(StoreError::NotMember(ConvId(0)))),
+        "{:?}",
+        done[0].1
+    );
+    assert_eq!(
+        done[1].1.as_ref().unwrap(),
+        &Answer::Done(vec![Assigned::Seq(Seq(5))])
+    );
 }

@@ -25,7 +25,7 @@ use postgres::{Client, NoTls};
 use super::{Answer, Assigned, Backend, ConvId, Query, Seq, Snapshot, StoreError, UserId, Write};
 use read::{blob_access, messages_after, messages_before, search};
 use tx::Conn;
-use write::{MessageRows, apply, change};
+use write::{apply_all, change};
 
 /// First wait after a failed connection attempt; it doubles up to
 /// [`MAX_RECONNECT_WAIT`]. Requests meanwhile fail at once as unreachable
@@ -70,12 +70,7 @@ impl Backend for PostgresBackend {
     fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
         self.with_conn(|conn| {
             let mut tx = conn.begin()?;
-            let mut assigned = Vec::new();
-            let mut rows = MessageRows::default();
-            for w in writes {
-                assigned.extend(apply(&mut tx, w, &mut rows)?);
-            }
-            rows.flush(&mut tx)?;
+            let assigned = apply_all(&mut tx, writes)?;
             tx.commit()?;
             Ok(assigned)
         })
@@ -85,11 +80,7 @@ impl Backend for PostgresBackend {
         let blob_dir = self.blob_dir.clone();
         self.with_conn(|conn| {
             let mut tx = conn.begin()?;
-            let mut rows = MessageRows::default();
-            for w in writes {
-                apply(&mut tx, w, &mut rows)?;
-            }
-            rows.flush(&mut tx)?;
+            apply_all(&mut tx, writes)?;
             let answer = match *query {
                 Query::Before {
                     conv,
@@ -233,7 +224,11 @@ fn seq(n: i64) -> Seq {
 /// serialization failure or deadlock worth a retry.
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        let text = format!("postgres: {e}");
+        // The cause of a connection error (refused, timed out) is its source.
+        let text = match std::error::Error::source(&e) {
+            Some(cause) if e.as_db_error().is_none() => format!("postgres: {e}: {cause}"),
+            _ => format!("postgres: {e}"),
+        };
         let Some(code) = e.code() else {
             // No SQLSTATE: the connection or the socket failed.
             return StoreError::Unreachable(text);

@@ -27,36 +27,38 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Newest first: up to `limit` messages of `conv` with seq below `before`.
+/// Newest first: up to `max` messages of `conv` with seq below `before`.
 pub(super) fn messages_before(
     db: &mut Tx<'_>,
     conv: ConvId,
     before: Seq,
     max: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
-    let rows = db.query(
-        &format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE conv = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
-        ),
-        &[&id(conv.0), &seq_param(before), &limit(max)],
-    )?;
-    Ok(rows.iter().map(|r| message_row(conv, r)).collect())
+    messages_where(db, conv, "seq < $2 ORDER BY seq DESC", before, max)
 }
 
-/// Oldest first: up to `limit` messages of `conv` with seq above `after`.
+/// Oldest first: up to `max` messages of `conv` with seq above `after`.
 pub(super) fn messages_after(
     db: &mut Tx<'_>,
     conv: ConvId,
     after: Seq,
     max: usize,
 ) -> Result<Vec<StoredMessage>, StoreError> {
+    messages_where(db, conv, "seq > $2 ORDER BY seq", after, max)
+}
+
+/// Up to `max` messages of `conv` picked and ordered by `filter`, which
+/// compares seq with `bound` ($2).
+fn messages_where(
+    db: &mut Tx<'_>,
+    conv: ConvId,
+    filter: &str,
+    bound: Seq,
+    max: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
     let rows = db.query(
-        &format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages
-             WHERE conv = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        ),
-        &[&id(conv.0), &seq_param(after), &limit(max)],
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = $1 AND {filter} LIMIT $3"),
+        &[&id(conv.0), &seq_param(bound), &limit(max)],
     )?;
     Ok(rows.iter().map(|r| message_row(conv, r)).collect())
 }

@@ -7,7 +7,9 @@ use super::tx::Tx;
 use super::read::{MESSAGE_COLUMNS, message_row};
 use super::{conv_id, id, seq, seq_param, user_id};
 use crate::store::backend::remove_blob_file;
-use crate::store::{Answer, Assigned, ConvId, MsgState, RequestState, Seq, StoreError, Write};
+use crate::store::{
+    Answer, Assigned, ConvId, ConvKind, Post, RequestState, Seq, StoreError, Write,
+};
 
 pub(super) fn change(
     db: &mut Tx<'_>,
@@ -22,19 +24,9 @@ pub(super) fn change(
         &[&id(conv.0), &seq_param(at)],
     )?;
     let mut msg = message_row(conv, &row.ok_or(StoreError::NotFound)?);
-    if msg.state == MsgState::Deleted {
-        return Err(StoreError::Conflict(format!("message {at} is deleted")));
-    }
-    match text {
-        Some(t) => {
-            msg.text = t.to_string();
-            msg.state = MsgState::Edited;
-        }
-        None => {
-            msg.text.clear();
-            msg.state = MsgState::Deleted;
-            unref_blob(db, conv, at, blob_dir)?;
-        }
+    msg.change(text)?;
+    if text.is_none() {
+        unref_blob(db, conv, at, blob_dir)?;
     }
     // The search document is a generated column: it follows the text.
     db.execute(
@@ -70,7 +62,7 @@ fn unref_blob(db: &mut Tx<'_>, conv: ConvId, at: Seq, blob_dir: &Path) -> Result
 /// Message rows waiting to be inserted: a commit inserts all of them with
 /// one statement (arrays unnested into rows), one round trip for the batch.
 #[derive(Default)]
-pub(super) struct MessageRows {
+struct MessageRows {
     conv: Vec<i64>,
     seq: Vec<i64>,
     msgid: Vec<Vec<u8>>,
@@ -90,7 +82,7 @@ impl MessageRows {
     }
 
     /// Inserts every waiting row.
-    pub(super) fn flush(&mut self, db: &mut Tx<'_>) -> Result<(), StoreError> {
+    fn flush(&mut self, db: &mut Tx<'_>) -> Result<(), StoreError> {
         if self.conv.is_empty() {
             return Ok(());
         }
@@ -112,10 +104,114 @@ impl MessageRows {
     }
 }
 
-/// Applies one write (a message row joins `rows`, which the caller flushes
-/// before the transaction commits or reads); returns what it assigned, if
-/// it [`Write::assigns`].
-pub(super) fn apply(
+/// Applies `writes` in order, in the caller's transaction; returns what
+/// they assigned, one per write that [`Write::assigns`].
+///
+/// Each run of consecutive posts takes its seqs with one statement per
+/// conversation, and all the round's new message rows go in with one
+/// INSERT. The counter rows the round will take seqs from are locked first,
+/// in id order, so two nodes' rounds over the same conversations wait for
+/// each other instead of deadlocking.
+pub(super) fn apply_all(db: &mut Tx<'_>, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
+    lock_counters(db, writes)?;
+    let mut rows = MessageRows::default();
+    let mut assigned = Vec::new();
+    let mut run: Vec<&Post> = Vec::new();
+    for w in writes {
+        if let Write::Post(p) = w {
+            run.push(p);
+            continue;
+        }
+        post_run(db, &mut run, &mut rows, &mut assigned)?;
+        assigned.extend(apply(db, w, &mut rows)?);
+    }
+    post_run(db, &mut run, &mut rows, &mut assigned)?;
+    rows.flush(db)?;
+    Ok(assigned)
+}
+
+/// Locks the counter rows of the conversations `writes` post to, lowest
+/// id first (one lock needs no order).
+fn lock_counters(db: &mut Tx<'_>, writes: &[&Write]) -> Result<(), StoreError> {
+    let mut convs: Vec<i64> = writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::Post(p) => Some(id(p.conv.0)),
+            _ => None,
+        })
+        .collect();
+    convs.sort_unstable();
+    convs.dedup();
+    if convs.len() > 1 {
+        db.query(
+            "SELECT id FROM convs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&convs],
+        )?;
+    }
+    Ok(())
+}
+
+/// Gives each post of `run` its seq and queues its rows, emptying `run`.
+///
+/// The seqs come from the conversation's counter row, moved on by the
+/// run's posts to it: the row stays locked until the transaction ends, so
+/// writers on any node take turns and a rollback gives the seqs back. The
+/// senders' membership is checked in the same statement, against what is
+/// committed now, not what this node's memory says; a sender who is no
+/// longer a member fails the transaction, and the storage thread's retry
+/// of each request alone then refuses just that post.
+fn post_run(
+    db: &mut Tx<'_>,
+    run: &mut Vec<&Post>,
+    rows: &mut MessageRows,
+    assigned: &mut Vec<Assigned>,
+) -> Result<(), StoreError> {
+    // (conversation, posts to it, their distinct senders), first come first.
+    let mut convs: Vec<(ConvId, i64, Vec<i64>)> = Vec::new();
+    for p in run.iter() {
+        let sender = id(p.sender.0);
+        match convs.iter_mut().find(|(c, ..)| *c == p.conv) {
+            Some((_, n, senders)) => {
+                *n += 1;
+                if !senders.contains(&sender) {
+                    senders.push(sender);
+                }
+            }
+            None => convs.push((p.conv, 1, vec![sender])),
+        }
+    }
+    let mut next: Vec<(ConvId, Seq)> = Vec::with_capacity(convs.len());
+    for (conv, n, senders) in &convs {
+        let row = db.query_opt(
+            "UPDATE convs SET last_seq = last_seq + $2 WHERE id = $1
+             AND (SELECT count(*) FROM members WHERE conv = $1 AND user_id = ANY($3))
+                 = cardinality($3)
+             RETURNING last_seq",
+            &[&id(conv.0), n, senders],
+        )?;
+        let last: i64 = row.ok_or(StoreError::NotMember(*conv))?.get(0);
+        next.push((*conv, seq(last - n + 1)));
+    }
+    for p in run.drain(..) {
+        let Some((_, taken)) = next.iter_mut().find(|(c, _)| *c == p.conv) else {
+            return Err(StoreError::Internal("a post without its seq".into()));
+        };
+        let seq = *taken;
+        *taken = seq.next();
+        for w in p.writes(seq) {
+            match &w {
+                Write::Message(m) => rows.push(m),
+                other => apply_row(db, other)?,
+            }
+        }
+        assigned.push(Assigned::Seq(seq));
+    }
+    Ok(())
+}
+
+/// Applies one write that is not a post (a message row joins `rows`);
+/// returns what it assigned, if it [`Write::assigns`].
+fn apply(
     db: &mut Tx<'_>,
     w: &Write,
     rows: &mut MessageRows,
@@ -131,6 +227,21 @@ pub(super) fn apply(
             Ok(Some(Assigned::User(user_id(row.get(0)))))
         }
         Write::NewConv(nc) => {
+            if nc.kind == ConvKind::Group {
+                // A group whose last member left can never be entered
+                // again, so its name is free (the hub's rule for CREATE):
+                // the old conversation keeps its history under a name no
+                // command can reach, `#name~id`, and the unique constraint
+                // still refuses a name in use. Whether it is empty is
+                // decided here, in the founding's transaction, not by this
+                // node's memory.
+                db.execute(
+                    "UPDATE convs SET name = name || '~' || id
+                     WHERE name = $1 AND kind = $2
+                     AND NOT EXISTS (SELECT 1 FROM members WHERE conv = convs.id)",
+                    &[&nc.name, &(ConvKind::Group as i16)],
+                )?;
+            }
             let row = db.query_one(
                 "INSERT INTO convs (kind, name, created) VALUES ($1, $2, $3) RETURNING id",
                 &[&(nc.kind as i16), &nc.name, &nc.created],
@@ -140,27 +251,6 @@ pub(super) fn apply(
                 apply_row(db, &m.write(conv))?;
             }
             Ok(Some(Assigned::Conv(conv)))
-        }
-        Write::Post(p) => {
-            // The next seq, from the conversation's counter row: the row
-            // stays locked until this transaction ends, so writers on any
-            // node take turns and a rollback gives its seqs back. The
-            // sender's membership is checked under the same lock, against
-            // what is committed now, not what this node's memory says.
-            let row = db.query_opt(
-                "UPDATE convs SET last_seq = last_seq + 1 WHERE id = $1
-                 AND EXISTS (SELECT 1 FROM members WHERE conv = $1 AND user_id = $2)
-                 RETURNING last_seq",
-                &[&id(p.conv.0), &id(p.sender.0)],
-            )?;
-            let taken = seq(row.ok_or(StoreError::NotMember(p.conv))?.get(0));
-            for w in p.writes(taken) {
-                match &w {
-                    Write::Message(m) => rows.push(m),
-                    other => apply_row(db, other)?,
-                }
-            }
-            Ok(Some(Assigned::Seq(taken)))
         }
         Write::Message(m) => {
             // A seq chosen elsewhere (tests, and imports): the counter
@@ -179,10 +269,10 @@ pub(super) fn apply(
 /// Applies a write that assigns nothing and is not a message.
 fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
     match w {
-        // `apply` takes these itself; reaching here is a bug, failed as one.
+        // `apply_all` and `apply` take these; reaching here is a bug, failed as one.
         Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
             return Err(StoreError::Internal(
-                "a message or an assigning write outside apply".into(),
+                "a message or an assigning write outside apply_all".into(),
             ));
         }
         Write::User {
