@@ -293,3 +293,30 @@ fn durable_broker_protocols_refuse_the_rooms_and_connections_scenarios() {
         );
     }
 }
+
+/// `--also-addr` shares the clients out over several servers, round robin
+/// (as over the nodes of a cluster).
+#[test]
+fn clients_are_shared_out_over_every_address() {
+    let (first, second) = (Server::start(), Server::start());
+    let dir = tempfile::tempdir().unwrap();
+    let m = run_load(
+        &[
+            "connections",
+            "--connections",
+            "10",
+            "--room-size",
+            "5",
+            "--hold",
+            "0",
+            "--addr",
+            &first.addr,
+            "--also-addr",
+            &second.addr,
+        ],
+        &dir.path().join("connections.json"),
+    );
+    assert_eq!(num(&m, "sessions_ready"), 10.0);
+    // Five load clients and this STATS client on the second server.
+    assert_eq!(second.user("observer").stat("connections_accepted"), 6);
+}

@@ -71,7 +71,9 @@ pub struct Engine<P: Protocol> {
     events: Events,
     rbuf: Vec<u8>,
     pub clients: Vec<Client<P::State>>,
-    addr: SocketAddr,
+    /// Client `i` connects to `addrs[i % addrs.len()]` (the nodes of a
+    /// cluster share the clients out).
+    addrs: Vec<SocketAddr>,
     /// Connect over TLS with this configuration.
     tls: Option<Arc<ClientConfig>>,
     clock: Clock,
@@ -81,7 +83,7 @@ pub struct Engine<P: Protocol> {
 
 impl<P: Protocol> Engine<P> {
     pub fn new(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         tls: Option<Arc<ClientConfig>>,
         specs: Vec<ClientSpec>,
         clock: Clock,
@@ -105,7 +107,7 @@ impl<P: Protocol> Engine<P> {
             events: Events::with_capacity(4096),
             rbuf: vec![0; READ_BUF],
             clients,
-            addr,
+            addrs,
             tls,
             clock,
             warned: 0,
@@ -115,11 +117,12 @@ impl<P: Protocol> Engine<P> {
 
     /// Starts a nonblocking connect for client `i`.
     fn start_connect(&mut self, i: usize) -> io::Result<()> {
-        let tcp = TcpStream::connect(self.addr)?;
+        let addr = self.addrs[i % self.addrs.len()];
+        let tcp = TcpStream::connect(addr)?;
         let mut sock = match &self.tls {
             None => Stream::Tcp(tcp),
             Some(config) => {
-                let name = ServerName::IpAddress(self.addr.ip().into());
+                let name = ServerName::IpAddress(addr.ip().into());
                 let tls = rustls::ClientConnection::new(Arc::clone(config), name)
                     .map_err(io::Error::other)?;
                 Stream::Tls(Box::new(TlsStream::new(tcp, tls)))

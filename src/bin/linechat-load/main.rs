@@ -56,6 +56,11 @@ struct Common {
     /// Server address; must be a loopback address.
     #[arg(long, global = true, default_value = "127.0.0.1:7000")]
     addr: SocketAddr,
+    /// Another node of the same cluster (repeatable; loopback only): the
+    /// clients are shared out over --addr and these, round robin, so
+    /// client 0 (the first publisher) is on --addr.
+    #[arg(long, global = true)]
+    also_addr: Vec<SocketAddr>,
     /// Connect over TLS (to linechat's `--tls-listen` address), trusting the
     /// certificates in this PEM file (e.g. tls/cert.pem from
     /// scripts/tls-cert.sh). Works with any adapter whose server speaks TLS
@@ -172,11 +177,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let c = &cli.common;
-    if !c.addr.ip().is_loopback() {
-        eprintln!(
-            "refusing {}: only loopback addresses may be targeted",
-            c.addr
-        );
+    if let Some(addr) = std::iter::once(&c.addr)
+        .chain(&c.also_addr)
+        .find(|a| !a.ip().is_loopback())
+    {
+        eprintln!("refusing {addr}: only loopback addresses may be targeted");
         return ExitCode::from(2);
     }
     let scenario = match cli.command {
@@ -198,6 +203,7 @@ fn main() -> ExitCode {
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let settings = Settings {
         addr: c.addr,
+        also_addrs: c.also_addr.clone(),
         tls,
         stats_addr: c.stats_addr.unwrap_or(c.addr),
         duration: secs(c.duration),

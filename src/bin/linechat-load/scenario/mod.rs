@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 pub struct Settings {
     pub addr: SocketAddr,
+    /// More nodes of the same cluster: clients are shared out over `addr`
+    /// and these, round robin.
+    pub also_addrs: Vec<SocketAddr>,
     /// Connect over TLS with this configuration.
     pub tls: Option<Arc<ClientConfig>>,
     /// Where STATS is asked, over plain TCP.
@@ -36,6 +39,13 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Every address clients connect to, `addr` first.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr)
+            .chain(self.also_addrs.iter().copied())
+            .collect()
+    }
+
     pub fn client(
         &self,
         idx: usize,
