@@ -173,7 +173,7 @@ impl Hub {
         user.sessions.reserve_exact(1);
         user.sessions.push(sid);
         if user.sessions.len() == 1 {
-            self.subscriptions_stale = true;
+            self.user_here(uid, true);
             // Online elsewhere already: nobody's view changes.
             if !self.elsewhere.contains(&uid) {
                 self.announce_presence(uid, out);
@@ -188,8 +188,8 @@ impl Hub {
         };
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
-            self.subscriptions_stale = true;
             user.last_seen = Some(at);
+            self.user_here(uid, false);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             if !self.elsewhere.contains(&uid) {
                 self.announce_presence(uid, out);

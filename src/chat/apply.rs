@@ -73,10 +73,12 @@ impl Hub {
                         u.convs.push(conv);
                     }
                 }
+                for m in &members {
+                    self.member_here(conv, m.user, true);
+                }
                 let mut c = Conv::new(conv, kind, name);
                 c.members = members;
                 self.convs.insert(conv, c);
-                self.subscriptions_stale = true;
             }
             Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Membership { conv, change } => {

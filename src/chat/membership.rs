@@ -40,13 +40,13 @@ impl Hub {
         let Some(c) = self.convs.get(conv) else {
             return Vec::new();
         };
-        self.subscriptions_stale = true;
         match change {
             Membership::Joined { user } | Membership::Added { user, .. } => {
                 if c.member(user).is_some() {
                     return Vec::new();
                 }
                 self.add_member(conv, user, writes);
+                self.member_here(conv, user, true);
                 let event = match change {
                     Membership::Added { by, .. } => Event::Added { conv, user, by },
                     _ => Event::Joined { conv, user },
@@ -68,6 +68,7 @@ impl Hub {
                     _ => Event::Left { conv, user },
                 };
                 let mut events = vec![Emit::Event(to, event)];
+                self.member_here(conv, user, false);
                 if let Some(heir) = self.remove_member(conv, user, writes) {
                     let opped = Event::Opped {
                         conv,

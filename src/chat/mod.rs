@@ -290,8 +290,11 @@ pub struct Hub {
     /// Conversations with members logged in here: the bus channels this
     /// node listens to (`--bus`).
     subscribed: IdSet<ConvId>,
-    /// A login, logout or membership change may have changed `subscribed`.
-    subscriptions_stale: bool,
+    /// Per conversation, its members logged in here (`--bus`).
+    members_here: IdMap<ConvId, u32>,
+    /// Conversations whose `members_here` changed since the driver last
+    /// asked for [`Hub::subscriptions`].
+    touched: Vec<ConvId>,
     /// Users online on other nodes (`--bus`), as the last presence
     /// snapshot from Redis said.
     elsewhere: IdSet<UserId>,
@@ -374,7 +377,8 @@ impl Hub {
             typing: IdMap::default(),
             sequencer: Sequencer::default(),
             subscribed: IdSet::default(),
-            subscriptions_stale: false,
+            members_here: IdMap::default(),
+            touched: Vec::new(),
             elsewhere: IdSet::default(),
             decoy_phc,
             env,

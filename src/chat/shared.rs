@@ -164,25 +164,45 @@ impl Hub {
     /// How the channels this node listens to must change: a conversation
     /// is listened to while one of its members is logged in here.
     pub fn subscriptions(&mut self) -> Option<Subscriptions> {
-        if !std::mem::take(&mut self.subscriptions_stale) || !self.cfg.clustered {
+        if self.touched.is_empty() {
             return None;
-        }
-        let mut wanted = super::IdSet::default();
-        for user in self.users.values().filter(|u| u.online()) {
-            wanted.extend(user.convs.iter().copied());
         }
         let mut change = Subscriptions::default();
-        change
-            .subscribe
-            .extend(wanted.difference(&self.subscribed).copied());
-        change
-            .unsubscribe
-            .extend(self.subscribed.difference(&wanted).copied());
-        self.subscribed = wanted;
-        if change.subscribe.is_empty() && change.unsubscribe.is_empty() {
-            return None;
+        for conv in std::mem::take(&mut self.touched) {
+            let wanted = self.members_here.get(&conv).is_some_and(|&n| n > 0);
+            if wanted && self.subscribed.insert(conv) {
+                change.subscribe.push(conv);
+            } else if !wanted && self.subscribed.remove(&conv) {
+                self.members_here.remove(&conv);
+                change.unsubscribe.push(conv);
+            }
         }
-        Some(change)
+        (!change.subscribe.is_empty() || !change.unsubscribe.is_empty()).then_some(change)
+    }
+
+    /// `uid` logged in here (`here`: their first session) or out (their
+    /// last): each of their conversations has one member more or fewer here.
+    pub(super) fn user_here(&mut self, uid: UserId, here: bool) {
+        if !self.cfg.clustered {
+            return;
+        }
+        let convs = self.convs_of(uid).to_vec();
+        for conv in convs {
+            self.count_here(conv, here);
+        }
+    }
+
+    /// `user` joined (`joined`) or left `conv`: counted if logged in here.
+    pub(super) fn member_here(&mut self, conv: ConvId, user: UserId, joined: bool) {
+        if self.cfg.clustered && self.users.get(user).is_some_and(|u| u.online()) {
+            self.count_here(conv, joined);
+        }
+    }
+
+    fn count_here(&mut self, conv: ConvId, up: bool) {
+        let n = self.members_here.entry(conv).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        self.touched.push(conv);
     }
 
     /// Messages held past gaps, dropped as duplicates, and dropped at the

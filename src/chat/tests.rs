@@ -13,6 +13,8 @@ struct Harness {
     lines: Vec<(SessionId, String)>,
     /// Every message delivery as the one buffer it came in.
     deliveries: Vec<(SessionId, String)>,
+    /// What the hub handed over for other nodes (`clustered` only).
+    shared: Vec<Shared>,
     next: u64,
 }
 
@@ -35,6 +37,7 @@ impl Harness {
             ),
             lines: Vec::new(),
             deliveries: Vec::new(),
+            shared: Vec::new(),
             next: 0,
         }
     }
@@ -85,6 +88,7 @@ impl Harness {
             let mut wire = Vec::new();
             crate::fanout::route(&mut self.hub, &mut out.emits, &mut wire);
             self.record(wire);
+            self.shared.append(&mut out.bus);
             let mut next = Out::default();
             let waiting: Vec<_> = self.hub.streams_waiting().collect();
             for sid in waiting {
@@ -906,4 +910,112 @@ fn cursor_flushes_are_paced() {
     h.hub.flush_cursors(CURSOR_ROWS, &mut out);
     assert_eq!(out.store[0].writes.len(), 44);
     assert!(!h.hub.cursors_pending());
+}
+
+fn clustered() -> Harness {
+    Harness::with_config(HubConfig {
+        clustered: true,
+        ..HubConfig::default()
+    })
+}
+
+/// With `--bus` the hub hands over each committed change once (after its
+/// commit), and listens to a conversation while a member is logged in here.
+#[test]
+fn a_clustered_hub_shares_its_commits_and_listens_where_its_members_are() {
+    let mut h = clustered();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    let conv = h.hub.rooms["#r"];
+    assert_eq!(
+        h.hub.subscriptions(),
+        Some(Subscriptions {
+            subscribe: vec![conv],
+            unsubscribe: Vec::new(),
+        })
+    );
+    h.send(a, "SAY #r hi");
+    let kinds: Vec<&str> = h
+        .shared
+        .iter()
+        .map(|s| match s {
+            Shared::Change(Change::Registered { .. }) => "registered",
+            Shared::Change(Change::Founded { .. }) => "founded",
+            Shared::Change(Change::Membership { .. }) => "membership",
+            Shared::Change(Change::Posted { .. }) => "posted",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "registered",
+            "registered",
+            "founded",
+            "membership",
+            "posted"
+        ]
+    );
+    // The channel is kept while one member is here, dropped after the last.
+    h.hub.disconnect(a, &mut Out::default());
+    assert_eq!(h.hub.subscriptions(), None);
+    h.hub.disconnect(b, &mut Out::default());
+    assert_eq!(
+        h.hub.subscriptions(),
+        Some(Subscriptions {
+            subscribe: Vec::new(),
+            unsubscribe: vec![conv],
+        })
+    );
+}
+
+/// A message from the bus past a gap waits while the gap is read from the
+/// store; then both go out, in order.
+#[test]
+fn a_message_past_a_gap_waits_for_the_store() {
+    let mut h = clustered();
+    let a = h.user("alice");
+    h.send(a, "JOIN #r");
+    h.take(a);
+    let conv = h.hub.rooms["#r"];
+    let bob = UserId(77);
+    let stored = |seq: u64| store::StoredMessage {
+        conv,
+        seq: Seq(seq),
+        id: uuid::Uuid::from_u128(100 + u128::from(seq)),
+        sender: bob,
+        at: NOW,
+        text: format!("m{seq}"),
+        state: MsgState::Sent,
+    };
+    // Another node committed two messages; the bus brings only the second.
+    let writes = vec![Write::Message(stored(1)), Write::Message(stored(2))];
+    store::run_batch(&mut h.db, vec![store::Request::write(writes, None::<()>)]);
+    let mut out = Out::default();
+    let posts = vec![Posted {
+        origin: None,
+        msg: Msg::from(stored(2)),
+    }];
+    h.hub
+        .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
+    h.drain(out);
+    let got: Vec<String> = h
+        .take(a)
+        .iter()
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(got, ["MSG #r 1", "MSG #r 2"]);
+    // The same message again (Redis or the store) is dropped.
+    let mut out = Out::default();
+    let posts = vec![Posted {
+        origin: None,
+        msg: Msg::from(stored(2)),
+    }];
+    h.hub
+        .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
+    h.drain(out);
+    assert!(h.take(a).is_empty());
+    assert_eq!(h.hub.sequencer_counts(), (0, 2, 0));
 }
