@@ -442,3 +442,44 @@ fn one_user_on_two_nodes_gets_everything() {
     alice.expect("LEFT #r bob");
     alice2.expect("LEFT #r bob");
 }
+
+/// A message committed but never published (its node's PUBLISH lost) is
+/// found by the other nodes' position checks (every second here), and a
+/// bus message that does not decode is counted and dropped.
+#[test]
+fn a_lost_publish_is_found_by_the_position_check() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send("SAY #r published");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice published");
+    // As if a node committed seq 2 and died before its PUBLISH.
+    let mut db = postgres::Client::connect(&cl.db.url, postgres::NoTls).unwrap();
+    db.batch_execute(
+        "UPDATE convs SET last_seq = 2 WHERE name = '#r';
+         INSERT INTO messages (conv, seq, msgid, sender, at, text)
+         SELECT c.id, 2, decode(repeat('ab', 16), 'hex'), u.id, 0, 'never published'
+         FROM convs c, users u WHERE c.name = '#r' AND u.name = 'alice';",
+    )
+    .unwrap();
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice never published");
+    assert_eq!(msg(&alice.line()), "MSG #r 2 alice never published");
+
+    let redis = redis::Client::open(cl.redis.as_str()).unwrap();
+    let mut redis = redis.get_connection().unwrap();
+    let _: () = redis::cmd("PUBLISH")
+        .arg(format!("{}:all", cl.prefix))
+        .arg(&b"\x09not a bus message"[..])
+        .query(&mut redis)
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while bob.stat("bus_malformed") == 0 {
+        assert!(Instant::now() < deadline, "the bad message was not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bob.send("SAY #r still here");
+    bob.expect_prefix("OK SAY #r 3 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 3 bob still here");
+}
