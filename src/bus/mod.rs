@@ -43,6 +43,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 
 /// How long the subscriber waits for a message before it looks at its
 /// orders (new subscriptions): the delay of a new subscription at most.
+/// (Should the wait end inside a message, the client loses its place in
+/// the stream: the next read fails, and the subscriber reconnects and
+/// catches up from the store like after any other loss.)
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
 
 /// Most facts one pipeline publishes.
