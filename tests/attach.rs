@@ -43,55 +43,57 @@ fn blob_of(ok: &str) -> String {
 /// On either store.
 #[test]
 fn binary_attachment_roundtrip_history_and_restart() {
-    each_store(|store| {
-        let mut s = Server::with_args(store);
-        let [mut a, mut b] = s.room_with("#files", ["alice", "bob"]);
-        a.ignored.push("RECEIPT ");
-        let body = awkward(10_000);
-        attach(
-            &mut a,
-            "#files",
-            "data.bin",
-            "application/octet-stream",
-            &body,
-        );
-        let ok = a.expect_prefix("OK ATTACH #files 1 ");
-        let id = blob_of(&ok);
-        assert_eq!(id.len(), 64);
-        let shown = format!("[file {id} application/octet-stream 10000 data.bin]");
-        assert_eq!(msg(&b.line()), format!("MSG #files 1 alice {shown}"));
-        let (header, got) = fetch(&mut b, &id).unwrap();
-        assert_eq!(header, format!("BLOB {id} 10000 application/octet-stream"));
-        assert!(got == body, "the fetched bytes differ");
-        // An image is an image; the next command right behind a body works.
-        let mut wire = b"ATTACH #files cat.png image/PNG 4\n\x89PNG".to_vec();
-        wire.extend_from_slice(b"PING after\n");
-        a.send_raw(&wire);
-        let ok = a.line();
-        assert!(ok.starts_with("OK ATTACH #files 2 "), "{ok}");
-        a.expect("OK PONG after");
-        let cat = blob_of(&ok);
-        assert_eq!(
-            msg(&b.line()),
-            format!("MSG #files 2 alice [image {cat} image/png 4 cat.png]")
-        );
-        b.send("HISTORY #files");
-        b.expect_prefix("HISTORY #files 1 ");
-        b.expect_prefix("HISTORY #files 2 ");
-        b.expect("OK HISTORY #files 2");
-        // SAY cannot pass itself off as an attachment.
-        a.send(&format!("SAY #files [file {cat} image/png 4 fake.png]"));
-        a.expect("ERR BAD_TEXT text starting with [file or [image is reserved for attachments");
+    each_store(binary_attachment_roundtrip_history_and_restart_on);
+}
 
-        s.restart();
-        let mut b = s.client();
-        b.login("bob");
-        assert!(
-            fetch(&mut b, &id).unwrap().1 == body,
-            "the fetched bytes differ"
-        );
-        assert_eq!(fetch(&mut b, &cat).unwrap().1, b"\x89PNG");
-    });
+fn binary_attachment_roundtrip_history_and_restart_on(store: &[&str]) {
+    let mut s = Server::with_args(store);
+    let [mut a, mut b] = s.room_with("#files", ["alice", "bob"]);
+    a.ignored.push("RECEIPT ");
+    let body = awkward(10_000);
+    attach(
+        &mut a,
+        "#files",
+        "data.bin",
+        "application/octet-stream",
+        &body,
+    );
+    let ok = a.expect_prefix("OK ATTACH #files 1 ");
+    let id = blob_of(&ok);
+    assert_eq!(id.len(), 64);
+    let shown = format!("[file {id} application/octet-stream 10000 data.bin]");
+    assert_eq!(msg(&b.line()), format!("MSG #files 1 alice {shown}"));
+    let (header, got) = fetch(&mut b, &id).unwrap();
+    assert_eq!(header, format!("BLOB {id} 10000 application/octet-stream"));
+    assert!(got == body, "the fetched bytes differ");
+    // An image is an image; the next command right behind a body works.
+    let mut wire = b"ATTACH #files cat.png image/PNG 4\n\x89PNG".to_vec();
+    wire.extend_from_slice(b"PING after\n");
+    a.send_raw(&wire);
+    let ok = a.line();
+    assert!(ok.starts_with("OK ATTACH #files 2 "), "{ok}");
+    a.expect("OK PONG after");
+    let cat = blob_of(&ok);
+    assert_eq!(
+        msg(&b.line()),
+        format!("MSG #files 2 alice [image {cat} image/png 4 cat.png]")
+    );
+    b.send("HISTORY #files");
+    b.expect_prefix("HISTORY #files 1 ");
+    b.expect_prefix("HISTORY #files 2 ");
+    b.expect("OK HISTORY #files 2");
+    // SAY cannot pass itself off as an attachment.
+    a.send(&format!("SAY #files [file {cat} image/png 4 fake.png]"));
+    a.expect("ERR BAD_TEXT text starting with [file or [image is reserved for attachments");
+
+    s.restart();
+    let mut b = s.client();
+    b.login("bob");
+    assert!(
+        fetch(&mut b, &id).unwrap().1 == body,
+        "the fetched bytes differ"
+    );
+    assert_eq!(fetch(&mut b, &cat).unwrap().1, b"\x89PNG");
 }
 
 #[test]
@@ -133,53 +135,55 @@ fn a_short_body_then_close_publishes_nothing() {
 
 #[test]
 fn only_members_fetch_and_deleting_the_last_reference_removes_the_blob() {
-    each_store(|store| {
-        let s = Server::with_args(store);
-        let mut a = s.user("alice");
-        let mut m = s.user("mallory");
-        a.send("CREATE #private");
-        a.expect("OK CREATE #private");
-        let body = awkward(3000);
-        attach(
-            &mut a,
-            "#private",
-            "one.bin",
-            "application/octet-stream",
-            &body,
-        );
-        let id = blob_of(&a.expect_prefix("OK ATTACH #private 1 "));
-        attach(
-            &mut a,
-            "#private",
-            "two.bin",
-            "application/octet-stream",
-            &body,
-        );
-        assert_eq!(
-            blob_of(&a.expect_prefix("OK ATTACH #private 2 ")),
-            id,
-            "same bytes, one blob"
-        );
-        assert_eq!(
-            fetch(&mut m, &id),
-            Err("ERR NO_SUCH_BLOB no such blob, or not in a conversation of yours".to_string())
-        );
-        m.send("FETCH not-a-blob");
-        m.expect("ERR NO_SUCH_BLOB no such blob, or not in a conversation of yours");
-        let file = s.data_dir().join("blobs").join(&id[..2]).join(&id);
-        assert!(file.exists());
-        a.send("DELETE #private 1");
-        a.expect("OK DELETE #private 1");
-        assert_eq!(
-            fetch(&mut a, &id).unwrap().1,
-            body,
-            "still held by message 2"
-        );
-        a.send("DELETE #private 2");
-        a.expect("OK DELETE #private 2");
-        assert!(fetch(&mut a, &id).is_err());
-        assert!(!file.exists(), "the unreferenced blob is gone from disk");
-    });
+    each_store(only_members_fetch_and_deleting_the_last_reference_removes_the_blob_on);
+}
+
+fn only_members_fetch_and_deleting_the_last_reference_removes_the_blob_on(store: &[&str]) {
+    let s = Server::with_args(store);
+    let mut a = s.user("alice");
+    let mut m = s.user("mallory");
+    a.send("CREATE #private");
+    a.expect("OK CREATE #private");
+    let body = awkward(3000);
+    attach(
+        &mut a,
+        "#private",
+        "one.bin",
+        "application/octet-stream",
+        &body,
+    );
+    let id = blob_of(&a.expect_prefix("OK ATTACH #private 1 "));
+    attach(
+        &mut a,
+        "#private",
+        "two.bin",
+        "application/octet-stream",
+        &body,
+    );
+    assert_eq!(
+        blob_of(&a.expect_prefix("OK ATTACH #private 2 ")),
+        id,
+        "same bytes, one blob"
+    );
+    assert_eq!(
+        fetch(&mut m, &id),
+        Err("ERR NO_SUCH_BLOB no such blob, or not in a conversation of yours".to_string())
+    );
+    m.send("FETCH not-a-blob");
+    m.expect("ERR NO_SUCH_BLOB no such blob, or not in a conversation of yours");
+    let file = s.data_dir().join("blobs").join(&id[..2]).join(&id);
+    assert!(file.exists());
+    a.send("DELETE #private 1");
+    a.expect("OK DELETE #private 1");
+    assert_eq!(
+        fetch(&mut a, &id).unwrap().1,
+        body,
+        "still held by message 2"
+    );
+    a.send("DELETE #private 2");
+    a.expect("OK DELETE #private 2");
+    assert!(fetch(&mut a, &id).is_err());
+    assert!(!file.exists(), "the unreferenced blob is gone from disk");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Durable history over real server processes: restarts, kill -9, offline
 //! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
-//! edits and deletions; the restart, kill -9, login SYNC and search cases on PostgreSQL
-//! too when `LINECHAT_TEST_POSTGRES` names a server.
+//! edits and deletions; the restart, kill -9, login SYNC, search and edit
+//! cases on PostgreSQL too when `LINECHAT_TEST_POSTGRES` names a server.
 
 mod common;
 
@@ -64,55 +64,57 @@ fn schema_creation_and_upgrade_are_logged_once() {
 /// On either store (SQLite, PostgreSQL).
 #[test]
 fn everything_survives_a_restart() {
-    each_store(|store| {
-        let mut s = Server::with_args(store);
-        {
-            let mut alice = s.user("alice");
-            let mut bob = s.user("bob");
-            let _carol = s.user("carol");
-            alice.send("FRIEND ADD bob");
-            alice.expect("OK FRIEND ADD bob pending");
-            bob.expect("FRIEND REQUEST alice");
-            bob.send("FRIEND ACCEPT alice");
-            bob.expect("OK FRIEND ACCEPT alice");
-            alice.expect("FRIEND ACCEPTED bob");
-            alice.send("FRIEND ADD carol");
-            alice.expect("OK FRIEND ADD carol pending");
-            alice.send("CREATE #team");
-            alice.expect("OK CREATE #team");
-            alice.send("ADD #team bob");
-            alice.expect("OK ADD #team bob");
-            alice.send("SAY #team first");
-            alice.expect_prefix("OK SAY #team 1 ");
-            alice.expect("RECEIPT #team 1 bob delivered");
-            alice.send("SAY @bob psst");
-            alice.expect_prefix("OK SAY @bob 1 ");
-            alice.expect("RECEIPT @bob 1 bob delivered");
-            // Killed while everyone is still connected: nobody logged out, so
-            // nobody has a last-seen time (closing the clients first would race
-            // the server recording it).
-            s.restart();
-        }
-        let mut alice = s.client();
-        alice.login("alice");
-        alice.send("FRIEND LIST");
-        alice.expect("FRIENDINFO bob offline never");
-        alice.expect("OK FRIEND LIST 1");
-        alice.send("FRIEND REQUESTS");
-        alice.expect_prefix("REQUEST out bob accepted ");
-        alice.expect_prefix("REQUEST out carol pending ");
-        alice.expect("OK FRIEND REQUESTS 2");
-        alice.send("ROOMS");
-        alice.expect("ROOM #team group 2 admin");
-        alice.expect("OK ROOMS 1");
-        assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
-        assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
-        alice.send("SAY #team second");
-        alice.expect_prefix("OK SAY #team 2 ");
-        let mut mallory = s.user("mallory");
-        mallory.send("JOIN #team");
-        mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
-    });
+    each_store(everything_survives_a_restart_on);
+}
+
+fn everything_survives_a_restart_on(store: &[&str]) {
+    let mut s = Server::with_args(store);
+    {
+        let mut alice = s.user("alice");
+        let mut bob = s.user("bob");
+        let _carol = s.user("carol");
+        alice.send("FRIEND ADD bob");
+        alice.expect("OK FRIEND ADD bob pending");
+        bob.expect("FRIEND REQUEST alice");
+        bob.send("FRIEND ACCEPT alice");
+        bob.expect("OK FRIEND ACCEPT alice");
+        alice.expect("FRIEND ACCEPTED bob");
+        alice.send("FRIEND ADD carol");
+        alice.expect("OK FRIEND ADD carol pending");
+        alice.send("CREATE #team");
+        alice.expect("OK CREATE #team");
+        alice.send("ADD #team bob");
+        alice.expect("OK ADD #team bob");
+        alice.send("SAY #team first");
+        alice.expect_prefix("OK SAY #team 1 ");
+        alice.expect("RECEIPT #team 1 bob delivered");
+        alice.send("SAY @bob psst");
+        alice.expect_prefix("OK SAY @bob 1 ");
+        alice.expect("RECEIPT @bob 1 bob delivered");
+        // Killed while everyone is still connected: nobody logged out, so
+        // nobody has a last-seen time (closing the clients first would race
+        // the server recording it).
+        s.restart();
+    }
+    let mut alice = s.client();
+    alice.login("alice");
+    alice.send("FRIEND LIST");
+    alice.expect("FRIENDINFO bob offline never");
+    alice.expect("OK FRIEND LIST 1");
+    alice.send("FRIEND REQUESTS");
+    alice.expect_prefix("REQUEST out bob accepted ");
+    alice.expect_prefix("REQUEST out carol pending ");
+    alice.expect("OK FRIEND REQUESTS 2");
+    alice.send("ROOMS");
+    alice.expect("ROOM #team group 2 admin");
+    alice.expect("OK ROOMS 1");
+    assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
+    assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
+    alice.send("SAY #team second");
+    alice.expect_prefix("OK SAY #team 2 ");
+    let mut mallory = s.user("mallory");
+    mallory.send("JOIN #team");
+    mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
 }
 
 /// Writers pipeline SAYs into one room until the server is killed with
@@ -254,48 +256,50 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
 /// On either store.
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
-    each_store(|store| {
-        let s = Server::with_args(store);
-        let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
-        alice.send("SAY #r before");
-        alice.expect_prefix("OK SAY #r 1 ");
-        assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
-        alice.expect("RECEIPT #r 1 bob delivered");
-        bob.send("QUIT");
-        bob.expect("OK QUIT bye");
-        assert!(bob.until_closed().is_empty());
-        alice.expect_prefix("PRESENCE bob offline ");
-        for i in 2..=5 {
-            alice.send(&format!("SAY #r missed {i}"));
-            alice.expect_prefix(&format!("OK SAY #r {i} "));
-        }
-        let mut bob = s.client();
-        let got: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
-        assert_eq!(
-            got,
-            [
-                "MSG #r 2 alice missed 2",
-                "MSG #r 3 alice missed 3",
-                "MSG #r 4 alice missed 4",
-                "MSG #r 5 alice missed 5"
-            ]
-        );
-        bob.send("SYNC");
-        bob.expect("OK SYNC 0");
-        // A client that tracks its own position asks for exactly what it lacks.
-        bob.send("SYNC #r 3");
-        assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
-        assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
-        bob.expect("OK SYNC 2");
-        // A newcomer gets recent history with JOIN, and SYNC only after that.
-        let mut carol = s.user("carol");
-        carol.send("JOIN #r");
-        carol.expect("OK JOIN #r joined");
-        assert_eq!(carol.sync().len(), 5);
-        drop(carol);
-        let mut carol = s.client();
-        assert!(carol.login("carol").is_empty());
-    });
+    each_store(offline_user_gets_missed_messages_on_login_once_on);
+}
+
+fn offline_user_gets_missed_messages_on_login_once_on(store: &[&str]) {
+    let s = Server::with_args(store);
+    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
+    alice.send("SAY #r before");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
+    alice.expect("RECEIPT #r 1 bob delivered");
+    bob.send("QUIT");
+    bob.expect("OK QUIT bye");
+    assert!(bob.until_closed().is_empty());
+    alice.expect_prefix("PRESENCE bob offline ");
+    for i in 2..=5 {
+        alice.send(&format!("SAY #r missed {i}"));
+        alice.expect_prefix(&format!("OK SAY #r {i} "));
+    }
+    let mut bob = s.client();
+    let got: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
+    assert_eq!(
+        got,
+        [
+            "MSG #r 2 alice missed 2",
+            "MSG #r 3 alice missed 3",
+            "MSG #r 4 alice missed 4",
+            "MSG #r 5 alice missed 5"
+        ]
+    );
+    bob.send("SYNC");
+    bob.expect("OK SYNC 0");
+    // A client that tracks its own position asks for exactly what it lacks.
+    bob.send("SYNC #r 3");
+    assert_eq!(msg(&bob.line()), "MSG #r 4 alice missed 4");
+    assert_eq!(msg(&bob.line()), "MSG #r 5 alice missed 5");
+    bob.expect("OK SYNC 2");
+    // A newcomer gets recent history with JOIN, and SYNC only after that.
+    let mut carol = s.user("carol");
+    carol.send("JOIN #r");
+    carol.expect("OK JOIN #r joined");
+    assert_eq!(carol.sync().len(), 5);
+    drop(carol);
+    let mut carol = s.client();
+    assert!(carol.login("carol").is_empty());
 }
 
 #[test]
@@ -442,96 +446,100 @@ fn history_pages_back_through_ten_thousand_messages() {
 /// On either store: FTS5 on SQLite, tsvector and GIN on PostgreSQL.
 #[test]
 fn search_finds_words_and_refuses_non_members() {
-    each_store(|store| {
-        let s = Server::with_args(store);
-        let [mut a] = s.room_with("#s", ["alice"]);
-        for text in [
-            "the quick brown fox",
-            "lazy dogs sleep",
-            "a quick \"quoted\" answer",
-            "Quick again",
-        ] {
-            a.send(&format!("SAY #s {text}"));
-            a.expect_prefix("OK SAY #s ");
+    each_store(search_finds_words_and_refuses_non_members_on);
+}
+
+fn search_finds_words_and_refuses_non_members_on(store: &[&str]) {
+    let s = Server::with_args(store);
+    let [mut a] = s.room_with("#s", ["alice"]);
+    for text in [
+        "the quick brown fox",
+        "lazy dogs sleep",
+        "a quick \"quoted\" answer",
+        "Quick again",
+    ] {
+        a.send(&format!("SAY #s {text}"));
+        a.expect_prefix("OK SAY #s ");
+    }
+    a.send("SEARCH #s quick");
+    let mut found = Vec::new();
+    loop {
+        let l = a.line();
+        if l.starts_with("OK SEARCH") {
+            assert_eq!(l, "OK SEARCH #s 3");
+            break;
         }
-        a.send("SEARCH #s quick");
-        let mut found = Vec::new();
-        loop {
-            let l = a.line();
-            if l.starts_with("OK SEARCH") {
-                assert_eq!(l, "OK SEARCH #s 3");
-                break;
-            }
-            found.push(l.split(' ').nth(2).unwrap().to_string());
-        }
-        assert_eq!(found, ["4", "3", "1"], "newest first");
-        a.send("SEARCH #s BEFORE 4 quick fox");
-        a.expect_prefix("FOUND #s 1 ");
-        a.expect("OK SEARCH #s 1");
-        a.send("SEARCH #s \"quoted\" OR");
-        a.expect("OK SEARCH #s 0");
-        a.send("SEARCH #s nothing-like-this");
-        a.expect("OK SEARCH #s 0");
-        let mut m = s.user("mallory");
-        m.send("SEARCH #s quick");
-        m.expect("ERR NOT_MEMBER you are not a member of #s");
-    });
+        found.push(l.split(' ').nth(2).unwrap().to_string());
+    }
+    assert_eq!(found, ["4", "3", "1"], "newest first");
+    a.send("SEARCH #s BEFORE 4 quick fox");
+    a.expect_prefix("FOUND #s 1 ");
+    a.expect("OK SEARCH #s 1");
+    a.send("SEARCH #s \"quoted\" OR");
+    a.expect("OK SEARCH #s 0");
+    a.send("SEARCH #s nothing-like-this");
+    a.expect("OK SEARCH #s 0");
+    let mut m = s.user("mallory");
+    m.send("SEARCH #s quick");
+    m.expect("ERR NOT_MEMBER you are not a member of #s");
 }
 
 /// On either store.
 #[test]
 fn typing_edit_and_delete() {
-    each_store(|store| {
-        let s = Server::with_args(store);
-        let mut a = s.user("alice");
-        let mut b = s.user("bob");
-        a.send("CREATE #g");
-        a.expect("OK CREATE #g");
-        a.send("ADD #g bob");
-        a.expect("OK ADD #g bob");
-        b.sync();
-        b.send("TYPING #g");
-        b.expect("OK TYPING #g");
-        a.expect("TYPING #g bob");
-        // Rate-limited: a second TYPING right away is acknowledged, not forwarded.
-        b.send("TYPING #g");
-        b.expect("OK TYPING #g");
-        assert!(a.sync().is_empty());
+    each_store(typing_edit_and_delete_on);
+}
 
-        b.send("SAY #g helo");
-        b.expect_prefix("OK SAY #g 1 ");
-        assert_eq!(msg(&a.line()), "MSG #g 1 bob helo");
-        b.sync();
-        b.send("EDIT #g 1 hello");
-        b.expect("OK EDIT #g 1");
-        let edited = a.expect_prefix("EDITED #g 1 ");
-        assert!(edited.ends_with(" bob hello"), "{edited}");
-        a.send("EDIT #g 1 hijack");
-        a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
-        assert_eq!(history(&mut a, "HISTORY #g"), ["1 bob edited hello"]);
+fn typing_edit_and_delete_on(store: &[&str]) {
+    let s = Server::with_args(store);
+    let mut a = s.user("alice");
+    let mut b = s.user("bob");
+    a.send("CREATE #g");
+    a.expect("OK CREATE #g");
+    a.send("ADD #g bob");
+    a.expect("OK ADD #g bob");
+    b.sync();
+    b.send("TYPING #g");
+    b.expect("OK TYPING #g");
+    a.expect("TYPING #g bob");
+    // Rate-limited: a second TYPING right away is acknowledged, not forwarded.
+    b.send("TYPING #g");
+    b.expect("OK TYPING #g");
+    assert!(a.sync().is_empty());
 
-        b.send("SAY #g oops");
-        b.expect_prefix("OK SAY #g 2 ");
-        a.line();
-        b.sync();
-        b.send("DELETE #g 2");
-        b.expect("OK DELETE #g 2");
-        a.expect("DELETED #g 2 bob");
-        // The admin may delete anyone's message.
-        a.send("DELETE #g 1");
-        a.expect("OK DELETE #g 1");
-        b.expect("DELETED #g 1 alice");
-        a.send("DELETE #g 1");
-        a.expect("ERR NO_SUCH_MESSAGE no such message");
-        assert_eq!(
-            history(&mut b, "HISTORY #g"),
-            ["1 bob deleted ", "2 bob deleted "]
-        );
-        b.send("SEARCH #g hello");
-        b.expect("OK SEARCH #g 0");
-        b.send("DELETE #g 7");
-        b.expect("ERR NO_SUCH_MESSAGE no such message");
-    });
+    b.send("SAY #g helo");
+    b.expect_prefix("OK SAY #g 1 ");
+    assert_eq!(msg(&a.line()), "MSG #g 1 bob helo");
+    b.sync();
+    b.send("EDIT #g 1 hello");
+    b.expect("OK EDIT #g 1");
+    let edited = a.expect_prefix("EDITED #g 1 ");
+    assert!(edited.ends_with(" bob hello"), "{edited}");
+    a.send("EDIT #g 1 hijack");
+    a.expect("ERR NOT_YOURS only its sender (or, to delete, an admin) can change that message");
+    assert_eq!(history(&mut a, "HISTORY #g"), ["1 bob edited hello"]);
+
+    b.send("SAY #g oops");
+    b.expect_prefix("OK SAY #g 2 ");
+    a.line();
+    b.sync();
+    b.send("DELETE #g 2");
+    b.expect("OK DELETE #g 2");
+    a.expect("DELETED #g 2 bob");
+    // The admin may delete anyone's message.
+    a.send("DELETE #g 1");
+    a.expect("OK DELETE #g 1");
+    b.expect("DELETED #g 1 alice");
+    a.send("DELETE #g 1");
+    a.expect("ERR NO_SUCH_MESSAGE no such message");
+    assert_eq!(
+        history(&mut b, "HISTORY #g"),
+        ["1 bob deleted ", "2 bob deleted "]
+    );
+    b.send("SEARCH #g hello");
+    b.expect("OK SEARCH #g 0");
+    b.send("DELETE #g 7");
+    b.expect("ERR NO_SUCH_MESSAGE no such message");
 }
 
 /// STATS counts the messages the storage thread committed; under `write`,
