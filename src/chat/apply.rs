@@ -49,6 +49,10 @@ impl Hub {
     /// Applies a committed change and tells the local sessions concerned.
     pub fn apply(&mut self, change: Change, out: &mut Out) {
         match change {
+            // Known already: heard from the bus and read from the store at
+            // startup (or published twice).
+            Change::Registered { user, .. } if self.users.get(user).is_some() => {}
+            Change::Founded { conv, .. } if self.convs.get(conv).is_some() => {}
             Change::Registered { user, name, phc } => {
                 self.by_name.insert(name.as_str().into(), user);
                 self.users.insert(user, User::new(name, phc, None));

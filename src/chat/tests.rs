@@ -1019,3 +1019,34 @@ fn a_message_past_a_gap_waits_for_the_store() {
     assert!(h.take(a).is_empty());
     assert_eq!(h.hub.sequencer_counts(), (0, 2, 0));
 }
+
+/// A starting node hears the bus before it reads the store, so a change
+/// may reach it both ways: applied again, it changes nothing.
+#[test]
+fn an_account_or_conversation_heard_twice_changes_nothing() {
+    let (mut h, a, _) = alice_and_bob_in_r();
+    let alice = h.hub.by_name["alice"];
+    let conv = h.hub.rooms["#r"];
+    let members = h.hub.convs.get(conv).unwrap().members.clone();
+    let mut out = Out::default();
+    let again = [
+        Change::Registered {
+            user: alice,
+            name: "alice".into(),
+            phc: "h:other".into(),
+        },
+        Change::Founded {
+            conv,
+            kind: ConvKind::Public,
+            name: "#r".into(),
+            members,
+        },
+    ];
+    for change in again {
+        h.hub.apply(change, &mut out);
+    }
+    h.drain(out);
+    assert_eq!(h.hub.sessions_of(alice), [a]);
+    h.send(a, "ROOMS");
+    assert_eq!(h.take(a), ["ROOM #r public 2 admin", "OK ROOMS 1"]);
+}

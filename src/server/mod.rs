@@ -110,6 +110,10 @@ const TLS_LISTENER: Token = Token(usize::MAX - 4);
 const WS_LISTENER: Token = Token(usize::MAX - 5);
 const WSS_LISTENER: Token = Token(usize::MAX - 6);
 
+/// How long a starting node waits for its bus subscription before it reads
+/// the store.
+const BUS_READY_WAIT: Duration = Duration::from_secs(5);
+
 /// How often changed delivery cursors are handed to storage (at most
 /// `chat::CURSOR_ROWS` at a time).
 const CURSOR_FLUSH: Duration = Duration::from_millis(250);
@@ -199,6 +203,29 @@ impl Server {
         if cfg.bus.is_some() && cfg.durability == crate::chat::Durability::Async {
             return Err(ServerError::AsyncWithBus);
         }
+        // The bus listens before the store is read: a change another node
+        // commits after the read is heard, one before it is in what is read
+        // (and one in between both: applying a change twice is harmless).
+        let (bus_tx, bus_done) = mpsc::sync_channel(clamp_queue(cfg.bus_queue));
+        let bus = match &cfg.bus {
+            Some(url) => {
+                let bus_cfg = bus::BusConfig {
+                    url: url.clone(),
+                    prefix: cfg.bus_prefix.clone(),
+                    queue: clamp_queue(cfg.bus_queue),
+                    presence_ttl: Duration::from_secs(cfg.bus_presence_ttl),
+                };
+                let bus = Bus::start(bus_cfg, bus_tx, Arc::clone(&wake))?;
+                // The first thing the subscriber says is that it listens.
+                if bus_done.recv_timeout(BUS_READY_WAIT).is_err() {
+                    log::warn!(
+                        "bus: Redis not reachable at startup; until it is, other nodes' changes are not heard (messages are caught up later, other changes only at a restart)"
+                    );
+                }
+                Some(bus)
+            }
+            None => None,
+        };
         let blob_dir = cfg.blob_dir();
         let mut db = open_store(&cfg, &blob_dir)?;
         let snapshot = db.load(cfg.recent)?;
@@ -213,19 +240,6 @@ impl Server {
         };
         let decoy = auth::hash(cost, "decoy password for unknown users")
             .ok_or_else(|| io::Error::other("argon2 parameters rejected"))?;
-        let (bus_tx, bus_done) = mpsc::sync_channel(clamp_queue(cfg.bus_queue));
-        let bus = match &cfg.bus {
-            Some(url) => {
-                let bus_cfg = bus::BusConfig {
-                    url: url.clone(),
-                    prefix: cfg.bus_prefix.clone(),
-                    queue: clamp_queue(cfg.bus_queue),
-                    presence_ttl: Duration::from_secs(cfg.bus_presence_ttl),
-                };
-                Some(Bus::start(bus_cfg, bus_tx, Arc::clone(&wake))?)
-            }
-            None => None,
-        };
         let (auth_tx, auth_done) = mpsc::channel();
         let auth = auth::start(cfg.auth_threads, cost, auth_tx, wake);
 
