@@ -104,10 +104,10 @@ impl WalFile {
         if self.file.is_none() {
             *self = WalFile::open(std::mem::take(&mut self.path));
         }
-        if let Some(f) = &self.file {
-            if let Err(e) = f.sync_data() {
-                log::warn!("fsync of {} failed: {e}", self.path);
-            }
+        if let Some(f) = &self.file
+            && let Err(e) = f.sync_data()
+        {
+            log::warn!("fsync of {} failed: {e}", self.path);
         }
     }
 }
