@@ -1,8 +1,9 @@
 //! The browser client in a real browser: headless Chromium (driven by
 //! Selenium from tests/browser/page.py) registers, joins a room, and talks
 //! with a plain TCP client; it sees the TCP client's typing, its message and
-//! its read receipt, and shows markup in a message as text. A screenshot is
-//! saved in the target directory.
+//! its read receipt, and shows markup in a message as text; it uploads an
+//! image and shows it inline, and downloads the TCP client's file. A
+//! screenshot is saved in the target directory.
 //!
 //! Needs Debian's chromium, chromium-driver and python3-selenium, which
 //! `.ci/run` installs and then sets LINECHAT_BROWSER_TEST=require. Without
@@ -109,6 +110,30 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
     bob.send("SAY #web hi from nc");
     until(&mut bob, "OK SAY #web 2 ");
     writeln!(to_page, "SAID").unwrap();
+    // The page uploads an image and shows it; it tells its SHA-256 and size.
+    let attached = steps.recv_timeout(STEP).expect("the page attached a file");
+    let (sha, size) = attached
+        .strip_prefix("ATTACHED ")
+        .and_then(|rest| rest.split_once(' '))
+        .unwrap_or_else(|| panic!("page: {attached}"));
+    let image = until(&mut bob, "MSG ");
+    let fields: Vec<&str> = image.splitn(7, ' ').collect();
+    assert_eq!(
+        (fields[1], fields[2], fields[4], fields[6]),
+        (
+            "#web",
+            "3",
+            "alice",
+            &*format!("[image {sha} image/png {size} upload.png]")
+        ),
+        "{image}"
+    );
+    step("SHOWN");
+    bob.send("ATTACH #web notes.txt text/plain 11");
+    bob.send_raw(b"hello file\n");
+    until(&mut bob, "OK ATTACH #web 4 ");
+    writeln!(to_page, "FILE").unwrap();
+    step("DOWNLOADED");
     step("DONE");
     drop(to_page);
     let status = page.wait().expect("waiting for page.py");

@@ -11,8 +11,9 @@ const TYPING_SHOWN_MS = 5000;
 const RECONNECT_MAX_MS = 30000;
 
 let ws = null;
-let received = "";          // bytes of a line not yet ended by LF
-let pending = [];           // commands sent, oldest first: {onData, onDone}
+let received = new Uint8Array(0); // bytes not yet read as a line or a body
+let body = null;            // a FETCH body on its way: {left, parts, mime, onBody}
+let pending = [];           // commands sent, oldest first: {onData, onDone, onBody}
 let me = null;              // the logged-in user
 let credentials = null;     // kept in memory only, to log in again after a drop
 let reconnectMs = 1000;
@@ -21,6 +22,12 @@ let lastTypingSent = 0;
 const convs = new Map();    // name -> conversation state
 const presence = new Map(); // user -> "online" | "offline"
 const requests = new Map(); // user -> state of their request to us
+const blobUrls = new Map(); // blob id -> object URL, or the callbacks waiting for it
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+// An attachment message's text (protocol.md, ATTACH).
+const ATTACHMENT = /^\[(file|image) ([0-9a-f]{64}) (\S+) (\d+) (\S+)\]$/;
+const MIME = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}$/;
 
 function conv(name) {
   let c = convs.get(name);
@@ -37,27 +44,26 @@ function conv(name) {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(scheme + "//" + location.host + "/");
-  received = "";
+  ws.binaryType = "arraybuffer";
+  received = new Uint8Array(0);
+  body = null;
   pending = [];
   ws.onopen = () => {
     reconnectMs = 1000;
     setConn(true);
     if (credentials) login(credentials.user, credentials.password, "LOGIN", true);
   };
+  // Frames are cut anywhere in one byte stream (protocol.md, WebSocket):
+  // text frames are whole UTF-8 characters, so encoding them back gives
+  // the bytes the server sent, which FETCH bodies are counted in.
   ws.onmessage = (ev) => {
-    if (typeof ev.data !== "string") return; // only FETCH bodies are binary
-    received += ev.data;
-    let nl;
-    while ((nl = received.indexOf("\n")) >= 0) {
-      const line = received.slice(0, nl);
-      received = received.slice(nl + 1);
-      onLine(line);
-    }
+    onBytes(typeof ev.data === "string" ? encoder.encode(ev.data) : new Uint8Array(ev.data));
   };
   ws.onclose = () => {
     setConn(false);
     // Their answers will not come; the login after reconnecting reloads.
     pending = [];
+    for (const [id, waiting] of blobUrls) if (Array.isArray(waiting)) blobUrls.delete(id);
     for (const c of convs.values()) c.loading = false;
     setTimeout(connect, reconnectMs);
     reconnectMs = Math.min(reconnectMs * 2, RECONNECT_MAX_MS);
@@ -70,15 +76,45 @@ function setConn(up) {
   el.classList.toggle("off", !up);
 }
 
-// Sends one command line; `onDone(final)` gets its OK/ERR line and
-// `onData(line)` the data lines before it.
-function send(line, onDone, onData) {
+// Lines, and the raw body after a FETCH's BLOB line, out of the stream.
+function onBytes(bytes) {
+  const all = new Uint8Array(received.length + bytes.length);
+  all.set(received);
+  all.set(bytes, received.length);
+  let at = 0;
+  while (at < all.length) {
+    if (body) {
+      const take = Math.min(body.left, all.length - at);
+      body.parts.push(all.slice(at, at + take));
+      body.left -= take;
+      at += take;
+      if (body.left > 0) break;
+      const done = body;
+      body = null;
+      // The LF after the bytes is not the file's.
+      const blob = new Blob(done.parts);
+      done.onBody(blob.slice(0, blob.size - 1, done.mime));
+      continue;
+    }
+    const nl = all.indexOf(10, at);
+    if (nl < 0) break;
+    const line = decoder.decode(all.subarray(at, nl));
+    at = nl + 1;
+    onLine(line);
+  }
+  received = all.slice(at);
+}
+
+// Sends one command line; `onDone(final)` gets its OK/ERR line,
+// `onData(line)` the data lines before it, and `onBody(blob)` a FETCH's file.
+function send(line, onDone, onData, onBody) {
   if (!ws || ws.readyState !== WebSocket.OPEN) {
     if (onDone) onDone("ERR DISCONNECTED not connected");
-    return;
+    return false;
   }
   ws.send(line.replace(/[\r\n]+/g, " "));
-  pending.push({ onDone: onDone || (() => {}), onData: onData || (() => {}) });
+  pending.push({ onDone: onDone || (() => {}), onData: onData || (() => {}), onBody });
+  return true;
 }
 
 const EVENTS = new Set(["MSG", "JOINED", "LEFT", "ADDED", "KICKED", "OPPED", "PRESENCE",
@@ -95,6 +131,11 @@ function onLine(line) {
   if (EVENTS.has(word)) return onEvent(word, line);
   if (word === "HELLO") return;
   if (word === "BYE") return showError(line);
+  if (word === "BLOB" && pending.length && pending[0].onBody) {
+    const [, , size, mime] = fields(line, 3);
+    body = { left: +size + 1, parts: [], mime: mime.trim(), onBody: pending[0].onBody };
+    return;
+  }
   if (pending.length) pending[0].onData(line);
 }
 
@@ -355,6 +396,76 @@ function remove(name, m) {
   });
 }
 
+// ---- attachments ----
+
+// A name ATTACH takes: 1-255 bytes without spaces or control characters.
+function attachName(name) {
+  let out = name.replace(/[\s\x00-\x1f\x7f]+/g, "_") || "file";
+  while (encoder.encode(out).length > 255) out = out.slice(0, -1);
+  return out;
+}
+
+// Uploads `file` to the open conversation: the ATTACH line, then its bytes
+// in a binary message. The bytes are read first, so that no other command
+// can be sent between the two and be taken for part of the body.
+async function attach(file) {
+  const name = current;
+  const bytes = await file.arrayBuffer();
+  const filename = attachName(file.name);
+  const type = (file.type || "").toLowerCase();
+  const mime = MIME.test(type) ? type : "application/octet-stream";
+  const line = "ATTACH " + name + " " + filename + " " + mime + " " + bytes.byteLength;
+  const sent = send(line, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    $("chat-error").textContent = "";
+    const [, , , seq, msgid, blob] = fields(final, 5);
+    const kind = mime.startsWith("image/") ? "image" : "file";
+    addMessage(name, { seq: +seq, msgid, sender: me, time: new Date().toISOString(), state: "sent",
+      text: "[" + kind + " " + blob.trim() + " " + mime + " " + bytes.byteLength + " " + filename + "]" }, true);
+  });
+  if (sent) ws.send(bytes);
+}
+
+// Calls `ready(url)` with an object URL of blob `id`, fetching it once.
+function blobUrl(id, ready) {
+  const known = blobUrls.get(id);
+  if (typeof known === "string") return ready(known);
+  if (known) return known.push(ready);
+  blobUrls.set(id, [ready]);
+  // The body comes before the OK; an ERR means there is none.
+  send("FETCH " + id, (final) => {
+    if (final.startsWith("OK ")) return;
+    blobUrls.delete(id);
+    $("chat-error").textContent = errText(final);
+  }, () => {}, (blob) => {
+    const waiting = blobUrls.get(id) || [];
+    const url = URL.createObjectURL(blob);
+    blobUrls.set(id, url);
+    for (const f of waiting) f(url);
+  });
+}
+
+// An attachment: an image shown inline, or a file to download.
+function attachmentView(found) {
+  const [, kind, id, , size, filename] = found;
+  if (kind === "image") {
+    const img = el("img", "attachment");
+    img.alt = filename;
+    blobUrl(id, (url) => { img.src = url; });
+    return img;
+  }
+  return button("\u2B07 " + filename + " (" + size + " bytes)", () => {
+    blobUrl(id, (url) => {
+      const a = el("a");
+      a.href = url;
+      a.download = filename;
+      document.body.append(a);
+      a.click();
+      a.remove();
+    });
+  });
+}
+
 // SEARCH in the open conversation; `before` asks for the page after one
 // already shown.
 function search(words, before) {
@@ -502,11 +613,15 @@ function renderMessages(toBottom) {
     const meta = el("div", "meta");
     meta.append(el("span", "", m.sender), el("span", "", shortTime(m.time)));
     if (m.state === "edited") meta.append(el("span", "", "edited"));
+    const file = m.state === "deleted" ? null : ATTACHMENT.exec(m.text);
     if (mine && m.state !== "deleted") {
       meta.append(tick(c, m));
-      meta.append(button("edit", () => edit(c.name, m)), button("delete", () => remove(c.name, m)));
+      if (!file) meta.append(button("edit", () => edit(c.name, m)));
+      meta.append(button("delete", () => remove(c.name, m)));
     }
-    li.append(meta, el("div", "text", m.state === "deleted" ? "message deleted" : m.text));
+    const text = el("div", "text", m.state === "deleted" ? "message deleted" : file ? "" : m.text);
+    if (file) text.append(attachmentView(file));
+    li.append(meta, text);
     list.append(li);
   }
   $("older").hidden = c.atStart;
@@ -596,6 +711,12 @@ function wire() {
       lastTypingSent = now;
       send("TYPING " + current);
     }
+  });
+  $("attach").addEventListener("click", () => $("attach-file").click());
+  $("attach-file").addEventListener("change", () => {
+    const input = $("attach-file");
+    if (current) for (const file of input.files) attach(file);
+    input.value = "";
   });
   $("older").addEventListener("click", () => loadHistory(current, true));
   $("messages").addEventListener("scroll", () => {

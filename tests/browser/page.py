@@ -5,7 +5,10 @@ stdout (one word per line: what the page has done or seen) and stdin (one
 word per line: what the test's plain TCP client has done), so each side
 waits for the other's events instead of sleeping.
 """
+import hashlib
+import os
 import sys
+import tempfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -32,6 +35,10 @@ for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic"
              "--disable-component-update", "--disable-sync",
              "--window-size=420,860"):
     opts.add_argument(flag)
+# Downloads land here, where the test reads them back.
+downloads = tempfile.mkdtemp(prefix="linechat-downloads-")
+opts.add_experimental_option("prefs", {"download.default_directory": downloads,
+                                       "download.prompt_for_download": False})
 opts.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 try:
@@ -61,6 +68,30 @@ try:
     mine = find(By.CSS_SELECTOR, "#messages li.mine .text").text
     assert mine == "hi from the browser <img src=x onerror=alert(1)>", mine
     assert not driver.find_elements(By.CSS_SELECTOR, "#messages img"), "markup was rendered"
+    # An image upload: the page's own screenshot, shown inline once the
+    # page has fetched it back.
+    upload = os.path.join(downloads, "upload.png")
+    with open(upload, "wb") as f:
+        f.write(driver.get_screenshot_as_png())
+    with open(upload, "rb") as f:
+        png = f.read()
+    find(By.ID, "attach-file").send_keys(upload)
+    tell(f"ATTACHED {hashlib.sha256(png).hexdigest()} {len(png)}")
+    shown = "return [...document.querySelectorAll('#messages img.attachment')].map(i => i.naturalWidth)"
+    wait.until(lambda d: any(w > 0 for w in d.execute_script(shown)))
+    tell("SHOWN")
+    # A file from the TCP client, downloaded by a click.
+    expect("FILE")
+    wait.until(lambda d: any(b.text.endswith("notes.txt (11 bytes)")
+                             for b in d.find_elements(By.CSS_SELECTOR, "#messages .text button")))
+    next(b for b in find(By.ID, "messages").find_elements(By.CSS_SELECTOR, ".text button")
+         if b.text.endswith("notes.txt (11 bytes)")).click()
+    saved = os.path.join(downloads, "notes.txt")
+    wait.until(lambda d: os.path.exists(saved) and os.path.getsize(saved) == 11)
+    with open(saved, "rb") as f:
+        got = f.read()
+    assert got == b"hello file\n", got
+    tell("DOWNLOADED")
     driver.save_screenshot(SHOT)
     tell("DONE")
 finally:
