@@ -2,8 +2,10 @@
 //! Selenium from tests/browser/page.py) registers, joins a room, and talks
 //! with a plain TCP client; it sees the TCP client's typing, its message and
 //! its read receipt, and shows markup in a message as text; it uploads an
-//! image and shows it inline, and downloads the TCP client's file. A
-//! screenshot is saved in the target directory.
+//! image and shows it inline, and downloads the TCP client's file; it shows
+//! where its message stands (STATUS) and the members (WHO), and once made
+//! an admin (OP) it kicks the TCP client. A screenshot is saved in the
+//! target directory.
 //!
 //! Needs Debian's chromium, chromium-driver and python3-selenium, which
 //! `.ci/run` installs and then sets LINECHAT_BROWSER_TEST=require. Without
@@ -134,6 +136,13 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
     until(&mut bob, "OK ATTACH #web 4 ");
     writeln!(to_page, "FILE").unwrap();
     step("DOWNLOADED");
+    step("STATUS");
+    step("MEMBERS");
+    bob.send("OP #web alice");
+    until(&mut bob, "OK OP #web alice");
+    writeln!(to_page, "OPPED").unwrap();
+    step("KICKED");
+    assert_eq!(until(&mut bob, "KICKED "), "KICKED #web bob alice");
     step("DONE");
     drop(to_page);
     let status = page.wait().expect("waiting for page.py");

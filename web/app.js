@@ -22,6 +22,7 @@ let lastTypingSent = 0;
 const convs = new Map();    // name -> conversation state
 const presence = new Map(); // user -> "online" | "offline"
 const requests = new Map(); // user -> state of their request to us
+const sentRequests = new Set(); // users we asked, still pending
 const blobUrls = new Map(); // blob id -> object URL, or the callbacks waiting for it
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -211,8 +212,9 @@ function onEvent(word, line) {
     case "FRIEND": {
       const [, what, user] = fields(line, 2);
       if (what === "REQUEST") requests.set(user, "pending");
-      else if (what === "ACCEPTED") { requests.delete(user); conv("@" + user); loadFriends(); }
-      else if (what === "REJECTED") requests.delete(user);
+      else if (what === "REQUESTED") sentRequests.add(user);
+      else if (what === "ACCEPTED") { requests.delete(user); sentRequests.delete(user); conv("@" + user); loadFriends(); }
+      else if (what === "REJECTED") { requests.delete(user); sentRequests.delete(user); }
       else if (what === "REMOVED") loadFriends();
       renderHome();
       break;
@@ -224,6 +226,7 @@ function onEvent(word, line) {
         if (current === name) showHome();
       }
       loadRooms();
+      if (name === current && !$("members").hidden) loadMembers();
       break;
     }
   }
@@ -270,14 +273,19 @@ function loadRooms() {
   const rooms = [];
   send("ROOMS", (final) => {
     if (!final.startsWith("OK ")) return;
-    for (const [name, kind] of rooms) conv(name).kind = kind;
+    for (const [name, kind, role] of rooms) {
+      conv(name).kind = kind;
+      conv(name).admin = role === "admin";
+    }
     for (const c of [...convs.values()]) {
       if (c.kind !== "direct" && !rooms.some(([n]) => n === c.name)) convs.delete(c.name);
     }
-    renderHome();
+    // Admin rights may have changed what the open conversation offers.
+    if (current && convs.has(current)) renderMessages(false);
+    else renderHome();
   }, (line) => {
-    const [, name, kind] = fields(line, 3);
-    if (line.startsWith("ROOM ")) rooms.push([name, kind]);
+    const [, name, kind, , role] = fields(line, 4);
+    if (line.startsWith("ROOM ")) rooms.push([name, kind, role.trim()]);
   });
 }
 
@@ -303,8 +311,11 @@ function loadRequests() {
     if (final.startsWith("OK ")) renderHome();
   }, (line) => {
     const [word, dir, user, state] = fields(line, 4);
-    if (word !== "REQUEST" || dir !== "in") return;
-    if (state.startsWith("pending")) requests.set(user, "pending");
+    if (word !== "REQUEST") return;
+    const pendingNow = state.startsWith("pending");
+    if (dir === "out") {
+      if (pendingNow) sentRequests.add(user); else sentRequests.delete(user);
+    } else if (pendingNow) requests.set(user, "pending");
     else requests.delete(user);
   });
 }
@@ -505,6 +516,43 @@ function enter(verb) {
   });
 }
 
+// The open room's members (WHO), with the admin's ADD, KICK and OP.
+function loadMembers() {
+  const name = current;
+  const c = conv(name);
+  const list = $("members");
+  const rows = [];
+  send("WHO " + name, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    if (name !== current) return;
+    list.replaceChildren();
+    for (const [user, state, role] of rows) {
+      const li = el("li");
+      li.append(el("span", "dot" + (state === "online" ? " online" : "")));
+      li.append(el("span", "name", user + (role === "admin" ? " (admin)" : "")));
+      if (c.admin && user !== me) {
+        if (role !== "admin") li.append(button("Make admin", () => manage("OP", user)));
+        li.append(button("Kick", () => manage("KICK", user)));
+      }
+      list.append(li);
+    }
+    $("add-form").hidden = !c.admin;
+    list.hidden = false;
+  }, (line) => {
+    const [word, , user, state, role] = fields(line, 4);
+    if (word === "MEMBER") rows.push([user, state, role.trim()]);
+  });
+}
+
+// ADD, KICK or OP `user` in the open room, then show its members again.
+function manage(verb, user) {
+  if (verb === "KICK" && !confirm("Kick " + user + " from " + current + "?")) return;
+  send(verb + " " + current + " " + user, (final) => {
+    $("chat-error").textContent = errText(final);
+    loadMembers();
+  });
+}
+
 function leave() {
   const name = current;
   if (!confirm("Leave " + name + "?")) return;
@@ -545,14 +593,16 @@ function shortTime(time) {
 
 function convItem(c, label) {
   const li = el("li", "open");
+  let user = null;
   if (c.kind === "direct") {
-    const user = c.name.slice(1);
+    user = c.name.slice(1);
     const dot = el("span", "dot" + (presence.get(user) === "online" ? " online" : ""));
     dot.title = presence.get(user) || "offline";
     li.append(dot);
   }
   li.append(el("span", "name", label));
   if (c.unread) li.append(el("span", "badge", String(c.unread)));
+  if (user) li.append(button("Remove", () => unfriend(user)));
   li.addEventListener("click", () => showChat(c.name));
   return li;
 }
@@ -576,7 +626,16 @@ function renderHome() {
     li.append(button("Reject", () => answerRequest(user, "REJECT")));
     reqs.append(li);
   }
+  for (const user of sentRequests) reqs.append(item("asked " + user + ", waiting for an answer"));
   if (!reqs.children.length) reqs.append(item("none"));
+}
+
+function unfriend(user) {
+  if (!confirm("Remove " + user + " from your friends?")) return;
+  send("FRIEND REMOVE " + user, (final) => {
+    $("home-error").textContent = errText(final);
+    if (final.startsWith("OK ")) loadFriends();
+  });
 }
 
 function answerRequest(user, verb) {
@@ -596,9 +655,23 @@ function tick(c, m) {
     if (r.delivered >= m.seq) delivered = true;
     if (r.read >= m.seq) read = true;
   }
-  const t = el("span", "tick" + (read ? " read" : ""), delivered || read ? "\u2713\u2713" : "\u2713");
+  const t = button(delivered || read ? "\u2713\u2713" : "\u2713", () => status(c, m));
+  t.className = "tick" + (read ? " read" : "");
   t.title = read ? "read" : delivered ? "delivered" : "sent";
   return t;
+}
+
+// Where my message `m` stands for each other member (STATUS), shown under it.
+function status(c, m) {
+  const each = [];
+  send("STATUS " + c.name + " " + m.seq, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    m.status = each.length ? each.join(", ") : "no one else is here";
+    if (c.name === current) renderMessages(false);
+  }, (line) => {
+    const [word, , , user, state] = fields(line, 4);
+    if (word === "STATUS") each.push(user + " " + state);
+  });
 }
 
 function renderMessages(toBottom) {
@@ -617,11 +690,15 @@ function renderMessages(toBottom) {
     if (mine && m.state !== "deleted") {
       meta.append(tick(c, m));
       if (!file) meta.append(button("edit", () => edit(c.name, m)));
+    }
+    // An admin may delete anyone's message in a room or group.
+    if (m.state !== "deleted" && (mine || (c.admin && c.kind !== "direct"))) {
       meta.append(button("delete", () => remove(c.name, m)));
     }
     const text = el("div", "text", m.state === "deleted" ? "message deleted" : file ? "" : m.text);
     if (file) text.append(attachmentView(file));
     li.append(meta, text);
+    if (m.status) li.append(el("div", "status", m.status));
     list.append(li);
   }
   $("older").hidden = c.atStart;
@@ -661,7 +738,8 @@ function showChat(name) {
   $("login").hidden = $("home").hidden = true;
   $("chat").hidden = $("back").hidden = false;
   $("found").hidden = $("search-close").hidden = $("found-more").hidden = true;
-  $("leave").hidden = c.kind === "direct";
+  $("members").hidden = $("add-form").hidden = true;
+  $("leave").hidden = $("who").hidden = c.kind === "direct";
   $("chat-error").textContent = "";
   $("title").textContent = name;
   renderMessages(true);
@@ -689,6 +767,17 @@ function wire() {
   });
   $("create").addEventListener("click", () => enter("CREATE"));
   $("leave").addEventListener("click", leave);
+  $("who").addEventListener("click", () => {
+    if ($("members").hidden) loadMembers();
+    else $("members").hidden = $("add-form").hidden = true;
+  });
+  $("add-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const user = $("add-name").value.trim();
+    if (!user) return;
+    $("add-name").value = "";
+    manage("ADD", user);
+  });
   $("friend-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const user = $("friend-name").value.trim();
@@ -696,6 +785,7 @@ function wire() {
     send("FRIEND ADD " + user, (final) => {
       $("home-error").textContent = final.startsWith("OK ") ? "request sent to " + user : errText(final);
       if (final.endsWith(" accepted")) loadFriends();
+      else if (final.endsWith(" pending")) { sentRequests.add(user); renderHome(); }
     });
   });
   $("say-form").addEventListener("submit", (ev) => {

@@ -13,6 +13,7 @@ import tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL, SHOT = sys.argv[1], sys.argv[2]
@@ -92,6 +93,28 @@ try:
         got = f.read()
     assert got == b"hello file\n", got
     tell("DOWNLOADED")
+    # Where alice's first message stands for bob, who has read it (STATUS).
+    find(By.CSS_SELECTOR, "#messages li.mine .tick").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#messages li.mine .status").text == "bob read")
+    tell("STATUS")
+    # The members: bob, who joined first, is the admin; alice may not kick.
+    find(By.ID, "who").click()
+    members = lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#members .name")]
+    wait.until(lambda d: members(d) == ["bob (admin)", "alice"])
+    assert not find(By.ID, "members").find_elements(By.TAG_NAME, "button"), "alice may not kick"
+    tell("MEMBERS")
+    # bob makes alice an admin; she sees it and kicks him.
+    expect("OPPED")
+    wait.until(lambda d: members(d) == ["bob (admin)", "alice (admin)"])
+    kick = lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#members button") if b.text == "Kick"]
+    wait.until(kick)
+    kick(driver)[0].click()
+    wait.until(EC.alert_is_present()).accept()
+    wait.until(lambda d: members(d) == ["alice (admin)"])
+    # An admin may delete others' messages: bob's now has a delete button.
+    theirs = "#messages li:not(.mine) .meta button"
+    wait.until(lambda d: [b.text for b in d.find_elements(By.CSS_SELECTOR, theirs)] == ["delete", "delete"])
+    tell("KICKED")
     driver.save_screenshot(SHOT)
     tell("DONE")
 finally:
