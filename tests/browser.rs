@@ -4,8 +4,9 @@
 //! its read receipt, and shows markup in a message as text; it uploads an
 //! image and shows it inline, and downloads the TCP client's file; it shows
 //! where its message stands (STATUS) and the members (WHO), and once made
-//! an admin (OP) it kicks the TCP client. A screenshot is saved in the
-//! target directory.
+//! an admin (OP) it kicks the TCP client; after a server restart it
+//! reconnects and catches up with what it missed. A screenshot is saved in
+//! the target directory.
 //!
 //! Needs Debian's chromium, chromium-driver and python3-selenium, which
 //! `.ci/run` installs and then sets LINECHAT_BROWSER_TEST=require. Without
@@ -55,8 +56,13 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
         eprintln!("browser test skipped: chromium, chromedriver or python3-selenium missing");
         return;
     }
-    let s = Server::with_args(&["--ws-listen", "127.0.0.1:0"]);
-    let ws = s.ws_addr.clone().expect("ws listener");
+    // A port of our own, so that the server can come back on it after a
+    // restart and the page reconnect to it.
+    let ws = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut s = Server::with_args(&["--ws-listen", &ws]);
     let mut bob = s.user("bob");
     bob.send("JOIN #web");
     bob.expect_prefix("OK JOIN #web");
@@ -143,6 +149,18 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
     writeln!(to_page, "OPPED").unwrap();
     step("KICKED");
     assert_eq!(until(&mut bob, "KICKED "), "KICKED #web bob alice");
+    // The server goes down; while the page cannot reach it, bob says
+    // something; once it is back, the page catches up.
+    s.restart_with(&[]);
+    step("OFFLINE");
+    let mut bob = s.user("bob");
+    bob.send("JOIN #web");
+    bob.expect_prefix("OK JOIN #web");
+    bob.send("SAY #web said while you were away");
+    until(&mut bob, "OK SAY #web 5 ");
+    s.restart_with(&["--ws-listen", &ws]);
+    writeln!(to_page, "SAID_AWAY").unwrap();
+    step("CAUGHT_UP");
     step("DONE");
     drop(to_page);
     let status = page.wait().expect("waiting for page.py");

@@ -115,6 +115,14 @@ try:
     theirs = "#messages li:not(.mine) .meta button"
     wait.until(lambda d: [b.text for b in d.find_elements(By.CSS_SELECTOR, theirs)] == ["delete", "delete"])
     tell("KICKED")
+    # A dropped connection: the page says so, reconnects with backoff,
+    # logs in again and shows what was said meanwhile.
+    wait.until(lambda d: d.find_element(By.ID, "conn").text == "offline, reconnecting")
+    tell("OFFLINE")
+    expect("SAID_AWAY")
+    WebDriverWait(driver, 60).until(lambda d: "said while you were away" in texts(d))
+    assert find(By.ID, "conn").text == "online"
+    tell("CAUGHT_UP")
     driver.save_screenshot(SHOT)
     tell("DONE")
 finally:

@@ -148,6 +148,13 @@ impl Server {
         self.log = log;
     }
 
+    /// Like [`Server::restart`], with `extra` flags in place of the ones
+    /// it was started with.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
