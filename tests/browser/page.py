@@ -12,6 +12,7 @@ import tempfile
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -43,7 +44,19 @@ opts.add_experimental_option("prefs", {"download.default_directory": downloads,
 opts.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 try:
-    wait = WebDriverWait(driver, WAIT)
+    # The page redraws its lists whole, so an element found a moment ago
+    # may be gone: every wait tries again then, and clicks happen in waits.
+    wait = WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+
+    def click_button(css, label):
+        """Clicks the first button matching `css` whose text ends with `label`."""
+        def attempt(d):
+            for b in d.find_elements(By.CSS_SELECTOR, css):
+                if b.text.endswith(label):
+                    b.click()
+                    return True
+            return False
+        wait.until(attempt)
     driver.get(URL)
     find = driver.find_element
     find(By.ID, "user").send_keys("alice")
@@ -66,7 +79,7 @@ try:
     wait.until(lambda d: "hi from nc" in texts(d))
     # bob spoke after alice's message, so he has read it: two ticks, read.
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#messages li.mine .tick").get_attribute("title") == "read")
-    mine = find(By.CSS_SELECTOR, "#messages li.mine .text").text
+    mine = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#messages li.mine .text").text)
     assert mine == "hi from the browser <img src=x onerror=alert(1)>", mine
     assert not driver.find_elements(By.CSS_SELECTOR, "#messages img"), "markup was rendered"
     # An image upload: the page's own screenshot, shown inline once the
@@ -83,10 +96,7 @@ try:
     tell("SHOWN")
     # A file from the TCP client, downloaded by a click.
     expect("FILE")
-    wait.until(lambda d: any(b.text.endswith("notes.txt (11 bytes)")
-                             for b in d.find_elements(By.CSS_SELECTOR, "#messages .text button")))
-    next(b for b in find(By.ID, "messages").find_elements(By.CSS_SELECTOR, ".text button")
-         if b.text.endswith("notes.txt (11 bytes)")).click()
+    click_button("#messages .text button", "notes.txt (11 bytes)")
     saved = os.path.join(downloads, "notes.txt")
     wait.until(lambda d: os.path.exists(saved) and os.path.getsize(saved) == 11)
     with open(saved, "rb") as f:
@@ -94,7 +104,7 @@ try:
     assert got == b"hello file\n", got
     tell("DOWNLOADED")
     # Where alice's first message stands for bob, who has read it (STATUS).
-    find(By.CSS_SELECTOR, "#messages li.mine .tick").click()
+    click_button("#messages li.mine .tick", "")
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#messages li.mine .status").text == "bob read")
     tell("STATUS")
     # The members: bob, who joined first, is the admin; alice may not kick.
@@ -106,9 +116,7 @@ try:
     # bob makes alice an admin; she sees it and kicks him.
     expect("OPPED")
     wait.until(lambda d: members(d) == ["bob (admin)", "alice (admin)"])
-    kick = lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#members button") if b.text == "Kick"]
-    wait.until(kick)
-    kick(driver)[0].click()
+    click_button("#members button", "Kick")
     wait.until(EC.alert_is_present()).accept()
     wait.until(lambda d: members(d) == ["alice (admin)"])
     # An admin may delete others' messages: bob's now has a delete button.
@@ -120,7 +128,8 @@ try:
     wait.until(lambda d: d.find_element(By.ID, "conn").text == "offline, reconnecting")
     tell("OFFLINE")
     expect("SAID_AWAY")
-    WebDriverWait(driver, 60).until(lambda d: "said while you were away" in texts(d))
+    WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: "said while you were away" in texts(d))
     assert find(By.ID, "conn").text == "online"
     tell("CAUGHT_UP")
     driver.save_screenshot(SHOT)
