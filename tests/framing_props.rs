@@ -339,6 +339,7 @@ proptest! {
                     Command::Attach { name, mime, .. } => vec![name, mime],
                     Command::Quit
                     | Command::Rooms
+                    | Command::Inbox
                     | Command::Stats
                     | Command::Friend(_)
                     | Command::History { .. }

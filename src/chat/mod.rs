@@ -13,6 +13,7 @@ mod error;
 mod found;
 mod friends;
 mod history;
+mod inbox;
 mod membership;
 mod names;
 mod output;
@@ -31,8 +32,8 @@ pub use error::ChatError;
 pub use friends::{FriendChange, FriendError, Friends};
 pub use membership::Membership;
 pub use output::{
-    Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
-    Progress, Reply, RequestInfo, RoomInfo,
+    Audience, Body, Emit, Event, FriendNews, InboxEntry, MemberInfo, Out, Output, Part, Posted,
+    Presence, Progress, Reply, RequestInfo, RoomInfo,
 };
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
@@ -521,6 +522,7 @@ impl Hub {
             (Command::Leave(room), Some(uid)) => self.leave(sid, uid, room, out)?,
             (Command::Who(room), Some(uid)) => self.who(sid, uid, room, out)?,
             (Command::Rooms, Some(uid)) => self.list_rooms(sid, uid, out),
+            (Command::Inbox, Some(uid)) => self.inbox(sid, uid, out),
             (Command::Add { room, user }, Some(uid)) => self.add(sid, uid, room, user, out)?,
             (Command::Kick { room, user }, Some(uid)) => self.kick(sid, uid, room, user, out)?,
             (Command::Op { room, user }, Some(uid)) => self.op(sid, uid, room, user, out)?,

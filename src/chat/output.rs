@@ -141,6 +141,12 @@ pub enum Event {
         conv: ConvId,
         user: UserId,
     },
+    /// The audience's read cursor in `conv` moved: `unread` messages are
+    /// past it now.
+    Unread {
+        conv: ConvId,
+        unread: u64,
+    },
     Presence {
         user: UserId,
         presence: Presence,
@@ -165,7 +171,8 @@ impl Event {
             | Event::Edited { conv, .. }
             | Event::Deleted { conv, .. }
             | Event::Receipt { conv, .. }
-            | Event::Typing { conv, .. } => Some(*conv),
+            | Event::Typing { conv, .. }
+            | Event::Unread { conv, .. } => Some(*conv),
             Event::Presence { .. } | Event::Friend { .. } => None,
         }
     }
@@ -186,6 +193,18 @@ pub struct RoomInfo {
     pub kind: ConvKind,
     pub members: usize,
     pub admin: bool,
+}
+
+/// A conversation as INBOX lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub conv: ConvId,
+    pub kind: ConvKind,
+    pub last_seq: Seq,
+    /// Messages past the caller's read cursor.
+    pub unread: u64,
+    /// The newest message's time (Unix ms) and sender, if the hub has it.
+    pub last: Option<(i64, UserId)>,
 }
 
 /// A friend request as FRIEND REQUESTS lists it.
@@ -218,6 +237,7 @@ pub enum Reply {
         members: Vec<MemberInfo>,
     },
     Rooms(Vec<RoomInfo>),
+    Inbox(Vec<InboxEntry>),
     Added {
         conv: ConvId,
         user: UserId,

@@ -295,7 +295,10 @@ impl Hub {
         };
         out.complete(origin, reply);
         // The sender has its own message: it is not news to them on SYNC,
-        // and they have read what came before it.
-        self.mark_read(msg.sender, conv, msg.seq, out);
+        // and they have read what came before it. Their other sessions
+        // hear of that only if messages from others were unread.
+        if self.mark_read(msg.sender, conv, msg.seq, out) < msg.seq.prev() {
+            self.announce_unread(msg.sender, conv, Some(origin), out);
+        }
     }
 }

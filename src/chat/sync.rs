@@ -385,7 +385,9 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
-        self.mark_read(uid, conv, seq, out);
+        if self.mark_read(uid, conv, seq, out) < seq {
+            self.announce_unread(uid, conv, Some(sid), out);
+        }
         out.reply(sid, Reply::Read { conv, seq });
         Ok(())
     }
@@ -393,8 +395,9 @@ impl Hub {
     /// Moves `uid`'s read (and delivered) cursor in `conv` up to `seq`, and
     /// sends the senders of the messages it passes their read receipts, so
     /// RECEIPT and STATUS always agree. READ does this, and so does sending
-    /// a message (the sender has read what came before it).
-    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: Seq, out: &mut Out) {
+    /// a message (the sender has read what came before it). Returns where
+    /// the read cursor was.
+    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: Seq, out: &mut Out) -> Seq {
         let before = self.cursor(uid, conv);
         if seq > before.read {
             let c = self.cursor_mut(uid, conv);
@@ -402,6 +405,7 @@ impl Hub {
             c.delivered = c.delivered.max(seq);
             self.receipts(conv, uid, before.read, seq, Progress::Read, out);
         }
+        before.read
     }
 
     pub(super) fn status(

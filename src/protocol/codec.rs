@@ -231,6 +231,26 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             }
             out.line(format_args!("OK ROOMS {}", rooms.len()));
         }
+        Reply::Inbox(entries) => {
+            for e in entries {
+                let kind = match e.kind {
+                    ConvKind::Public => "public",
+                    ConvKind::Group => "group",
+                    ConvKind::Direct => "direct",
+                };
+                let name = conv(e.conv);
+                let (seq, unread) = (e.last_seq, e.unread);
+                match e.last {
+                    Some((at, from)) => out.line(format_args!(
+                        "INBOX {name} {kind} {seq} {unread} {} {}",
+                        ms_to_time(at),
+                        user(from)
+                    )),
+                    None => out.line(format_args!("INBOX {name} {kind} {seq} {unread} - -")),
+                }
+            }
+            out.line(format_args!("OK INBOX {}", entries.len()));
+        }
         Reply::Added { conv: c, user: u } => {
             out.line(format_args!("OK ADD {} {}", conv(*c), user(*u)))
         }
@@ -410,6 +430,7 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
         Event::Typing { conv: c, user: u } => {
             out.line(format_args!("TYPING {} {}", conv(*c), user(*u)))
         }
+        Event::Unread { conv: c, unread } => out.line(format_args!("UNREAD {} {unread}", conv(*c))),
         Event::Presence { user: u, presence } => out.line(format_args!(
             "PRESENCE {} {}",
             user(*u),

@@ -43,6 +43,7 @@ pub enum Command<'a> {
     Leave(&'a str),
     Who(&'a str),
     Rooms,
+    Inbox,
     Add {
         room: &'a str,
         user: &'a str,
@@ -104,9 +105,9 @@ pub enum Command<'a> {
 
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
-    "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS", "ADD",
-    "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS", "TYPING",
-    "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
+    "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS",
+    "INBOX", "ADD", "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS",
+    "TYPING", "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
 ];
 
 impl Command<'_> {
@@ -210,6 +211,9 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("ROOMS") {
         words::<0>(args, "ROOMS")?;
         Command::Rooms
+    } else if is("INBOX") {
+        words::<0>(args, "INBOX")?;
+        Command::Inbox
     } else if is("ADD") {
         let [room, user] = words(args, "ADD")?;
         Command::Add { room, user }

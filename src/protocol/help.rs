@@ -41,6 +41,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
     ),
     ("ROOMS", "ROOMS", "list your rooms and groups"),
     (
+        "INBOX",
+        "INBOX",
+        "list all your conversations, newest activity first, with unread counts",
+    ),
+    (
         "ADD",
         "ADD #room <user>",
         "admins: add a user to a room or group",
