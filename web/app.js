@@ -119,7 +119,7 @@ function send(line, onDone, onData, onBody) {
 }
 
 const EVENTS = new Set(["MSG", "JOINED", "LEFT", "ADDED", "KICKED", "OPPED", "PRESENCE",
-  "FRIEND", "RECEIPT", "TYPING", "EDITED", "DELETED"]);
+  "FRIEND", "RECEIPT", "TYPING", "EDITED", "DELETED", "UNREAD"]);
 
 function onLine(line) {
   const word = line.split(" ", 1)[0];
@@ -196,6 +196,13 @@ function onEvent(word, line) {
       if (name === current) renderMessages(false);
       break;
     }
+    case "UNREAD": {
+      // Read on another device: take its count.
+      const [, name, n] = fields(line, 2);
+      conv(name).unread = +n;
+      renderHome();
+      break;
+    }
     case "TYPING": {
       const [, name, user] = fields(line, 2);
       conv(name).typing.set(user, Date.now() + TYPING_SHOWN_MS);
@@ -248,6 +255,7 @@ function login(user, password, verb, again) {
     credentials = { user, password };
     $("login-error").textContent = "";
     const ready = () => {
+      loadInbox();
       loadRooms();
       loadFriends();
       loadRequests();
@@ -268,6 +276,17 @@ function catchUp(name) {
 }
 
 // ---- lists ----
+
+// Unread counts as the server keeps them, so they agree across devices.
+function loadInbox() {
+  send("INBOX", () => renderHome(), (line) => {
+    const [word, name, kind, , unread] = fields(line, 4);
+    if (word !== "INBOX") return;
+    const c = conv(name);
+    c.kind = kind;
+    c.unread = name === current ? 0 : +unread.split(" ")[0];
+  });
+}
 
 function loadRooms() {
   const rooms = [];
