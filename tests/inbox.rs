@@ -22,7 +22,7 @@ fn expect_prefix(c: &mut Client, prefix: &str) {
     assert!(l.starts_with(prefix), "expected {prefix:?}..., got {l:?}");
 }
 
-/// `INBOX <conv> <kind> <last-seq> <unread> <last-time> <last-sender>`
+/// `INBOX <conv> <kind> <last-seq> <unread> <mentions> <last-time> <last-sender>`
 /// lines without their times, which the test cannot know; checks that
 /// each time is a time.
 fn inbox(c: &mut Client) -> Vec<String> {
@@ -35,9 +35,12 @@ fn inbox(c: &mut Client) -> Vec<String> {
             return lines;
         }
         let f: Vec<&str> = l.split(' ').collect();
-        assert_eq!((f.len(), f[0]), (7, "INBOX"), "{l}");
-        assert!(f[5] == "-" || f[5].ends_with('Z'), "{l}");
-        lines.push(format!("{} {} {} {} {}", f[1], f[2], f[3], f[4], f[6]));
+        assert_eq!((f.len(), f[0]), (8, "INBOX"), "{l}");
+        assert!(f[6] == "-" || f[6].ends_with('Z'), "{l}");
+        lines.push(format!(
+            "{} {} {} {} {} {}",
+            f[1], f[2], f[3], f[4], f[5], f[7]
+        ));
     }
 }
 
@@ -53,8 +56,9 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
     alice.expect("ADDED #quiet alice carol");
     let [mut bob, mut alice2] = s.room_with("#r", ["bob", "alice"]);
     alice.expect("JOINED #r alice");
-    for n in 1..=3 {
-        bob.send(&format!("SAY #r r{n}"));
+    // Two of them mention alice; `@alicex` does not.
+    for (n, text) in [(1, "r1 @Alice"), (2, "r2 (@alice)"), (3, "r3 @alicex")] {
+        bob.send(&format!("SAY #r {text}"));
         expect_prefix(&mut bob, &format!("OK SAY #r {n} "));
     }
     bob.send("FRIEND ADD alice");
@@ -66,21 +70,21 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
     alice.send("FRIEND ACCEPT bob");
     alice.expect("OK FRIEND ACCEPT bob");
     assert_eq!(next(&mut bob), "FRIEND ACCEPTED alice");
-    bob.send("SAY @alice psst");
+    bob.send("SAY @alice psst @alice");
     expect_prefix(&mut bob, "OK SAY @alice 1 ");
     alice.expect_prefix("MSG @bob 1 ");
     assert_eq!(
         inbox(&mut alice),
         [
-            "@bob direct 1 1 bob",
-            "#r public 3 3 bob",
-            "#quiet group 0 0 -"
+            "@bob direct 1 1 0 bob",
+            "#r public 3 3 2 bob",
+            "#quiet group 0 0 0 -"
         ]
     );
     // Each conversation appears under the name its viewer uses.
     assert_eq!(
         inbox(&mut bob),
-        ["@alice direct 1 0 bob", "#r public 3 0 bob"]
+        ["@alice direct 1 0 0 bob", "#r public 3 0 0 bob"]
     );
 
     // READ on one session: the other hears the new count, the reader gets
@@ -99,7 +103,8 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
             break;
         }
     }
-    assert_eq!(inbox(&mut alice2)[1], "#r public 3 1 bob");
+    // One unread message is left, and it mentions no one.
+    assert_eq!(inbox(&mut alice2)[1], "#r public 3 1 0 bob");
     // A READ that moves nothing tells no one.
     alice.send("READ #r 1");
     alice.expect("OK READ #r 1");
@@ -120,9 +125,9 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
     assert_eq!(
         inbox(&mut alice),
         [
-            "#r public 5 0 alice",
-            "@bob direct 1 1 bob",
-            "#quiet group 0 0 -"
+            "#r public 5 0 0 alice",
+            "@bob direct 1 1 0 bob",
+            "#quiet group 0 0 0 -"
         ]
     );
 }

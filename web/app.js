@@ -200,6 +200,7 @@ function onEvent(word, line) {
       // Read on another device: take its count.
       const [, name, n] = fields(line, 2);
       conv(name).unread = +n;
+      if (!+n) conv(name).mentioned = false;
       renderHome();
       break;
     }
@@ -284,7 +285,9 @@ function loadInbox() {
     if (word !== "INBOX") return;
     const c = conv(name);
     c.kind = kind;
-    c.unread = name === current ? 0 : +unread.split(" ")[0];
+    const [count, mentions] = unread.split(" ");
+    c.unread = name === current ? 0 : +count;
+    c.mentioned = name !== current && +mentions > 0;
   });
 }
 
@@ -365,6 +368,7 @@ function markRead(c) {
     send("READ " + c.name + " " + newest);
   }
   c.unread = 0;
+  c.mentioned = false;
 }
 
 // One page of HISTORY: the newest, or the one before our oldest.
@@ -620,7 +624,7 @@ function convItem(c, label) {
     li.append(dot);
   }
   li.append(el("span", "name", label));
-  if (c.unread) li.append(el("span", "badge", String(c.unread)));
+  if (c.unread) li.append(el("span", "badge", c.unread + (c.mentioned ? " @" : "")));
   if (user) li.append(button("Remove", () => unfriend(user)));
   li.addEventListener("click", () => showChat(c.name));
   return li;

@@ -4,7 +4,7 @@
 //! seq and the user's read cursor), so listing them touches no storage, and
 //! a moved cursor costs one small event to the user's other sessions only.
 
-use super::{Audience, Conv};
+use super::{Audience, Conv, ConvKind, MsgState, names};
 use super::{ConvId, Event, Hub, InboxEntry, Out, Reply, SessionId, UserId};
 
 impl Hub {
@@ -23,6 +23,7 @@ impl Hub {
                     kind: c.kind,
                     last_seq: c.last_seq,
                     unread: self.unread(uid, c),
+                    mentions: self.mentions(uid, c),
                     last,
                 };
                 (last.map_or(joined, |(at, _)| at), entry)
@@ -33,6 +34,21 @@ impl Hub {
             sid,
             Reply::Inbox(entries.into_iter().map(|(_, e)| e).collect()),
         );
+    }
+
+    /// Unread messages of others in a room or group that mention `uid`,
+    /// among those the hub holds (the newest `--recent`). In a direct
+    /// conversation every message is to the reader, so none counts.
+    fn mentions(&self, uid: UserId, c: &Conv) -> u64 {
+        if c.kind == ConvKind::Direct {
+            return 0;
+        }
+        let name = self.name(uid);
+        let read = self.cursor(uid, c.id).read;
+        let mentioned = c.recent_between(read, c.last_seq).filter(|m| {
+            m.sender != uid && m.state != MsgState::Deleted && names::mentions(&m.text, name)
+        });
+        mentioned.count() as u64
     }
 
     fn unread(&self, uid: UserId, c: &Conv) -> u64 {

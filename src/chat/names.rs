@@ -20,6 +20,24 @@ pub fn user(name: &str) -> Result<String, ChatError> {
     }
 }
 
+/// Whether `text` mentions `user` (a valid, lowercase name): `@user` in any
+/// case, not inside a longer name or word (`@bobby` and `x@bob` do not
+/// mention bob).
+pub fn mentions(text: &str, user: &str) -> bool {
+    let bytes = text.as_bytes();
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    bytes.iter().enumerate().any(|(at, &b)| {
+        let name_at = at + 1;
+        b == b'@'
+            && (at == 0 || !name_byte(bytes[at - 1]))
+            && bytes.len() >= name_at + user.len()
+            && bytes[name_at..name_at + user.len()].eq_ignore_ascii_case(user.as_bytes())
+            && bytes
+                .get(name_at + user.len())
+                .is_none_or(|&b| !name_byte(b))
+    })
+}
+
 /// A room name: `#` then 1-32 of `[a-z0-9_-]`.
 pub fn room(name: &str) -> Result<String, ChatError> {
     match name.strip_prefix('#') {
@@ -100,6 +118,20 @@ mod tests {
         assert!(room("lobby").is_err());
         assert!(room("#a#b").is_err());
         assert!(room("#1").is_ok());
+    }
+
+    #[test]
+    fn a_mention_is_the_whole_name_after_an_at_sign() {
+        assert!(mentions("@bob hi", "bob"));
+        assert!(mentions("hi @Bob!", "bob"));
+        assert!(mentions("(@bob)", "bob"));
+        assert!(mentions("ping @alice and @bob", "bob"));
+        assert!(!mentions("@bobby hi", "bob"));
+        assert!(!mentions("mail x@bob", "bob"));
+        assert!(!mentions("@bob-2 hi", "bob"));
+        assert!(!mentions("bob", "bob"));
+        assert!(!mentions("@", "bob"));
+        assert!(!mentions("@bo", "bob"));
     }
 
     #[test]

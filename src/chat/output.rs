@@ -203,6 +203,8 @@ pub struct InboxEntry {
     pub last_seq: Seq,
     /// Messages past the caller's read cursor.
     pub unread: u64,
+    /// Those of them that mention the caller.
+    pub mentions: u64,
     /// The newest message's time (Unix ms) and sender, if the hub has it.
     pub last: Option<(i64, UserId)>,
 }

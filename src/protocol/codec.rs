@@ -239,14 +239,14 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
                     ConvKind::Direct => "direct",
                 };
                 let name = conv(e.conv);
-                let (seq, unread) = (e.last_seq, e.unread);
+                let (seq, unread, mentions) = (e.last_seq, e.unread, e.mentions);
                 match e.last {
                     Some((at, from)) => out.line(format_args!(
-                        "INBOX {name} {kind} {seq} {unread} {} {}",
+                        "INBOX {name} {kind} {seq} {unread} {mentions} {} {}",
                         ms_to_time(at),
                         user(from)
                     )),
-                    None => out.line(format_args!("INBOX {name} {kind} {seq} {unread} - -")),
+                    None => out.line(format_args!("INBOX {name} {kind} {seq} {unread} 0 - -")),
                 }
             }
             out.line(format_args!("OK INBOX {}", entries.len()));
