@@ -77,7 +77,9 @@ fn binary_attachment_roundtrip_history_and_restart() {
     b.expect("OK HISTORY #files 2");
     // SAY cannot pass itself off as an attachment.
     a.send(&format!("SAY #files [file {cat} image/png 4 fake.png]"));
-    a.expect("ERR BAD_TEXT text starting with [file or [image is reserved for attachments");
+    a.expect(
+        "ERR BAD_TEXT text starting with [file, [image or [re is reserved for attachments and replies",
+    );
 
     s.restart();
     let mut b = s.client();

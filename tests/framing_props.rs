@@ -328,7 +328,7 @@ proptest! {
                         vec![]
                     }
                     Command::Presence(u) | Command::Fetch(u) => vec![u],
-                    Command::Edit { text, .. } => {
+                    Command::Edit { text, .. } | Command::Reply { text, .. } => {
                         prop_assert!(!text.is_empty() && !text.starts_with(' '));
                         vec![]
                     }

@@ -6,22 +6,6 @@ mod common;
 
 use common::{Client, Server};
 
-/// The next line of `c` other than a RECEIPT, which its messages' readers
-/// send it at their own pace.
-fn next(c: &mut Client) -> String {
-    loop {
-        let l = c.line();
-        if !l.starts_with("RECEIPT ") {
-            return l;
-        }
-    }
-}
-
-fn expect_prefix(c: &mut Client, prefix: &str) {
-    let l = next(c);
-    assert!(l.starts_with(prefix), "expected {prefix:?}..., got {l:?}");
-}
-
 /// `INBOX <conv> <kind> <last-seq> <unread> <mentions> <last-time> <last-sender>`
 /// lines without their times, which the test cannot know; checks that
 /// each time is a time.
@@ -29,7 +13,7 @@ fn inbox(c: &mut Client) -> Vec<String> {
     c.send("INBOX");
     let mut lines = Vec::new();
     loop {
-        let l = next(c);
+        let l = c.news();
         if l.starts_with("OK INBOX ") {
             assert_eq!(l, format!("OK INBOX {}", lines.len()));
             return lines;
@@ -59,19 +43,19 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
     // Two of them mention alice; `@alicex` does not.
     for (n, text) in [(1, "r1 @Alice"), (2, "r2 (@alice)"), (3, "r3 @alicex")] {
         bob.send(&format!("SAY #r {text}"));
-        expect_prefix(&mut bob, &format!("OK SAY #r {n} "));
+        bob.expect_news_prefix(&format!("OK SAY #r {n} "));
     }
     bob.send("FRIEND ADD alice");
-    assert_eq!(next(&mut bob), "OK FRIEND ADD alice pending");
+    assert_eq!(bob.news(), "OK FRIEND ADD alice pending");
     for _ in 0..3 {
         alice.expect_prefix("MSG #r ");
     }
     alice.expect("FRIEND REQUEST bob");
     alice.send("FRIEND ACCEPT bob");
     alice.expect("OK FRIEND ACCEPT bob");
-    assert_eq!(next(&mut bob), "FRIEND ACCEPTED alice");
+    assert_eq!(bob.news(), "FRIEND ACCEPTED alice");
     bob.send("SAY @alice psst @alice");
-    expect_prefix(&mut bob, "OK SAY @alice 1 ");
+    bob.expect_news_prefix("OK SAY @alice 1 ");
     alice.expect_prefix("MSG @bob 1 ");
     assert_eq!(
         inbox(&mut alice),
@@ -113,15 +97,15 @@ fn inbox_lists_every_conversation_newest_first_with_unread_counts() {
     // Speaking reads what came before: r3 was unread, so the other
     // session hears the count drop to 0, after its copy of the message.
     alice.send("SAY #r hi");
-    expect_prefix(&mut alice, "OK SAY #r 4 ");
-    expect_prefix(&mut alice2, "MSG #r 4 ");
-    assert_eq!(next(&mut alice2), "UNREAD #r 0");
+    alice.expect_news_prefix("OK SAY #r 4 ");
+    alice2.expect_news_prefix("MSG #r 4 ");
+    assert_eq!(alice2.news(), "UNREAD #r 0");
     // With nothing unread, speaking again changes no count.
     alice.send("SAY #r again");
-    expect_prefix(&mut alice, "OK SAY #r 5 ");
-    expect_prefix(&mut alice2, "MSG #r 5 ");
+    alice.expect_news_prefix("OK SAY #r 5 ");
+    alice2.expect_news_prefix("MSG #r 5 ");
     alice2.send("PING");
-    assert_eq!(next(&mut alice2), "OK PONG");
+    assert_eq!(alice2.news(), "OK PONG");
     assert_eq!(
         inbox(&mut alice),
         [

@@ -362,6 +362,8 @@ fn direct_conversation_between_friends() {
     bob2.send("SAY @alice hello alice");
     bob2.expect_prefix("OK SAY @alice 2 ");
     assert_eq!(msg(&bob.line()), "MSG @alice 2 bob hello alice");
+    // Speaking read alice's message 1, which bob's other session hears.
+    bob.expect("UNREAD @alice 0");
     assert_eq!(msg(&alice.line()), "MSG @bob 2 bob hello alice");
     assert_eq!(msg(&alice2.line()), "MSG @bob 2 bob hello alice");
 
@@ -373,6 +375,10 @@ fn direct_conversation_between_friends() {
             assert_eq!(msg(&c.line()), format!("MSG @alice {seq} alice {text}"));
         }
         assert_eq!(msg(&alice2.line()), format!("MSG @bob {seq} alice {text}"));
+        if seq == 3 {
+            // alice had not read bob's message 2 before she spoke.
+            alice2.expect("UNREAD @bob 0");
+        }
     }
     alice.send("SAY @bob \x07bell");
     alice.expect("ERR BAD_TEXT message text may not contain control characters");

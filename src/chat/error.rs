@@ -73,7 +73,7 @@ pub enum ChatError {
     BadMime,
     #[error("no such blob, or not in a conversation of yours")]
     NoSuchBlob,
-    #[error("text starting with [file or [image is reserved for attachments")]
+    #[error("text starting with [file, [image or [re is reserved for attachments and replies")]
     ReservedText,
     #[error("message text may not contain control characters")]
     BadText,

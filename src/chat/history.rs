@@ -129,7 +129,7 @@ impl Hub {
         let conv = self.message_conv(uid, target, seq)?;
         if let Some(t) = text {
             names::text(t, self.cfg.max_text)?;
-            if names::is_attachment_text(t) {
+            if names::is_reserved_text(t) {
                 return Err(ChatError::ReservedText);
             }
         }

@@ -141,6 +141,8 @@ pub enum Pending {
 pub enum Ack {
     /// `OK SAY <conv> <seq> <msgid>`
     Say,
+    /// `OK REPLY <conv> <seq> <msgid>`: a message answering this seq.
+    Reply(Seq),
     /// `OK ATTACH <conv> <seq> <msgid> <blob-id>`
     Attach(String),
 }
@@ -548,6 +550,9 @@ impl Hub {
             ) => self.search(sid, uid, conv, before, words, out)?,
             (Command::Delete { conv, seq }, Some(uid)) => {
                 self.change(sid, uid, conv, seq, None, out)?
+            }
+            (Command::Reply { to, seq, text }, Some(uid)) => {
+                self.reply(sid, uid, to, seq, text, out)?
             }
             (Command::Edit { conv, seq, text }, Some(uid)) => {
                 self.change(sid, uid, conv, seq, Some(text), out)?

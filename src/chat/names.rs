@@ -91,9 +91,16 @@ pub fn mime(m: &str) -> Result<String, ChatError> {
     }
 }
 
-/// How an attachment appears as message text; SAY may not imitate it.
+/// How an attachment appears as message text.
 pub fn is_attachment_text(text: &str) -> bool {
     text.starts_with("[file ") || text.starts_with("[image ")
+}
+
+/// Text that SAY, REPLY and EDIT may not start with: how an attachment
+/// appears, and the `[re <seq>]` a reply is shown with, which a client
+/// would otherwise take for the real thing.
+pub fn is_reserved_text(text: &str) -> bool {
+    is_attachment_text(text) || text.starts_with("[re ")
 }
 
 #[cfg(test)]
@@ -145,6 +152,8 @@ mod tests {
         assert!(mime("a/b/c").is_err());
         assert!(is_attachment_text("[image x]"));
         assert!(!is_attachment_text("[imagine]"));
+        assert!(is_reserved_text("[re 3] hi"));
+        assert!(!is_reserved_text("[really]"));
     }
 
     #[test]

@@ -257,6 +257,11 @@ pub enum Reply {
         seq: Seq,
         id: uuid::Uuid,
     },
+    Replied {
+        conv: ConvId,
+        seq: Seq,
+        id: uuid::Uuid,
+    },
     Attached {
         conv: ConvId,
         seq: Seq,

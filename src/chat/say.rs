@@ -12,8 +12,8 @@
 
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
-    Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, Out, Pending, Posted, Reply, Seq,
-    SessionId, UserId,
+    Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, MsgState, Out, Pending, Posted,
+    Reply, Seq, SessionId, UserId,
 };
 use super::{names, pair};
 use crate::protocol::{Command, Target};
@@ -79,7 +79,7 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         names::text(text, self.cfg.max_text)?;
-        if names::is_attachment_text(text) {
+        if names::is_reserved_text(text) {
             return Err(ChatError::ReservedText);
         }
         match self.speak_conv(uid, to, out)? {
@@ -96,6 +96,46 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// REPLY: a message that answers message `seq` of the same
+    /// conversation, which must exist and (as far as the hub holds it, the
+    /// newest `--recent`) not be deleted. Who may post is SAY's rule.
+    pub(super) fn reply(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        to: Target<'_>,
+        seq: Seq,
+        text: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        names::text(text, self.cfg.max_text)?;
+        if names::is_reserved_text(text) {
+            return Err(ChatError::ReservedText);
+        }
+        let conv = self.message_conv(uid, to, seq)?;
+        let deleted = self.conv(conv)?.recent_msg(seq).map(|m| m.state);
+        if deleted == Some(MsgState::Deleted) {
+            return Err(ChatError::NoSuchMessage);
+        }
+        match self.speak_conv(uid, to, out)? {
+            Speak::Here(here) if here == conv => {
+                let text = text.to_string();
+                self.post(
+                    sid,
+                    uid,
+                    conv,
+                    text,
+                    Vec::new(),
+                    Ack::Reply(seq),
+                    false,
+                    out,
+                );
+                Ok(())
+            }
+            _ => Err(ChatError::NoSuchMessage),
+        }
     }
 
     /// Where `uid` may post: a room it is in, or the direct conversation
@@ -145,9 +185,10 @@ impl Hub {
         };
         self.counters.messages_in += 1;
         self.typing.remove(&(uid, conv));
-        let blob = match &ack {
-            Ack::Attach(blob) => Some(blob.clone()),
-            Ack::Say => None,
+        let (blob, reply_to) = match &ack {
+            Ack::Attach(blob) => (Some(blob.clone()), None),
+            Ack::Reply(seq) => (None, Some(*seq)),
+            Ack::Say => (None, None),
         };
         let post = Post {
             conv,
@@ -156,6 +197,7 @@ impl Hub {
             at,
             text,
             blob,
+            reply_to,
         };
         if !deferred {
             out.defer(sid);
@@ -282,6 +324,11 @@ impl Hub {
     fn acknowledge(&mut self, conv: ConvId, msg: &Msg, origin: SessionId, ack: Ack, out: &mut Out) {
         let reply = match ack {
             Ack::Say => Reply::Said {
+                conv,
+                seq: msg.seq,
+                id: msg.id,
+            },
+            Ack::Reply(_) => Reply::Replied {
                 conv,
                 seq: msg.seq,
                 id: msg.id,

@@ -52,6 +52,8 @@ pub struct Msg {
     pub at: i64,
     pub text: std::sync::Arc<str>,
     pub state: MsgState,
+    /// The earlier message of the conversation this one answers.
+    pub reply_to: Option<Seq>,
 }
 
 impl From<StoredMessage> for Msg {
@@ -63,6 +65,7 @@ impl From<StoredMessage> for Msg {
             at: m.at,
             text: m.text.into(),
             state: m.state,
+            reply_to: m.reply_to,
         }
     }
 }

@@ -654,6 +654,7 @@ fn a_change_committed_elsewhere_is_applied_like_our_own() {
         at: NOW,
         text: "from afar".into(),
         state: MsgState::Sent,
+        reply_to: None,
     };
     // The other node committed it to the store both nodes share.
     let stored = store::StoredMessage {
@@ -664,6 +665,7 @@ fn a_change_committed_elsewhere_is_applied_like_our_own() {
         at: NOW,
         text: msg.text.to_string(),
         state: MsgState::Sent,
+        reply_to: None,
     };
     let write = store::Request::write(vec![Write::Message(stored)], None::<()>);
     store::run_batch(&mut h.db, vec![write]);

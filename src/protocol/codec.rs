@@ -159,24 +159,40 @@ fn presence_words(p: Presence) -> Cow<'static, str> {
 pub fn msg_line(buf: &mut BytesMut, conv_name: &str, m: &Msg, dir: &impl Directory) {
     let _ = writeln!(
         buf,
-        "MSG {conv_name} {} {} {} {} {}",
+        "MSG {conv_name} {} {} {} {} {}{}",
         m.seq,
         m.id,
         dir.user_name(m.sender),
         ms_to_time(m.at),
+        ReplyMark(m),
         m.text
     );
+}
+
+/// `[re <seq>] ` before the text of a reply (protocol.md, REPLY); nothing
+/// for other messages. SAY refuses text that starts this way, so a client
+/// can tell the two apart.
+struct ReplyMark<'a>(&'a Msg);
+
+impl std::fmt::Display for ReplyMark<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.reply_to {
+            Some(seq) if self.0.state != MsgState::Deleted => write!(f, "[re {seq}] "),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `<VERB> <conv> <seq> <msgid> <sender> <time> <state> <text>` (HISTORY, FOUND).
 fn past_line(lines: &mut Lines, verb: &str, view: &str, m: &Msg, dir: &impl Directory) {
     lines.line(format_args!(
-        "{verb} {view} {} {} {} {} {} {}",
+        "{verb} {view} {} {} {} {} {} {}{}",
         m.seq,
         m.id,
         dir.user_name(m.sender),
         ms_to_time(m.at),
         msg_state_word(m.state),
+        ReplyMark(m),
         m.text
     ));
 }
@@ -262,6 +278,9 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
         }
         Reply::Said { conv: c, seq, id } => {
             out.line(format_args!("OK SAY {} {seq} {id}", conv(*c)))
+        }
+        Reply::Replied { conv: c, seq, id } => {
+            out.line(format_args!("OK REPLY {} {seq} {id}", conv(*c)))
         }
         Reply::Attached {
             conv: c,
@@ -406,11 +425,12 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
             by.map_or("server", user)
         )),
         Event::Edited { conv: c, msg, by } => out.line(format_args!(
-            "EDITED {} {} {} {} {}",
+            "EDITED {} {} {} {} {}{}",
             conv(*c),
             msg.seq,
             msg.id,
             user(*by),
+            ReplyMark(msg),
             msg.text
         )),
         Event::Deleted { conv: c, seq, by } => {

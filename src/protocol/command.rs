@@ -60,6 +60,11 @@ pub enum Command<'a> {
         to: Target<'a>,
         text: &'a str,
     },
+    Reply {
+        to: Target<'a>,
+        seq: Seq,
+        text: &'a str,
+    },
     Presence(&'a str),
     Friend(FriendCmd<'a>),
     Stats,
@@ -106,8 +111,8 @@ pub enum Command<'a> {
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
     "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS",
-    "INBOX", "ADD", "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS",
-    "TYPING", "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
+    "INBOX", "ADD", "KICK", "OP", "SAY", "REPLY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ",
+    "STATUS", "TYPING", "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
 ];
 
 impl Command<'_> {
@@ -266,6 +271,17 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
     } else if is("TYPING") {
         Command::Typing(target(words::<1>(args, "TYPING")?[0])?)
+    } else if is("REPLY") {
+        let (conv, rest) = split_word(args);
+        let (seq, text) = split_word(rest);
+        if text.is_empty() {
+            return Err(ParseError::Usage("REPLY"));
+        }
+        Command::Reply {
+            to: target(conv)?,
+            seq: number(seq, "REPLY")?,
+            text,
+        }
     } else if is("EDIT") {
         let (conv, rest) = split_word(args);
         let (seq, text) = split_word(rest);

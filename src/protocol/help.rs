@@ -66,6 +66,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "send a message to a room you are in, or to a friend; the text is the rest of the line",
     ),
     (
+        "REPLY",
+        "REPLY <conv> <seq> <text>",
+        "send a message that answers message <seq>; it shows as [re <seq>] <text>",
+    ),
+    (
         "FRIEND",
         "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
         "send, answer and list friend requests; list friends",

@@ -167,6 +167,8 @@ pub struct Post {
     pub at: i64,
     pub text: String,
     pub blob: Option<String>,
+    /// The earlier message of the conversation this one answers.
+    pub reply_to: Option<Seq>,
 }
 
 /// A new conversation and its first members, before it has its id.
@@ -219,6 +221,7 @@ impl Post {
             at: self.at,
             text: self.text.clone(),
             state: MsgState::Sent,
+            reply_to: self.reply_to,
         }
     }
 }
@@ -232,6 +235,7 @@ pub struct StoredMessage {
     pub at: i64,
     pub text: String,
     pub state: MsgState,
+    pub reply_to: Option<Seq>,
 }
 
 /// Everything the chat layer rebuilds its tables from at startup.

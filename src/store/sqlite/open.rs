@@ -208,6 +208,7 @@ mod tests {
                  INSERT INTO requests VALUES (0, 3, 1, 7);
                  INSERT INTO requests VALUES (3, 2, 0, 8);
                  DROP TABLE fts_done;
+                 ALTER TABLE messages DROP COLUMN reply_to;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

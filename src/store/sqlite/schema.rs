@@ -92,6 +92,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         conv INTEGER PRIMARY KEY,
         seq INTEGER NOT NULL
     );",
+    // 6: replies: the seq of the message (same conversation) a message
+    // answers, NULL for none.
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

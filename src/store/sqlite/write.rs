@@ -132,6 +132,7 @@ struct MessageRow<'a> {
     sender: crate::store::UserId,
     at: i64,
     text: &'a str,
+    reply_to: Option<Seq>,
 }
 
 /// Rows per multi-row INSERT; the rest of a commit's messages go one by one.
@@ -145,7 +146,7 @@ impl<'a> MessageRows<'a> {
             let mut many = tx.prepare_cached(&insert_messages(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
                 for (i, r) in chunk.iter().enumerate() {
-                    bind_message(&mut many, i * 6, r)?;
+                    bind_message(&mut many, i * COLUMNS, r)?;
                 }
                 many.raw_execute()?;
             }
@@ -163,9 +164,12 @@ impl<'a> MessageRows<'a> {
     }
 }
 
+/// The columns [`bind_message`] binds, per row.
+const COLUMNS: usize = 7;
+
 fn insert_messages(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
-    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text) VALUES {values}")
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text, reply_to) VALUES {values}")
 }
 
 fn bind_message(
@@ -178,7 +182,8 @@ fn bind_message(
     stmt.raw_bind_parameter(from + 3, &r.id.as_bytes()[..])?;
     stmt.raw_bind_parameter(from + 4, r.sender)?;
     stmt.raw_bind_parameter(from + 5, r.at)?;
-    stmt.raw_bind_parameter(from + 6, r.text)
+    stmt.raw_bind_parameter(from + 6, r.text)?;
+    stmt.raw_bind_parameter(from + 7, r.reply_to)
 }
 
 /// Applies one write (a message row joins `rows`, which the caller flushes
@@ -223,6 +228,7 @@ pub(super) fn apply<'a>(
                 sender: p.sender,
                 at: p.at,
                 text: &p.text,
+                reply_to: p.reply_to,
             });
             if let Some(blob) = &p.blob {
                 let conv = p.conv;
@@ -240,6 +246,7 @@ pub(super) fn apply<'a>(
                 sender: m.sender,
                 at: m.at,
                 text: &m.text,
+                reply_to: m.reply_to,
             });
             Ok(None)
         }
