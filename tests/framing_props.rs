@@ -337,6 +337,9 @@ proptest! {
                         vec![]
                     }
                     Command::Attach { name, mime, .. } => vec![name, mime],
+                    Command::React { reaction, .. } | Command::Unreact { reaction, .. } => {
+                        vec![reaction]
+                    }
                     Command::Quit
                     | Command::Rooms
                     | Command::Inbox
@@ -347,7 +350,8 @@ proptest! {
                     | Command::Read { .. }
                     | Command::Status { .. }
                     | Command::Typing(_)
-                    | Command::Delete { .. } => vec![],
+                    | Command::Delete { .. }
+                    | Command::Reactions { .. } => vec![],
                 };
                 for w in words {
                     prop_assert!(!w.is_empty() && !w.contains(' '), "{:?}", w);

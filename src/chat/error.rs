@@ -75,6 +75,14 @@ pub enum ChatError {
     NoSuchBlob,
     #[error("text starting with [file, [image or [re is reserved for attachments and replies")]
     ReservedText,
+    #[error("a reaction is 1-32 bytes without spaces or control characters, e.g. an emoji")]
+    BadReaction,
+    #[error("you already reacted that way")]
+    AlreadyReacted,
+    #[error("you have not reacted that way")]
+    NotReacted,
+    #[error("at most {0} reactions per user and message")]
+    TooManyReactions(usize),
     #[error("message text may not contain control characters")]
     BadText,
     #[error("message longer than {0} bytes")]

@@ -18,6 +18,7 @@ mod membership;
 mod names;
 mod output;
 mod presence;
+mod reactions;
 mod rooms;
 mod say;
 mod state;
@@ -35,6 +36,7 @@ pub use output::{
     Audience, Body, Emit, Event, FriendNews, InboxEntry, MemberInfo, Out, Output, Part, Posted,
     Presence, Progress, Reply, RequestInfo, RoomInfo,
 };
+pub use reactions::{ReactionChange, Reactions};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;
@@ -259,6 +261,7 @@ pub struct Hub {
     rooms: HashMap<String, ConvId>,
     directs: IdMap<(UserId, UserId), ConvId>,
     friends: Friends,
+    reactions: Reactions,
     sessions: IdMap<SessionId, SessionState>,
     cursors: IdMap<(UserId, ConvId), Cursor>,
     /// Cursors changed since they were last handed to storage.
@@ -343,6 +346,7 @@ impl Hub {
             rooms: HashMap::new(),
             directs: IdMap::default(),
             friends: Friends::default(),
+            reactions: Reactions::default(),
             sessions: IdMap::default(),
             cursors: IdMap::default(),
             dirty_cursors: IdSet::default(),
@@ -394,6 +398,7 @@ impl Hub {
             }
         }
         self.friends.load(&snap.friendships, &snap.requests);
+        self.reactions = Reactions::load(snap.reactions);
         for (user, conv, delivered, read) in snap.cursors {
             self.cursors
                 .insert((user, conv), Cursor { delivered, read });
@@ -550,6 +555,25 @@ impl Hub {
             ) => self.search(sid, uid, conv, before, words, out)?,
             (Command::Delete { conv, seq }, Some(uid)) => {
                 self.change(sid, uid, conv, seq, None, out)?
+            }
+            (
+                Command::React {
+                    conv,
+                    seq,
+                    reaction,
+                },
+                Some(uid),
+            ) => self.react(sid, uid, conv, seq, reaction, true, out)?,
+            (
+                Command::Unreact {
+                    conv,
+                    seq,
+                    reaction,
+                },
+                Some(uid),
+            ) => self.react(sid, uid, conv, seq, reaction, false, out)?,
+            (Command::Reactions { conv, seq }, Some(uid)) => {
+                self.list_reactions(sid, uid, conv, seq, out)?
             }
             (Command::Reply { to, seq, text }, Some(uid)) => {
                 self.reply(sid, uid, to, seq, text, out)?

@@ -38,6 +38,16 @@ pub fn mentions(text: &str, user: &str) -> bool {
     })
 }
 
+/// A reaction: 1-32 bytes, no whitespace or control characters (an emoji,
+/// or a short word).
+pub fn reaction(r: &str) -> Result<(), ChatError> {
+    if (1..=32).contains(&r.len()) && !r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Ok(())
+    } else {
+        Err(ChatError::BadReaction)
+    }
+}
+
 /// A room name: `#` then 1-32 of `[a-z0-9_-]`.
 pub fn room(name: &str) -> Result<String, ChatError> {
     match name.strip_prefix('#') {

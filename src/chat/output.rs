@@ -8,6 +8,8 @@
 //! encodes the same values) and of which node a member is on (a second node
 //! fans the same event out to its own sessions).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::state::Msg;
@@ -141,6 +143,14 @@ pub enum Event {
         conv: ConvId,
         user: UserId,
     },
+    /// `user` added (or took off) `reaction` on message `seq`.
+    Reaction {
+        conv: ConvId,
+        seq: Seq,
+        user: UserId,
+        reaction: Arc<str>,
+        added: bool,
+    },
     /// The audience's read cursor in `conv` moved: `unread` messages are
     /// past it now.
     Unread {
@@ -172,7 +182,8 @@ impl Event {
             | Event::Deleted { conv, .. }
             | Event::Receipt { conv, .. }
             | Event::Typing { conv, .. }
-            | Event::Unread { conv, .. } => Some(*conv),
+            | Event::Unread { conv, .. }
+            | Event::Reaction { conv, .. } => Some(*conv),
             Event::Presence { .. } | Event::Friend { .. } => None,
         }
     }
@@ -194,6 +205,9 @@ pub struct RoomInfo {
     pub members: usize,
     pub admin: bool,
 }
+
+/// Each reaction on a message with how many users gave it.
+pub type ReactionCounts = Vec<(Arc<str>, usize)>;
 
 /// A conversation as INBOX lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,9 +296,23 @@ pub enum Reply {
     FriendRequests(Vec<RequestInfo>),
     /// Every verb's help (`None`) or one verb's.
     Help(Option<&'static str>),
+    /// `reactions`: the counts of those of `msgs` that have any, by seq.
     History {
         conv: ConvId,
         msgs: Vec<Msg>,
+        reactions: Vec<(Seq, ReactionCounts)>,
+    },
+    Reacted {
+        conv: ConvId,
+        seq: Seq,
+        reaction: Arc<str>,
+        added: bool,
+    },
+    /// Who reacted how to a message, in the order they did.
+    Reactions {
+        conv: ConvId,
+        seq: Seq,
+        holders: Vec<(UserId, Arc<str>)>,
     },
     Found {
         conv: ConvId,

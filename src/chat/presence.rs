@@ -114,8 +114,7 @@ mod tests {
             ],
             members: vec![member(1, 1), member(1, 2), member(2, 2), member(2, 4)],
             friendships,
-            requests: Vec::new(),
-            cursors: Vec::new(),
+            ..Snapshot::default()
         };
         let env = Box::new(crate::chat::FixedEnv::at(0));
         Hub::new(HubConfig::default(), snap, String::new(), env)

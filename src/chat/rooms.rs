@@ -403,9 +403,7 @@ mod tests {
                 admin: true,
                 joined: 0,
             }],
-            friendships: Vec::new(),
-            requests: Vec::new(),
-            cursors: Vec::new(),
+            ..Snapshot::default()
         };
         let env = Box::new(crate::chat::FixedEnv::at(0));
         Hub::new(HubConfig::default(), snap, String::new(), env)

@@ -239,9 +239,11 @@ impl Hub {
         for (conv, posts) in batches {
             self.apply(Change::Posted { conv, posts }, out);
         }
+        let mut read = Vec::new();
         for (conv, sid, msg, ack) in acks {
-            self.acknowledge(conv, &msg, sid, ack, out);
+            read.extend(self.acknowledge(conv, &msg, sid, ack, out));
         }
+        self.announce_read(read, out);
     }
 
     /// Whether `cmd` must see the waiting messages published first: any
@@ -315,13 +317,34 @@ impl Hub {
             })
             .collect();
         self.apply(Change::Posted { conv, posts }, out);
+        let mut read = Vec::new();
         for (origin, msg, ack) in batch {
-            self.acknowledge(conv, &msg, origin, ack, out);
+            read.extend(self.acknowledge(conv, &msg, origin, ack, out));
+        }
+        self.announce_read(read, out);
+    }
+
+    /// Tells each sender's other sessions where its unread count stands
+    /// once a whole batch is answered: a sender whose later messages are in
+    /// the batch has read up to the last of them, not the first.
+    fn announce_read(&mut self, mut read: Vec<(UserId, ConvId, SessionId)>, out: &mut Out) {
+        read.dedup();
+        for (user, conv, origin) in read {
+            self.announce_unread(user, conv, Some(origin), out);
         }
     }
 
-    /// Answers the sender of a published message.
-    fn acknowledge(&mut self, conv: ConvId, msg: &Msg, origin: SessionId, ack: Ack, out: &mut Out) {
+    /// Answers the sender of a published message; returns the sender, the
+    /// conversation and the session if speaking read messages of others,
+    /// which the sender's other sessions are to hear of.
+    fn acknowledge(
+        &mut self,
+        conv: ConvId,
+        msg: &Msg,
+        origin: SessionId,
+        ack: Ack,
+        out: &mut Out,
+    ) -> Option<(UserId, ConvId, SessionId)> {
         let reply = match ack {
             Ack::Say => Reply::Said {
                 conv,
@@ -344,8 +367,7 @@ impl Hub {
         // The sender has its own message: it is not news to them on SYNC,
         // and they have read what came before it. Their other sessions
         // hear of that only if messages from others were unread.
-        if self.mark_read(msg.sender, conv, msg.seq, out) < msg.seq.prev() {
-            self.announce_unread(msg.sender, conv, Some(origin), out);
-        }
+        let read_before = self.mark_read(msg.sender, conv, msg.seq, out);
+        (read_before < msg.seq.prev()).then_some((msg.sender, conv, origin))
     }
 }

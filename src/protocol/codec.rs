@@ -62,6 +62,10 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::BadText | ChatError::ReservedText => "BAD_TEXT",
         ChatError::TooLarge(_) => "TOO_LARGE",
         ChatError::NotEditable => "NOT_EDITABLE",
+        ChatError::BadReaction => "BAD_REACTION",
+        ChatError::AlreadyReacted => "ALREADY_REACTED",
+        ChatError::NotReacted => "NOT_REACTED",
+        ChatError::TooManyReactions(_) => "TOO_MANY_REACTIONS",
         ChatError::BadFilename => "BAD_FILENAME",
         ChatError::BadMime => "BAD_MIME",
         ChatError::NoSuchBlob => "NO_SUCH_BLOB",
@@ -328,12 +332,47 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
                 None => out.line(format_args!("OK HELP {}", help::topics(None).count())),
             }
         }
-        Reply::History { conv: c, msgs } => {
+        Reply::History {
+            conv: c,
+            msgs,
+            reactions,
+        } => {
             let name = conv(*c);
+            let mut reactions = reactions.iter().peekable();
             for m in msgs {
                 past_line(&mut out, "HISTORY", &name, m, dir);
+                if let Some((_, counts)) = reactions.next_if(|(seq, _)| *seq == m.seq) {
+                    let mut line = format!("REACTIONS {name} {}", m.seq);
+                    for (reaction, n) in counts {
+                        let _ = write!(line, " {reaction} {n}");
+                    }
+                    out.line(format_args!("{line}"));
+                }
             }
             out.line(format_args!("OK HISTORY {name} {}", msgs.len()));
+        }
+        Reply::Reacted {
+            conv: c,
+            seq,
+            reaction,
+            added,
+        } => {
+            let verb = if *added { "REACT" } else { "UNREACT" };
+            out.line(format_args!("OK {verb} {} {seq} {reaction}", conv(*c)))
+        }
+        Reply::Reactions {
+            conv: c,
+            seq,
+            holders,
+        } => {
+            let name = conv(*c);
+            for (u, reaction) in holders {
+                out.line(format_args!(
+                    "REACTION {name} {seq} {reaction} {}",
+                    user(*u)
+                ));
+            }
+            out.line(format_args!("OK REACTIONS {name} {seq} {}", holders.len()));
         }
         Reply::Found { conv: c, msgs } => {
             let name = conv(*c);
@@ -451,6 +490,20 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
             out.line(format_args!("TYPING {} {}", conv(*c), user(*u)))
         }
         Event::Unread { conv: c, unread } => out.line(format_args!("UNREAD {} {unread}", conv(*c))),
+        Event::Reaction {
+            conv: c,
+            seq,
+            user: u,
+            reaction,
+            added,
+        } => {
+            let verb = if *added { "REACTED" } else { "UNREACTED" };
+            out.line(format_args!(
+                "{verb} {} {seq} {} {reaction}",
+                conv(*c),
+                user(*u)
+            ))
+        }
         Event::Presence { user: u, presence } => out.line(format_args!(
             "PRESENCE {} {}",
             user(*u),

@@ -65,6 +65,20 @@ pub enum Command<'a> {
         seq: Seq,
         text: &'a str,
     },
+    React {
+        conv: Target<'a>,
+        seq: Seq,
+        reaction: &'a str,
+    },
+    Unreact {
+        conv: Target<'a>,
+        seq: Seq,
+        reaction: &'a str,
+    },
+    Reactions {
+        conv: Target<'a>,
+        seq: Seq,
+    },
     Presence(&'a str),
     Friend(FriendCmd<'a>),
     Stats,
@@ -110,9 +124,38 @@ pub enum Command<'a> {
 
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
-    "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS",
-    "INBOX", "ADD", "KICK", "OP", "SAY", "REPLY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ",
-    "STATUS", "TYPING", "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
+    "HELP",
+    "PING",
+    "QUIT",
+    "REGISTER",
+    "LOGIN",
+    "JOIN",
+    "CREATE",
+    "LEAVE",
+    "WHO",
+    "ROOMS",
+    "INBOX",
+    "ADD",
+    "KICK",
+    "OP",
+    "SAY",
+    "REPLY",
+    "REACT",
+    "UNREACT",
+    "REACTIONS",
+    "FRIEND",
+    "PRESENCE",
+    "HISTORY",
+    "SYNC",
+    "READ",
+    "STATUS",
+    "TYPING",
+    "DELETE",
+    "EDIT",
+    "SEARCH",
+    "ATTACH",
+    "FETCH",
+    "STATS",
 ];
 
 impl Command<'_> {
@@ -281,6 +324,29 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             to: target(conv)?,
             seq: number(seq, "REPLY")?,
             text,
+        }
+    } else if is("REACT") || is("UNREACT") {
+        let verb = if is("REACT") { "REACT" } else { "UNREACT" };
+        let [conv, seq, reaction] = words(args, verb)?;
+        let (conv, seq) = (target(conv)?, number(seq, verb)?);
+        if verb == "REACT" {
+            Command::React {
+                conv,
+                seq,
+                reaction,
+            }
+        } else {
+            Command::Unreact {
+                conv,
+                seq,
+                reaction,
+            }
+        }
+    } else if is("REACTIONS") {
+        let [conv, seq] = words(args, "REACTIONS")?;
+        Command::Reactions {
+            conv: target(conv)?,
+            seq: number(seq, "REACTIONS")?,
         }
     } else if is("EDIT") {
         let (conv, rest) = split_word(args);

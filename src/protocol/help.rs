@@ -71,6 +71,21 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "send a message that answers message <seq>; it shows as [re <seq>] <text>",
     ),
     (
+        "REACT",
+        "REACT <conv> <seq> <reaction>",
+        "react to a message with an emoji or a word (1-32 bytes, no spaces)",
+    ),
+    (
+        "UNREACT",
+        "UNREACT <conv> <seq> <reaction>",
+        "take one of your reactions off a message",
+    ),
+    (
+        "REACTIONS",
+        "REACTIONS <conv> <seq>",
+        "list who reacted how to a message",
+    ),
+    (
         "FRIEND",
         "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
         "send, answer and list friend requests; list friends",

@@ -79,6 +79,14 @@ pub enum Write {
         seq: Seq,
         blob: String,
     },
+    /// `user` gave (`added`) or took back `reaction` on message `seq`.
+    Reaction {
+        conv: ConvId,
+        seq: Seq,
+        user: UserId,
+        reaction: String,
+        added: bool,
+    },
     /// Inserts or updates the request from `from` to `to`.
     Request {
         from: UserId,
@@ -248,6 +256,8 @@ pub struct Snapshot {
     pub requests: Vec<RequestRow>,
     /// (user, conv, delivered, read)
     pub cursors: Vec<(UserId, ConvId, Seq, Seq)>,
+    /// (conv, seq, user, reaction), in the order they were given.
+    pub reactions: Vec<(ConvId, Seq, UserId, String)>,
 }
 
 #[derive(Debug, Clone)]

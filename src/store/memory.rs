@@ -37,6 +37,8 @@ struct Tables {
     friendships: BTreeMap<(UserId, UserId), i64>,
     requests: BTreeMap<(UserId, UserId), RequestRow>,
     cursors: BTreeMap<(UserId, ConvId), (Seq, Seq)>,
+    /// In the order they were given.
+    reactions: Vec<(ConvId, Seq, UserId, String)>,
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
     blob_refs: BTreeMap<(ConvId, Seq), String>,
@@ -107,6 +109,7 @@ impl Backend for MemoryBackend {
                 .iter()
                 .map(|(&(user, conv), &(d, r))| (user, conv, d, r))
                 .collect(),
+            reactions: t.reactions.clone(),
         })
     }
 
@@ -253,6 +256,21 @@ impl Tables {
                     ..m.clone()
                 };
                 self.messages.insert((m.conv, m.seq), stored);
+            }
+            Write::Reaction {
+                conv,
+                seq,
+                user,
+                reaction,
+                added,
+            } => {
+                let row = (*conv, *seq, *user, reaction.clone());
+                let had = self.reactions.contains(&row);
+                if *added && !had {
+                    self.reactions.push(row);
+                } else if !*added {
+                    self.reactions.retain(|r| *r != row);
+                }
             }
             Write::Friendship { a, b, since } => {
                 self.friendships

@@ -129,6 +129,11 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
     snap.cursors = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT conv, seq, user, reaction FROM reactions ORDER BY rowid")?;
+    snap.reactions = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     Ok(snap)
 }
 
@@ -209,6 +214,7 @@ mod tests {
                  INSERT INTO requests VALUES (3, 2, 0, 8);
                  DROP TABLE fts_done;
                  ALTER TABLE messages DROP COLUMN reply_to;
+                 DROP TABLE reactions;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

@@ -93,8 +93,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL
     );",
     // 6: replies: the seq of the message (same conversation) a message
-    // answers, NULL for none.
-    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;",
+    // answers, NULL for none; reactions, in the order they were given
+    // (their rowid).
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    CREATE TABLE reactions (
+        conv INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        user INTEGER NOT NULL,
+        reaction TEXT NOT NULL,
+        UNIQUE (conv, seq, user, reaction)
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -334,6 +334,21 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
             )?
             .execute(params![a.min(b), a.max(b), since])?;
         }
+        Write::Reaction {
+            conv,
+            seq,
+            user,
+            reaction,
+            added,
+        } => {
+            let sql = if *added {
+                "INSERT OR IGNORE INTO reactions (conv, seq, user, reaction) VALUES (?1, ?2, ?3, ?4)"
+            } else {
+                "DELETE FROM reactions WHERE conv = ?1 AND seq = ?2 AND user = ?3 AND reaction = ?4"
+            };
+            tx.prepare_cached(sql)?
+                .execute(params![conv, seq, user, reaction])?;
+        }
         Write::Unfriend { a, b } => {
             tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
                 .execute(params![a.min(b), a.max(b)])?;
