@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{
-    Audience, Change, ChatError, ConvId, Emit, Event, Hub, MsgState, Out, Reply, Seq, SessionId,
-    UserId, names,
+    Audience, ChatError, ConvId, Emit, Event, Hub, MsgState, Out, Reply, Seq, SessionId, UserId,
+    names,
 };
 use crate::protocol::Target;
 use crate::store::Write;
@@ -207,11 +207,5 @@ impl Hub {
             added: change.added,
         };
         Emit::Event(Audience::members(change.conv, except), event)
-    }
-}
-
-impl From<ReactionChange> for Change {
-    fn from(change: ReactionChange) -> Change {
-        Change::Reaction(change)
     }
 }

@@ -890,6 +890,33 @@ fn friendship_changes_committed_elsewhere_are_applied_like_our_own() {
     assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
 }
 
+/// A reaction committed elsewhere is applied like one made here: the
+/// members hear of it, REACTIONS lists it, and taking it back here works.
+#[test]
+fn reactions_committed_elsewhere_are_applied_like_our_own() {
+    let (mut h, a, b) = alice_and_bob_in_r();
+    h.send(a, "SAY #r lunch?");
+    h.take(a);
+    h.take(b);
+    let change = ReactionChange {
+        conv: h.hub.rooms["#r"],
+        seq: Seq(1),
+        user: h.hub.by_name["bob"],
+        reaction: "👍".into(),
+        added: true,
+    };
+    let mut out = Out::default();
+    h.hub.apply(Change::Reaction(change), &mut out);
+    h.drain(out);
+    assert_eq!(h.take(a), ["REACTED #r 1 bob 👍"]);
+    assert_eq!(h.take(b), ["REACTED #r 1 bob 👍"]);
+    h.send(a, "REACTIONS #r 1");
+    assert_eq!(h.take(a), ["REACTION #r 1 👍 bob", "OK REACTIONS #r 1 1"]);
+    h.send(b, "UNREACT #r 1 👍");
+    assert_eq!(h.take(b), ["OK UNREACT #r 1 👍"]);
+    assert_eq!(h.take(a), ["UNREACTED #r 1 bob 👍"]);
+}
+
 /// Cursor rows go to storage at most `CURSOR_ROWS` per flush, so a flush
 /// never puts a row for every reader ahead of the messages beside it; the
 /// rest wait for the next flush.
