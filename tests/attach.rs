@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, msg};
+use common::{Client, Server, befriend, msg};
 
 /// Every awkward byte: LF, CR, NUL, 0xFF (telnet IAC), invalid UTF-8.
 fn awkward(len: usize) -> Vec<u8> {
@@ -182,12 +182,7 @@ fn direct_attachments_and_big_fetches_stream_within_the_outbox_limit() {
     let s = Server::with_args(&["--max-outbox", "65536"]);
     let mut a = s.user("alice");
     let mut b = s.user("bob");
-    a.send("FRIEND ADD bob");
-    a.expect("OK FRIEND ADD bob pending");
-    b.expect("FRIEND REQUEST alice");
-    b.send("FRIEND ACCEPT alice");
-    b.expect("OK FRIEND ACCEPT alice");
-    a.expect("FRIEND ACCEPTED bob");
+    befriend(&mut a, "alice", &mut b, "bob");
     let body = awkward(3 << 20);
     attach(&mut a, "@bob", "big.bin", "application/octet-stream", &body);
     let id = blob_of(&a.expect_prefix("OK ATTACH @bob 1 "));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Server, history, msg};
+use common::{Server, befriend, history, msg};
 
 #[test]
 fn a_reply_names_the_message_it_answers_everywhere_it_is_shown() {
@@ -64,12 +64,7 @@ fn friends_reply_in_their_direct_conversation() {
     let s = Server::start();
     let mut alice = s.user("alice");
     let mut bob = s.user("bob");
-    alice.send("FRIEND ADD bob");
-    alice.expect_news("OK FRIEND ADD bob pending");
-    bob.expect_news("FRIEND REQUEST alice");
-    bob.send("FRIEND ACCEPT alice");
-    bob.expect_news("OK FRIEND ACCEPT alice");
-    alice.expect_news("FRIEND ACCEPTED bob");
+    befriend(&mut alice, "alice", &mut bob, "bob");
     alice.send("SAY @bob ping");
     alice.expect_news_prefix("OK SAY @bob 1 ");
     assert_eq!(msg(&bob.news()), "MSG @alice 1 alice ping");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Server, msg};
+use common::{Client, Server, befriend, msg};
 
 /// The last space-separated field of a line (a msgid or a timestamp).
 fn last(line: &str) -> &str {
@@ -24,15 +24,6 @@ fn timed(line: &str, prefix: &str) -> String {
 }
 
 /// Makes `a` and `b` friends (a asks, b accepts) and consumes the events.
-fn befriend(a: &mut Client, an: &str, b: &mut Client, bn: &str) {
-    a.send(&format!("FRIEND ADD {bn}"));
-    a.expect(&format!("OK FRIEND ADD {bn} pending"));
-    b.expect(&format!("FRIEND REQUEST {an}"));
-    b.send(&format!("FRIEND ACCEPT {an}"));
-    b.expect(&format!("OK FRIEND ACCEPT {an}"));
-    a.expect(&format!("FRIEND ACCEPTED {bn}"));
-}
-
 /// Logs out with QUIT. The server has handled the logout once the socket
 /// closes, so this is a barrier, unlike a plain drop.
 fn quit(mut c: Client) {

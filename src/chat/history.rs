@@ -144,10 +144,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
         if let Some(t) = text {
-            names::text(t, self.cfg.max_text)?;
-            if names::is_reserved_text(t) {
-                return Err(ChatError::ReservedText);
-            }
+            names::message_text(t, self.cfg.max_text)?;
         }
         let edit = Edit {
             conv,

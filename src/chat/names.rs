@@ -78,6 +78,16 @@ pub fn text(text: &str, max: usize) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// The text of a message a user writes (SAY, REPLY, EDIT): [`text`]'s
+/// rules, and none of the starts that mark what only the server writes.
+pub fn message_text(t: &str, max: usize) -> Result<(), ChatError> {
+    text(t, max)?;
+    if is_reserved_text(t) {
+        return Err(ChatError::ReservedText);
+    }
+    Ok(())
+}
+
 /// An attachment's file name: one word of 1-255 bytes, no control characters.
 pub fn filename(name: &str) -> Result<(), ChatError> {
     if (1..=255).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c.is_whitespace())

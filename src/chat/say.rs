@@ -78,10 +78,7 @@ impl Hub {
         text: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        names::text(text, self.cfg.max_text)?;
-        if names::is_reserved_text(text) {
-            return Err(ChatError::ReservedText);
-        }
+        names::message_text(text, self.cfg.max_text)?;
         match self.speak_conv(uid, to, out)? {
             Speak::Here(conv) => {
                 let text = text.to_string();
@@ -110,10 +107,7 @@ impl Hub {
         text: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        names::text(text, self.cfg.max_text)?;
-        if names::is_reserved_text(text) {
-            return Err(ChatError::ReservedText);
-        }
+        names::message_text(text, self.cfg.max_text)?;
         let conv = self.message_conv(uid, to, seq)?;
         let deleted = self.conv(conv)?.recent_msg(seq).map(|m| m.state);
         if deleted == Some(MsgState::Deleted) {

@@ -314,16 +314,23 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
     } else if is("TYPING") {
         Command::Typing(target(words::<1>(args, "TYPING")?[0])?)
-    } else if is("REPLY") {
+    } else if is("REPLY") || is("EDIT") {
+        // `<conv> <seq> <text>`, the text being the rest of the line.
+        let verb = if is("REPLY") { "REPLY" } else { "EDIT" };
         let (conv, rest) = split_word(args);
         let (seq, text) = split_word(rest);
         if text.is_empty() {
-            return Err(ParseError::Usage("REPLY"));
+            return Err(ParseError::Usage(verb));
         }
-        Command::Reply {
-            to: target(conv)?,
-            seq: number(seq, "REPLY")?,
-            text,
+        let (conv, seq) = (target(conv)?, number(seq, verb)?);
+        if verb == "REPLY" {
+            Command::Reply {
+                to: conv,
+                seq,
+                text,
+            }
+        } else {
+            Command::Edit { conv, seq, text }
         }
     } else if is("REACT") || is("UNREACT") {
         let verb = if is("REACT") { "REACT" } else { "UNREACT" };
@@ -347,17 +354,6 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         Command::Reactions {
             conv: target(conv)?,
             seq: number(seq, "REACTIONS")?,
-        }
-    } else if is("EDIT") {
-        let (conv, rest) = split_word(args);
-        let (seq, text) = split_word(rest);
-        if text.is_empty() {
-            return Err(ParseError::Usage("EDIT"));
-        }
-        Command::Edit {
-            conv: target(conv)?,
-            seq: number(seq, "EDIT")?,
-            text,
         }
     } else if is("ATTACH") {
         let [conv, name, mime, size] = words(args, "ATTACH")?;

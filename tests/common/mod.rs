@@ -563,6 +563,17 @@ pub fn msg(line: &str) -> String {
     format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
 }
 
+/// Makes `a` (named `an`) and `b` (named `bn`) friends: `a` asks, `b`
+/// accepts, each sees the other's step.
+pub fn befriend(a: &mut Client, an: &str, b: &mut Client, bn: &str) {
+    a.send(&format!("FRIEND ADD {bn}"));
+    a.expect(&format!("OK FRIEND ADD {bn} pending"));
+    b.expect(&format!("FRIEND REQUEST {an}"));
+    b.send(&format!("FRIEND ACCEPT {an}"));
+    b.expect(&format!("OK FRIEND ACCEPT {an}"));
+    a.expect(&format!("FRIEND ACCEPTED {bn}"));
+}
+
 /// `HISTORY` data lines without id and time: `<seq> <sender> <state> <text>`.
 pub fn history(c: &mut Client, cmd: &str) -> Vec<String> {
     c.send(cmd);
