@@ -337,9 +337,7 @@ proptest! {
                         vec![]
                     }
                     Command::Attach { name, mime, .. } => vec![name, mime],
-                    Command::React { reaction, .. } | Command::Unreact { reaction, .. } => {
-                        vec![reaction]
-                    }
+                    Command::React { reaction, .. } => vec![reaction],
                     Command::Quit
                     | Command::Rooms
                     | Command::Inbox

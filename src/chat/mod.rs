@@ -561,17 +561,10 @@ impl Hub {
                     conv,
                     seq,
                     reaction,
+                    added,
                 },
                 Some(uid),
-            ) => self.react(sid, uid, conv, seq, reaction, true, out)?,
-            (
-                Command::Unreact {
-                    conv,
-                    seq,
-                    reaction,
-                },
-                Some(uid),
-            ) => self.react(sid, uid, conv, seq, reaction, false, out)?,
+            ) => self.react(sid, uid, conv, seq, reaction, added, out)?,
             (Command::Reactions { conv, seq }, Some(uid)) => {
                 self.list_reactions(sid, uid, conv, seq, out)?
             }

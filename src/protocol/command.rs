@@ -65,15 +65,12 @@ pub enum Command<'a> {
         seq: Seq,
         text: &'a str,
     },
+    /// REACT (`added`) or UNREACT.
     React {
         conv: Target<'a>,
         seq: Seq,
         reaction: &'a str,
-    },
-    Unreact {
-        conv: Target<'a>,
-        seq: Seq,
-        reaction: &'a str,
+        added: bool,
     },
     Reactions {
         conv: Target<'a>,
@@ -335,19 +332,11 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("REACT") || is("UNREACT") {
         let verb = if is("REACT") { "REACT" } else { "UNREACT" };
         let [conv, seq, reaction] = words(args, verb)?;
-        let (conv, seq) = (target(conv)?, number(seq, verb)?);
-        if verb == "REACT" {
-            Command::React {
-                conv,
-                seq,
-                reaction,
-            }
-        } else {
-            Command::Unreact {
-                conv,
-                seq,
-                reaction,
-            }
+        Command::React {
+            conv: target(conv)?,
+            seq: number(seq, verb)?,
+            reaction,
+            added: verb == "REACT",
         }
     } else if is("REACTIONS") {
         let [conv, seq] = words(args, "REACTIONS")?;
