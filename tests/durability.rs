@@ -22,11 +22,11 @@ fn schema_creation_and_upgrade_are_logged_once() {
     );
     // Back to schema 2: the migrations after it only added the blob tables,
     // dropped stale rows, made the full-text index contentless and added
-    // replies and reactions.
+    // replies, reactions and blocks.
     let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blob_refs; DROP TABLE blobs; DROP TABLE fts_done;
-         ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions;
+         ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
          PRAGMA user_version = 2;",
     )
     .unwrap();

@@ -49,6 +49,12 @@ pub enum ChatError {
     RequestPending(String),
     #[error("no pending request from {0}")]
     NoRequest(String),
+    #[error("you already block {0}")]
+    AlreadyBlocked(String),
+    #[error("you do not block {0}")]
+    NotBlocked(String),
+    #[error("you block {0}; FRIEND UNBLOCK them first")]
+    YouBlock(String),
     #[error("no such conversation")]
     NoSuchConversation,
     #[error("no conversation with {0} yet")]

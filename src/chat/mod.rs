@@ -397,7 +397,8 @@ impl Hub {
                 self.directs.insert(pair(a.user, b.user), conv.id);
             }
         }
-        self.friends.load(&snap.friendships, &snap.requests);
+        self.friends
+            .load(&snap.friendships, &snap.requests, &snap.blocks);
         self.reactions = Reactions::load(snap.reactions);
         for (user, conv, delivered, read) in snap.cursors {
             self.cursors

@@ -88,6 +88,9 @@ pub enum FriendNews {
     Accepted,
     Rejected,
     Removed,
+    /// This user (on another session) blocked `other`; only they hear it.
+    Blocked,
+    Unblocked,
 }
 
 /// Something that happened, for everyone in an [`Audience`].
@@ -292,6 +295,12 @@ pub enum Reply {
         accepted: bool,
     },
     FriendRemoved(UserId),
+    /// FRIEND BLOCK (`on`) or FRIEND UNBLOCK.
+    Blocked {
+        other: UserId,
+        on: bool,
+    },
+    BlockList(Vec<UserId>),
     Friends(Vec<(UserId, Presence)>),
     FriendRequests(Vec<RequestInfo>),
     /// Every verb's help (`None`) or one verb's.

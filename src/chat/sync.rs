@@ -485,7 +485,13 @@ impl Hub {
         let last = self.typing.get(&(uid, conv)).copied();
         let c = self.conv(conv)?;
         if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
-            let others = c.members.iter().map(|m| m.user).filter(|&u| u != uid);
+            // Nobody hears typing from a user they block.
+            let blocks = |u: UserId| self.friends.blocks(u, uid);
+            let others = c
+                .members
+                .iter()
+                .map(|m| m.user)
+                .filter(|&u| u != uid && !blocks(u));
             let event = Event::Typing { conv, user: uid };
             out.event(Audience::Users(others.collect()), event);
             self.typing.insert((uid, conv), now);

@@ -53,6 +53,9 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
         ChatError::RequestPending(_) => "REQUEST_PENDING",
         ChatError::NoRequest(_) => "NO_REQUEST",
+        ChatError::AlreadyBlocked(_) => "ALREADY_BLOCKED",
+        ChatError::NotBlocked(_) => "NOT_BLOCKED",
+        ChatError::YouBlock(_) => "BLOCKED",
         ChatError::NoConversation(_) | ChatError::NoSuchConversation => "NO_SUCH_CONVERSATION",
         ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
         ChatError::TooManySessions => "TOO_MANY_SESSIONS",
@@ -301,6 +304,16 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             out.line(format_args!("OK FRIEND {word} {}", user(*other)))
         }
         Reply::FriendRemoved(other) => out.line(format_args!("OK FRIEND REMOVE {}", user(*other))),
+        Reply::Blocked { other, on } => {
+            let verb = if *on { "BLOCK" } else { "UNBLOCK" };
+            out.line(format_args!("OK FRIEND {verb} {}", user(*other)))
+        }
+        Reply::BlockList(users) => {
+            for u in users {
+                out.line(format_args!("BLOCKED {}", user(*u)));
+            }
+            out.line(format_args!("OK FRIEND BLOCKED {}", users.len()));
+        }
         Reply::Friends(friends) => {
             for (f, p) in friends {
                 out.line(format_args!(
@@ -516,6 +529,8 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
                 FriendNews::Accepted => "ACCEPTED",
                 FriendNews::Rejected => "REJECTED",
                 FriendNews::Removed => "REMOVED",
+                FriendNews::Blocked => "BLOCKED",
+                FriendNews::Unblocked => "UNBLOCKED",
             };
             out.line(format_args!("FRIEND {word} {}", user(*other)))
         }

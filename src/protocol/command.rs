@@ -23,6 +23,9 @@ pub enum FriendCmd<'a> {
     Remove(&'a str),
     List,
     Requests,
+    Block(&'a str),
+    Unblock(&'a str),
+    Blocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -469,6 +472,13 @@ fn parse_friend(args: &str) -> Result<FriendCmd<'_>, ParseError> {
     } else if is("REQUESTS") {
         words::<0>(rest, "FRIEND")?;
         FriendCmd::Requests
+    } else if is("BLOCK") {
+        FriendCmd::Block(user()?)
+    } else if is("UNBLOCK") {
+        FriendCmd::Unblock(user()?)
+    } else if is("BLOCKED") {
+        words::<0>(rest, "FRIEND")?;
+        FriendCmd::Blocked
     } else {
         return Err(ParseError::Usage("FRIEND"));
     })

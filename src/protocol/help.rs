@@ -87,8 +87,8 @@ const TOPICS: &[(&str, &str, &str)] = &[
     ),
     (
         "FRIEND",
-        "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
-        "send, answer and list friend requests; list friends",
+        "FRIEND ADD|ACCEPT|REJECT|REMOVE|BLOCK|UNBLOCK <user> | FRIEND LIST|REQUESTS|BLOCKED",
+        "send, answer and list friend requests; list friends; block a user",
     ),
     (
         "PRESENCE",

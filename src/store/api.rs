@@ -79,6 +79,13 @@ pub enum Write {
         seq: Seq,
         blob: String,
     },
+    /// `by` blocks `user` (`on`), or unblocks them. Blocking also withdraws
+    /// a pending request from `by` to `user`.
+    Block {
+        by: UserId,
+        user: UserId,
+        on: bool,
+    },
     /// `user` gave (`added`) or took back `reaction` on message `seq`.
     Reaction {
         conv: ConvId,
@@ -258,6 +265,8 @@ pub struct Snapshot {
     pub cursors: Vec<(UserId, ConvId, Seq, Seq)>,
     /// (conv, seq, user, reaction), in the order they were given.
     pub reactions: Vec<(ConvId, Seq, UserId, String)>,
+    /// (by, blocked user)
+    pub blocks: Vec<(UserId, UserId)>,
 }
 
 #[derive(Debug, Clone)]

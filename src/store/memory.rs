@@ -4,7 +4,7 @@
 //! blob reference counting) and answers the same queries, but nothing
 //! survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use super::backend::remove_blob_file;
@@ -39,6 +39,8 @@ struct Tables {
     cursors: BTreeMap<(UserId, ConvId), (Seq, Seq)>,
     /// In the order they were given.
     reactions: Vec<(ConvId, Seq, UserId, String)>,
+    /// (by, blocked user)
+    blocks: BTreeSet<(UserId, UserId)>,
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
     blob_refs: BTreeMap<(ConvId, Seq), String>,
@@ -110,6 +112,7 @@ impl Backend for MemoryBackend {
                 .map(|(&(user, conv), &(d, r))| (user, conv, d, r))
                 .collect(),
             reactions: t.reactions.clone(),
+            blocks: t.blocks.iter().copied().collect(),
         })
     }
 
@@ -275,6 +278,20 @@ impl Tables {
             Write::Friendship { a, b, since } => {
                 self.friendships
                     .insert(((*a).min(*b), (*a).max(*b)), *since);
+            }
+            Write::Block { by, user, on } => {
+                if *on {
+                    self.blocks.insert((*by, *user));
+                    if self
+                        .requests
+                        .get(&(*by, *user))
+                        .is_some_and(|r| r.state == RequestState::Pending)
+                    {
+                        self.requests.remove(&(*by, *user));
+                    }
+                } else {
+                    self.blocks.remove(&(*by, *user));
+                }
             }
             Write::Unfriend { a, b } => {
                 self.friendships.remove(&((*a).min(*b), (*a).max(*b)));

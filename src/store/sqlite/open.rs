@@ -129,6 +129,10 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
     snap.cursors = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT blocker, blocked FROM blocks")?;
+    snap.blocks = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
     let mut stmt =
         conn.prepare("SELECT conv, seq, user, reaction FROM reactions ORDER BY rowid")?;
     snap.reactions = stmt
@@ -215,6 +219,7 @@ mod tests {
                  DROP TABLE fts_done;
                  ALTER TABLE messages DROP COLUMN reply_to;
                  DROP TABLE reactions;
+                 DROP TABLE blocks;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

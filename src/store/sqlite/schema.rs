@@ -94,7 +94,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );",
     // 6: replies: the seq of the message (same conversation) a message
     // answers, NULL for none; reactions, in the order they were given
-    // (their rowid).
+    // (their rowid); who blocks whom.
     "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
     CREATE TABLE reactions (
         conv INTEGER NOT NULL,
@@ -102,7 +102,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         user INTEGER NOT NULL,
         reaction TEXT NOT NULL,
         UNIQUE (conv, seq, user, reaction)
-    );",
+    );
+    CREATE TABLE blocks (
+        blocker INTEGER NOT NULL,
+        blocked INTEGER NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+    ) WITHOUT ROWID;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

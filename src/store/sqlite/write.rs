@@ -349,6 +349,21 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
             tx.prepare_cached(sql)?
                 .execute(params![conv, seq, user, reaction])?;
         }
+        Write::Block { by, user, on } => {
+            if *on {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)",
+                )?
+                .execute(params![by, user])?;
+                tx.prepare_cached(
+                    "DELETE FROM requests WHERE sender = ?1 AND recipient = ?2 AND state = ?3",
+                )?
+                .execute(params![by, user, RequestState::Pending as i64])?;
+            } else {
+                tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+                    .execute(params![by, user])?;
+            }
+        }
         Write::Unfriend { a, b } => {
             tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
                 .execute(params![a.min(b), a.max(b)])?;
