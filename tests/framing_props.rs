@@ -329,6 +329,10 @@ proptest! {
                         vec![room]
                     }
                     Command::Audit { room, .. } => vec![room],
+                    Command::Away(text) => {
+                        prop_assert!(text.is_none_or(|t| !t.is_empty() && !t.starts_with(' ')));
+                        vec![]
+                    }
                     Command::Say { text, .. } => {
                         prop_assert!(!text.is_empty() && !text.starts_with(' '));
                         vec![]

@@ -181,6 +181,7 @@ impl Hub {
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
             user.last_seen = Some(at);
+            user.away = None;
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             self.announce_presence(uid, out);
         }

@@ -583,6 +583,7 @@ impl Hub {
                 },
                 Some(uid),
             ) => self.moderation_command(sid, uid, room, user, action, minutes, out)?,
+            (Command::Away(text), Some(uid)) => self.away(sid, uid, text, out)?,
             (Command::Topic { room, text }, Some(uid)) => {
                 self.topic_command(sid, uid, room, text, out)?
             }

@@ -64,9 +64,11 @@ pub struct Posted {
 }
 
 /// Whether a user is online, and when they were last seen if not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presence {
     Online,
+    /// Online, but away (AWAY), with the user's text.
+    Away(Arc<str>),
     /// Unix ms of the last logout; `None` for never logged in.
     Offline(Option<i64>),
 }
@@ -237,6 +239,7 @@ impl Event {
 pub struct MemberInfo {
     pub user: UserId,
     pub online: bool,
+    pub away: bool,
     pub admin: bool,
 }
 
@@ -314,6 +317,8 @@ pub enum Reply {
         entries: Vec<AuditRow>,
     },
     Rooms(Vec<RoomInfo>),
+    /// AWAY: the text now shown, or `None`: back.
+    Away(Option<Arc<str>>),
     Inbox(Vec<InboxEntry>),
     Added {
         conv: ConvId,

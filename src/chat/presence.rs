@@ -5,6 +5,9 @@ use super::{
 };
 use crate::store::ConvKind;
 
+/// An AWAY text's length limit, in bytes.
+pub const AWAY_MAX: usize = 200;
+
 impl Hub {
     /// The users who hear about `uid` coming and going: its friends, and the
     /// members of its rooms and groups up to the presence room limit (so that
@@ -25,11 +28,34 @@ impl Hub {
 
     /// Whether `user` is online, or when last seen.
     pub(super) fn presence_of(&self, user: &User) -> Presence {
-        if user.online() {
-            Presence::Online
-        } else {
-            Presence::Offline(user.last_seen)
+        match (&user.away, user.online()) {
+            (Some(text), true) => Presence::Away(text.clone()),
+            (None, true) => Presence::Online,
+            (_, false) => Presence::Offline(user.last_seen),
         }
+    }
+
+    /// AWAY with text: away; without: back. Everyone watching hears the
+    /// change, as for going online.
+    pub(super) fn away(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        text: Option<&str>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        if let Some(t) = text {
+            names::text(t, AWAY_MAX)?;
+        }
+        let user = self.users.get_mut(uid).ok_or(ChatError::NoSuchUser)?;
+        let away: Option<std::sync::Arc<str>> = text.map(Into::into);
+        let changed = user.away != away;
+        user.away = away.clone();
+        if changed {
+            self.announce_presence(uid, out);
+        }
+        out.reply(sid, Reply::Away(away));
+        Ok(())
     }
 
     /// Sends the user's current state to everyone watching it.

@@ -265,9 +265,11 @@ impl Hub {
             .members
             .iter()
             .filter_map(|m| {
+                let user = self.users.get(m.user)?;
                 Some(MemberInfo {
                     user: m.user,
-                    online: self.users.get(m.user)?.online(),
+                    online: user.online(),
+                    away: user.away.is_some(),
                     admin: m.admin,
                 })
             })

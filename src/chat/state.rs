@@ -17,6 +17,8 @@ pub struct User {
     pub convs: Vec<ConvId>,
     /// Unix ms of the last logout; `None` for never logged in.
     pub last_seen: Option<i64>,
+    /// AWAY's text while the user is away; cleared when they go offline.
+    pub away: Option<std::sync::Arc<str>>,
 }
 
 impl User {
@@ -27,6 +29,7 @@ impl User {
             sessions: Vec::new(),
             convs: Vec::new(),
             last_seen,
+            away: None,
         }
     }
 

@@ -176,10 +176,11 @@ fn progress_word(p: Progress) -> &'static str {
     }
 }
 
-fn presence_words(p: Presence) -> Cow<'static, str> {
+fn presence_words(p: &Presence) -> Cow<'static, str> {
     match p {
         Presence::Online => "online".into(),
-        Presence::Offline(at) => format!("offline {}", last_seen(at)).into(),
+        Presence::Away(text) => format!("away {text}").into(),
+        Presence::Offline(at) => format!("offline {}", last_seen(*at)).into(),
     }
 }
 
@@ -254,6 +255,8 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             }
         }
         Reply::Created(c) => out.line(format_args!("OK CREATE {}", conv(*c))),
+        Reply::Away(Some(text)) => out.line(format_args!("OK AWAY {text}")),
+        Reply::Away(None) => out.line(format_args!("OK AWAY")),
         Reply::Moderated {
             conv: c,
             action,
@@ -308,7 +311,11 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
                 out.line(format_args!(
                     "MEMBER {name} {} {} {}",
                     user(m.user),
-                    if m.online { "online" } else { "offline" },
+                    match (m.online, m.away) {
+                        (true, false) => "online",
+                        (true, true) => "away",
+                        (false, _) => "offline",
+                    },
                     if m.admin { "admin" } else { "member" }
                 ));
             }
@@ -392,7 +399,7 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
                 out.line(format_args!(
                     "FRIENDINFO {} {}",
                     user(*f),
-                    presence_words(*p)
+                    presence_words(p)
                 ));
             }
             out.line(format_args!("OK FRIEND LIST {}", friends.len()));
@@ -488,7 +495,7 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             out.line(format_args!(
                 "OK PRESENCE {} {}",
                 user(*u),
-                presence_words(*presence)
+                presence_words(presence)
             ));
         }
         // The file's bytes end without a LF of their own: one ends them.
@@ -644,7 +651,7 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
         Event::Presence { user: u, presence } => out.line(format_args!(
             "PRESENCE {} {}",
             user(*u),
-            presence_words(*presence)
+            presence_words(presence)
         )),
         Event::Friend { news, other } => {
             let word = match news {

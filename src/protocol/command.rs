@@ -66,6 +66,8 @@ pub enum Command<'a> {
         action: AuditAction,
         minutes: Option<u64>,
     },
+    /// AWAY with text, or back without.
+    Away(Option<&'a str>),
     /// TOPIC #room shows it; with text, sets it.
     Topic {
         room: &'a str,
@@ -168,6 +170,7 @@ pub const VERBS: &[&str] = &[
     "REACTIONS",
     "FRIEND",
     "PRESENCE",
+    "AWAY",
     "HISTORY",
     "SYNC",
     "READ",
@@ -319,6 +322,8 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             action: AuditAction::Mute,
             minutes: Some(number(minutes, "MUTE")?),
         }
+    } else if is("AWAY") {
+        Command::Away((!args.is_empty()).then_some(args))
     } else if is("TOPIC") {
         let (room, text) = split_word(args);
         if room.is_empty() {

@@ -61,6 +61,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "admins: make a member an admin too",
     ),
     (
+        "AWAY",
+        "AWAY [<text>]",
+        "say you are away, with a text; AWAY alone says you are back",
+    ),
+    (
         "DEOP",
         "DEOP #room <user>",
         "admins: take a member's admin rights (a room keeps at least one admin)",
