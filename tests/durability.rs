@@ -1,13 +1,14 @@
 //! Durable history over real server processes: restarts, kill -9, offline
 //! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
-//! edits and deletions.
+//! edits and deletions; the restart, kill -9 and search cases on PostgreSQL
+//! too when `LINECHAT_TEST_POSTGRES` names a server.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Client, Server, all_history, history, msg};
+use common::{Client, Server, all_history, each_store, history, msg};
 
 /// A fresh data dir logs one creation line; an older one one migration line.
 #[test]
@@ -45,62 +46,65 @@ fn schema_creation_and_upgrade_are_logged_once() {
     );
 }
 
+/// On either store (SQLite, PostgreSQL).
 #[test]
 fn everything_survives_a_restart() {
-    let mut s = Server::start();
-    {
-        let mut alice = s.user("alice");
-        let mut bob = s.user("bob");
-        let _carol = s.user("carol");
-        alice.send("FRIEND ADD bob");
-        alice.expect("OK FRIEND ADD bob pending");
-        bob.expect("FRIEND REQUEST alice");
-        bob.send("FRIEND ACCEPT alice");
-        bob.expect("OK FRIEND ACCEPT alice");
-        alice.expect("FRIEND ACCEPTED bob");
-        alice.send("FRIEND ADD carol");
-        alice.expect("OK FRIEND ADD carol pending");
-        alice.send("CREATE #team");
-        alice.expect("OK CREATE #team");
-        alice.send("ADD #team bob");
-        alice.expect("OK ADD #team bob");
-        alice.send("SAY #team first");
-        alice.expect_prefix("OK SAY #team 1 ");
-        alice.expect("RECEIPT #team 1 bob delivered");
-        alice.send("SAY @bob psst");
-        alice.expect_prefix("OK SAY @bob 1 ");
-        alice.expect("RECEIPT @bob 1 bob delivered");
-        // Killed while everyone is still connected: nobody logged out, so
-        // nobody has a last-seen time (closing the clients first would race
-        // the server recording it).
-        s.restart();
-    }
-    let mut alice = s.client();
-    alice.login("alice");
-    alice.send("FRIEND LIST");
-    alice.expect("FRIENDINFO bob offline never");
-    alice.expect("OK FRIEND LIST 1");
-    alice.send("FRIEND REQUESTS");
-    alice.expect_prefix("REQUEST out bob accepted ");
-    alice.expect_prefix("REQUEST out carol pending ");
-    alice.expect("OK FRIEND REQUESTS 2");
-    alice.send("ROOMS");
-    alice.expect("ROOM #team group 2 admin");
-    alice.expect("OK ROOMS 1");
-    assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
-    assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
-    alice.send("SAY #team second");
-    alice.expect_prefix("OK SAY #team 2 ");
-    let mut mallory = s.user("mallory");
-    mallory.send("JOIN #team");
-    mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
+    each_store(|store| {
+        let mut s = Server::with_args(store);
+        {
+            let mut alice = s.user("alice");
+            let mut bob = s.user("bob");
+            let _carol = s.user("carol");
+            alice.send("FRIEND ADD bob");
+            alice.expect("OK FRIEND ADD bob pending");
+            bob.expect("FRIEND REQUEST alice");
+            bob.send("FRIEND ACCEPT alice");
+            bob.expect("OK FRIEND ACCEPT alice");
+            alice.expect("FRIEND ACCEPTED bob");
+            alice.send("FRIEND ADD carol");
+            alice.expect("OK FRIEND ADD carol pending");
+            alice.send("CREATE #team");
+            alice.expect("OK CREATE #team");
+            alice.send("ADD #team bob");
+            alice.expect("OK ADD #team bob");
+            alice.send("SAY #team first");
+            alice.expect_prefix("OK SAY #team 1 ");
+            alice.expect("RECEIPT #team 1 bob delivered");
+            alice.send("SAY @bob psst");
+            alice.expect_prefix("OK SAY @bob 1 ");
+            alice.expect("RECEIPT @bob 1 bob delivered");
+            // Killed while everyone is still connected: nobody logged out, so
+            // nobody has a last-seen time (closing the clients first would race
+            // the server recording it).
+            s.restart();
+        }
+        let mut alice = s.client();
+        alice.login("alice");
+        alice.send("FRIEND LIST");
+        alice.expect("FRIENDINFO bob offline never");
+        alice.expect("OK FRIEND LIST 1");
+        alice.send("FRIEND REQUESTS");
+        alice.expect_prefix("REQUEST out bob accepted ");
+        alice.expect_prefix("REQUEST out carol pending ");
+        alice.expect("OK FRIEND REQUESTS 2");
+        alice.send("ROOMS");
+        alice.expect("ROOM #team group 2 admin");
+        alice.expect("OK ROOMS 1");
+        assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
+        assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
+        alice.send("SAY #team second");
+        alice.expect_prefix("OK SAY #team 2 ");
+        let mut mallory = s.user("mallory");
+        mallory.send("JOIN #team");
+        mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
+    });
 }
 
 /// Writers pipeline SAYs into one room until the server is killed with
 /// SIGKILL; returns what was acknowledged and, after a restart, the seqs and
 /// msgids of the room's whole history.
-fn kill_9_while_writing(level: &str) -> (Vec<String>, Vec<u64>, HashSet<String>) {
-    let mut s = Server::with_args(&["--durability", level]);
+fn kill_9_while_writing(level: &str, store: &[&str]) -> (Vec<String>, Vec<u64>, HashSet<String>) {
+    let mut s = Server::with_args(&[&["--durability", level], store].concat());
     let writers = 4;
     let mut clients: Vec<Client> = (0..writers).map(|i| s.user(&format!("w{i}"))).collect();
     for c in &mut clients {
@@ -181,11 +185,16 @@ fn kill_9_while_writing(level: &str) -> (Vec<String>, Vec<u64>, HashSet<String>)
 #[test]
 fn kill_9_loses_no_acknowledged_message_at_sync_and_write() {
     for level in ["sync", "write"] {
-        let (acked, _, ids) = kill_9_while_writing(level);
-        for a in &acked {
-            let id = a.rsplit(' ').next().unwrap();
-            assert!(ids.contains(id), "{level}: acknowledged {a} is in history");
-        }
+        each_store(|store| {
+            let (acked, _, ids) = kill_9_while_writing(level, store);
+            for a in &acked {
+                let id = a.rsplit(' ').next().unwrap();
+                assert!(
+                    ids.contains(id),
+                    "{level} {store:?}: acknowledged {a} is in history"
+                );
+            }
+        });
     }
 }
 
@@ -194,7 +203,7 @@ fn kill_9_loses_no_acknowledged_message_at_sync_and_write() {
 /// acknowledged message up to the last seq kept is there, under its seq.
 #[test]
 fn kill_9_under_async_keeps_a_gapless_prefix() {
-    let (acked, seqs, ids) = kill_9_while_writing("async");
+    let (acked, seqs, ids) = kill_9_while_writing("async", &[]);
     let kept = seqs.last().copied().unwrap_or(0);
     for a in &acked {
         // OK SAY #log <seq> <msgid>
@@ -412,40 +421,43 @@ fn history_pages_back_through_ten_thousand_messages() {
     assert_eq!(history(&mut a, "HISTORY #long LIMIT 100000").len(), 500);
 }
 
+/// On either store: FTS5 on SQLite, tsvector and GIN on PostgreSQL.
 #[test]
 fn search_finds_words_and_refuses_non_members() {
-    let s = Server::start();
-    let [mut a] = s.room_with("#s", ["alice"]);
-    for text in [
-        "the quick brown fox",
-        "lazy dogs sleep",
-        "a quick \"quoted\" answer",
-        "Quick again",
-    ] {
-        a.send(&format!("SAY #s {text}"));
-        a.expect_prefix("OK SAY #s ");
-    }
-    a.send("SEARCH #s quick");
-    let mut found = Vec::new();
-    loop {
-        let l = a.line();
-        if l.starts_with("OK SEARCH") {
-            assert_eq!(l, "OK SEARCH #s 3");
-            break;
+    each_store(|store| {
+        let s = Server::with_args(store);
+        let [mut a] = s.room_with("#s", ["alice"]);
+        for text in [
+            "the quick brown fox",
+            "lazy dogs sleep",
+            "a quick \"quoted\" answer",
+            "Quick again",
+        ] {
+            a.send(&format!("SAY #s {text}"));
+            a.expect_prefix("OK SAY #s ");
         }
-        found.push(l.split(' ').nth(2).unwrap().to_string());
-    }
-    assert_eq!(found, ["4", "3", "1"], "newest first");
-    a.send("SEARCH #s BEFORE 4 quick fox");
-    a.expect_prefix("FOUND #s 1 ");
-    a.expect("OK SEARCH #s 1");
-    a.send("SEARCH #s \"quoted\" OR");
-    a.expect("OK SEARCH #s 0");
-    a.send("SEARCH #s nothing-like-this");
-    a.expect("OK SEARCH #s 0");
-    let mut m = s.user("mallory");
-    m.send("SEARCH #s quick");
-    m.expect("ERR NOT_MEMBER you are not a member of #s");
+        a.send("SEARCH #s quick");
+        let mut found = Vec::new();
+        loop {
+            let l = a.line();
+            if l.starts_with("OK SEARCH") {
+                assert_eq!(l, "OK SEARCH #s 3");
+                break;
+            }
+            found.push(l.split(' ').nth(2).unwrap().to_string());
+        }
+        assert_eq!(found, ["4", "3", "1"], "newest first");
+        a.send("SEARCH #s BEFORE 4 quick fox");
+        a.expect_prefix("FOUND #s 1 ");
+        a.expect("OK SEARCH #s 1");
+        a.send("SEARCH #s \"quoted\" OR");
+        a.expect("OK SEARCH #s 0");
+        a.send("SEARCH #s nothing-like-this");
+        a.expect("OK SEARCH #s 0");
+        let mut m = s.user("mallory");
+        m.send("SEARCH #s quick");
+        m.expect("ERR NOT_MEMBER you are not a member of #s");
+    });
 }
 
 #[test]
