@@ -1,7 +1,7 @@
 //! Durable history over real server processes: restarts, kill -9, offline
 //! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
-//! edits and deletions; the restart, kill -9 and search cases on PostgreSQL
-//! too when `LINECHAT_TEST_POSTGRES` names a server.
+//! edits and deletions; the restart, kill -9, login SYNC, search and edit
+//! cases on PostgreSQL too when `LINECHAT_TEST_POSTGRES` names a server.
 
 mod common;
 
@@ -49,55 +49,57 @@ fn schema_creation_and_upgrade_are_logged_once() {
 /// On either store (SQLite, PostgreSQL).
 #[test]
 fn everything_survives_a_restart() {
-    each_store(|store| {
-        let mut s = Server::with_args(store);
-        {
-            let mut alice = s.user("alice");
-            let mut bob = s.user("bob");
-            let _carol = s.user("carol");
-            alice.send("FRIEND ADD bob");
-            alice.expect("OK FRIEND ADD bob pending");
-            bob.expect("FRIEND REQUEST alice");
-            bob.send("FRIEND ACCEPT alice");
-            bob.expect("OK FRIEND ACCEPT alice");
-            alice.expect("FRIEND ACCEPTED bob");
-            alice.send("FRIEND ADD carol");
-            alice.expect("OK FRIEND ADD carol pending");
-            alice.send("CREATE #team");
-            alice.expect("OK CREATE #team");
-            alice.send("ADD #team bob");
-            alice.expect("OK ADD #team bob");
-            alice.send("SAY #team first");
-            alice.expect_prefix("OK SAY #team 1 ");
-            alice.expect("RECEIPT #team 1 bob delivered");
-            alice.send("SAY @bob psst");
-            alice.expect_prefix("OK SAY @bob 1 ");
-            alice.expect("RECEIPT @bob 1 bob delivered");
-            // Killed while everyone is still connected: nobody logged out, so
-            // nobody has a last-seen time (closing the clients first would race
-            // the server recording it).
-            s.restart();
-        }
-        let mut alice = s.client();
-        alice.login("alice");
-        alice.send("FRIEND LIST");
-        alice.expect("FRIENDINFO bob offline never");
-        alice.expect("OK FRIEND LIST 1");
-        alice.send("FRIEND REQUESTS");
-        alice.expect_prefix("REQUEST out bob accepted ");
-        alice.expect_prefix("REQUEST out carol pending ");
-        alice.expect("OK FRIEND REQUESTS 2");
-        alice.send("ROOMS");
-        alice.expect("ROOM #team group 2 admin");
-        alice.expect("OK ROOMS 1");
-        assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
-        assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
-        alice.send("SAY #team second");
-        alice.expect_prefix("OK SAY #team 2 ");
-        let mut mallory = s.user("mallory");
-        mallory.send("JOIN #team");
-        mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
-    });
+    each_store(everything_survives_a_restart_on);
+}
+
+fn everything_survives_a_restart_on(store: &[&str]) {
+    let mut s = Server::with_args(store);
+    {
+        let mut alice = s.user("alice");
+        let mut bob = s.user("bob");
+        let _carol = s.user("carol");
+        alice.send("FRIEND ADD bob");
+        alice.expect("OK FRIEND ADD bob pending");
+        bob.expect("FRIEND REQUEST alice");
+        bob.send("FRIEND ACCEPT alice");
+        bob.expect("OK FRIEND ACCEPT alice");
+        alice.expect("FRIEND ACCEPTED bob");
+        alice.send("FRIEND ADD carol");
+        alice.expect("OK FRIEND ADD carol pending");
+        alice.send("CREATE #team");
+        alice.expect("OK CREATE #team");
+        alice.send("ADD #team bob");
+        alice.expect("OK ADD #team bob");
+        alice.send("SAY #team first");
+        alice.expect_prefix("OK SAY #team 1 ");
+        alice.expect("RECEIPT #team 1 bob delivered");
+        alice.send("SAY @bob psst");
+        alice.expect_prefix("OK SAY @bob 1 ");
+        alice.expect("RECEIPT @bob 1 bob delivered");
+        // Killed while everyone is still connected: nobody logged out, so
+        // nobody has a last-seen time (closing the clients first would race
+        // the server recording it).
+        s.restart();
+    }
+    let mut alice = s.client();
+    alice.login("alice");
+    alice.send("FRIEND LIST");
+    alice.expect("FRIENDINFO bob offline never");
+    alice.expect("OK FRIEND LIST 1");
+    alice.send("FRIEND REQUESTS");
+    alice.expect_prefix("REQUEST out bob accepted ");
+    alice.expect_prefix("REQUEST out carol pending ");
+    alice.expect("OK FRIEND REQUESTS 2");
+    alice.send("ROOMS");
+    alice.expect("ROOM #team group 2 admin");
+    alice.expect("OK ROOMS 1");
+    assert_eq!(history(&mut alice, "HISTORY #team"), ["1 alice sent first"]);
+    assert_eq!(history(&mut alice, "HISTORY @bob"), ["1 alice sent psst"]);
+    alice.send("SAY #team second");
+    alice.expect_prefix("OK SAY #team 2 ");
+    let mut mallory = s.user("mallory");
+    mallory.send("JOIN #team");
+    mallory.expect("ERR INVITE_ONLY #team is invite-only; an admin must ADD you");
 }
 
 /// Writers pipeline SAYs into one room until the server is killed with
@@ -236,9 +238,14 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
     bob.expect("OK STATUS #r 1 1");
 }
 
+/// On either store.
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
-    let s = Server::start();
+    each_store(offline_user_gets_missed_messages_on_login_once_on);
+}
+
+fn offline_user_gets_missed_messages_on_login_once_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
@@ -424,45 +431,52 @@ fn history_pages_back_through_ten_thousand_messages() {
 /// On either store: FTS5 on SQLite, tsvector and GIN on PostgreSQL.
 #[test]
 fn search_finds_words_and_refuses_non_members() {
-    each_store(|store| {
-        let s = Server::with_args(store);
-        let [mut a] = s.room_with("#s", ["alice"]);
-        for text in [
-            "the quick brown fox",
-            "lazy dogs sleep",
-            "a quick \"quoted\" answer",
-            "Quick again",
-        ] {
-            a.send(&format!("SAY #s {text}"));
-            a.expect_prefix("OK SAY #s ");
-        }
-        a.send("SEARCH #s quick");
-        let mut found = Vec::new();
-        loop {
-            let l = a.line();
-            if l.starts_with("OK SEARCH") {
-                assert_eq!(l, "OK SEARCH #s 3");
-                break;
-            }
-            found.push(l.split(' ').nth(2).unwrap().to_string());
-        }
-        assert_eq!(found, ["4", "3", "1"], "newest first");
-        a.send("SEARCH #s BEFORE 4 quick fox");
-        a.expect_prefix("FOUND #s 1 ");
-        a.expect("OK SEARCH #s 1");
-        a.send("SEARCH #s \"quoted\" OR");
-        a.expect("OK SEARCH #s 0");
-        a.send("SEARCH #s nothing-like-this");
-        a.expect("OK SEARCH #s 0");
-        let mut m = s.user("mallory");
-        m.send("SEARCH #s quick");
-        m.expect("ERR NOT_MEMBER you are not a member of #s");
-    });
+    each_store(search_finds_words_and_refuses_non_members_on);
 }
 
+fn search_finds_words_and_refuses_non_members_on(store: &[&str]) {
+    let s = Server::with_args(store);
+    let [mut a] = s.room_with("#s", ["alice"]);
+    for text in [
+        "the quick brown fox",
+        "lazy dogs sleep",
+        "a quick \"quoted\" answer",
+        "Quick again",
+    ] {
+        a.send(&format!("SAY #s {text}"));
+        a.expect_prefix("OK SAY #s ");
+    }
+    a.send("SEARCH #s quick");
+    let mut found = Vec::new();
+    loop {
+        let l = a.line();
+        if l.starts_with("OK SEARCH") {
+            assert_eq!(l, "OK SEARCH #s 3");
+            break;
+        }
+        found.push(l.split(' ').nth(2).unwrap().to_string());
+    }
+    assert_eq!(found, ["4", "3", "1"], "newest first");
+    a.send("SEARCH #s BEFORE 4 quick fox");
+    a.expect_prefix("FOUND #s 1 ");
+    a.expect("OK SEARCH #s 1");
+    a.send("SEARCH #s \"quoted\" OR");
+    a.expect("OK SEARCH #s 0");
+    a.send("SEARCH #s nothing-like-this");
+    a.expect("OK SEARCH #s 0");
+    let mut m = s.user("mallory");
+    m.send("SEARCH #s quick");
+    m.expect("ERR NOT_MEMBER you are not a member of #s");
+}
+
+/// On either store.
 #[test]
 fn typing_edit_and_delete() {
-    let s = Server::start();
+    each_store(typing_edit_and_delete_on);
+}
+
+fn typing_edit_and_delete_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let mut a = s.user("alice");
     let mut b = s.user("bob");
     a.send("CREATE #g");

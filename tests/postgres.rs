@@ -244,3 +244,80 @@ fn async_durability_is_refused_with_postgres() {
          with PostgreSQL, use sync or write\n"
     );
 }
+
+/// A node loads its tables from the database at startup: with none to
+/// reach, it exits at once and says why.
+#[test]
+fn a_node_without_its_database_exits_saying_why() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_linechat"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .args(["--store", "postgres://nobody@127.0.0.1:1/none"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "linechat: storage: unreachable: postgres: error connecting to server: \
+         Connection refused (os error 111)\n"
+    );
+}
+
+/// Two nodes write one conversation at once, each as fast as its client
+/// pipelines: the counter row gives every message its own seq, gapless
+/// across both nodes, and every acknowledged message is stored under the
+/// seq its OK named.
+#[test]
+fn two_nodes_writing_one_room_at_once_share_one_gapless_sequence() {
+    let Some(db) = TestDb::create() else { return };
+    let a = node(&db.url);
+    let [alice, bob_on_a] = a.room_with("#r", ["alice", "bob"]);
+    drop(bob_on_a);
+    // Started now, node B loads the room and bob's membership.
+    let b = node(&db.url);
+    let mut bob = b.client();
+    bob.login("bob");
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 20;
+    let writers: Vec<_> = [(alice, "a"), (bob, "b")]
+        .into_iter()
+        .map(|(mut c, who)| {
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for round in 0..ROUNDS {
+                    let batch: String = (0..PER_ROUND)
+                        .map(|n| format!("SAY #r {who}-{round}-{n}\n"))
+                        .collect();
+                    c.send_raw(batch.as_bytes());
+                    while acked.len() < (round + 1) * PER_ROUND {
+                        let l = c.line();
+                        // OK SAY #r <seq> <msgid>; MSG and RECEIPT lines pass by.
+                        if let Some(ok) = l.strip_prefix("OK SAY #r ") {
+                            let (seq, id) = ok.split_once(' ').unwrap();
+                            acked.push((seq.parse::<u64>().unwrap(), id.to_string()));
+                        }
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked: Vec<(u64, String)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    acked.sort();
+    // A node started afterwards reads the room back from the database.
+    let c = node(&db.url);
+    let mut reader = c.client();
+    reader.login("alice");
+    let stored = common::all_history(&mut reader, "#r");
+    let total = (2 * ROUNDS * PER_ROUND) as u64;
+    assert_eq!(
+        stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>()
+    );
+    assert_eq!(stored, acked);
+}

@@ -224,7 +224,11 @@ fn seq(n: i64) -> Seq {
 /// serialization failure or deadlock worth a retry.
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        let text = format!("postgres: {e}");
+        // The cause of a connection error (refused, timed out) is its source.
+        let text = match std::error::Error::source(&e) {
+            Some(cause) if e.as_db_error().is_none() => format!("postgres: {e}: {cause}"),
+            _ => format!("postgres: {e}"),
+        };
         let Some(code) = e.code() else {
             // No SQLSTATE: the connection or the socket failed.
             return StoreError::Unreachable(text);

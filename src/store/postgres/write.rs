@@ -7,7 +7,9 @@ use super::tx::Tx;
 use super::read::{MESSAGE_COLUMNS, message_row};
 use super::{conv_id, id, seq, seq_param, user_id};
 use crate::store::backend::remove_blob_file;
-use crate::store::{Answer, Assigned, ConvId, Post, RequestState, Seq, StoreError, Write};
+use crate::store::{
+    Answer, Assigned, ConvId, ConvKind, Post, RequestState, Seq, StoreError, Write,
+};
 
 pub(super) fn change(
     db: &mut Tx<'_>,
@@ -228,6 +230,21 @@ fn apply(
             Ok(Some(Assigned::User(user_id(row.get(0)))))
         }
         Write::NewConv(nc) => {
+            if nc.kind == ConvKind::Group {
+                // A group whose last member left can never be entered
+                // again, so its name is free (the hub's rule for CREATE):
+                // the old conversation keeps its history under a name no
+                // command can reach, `#name~id`, and the unique constraint
+                // still refuses a name in use. Whether it is empty is
+                // decided here, in the founding's transaction, not by this
+                // node's memory.
+                db.execute(
+                    "UPDATE convs SET name = name || '~' || id
+                     WHERE name = $1 AND kind = $2
+                     AND NOT EXISTS (SELECT 1 FROM members WHERE conv = convs.id)",
+                    &[&nc.name, &(ConvKind::Group as i16)],
+                )?;
+            }
             let row = db.query_one(
                 "INSERT INTO convs (kind, name, created) VALUES ($1, $2, $3) RETURNING id",
                 &[&(nc.kind as i16), &nc.name, &nc.created],
