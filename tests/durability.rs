@@ -23,11 +23,12 @@ fn schema_creation_and_upgrade_are_logged_once() {
     );
     // Back to schema 2: the migrations after it only added the blob tables,
     // dropped stale rows, made the full-text index contentless and added
-    // replies, reactions and blocks.
+    // replies, reactions, blocks and moderation.
     let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blob_refs; DROP TABLE blobs; DROP TABLE fts_done;
          ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
+         DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit; ALTER TABLE convs DROP COLUMN topic;
          PRAGMA user_version = 2;",
     )
     .unwrap();

@@ -322,7 +322,13 @@ proptest! {
                     }
                     Command::Add { room, user }
                     | Command::Kick { room, user }
-                    | Command::Op { room, user } => vec![room, user],
+                    | Command::Op { room, user }
+                    | Command::Moderate { room, user, .. } => vec![room, user],
+                    Command::Topic { room, text } => {
+                        prop_assert!(text.is_none_or(|t| !t.is_empty() && !t.starts_with(' ')));
+                        vec![room]
+                    }
+                    Command::Audit { room, .. } => vec![room],
                     Command::Say { text, .. } => {
                         prop_assert!(!text.is_empty() && !text.starts_with(' '));
                         vec![]

@@ -42,6 +42,12 @@ pub enum Change {
     },
     /// A reaction added to or taken off a message.
     Reaction(ReactionChange),
+    /// `by` set `conv`'s topic, or cleared it.
+    Topic {
+        conv: ConvId,
+        by: UserId,
+        topic: Option<std::sync::Arc<str>>,
+    },
     /// Consecutive messages of one conversation, oldest first, each with
     /// the seq its commit assigned and the session that sent it if that
     /// session is on this node.
@@ -82,6 +88,7 @@ impl Hub {
             }
             Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Reaction(change) => self.apply_reaction(change, out),
+            Change::Topic { conv, by, topic } => self.apply_topic(conv, by, topic, out),
             Change::Membership { conv, change } => {
                 // The writes were made where the change was committed.
                 let events = self.change_membership(conv, change, None, &mut Vec::new());

@@ -49,6 +49,24 @@ pub enum ChatError {
     RequestPending(String),
     #[error("no pending request from {0}")]
     NoRequest(String),
+    #[error("you are muted in {room} until {}", crate::protocol::ms_to_time(*until))]
+    Muted { room: String, until: i64 },
+    #[error("{0} is already banned from {1}")]
+    AlreadyBanned(String, String),
+    #[error("{0} is not banned from {1}")]
+    NotBanned(String, String),
+    #[error("{0} is not muted in {1}")]
+    NotMuted(String, String),
+    #[error("a mute lasts 1 to {0} minutes")]
+    BadMinutes(u64),
+    #[error("{0} is not an admin of {1}")]
+    TargetNotAdmin(String, String),
+    #[error("{0} needs an admin; OP someone first")]
+    LastAdmin(String),
+    #[error("you are banned from {0}")]
+    Banned(String),
+    #[error("{0} is banned from {1}; UNBAN first")]
+    TargetBanned(String, String),
     #[error("you already block {0}")]
     AlreadyBlocked(String),
     #[error("you do not block {0}")]

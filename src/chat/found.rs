@@ -135,6 +135,7 @@ impl Hub {
                     conv,
                     created: true,
                     replay: Vec::new(),
+                    topic: None,
                 };
                 Some((sid, uid, reply))
             }

@@ -15,6 +15,7 @@ mod friends;
 mod history;
 mod inbox;
 mod membership;
+mod moderation;
 mod names;
 mod output;
 mod presence;
@@ -32,6 +33,7 @@ pub use apply::Change;
 pub use error::ChatError;
 pub use friends::{FriendChange, FriendError, Friends};
 pub use membership::Membership;
+pub use moderation::AUDIT_KEPT;
 pub use output::{
     Audience, Body, Emit, Event, FriendNews, InboxEntry, MemberInfo, Out, Output, Part, Posted,
     Presence, Progress, Reply, RequestInfo, RoomInfo,
@@ -40,7 +42,7 @@ pub use reactions::{ReactionChange, Reactions};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;
-pub use types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
+pub use types::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 use crate::protocol::codec::Directory;
 use crate::protocol::{Command, ParseError, Target, help};
@@ -400,6 +402,12 @@ impl Hub {
         self.friends
             .load(&snap.friendships, &snap.requests, &snap.blocks);
         self.reactions = Reactions::load(snap.reactions);
+        self.load_moderation(moderation::Loaded {
+            bans: snap.bans,
+            mutes: snap.mutes,
+            topics: snap.topics,
+            audit: snap.audit,
+        });
         for (user, conv, delivered, read) in snap.cursors {
             self.cursors
                 .insert((user, conv), Cursor { delivered, read });
@@ -566,6 +574,21 @@ impl Hub {
                 },
                 Some(uid),
             ) => self.react(sid, uid, conv, seq, reaction, added, out)?,
+            (
+                Command::Moderate {
+                    room,
+                    user,
+                    action,
+                    minutes,
+                },
+                Some(uid),
+            ) => self.moderation_command(sid, uid, room, user, action, minutes, out)?,
+            (Command::Topic { room, text }, Some(uid)) => {
+                self.topic_command(sid, uid, room, text, out)?
+            }
+            (Command::Audit { room, limit }, Some(uid)) => {
+                self.audit_command(sid, uid, room, limit, out)?
+            }
             (Command::Reactions { conv, seq }, Some(uid)) => {
                 self.list_reactions(sid, uid, conv, seq, out)?
             }

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::state::Msg;
-use super::types::{ConvId, ConvKind, RequestState, Seq, UserId};
+use super::types::{AuditAction, ConvId, ConvKind, RequestState, Seq, UserId};
 use super::{AuthCtx, BlobCtx, ChatError, Pending, SessionId};
 use crate::protocol::{Lost, ParseError};
+use crate::store::AuditRow;
 use crate::{auth, blob, store};
 
 /// Who hears an event. Resolved to sessions when it is fanned out, which
@@ -119,6 +120,39 @@ pub enum Event {
         user: UserId,
         by: UserId,
     },
+    Deopped {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    Banned {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    Unbanned {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    /// `user` may not speak in `conv` until `until` (Unix ms).
+    Muted {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+        until: i64,
+    },
+    Unmuted {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    /// `by` set the topic (`None`: cleared it).
+    TopicSet {
+        conv: ConvId,
+        by: UserId,
+        topic: Option<Arc<str>>,
+    },
     /// `by` is `None` when the server promoted the longest-standing member.
     Opped {
         conv: ConvId,
@@ -186,6 +220,12 @@ impl Event {
             | Event::Receipt { conv, .. }
             | Event::Typing { conv, .. }
             | Event::Unread { conv, .. }
+            | Event::Deopped { conv, .. }
+            | Event::Banned { conv, .. }
+            | Event::Unbanned { conv, .. }
+            | Event::Muted { conv, .. }
+            | Event::Unmuted { conv, .. }
+            | Event::TopicSet { conv, .. }
             | Event::Reaction { conv, .. } => Some(*conv),
             Event::Presence { .. } | Event::Friend { .. } => None,
         }
@@ -248,12 +288,30 @@ pub enum Reply {
         conv: ConvId,
         created: bool,
         replay: Vec<Msg>,
+        topic: Option<Arc<str>>,
     },
     Created(ConvId),
     Left(ConvId),
     Who {
         conv: ConvId,
         members: Vec<MemberInfo>,
+        topic: Option<Arc<str>>,
+    },
+    /// BAN, UNBAN, MUTE (with its end), UNMUTE or DEOP done.
+    Moderated {
+        conv: ConvId,
+        action: AuditAction,
+        user: UserId,
+        until: Option<i64>,
+    },
+    /// TOPIC: the topic, when asked for it.
+    Topic {
+        conv: ConvId,
+        topic: Option<Arc<str>>,
+    },
+    Audit {
+        conv: ConvId,
+        entries: Vec<AuditRow>,
     },
     Rooms(Vec<RoomInfo>),
     Inbox(Vec<InboxEntry>),

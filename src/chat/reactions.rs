@@ -144,6 +144,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         names::reaction(reaction)?;
         let conv = self.message_conv(uid, target, seq)?;
+        self.check_not_muted(uid, conv)?;
         let state = self.conv(conv)?.recent_msg(seq).map(|m| m.state);
         if added && state == Some(MsgState::Deleted) {
             return Err(ChatError::NoSuchMessage);

@@ -148,6 +148,7 @@ impl Hub {
                 if self.conv(id)?.member(uid).is_none() {
                     return Err(ChatError::NotMember(name));
                 }
+                self.check_not_muted(uid, id)?;
                 Ok(Speak::Here(id))
             }
             Target::User(friend) => self.direct_conv(uid, friend, out),

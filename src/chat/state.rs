@@ -82,6 +82,9 @@ pub struct Conv {
     pub last_seq: Seq,
     /// The newest messages, oldest first.
     pub recent: VecDeque<Msg>,
+    /// Topic, bans, mutes and the audit log; boxed, since most
+    /// conversations never have any.
+    pub moderation: Option<Box<super::moderation::Moderation>>,
 }
 
 impl Conv {
@@ -93,6 +96,7 @@ impl Conv {
             members: Vec::new(),
             last_seq: Seq::ZERO,
             recent: VecDeque::new(),
+            moderation: None,
         }
     }
 

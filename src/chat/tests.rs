@@ -917,6 +917,33 @@ fn reactions_committed_elsewhere_are_applied_like_our_own() {
     assert_eq!(h.take(a), ["UNREACTED #r 1 bob 👍"]);
 }
 
+/// A topic set elsewhere is applied like one set here: the members hear
+/// it, TOPIC shows it, and the audit log has it.
+#[test]
+fn a_topic_set_elsewhere_is_applied_like_our_own() {
+    let (mut h, a, b) = alice_and_bob_in_r();
+    let change = Change::Topic {
+        conv: h.hub.rooms["#r"],
+        by: h.hub.by_name["alice"],
+        topic: Some("from afar".into()),
+    };
+    let mut out = Out::default();
+    h.hub.apply(change, &mut out);
+    h.drain(out);
+    assert_eq!(h.take(a), ["TOPICSET #r alice from afar"]);
+    assert_eq!(h.take(b), ["TOPICSET #r alice from afar"]);
+    h.send(b, "TOPIC #r");
+    assert_eq!(h.take(b), ["TOPIC #r from afar", "OK TOPIC #r"]);
+    h.send(a, "AUDIT #r");
+    assert_eq!(
+        h.take(a),
+        [
+            format!("AUDIT #r {NOW_TEXT} alice TOPIC - from afar"),
+            "OK AUDIT #r 1".to_string()
+        ]
+    );
+}
+
 /// Cursor rows go to storage at most `CURSOR_ROWS` per flush, so a flush
 /// never puts a row for every reader ahead of the messages beside it; the
 /// rest wait for the next flush.

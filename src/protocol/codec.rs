@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use super::help;
 use super::{Lost, ParseError, encode};
 use crate::chat::{
-    Body, ChatError, ConvId, ConvKind, Event, FriendNews, Msg, MsgState, Part, Presence, Progress,
-    Reply, RequestState, UserId,
+    AuditAction, Body, ChatError, ConvId, ConvKind, Event, FriendNews, Msg, MsgState, Part,
+    Presence, Progress, Reply, RequestState, UserId,
 };
 
 /// Names for the ids in replies and events.
@@ -54,6 +54,14 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::RequestPending(_) => "REQUEST_PENDING",
         ChatError::NoRequest(_) => "NO_REQUEST",
         ChatError::AlreadyBlocked(_) => "ALREADY_BLOCKED",
+        ChatError::Muted { .. } => "MUTED",
+        ChatError::AlreadyBanned(..) => "ALREADY_BANNED",
+        ChatError::NotBanned(..) => "NOT_BANNED",
+        ChatError::NotMuted(..) => "NOT_MUTED",
+        ChatError::BadMinutes(_) => "BAD_ARGS",
+        ChatError::TargetNotAdmin(..) => "TARGET_NOT_ADMIN",
+        ChatError::LastAdmin(_) => "LAST_ADMIN",
+        ChatError::Banned(_) | ChatError::TargetBanned(..) => "BANNED",
         ChatError::NotBlocked(_) => "NOT_BLOCKED",
         ChatError::YouBlock(_) => "BLOCKED",
         ChatError::NoConversation(_) | ChatError::NoSuchConversation => "NO_SUCH_CONVERSATION",
@@ -123,7 +131,21 @@ impl Lines {
     }
 }
 
-fn ms_to_time(ms: i64) -> String {
+/// The verb of an admin's action, in AUDIT lines and the command's OK.
+fn audit_word(action: AuditAction) -> &'static str {
+    match action {
+        AuditAction::Kick => "KICK",
+        AuditAction::Ban => "BAN",
+        AuditAction::Unban => "UNBAN",
+        AuditAction::Mute => "MUTE",
+        AuditAction::Unmute => "UNMUTE",
+        AuditAction::Op => "OP",
+        AuditAction::Deop => "DEOP",
+        AuditAction::Topic => "TOPIC",
+    }
+}
+
+pub fn ms_to_time(ms: i64) -> String {
     encode::time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
@@ -220,18 +242,69 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             conv: c,
             created,
             replay,
+            topic,
         } => {
             let name = conv(*c);
             let how = if *created { "created" } else { "joined" };
             out.line(format_args!("OK JOIN {name} {how}"));
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
             for m in replay {
                 msg_line(&mut out.0, &name, m, dir);
             }
         }
         Reply::Created(c) => out.line(format_args!("OK CREATE {}", conv(*c))),
-        Reply::Left(c) => out.line(format_args!("OK LEAVE {}", conv(*c))),
-        Reply::Who { conv: c, members } => {
+        Reply::Moderated {
+            conv: c,
+            action,
+            user: u,
+            until,
+        } => {
+            let (name, who) = (conv(*c), user(*u));
+            let verb = audit_word(*action);
+            match until {
+                Some(until) => out.line(format_args!(
+                    "OK {verb} {name} {who} {}",
+                    ms_to_time(*until)
+                )),
+                None => out.line(format_args!("OK {verb} {name} {who}")),
+            }
+        }
+        Reply::Topic { conv: c, topic } => {
             let name = conv(*c);
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
+            out.line(format_args!("OK TOPIC {name}"));
+        }
+        Reply::Audit { conv: c, entries } => {
+            let name = conv(*c);
+            for e in entries {
+                let target = e.target.map_or_else(|| "-".into(), |u| user(u).to_string());
+                let line = format!(
+                    "AUDIT {name} {} {} {} {target}",
+                    ms_to_time(e.at),
+                    user(e.by),
+                    audit_word(e.action)
+                );
+                match &e.detail {
+                    Some(detail) => out.line(format_args!("{line} {detail}")),
+                    None => out.line(format_args!("{line}")),
+                }
+            }
+            out.line(format_args!("OK AUDIT {name} {}", entries.len()));
+        }
+        Reply::Left(c) => out.line(format_args!("OK LEAVE {}", conv(*c))),
+        Reply::Who {
+            conv: c,
+            members,
+            topic,
+        } => {
+            let name = conv(*c);
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
             for m in members {
                 out.line(format_args!(
                     "MEMBER {name} {} {} {}",
@@ -456,6 +529,57 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
             conv(*c),
             user(*u),
             user(*by)
+        )),
+        Event::Deopped {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Banned {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Unbanned {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Unmuted {
+            conv: c,
+            user: u,
+            by,
+        } => {
+            let verb = match e {
+                Event::Deopped { .. } => "DEOPPED",
+                Event::Banned { .. } => "BANNED",
+                Event::Unbanned { .. } => "UNBANNED",
+                _ => "UNMUTED",
+            };
+            out.line(format_args!(
+                "{verb} {} {} {}",
+                conv(*c),
+                user(*u),
+                user(*by)
+            ))
+        }
+        Event::Muted {
+            conv: c,
+            user: u,
+            by,
+            until,
+        } => out.line(format_args!(
+            "MUTED {} {} {} {}",
+            conv(*c),
+            user(*u),
+            user(*by),
+            ms_to_time(*until)
+        )),
+        Event::TopicSet { conv: c, by, topic } => out.line(format_args!(
+            "TOPICSET {} {} {}",
+            conv(*c),
+            user(*by),
+            topic.as_deref().unwrap_or("")
         )),
         Event::Kicked {
             conv: c,

@@ -6,7 +6,7 @@
 //! layer, which owns the rules for them.
 
 use super::ParseError;
-use crate::chat::types::Seq;
+use crate::chat::types::{AuditAction, Seq};
 
 /// A conversation as the client names it: `#room` or `@friend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,22 @@ pub enum Command<'a> {
     Op {
         room: &'a str,
         user: &'a str,
+    },
+    /// BAN, UNBAN, MUTE (for `minutes`), UNMUTE or DEOP.
+    Moderate {
+        room: &'a str,
+        user: &'a str,
+        action: AuditAction,
+        minutes: Option<u64>,
+    },
+    /// TOPIC #room shows it; with text, sets it.
+    Topic {
+        room: &'a str,
+        text: Option<&'a str>,
+    },
+    Audit {
+        room: &'a str,
+        limit: Option<usize>,
     },
     Say {
         to: Target<'a>,
@@ -138,6 +154,13 @@ pub const VERBS: &[&str] = &[
     "ADD",
     "KICK",
     "OP",
+    "DEOP",
+    "BAN",
+    "UNBAN",
+    "MUTE",
+    "UNMUTE",
+    "TOPIC",
+    "AUDIT",
     "SAY",
     "REPLY",
     "REACT",
@@ -271,6 +294,48 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("OP") {
         let [room, user] = words(args, "OP")?;
         Command::Op { room, user }
+    } else if is("BAN") || is("UNBAN") || is("UNMUTE") || is("DEOP") {
+        let (verb, action) = [
+            ("BAN", AuditAction::Ban),
+            ("UNBAN", AuditAction::Unban),
+            ("UNMUTE", AuditAction::Unmute),
+            ("DEOP", AuditAction::Deop),
+        ]
+        .into_iter()
+        .find(|(v, _)| is(v))
+        .unwrap_or(("BAN", AuditAction::Ban));
+        let [room, user] = words(args, verb)?;
+        Command::Moderate {
+            room,
+            user,
+            action,
+            minutes: None,
+        }
+    } else if is("MUTE") {
+        let [room, user, minutes] = words(args, "MUTE")?;
+        Command::Moderate {
+            room,
+            user,
+            action: AuditAction::Mute,
+            minutes: Some(number(minutes, "MUTE")?),
+        }
+    } else if is("TOPIC") {
+        let (room, text) = split_word(args);
+        if room.is_empty() {
+            return Err(ParseError::Usage("TOPIC"));
+        }
+        Command::Topic {
+            room,
+            text: (!text.is_empty()).then_some(text),
+        }
+    } else if is("AUDIT") {
+        let mut it = args.split(SEP).filter(|w| !w.is_empty());
+        let room = it.next().ok_or(ParseError::Usage("AUDIT"))?;
+        let limit = it.next().map(|n| number(n, "AUDIT")).transpose()?;
+        if it.next().is_some() {
+            return Err(ParseError::Usage("AUDIT"));
+        }
+        Command::Audit { room, limit }
     } else if is("SAY") {
         let (to, text) = split_word(args);
         if to.is_empty() || text.is_empty() {

@@ -61,6 +61,37 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "admins: make a member an admin too",
     ),
     (
+        "DEOP",
+        "DEOP #room <user>",
+        "admins: take a member's admin rights (a room keeps at least one admin)",
+    ),
+    (
+        "BAN",
+        "BAN #room <user>",
+        "admins: remove a user and keep them out until UNBAN",
+    ),
+    (
+        "UNBAN",
+        "UNBAN #room <user>",
+        "admins: let a banned user back in",
+    ),
+    (
+        "MUTE",
+        "MUTE #room <user> <minutes>",
+        "admins: stop a member speaking for a while (1 to 525600 minutes)",
+    ),
+    ("UNMUTE", "UNMUTE #room <user>", "admins: end a mute early"),
+    (
+        "TOPIC",
+        "TOPIC #room [<text> | -]",
+        "show the topic; admins set it, or clear it with -",
+    ),
+    (
+        "AUDIT",
+        "AUDIT #room [<n>]",
+        "admins: the newest n (default 50, at most 100) admin actions, oldest first",
+    ),
+    (
         "SAY",
         "SAY #room <text> | SAY @friend <text>",
         "send a message to a room you are in, or to a friend; the text is the rest of the line",

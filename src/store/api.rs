@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
+use super::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
 
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,25 @@ pub enum Write {
         seq: Seq,
         blob: String,
     },
+    /// `user` is banned from `conv` (`on`), or no longer.
+    Ban {
+        conv: ConvId,
+        user: UserId,
+        on: bool,
+    },
+    /// `user` is muted in `conv` until a Unix ms time, or (`None`) not.
+    Mute {
+        conv: ConvId,
+        user: UserId,
+        until: Option<i64>,
+    },
+    /// `conv`'s topic, or (`None`) none.
+    Topic {
+        conv: ConvId,
+        text: Option<String>,
+    },
+    /// An admin's action, for the audit log.
+    Audit(AuditRow),
     /// `by` blocks `user` (`on`), or unblocks them. Blocking also withdraws
     /// a pending request from `by` to `user`.
     Block {
@@ -291,6 +310,26 @@ pub struct Snapshot {
     pub reactions: Vec<(ConvId, Seq, UserId, String)>,
     /// (by, blocked user)
     pub blocks: Vec<(UserId, UserId)>,
+    pub bans: Vec<(ConvId, UserId)>,
+    /// (conv, user, until)
+    pub mutes: Vec<(ConvId, UserId, i64)>,
+    pub topics: Vec<(ConvId, String)>,
+    /// Oldest first, the newest `chat::moderation::AUDIT_KEPT` per
+    /// conversation.
+    pub audit: Vec<AuditRow>,
+}
+
+/// One entry of a conversation's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub conv: ConvId,
+    /// Unix ms.
+    pub at: i64,
+    pub by: UserId,
+    pub action: AuditAction,
+    pub target: Option<UserId>,
+    /// MUTE: until when; TOPIC: the new topic.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone)]

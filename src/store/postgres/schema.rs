@@ -88,7 +88,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX blob_refs_by_blob ON blob_refs (blob);",
     // 2: as SQLite's 6: replies, reactions (in the order given: `id`),
-    // blocks.
+    // blocks, and moderation: topics, bans, mutes, the audit log (in the
+    // order written: `id`).
     "ALTER TABLE messages ADD COLUMN reply_to bigint;
     CREATE TABLE reactions (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -102,7 +103,29 @@ const MIGRATIONS: &[&str] = &[
         blocker bigint NOT NULL,
         blocked bigint NOT NULL,
         PRIMARY KEY (blocker, blocked)
-    );",
+    );
+    ALTER TABLE convs ADD COLUMN topic text;
+    CREATE TABLE bans (
+        conv bigint NOT NULL,
+        user_id bigint NOT NULL,
+        PRIMARY KEY (conv, user_id)
+    );
+    CREATE TABLE mutes (
+        conv bigint NOT NULL,
+        user_id bigint NOT NULL,
+        until bigint NOT NULL,
+        PRIMARY KEY (conv, user_id)
+    );
+    CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        conv bigint NOT NULL,
+        at bigint NOT NULL,
+        by_user bigint NOT NULL,
+        action smallint NOT NULL,
+        target bigint,
+        detail text
+    );
+    CREATE INDEX audit_by_conv ON audit (conv, id);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

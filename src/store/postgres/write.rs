@@ -351,6 +351,49 @@ fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
             };
             db.execute(sql, &[&id(conv.0), &seq_param(*seq), &id(user.0), reaction])?;
         }
+        Write::Ban { conv, user, on } => {
+            let sql = if *on {
+                "INSERT INTO bans (conv, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM bans WHERE conv = $1 AND user_id = $2"
+            };
+            db.execute(sql, &[&id(conv.0), &id(user.0)])?;
+        }
+        Write::Mute { conv, user, until } => match until {
+            Some(until) => {
+                db.execute(
+                    "INSERT INTO mutes (conv, user_id, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (conv, user_id) DO UPDATE SET until = excluded.until",
+                    &[&id(conv.0), &id(user.0), until],
+                )?;
+            }
+            None => {
+                db.execute(
+                    "DELETE FROM mutes WHERE conv = $1 AND user_id = $2",
+                    &[&id(conv.0), &id(user.0)],
+                )?;
+            }
+        },
+        Write::Topic { conv, text } => {
+            db.execute(
+                "UPDATE convs SET topic = $2 WHERE id = $1",
+                &[&id(conv.0), text],
+            )?;
+        }
+        Write::Audit(row) => {
+            db.execute(
+                "INSERT INTO audit (conv, at, by_user, action, target, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &id(row.conv.0),
+                    &row.at,
+                    &id(row.by.0),
+                    &(row.action as i16),
+                    &row.target.map(|u| id(u.0)),
+                    &row.detail,
+                ],
+            )?;
+        }
         Write::Block { by, user, on } => {
             if *on {
                 db.execute(

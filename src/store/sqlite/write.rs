@@ -349,6 +349,44 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
             tx.prepare_cached(sql)?
                 .execute(params![conv, seq, user, reaction])?;
         }
+        Write::Ban { conv, user, on } => {
+            let sql = if *on {
+                "INSERT OR IGNORE INTO bans (conv, user) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM bans WHERE conv = ?1 AND user = ?2"
+            };
+            tx.prepare_cached(sql)?.execute(params![conv, user])?;
+        }
+        Write::Mute { conv, user, until } => match until {
+            Some(until) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO mutes (conv, user, until) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![conv, user, until])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM mutes WHERE conv = ?1 AND user = ?2")?
+                    .execute(params![conv, user])?;
+            }
+        },
+        Write::Topic { conv, text } => {
+            tx.prepare_cached("UPDATE convs SET topic = ?2 WHERE id = ?1")?
+                .execute(params![conv, text])?;
+        }
+        Write::Audit(row) => {
+            tx.prepare_cached(
+                "INSERT INTO audit (conv, at, by, action, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                row.conv,
+                row.at,
+                row.by,
+                row.action as i64,
+                row.target,
+                row.detail
+            ])?;
+        }
         Write::Block { by, user, on } => {
             if *on {
                 tx.prepare_cached(
