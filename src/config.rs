@@ -89,6 +89,18 @@ pub struct Config {
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
+    /// Where the durable state lives: `sqlite` (a file in `--data-dir`, one
+    /// node) or `postgres://user@host:port/db` (a PostgreSQL database that
+    /// several nodes may share; README, PostgreSQL).
+    #[arg(long, env = "LINECHAT_STORE", default_value = "sqlite")]
+    pub store: StoreUrl,
+
+    /// Folder for attachment bodies (default: `blobs` in `--data-dir`).
+    /// Nodes sharing a PostgreSQL store must share this folder too (e.g.
+    /// over NFS), so that every node can serve every attachment.
+    #[arg(long, env = "LINECHAT_BLOB_DIR")]
+    pub blob_dir: Option<PathBuf>,
+
     /// What an OK promises survives (README, Durability): `sync` (on disk),
     /// `write` (in the OS, on disk within half a second) or `async` (OK at
     /// once).
@@ -192,4 +204,34 @@ pub struct Config {
     /// argon2 iterations (default: the argon2 crate's recommendation).
     #[arg(long, env = "LINECHAT_ARGON2_ITERATIONS", default_value_t = argon2::Params::DEFAULT_T_COST)]
     pub argon2_iterations: u32,
+}
+
+/// `--store`: the embedded SQLite file, or a PostgreSQL server's URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite,
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "sqlite" {
+            Ok(StoreUrl::Sqlite)
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreUrl::Postgres(s.to_string()))
+        } else {
+            Err("expected `sqlite` or a postgres://user@host:port/db URL".into())
+        }
+    }
+}
+
+impl Config {
+    /// Where attachment bodies live.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blob_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
 }

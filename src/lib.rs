@@ -41,10 +41,17 @@
 //!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
 //!   `sqlite` is the server's backend (schema, open and load, reads, writes,
 //!   blob references, WAL checkpoints, and `fts`: the full-text index, filled
-//!   after the commit in batches when the thread is idle); `memory` is an in-memory backend for
+//!   after the commit in batches when the thread is idle); `postgres` is the
+//!   backend for several nodes on one PostgreSQL database (`--store
+//!   postgres://...`: schema, open and load, reads, writes, reconnection
+//!   with a bounded backoff, on the storage thread with the blocking
+//!   `postgres` client); `memory` is an in-memory backend for
 //!   the hub's unit tests. Failures are a typed [`store::StoreError`], which
 //!   the hub maps to ERR codes in one place. Who may change what is the
-//!   hub's rule; the store only keeps uniqueness and compare-and-set.
+//!   hub's rule; the store only keeps uniqueness and compare-and-set, and,
+//!   on PostgreSQL, where another node may have committed a change this
+//!   node has not applied, the sender's membership inside a message's own
+//!   transaction (`StoreError::NotMember`).
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on
 //!   [`worker`] threads whose results come back the same way.
 //! - [`stream`]: non-blocking byte streams over a mio socket, plain or TLS

@@ -1,11 +1,13 @@
-//! Attachments over real sockets: binary bodies, limits, access, lifecycle.
+//! Attachments over real sockets: binary bodies, limits, access, lifecycle
+//! (the round trip and the access cases on PostgreSQL too, when
+//! `LINECHAT_TEST_POSTGRES` names a server).
 
 mod common;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, befriend, msg};
+use common::{Client, Server, befriend, each_store, msg};
 
 /// Every awkward byte: LF, CR, NUL, 0xFF (telnet IAC), invalid UTF-8.
 fn awkward(len: usize) -> Vec<u8> {
@@ -38,9 +40,14 @@ fn blob_of(ok: &str) -> String {
     ok.rsplit(' ').next().unwrap().to_string()
 }
 
+/// On either store.
 #[test]
 fn binary_attachment_roundtrip_history_and_restart() {
-    let mut s = Server::start();
+    each_store(binary_attachment_roundtrip_history_and_restart_on);
+}
+
+fn binary_attachment_roundtrip_history_and_restart_on(store: &[&str]) {
+    let mut s = Server::with_args(store);
     let [mut a, mut b] = s.room_with("#files", ["alice", "bob"]);
     a.ignored.push("RECEIPT ");
     let body = awkward(10_000);
@@ -130,7 +137,11 @@ fn a_short_body_then_close_publishes_nothing() {
 
 #[test]
 fn only_members_fetch_and_deleting_the_last_reference_removes_the_blob() {
-    let s = Server::start();
+    each_store(only_members_fetch_and_deleting_the_last_reference_removes_the_blob_on);
+}
+
+fn only_members_fetch_and_deleting_the_last_reference_removes_the_blob_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let mut a = s.user("alice");
     let mut m = s.user("mallory");
     a.send("CREATE #private");

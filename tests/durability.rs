@@ -1,13 +1,14 @@
 //! Durable history over real server processes: restarts, kill -9, offline
 //! delivery, SYNC after a slow-consumer drop, receipts, paging, search,
-//! edits and deletions.
+//! edits and deletions; the restart, kill -9, login SYNC, search and edit
+//! cases on PostgreSQL too when `LINECHAT_TEST_POSTGRES` names a server.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Client, Server, all_history, history, msg};
+use common::{Client, Server, all_history, each_store, history, msg};
 
 /// A fresh data dir logs one creation line; an older one one migration line.
 #[test]
@@ -46,9 +47,14 @@ fn schema_creation_and_upgrade_are_logged_once() {
     );
 }
 
+/// On either store (SQLite, PostgreSQL).
 #[test]
 fn everything_survives_a_restart() {
-    let mut s = Server::start();
+    each_store(everything_survives_a_restart_on);
+}
+
+fn everything_survives_a_restart_on(store: &[&str]) {
+    let mut s = Server::with_args(store);
     {
         let mut alice = s.user("alice");
         let mut bob = s.user("bob");
@@ -100,8 +106,8 @@ fn everything_survives_a_restart() {
 /// Writers pipeline SAYs into one room until the server is killed with
 /// SIGKILL; returns what was acknowledged and, after a restart, the seqs and
 /// msgids of the room's whole history.
-fn kill_9_while_writing(level: &str) -> (Vec<String>, Vec<u64>, HashSet<String>) {
-    let mut s = Server::with_args(&["--durability", level]);
+fn kill_9_while_writing(level: &str, store: &[&str]) -> (Vec<String>, Vec<u64>, HashSet<String>) {
+    let mut s = Server::with_args(&[&["--durability", level], store].concat());
     let writers = 4;
     let mut clients: Vec<Client> = (0..writers).map(|i| s.user(&format!("w{i}"))).collect();
     for c in &mut clients {
@@ -182,11 +188,16 @@ fn kill_9_while_writing(level: &str) -> (Vec<String>, Vec<u64>, HashSet<String>)
 #[test]
 fn kill_9_loses_no_acknowledged_message_at_sync_and_write() {
     for level in ["sync", "write"] {
-        let (acked, _, ids) = kill_9_while_writing(level);
-        for a in &acked {
-            let id = a.rsplit(' ').next().unwrap();
-            assert!(ids.contains(id), "{level}: acknowledged {a} is in history");
-        }
+        each_store(|store| {
+            let (acked, _, ids) = kill_9_while_writing(level, store);
+            for a in &acked {
+                let id = a.rsplit(' ').next().unwrap();
+                assert!(
+                    ids.contains(id),
+                    "{level} {store:?}: acknowledged {a} is in history"
+                );
+            }
+        });
     }
 }
 
@@ -195,7 +206,7 @@ fn kill_9_loses_no_acknowledged_message_at_sync_and_write() {
 /// acknowledged message up to the last seq kept is there, under its seq.
 #[test]
 fn kill_9_under_async_keeps_a_gapless_prefix() {
-    let (acked, seqs, ids) = kill_9_while_writing("async");
+    let (acked, seqs, ids) = kill_9_while_writing("async", &[]);
     let kept = seqs.last().copied().unwrap_or(0);
     for a in &acked {
         // OK SAY #log <seq> <msgid>
@@ -228,9 +239,14 @@ fn saying_something_sends_read_receipts_for_earlier_messages() {
     bob.expect("OK STATUS #r 1 1");
 }
 
+/// On either store.
 #[test]
 fn offline_user_gets_missed_messages_on_login_once() {
-    let s = Server::start();
+    each_store(offline_user_gets_missed_messages_on_login_once_on);
+}
+
+fn offline_user_gets_missed_messages_on_login_once_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
@@ -413,9 +429,14 @@ fn history_pages_back_through_ten_thousand_messages() {
     assert_eq!(history(&mut a, "HISTORY #long LIMIT 100000").len(), 500);
 }
 
+/// On either store: FTS5 on SQLite, tsvector and GIN on PostgreSQL.
 #[test]
 fn search_finds_words_and_refuses_non_members() {
-    let s = Server::start();
+    each_store(search_finds_words_and_refuses_non_members_on);
+}
+
+fn search_finds_words_and_refuses_non_members_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let [mut a] = s.room_with("#s", ["alice"]);
     for text in [
         "the quick brown fox",
@@ -449,9 +470,14 @@ fn search_finds_words_and_refuses_non_members() {
     m.expect("ERR NOT_MEMBER you are not a member of #s");
 }
 
+/// On either store.
 #[test]
 fn typing_edit_and_delete() {
-    let s = Server::start();
+    each_store(typing_edit_and_delete_on);
+}
+
+fn typing_edit_and_delete_on(store: &[&str]) {
+    let s = Server::with_args(store);
     let mut a = s.user("alice");
     let mut b = s.user("bob");
     a.send("CREATE #g");

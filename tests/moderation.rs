@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Server};
+use common::{Client, Server, each_store};
 
 /// AUDIT lines without their times: `<by> <action> <target> [<detail>]`.
 fn audit(c: &mut Client, room: &str) -> Vec<String> {
@@ -24,8 +24,8 @@ fn audit(c: &mut Client, room: &str) -> Vec<String> {
 
 #[test]
 fn admins_ban_mute_deop_and_set_the_topic_and_it_is_all_audited() {
-    {
-        let mut s = Server::start();
+    each_store(|store| {
+        let mut s = Server::with_args(store);
         let [mut alice, mut bob, mut carol] = s.room_with("#r", ["alice", "bob", "carol"]);
 
         // TOPIC: anyone may read it, only an admin set it.
@@ -129,5 +129,5 @@ fn admins_ban_mute_deop_and_set_the_topic_and_it_is_all_audited() {
                 "bob UNBAN carol",
             ]
         );
-    }
+    });
 }

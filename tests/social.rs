@@ -1,10 +1,12 @@
 //! Friends, direct conversations and group administration over real sockets:
 //! every FRIEND subcommand, SAY @friend, CREATE/ADD/KICK/OP, admin
-//! succession, who may see what, and all of it surviving a restart.
+//! succession, who may see what, and all of it surviving a restart (an
+//! emptied group created again on PostgreSQL too, when
+//! `LINECHAT_TEST_POSTGRES` names a server).
 
 mod common;
 
-use common::{Client, Server, befriend, msg};
+use common::{Client, Server, befriend, each_store, msg};
 
 /// The last space-separated field of a line (a msgid or a timestamp).
 fn last(line: &str) -> &str {
@@ -921,4 +923,39 @@ fn a_group_everyone_left_can_be_created_afresh() {
     alice.expect("OK ROOMS 0");
     alice.send("CREATE #solo");
     alice.expect("ERR ROOM_EXISTS #solo already exists");
+}
+
+/// A group whose last member left can be created again: a new group,
+/// without the old history, which is still the one of that name after a
+/// restart. On either store: PostgreSQL keeps room names unique, so the
+/// founding retires the emptied group's name in its own transaction.
+#[test]
+fn an_emptied_group_is_created_again_and_survives_a_restart() {
+    each_store(|store| {
+        let mut s = Server::with_args(store);
+        let mut alice = s.user("alice");
+        alice.send("CREATE #g");
+        alice.expect("OK CREATE #g");
+        alice.send("SAY #g old");
+        alice.expect_prefix("OK SAY #g 1 ");
+        alice.send("LEAVE #g");
+        alice.expect("OK LEAVE #g");
+        let mut bob = s.user("bob");
+        bob.send("CREATE #g");
+        bob.expect("OK CREATE #g");
+        bob.send("SAY #g new");
+        bob.expect_prefix("OK SAY #g 1 ");
+        s.restart();
+        let mut bob = s.client();
+        bob.login("bob");
+        bob.send("HISTORY #g");
+        let row = bob.expect_prefix("HISTORY #g 1 ");
+        let fields: Vec<&str> = row.splitn(8, ' ').collect();
+        assert_eq!((fields[4], fields[6], fields[7]), ("bob", "sent", "new"));
+        bob.expect("OK HISTORY #g 1");
+        let mut alice = s.client();
+        alice.login("alice");
+        alice.send("JOIN #g");
+        alice.expect("ERR INVITE_ONLY #g is invite-only; an admin must ADD you");
+    });
 }

@@ -115,6 +115,9 @@ pub enum ChatError {
     NoSuchHelp,
     #[error("the server could not save that; try again")]
     Storage,
+    /// The shared database cannot be reached; nothing was saved.
+    #[error("the database is unreachable; nothing was saved, try again shortly")]
+    Unavailable,
     #[error("the server could not check that password; try again")]
     Internal,
 }

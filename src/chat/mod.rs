@@ -736,7 +736,7 @@ impl Hub {
     /// A storage request failed or was refused: its command gets the ERR
     /// that [`storage_error`] names.
     fn storage_failed(&mut self, pending: Pending, e: &StoreError, out: &mut Out) {
-        let err = storage_error(&pending, e);
+        let err = self.storage_error(&pending, e);
         let sid = match pending {
             Pending::Registered { sid, name, .. } => {
                 self.reserved.remove(&name);
@@ -839,16 +839,29 @@ impl Directory for Hub {
     }
 }
 
-/// The one place where a store error becomes a chat error: a refusal means
-/// what the command asked about is gone or taken, anything else is STORAGE.
-fn storage_error(pending: &Pending, e: &StoreError) -> ChatError {
-    match (pending, e) {
-        (Pending::Changed { .. }, StoreError::NotFound | StoreError::Conflict(_)) => {
-            ChatError::NoSuchMessage
+impl Hub {
+    /// The one place where a store error becomes a chat error: a refusal
+    /// means what the command asked about is gone, taken, or no longer
+    /// allowed (another node's commit got there first); an unreachable
+    /// database is UNAVAILABLE; anything else is STORAGE.
+    fn storage_error(&self, pending: &Pending, e: &StoreError) -> ChatError {
+        match (pending, e) {
+            (Pending::Changed { .. }, StoreError::NotFound | StoreError::Conflict(_)) => {
+                ChatError::NoSuchMessage
+            }
+            (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
+            (Pending::Registered { .. }, StoreError::Conflict(_) | StoreError::NameTaken(_)) => {
+                ChatError::UserExists
+            }
+            (Pending::Founded(f), StoreError::NameTaken(_)) if f.kind != ConvKind::Direct => {
+                ChatError::RoomExists(f.name.clone())
+            }
+            (Pending::Said { sid, .. }, &StoreError::NotMember(conv)) => {
+                ChatError::NotMember(self.conv_name(conv, self.user_of(*sid)).into_owned())
+            }
+            (_, StoreError::Unreachable(_)) => ChatError::Unavailable,
+            _ => ChatError::Storage,
         }
-        (Pending::FetchAccess { .. }, StoreError::NotFound) => ChatError::NoSuchBlob,
-        (Pending::Registered { .. }, StoreError::Conflict(_)) => ChatError::UserExists,
-        _ => ChatError::Storage,
     }
 }
 

@@ -83,6 +83,7 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
         ChatError::NoSuchHelp => "UNKNOWN_COMMAND",
         ChatError::Storage => "STORAGE",
+        ChatError::Unavailable => "UNAVAILABLE",
         ChatError::Internal => "INTERNAL",
     }
 }

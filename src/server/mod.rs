@@ -51,8 +51,9 @@ use crate::auth;
 use crate::blob::{self, Blobs};
 use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Seq, SessionId, SystemEnv};
 use crate::config::Config;
+use crate::config::StoreUrl;
 use crate::fanout::Wire;
-use crate::store::{self, Backend, SqliteBackend, Storage};
+use crate::store::{self, Backend, PostgresBackend, SqliteBackend, Storage};
 use crate::stream;
 use accept::{Front, TlsListener, bind};
 use conn::Conn;
@@ -67,6 +68,32 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("{0}")]
     Tls(#[from] stream::TlsSetupError),
+    #[error(
+        "--durability async needs the single-writer SQLite store: with PostgreSQL, use sync or write"
+    )]
+    AsyncWithPostgres,
+}
+
+/// Opens the store `--store` names, for the durability `--durability` asks.
+/// `async` lets the hub choose ids and seqs, which only a single writer may
+/// do, so PostgreSQL (shared by several nodes) refuses it.
+fn open_store(cfg: &Config, blob_dir: &std::path::Path) -> Result<Box<dyn Backend>, ServerError> {
+    let fsync_each_commit = cfg.durability.fsync_each_commit();
+    Ok(match &cfg.store {
+        StoreUrl::Sqlite => Box::new(SqliteBackend::open_with(
+            &cfg.data_dir,
+            blob_dir.to_path_buf(),
+            fsync_each_commit,
+        )?),
+        StoreUrl::Postgres(_) if cfg.durability == crate::chat::Durability::Async => {
+            return Err(ServerError::AsyncWithPostgres);
+        }
+        StoreUrl::Postgres(url) => Box::new(PostgresBackend::open(
+            url,
+            blob_dir.to_path_buf(),
+            fsync_each_commit,
+        )?),
+    })
 }
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -157,12 +184,11 @@ impl Server {
             let _ = waker.wake();
         });
 
-        let blob_dir = cfg.data_dir.join("blobs");
-        let fsync_each_commit = cfg.durability.fsync_each_commit();
-        let mut db = SqliteBackend::open_with(&cfg.data_dir, blob_dir.clone(), fsync_each_commit)?;
+        let blob_dir = cfg.blob_dir();
+        let mut db = open_store(&cfg, &blob_dir)?;
         let snapshot = db.load(cfg.recent)?;
         let (store_tx, store_done) = mpsc::channel();
-        let storage = Storage::start(Box::new(db), store_tx, Arc::clone(&wake));
+        let storage = Storage::start(db, store_tx, Arc::clone(&wake));
         let (blob_tx, blob_done) = mpsc::channel();
         let blobs = blob::start(blob_dir, blob_tx, Arc::clone(&wake));
 

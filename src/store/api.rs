@@ -272,6 +272,30 @@ pub struct StoredMessage {
     pub reply_to: Option<Seq>,
 }
 
+impl StoredMessage {
+    /// Replaces the text (`Some`, an EDIT) or clears it (`None`, a DELETE);
+    /// a deleted message cannot change again (a conflict).
+    pub fn change(&mut self, text: Option<&str>) -> Result<(), StoreError> {
+        if self.state == MsgState::Deleted {
+            return Err(StoreError::Conflict(format!(
+                "message {} is deleted",
+                self.seq
+            )));
+        }
+        match text {
+            Some(t) => {
+                self.text = t.to_string();
+                self.state = MsgState::Edited;
+            }
+            None => {
+                self.text.clear();
+                self.state = MsgState::Deleted;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the chat layer rebuilds its tables from at startup.
 #[derive(Debug, Default)]
 pub struct Snapshot {

@@ -456,19 +456,7 @@ impl Tables {
             .messages
             .get_mut(&(conv, seq))
             .ok_or(StoreError::NotFound)?;
-        if msg.state == MsgState::Deleted {
-            return Err(StoreError::Conflict(format!("message {seq} is deleted")));
-        }
-        match text {
-            Some(t) => {
-                msg.text = t.to_string();
-                msg.state = MsgState::Edited;
-            }
-            None => {
-                msg.text.clear();
-                msg.state = MsgState::Deleted;
-            }
-        }
+        msg.change(text)?;
         let changed = msg.clone();
         if text.is_none()
             && let Some(blob) = self.blob_refs.remove(&(conv, seq))

@@ -11,12 +11,17 @@
 //! - `backend`: the [`Backend`] trait a database implements.
 //! - `sqlite`: [`SqliteBackend`], the server's (schema and migrations, open
 //!   and load, reads, writes, blob reference counting, WAL checkpoints).
+//! - `postgres`: [`PostgresBackend`], for several nodes on one database
+//!   (seqs from a counter row and rights checked inside each transaction,
+//!   full-text search, reconnection with a bounded backoff).
 //! - `memory`: [`MemoryBackend`], the same rules without a database, for the
-//!   hub's unit tests. `tests` runs each store case on both backends.
+//!   hub's unit tests. `tests` runs each store case on every backend
+//!   (PostgreSQL when `LINECHAT_TEST_POSTGRES` names a server).
 
 mod api;
 mod backend;
 mod memory;
+mod postgres;
 mod sqlite;
 mod thread;
 
@@ -24,6 +29,7 @@ use thiserror::Error;
 
 pub use crate::chat::types::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
+pub use self::postgres::PostgresBackend;
 pub use api::{
     Answer, Assigned, AuditRow, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, Query,
     Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
@@ -41,6 +47,10 @@ pub enum StoreError {
     /// A uniqueness rule or a compare-and-set refused the change.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A user or room name that another writer of a shared database took
+    /// first (its unique constraint refused this one).
+    #[error("name taken: {0}")]
+    NameTaken(String),
     /// The row the request needs is not there.
     #[error("not found")]
     NotFound,
@@ -52,16 +62,27 @@ pub enum StoreError {
     /// corrupt file, or a statement this build got wrong).
     #[error("internal: {0}")]
     Internal(String),
-    #[error(
-        "data dir was written by a newer linechat (schema {0}, this build knows {SCHEMA_VERSION})"
-    )]
-    TooNew(i64),
+    /// The database server cannot be reached (PostgreSQL): the backend
+    /// reconnects on a later request, after a bounded backoff. Nothing of
+    /// the request is acknowledged.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The writer's right to the change ended in a commit this node has not
+    /// applied yet: a SAY from a member another node has just kicked.
+    #[error("not a member of conversation {0}")]
+    NotMember(ConvId),
+    /// (the version found, the newest this build knows)
+    #[error("the database was written by a newer linechat (schema {0}, this build knows {1})")]
+    TooNew(i64, i64),
 }
 
 impl StoreError {
     /// A refusal is an answer to the request; a failure is worth a log line.
     pub fn is_failure(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Internal(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Unreachable(_) | StoreError::Internal(_)
+        )
     }
 }
 

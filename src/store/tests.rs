@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::store::{
-    ConvId, ConvKind, MemoryBackend, MsgState, Query, RequestState, Seq, SqliteBackend,
-    StoredMessage, UserId,
+    ConvId, ConvKind, MemoryBackend, MsgState, PostgresBackend, Query, RequestState, Seq,
+    SqliteBackend, StoredMessage, UserId,
 };
 
 /// Runs `test` against each backend, fresh, named for the failure message.
@@ -13,7 +13,11 @@ fn each_backend(mut test: impl FnMut(&str, &mut dyn Backend)) {
     let blobs = dir.path().join("blobs");
     let mut sqlite = SqliteBackend::open(dir.path(), blobs.clone()).unwrap();
     test("sqlite", &mut sqlite);
-    test("memory", &mut MemoryBackend::new(Some(blobs)));
+    test("memory", &mut MemoryBackend::new(Some(blobs.clone())));
+    if let Some(db) = super::postgres::testdb::TestDb::create() {
+        let mut pg = PostgresBackend::open(&db.url, blobs, true).unwrap();
+        test("postgres", &mut pg);
+    }
 }
 
 fn user(id: u32, name: &str) -> Write {
@@ -67,7 +71,10 @@ fn a_duplicate_name_is_a_conflict_and_its_neighbours_commit() {
         let outcome: Vec<_> = done.iter().map(|(t, r)| (*t, r.is_ok())).collect();
         assert_eq!(outcome, [(0, true), (1, false), (2, true)], "{name}");
         assert!(
-            matches!(done[1].1, Err(StoreError::Conflict(_))),
+            matches!(
+                done[1].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}: {:?}",
             done[1].1
         );
@@ -310,12 +317,35 @@ fn post(text: &str) -> Write {
     })
 }
 
+/// Conversation 0, with [`post`]'s sender as its member.
+fn room_of_poster() -> Vec<Write> {
+    vec![
+        Write::Conv {
+            id: ConvId(0),
+            kind: ConvKind::Public,
+            name: "#r".into(),
+            created: 0,
+        },
+        Write::Member {
+            conv: ConvId(0),
+            user: UserId(0),
+            admin: true,
+            joined: 0,
+        },
+    ]
+}
+
 /// The commit assigns each posted message the conversation's next seq and
 /// each registration the next user id; a request whose commit fails
 /// assigns nothing, so the next one leaves no hole.
 #[test]
 fn commits_assign_seqs_and_ids_without_holes() {
     each_backend(|name, db| {
+        // The poster is a member: a shared database checks that in the commit.
+        run_batch(db, vec![Request::write(room_of_poster(), Some(()))])[0]
+            .1
+            .as_ref()
+            .unwrap();
         let done = run_batch(
             db,
             vec![
@@ -352,7 +382,10 @@ fn commits_assign_seqs_and_ids_without_holes() {
         };
         let failed = run_batch(db, vec![Request::write(vec![post("lost"), taken], Some(3))]);
         assert!(
-            matches!(failed[0].1, Err(StoreError::Conflict(_))),
+            matches!(
+                failed[0].1,
+                Err(StoreError::Conflict(_) | StoreError::NameTaken(_))
+            ),
             "{name}"
         );
         let next = run_batch(db, vec![Request::write(vec![post("four")], Some(4))]);
@@ -427,13 +460,12 @@ fn replies_keep_what_they_answer() {
                 _ => unreachable!("message() builds a Message"),
             }
         });
-        run_batch(
-            db,
-            vec![Request::write(
-                vec![post("one"), reply(1), reply(1)],
-                Some(0),
-            )],
-        );
+        let mut writes = room_of_poster();
+        writes.extend([post("one"), reply(1), reply(1)]);
+        run_batch(db, vec![Request::write(writes, Some(0))])[0]
+            .1
+            .as_ref()
+            .unwrap();
         run_batch(db, vec![Request::write(vec![hub_assigned], Some(1))]);
         let Ok(Answer::Messages(msgs)) = ask(
             db,
@@ -455,4 +487,70 @@ fn replies_keep_what_they_answer() {
             "{name}"
         );
     });
+}
+
+/// Two writers of one PostgreSQL database, as two nodes are: the
+/// conversation's counter row gives their messages one gapless sequence,
+/// and a member removed through one cannot post through the other.
+#[test]
+fn two_writers_of_one_postgres_database_share_seqs_and_rights() {
+    let Some(db) = super::postgres::testdb::TestDb::create() else {
+        return;
+    };
+    let blobs = tempfile::tempdir().unwrap();
+    let open = || PostgresBackend::open(&db.url, blobs.path().to_path_buf(), true).unwrap();
+    let (mut a, mut b) = (open(), open());
+    fn write(db: &mut PostgresBackend, writes: Vec<Write>) -> Result<Answer, StoreError> {
+        run_batch(db, vec![Request::write(writes, Some(()))])
+            .remove(0)
+            .1
+    }
+    write(&mut a, room_of_poster()).unwrap();
+    let seqs = [
+        write(&mut a, vec![post("1")]),
+        write(&mut b, vec![post("2")]),
+        write(&mut b, vec![post("3")]),
+        write(&mut a, vec![post("4")]),
+    ];
+    let want = [1, 2, 3, 4].map(|s| Answer::Done(vec![Assigned::Seq(Seq(s))]));
+    assert_eq!(seqs.map(Result::unwrap), want);
+    let kick = Write::RemoveMember {
+        conv: ConvId(0),
+        user: UserId(0),
+    };
+    write(&mut a, vec![kick]).unwrap();
+    let refused = write(&mut b, vec![post("5")]);
+    assert!(
+        matches!(refused, Err(StoreError::NotMember(ConvId(0)))),
+        "{refused:?}"
+    );
+    // In one group with a member's post, the refusal fails only its own
+    // request, and the member's post takes the next seq.
+    let bob = Write::Member {
+        conv: ConvId(0),
+        user: UserId(1),
+        admin: false,
+        joined: 0,
+    };
+    write(&mut a, vec![bob]).unwrap();
+    let Write::Post(mut from_bob) = post("6") else {
+        unreachable!()
+    };
+    from_bob.sender = UserId(1);
+    let done = run_batch(
+        &mut b,
+        vec![
+            Request::write(vec![post("refused again")], Some(0)),
+            Request::write(vec![Write::Post(from_bob)], Some(1)),
+        ],
+    );
+    assert!(
+        matches!(done[0].1, Err(StoreError::NotMember(ConvId(0)))),
+        "{:?}",
+        done[0].1
+    );
+    assert_eq!(
+        done[1].1.as_ref().unwrap(),
+        &Answer::Done(vec![Assigned::Seq(Seq(5))])
+    );
 }

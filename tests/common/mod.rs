@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -199,6 +200,16 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         self.dir.take();
+    }
+}
+
+/// Runs `test` with the flags of each store: SQLite (no flag), then
+/// PostgreSQL in a database of its own when `LINECHAT_TEST_POSTGRES` names a
+/// server (see [`pg`]).
+pub fn each_store(mut test: impl FnMut(&[&str])) {
+    test(&[]);
+    if let Some(db) = pg::TestDb::create() {
+        test(&["--store", &db.url]);
     }
 }
 

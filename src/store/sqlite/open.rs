@@ -230,7 +230,7 @@ mod tests {
             .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
             .unwrap();
         drop(db);
-        assert!(matches!(open(), Err(StoreError::TooNew(_))));
+        assert!(matches!(open(), Err(StoreError::TooNew(..))));
     }
 
     /// Schema 4 drops the accepted requests of friendships that ended before

@@ -1,0 +1,107 @@
+//! Reads: pages of history, sync ranges, full-text search, blob access.
+
+use postgres::Row;
+
+use super::tx::Tx;
+
+use super::{id, seq, seq_param, user_id};
+use crate::store::{Answer, ConvId, MsgState, Seq, StoreError, StoredMessage, UserId};
+
+pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state, reply_to";
+
+pub(super) fn message_row(conv: ConvId, r: &Row) -> StoredMessage {
+    let msgid: &[u8] = r.get(1);
+    let state: i16 = r.get(5);
+    StoredMessage {
+        conv,
+        seq: seq(r.get(0)),
+        id: uuid::Uuid::from_slice(msgid).unwrap_or_default(),
+        sender: user_id(r.get(2)),
+        at: r.get(3),
+        text: r.get(4),
+        state: MsgState::from_code(i64::from(state)),
+        reply_to: r.get::<_, Option<i64>>(6).map(seq),
+    }
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Newest first: up to `max` messages of `conv` with seq below `before`.
+pub(super) fn messages_before(
+    db: &mut Tx<'_>,
+    conv: ConvId,
+    before: Seq,
+    max: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    messages_where(db, conv, "seq < $2 ORDER BY seq DESC", before, max)
+}
+
+/// Oldest first: up to `max` messages of `conv` with seq above `after`.
+pub(super) fn messages_after(
+    db: &mut Tx<'_>,
+    conv: ConvId,
+    after: Seq,
+    max: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    messages_where(db, conv, "seq > $2 ORDER BY seq", after, max)
+}
+
+/// Up to `max` messages of `conv` picked and ordered by `filter`, which
+/// compares seq with `bound` ($2).
+fn messages_where(
+    db: &mut Tx<'_>,
+    conv: ConvId,
+    filter: &str,
+    bound: Seq,
+    max: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = db.query(
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conv = $1 AND {filter} LIMIT $3"),
+        &[&id(conv.0), &seq_param(bound), &limit(max)],
+    )?;
+    Ok(rows.iter().map(|r| message_row(conv, r)).collect())
+}
+
+/// Newest first: messages below `before` holding every word. The words go
+/// through `plainto_tsquery`, so user input is never tsquery syntax; the
+/// `simple` configuration lowercases without stemming, as SQLite's
+/// unicode61 tokenizer does.
+pub(super) fn search(
+    db: &mut Tx<'_>,
+    conv: ConvId,
+    words: &[String],
+    before: Seq,
+    max: usize,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    let rows = db.query(
+        &format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages
+             WHERE conv = $1 AND seq < $2 AND search @@ plainto_tsquery('simple', $3)
+             ORDER BY seq DESC LIMIT $4"
+        ),
+        &[
+            &id(conv.0),
+            &seq_param(before),
+            &words.join(" "),
+            &limit(max),
+        ],
+    )?;
+    Ok(rows.iter().map(|r| message_row(conv, r)).collect())
+}
+
+pub(super) fn blob_access(db: &mut Tx<'_>, blob: &str, user: UserId) -> Result<Answer, StoreError> {
+    let row = db.query_opt(
+        "SELECT b.size, b.mime FROM blobs b WHERE b.id = $1 AND EXISTS (
+            SELECT 1 FROM blob_refs r JOIN members m ON m.conv = r.conv
+            WHERE r.blob = b.id AND m.user_id = $2)",
+        &[&blob, &id(user.0)],
+    )?;
+    let row = row.ok_or(StoreError::NotFound)?;
+    let size: i64 = row.get(0);
+    Ok(Answer::Blob {
+        size: u64::try_from(size).unwrap_or(0),
+        mime: row.get(1),
+    })
+}
