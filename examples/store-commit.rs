@@ -58,6 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     at: 0,
                     text: text.clone(),
                     blob: None,
+                    reply_to: None,
                 };
                 Request::write(vec![Write::Post(post)], Some(()))
             })

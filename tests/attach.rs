@@ -7,7 +7,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, each_store, msg};
+use common::{Client, Server, befriend, each_store, msg};
 
 /// Every awkward byte: LF, CR, NUL, 0xFF (telnet IAC), invalid UTF-8.
 fn awkward(len: usize) -> Vec<u8> {
@@ -84,7 +84,9 @@ fn binary_attachment_roundtrip_history_and_restart_on(store: &[&str]) {
     b.expect("OK HISTORY #files 2");
     // SAY cannot pass itself off as an attachment.
     a.send(&format!("SAY #files [file {cat} image/png 4 fake.png]"));
-    a.expect("ERR BAD_TEXT text starting with [file or [image is reserved for attachments");
+    a.expect(
+        "ERR BAD_TEXT text starting with [file, [image or [re is reserved for attachments and replies",
+    );
 
     s.restart();
     let mut b = s.client();
@@ -191,12 +193,7 @@ fn direct_attachments_and_big_fetches_stream_within_the_outbox_limit() {
     let s = Server::with_args(&["--max-outbox", "65536"]);
     let mut a = s.user("alice");
     let mut b = s.user("bob");
-    a.send("FRIEND ADD bob");
-    a.expect("OK FRIEND ADD bob pending");
-    b.expect("FRIEND REQUEST alice");
-    b.send("FRIEND ACCEPT alice");
-    b.expect("OK FRIEND ACCEPT alice");
-    a.expect("FRIEND ACCEPTED bob");
+    befriend(&mut a, "alice", &mut b, "bob");
     let body = awkward(3 << 20);
     attach(&mut a, "@bob", "big.bin", "application/octet-stream", &body);
     let id = blob_of(&a.expect_prefix("OK ATTACH @bob 1 "));

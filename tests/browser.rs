@@ -1,8 +1,12 @@
 //! The browser client in a real browser: headless Chromium (driven by
 //! Selenium from tests/browser/page.py) registers, joins a room, and talks
 //! with a plain TCP client; it sees the TCP client's typing, its message and
-//! its read receipt, and shows markup in a message as text. A screenshot is
-//! saved in the target directory.
+//! its read receipt, and shows markup in a message as text; it uploads an
+//! image and shows it inline, and downloads the TCP client's file; it shows
+//! where its message stands (STATUS) and the members (WHO), and once made
+//! an admin (OP) it kicks the TCP client; after a server restart it
+//! reconnects and catches up with what it missed. A screenshot is saved in
+//! the target directory.
 //!
 //! Needs Debian's chromium, chromium-driver and python3-selenium, which
 //! `.ci/run` installs and then sets LINECHAT_BROWSER_TEST=require. Without
@@ -52,8 +56,13 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
         eprintln!("browser test skipped: chromium, chromedriver or python3-selenium missing");
         return;
     }
-    let s = Server::with_args(&["--ws-listen", "127.0.0.1:0"]);
-    let ws = s.ws_addr.clone().expect("ws listener");
+    // A port of our own, so that the server can come back on it after a
+    // restart and the page reconnect to it.
+    let ws = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let mut s = Server::with_args(&["--ws-listen", &ws]);
     let mut bob = s.user("bob");
     bob.send("JOIN #web");
     bob.expect_prefix("OK JOIN #web");
@@ -109,6 +118,49 @@ fn a_browser_and_a_tcp_client_talk_in_a_room() {
     bob.send("SAY #web hi from nc");
     until(&mut bob, "OK SAY #web 2 ");
     writeln!(to_page, "SAID").unwrap();
+    // The page uploads an image and shows it; it tells its SHA-256 and size.
+    let attached = steps.recv_timeout(STEP).expect("the page attached a file");
+    let (sha, size) = attached
+        .strip_prefix("ATTACHED ")
+        .and_then(|rest| rest.split_once(' '))
+        .unwrap_or_else(|| panic!("page: {attached}"));
+    let image = until(&mut bob, "MSG ");
+    let fields: Vec<&str> = image.splitn(7, ' ').collect();
+    assert_eq!(
+        (fields[1], fields[2], fields[4], fields[6]),
+        (
+            "#web",
+            "3",
+            "alice",
+            &*format!("[image {sha} image/png {size} upload.png]")
+        ),
+        "{image}"
+    );
+    step("SHOWN");
+    bob.send("ATTACH #web notes.txt text/plain 11");
+    bob.send_raw(b"hello file\n");
+    until(&mut bob, "OK ATTACH #web 4 ");
+    writeln!(to_page, "FILE").unwrap();
+    step("DOWNLOADED");
+    step("STATUS");
+    step("MEMBERS");
+    bob.send("OP #web alice");
+    until(&mut bob, "OK OP #web alice");
+    writeln!(to_page, "OPPED").unwrap();
+    step("KICKED");
+    assert_eq!(until(&mut bob, "KICKED "), "KICKED #web bob alice");
+    // The server goes down; while the page cannot reach it, bob says
+    // something; once it is back, the page catches up.
+    s.restart_with(&[]);
+    step("OFFLINE");
+    let mut bob = s.user("bob");
+    bob.send("JOIN #web");
+    bob.expect_prefix("OK JOIN #web");
+    bob.send("SAY #web said while you were away");
+    until(&mut bob, "OK SAY #web 5 ");
+    s.restart_with(&["--ws-listen", &ws]);
+    writeln!(to_page, "SAID_AWAY").unwrap();
+    step("CAUGHT_UP");
     step("DONE");
     drop(to_page);
     let status = page.wait().expect("waiting for page.py");

@@ -8,24 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{Client, Server, all_history, each_store, msg};
-
-/// `HISTORY` data lines without id and time: `<seq> <sender> <state> <text>`.
-fn history(c: &mut Client, cmd: &str) -> Vec<String> {
-    c.send(cmd);
-    let mut rows = Vec::new();
-    loop {
-        let l = c.line();
-        if l.starts_with("OK HISTORY") {
-            return rows;
-        }
-        if !l.starts_with("HISTORY ") {
-            continue;
-        }
-        let p: Vec<&str> = l.splitn(8, ' ').collect();
-        rows.push(format!("{} {} {} {}", p[2], p[4], p[6], p[7]));
-    }
-}
+use common::{Client, Server, all_history, each_store, history, msg};
 
 /// A fresh data dir logs one creation line; an older one one migration line.
 #[test]
@@ -35,14 +18,17 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage: created database, schema 5"),
+        schema[0].ends_with("storage: created database, schema 6"),
         "{log}"
     );
     // Back to schema 2: the migrations after it only added the blob tables,
-    // dropped stale rows and made the full-text index contentless.
+    // dropped stale rows, made the full-text index contentless and added
+    // replies, reactions, blocks and moderation.
     let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blob_refs; DROP TABLE blobs; DROP TABLE fts_done;
+         ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
+         DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit; ALTER TABLE convs DROP COLUMN topic;
          PRAGMA user_version = 2;",
     )
     .unwrap();
@@ -51,7 +37,7 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage schema migrated from 2 to 5"),
+        schema[0].ends_with("storage schema migrated from 2 to 6"),
         "{log}"
     );
     assert!(

@@ -117,7 +117,7 @@ fn non_members_cannot_speak_and_pre_login_commands_are_refused() {
     // Words after the verb, as in the usage line, still ask about the verb.
     anon.send("HELP friend add bob");
     anon.expect(
-        "HELP FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS - send, answer and list friend requests; list friends",
+        "HELP FRIEND ADD|ACCEPT|REJECT|REMOVE|BLOCK|UNBLOCK <user> | FRIEND LIST|REQUESTS|BLOCKED - send, answer and list friend requests; list friends; block a user",
     );
     anon.expect("OK HELP FRIEND");
     anon.send("LOGIN alice wrongpassword");

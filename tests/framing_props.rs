@@ -322,13 +322,23 @@ proptest! {
                     }
                     Command::Add { room, user }
                     | Command::Kick { room, user }
-                    | Command::Op { room, user } => vec![room, user],
+                    | Command::Op { room, user }
+                    | Command::Moderate { room, user, .. } => vec![room, user],
+                    Command::Topic { room, text } => {
+                        prop_assert!(text.is_none_or(|t| !t.is_empty() && !t.starts_with(' ')));
+                        vec![room]
+                    }
+                    Command::Audit { room, .. } => vec![room],
+                    Command::Away(text) => {
+                        prop_assert!(text.is_none_or(|t| !t.is_empty() && !t.starts_with(' ')));
+                        vec![]
+                    }
                     Command::Say { text, .. } => {
                         prop_assert!(!text.is_empty() && !text.starts_with(' '));
                         vec![]
                     }
                     Command::Presence(u) | Command::Fetch(u) => vec![u],
-                    Command::Edit { text, .. } => {
+                    Command::Edit { text, .. } | Command::Reply { text, .. } => {
                         prop_assert!(!text.is_empty() && !text.starts_with(' '));
                         vec![]
                     }
@@ -337,8 +347,10 @@ proptest! {
                         vec![]
                     }
                     Command::Attach { name, mime, .. } => vec![name, mime],
+                    Command::React { reaction, .. } => vec![reaction],
                     Command::Quit
                     | Command::Rooms
+                    | Command::Inbox
                     | Command::Stats
                     | Command::Friend(_)
                     | Command::History { .. }
@@ -346,7 +358,8 @@ proptest! {
                     | Command::Read { .. }
                     | Command::Status { .. }
                     | Command::Typing(_)
-                    | Command::Delete { .. } => vec![],
+                    | Command::Delete { .. }
+                    | Command::Reactions { .. } => vec![],
                 };
                 for w in words {
                     prop_assert!(!w.is_empty() && !w.contains(' '), "{:?}", w);

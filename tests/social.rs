@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Client, Server, each_store, msg};
+use common::{Client, Server, befriend, each_store, msg};
 
 /// The last space-separated field of a line (a msgid or a timestamp).
 fn last(line: &str) -> &str {
@@ -26,15 +26,6 @@ fn timed(line: &str, prefix: &str) -> String {
 }
 
 /// Makes `a` and `b` friends (a asks, b accepts) and consumes the events.
-fn befriend(a: &mut Client, an: &str, b: &mut Client, bn: &str) {
-    a.send(&format!("FRIEND ADD {bn}"));
-    a.expect(&format!("OK FRIEND ADD {bn} pending"));
-    b.expect(&format!("FRIEND REQUEST {an}"));
-    b.send(&format!("FRIEND ACCEPT {an}"));
-    b.expect(&format!("OK FRIEND ACCEPT {an}"));
-    a.expect(&format!("FRIEND ACCEPTED {bn}"));
-}
-
 /// Logs out with QUIT. The server has handled the logout once the socket
 /// closes, so this is a barrier, unlike a plain drop.
 fn quit(mut c: Client) {
@@ -364,6 +355,8 @@ fn direct_conversation_between_friends() {
     bob2.send("SAY @alice hello alice");
     bob2.expect_prefix("OK SAY @alice 2 ");
     assert_eq!(msg(&bob.line()), "MSG @alice 2 bob hello alice");
+    // Speaking read alice's message 1, which bob's other session hears.
+    bob.expect("UNREAD @alice 0");
     assert_eq!(msg(&alice.line()), "MSG @bob 2 bob hello alice");
     assert_eq!(msg(&alice2.line()), "MSG @bob 2 bob hello alice");
 
@@ -374,8 +367,25 @@ fn direct_conversation_between_friends() {
         for c in [&mut bob, &mut bob2] {
             assert_eq!(msg(&c.line()), format!("MSG @alice {seq} alice {text}"));
         }
-        assert_eq!(msg(&alice2.line()), format!("MSG @bob {seq} alice {text}"));
     }
+    // alice had not read bob's message 2 before she spoke, which her other
+    // session hears once message 3 is out (with it, or with a later batch).
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let l = alice2.line();
+        seen.push(if l.starts_with("MSG ") { msg(&l) } else { l });
+    }
+    let unread = seen.iter().position(|l| l == "UNREAD @bob 0");
+    assert!(unread.is_some_and(|at| at > 0), "{seen:?}");
+    seen.retain(|l| l != "UNREAD @bob 0");
+    assert_eq!(
+        seen,
+        [
+            "MSG @bob 3 alice three",
+            "MSG @bob 4 alice four",
+            "MSG @bob 5 alice five"
+        ]
+    );
     alice.send("SAY @bob \x07bell");
     alice.expect("ERR BAD_TEXT message text may not contain control characters");
     assert!(

@@ -11,8 +11,9 @@ const TYPING_SHOWN_MS = 5000;
 const RECONNECT_MAX_MS = 30000;
 
 let ws = null;
-let received = "";          // bytes of a line not yet ended by LF
-let pending = [];           // commands sent, oldest first: {onData, onDone}
+let received = new Uint8Array(0); // bytes not yet read as a line or a body
+let body = null;            // a FETCH body on its way: {left, parts, mime, onBody}
+let pending = [];           // commands sent, oldest first: {onData, onDone, onBody}
 let me = null;              // the logged-in user
 let credentials = null;     // kept in memory only, to log in again after a drop
 let reconnectMs = 1000;
@@ -21,6 +22,13 @@ let lastTypingSent = 0;
 const convs = new Map();    // name -> conversation state
 const presence = new Map(); // user -> "online" | "offline"
 const requests = new Map(); // user -> state of their request to us
+const sentRequests = new Set(); // users we asked, still pending
+const blobUrls = new Map(); // blob id -> object URL, or the callbacks waiting for it
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+// An attachment message's text (protocol.md, ATTACH).
+const ATTACHMENT = /^\[(file|image) ([0-9a-f]{64}) (\S+) (\d+) (\S+)\]$/;
+const MIME = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}$/;
 
 function conv(name) {
   let c = convs.get(name);
@@ -37,27 +45,26 @@ function conv(name) {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(scheme + "//" + location.host + "/");
-  received = "";
+  ws.binaryType = "arraybuffer";
+  received = new Uint8Array(0);
+  body = null;
   pending = [];
   ws.onopen = () => {
     reconnectMs = 1000;
     setConn(true);
     if (credentials) login(credentials.user, credentials.password, "LOGIN", true);
   };
+  // Frames are cut anywhere in one byte stream (protocol.md, WebSocket):
+  // text frames are whole UTF-8 characters, so encoding them back gives
+  // the bytes the server sent, which FETCH bodies are counted in.
   ws.onmessage = (ev) => {
-    if (typeof ev.data !== "string") return; // only FETCH bodies are binary
-    received += ev.data;
-    let nl;
-    while ((nl = received.indexOf("\n")) >= 0) {
-      const line = received.slice(0, nl);
-      received = received.slice(nl + 1);
-      onLine(line);
-    }
+    onBytes(typeof ev.data === "string" ? encoder.encode(ev.data) : new Uint8Array(ev.data));
   };
   ws.onclose = () => {
     setConn(false);
     // Their answers will not come; the login after reconnecting reloads.
     pending = [];
+    for (const [id, waiting] of blobUrls) if (Array.isArray(waiting)) blobUrls.delete(id);
     for (const c of convs.values()) c.loading = false;
     setTimeout(connect, reconnectMs);
     reconnectMs = Math.min(reconnectMs * 2, RECONNECT_MAX_MS);
@@ -70,19 +77,49 @@ function setConn(up) {
   el.classList.toggle("off", !up);
 }
 
-// Sends one command line; `onDone(final)` gets its OK/ERR line and
-// `onData(line)` the data lines before it.
-function send(line, onDone, onData) {
+// Lines, and the raw body after a FETCH's BLOB line, out of the stream.
+function onBytes(bytes) {
+  const all = new Uint8Array(received.length + bytes.length);
+  all.set(received);
+  all.set(bytes, received.length);
+  let at = 0;
+  while (at < all.length) {
+    if (body) {
+      const take = Math.min(body.left, all.length - at);
+      body.parts.push(all.slice(at, at + take));
+      body.left -= take;
+      at += take;
+      if (body.left > 0) break;
+      const done = body;
+      body = null;
+      // The LF after the bytes is not the file's.
+      const blob = new Blob(done.parts);
+      done.onBody(blob.slice(0, blob.size - 1, done.mime));
+      continue;
+    }
+    const nl = all.indexOf(10, at);
+    if (nl < 0) break;
+    const line = decoder.decode(all.subarray(at, nl));
+    at = nl + 1;
+    onLine(line);
+  }
+  received = all.slice(at);
+}
+
+// Sends one command line; `onDone(final)` gets its OK/ERR line,
+// `onData(line)` the data lines before it, and `onBody(blob)` a FETCH's file.
+function send(line, onDone, onData, onBody) {
   if (!ws || ws.readyState !== WebSocket.OPEN) {
     if (onDone) onDone("ERR DISCONNECTED not connected");
-    return;
+    return false;
   }
   ws.send(line.replace(/[\r\n]+/g, " "));
-  pending.push({ onDone: onDone || (() => {}), onData: onData || (() => {}) });
+  pending.push({ onDone: onDone || (() => {}), onData: onData || (() => {}), onBody });
+  return true;
 }
 
 const EVENTS = new Set(["MSG", "JOINED", "LEFT", "ADDED", "KICKED", "OPPED", "PRESENCE",
-  "FRIEND", "RECEIPT", "TYPING", "EDITED", "DELETED"]);
+  "FRIEND", "RECEIPT", "TYPING", "EDITED", "DELETED", "UNREAD"]);
 
 function onLine(line) {
   const word = line.split(" ", 1)[0];
@@ -95,6 +132,11 @@ function onLine(line) {
   if (EVENTS.has(word)) return onEvent(word, line);
   if (word === "HELLO") return;
   if (word === "BYE") return showError(line);
+  if (word === "BLOB" && pending.length && pending[0].onBody) {
+    const [, , size, mime] = fields(line, 3);
+    body = { left: +size + 1, parts: [], mime: mime.trim(), onBody: pending[0].onBody };
+    return;
+  }
   if (pending.length) pending[0].onData(line);
 }
 
@@ -154,6 +196,14 @@ function onEvent(word, line) {
       if (name === current) renderMessages(false);
       break;
     }
+    case "UNREAD": {
+      // Read on another device: take its count.
+      const [, name, n] = fields(line, 2);
+      conv(name).unread = +n;
+      if (!+n) conv(name).mentioned = false;
+      renderHome();
+      break;
+    }
     case "TYPING": {
       const [, name, user] = fields(line, 2);
       conv(name).typing.set(user, Date.now() + TYPING_SHOWN_MS);
@@ -170,8 +220,9 @@ function onEvent(word, line) {
     case "FRIEND": {
       const [, what, user] = fields(line, 2);
       if (what === "REQUEST") requests.set(user, "pending");
-      else if (what === "ACCEPTED") { requests.delete(user); conv("@" + user); loadFriends(); }
-      else if (what === "REJECTED") requests.delete(user);
+      else if (what === "REQUESTED") sentRequests.add(user);
+      else if (what === "ACCEPTED") { requests.delete(user); sentRequests.delete(user); conv("@" + user); loadFriends(); }
+      else if (what === "REJECTED") { requests.delete(user); sentRequests.delete(user); }
       else if (what === "REMOVED") loadFriends();
       renderHome();
       break;
@@ -183,6 +234,7 @@ function onEvent(word, line) {
         if (current === name) showHome();
       }
       loadRooms();
+      if (name === current && !$("members").hidden) loadMembers();
       break;
     }
   }
@@ -204,6 +256,7 @@ function login(user, password, verb, again) {
     credentials = { user, password };
     $("login-error").textContent = "";
     const ready = () => {
+      loadInbox();
       loadRooms();
       loadFriends();
       loadRequests();
@@ -225,18 +278,36 @@ function catchUp(name) {
 
 // ---- lists ----
 
+// Unread counts as the server keeps them, so they agree across devices.
+function loadInbox() {
+  send("INBOX", () => renderHome(), (line) => {
+    const [word, name, kind, , unread] = fields(line, 4);
+    if (word !== "INBOX") return;
+    const c = conv(name);
+    c.kind = kind;
+    const [count, mentions] = unread.split(" ");
+    c.unread = name === current ? 0 : +count;
+    c.mentioned = name !== current && +mentions > 0;
+  });
+}
+
 function loadRooms() {
   const rooms = [];
   send("ROOMS", (final) => {
     if (!final.startsWith("OK ")) return;
-    for (const [name, kind] of rooms) conv(name).kind = kind;
+    for (const [name, kind, role] of rooms) {
+      conv(name).kind = kind;
+      conv(name).admin = role === "admin";
+    }
     for (const c of [...convs.values()]) {
       if (c.kind !== "direct" && !rooms.some(([n]) => n === c.name)) convs.delete(c.name);
     }
-    renderHome();
+    // Admin rights may have changed what the open conversation offers.
+    if (current && convs.has(current)) renderMessages(false);
+    else renderHome();
   }, (line) => {
-    const [, name, kind] = fields(line, 3);
-    if (line.startsWith("ROOM ")) rooms.push([name, kind]);
+    const [, name, kind, , role] = fields(line, 4);
+    if (line.startsWith("ROOM ")) rooms.push([name, kind, role.trim()]);
   });
 }
 
@@ -262,8 +333,11 @@ function loadRequests() {
     if (final.startsWith("OK ")) renderHome();
   }, (line) => {
     const [word, dir, user, state] = fields(line, 4);
-    if (word !== "REQUEST" || dir !== "in") return;
-    if (state.startsWith("pending")) requests.set(user, "pending");
+    if (word !== "REQUEST") return;
+    const pendingNow = state.startsWith("pending");
+    if (dir === "out") {
+      if (pendingNow) sentRequests.add(user); else sentRequests.delete(user);
+    } else if (pendingNow) requests.set(user, "pending");
     else requests.delete(user);
   });
 }
@@ -294,6 +368,7 @@ function markRead(c) {
     send("READ " + c.name + " " + newest);
   }
   c.unread = 0;
+  c.mentioned = false;
 }
 
 // One page of HISTORY: the newest, or the one before our oldest.
@@ -355,6 +430,76 @@ function remove(name, m) {
   });
 }
 
+// ---- attachments ----
+
+// A name ATTACH takes: 1-255 bytes without spaces or control characters.
+function attachName(name) {
+  let out = name.replace(/[\s\x00-\x1f\x7f]+/g, "_") || "file";
+  while (encoder.encode(out).length > 255) out = out.slice(0, -1);
+  return out;
+}
+
+// Uploads `file` to the open conversation: the ATTACH line, then its bytes
+// in a binary message. The bytes are read first, so that no other command
+// can be sent between the two and be taken for part of the body.
+async function attach(file) {
+  const name = current;
+  const bytes = await file.arrayBuffer();
+  const filename = attachName(file.name);
+  const type = (file.type || "").toLowerCase();
+  const mime = MIME.test(type) ? type : "application/octet-stream";
+  const line = "ATTACH " + name + " " + filename + " " + mime + " " + bytes.byteLength;
+  const sent = send(line, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    $("chat-error").textContent = "";
+    const [, , , seq, msgid, blob] = fields(final, 5);
+    const kind = mime.startsWith("image/") ? "image" : "file";
+    addMessage(name, { seq: +seq, msgid, sender: me, time: new Date().toISOString(), state: "sent",
+      text: "[" + kind + " " + blob.trim() + " " + mime + " " + bytes.byteLength + " " + filename + "]" }, true);
+  });
+  if (sent) ws.send(bytes);
+}
+
+// Calls `ready(url)` with an object URL of blob `id`, fetching it once.
+function blobUrl(id, ready) {
+  const known = blobUrls.get(id);
+  if (typeof known === "string") return ready(known);
+  if (known) return known.push(ready);
+  blobUrls.set(id, [ready]);
+  // The body comes before the OK; an ERR means there is none.
+  send("FETCH " + id, (final) => {
+    if (final.startsWith("OK ")) return;
+    blobUrls.delete(id);
+    $("chat-error").textContent = errText(final);
+  }, () => {}, (blob) => {
+    const waiting = blobUrls.get(id) || [];
+    const url = URL.createObjectURL(blob);
+    blobUrls.set(id, url);
+    for (const f of waiting) f(url);
+  });
+}
+
+// An attachment: an image shown inline, or a file to download.
+function attachmentView(found) {
+  const [, kind, id, , size, filename] = found;
+  if (kind === "image") {
+    const img = el("img", "attachment");
+    img.alt = filename;
+    blobUrl(id, (url) => { img.src = url; });
+    return img;
+  }
+  return button("\u2B07 " + filename + " (" + size + " bytes)", () => {
+    blobUrl(id, (url) => {
+      const a = el("a");
+      a.href = url;
+      a.download = filename;
+      document.body.append(a);
+      a.click();
+      a.remove();
+    });
+  });
+}
+
 // SEARCH in the open conversation; `before` asks for the page after one
 // already shown.
 function search(words, before) {
@@ -391,6 +536,43 @@ function enter(verb) {
     $("join-name").value = "";
     loadRooms();
     showChat(name);
+  });
+}
+
+// The open room's members (WHO), with the admin's ADD, KICK and OP.
+function loadMembers() {
+  const name = current;
+  const c = conv(name);
+  const list = $("members");
+  const rows = [];
+  send("WHO " + name, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    if (name !== current) return;
+    list.replaceChildren();
+    for (const [user, state, role] of rows) {
+      const li = el("li");
+      li.append(el("span", "dot" + (state === "online" ? " online" : "")));
+      li.append(el("span", "name", user + (role === "admin" ? " (admin)" : "")));
+      if (c.admin && user !== me) {
+        if (role !== "admin") li.append(button("Make admin", () => manage("OP", user)));
+        li.append(button("Kick", () => manage("KICK", user)));
+      }
+      list.append(li);
+    }
+    $("add-form").hidden = !c.admin;
+    list.hidden = false;
+  }, (line) => {
+    const [word, , user, state, role] = fields(line, 4);
+    if (word === "MEMBER") rows.push([user, state, role.trim()]);
+  });
+}
+
+// ADD, KICK or OP `user` in the open room, then show its members again.
+function manage(verb, user) {
+  if (verb === "KICK" && !confirm("Kick " + user + " from " + current + "?")) return;
+  send(verb + " " + current + " " + user, (final) => {
+    $("chat-error").textContent = errText(final);
+    loadMembers();
   });
 }
 
@@ -434,14 +616,16 @@ function shortTime(time) {
 
 function convItem(c, label) {
   const li = el("li", "open");
+  let user = null;
   if (c.kind === "direct") {
-    const user = c.name.slice(1);
+    user = c.name.slice(1);
     const dot = el("span", "dot" + (presence.get(user) === "online" ? " online" : ""));
     dot.title = presence.get(user) || "offline";
     li.append(dot);
   }
   li.append(el("span", "name", label));
-  if (c.unread) li.append(el("span", "badge", String(c.unread)));
+  if (c.unread) li.append(el("span", "badge", c.unread + (c.mentioned ? " @" : "")));
+  if (user) li.append(button("Remove", () => unfriend(user)));
   li.addEventListener("click", () => showChat(c.name));
   return li;
 }
@@ -465,7 +649,16 @@ function renderHome() {
     li.append(button("Reject", () => answerRequest(user, "REJECT")));
     reqs.append(li);
   }
+  for (const user of sentRequests) reqs.append(item("asked " + user + ", waiting for an answer"));
   if (!reqs.children.length) reqs.append(item("none"));
+}
+
+function unfriend(user) {
+  if (!confirm("Remove " + user + " from your friends?")) return;
+  send("FRIEND REMOVE " + user, (final) => {
+    $("home-error").textContent = errText(final);
+    if (final.startsWith("OK ")) loadFriends();
+  });
 }
 
 function answerRequest(user, verb) {
@@ -485,9 +678,23 @@ function tick(c, m) {
     if (r.delivered >= m.seq) delivered = true;
     if (r.read >= m.seq) read = true;
   }
-  const t = el("span", "tick" + (read ? " read" : ""), delivered || read ? "\u2713\u2713" : "\u2713");
+  const t = button(delivered || read ? "\u2713\u2713" : "\u2713", () => status(c, m));
+  t.className = "tick" + (read ? " read" : "");
   t.title = read ? "read" : delivered ? "delivered" : "sent";
   return t;
+}
+
+// Where my message `m` stands for each other member (STATUS), shown under it.
+function status(c, m) {
+  const each = [];
+  send("STATUS " + c.name + " " + m.seq, (final) => {
+    if (!final.startsWith("OK ")) { $("chat-error").textContent = errText(final); return; }
+    m.status = each.length ? each.join(", ") : "no one else is here";
+    if (c.name === current) renderMessages(false);
+  }, (line) => {
+    const [word, , , user, state] = fields(line, 4);
+    if (word === "STATUS") each.push(user + " " + state);
+  });
 }
 
 function renderMessages(toBottom) {
@@ -502,11 +709,19 @@ function renderMessages(toBottom) {
     const meta = el("div", "meta");
     meta.append(el("span", "", m.sender), el("span", "", shortTime(m.time)));
     if (m.state === "edited") meta.append(el("span", "", "edited"));
+    const file = m.state === "deleted" ? null : ATTACHMENT.exec(m.text);
     if (mine && m.state !== "deleted") {
       meta.append(tick(c, m));
-      meta.append(button("edit", () => edit(c.name, m)), button("delete", () => remove(c.name, m)));
+      if (!file) meta.append(button("edit", () => edit(c.name, m)));
     }
-    li.append(meta, el("div", "text", m.state === "deleted" ? "message deleted" : m.text));
+    // An admin may delete anyone's message in a room or group.
+    if (m.state !== "deleted" && (mine || (c.admin && c.kind !== "direct"))) {
+      meta.append(button("delete", () => remove(c.name, m)));
+    }
+    const text = el("div", "text", m.state === "deleted" ? "message deleted" : file ? "" : m.text);
+    if (file) text.append(attachmentView(file));
+    li.append(meta, text);
+    if (m.status) li.append(el("div", "status", m.status));
     list.append(li);
   }
   $("older").hidden = c.atStart;
@@ -546,7 +761,8 @@ function showChat(name) {
   $("login").hidden = $("home").hidden = true;
   $("chat").hidden = $("back").hidden = false;
   $("found").hidden = $("search-close").hidden = $("found-more").hidden = true;
-  $("leave").hidden = c.kind === "direct";
+  $("members").hidden = $("add-form").hidden = true;
+  $("leave").hidden = $("who").hidden = c.kind === "direct";
   $("chat-error").textContent = "";
   $("title").textContent = name;
   renderMessages(true);
@@ -574,6 +790,17 @@ function wire() {
   });
   $("create").addEventListener("click", () => enter("CREATE"));
   $("leave").addEventListener("click", leave);
+  $("who").addEventListener("click", () => {
+    if ($("members").hidden) loadMembers();
+    else $("members").hidden = $("add-form").hidden = true;
+  });
+  $("add-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const user = $("add-name").value.trim();
+    if (!user) return;
+    $("add-name").value = "";
+    manage("ADD", user);
+  });
   $("friend-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     const user = $("friend-name").value.trim();
@@ -581,6 +808,7 @@ function wire() {
     send("FRIEND ADD " + user, (final) => {
       $("home-error").textContent = final.startsWith("OK ") ? "request sent to " + user : errText(final);
       if (final.endsWith(" accepted")) loadFriends();
+      else if (final.endsWith(" pending")) { sentRequests.add(user); renderHome(); }
     });
   });
   $("say-form").addEventListener("submit", (ev) => {
@@ -596,6 +824,12 @@ function wire() {
       lastTypingSent = now;
       send("TYPING " + current);
     }
+  });
+  $("attach").addEventListener("click", () => $("attach-file").click());
+  $("attach-file").addEventListener("change", () => {
+    const input = $("attach-file");
+    if (current) for (const file of input.files) attach(file);
+    input.value = "";
   });
   $("older").addEventListener("click", () => loadHistory(current, true));
   $("messages").addEventListener("scroll", () => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::chat::{
     Change, ConvId, ConvKind, FriendChange, Member, Membership, Msg, MsgState, Posted, Progress,
-    Seq, Shared, UserId,
+    ReactionChange, Seq, Shared, UserId,
 };
 
 /// The version this build writes and reads.
@@ -123,6 +123,14 @@ const CHANGED: u8 = 12;
 const POSTED: u8 = 13;
 const TYPING: u8 = 14;
 const RECEIPT: u8 = 15;
+const FRIEND_BLOCKED: u8 = 16;
+const DEOPPED: u8 = 17;
+const BANNED: u8 = 18;
+const UNBANNED: u8 = 19;
+const MUTED: u8 = 20;
+const UNMUTED: u8 = 21;
+const REACTION: u8 = 22;
+const TOPIC: u8 = 23;
 
 struct Writer(Vec<u8>);
 
@@ -157,6 +165,22 @@ impl Writer {
         self.int(m.at);
         self.str(&m.text);
         self.0.push(m.state as u8);
+        self.opt_seq(m.reply_to);
+    }
+
+    /// 0 for none, else seq + 1 (a seq is never `u64::MAX`).
+    fn opt_seq(&mut self, seq: Option<Seq>) {
+        self.uint(seq.map_or(0, |s| s.0.saturating_add(1)));
+    }
+
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.0.push(0),
+            Some(s) => {
+                self.0.push(1);
+                self.str(s);
+            }
+        }
     }
 
     fn change(&mut self, change: &Change) {
@@ -198,20 +222,46 @@ impl Writer {
                     self.int(at);
                 }
                 FriendChange::Removed { by, other } => self.pair(FRIEND_REMOVED, by, other),
+                FriendChange::Blocked { by, user, on } => {
+                    self.pair(FRIEND_BLOCKED, by, user);
+                    self.0.push(u8::from(on));
+                }
             },
+            Change::Reaction(r) => {
+                self.0.push(REACTION);
+                self.uint(r.conv.0.into());
+                self.uint(r.seq.0);
+                self.uint(r.user.0.into());
+                self.str(&r.reaction);
+                self.0.push(u8::from(r.added));
+            }
+            Change::Topic { conv, by, topic } => {
+                self.0.push(TOPIC);
+                self.uint(conv.0.into());
+                self.uint(by.0.into());
+                self.opt_str(topic.as_deref());
+            }
             Change::Membership { conv, change } => {
-                let (tag, user, by) = match *change {
-                    Membership::Joined { user } => (JOINED, user, None),
-                    Membership::Left { user } => (LEFT, user, None),
-                    Membership::Added { user, by } => (ADDED, user, Some(by)),
-                    Membership::Kicked { user, by } => (KICKED, user, Some(by)),
-                    Membership::Opped { user, by } => (OPPED, user, Some(by)),
+                let (tag, user, by, until) = match *change {
+                    Membership::Joined { user } => (JOINED, user, None, None),
+                    Membership::Left { user } => (LEFT, user, None, None),
+                    Membership::Added { user, by } => (ADDED, user, Some(by), None),
+                    Membership::Kicked { user, by } => (KICKED, user, Some(by), None),
+                    Membership::Opped { user, by } => (OPPED, user, Some(by), None),
+                    Membership::Deopped { user, by } => (DEOPPED, user, Some(by), None),
+                    Membership::Banned { user, by } => (BANNED, user, Some(by), None),
+                    Membership::Unbanned { user, by } => (UNBANNED, user, Some(by), None),
+                    Membership::Muted { user, by, until } => (MUTED, user, Some(by), Some(until)),
+                    Membership::Unmuted { user, by } => (UNMUTED, user, Some(by), None),
                 };
                 self.0.push(tag);
                 self.uint(conv.0.into());
                 self.uint(user.0.into());
                 if let Some(by) = by {
                     self.uint(by.0.into());
+                }
+                if let Some(until) = until {
+                    self.int(until);
                 }
             }
             Change::Changed { conv, msg, by, .. } => {
@@ -312,6 +362,7 @@ impl Reader<'_> {
             2 => MsgState::Deleted,
             n => return Err(CodecError::Code("message state", n.into())),
         };
+        let reply_to = self.opt_seq()?;
         Ok(Msg {
             seq,
             id,
@@ -319,6 +370,19 @@ impl Reader<'_> {
             at,
             text,
             state,
+            reply_to,
+        })
+    }
+
+    fn opt_seq(&mut self) -> Result<Option<Seq>, CodecError> {
+        Ok(self.uint()?.checked_sub(1).map(Seq))
+    }
+
+    fn opt_str(&mut self) -> Result<Option<String>, CodecError> {
+        Ok(if self.bool()? {
+            Some(self.str()?)
+        } else {
+            None
         })
     }
 
@@ -374,24 +438,50 @@ impl Reader<'_> {
                 by: self.user()?,
                 other: self.user()?,
             }),
-            JOINED | LEFT | ADDED | KICKED | OPPED => {
+            FRIEND_BLOCKED => Change::Friendship(FriendChange::Blocked {
+                by: self.user()?,
+                user: self.user()?,
+                on: self.bool()?,
+            }),
+            REACTION => Change::Reaction(ReactionChange {
+                conv: self.conv()?,
+                seq: Seq(self.uint()?),
+                user: self.user()?,
+                reaction: self.str()?.into(),
+                added: self.bool()?,
+            }),
+            TOPIC => Change::Topic {
+                conv: self.conv()?,
+                by: self.user()?,
+                topic: self.opt_str()?.map(Into::into),
+            },
+            JOINED | LEFT => {
                 let conv = self.conv()?;
                 let user = self.user()?;
+                let change = if tag == JOINED {
+                    Membership::Joined { user }
+                } else {
+                    Membership::Left { user }
+                };
+                Change::Membership { conv, change }
+            }
+            ADDED | KICKED | OPPED | DEOPPED | BANNED | UNBANNED | MUTED | UNMUTED => {
+                let conv = self.conv()?;
+                let user = self.user()?;
+                let by = self.user()?;
                 let change = match tag {
-                    JOINED => Membership::Joined { user },
-                    LEFT => Membership::Left { user },
-                    ADDED => Membership::Added {
+                    ADDED => Membership::Added { user, by },
+                    KICKED => Membership::Kicked { user, by },
+                    OPPED => Membership::Opped { user, by },
+                    DEOPPED => Membership::Deopped { user, by },
+                    BANNED => Membership::Banned { user, by },
+                    UNBANNED => Membership::Unbanned { user, by },
+                    MUTED => Membership::Muted {
                         user,
-                        by: self.user()?,
+                        by,
+                        until: self.int()?,
                     },
-                    KICKED => Membership::Kicked {
-                        user,
-                        by: self.user()?,
-                    },
-                    _ => Membership::Opped {
-                        user,
-                        by: self.user()?,
-                    },
+                    _ => Membership::Unmuted { user, by },
                 };
                 Change::Membership { conv, change }
             }
@@ -447,6 +537,7 @@ mod tests {
                 at,
                 text: text.into(),
                 state: MsgState::from_code(state.into()),
+                reply_to: (seq % 3 == 0).then_some(Seq(seq / 2)),
             })
     }
 
@@ -457,6 +548,15 @@ mod tests {
             (user(), user()).prop_map(|(user, by)| Membership::Added { user, by }),
             (user(), user()).prop_map(|(user, by)| Membership::Kicked { user, by }),
             (user(), user()).prop_map(|(user, by)| Membership::Opped { user, by }),
+            (user(), user()).prop_map(|(user, by)| Membership::Deopped { user, by }),
+            (user(), user()).prop_map(|(user, by)| Membership::Banned { user, by }),
+            (user(), user()).prop_map(|(user, by)| Membership::Unbanned { user, by }),
+            (user(), user(), any::<i64>()).prop_map(|(user, by, until)| Membership::Muted {
+                user,
+                by,
+                until
+            }),
+            (user(), user()).prop_map(|(user, by)| Membership::Unmuted { user, by }),
         ]
     }
 
@@ -478,6 +578,11 @@ mod tests {
                 at
             }),
             (user(), user()).prop_map(|(by, other)| FriendChange::Removed { by, other }),
+            (user(), user(), any::<bool>()).prop_map(|(by, user, on)| FriendChange::Blocked {
+                by,
+                user,
+                on
+            }),
         ]
     }
 
@@ -507,6 +612,22 @@ mod tests {
                     members,
                 }),
             friendship().prop_map(Change::Friendship),
+            (conv(), any::<u64>(), user(), "[a-z]{1,8}", any::<bool>()).prop_map(
+                |(conv, seq, user, reaction, added)| Change::Reaction(ReactionChange {
+                    conv,
+                    seq: Seq(seq),
+                    user,
+                    reaction: reaction.into(),
+                    added,
+                })
+            ),
+            (conv(), user(), prop::option::of(".{0,20}")).prop_map(|(conv, by, topic)| {
+                Change::Topic {
+                    conv,
+                    by,
+                    topic: topic.map(Into::into),
+                }
+            }),
             (conv(), membership()).prop_map(|(conv, change)| Change::Membership { conv, change }),
             (conv(), msg(), user()).prop_map(|(conv, msg, by)| Change::Changed {
                 conv,
@@ -575,6 +696,7 @@ mod tests {
                     at: 5,
                     text: "hi".into(),
                     state: MsgState::Sent,
+                    reply_to: None,
                 },
             }],
         };

@@ -8,6 +8,7 @@
 
 use super::friends::FriendChange;
 use super::membership::Membership;
+use super::reactions::ReactionChange;
 use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
 use super::{ConvId, ConvKind, MsgState, UserId, pair};
 
@@ -38,6 +39,14 @@ pub enum Change {
         msg: Msg,
         by: UserId,
         origin: Option<SessionId>,
+    },
+    /// A reaction added to or taken off a message.
+    Reaction(ReactionChange),
+    /// `by` set `conv`'s topic, or cleared it.
+    Topic {
+        conv: ConvId,
+        by: UserId,
+        topic: Option<std::sync::Arc<str>>,
     },
     /// Consecutive messages of one conversation, oldest first, each with
     /// the seq its commit assigned and the session that sent it if that
@@ -85,6 +94,8 @@ impl Hub {
                 self.convs.insert(conv, c);
             }
             Change::Friendship(change) => self.apply_friend_change(change, out),
+            Change::Reaction(change) => self.apply_reaction(change, out),
+            Change::Topic { conv, by, topic } => self.apply_topic(conv, by, topic, out),
             Change::Membership { conv, change } => {
                 // The writes were made where the change was committed.
                 let events = self.change_membership(conv, change, None, &mut Vec::new());

@@ -49,6 +49,30 @@ pub enum ChatError {
     RequestPending(String),
     #[error("no pending request from {0}")]
     NoRequest(String),
+    #[error("you are muted in {room} until {}", crate::protocol::ms_to_time(*until))]
+    Muted { room: String, until: i64 },
+    #[error("{0} is already banned from {1}")]
+    AlreadyBanned(String, String),
+    #[error("{0} is not banned from {1}")]
+    NotBanned(String, String),
+    #[error("{0} is not muted in {1}")]
+    NotMuted(String, String),
+    #[error("a mute lasts 1 to {0} minutes")]
+    BadMinutes(u64),
+    #[error("{0} is not an admin of {1}")]
+    TargetNotAdmin(String, String),
+    #[error("{0} needs an admin; OP someone first")]
+    LastAdmin(String),
+    #[error("you are banned from {0}")]
+    Banned(String),
+    #[error("{0} is banned from {1}; UNBAN first")]
+    TargetBanned(String, String),
+    #[error("you already block {0}")]
+    AlreadyBlocked(String),
+    #[error("you do not block {0}")]
+    NotBlocked(String),
+    #[error("you block {0}; FRIEND UNBLOCK them first")]
+    YouBlock(String),
     #[error("no such conversation")]
     NoSuchConversation,
     #[error("no conversation with {0} yet")]
@@ -73,8 +97,16 @@ pub enum ChatError {
     BadMime,
     #[error("no such blob, or not in a conversation of yours")]
     NoSuchBlob,
-    #[error("text starting with [file or [image is reserved for attachments")]
+    #[error("text starting with [file, [image or [re is reserved for attachments and replies")]
     ReservedText,
+    #[error("a reaction is 1-32 bytes without spaces or control characters, e.g. an emoji")]
+    BadReaction,
+    #[error("you already reacted that way")]
+    AlreadyReacted,
+    #[error("you have not reacted that way")]
+    NotReacted,
+    #[error("at most {0} reactions per user and message")]
+    TooManyReactions(usize),
     #[error("message text may not contain control characters")]
     BadText,
     #[error("message longer than {0} bytes")]

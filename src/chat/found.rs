@@ -136,6 +136,7 @@ impl Hub {
                     conv,
                     created: true,
                     replay: Vec::new(),
+                    topic: None,
                 };
                 Some((sid, uid, reply))
             }

@@ -7,6 +7,11 @@
 //!
 //! A request from A to B is `pending` until B accepts or rejects it, exactly
 //! once. A later request from A after a rejection starts a new pending one.
+//!
+//! Blocks live here too, since they are rules about the same two-sided
+//! state: blocking ends a friendship and withdraws one's own pending
+//! request, and while B blocks A, A's requests to B stay pending, unseen by
+//! B, and A is never told: to A it looks like a request nobody answers.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +36,12 @@ pub enum FriendError {
     NoRequest,
     #[error("not friends")]
     NotFriends,
+    #[error("already blocked")]
+    AlreadyBlocked,
+    #[error("not blocked")]
+    NotBlocked,
+    #[error("blocked")]
+    Blocked,
 }
 
 /// What a FRIEND ADD did.
@@ -55,16 +66,80 @@ pub struct Friends {
     requests: IdMap<(UserId, UserId), Request>,
     /// Every request key a user appears in, for listing.
     involving: IdMap<UserId, BTreeSet<(UserId, UserId)>>,
+    /// Who each user blocks.
+    blocked: IdMap<UserId, BTreeSet<UserId>>,
 }
 
 impl Friends {
-    pub fn load(&mut self, friendships: &[(UserId, UserId, i64)], requests: &[RequestRow]) {
+    pub fn load(
+        &mut self,
+        friendships: &[(UserId, UserId, i64)],
+        requests: &[RequestRow],
+        blocks: &[(UserId, UserId)],
+    ) {
         for &(a, b, _) in friendships {
             self.link(a, b);
         }
         for r in requests {
             self.set_request(r.from, r.to, r.state, r.at);
         }
+        for &(by, user) in blocks {
+            self.blocked.entry(by).or_default().insert(user);
+        }
+    }
+
+    /// Whether `by` blocks `user`.
+    pub fn blocks(&self, by: UserId, user: UserId) -> bool {
+        self.blocked.get(&by).is_some_and(|s| s.contains(&user))
+    }
+
+    /// The users `by` blocks.
+    pub fn blocked_by(&self, by: UserId) -> impl Iterator<Item = UserId> + '_ {
+        self.blocked.get(&by).into_iter().flatten().copied()
+    }
+
+    /// `me` blocks `other`: a friendship ends and a pending request of
+    /// `me`'s to `other` is withdrawn, in the same commit. Returns whether
+    /// a friendship ended (both sides hear that, as for FRIEND REMOVE).
+    pub fn block(&mut self, me: UserId, other: UserId) -> Result<(bool, Vec<Write>), FriendError> {
+        if me == other {
+            return Err(FriendError::SelfTarget);
+        }
+        if self.blocks(me, other) {
+            return Err(FriendError::AlreadyBlocked);
+        }
+        let mut writes = Vec::new();
+        let unfriended = self.are_friends(me, other);
+        if unfriended {
+            writes.extend(self.remove(me, other)?);
+        }
+        self.apply(FriendChange::Blocked {
+            by: me,
+            user: other,
+            on: true,
+        });
+        writes.push(Write::Block {
+            by: me,
+            user: other,
+            on: true,
+        });
+        Ok((unfriended, writes))
+    }
+
+    pub fn unblock(&mut self, me: UserId, other: UserId) -> Result<Vec<Write>, FriendError> {
+        if !self.blocks(me, other) {
+            return Err(FriendError::NotBlocked);
+        }
+        self.apply(FriendChange::Blocked {
+            by: me,
+            user: other,
+            on: false,
+        });
+        Ok(vec![Write::Block {
+            by: me,
+            user: other,
+            on: false,
+        }])
     }
 
     pub fn are_friends(&self, a: UserId, b: UserId) -> bool {
@@ -76,18 +151,23 @@ impl Friends {
     }
 
     /// Every request `a` sent or received: ((from, to), request).
+    /// Requests from users `a` blocks are not listed.
     pub fn requests_of(&self, a: UserId) -> impl Iterator<Item = ((UserId, UserId), Request)> + '_ {
         self.involving
             .get(&a)
             .into_iter()
             .flatten()
+            .filter(move |&&(from, _)| !self.blocks(a, from))
             .map(|k| (*k, self.requests[k]))
     }
 
+    /// A pending request `to` can see (not from someone `to` blocks).
     fn pending(&self, from: UserId, to: UserId) -> bool {
-        self.requests
-            .get(&(from, to))
-            .is_some_and(|r| r.state == RequestState::Pending)
+        !self.blocks(to, from)
+            && self
+                .requests
+                .get(&(from, to))
+                .is_some_and(|r| r.state == RequestState::Pending)
     }
 
     fn link(&mut self, a: UserId, b: UserId) {
@@ -131,10 +211,14 @@ impl Friends {
         if from == to {
             return Err(FriendError::SelfTarget);
         }
+        if self.blocks(from, to) {
+            return Err(FriendError::Blocked);
+        }
         if self.are_friends(from, to) {
             return Err(FriendError::AlreadyFriends);
         }
-        if self.pending(from, to) {
+        let asked = self.requests.get(&(from, to));
+        if asked.is_some_and(|r| r.state == RequestState::Pending) {
             return Err(FriendError::AlreadyPending);
         }
         if self.pending(to, from) {
@@ -187,6 +271,22 @@ impl Friends {
                 self.set_request(from, to, RequestState::Rejected, at);
             }
             FriendChange::Removed { by, other } => self.unlink(by, other),
+            FriendChange::Blocked { by, user, on } => {
+                if on {
+                    self.blocked.entry(by).or_default().insert(user);
+                    let mine = self.requests.get(&(by, user));
+                    if mine.is_some_and(|r| r.state == RequestState::Pending) {
+                        self.requests.remove(&(by, user));
+                        for u in [by, user] {
+                            if let Some(keys) = self.involving.get_mut(&u) {
+                                keys.remove(&(by, user));
+                            }
+                        }
+                    }
+                } else if let Some(set) = self.blocked.get_mut(&by) {
+                    set.remove(&user);
+                }
+            }
         }
     }
 
@@ -226,6 +326,8 @@ pub enum FriendChange {
     Rejected { from: UserId, to: UserId, at: i64 },
     /// `by` ended the friendship with `other`.
     Removed { by: UserId, other: UserId },
+    /// `by` blocked (`on`) or unblocked `user`.
+    Blocked { by: UserId, user: UserId, on: bool },
 }
 
 impl Hub {
@@ -233,6 +335,10 @@ impl Hub {
     /// sessions on this node what its maker's would have been told.
     pub(super) fn apply_friend_change(&mut self, change: FriendChange, out: &mut Out) {
         self.friends.apply(change);
+        if let FriendChange::Blocked { by, user, on } = change {
+            out.emits.push(self.block_news(None, by, user, on));
+            return;
+        }
         // (maker, other, what other hears, what the maker's sessions hear)
         let (maker, other, theirs, mine) = match change {
             FriendChange::Requested { from, to, .. } => {
@@ -247,6 +353,7 @@ impl Hub {
             FriendChange::Removed { by, other } => {
                 (by, other, FriendNews::Removed, FriendNews::Removed)
             }
+            FriendChange::Blocked { .. } => return,
         };
         let events = self.friend_news(None, maker, other, theirs, mine);
         out.emits.extend(events);
@@ -262,6 +369,9 @@ impl Hub {
             FriendError::AlreadyPending => ChatError::RequestPending(name),
             FriendError::NoRequest => ChatError::NoRequest(name),
             FriendError::NotFriends => ChatError::NotFriends(name),
+            FriendError::AlreadyBlocked => ChatError::AlreadyBlocked(name),
+            FriendError::NotBlocked => ChatError::NotBlocked(name),
+            FriendError::Blocked => ChatError::YouBlock(name),
         }
     }
 
@@ -294,7 +404,12 @@ impl Hub {
                 } else {
                     (FriendNews::Request, FriendNews::Requested)
                 };
-                let events = self.friend_news(Some(sid), uid, other, theirs, mine);
+                let mut events = self.friend_news(Some(sid), uid, other, theirs, mine);
+                // A request to someone who blocks its sender is kept, but
+                // they never hear of it, nor does the sender learn why.
+                if self.friends.blocks(other, uid) {
+                    events.remove(0);
+                }
                 let change = if accepted {
                     FriendChange::Accepted {
                         from: other,
@@ -342,6 +457,33 @@ impl Hub {
                 };
                 self.commit(sid, writes, reply, events, Change::Friendship(change), out);
             }
+            FriendCmd::Block(name) | FriendCmd::Unblock(name) => {
+                let on = matches!(cmd, FriendCmd::Block(_));
+                let other = self.find_user(name)?;
+                let (unfriended, writes) = if on {
+                    self.friends.block(uid, other)
+                } else {
+                    self.friends.unblock(uid, other).map(|w| (false, w))
+                }
+                .map_err(|e| self.friend_error(e, other))?;
+                let mut events = Vec::new();
+                if unfriended {
+                    let news = FriendNews::Removed;
+                    events = self.friend_news(Some(sid), uid, other, news, news);
+                }
+                events.push(self.block_news(Some(sid), uid, other, on));
+                let change = Change::Friendship(FriendChange::Blocked {
+                    by: uid,
+                    user: other,
+                    on,
+                });
+                let reply = Reply::Blocked { other, on };
+                self.commit(sid, writes, reply, events, change, out);
+            }
+            FriendCmd::Blocked => {
+                let users = self.friends.blocked_by(uid).collect();
+                out.reply(sid, Reply::BlockList(users));
+            }
             FriendCmd::Remove(name) => {
                 let other = self.find_user(name)?;
                 let writes = self
@@ -382,6 +524,17 @@ impl Hub {
                 Event::Friend { news: mine, other },
             ),
         ]
+    }
+
+    /// What `uid`'s sessions but `except` hear when it blocks or unblocks
+    /// `other`; `other` hears nothing.
+    fn block_news(&self, except: Option<SessionId>, uid: UserId, other: UserId, on: bool) -> Emit {
+        let news = if on {
+            FriendNews::Blocked
+        } else {
+            FriendNews::Unblocked
+        };
+        Emit::Event(Audience::user(uid, except), Event::Friend { news, other })
     }
 
     fn friend_list(&self, sid: SessionId, uid: UserId, out: &mut Out) {
@@ -433,6 +586,27 @@ mod tests {
         assert_eq!(f.reject(B, A, 4), Err(FriendError::NoRequest));
         assert_eq!(f.request(A, B, 5), Err(FriendError::AlreadyFriends));
         assert_eq!(f.request(B, A, 5), Err(FriendError::AlreadyFriends));
+    }
+
+    #[test]
+    fn a_block_ends_the_friendship_and_hides_requests_until_lifted() {
+        let mut f = Friends::default();
+        f.request(A, B, 1).unwrap();
+        f.accept(B, A, 2).unwrap();
+        let (unfriended, writes) = f.block(A, B).unwrap();
+        assert!(unfriended && !f.are_friends(A, B));
+        assert_eq!(writes.len(), 2, "the unfriending and the block together");
+        assert_eq!(f.block(A, B), Err(FriendError::AlreadyBlocked));
+        assert_eq!(f.request(A, B, 3), Err(FriendError::Blocked));
+        // B's request is kept, but A does not see it.
+        assert_eq!(f.request(B, A, 3).unwrap().0, Added::Requested);
+        assert_eq!(f.requests_of(A).count(), 0);
+        assert_eq!(f.accept(A, B, 4), Err(FriendError::NoRequest));
+        f.unblock(A, B).unwrap();
+        assert_eq!(f.unblock(A, B), Err(FriendError::NotBlocked));
+        assert_eq!(f.requests_of(A).count(), 1);
+        f.accept(A, B, 5).unwrap();
+        assert!(f.are_friends(A, B));
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl Hub {
                 .filter(|m| m.seq >= from && m.seq < before)
                 .cloned()
                 .collect();
-            out.reply(sid, Reply::History { conv, msgs });
+            out.reply(sid, self.history_reply(conv, msgs));
         } else {
             self.ask(
                 sid,
@@ -54,6 +54,22 @@ impl Hub {
         Ok(())
     }
 
+    /// HISTORY's answer: the messages, with the reactions of those that
+    /// have any (none on a deleted one).
+    fn history_reply(&self, conv: ConvId, msgs: Vec<Msg>) -> Reply {
+        let reactions = msgs
+            .iter()
+            .filter(|m| m.state != MsgState::Deleted)
+            .map(|m| (m.seq, self.reactions.counts(conv, m.seq)))
+            .filter(|(_, counts)| !counts.is_empty())
+            .collect();
+        Reply::History {
+            conv,
+            msgs,
+            reactions,
+        }
+    }
+
     pub(super) fn history_answer(
         &mut self,
         sid: SessionId,
@@ -67,7 +83,7 @@ impl Hub {
             _ => Vec::new(),
         };
         msgs.reverse();
-        out.complete(sid, Reply::History { conv, msgs });
+        out.complete(sid, self.history_reply(conv, msgs));
     }
 
     pub(super) fn search(
@@ -128,10 +144,7 @@ impl Hub {
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
         if let Some(t) = text {
-            names::text(t, self.cfg.max_text)?;
-            if names::is_attachment_text(t) {
-                return Err(ChatError::ReservedText);
-            }
+            names::message_text(t, self.cfg.max_text)?;
         }
         let edit = Edit {
             conv,

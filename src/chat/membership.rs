@@ -1,4 +1,5 @@
-//! Membership changes: JOIN, ADD, LEAVE, KICK and OP.
+//! Membership changes: JOIN, ADD, LEAVE, KICK and OP, and the moderation
+//! that changes what a member may do (`moderation`).
 //!
 //! One function makes each change to the tables and says who hears of it,
 //! whether the change is a command of this node's (which then commits it)
@@ -6,21 +7,58 @@
 //! [`Hub::apply`]): both change the tables and tell the members alike.
 
 use super::{Audience, ConvId, Emit, Event, Hub, SessionId, UserId};
-use crate::store::Write;
+use crate::store::{AuditAction, Write};
 
 /// A change to who is in a conversation, and who made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {
     /// JOIN of a public room.
-    Joined { user: UserId },
+    Joined {
+        user: UserId,
+    },
     /// ADD by an admin.
-    Added { user: UserId, by: UserId },
+    Added {
+        user: UserId,
+        by: UserId,
+    },
     /// LEAVE.
-    Left { user: UserId },
+    Left {
+        user: UserId,
+    },
     /// KICK by an admin.
-    Kicked { user: UserId, by: UserId },
+    Kicked {
+        user: UserId,
+        by: UserId,
+    },
     /// OP by an admin.
-    Opped { user: UserId, by: UserId },
+    Opped {
+        user: UserId,
+        by: UserId,
+    },
+    /// DEOP by an admin.
+    Deopped {
+        user: UserId,
+        by: UserId,
+    },
+    /// BAN by an admin: removed if a member, and kept out.
+    Banned {
+        user: UserId,
+        by: UserId,
+    },
+    Unbanned {
+        user: UserId,
+        by: UserId,
+    },
+    /// MUTE by an admin, until a Unix ms time.
+    Muted {
+        user: UserId,
+        by: UserId,
+        until: i64,
+    },
+    Unmuted {
+        user: UserId,
+        by: UserId,
+    },
 }
 
 impl Hub {
@@ -53,31 +91,63 @@ impl Hub {
                 };
                 vec![Emit::Event(Audience::members(conv, except), event)]
             }
+            Membership::Banned { user, by } => {
+                if self.is_banned(conv, user) {
+                    return Vec::new();
+                }
+                if let Some(m) = self.moderation_mut(conv) {
+                    m.ban(user);
+                }
+                writes.push(Write::Ban {
+                    conv,
+                    user,
+                    on: true,
+                });
+                self.audit(conv, by, AuditAction::Ban, Some(user), None, writes);
+                let event = Event::Banned { conv, user, by };
+                if self.conv_has_member(conv, user) {
+                    self.remove_and_tell(conv, user, event, except, writes)
+                } else {
+                    vec![Emit::Event(Audience::members(conv, except), event)]
+                }
+            }
+            Membership::Unbanned { .. } | Membership::Muted { .. } | Membership::Unmuted { .. } => {
+                let event = self.moderate(conv, change, writes);
+                let to = Audience::members(conv, except);
+                event.map(|e| Emit::Event(to, e)).into_iter().collect()
+            }
             Membership::Left { user } | Membership::Kicked { user, .. } => {
                 if c.member(user).is_none() {
                     return Vec::new();
                 }
-                // Everyone who was a member hears it, the one leaving too.
-                let to = Audience::Members {
-                    conv,
-                    plus: Some(user),
-                    except,
-                };
                 let event = match change {
-                    Membership::Kicked { by, .. } => Event::Kicked { conv, user, by },
+                    Membership::Kicked { by, .. } => {
+                        self.audit(conv, by, AuditAction::Kick, Some(user), None, writes);
+                        Event::Kicked { conv, user, by }
+                    }
                     _ => Event::Left { conv, user },
                 };
-                let mut events = vec![Emit::Event(to, event)];
-                self.member_here(conv, user, false);
-                if let Some(heir) = self.remove_member(conv, user, writes) {
-                    let opped = Event::Opped {
-                        conv,
-                        user: heir,
-                        by: None,
-                    };
-                    events.push(Emit::Event(Audience::members(conv, None), opped));
-                }
-                events
+                self.remove_and_tell(conv, user, event, except, writes)
+            }
+            Membership::Deopped { user, by } => {
+                let Some(m) = self
+                    .convs
+                    .get_mut(conv)
+                    .and_then(|c| c.members.iter_mut().find(|m| m.user == user))
+                    .filter(|m| m.admin)
+                else {
+                    return Vec::new();
+                };
+                m.admin = false;
+                writes.push(Write::Member {
+                    conv,
+                    user,
+                    admin: false,
+                    joined: m.joined,
+                });
+                self.audit(conv, by, AuditAction::Deop, Some(user), None, writes);
+                let event = Event::Deopped { conv, user, by };
+                vec![Emit::Event(Audience::members(conv, except), event)]
             }
             Membership::Opped { user, by } => {
                 let Some(m) = self
@@ -95,6 +165,7 @@ impl Hub {
                     admin: true,
                     joined: m.joined,
                 });
+                self.audit(conv, by, AuditAction::Op, Some(user), None, writes);
                 let event = Event::Opped {
                     conv,
                     user,
@@ -103,5 +174,41 @@ impl Hub {
                 vec![Emit::Event(Audience::members(conv, except), event)]
             }
         }
+    }
+}
+
+impl Hub {
+    fn conv_has_member(&self, conv: ConvId, user: UserId) -> bool {
+        self.convs
+            .get(conv)
+            .is_some_and(|c| c.member(user).is_some())
+    }
+
+    /// Removes member `user` and tells everyone who was a member, `user`
+    /// too, `event`; if no admin is left, the heir is made one and said so.
+    fn remove_and_tell(
+        &mut self,
+        conv: ConvId,
+        user: UserId,
+        event: Event,
+        except: Option<SessionId>,
+        writes: &mut Vec<Write>,
+    ) -> Vec<Emit> {
+        let to = Audience::Members {
+            conv,
+            plus: Some(user),
+            except,
+        };
+        let mut events = vec![Emit::Event(to, event)];
+        self.member_here(conv, user, false);
+        if let Some(heir) = self.remove_member(conv, user, writes) {
+            let opped = Event::Opped {
+                conv,
+                user: heir,
+                by: None,
+            };
+            events.push(Emit::Event(Audience::members(conv, None), opped));
+        }
+        events
     }
 }

@@ -13,11 +13,14 @@ mod error;
 mod found;
 mod friends;
 mod history;
+mod inbox;
 mod membership;
+mod moderation;
 mod names;
 mod order;
 mod output;
 mod presence;
+mod reactions;
 mod rooms;
 mod say;
 mod shared;
@@ -32,16 +35,18 @@ pub use apply::Change;
 pub use error::ChatError;
 pub use friends::{FriendChange, FriendError, Friends};
 pub use membership::Membership;
+pub use moderation::AUDIT_KEPT;
 pub use order::Sequencer;
 pub use output::{
-    Audience, Body, Emit, Event, FriendNews, MemberInfo, Out, Output, Part, Posted, Presence,
-    Progress, Reply, RequestInfo, RoomInfo,
+    Audience, Body, Emit, Event, FriendNews, InboxEntry, MemberInfo, Out, Output, Part, Posted,
+    Presence, Progress, Reply, RequestInfo, RoomInfo,
 };
+pub use reactions::{ReactionChange, Reactions};
 pub use shared::{Shared, Subscriptions};
 pub use state::{Conv, Member, Msg, User};
 pub use sync::{CURSOR_ROWS, Cursor};
 use types::Table;
-pub use types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
+pub use types::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 use crate::protocol::codec::Directory;
 use crate::protocol::{Command, ParseError, Target, help};
@@ -149,6 +154,8 @@ pub enum Pending {
 pub enum Ack {
     /// `OK SAY <conv> <seq> <msgid>`
     Say,
+    /// `OK REPLY <conv> <seq> <msgid>`: a message answering this seq.
+    Reply(Seq),
     /// `OK ATTACH <conv> <seq> <msgid> <blob-id>`
     Attach(String),
 }
@@ -270,6 +277,7 @@ pub struct Hub {
     rooms: HashMap<String, ConvId>,
     directs: IdMap<(UserId, UserId), ConvId>,
     friends: Friends,
+    reactions: Reactions,
     sessions: IdMap<SessionId, SessionState>,
     cursors: IdMap<(UserId, ConvId), Cursor>,
     /// Cursors changed since they were last handed to storage.
@@ -367,6 +375,7 @@ impl Hub {
             rooms: HashMap::new(),
             directs: IdMap::default(),
             friends: Friends::default(),
+            reactions: Reactions::default(),
             sessions: IdMap::default(),
             cursors: IdMap::default(),
             dirty_cursors: IdSet::default(),
@@ -422,7 +431,15 @@ impl Hub {
                 self.directs.insert(pair(a.user, b.user), conv.id);
             }
         }
-        self.friends.load(&snap.friendships, &snap.requests);
+        self.friends
+            .load(&snap.friendships, &snap.requests, &snap.blocks);
+        self.reactions = Reactions::load(snap.reactions);
+        self.load_moderation(moderation::Loaded {
+            bans: snap.bans,
+            mutes: snap.mutes,
+            topics: snap.topics,
+            audit: snap.audit,
+        });
         for (user, conv, delivered, read) in snap.cursors {
             self.cursors
                 .insert((user, conv), Cursor { delivered, read });
@@ -553,6 +570,7 @@ impl Hub {
             (Command::Leave(room), Some(uid)) => self.leave(sid, uid, room, out)?,
             (Command::Who(room), Some(uid)) => self.who(sid, uid, room, out)?,
             (Command::Rooms, Some(uid)) => self.list_rooms(sid, uid, out),
+            (Command::Inbox, Some(uid)) => self.inbox(sid, uid, out),
             (Command::Add { room, user }, Some(uid)) => self.add(sid, uid, room, user, out)?,
             (Command::Kick { room, user }, Some(uid)) => self.kick(sid, uid, room, user, out)?,
             (Command::Op { room, user }, Some(uid)) => self.op(sid, uid, room, user, out)?,
@@ -578,6 +596,37 @@ impl Hub {
             ) => self.search(sid, uid, conv, before, words, out)?,
             (Command::Delete { conv, seq }, Some(uid)) => {
                 self.change(sid, uid, conv, seq, None, out)?
+            }
+            (
+                Command::React {
+                    conv,
+                    seq,
+                    reaction,
+                    added,
+                },
+                Some(uid),
+            ) => self.react(sid, uid, conv, seq, reaction, added, out)?,
+            (
+                Command::Moderate {
+                    room,
+                    user,
+                    action,
+                    minutes,
+                },
+                Some(uid),
+            ) => self.moderation_command(sid, uid, room, user, action, minutes, out)?,
+            (Command::Away(text), Some(uid)) => self.away(sid, uid, text, out)?,
+            (Command::Topic { room, text }, Some(uid)) => {
+                self.topic_command(sid, uid, room, text, out)?
+            }
+            (Command::Audit { room, limit }, Some(uid)) => {
+                self.audit_command(sid, uid, room, limit, out)?
+            }
+            (Command::Reactions { conv, seq }, Some(uid)) => {
+                self.list_reactions(sid, uid, conv, seq, out)?
+            }
+            (Command::Reply { to, seq, text }, Some(uid)) => {
+                self.reply(sid, uid, to, seq, text, out)?
             }
             (Command::Edit { conv, seq, text }, Some(uid)) => {
                 self.change(sid, uid, conv, seq, Some(text), out)?

@@ -20,6 +20,34 @@ pub fn user(name: &str) -> Result<String, ChatError> {
     }
 }
 
+/// Whether `text` mentions `user` (a valid, lowercase name): `@user` in any
+/// case, not inside a longer name or word (`@bobby` and `x@bob` do not
+/// mention bob).
+pub fn mentions(text: &str, user: &str) -> bool {
+    let bytes = text.as_bytes();
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    bytes.iter().enumerate().any(|(at, &b)| {
+        let name_at = at + 1;
+        b == b'@'
+            && (at == 0 || !name_byte(bytes[at - 1]))
+            && bytes.len() >= name_at + user.len()
+            && bytes[name_at..name_at + user.len()].eq_ignore_ascii_case(user.as_bytes())
+            && bytes
+                .get(name_at + user.len())
+                .is_none_or(|&b| !name_byte(b))
+    })
+}
+
+/// A reaction: 1-32 bytes, no whitespace or control characters (an emoji,
+/// or a short word).
+pub fn reaction(r: &str) -> Result<(), ChatError> {
+    if (1..=32).contains(&r.len()) && !r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Ok(())
+    } else {
+        Err(ChatError::BadReaction)
+    }
+}
+
 /// A room name: `#` then 1-32 of `[a-z0-9_-]`.
 pub fn room(name: &str) -> Result<String, ChatError> {
     match name.strip_prefix('#') {
@@ -50,6 +78,16 @@ pub fn text(text: &str, max: usize) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// The text of a message a user writes (SAY, REPLY, EDIT): [`text`]'s
+/// rules, and none of the starts that mark what only the server writes.
+pub fn message_text(t: &str, max: usize) -> Result<(), ChatError> {
+    text(t, max)?;
+    if is_reserved_text(t) {
+        return Err(ChatError::ReservedText);
+    }
+    Ok(())
+}
+
 /// An attachment's file name: one word of 1-255 bytes, no control characters.
 pub fn filename(name: &str) -> Result<(), ChatError> {
     if (1..=255).contains(&name.len()) && !name.chars().any(|c| c.is_control() || c.is_whitespace())
@@ -73,9 +111,16 @@ pub fn mime(m: &str) -> Result<String, ChatError> {
     }
 }
 
-/// How an attachment appears as message text; SAY may not imitate it.
+/// How an attachment appears as message text.
 pub fn is_attachment_text(text: &str) -> bool {
     text.starts_with("[file ") || text.starts_with("[image ")
+}
+
+/// Text that SAY, REPLY and EDIT may not start with: how an attachment
+/// appears, and the `[re <seq>]` a reply is shown with, which a client
+/// would otherwise take for the real thing.
+pub fn is_reserved_text(text: &str) -> bool {
+    is_attachment_text(text) || text.starts_with("[re ")
 }
 
 #[cfg(test)]
@@ -103,6 +148,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mention_is_the_whole_name_after_an_at_sign() {
+        assert!(mentions("@bob hi", "bob"));
+        assert!(mentions("hi @Bob!", "bob"));
+        assert!(mentions("(@bob)", "bob"));
+        assert!(mentions("ping @alice and @bob", "bob"));
+        assert!(!mentions("@bobby hi", "bob"));
+        assert!(!mentions("mail x@bob", "bob"));
+        assert!(!mentions("@bob-2 hi", "bob"));
+        assert!(!mentions("bob", "bob"));
+        assert!(!mentions("@", "bob"));
+        assert!(!mentions("@bo", "bob"));
+    }
+
+    #[test]
     fn attachment_names() {
         assert!(filename("cat.png").is_ok());
         assert!(filename("a b").is_err());
@@ -113,6 +172,8 @@ mod tests {
         assert!(mime("a/b/c").is_err());
         assert!(is_attachment_text("[image x]"));
         assert!(!is_attachment_text("[imagine]"));
+        assert!(is_reserved_text("[re 3] hi"));
+        assert!(!is_reserved_text("[really]"));
     }
 
     #[test]

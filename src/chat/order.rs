@@ -146,6 +146,7 @@ mod tests {
                 at: 0,
                 text: format!("m{seq}").into(),
                 state: MsgState::Sent,
+                reply_to: None,
             },
         }
     }

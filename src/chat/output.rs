@@ -8,12 +8,15 @@
 //! encodes the same values) and of which node a member is on (a second node
 //! fans the same event out to its own sessions).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::state::Msg;
-use super::types::{ConvId, ConvKind, RequestState, Seq, UserId};
+use super::types::{AuditAction, ConvId, ConvKind, RequestState, Seq, UserId};
 use super::{AuthCtx, BlobCtx, ChatError, Pending, SessionId, Shared};
 use crate::protocol::{Lost, ParseError};
+use crate::store::AuditRow;
 use crate::{auth, blob, store};
 
 /// Who hears an event. Resolved to sessions when it is fanned out, which
@@ -61,9 +64,11 @@ pub struct Posted {
 }
 
 /// Whether a user is online, and when they were last seen if not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presence {
     Online,
+    /// Online, but away (AWAY), with the user's text.
+    Away(Arc<str>),
     /// Unix ms of the last logout; `None` for never logged in.
     Offline(Option<i64>),
 }
@@ -86,6 +91,9 @@ pub enum FriendNews {
     Accepted,
     Rejected,
     Removed,
+    /// This user (on another session) blocked `other`; only they hear it.
+    Blocked,
+    Unblocked,
 }
 
 /// Something that happened, for everyone in an [`Audience`].
@@ -114,6 +122,39 @@ pub enum Event {
         user: UserId,
         by: UserId,
     },
+    Deopped {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    Banned {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    Unbanned {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    /// `user` may not speak in `conv` until `until` (Unix ms).
+    Muted {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+        until: i64,
+    },
+    Unmuted {
+        conv: ConvId,
+        user: UserId,
+        by: UserId,
+    },
+    /// `by` set the topic (`None`: cleared it).
+    TopicSet {
+        conv: ConvId,
+        by: UserId,
+        topic: Option<Arc<str>>,
+    },
     /// `by` is `None` when the server promoted the longest-standing member.
     Opped {
         conv: ConvId,
@@ -141,6 +182,20 @@ pub enum Event {
         conv: ConvId,
         user: UserId,
     },
+    /// `user` added (or took off) `reaction` on message `seq`.
+    Reaction {
+        conv: ConvId,
+        seq: Seq,
+        user: UserId,
+        reaction: Arc<str>,
+        added: bool,
+    },
+    /// The audience's read cursor in `conv` moved: `unread` messages are
+    /// past it now.
+    Unread {
+        conv: ConvId,
+        unread: u64,
+    },
     Presence {
         user: UserId,
         presence: Presence,
@@ -165,7 +220,15 @@ impl Event {
             | Event::Edited { conv, .. }
             | Event::Deleted { conv, .. }
             | Event::Receipt { conv, .. }
-            | Event::Typing { conv, .. } => Some(*conv),
+            | Event::Typing { conv, .. }
+            | Event::Unread { conv, .. }
+            | Event::Deopped { conv, .. }
+            | Event::Banned { conv, .. }
+            | Event::Unbanned { conv, .. }
+            | Event::Muted { conv, .. }
+            | Event::Unmuted { conv, .. }
+            | Event::TopicSet { conv, .. }
+            | Event::Reaction { conv, .. } => Some(*conv),
             Event::Presence { .. } | Event::Friend { .. } => None,
         }
     }
@@ -176,6 +239,7 @@ impl Event {
 pub struct MemberInfo {
     pub user: UserId,
     pub online: bool,
+    pub away: bool,
     pub admin: bool,
 }
 
@@ -186,6 +250,23 @@ pub struct RoomInfo {
     pub kind: ConvKind,
     pub members: usize,
     pub admin: bool,
+}
+
+/// Each reaction on a message with how many users gave it.
+pub type ReactionCounts = Vec<(Arc<str>, usize)>;
+
+/// A conversation as INBOX lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub conv: ConvId,
+    pub kind: ConvKind,
+    pub last_seq: Seq,
+    /// Messages past the caller's read cursor.
+    pub unread: u64,
+    /// Those of them that mention the caller.
+    pub mentions: u64,
+    /// The newest message's time (Unix ms) and sender, if the hub has it.
+    pub last: Option<(i64, UserId)>,
 }
 
 /// A friend request as FRIEND REQUESTS lists it.
@@ -210,14 +291,35 @@ pub enum Reply {
         conv: ConvId,
         created: bool,
         replay: Vec<Msg>,
+        topic: Option<Arc<str>>,
     },
     Created(ConvId),
     Left(ConvId),
     Who {
         conv: ConvId,
         members: Vec<MemberInfo>,
+        topic: Option<Arc<str>>,
+    },
+    /// BAN, UNBAN, MUTE (with its end), UNMUTE or DEOP done.
+    Moderated {
+        conv: ConvId,
+        action: AuditAction,
+        user: UserId,
+        until: Option<i64>,
+    },
+    /// TOPIC: the topic, when asked for it.
+    Topic {
+        conv: ConvId,
+        topic: Option<Arc<str>>,
+    },
+    Audit {
+        conv: ConvId,
+        entries: Vec<AuditRow>,
     },
     Rooms(Vec<RoomInfo>),
+    /// AWAY: the text now shown, or `None`: back.
+    Away(Option<Arc<str>>),
+    Inbox(Vec<InboxEntry>),
     Added {
         conv: ConvId,
         user: UserId,
@@ -231,6 +333,11 @@ pub enum Reply {
         user: UserId,
     },
     Said {
+        conv: ConvId,
+        seq: Seq,
+        id: uuid::Uuid,
+    },
+    Replied {
         conv: ConvId,
         seq: Seq,
         id: uuid::Uuid,
@@ -251,13 +358,33 @@ pub enum Reply {
         accepted: bool,
     },
     FriendRemoved(UserId),
+    /// FRIEND BLOCK (`on`) or FRIEND UNBLOCK.
+    Blocked {
+        other: UserId,
+        on: bool,
+    },
+    BlockList(Vec<UserId>),
     Friends(Vec<(UserId, Presence)>),
     FriendRequests(Vec<RequestInfo>),
     /// Every verb's help (`None`) or one verb's.
     Help(Option<&'static str>),
+    /// `reactions`: the counts of those of `msgs` that have any, by seq.
     History {
         conv: ConvId,
         msgs: Vec<Msg>,
+        reactions: Vec<(Seq, ReactionCounts)>,
+    },
+    Reacted {
+        conv: ConvId,
+        seq: Seq,
+        reaction: Arc<str>,
+        added: bool,
+    },
+    /// Who reacted how to a message, in the order they did.
+    Reactions {
+        conv: ConvId,
+        seq: Seq,
+        holders: Vec<(UserId, Arc<str>)>,
     },
     Found {
         conv: ConvId,

@@ -5,6 +5,9 @@ use super::{
 };
 use crate::store::ConvKind;
 
+/// An AWAY text's length limit, in bytes.
+pub const AWAY_MAX: usize = 200;
+
 impl Hub {
     /// The users who hear about `uid` coming and going: its friends, and the
     /// members of its rooms and groups up to the presence room limit (so that
@@ -23,12 +26,13 @@ impl Hub {
         set
     }
 
-    /// Whether `uid` (`user`) is online on any node, or when last seen.
+    /// Whether `uid` (`user`) is online on any node (away on this one),
+    /// or when last seen.
     pub(super) fn presence_of(&self, uid: UserId, user: &User) -> Presence {
-        if self.online_anywhere(uid, user) {
-            Presence::Online
-        } else {
-            Presence::Offline(user.last_seen)
+        match (&user.away, self.online_anywhere(uid, user)) {
+            (Some(text), true) => Presence::Away(text.clone()),
+            (None, true) => Presence::Online,
+            (_, false) => Presence::Offline(user.last_seen),
         }
     }
 
@@ -65,6 +69,29 @@ impl Hub {
     /// Users with a session on this node, for the presence heartbeat.
     pub fn online_here(&self) -> Vec<UserId> {
         self.sessions.values().filter_map(|s| s.user).collect()
+    }
+
+    /// AWAY with text: away; without: back. Everyone watching hears the
+    /// change, as for going online.
+    pub(super) fn away(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        text: Option<&str>,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        if let Some(t) = text {
+            names::text(t, AWAY_MAX)?;
+        }
+        let user = self.users.get_mut(uid).ok_or(ChatError::NoSuchUser)?;
+        let away: Option<std::sync::Arc<str>> = text.map(Into::into);
+        let changed = user.away != away;
+        user.away = away.clone();
+        if changed {
+            self.announce_presence(uid, out);
+        }
+        out.reply(sid, Reply::Away(away));
+        Ok(())
     }
 
     /// Sends the user's current state to everyone watching it.
@@ -149,8 +176,7 @@ mod tests {
             ],
             members: vec![member(1, 1), member(1, 2), member(2, 2), member(2, 4)],
             friendships,
-            requests: Vec::new(),
-            cursors: Vec::new(),
+            ..Snapshot::default()
         };
         let env = Box::new(crate::chat::FixedEnv::at(0));
         Hub::new(HubConfig::default(), snap, String::new(), env)

@@ -30,7 +30,11 @@ impl Hub {
     }
 
     /// The room, where the caller must be an admin.
-    fn admin_room(&self, uid: UserId, name: &str) -> Result<(ConvId, String), ChatError> {
+    pub(super) fn admin_room(
+        &self,
+        uid: UserId,
+        name: &str,
+    ) -> Result<(ConvId, String), ChatError> {
         let (id, name) = self.member_room(uid, name)?;
         if !self.conv(id)?.is_admin(uid) {
             return Err(ChatError::NotAdmin(name));
@@ -159,11 +163,15 @@ impl Hub {
         if c.kind == ConvKind::Group {
             return Err(ChatError::InviteOnly(name));
         }
+        if self.is_banned(conv, uid) {
+            return Err(ChatError::Banned(name));
+        }
         self.check_room_caps(uid, Some(conv))?;
         let reply = Reply::Joined {
             conv,
             created: false,
             replay: self.replay(conv),
+            topic: self.topic(conv),
         };
         let mut writes = Vec::new();
         let joined = Membership::Joined { user: uid };
@@ -256,23 +264,30 @@ impl Hub {
         room: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let (conv, name) = self.room_id(room)?;
+        let conv = self.visible_room(uid, room)?;
         let c = self.conv(conv)?;
-        if c.kind == ConvKind::Group && c.member(uid).is_none() {
-            return Err(ChatError::NotMember(name));
-        }
         let members = c
             .members
             .iter()
             .filter_map(|m| {
+                let user = self.users.get(m.user)?;
                 Some(MemberInfo {
                     user: m.user,
-                    online: self.online_anywhere(m.user, self.users.get(m.user)?),
+                    online: self.online_anywhere(m.user, user),
+                    away: user.away.is_some(),
                     admin: m.admin,
                 })
             })
             .collect();
-        out.reply(sid, Reply::Who { conv, members });
+        let topic = self.topic(conv);
+        out.reply(
+            sid,
+            Reply::Who {
+                conv,
+                members,
+                topic,
+            },
+        );
         Ok(())
     }
 
@@ -305,6 +320,9 @@ impl Hub {
         let target_name = self.name(target).to_string();
         if self.conv(conv)?.member(target).is_some() {
             return Err(ChatError::TargetAlreadyMember(target_name, name));
+        }
+        if self.is_banned(conv, target) {
+            return Err(ChatError::TargetBanned(target_name, name));
         }
         self.check_room_caps(target, Some(conv))?;
         let mut writes = Vec::new();
@@ -420,9 +438,7 @@ mod tests {
                 admin: true,
                 joined: 0,
             }],
-            friendships: Vec::new(),
-            requests: Vec::new(),
-            cursors: Vec::new(),
+            ..Snapshot::default()
         };
         let env = Box::new(crate::chat::FixedEnv::at(0));
         Hub::new(HubConfig::default(), snap, String::new(), env)

@@ -12,8 +12,8 @@
 
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::{
-    Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, Out, Pending, Posted, Reply, Seq,
-    SessionId, Shared, UserId,
+    Ack, Change, ChatError, ConvId, Durability, Hub, IdMap, Msg, MsgState, Out, Pending, Posted,
+    Reply, Seq, SessionId, Shared, UserId,
 };
 use super::{names, pair};
 use crate::protocol::{Command, Target};
@@ -78,10 +78,7 @@ impl Hub {
         text: &str,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        names::text(text, self.cfg.max_text)?;
-        if names::is_attachment_text(text) {
-            return Err(ChatError::ReservedText);
-        }
+        names::message_text(text, self.cfg.max_text)?;
         match self.speak_conv(uid, to, out)? {
             Speak::Here(conv) => {
                 let text = text.to_string();
@@ -96,6 +93,43 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// REPLY: a message that answers message `seq` of the same
+    /// conversation, which must exist and (as far as the hub holds it, the
+    /// newest `--recent`) not be deleted. Who may post is SAY's rule.
+    pub(super) fn reply(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        to: Target<'_>,
+        seq: Seq,
+        text: &str,
+        out: &mut Out,
+    ) -> Result<(), ChatError> {
+        names::message_text(text, self.cfg.max_text)?;
+        let conv = self.message_conv(uid, to, seq)?;
+        let deleted = self.conv(conv)?.recent_msg(seq).map(|m| m.state);
+        if deleted == Some(MsgState::Deleted) {
+            return Err(ChatError::NoSuchMessage);
+        }
+        match self.speak_conv(uid, to, out)? {
+            Speak::Here(here) if here == conv => {
+                let text = text.to_string();
+                self.post(
+                    sid,
+                    uid,
+                    conv,
+                    text,
+                    Vec::new(),
+                    Ack::Reply(seq),
+                    false,
+                    out,
+                );
+                Ok(())
+            }
+            _ => Err(ChatError::NoSuchMessage),
+        }
     }
 
     /// Where `uid` may post: a room it is in, or the direct conversation
@@ -114,6 +148,7 @@ impl Hub {
                 if self.conv(id)?.member(uid).is_none() {
                     return Err(ChatError::NotMember(name));
                 }
+                self.check_not_muted(uid, id)?;
                 Ok(Speak::Here(id))
             }
             Target::User(friend) => self.direct_conv(uid, friend, out),
@@ -145,9 +180,10 @@ impl Hub {
         };
         self.counters.messages_in += 1;
         self.typing.remove(&(uid, conv));
-        let blob = match &ack {
-            Ack::Attach(blob) => Some(blob.clone()),
-            Ack::Say => None,
+        let (blob, reply_to) = match &ack {
+            Ack::Attach(blob) => (Some(blob.clone()), None),
+            Ack::Reply(seq) => (None, Some(*seq)),
+            Ack::Say => (None, None),
         };
         let post = Post {
             conv,
@@ -156,6 +192,7 @@ impl Hub {
             at,
             text,
             blob,
+            reply_to,
         };
         if !deferred {
             out.defer(sid);
@@ -197,9 +234,11 @@ impl Hub {
         for (conv, posts) in batches {
             self.apply(Change::Posted { conv, posts }, out);
         }
+        let mut read = Vec::new();
         for (conv, sid, msg, ack) in acks {
-            self.acknowledge(conv, &msg, sid, ack, out);
+            read.extend(self.acknowledge(conv, &msg, sid, ack, out));
         }
+        self.announce_read(read, out);
     }
 
     /// Whether `cmd` must see the waiting messages published first: any
@@ -284,15 +323,41 @@ impl Hub {
         } else {
             self.apply(Change::Posted { conv, posts }, out);
         }
+        let mut read = Vec::new();
         for (origin, msg, ack) in batch {
-            self.acknowledge(conv, &msg, origin, ack, out);
+            read.extend(self.acknowledge(conv, &msg, origin, ack, out));
+        }
+        self.announce_read(read, out);
+    }
+
+    /// Tells each sender's other sessions where its unread count stands
+    /// once a whole batch is answered: a sender whose later messages are in
+    /// the batch has read up to the last of them, not the first.
+    fn announce_read(&mut self, mut read: Vec<(UserId, ConvId, SessionId)>, out: &mut Out) {
+        read.dedup();
+        for (user, conv, origin) in read {
+            self.announce_unread(user, conv, Some(origin), out);
         }
     }
 
-    /// Answers the sender of a published message.
-    fn acknowledge(&mut self, conv: ConvId, msg: &Msg, origin: SessionId, ack: Ack, out: &mut Out) {
+    /// Answers the sender of a published message; returns the sender, the
+    /// conversation and the session if speaking read messages of others,
+    /// which the sender's other sessions are to hear of.
+    fn acknowledge(
+        &mut self,
+        conv: ConvId,
+        msg: &Msg,
+        origin: SessionId,
+        ack: Ack,
+        out: &mut Out,
+    ) -> Option<(UserId, ConvId, SessionId)> {
         let reply = match ack {
             Ack::Say => Reply::Said {
+                conv,
+                seq: msg.seq,
+                id: msg.id,
+            },
+            Ack::Reply(_) => Reply::Replied {
                 conv,
                 seq: msg.seq,
                 id: msg.id,
@@ -306,7 +371,9 @@ impl Hub {
         };
         out.complete(origin, reply);
         // The sender has its own message: it is not news to them on SYNC,
-        // and they have read what came before it.
-        self.mark_read(msg.sender, conv, msg.seq, out);
+        // and they have read what came before it. Their other sessions
+        // hear of that only if messages from others were unread.
+        let read_before = self.mark_read(msg.sender, conv, msg.seq, out);
+        (read_before < msg.seq.prev()).then_some((msg.sender, conv, origin))
     }
 }

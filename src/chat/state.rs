@@ -17,6 +17,8 @@ pub struct User {
     pub convs: Vec<ConvId>,
     /// Unix ms of the last logout; `None` for never logged in.
     pub last_seen: Option<i64>,
+    /// AWAY's text while the user is away; cleared when they go offline.
+    pub away: Option<std::sync::Arc<str>>,
 }
 
 impl User {
@@ -27,6 +29,7 @@ impl User {
             sessions: Vec::new(),
             convs: Vec::new(),
             last_seen,
+            away: None,
         }
     }
 
@@ -52,6 +55,8 @@ pub struct Msg {
     pub at: i64,
     pub text: std::sync::Arc<str>,
     pub state: MsgState,
+    /// The earlier message of the conversation this one answers.
+    pub reply_to: Option<Seq>,
 }
 
 impl From<StoredMessage> for Msg {
@@ -63,6 +68,7 @@ impl From<StoredMessage> for Msg {
             at: m.at,
             text: m.text.into(),
             state: m.state,
+            reply_to: m.reply_to,
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct Conv {
     pub last_seq: Seq,
     /// The newest messages, oldest first.
     pub recent: VecDeque<Msg>,
+    /// Topic, bans, mutes and the audit log; boxed, since most
+    /// conversations never have any.
+    pub moderation: Option<Box<super::moderation::Moderation>>,
 }
 
 impl Conv {
@@ -90,6 +99,7 @@ impl Conv {
             members: Vec::new(),
             last_seq: Seq::ZERO,
             recent: VecDeque::new(),
+            moderation: None,
         }
     }
 

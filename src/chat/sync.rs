@@ -407,7 +407,9 @@ impl Hub {
         out: &mut Out,
     ) -> Result<(), ChatError> {
         let conv = self.message_conv(uid, target, seq)?;
-        self.mark_read(uid, conv, seq, out);
+        if self.mark_read(uid, conv, seq, out) < seq {
+            self.announce_unread(uid, conv, Some(sid), out);
+        }
         out.reply(sid, Reply::Read { conv, seq });
         Ok(())
     }
@@ -415,8 +417,9 @@ impl Hub {
     /// Moves `uid`'s read (and delivered) cursor in `conv` up to `seq`, and
     /// sends the senders of the messages it passes their read receipts, so
     /// RECEIPT and STATUS always agree. READ does this, and so does sending
-    /// a message (the sender has read what came before it).
-    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: Seq, out: &mut Out) {
+    /// a message (the sender has read what came before it). Returns where
+    /// the read cursor was.
+    pub(super) fn mark_read(&mut self, uid: UserId, conv: ConvId, seq: Seq, out: &mut Out) -> Seq {
         let before = self.cursor(uid, conv);
         if seq > before.read {
             let c = self.cursor_mut(uid, conv);
@@ -424,6 +427,7 @@ impl Hub {
             c.delivered = c.delivered.max(seq);
             self.receipts(conv, uid, before.read, seq, Progress::Read, out);
         }
+        before.read
     }
 
     pub(super) fn status(
@@ -503,7 +507,13 @@ impl Hub {
         let last = self.typing.get(&(uid, conv)).copied();
         let c = self.conv(conv)?;
         if c.members.len() <= RECEIPT_LIMIT && last.is_none_or(|t| now - t >= TYPING_INTERVAL_MS) {
-            let others = c.members.iter().map(|m| m.user).filter(|&u| u != uid);
+            // Nobody hears typing from a user they block.
+            let blocks = |u: UserId| self.friends.blocks(u, uid);
+            let others = c
+                .members
+                .iter()
+                .map(|m| m.user)
+                .filter(|&u| u != uid && !blocks(u));
             let event = Event::Typing { conv, user: uid };
             out.event(Audience::Users(others.collect()), event);
             self.share(|| Shared::Typing { conv, user: uid }, out);

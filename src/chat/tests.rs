@@ -658,6 +658,7 @@ fn a_change_committed_elsewhere_is_applied_like_our_own() {
         at: NOW,
         text: "from afar".into(),
         state: MsgState::Sent,
+        reply_to: None,
     };
     // The other node committed it to the store both nodes share.
     let stored = store::StoredMessage {
@@ -668,6 +669,7 @@ fn a_change_committed_elsewhere_is_applied_like_our_own() {
         at: NOW,
         text: msg.text.to_string(),
         state: MsgState::Sent,
+        reply_to: None,
     };
     let write = store::Request::write(vec![Write::Message(stored)], None::<()>);
     store::run_batch(&mut h.db, vec![write]);
@@ -892,6 +894,60 @@ fn friendship_changes_committed_elsewhere_are_applied_like_our_own() {
     assert_eq!(h.take(a), ["ERR NOT_FRIENDS you and bob are not friends"]);
 }
 
+/// A reaction committed elsewhere is applied like one made here: the
+/// members hear of it, REACTIONS lists it, and taking it back here works.
+#[test]
+fn reactions_committed_elsewhere_are_applied_like_our_own() {
+    let (mut h, a, b) = alice_and_bob_in_r();
+    h.send(a, "SAY #r lunch?");
+    h.take(a);
+    h.take(b);
+    let change = ReactionChange {
+        conv: h.hub.rooms["#r"],
+        seq: Seq(1),
+        user: h.hub.by_name["bob"],
+        reaction: "👍".into(),
+        added: true,
+    };
+    let mut out = Out::default();
+    h.hub.apply(Change::Reaction(change), &mut out);
+    h.drain(out);
+    assert_eq!(h.take(a), ["REACTED #r 1 bob 👍"]);
+    assert_eq!(h.take(b), ["REACTED #r 1 bob 👍"]);
+    h.send(a, "REACTIONS #r 1");
+    assert_eq!(h.take(a), ["REACTION #r 1 👍 bob", "OK REACTIONS #r 1 1"]);
+    h.send(b, "UNREACT #r 1 👍");
+    assert_eq!(h.take(b), ["OK UNREACT #r 1 👍"]);
+    assert_eq!(h.take(a), ["UNREACTED #r 1 bob 👍"]);
+}
+
+/// A topic set elsewhere is applied like one set here: the members hear
+/// it, TOPIC shows it, and the audit log has it.
+#[test]
+fn a_topic_set_elsewhere_is_applied_like_our_own() {
+    let (mut h, a, b) = alice_and_bob_in_r();
+    let change = Change::Topic {
+        conv: h.hub.rooms["#r"],
+        by: h.hub.by_name["alice"],
+        topic: Some("from afar".into()),
+    };
+    let mut out = Out::default();
+    h.hub.apply(change, &mut out);
+    h.drain(out);
+    assert_eq!(h.take(a), ["TOPICSET #r alice from afar"]);
+    assert_eq!(h.take(b), ["TOPICSET #r alice from afar"]);
+    h.send(b, "TOPIC #r");
+    assert_eq!(h.take(b), ["TOPIC #r from afar", "OK TOPIC #r"]);
+    h.send(a, "AUDIT #r");
+    assert_eq!(
+        h.take(a),
+        [
+            format!("AUDIT #r {NOW_TEXT} alice TOPIC - from afar"),
+            "OK AUDIT #r 1".to_string()
+        ]
+    );
+}
+
 /// Cursor rows go to storage at most `CURSOR_ROWS` per flush, so a flush
 /// never puts a row for every reader ahead of the messages beside it; the
 /// rest wait for the next flush.
@@ -989,6 +1045,7 @@ fn a_message_past_a_gap_waits_for_the_store() {
         at: NOW,
         text: format!("m{seq}"),
         state: MsgState::Sent,
+        reply_to: None,
     };
     // Another node committed two messages; the bus brings only the second.
     let writes = vec![Write::Message(stored(1)), Write::Message(stored(2))];

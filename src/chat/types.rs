@@ -119,6 +119,21 @@ coded_enum!(
 );
 
 coded_enum!(
+    /// What an admin did, as the audit log records it.
+    AuditAction {
+        Kick = 0,
+        Ban = 1,
+        Unban = 2,
+        Mute = 3,
+        Unmute = 4,
+        Op = 5,
+        Deop = 6,
+        Topic = 7,
+    }
+    unknown: Kick
+);
+
+coded_enum!(
     MsgState {
         Sent = 0,
         Edited = 1,

@@ -14,8 +14,8 @@ use bytes::{Bytes, BytesMut};
 use super::help;
 use super::{Lost, ParseError, encode};
 use crate::chat::{
-    Body, ChatError, ConvId, ConvKind, Event, FriendNews, Msg, MsgState, Part, Presence, Progress,
-    Reply, RequestState, UserId,
+    AuditAction, Body, ChatError, ConvId, ConvKind, Event, FriendNews, Msg, MsgState, Part,
+    Presence, Progress, Reply, RequestState, UserId,
 };
 
 /// Names for the ids in replies and events.
@@ -53,6 +53,17 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::AlreadyFriends(_) => "ALREADY_FRIENDS",
         ChatError::RequestPending(_) => "REQUEST_PENDING",
         ChatError::NoRequest(_) => "NO_REQUEST",
+        ChatError::AlreadyBlocked(_) => "ALREADY_BLOCKED",
+        ChatError::Muted { .. } => "MUTED",
+        ChatError::AlreadyBanned(..) => "ALREADY_BANNED",
+        ChatError::NotBanned(..) => "NOT_BANNED",
+        ChatError::NotMuted(..) => "NOT_MUTED",
+        ChatError::BadMinutes(_) => "BAD_ARGS",
+        ChatError::TargetNotAdmin(..) => "TARGET_NOT_ADMIN",
+        ChatError::LastAdmin(_) => "LAST_ADMIN",
+        ChatError::Banned(_) | ChatError::TargetBanned(..) => "BANNED",
+        ChatError::NotBlocked(_) => "NOT_BLOCKED",
+        ChatError::YouBlock(_) => "BLOCKED",
         ChatError::NoConversation(_) | ChatError::NoSuchConversation => "NO_SUCH_CONVERSATION",
         ChatError::NoSuchMessage => "NO_SUCH_MESSAGE",
         ChatError::TooManySessions => "TOO_MANY_SESSIONS",
@@ -62,6 +73,10 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::BadText | ChatError::ReservedText => "BAD_TEXT",
         ChatError::TooLarge(_) => "TOO_LARGE",
         ChatError::NotEditable => "NOT_EDITABLE",
+        ChatError::BadReaction => "BAD_REACTION",
+        ChatError::AlreadyReacted => "ALREADY_REACTED",
+        ChatError::NotReacted => "NOT_REACTED",
+        ChatError::TooManyReactions(_) => "TOO_MANY_REACTIONS",
         ChatError::BadFilename => "BAD_FILENAME",
         ChatError::BadMime => "BAD_MIME",
         ChatError::NoSuchBlob => "NO_SUCH_BLOB",
@@ -116,7 +131,21 @@ impl Lines {
     }
 }
 
-fn ms_to_time(ms: i64) -> String {
+/// The verb of an admin's action, in AUDIT lines and the command's OK.
+fn audit_word(action: AuditAction) -> &'static str {
+    match action {
+        AuditAction::Kick => "KICK",
+        AuditAction::Ban => "BAN",
+        AuditAction::Unban => "UNBAN",
+        AuditAction::Mute => "MUTE",
+        AuditAction::Unmute => "UNMUTE",
+        AuditAction::Op => "OP",
+        AuditAction::Deop => "DEOP",
+        AuditAction::Topic => "TOPIC",
+    }
+}
+
+pub fn ms_to_time(ms: i64) -> String {
     encode::time(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
 }
 
@@ -148,10 +177,11 @@ fn progress_word(p: Progress) -> &'static str {
     }
 }
 
-fn presence_words(p: Presence) -> Cow<'static, str> {
+fn presence_words(p: &Presence) -> Cow<'static, str> {
     match p {
         Presence::Online => "online".into(),
-        Presence::Offline(at) => format!("offline {}", last_seen(at)).into(),
+        Presence::Away(text) => format!("away {text}").into(),
+        Presence::Offline(at) => format!("offline {}", last_seen(*at)).into(),
     }
 }
 
@@ -160,24 +190,40 @@ fn presence_words(p: Presence) -> Cow<'static, str> {
 pub fn msg_line(buf: &mut BytesMut, conv_name: &str, m: &Msg, dir: &impl Directory) {
     let _ = writeln!(
         buf,
-        "MSG {conv_name} {} {} {} {} {}",
+        "MSG {conv_name} {} {} {} {} {}{}",
         m.seq,
         m.id,
         dir.user_name(m.sender),
         ms_to_time(m.at),
+        ReplyMark(m),
         m.text
     );
+}
+
+/// `[re <seq>] ` before the text of a reply (protocol.md, REPLY); nothing
+/// for other messages. SAY refuses text that starts this way, so a client
+/// can tell the two apart.
+struct ReplyMark<'a>(&'a Msg);
+
+impl std::fmt::Display for ReplyMark<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.reply_to {
+            Some(seq) if self.0.state != MsgState::Deleted => write!(f, "[re {seq}] "),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `<VERB> <conv> <seq> <msgid> <sender> <time> <state> <text>` (HISTORY, FOUND).
 fn past_line(lines: &mut Lines, verb: &str, view: &str, m: &Msg, dir: &impl Directory) {
     lines.line(format_args!(
-        "{verb} {view} {} {} {} {} {} {}",
+        "{verb} {view} {} {} {} {} {} {}{}",
         m.seq,
         m.id,
         dir.user_name(m.sender),
         ms_to_time(m.at),
         msg_state_word(m.state),
+        ReplyMark(m),
         m.text
     ));
 }
@@ -197,23 +243,80 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             conv: c,
             created,
             replay,
+            topic,
         } => {
             let name = conv(*c);
             let how = if *created { "created" } else { "joined" };
             out.line(format_args!("OK JOIN {name} {how}"));
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
             for m in replay {
                 msg_line(&mut out.0, &name, m, dir);
             }
         }
         Reply::Created(c) => out.line(format_args!("OK CREATE {}", conv(*c))),
-        Reply::Left(c) => out.line(format_args!("OK LEAVE {}", conv(*c))),
-        Reply::Who { conv: c, members } => {
+        Reply::Away(Some(text)) => out.line(format_args!("OK AWAY {text}")),
+        Reply::Away(None) => out.line(format_args!("OK AWAY")),
+        Reply::Moderated {
+            conv: c,
+            action,
+            user: u,
+            until,
+        } => {
+            let (name, who) = (conv(*c), user(*u));
+            let verb = audit_word(*action);
+            match until {
+                Some(until) => out.line(format_args!(
+                    "OK {verb} {name} {who} {}",
+                    ms_to_time(*until)
+                )),
+                None => out.line(format_args!("OK {verb} {name} {who}")),
+            }
+        }
+        Reply::Topic { conv: c, topic } => {
             let name = conv(*c);
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
+            out.line(format_args!("OK TOPIC {name}"));
+        }
+        Reply::Audit { conv: c, entries } => {
+            let name = conv(*c);
+            for e in entries {
+                let target = e.target.map_or_else(|| "-".into(), |u| user(u).to_string());
+                let line = format!(
+                    "AUDIT {name} {} {} {} {target}",
+                    ms_to_time(e.at),
+                    user(e.by),
+                    audit_word(e.action)
+                );
+                match &e.detail {
+                    Some(detail) => out.line(format_args!("{line} {detail}")),
+                    None => out.line(format_args!("{line}")),
+                }
+            }
+            out.line(format_args!("OK AUDIT {name} {}", entries.len()));
+        }
+        Reply::Left(c) => out.line(format_args!("OK LEAVE {}", conv(*c))),
+        Reply::Who {
+            conv: c,
+            members,
+            topic,
+        } => {
+            let name = conv(*c);
+            if let Some(topic) = topic {
+                out.line(format_args!("TOPIC {name} {topic}"));
+            }
             for m in members {
                 out.line(format_args!(
                     "MEMBER {name} {} {} {}",
                     user(m.user),
-                    if m.online { "online" } else { "offline" },
+                    match (m.online, m.away) {
+                        (true, false) => "online",
+                        (true, true) => "away",
+                        (false, _) => "offline",
+                    },
                     if m.admin { "admin" } else { "member" }
                 ));
             }
@@ -232,6 +335,26 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             }
             out.line(format_args!("OK ROOMS {}", rooms.len()));
         }
+        Reply::Inbox(entries) => {
+            for e in entries {
+                let kind = match e.kind {
+                    ConvKind::Public => "public",
+                    ConvKind::Group => "group",
+                    ConvKind::Direct => "direct",
+                };
+                let name = conv(e.conv);
+                let (seq, unread, mentions) = (e.last_seq, e.unread, e.mentions);
+                match e.last {
+                    Some((at, from)) => out.line(format_args!(
+                        "INBOX {name} {kind} {seq} {unread} {mentions} {} {}",
+                        ms_to_time(at),
+                        user(from)
+                    )),
+                    None => out.line(format_args!("INBOX {name} {kind} {seq} {unread} 0 - -")),
+                }
+            }
+            out.line(format_args!("OK INBOX {}", entries.len()));
+        }
         Reply::Added { conv: c, user: u } => {
             out.line(format_args!("OK ADD {} {}", conv(*c), user(*u)))
         }
@@ -243,6 +366,9 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
         }
         Reply::Said { conv: c, seq, id } => {
             out.line(format_args!("OK SAY {} {seq} {id}", conv(*c)))
+        }
+        Reply::Replied { conv: c, seq, id } => {
+            out.line(format_args!("OK REPLY {} {seq} {id}", conv(*c)))
         }
         Reply::Attached {
             conv: c,
@@ -259,12 +385,22 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             out.line(format_args!("OK FRIEND {word} {}", user(*other)))
         }
         Reply::FriendRemoved(other) => out.line(format_args!("OK FRIEND REMOVE {}", user(*other))),
+        Reply::Blocked { other, on } => {
+            let verb = if *on { "BLOCK" } else { "UNBLOCK" };
+            out.line(format_args!("OK FRIEND {verb} {}", user(*other)))
+        }
+        Reply::BlockList(users) => {
+            for u in users {
+                out.line(format_args!("BLOCKED {}", user(*u)));
+            }
+            out.line(format_args!("OK FRIEND BLOCKED {}", users.len()));
+        }
         Reply::Friends(friends) => {
             for (f, p) in friends {
                 out.line(format_args!(
                     "FRIENDINFO {} {}",
                     user(*f),
-                    presence_words(*p)
+                    presence_words(p)
                 ));
             }
             out.line(format_args!("OK FRIEND LIST {}", friends.len()));
@@ -290,12 +426,47 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
                 None => out.line(format_args!("OK HELP {}", help::topics(None).count())),
             }
         }
-        Reply::History { conv: c, msgs } => {
+        Reply::History {
+            conv: c,
+            msgs,
+            reactions,
+        } => {
             let name = conv(*c);
+            let mut reactions = reactions.iter().peekable();
             for m in msgs {
                 past_line(&mut out, "HISTORY", &name, m, dir);
+                if let Some((_, counts)) = reactions.next_if(|(seq, _)| *seq == m.seq) {
+                    let mut line = format!("REACTIONS {name} {}", m.seq);
+                    for (reaction, n) in counts {
+                        let _ = write!(line, " {reaction} {n}");
+                    }
+                    out.line(format_args!("{line}"));
+                }
             }
             out.line(format_args!("OK HISTORY {name} {}", msgs.len()));
+        }
+        Reply::Reacted {
+            conv: c,
+            seq,
+            reaction,
+            added,
+        } => {
+            let verb = if *added { "REACT" } else { "UNREACT" };
+            out.line(format_args!("OK {verb} {} {seq} {reaction}", conv(*c)))
+        }
+        Reply::Reactions {
+            conv: c,
+            seq,
+            holders,
+        } => {
+            let name = conv(*c);
+            for (u, reaction) in holders {
+                out.line(format_args!(
+                    "REACTION {name} {seq} {reaction} {}",
+                    user(*u)
+                ));
+            }
+            out.line(format_args!("OK REACTIONS {name} {seq} {}", holders.len()));
         }
         Reply::Found { conv: c, msgs } => {
             let name = conv(*c);
@@ -325,7 +496,7 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
             out.line(format_args!(
                 "OK PRESENCE {} {}",
                 user(*u),
-                presence_words(*presence)
+                presence_words(presence)
             ));
         }
         // The file's bytes end without a LF of their own: one ends them.
@@ -366,6 +537,57 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
             user(*u),
             user(*by)
         )),
+        Event::Deopped {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Banned {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Unbanned {
+            conv: c,
+            user: u,
+            by,
+        }
+        | Event::Unmuted {
+            conv: c,
+            user: u,
+            by,
+        } => {
+            let verb = match e {
+                Event::Deopped { .. } => "DEOPPED",
+                Event::Banned { .. } => "BANNED",
+                Event::Unbanned { .. } => "UNBANNED",
+                _ => "UNMUTED",
+            };
+            out.line(format_args!(
+                "{verb} {} {} {}",
+                conv(*c),
+                user(*u),
+                user(*by)
+            ))
+        }
+        Event::Muted {
+            conv: c,
+            user: u,
+            by,
+            until,
+        } => out.line(format_args!(
+            "MUTED {} {} {} {}",
+            conv(*c),
+            user(*u),
+            user(*by),
+            ms_to_time(*until)
+        )),
+        Event::TopicSet { conv: c, by, topic } => out.line(format_args!(
+            "TOPICSET {} {} {}",
+            conv(*c),
+            user(*by),
+            topic.as_deref().unwrap_or("")
+        )),
         Event::Kicked {
             conv: c,
             user: u,
@@ -387,11 +609,12 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
             by.map_or("server", user)
         )),
         Event::Edited { conv: c, msg, by } => out.line(format_args!(
-            "EDITED {} {} {} {} {}",
+            "EDITED {} {} {} {} {}{}",
             conv(*c),
             msg.seq,
             msg.id,
             user(*by),
+            ReplyMark(msg),
             msg.text
         )),
         Event::Deleted { conv: c, seq, by } => {
@@ -411,10 +634,25 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
         Event::Typing { conv: c, user: u } => {
             out.line(format_args!("TYPING {} {}", conv(*c), user(*u)))
         }
+        Event::Unread { conv: c, unread } => out.line(format_args!("UNREAD {} {unread}", conv(*c))),
+        Event::Reaction {
+            conv: c,
+            seq,
+            user: u,
+            reaction,
+            added,
+        } => {
+            let verb = if *added { "REACTED" } else { "UNREACTED" };
+            out.line(format_args!(
+                "{verb} {} {seq} {} {reaction}",
+                conv(*c),
+                user(*u)
+            ))
+        }
         Event::Presence { user: u, presence } => out.line(format_args!(
             "PRESENCE {} {}",
             user(*u),
-            presence_words(*presence)
+            presence_words(presence)
         )),
         Event::Friend { news, other } => {
             let word = match news {
@@ -423,6 +661,8 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
                 FriendNews::Accepted => "ACCEPTED",
                 FriendNews::Rejected => "REJECTED",
                 FriendNews::Removed => "REMOVED",
+                FriendNews::Blocked => "BLOCKED",
+                FriendNews::Unblocked => "UNBLOCKED",
             };
             out.line(format_args!("FRIEND {word} {}", user(*other)))
         }

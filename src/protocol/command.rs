@@ -6,7 +6,7 @@
 //! layer, which owns the rules for them.
 
 use super::ParseError;
-use crate::chat::types::Seq;
+use crate::chat::types::{AuditAction, Seq};
 
 /// A conversation as the client names it: `#room` or `@friend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub enum FriendCmd<'a> {
     Remove(&'a str),
     List,
     Requests,
+    Block(&'a str),
+    Unblock(&'a str),
+    Blocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub enum Command<'a> {
     Leave(&'a str),
     Who(&'a str),
     Rooms,
+    Inbox,
     Add {
         room: &'a str,
         user: &'a str,
@@ -55,9 +59,43 @@ pub enum Command<'a> {
         room: &'a str,
         user: &'a str,
     },
+    /// BAN, UNBAN, MUTE (for `minutes`), UNMUTE or DEOP.
+    Moderate {
+        room: &'a str,
+        user: &'a str,
+        action: AuditAction,
+        minutes: Option<u64>,
+    },
+    /// AWAY with text, or back without.
+    Away(Option<&'a str>),
+    /// TOPIC #room shows it; with text, sets it.
+    Topic {
+        room: &'a str,
+        text: Option<&'a str>,
+    },
+    Audit {
+        room: &'a str,
+        limit: Option<usize>,
+    },
     Say {
         to: Target<'a>,
         text: &'a str,
+    },
+    Reply {
+        to: Target<'a>,
+        seq: Seq,
+        text: &'a str,
+    },
+    /// REACT (`added`) or UNREACT.
+    React {
+        conv: Target<'a>,
+        seq: Seq,
+        reaction: &'a str,
+        added: bool,
+    },
+    Reactions {
+        conv: Target<'a>,
+        seq: Seq,
     },
     Presence(&'a str),
     Friend(FriendCmd<'a>),
@@ -104,9 +142,46 @@ pub enum Command<'a> {
 
 /// Every verb the server knows, in the order HELP lists them.
 pub const VERBS: &[&str] = &[
-    "HELP", "PING", "QUIT", "REGISTER", "LOGIN", "JOIN", "CREATE", "LEAVE", "WHO", "ROOMS", "ADD",
-    "KICK", "OP", "SAY", "FRIEND", "PRESENCE", "HISTORY", "SYNC", "READ", "STATUS", "TYPING",
-    "DELETE", "EDIT", "SEARCH", "ATTACH", "FETCH", "STATS",
+    "HELP",
+    "PING",
+    "QUIT",
+    "REGISTER",
+    "LOGIN",
+    "JOIN",
+    "CREATE",
+    "LEAVE",
+    "WHO",
+    "ROOMS",
+    "INBOX",
+    "ADD",
+    "KICK",
+    "OP",
+    "DEOP",
+    "BAN",
+    "UNBAN",
+    "MUTE",
+    "UNMUTE",
+    "TOPIC",
+    "AUDIT",
+    "SAY",
+    "REPLY",
+    "REACT",
+    "UNREACT",
+    "REACTIONS",
+    "FRIEND",
+    "PRESENCE",
+    "AWAY",
+    "HISTORY",
+    "SYNC",
+    "READ",
+    "STATUS",
+    "TYPING",
+    "DELETE",
+    "EDIT",
+    "SEARCH",
+    "ATTACH",
+    "FETCH",
+    "STATS",
 ];
 
 impl Command<'_> {
@@ -210,6 +285,9 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("ROOMS") {
         words::<0>(args, "ROOMS")?;
         Command::Rooms
+    } else if is("INBOX") {
+        words::<0>(args, "INBOX")?;
+        Command::Inbox
     } else if is("ADD") {
         let [room, user] = words(args, "ADD")?;
         Command::Add { room, user }
@@ -219,6 +297,50 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
     } else if is("OP") {
         let [room, user] = words(args, "OP")?;
         Command::Op { room, user }
+    } else if is("BAN") || is("UNBAN") || is("UNMUTE") || is("DEOP") {
+        let (verb, action) = [
+            ("BAN", AuditAction::Ban),
+            ("UNBAN", AuditAction::Unban),
+            ("UNMUTE", AuditAction::Unmute),
+            ("DEOP", AuditAction::Deop),
+        ]
+        .into_iter()
+        .find(|(v, _)| is(v))
+        .unwrap_or(("BAN", AuditAction::Ban));
+        let [room, user] = words(args, verb)?;
+        Command::Moderate {
+            room,
+            user,
+            action,
+            minutes: None,
+        }
+    } else if is("MUTE") {
+        let [room, user, minutes] = words(args, "MUTE")?;
+        Command::Moderate {
+            room,
+            user,
+            action: AuditAction::Mute,
+            minutes: Some(number(minutes, "MUTE")?),
+        }
+    } else if is("AWAY") {
+        Command::Away((!args.is_empty()).then_some(args))
+    } else if is("TOPIC") {
+        let (room, text) = split_word(args);
+        if room.is_empty() {
+            return Err(ParseError::Usage("TOPIC"));
+        }
+        Command::Topic {
+            room,
+            text: (!text.is_empty()).then_some(text),
+        }
+    } else if is("AUDIT") {
+        let mut it = args.split(SEP).filter(|w| !w.is_empty());
+        let room = it.next().ok_or(ParseError::Usage("AUDIT"))?;
+        let limit = it.next().map(|n| number(n, "AUDIT")).transpose()?;
+        if it.next().is_some() {
+            return Err(ParseError::Usage("AUDIT"));
+        }
+        Command::Audit { room, limit }
     } else if is("SAY") {
         let (to, text) = split_word(args);
         if to.is_empty() || text.is_empty() {
@@ -262,16 +384,38 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
         }
     } else if is("TYPING") {
         Command::Typing(target(words::<1>(args, "TYPING")?[0])?)
-    } else if is("EDIT") {
+    } else if is("REPLY") || is("EDIT") {
+        // `<conv> <seq> <text>`, the text being the rest of the line.
+        let verb = if is("REPLY") { "REPLY" } else { "EDIT" };
         let (conv, rest) = split_word(args);
         let (seq, text) = split_word(rest);
         if text.is_empty() {
-            return Err(ParseError::Usage("EDIT"));
+            return Err(ParseError::Usage(verb));
         }
-        Command::Edit {
+        let (conv, seq) = (target(conv)?, number(seq, verb)?);
+        if verb == "REPLY" {
+            Command::Reply {
+                to: conv,
+                seq,
+                text,
+            }
+        } else {
+            Command::Edit { conv, seq, text }
+        }
+    } else if is("REACT") || is("UNREACT") {
+        let verb = if is("REACT") { "REACT" } else { "UNREACT" };
+        let [conv, seq, reaction] = words(args, verb)?;
+        Command::React {
             conv: target(conv)?,
-            seq: number(seq, "EDIT")?,
-            text,
+            seq: number(seq, verb)?,
+            reaction,
+            added: verb == "REACT",
+        }
+    } else if is("REACTIONS") {
+        let [conv, seq] = words(args, "REACTIONS")?;
+        Command::Reactions {
+            conv: target(conv)?,
+            seq: number(seq, "REACTIONS")?,
         }
     } else if is("ATTACH") {
         let [conv, name, mime, size] = words(args, "ATTACH")?;
@@ -398,6 +542,13 @@ fn parse_friend(args: &str) -> Result<FriendCmd<'_>, ParseError> {
     } else if is("REQUESTS") {
         words::<0>(rest, "FRIEND")?;
         FriendCmd::Requests
+    } else if is("BLOCK") {
+        FriendCmd::Block(user()?)
+    } else if is("UNBLOCK") {
+        FriendCmd::Unblock(user()?)
+    } else if is("BLOCKED") {
+        words::<0>(rest, "FRIEND")?;
+        FriendCmd::Blocked
     } else {
         return Err(ParseError::Usage("FRIEND"));
     })

@@ -41,6 +41,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
     ),
     ("ROOMS", "ROOMS", "list your rooms and groups"),
     (
+        "INBOX",
+        "INBOX",
+        "list all your conversations, newest activity first, with unread counts",
+    ),
+    (
         "ADD",
         "ADD #room <user>",
         "admins: add a user to a room or group",
@@ -56,14 +61,70 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "admins: make a member an admin too",
     ),
     (
+        "AWAY",
+        "AWAY [<text>]",
+        "say you are away, with a text; AWAY alone says you are back",
+    ),
+    (
+        "DEOP",
+        "DEOP #room <user>",
+        "admins: take a member's admin rights (a room keeps at least one admin)",
+    ),
+    (
+        "BAN",
+        "BAN #room <user>",
+        "admins: remove a user and keep them out until UNBAN",
+    ),
+    (
+        "UNBAN",
+        "UNBAN #room <user>",
+        "admins: let a banned user back in",
+    ),
+    (
+        "MUTE",
+        "MUTE #room <user> <minutes>",
+        "admins: stop a member speaking for a while (1 to 525600 minutes)",
+    ),
+    ("UNMUTE", "UNMUTE #room <user>", "admins: end a mute early"),
+    (
+        "TOPIC",
+        "TOPIC #room [<text> | -]",
+        "show the topic; admins set it, or clear it with -",
+    ),
+    (
+        "AUDIT",
+        "AUDIT #room [<n>]",
+        "admins: the newest n (default 50, at most 100) admin actions, oldest first",
+    ),
+    (
         "SAY",
         "SAY #room <text> | SAY @friend <text>",
         "send a message to a room you are in, or to a friend; the text is the rest of the line",
     ),
     (
+        "REPLY",
+        "REPLY <conv> <seq> <text>",
+        "send a message that answers message <seq>; it shows as [re <seq>] <text>",
+    ),
+    (
+        "REACT",
+        "REACT <conv> <seq> <reaction>",
+        "react to a message with an emoji or a word (1-32 bytes, no spaces)",
+    ),
+    (
+        "UNREACT",
+        "UNREACT <conv> <seq> <reaction>",
+        "take one of your reactions off a message",
+    ),
+    (
+        "REACTIONS",
+        "REACTIONS <conv> <seq>",
+        "list who reacted how to a message",
+    ),
+    (
         "FRIEND",
-        "FRIEND ADD|ACCEPT|REJECT|REMOVE <user> | FRIEND LIST | FRIEND REQUESTS",
-        "send, answer and list friend requests; list friends",
+        "FRIEND ADD|ACCEPT|REJECT|REMOVE|BLOCK|UNBLOCK <user> | FRIEND LIST|REQUESTS|BLOCKED",
+        "send, answer and list friend requests; list friends; block a user",
     ),
     (
         "PRESENCE",

@@ -8,6 +8,7 @@ pub mod encode;
 pub mod framing;
 pub mod help;
 
+pub use codec::ms_to_time;
 pub use command::{Command, FriendCmd, Target, parse};
 pub use directive::{Framing, Lost, framing};
 pub use framing::{Frame, LineFramer};

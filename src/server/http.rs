@@ -20,7 +20,7 @@ const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// talks only to this origin (`ws:`/`wss:` for browsers whose `'self'` does
 /// not cover WebSocket URLs); nothing may frame it.
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-connect-src 'self' ws: wss:; img-src 'self'; base-uri 'none'; form-action 'none'; \
+connect-src 'self' ws: wss:; img-src 'self' blob:; base-uri 'none'; form-action 'none'; \
 frame-ancestors 'none'";
 
 /// One file of the browser client, built into the binary.

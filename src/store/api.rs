@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
+use super::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
 
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +78,40 @@ pub enum Write {
         conv: ConvId,
         seq: Seq,
         blob: String,
+    },
+    /// `user` is banned from `conv` (`on`), or no longer.
+    Ban {
+        conv: ConvId,
+        user: UserId,
+        on: bool,
+    },
+    /// `user` is muted in `conv` until a Unix ms time, or (`None`) not.
+    Mute {
+        conv: ConvId,
+        user: UserId,
+        until: Option<i64>,
+    },
+    /// `conv`'s topic, or (`None`) none.
+    Topic {
+        conv: ConvId,
+        text: Option<String>,
+    },
+    /// An admin's action, for the audit log.
+    Audit(AuditRow),
+    /// `by` blocks `user` (`on`), or unblocks them. Blocking also withdraws
+    /// a pending request from `by` to `user`.
+    Block {
+        by: UserId,
+        user: UserId,
+        on: bool,
+    },
+    /// `user` gave (`added`) or took back `reaction` on message `seq`.
+    Reaction {
+        conv: ConvId,
+        seq: Seq,
+        user: UserId,
+        reaction: String,
+        added: bool,
     },
     /// Inserts or updates the request from `from` to `to`.
     Request {
@@ -167,6 +201,8 @@ pub struct Post {
     pub at: i64,
     pub text: String,
     pub blob: Option<String>,
+    /// The earlier message of the conversation this one answers.
+    pub reply_to: Option<Seq>,
 }
 
 /// A new conversation and its first members, before it has its id.
@@ -219,6 +255,7 @@ impl Post {
             at: self.at,
             text: self.text.clone(),
             state: MsgState::Sent,
+            reply_to: self.reply_to,
         }
     }
 }
@@ -232,6 +269,7 @@ pub struct StoredMessage {
     pub at: i64,
     pub text: String,
     pub state: MsgState,
+    pub reply_to: Option<Seq>,
 }
 
 impl StoredMessage {
@@ -268,6 +306,30 @@ pub struct Snapshot {
     pub requests: Vec<RequestRow>,
     /// (user, conv, delivered, read)
     pub cursors: Vec<(UserId, ConvId, Seq, Seq)>,
+    /// (conv, seq, user, reaction), in the order they were given.
+    pub reactions: Vec<(ConvId, Seq, UserId, String)>,
+    /// (by, blocked user)
+    pub blocks: Vec<(UserId, UserId)>,
+    pub bans: Vec<(ConvId, UserId)>,
+    /// (conv, user, until)
+    pub mutes: Vec<(ConvId, UserId, i64)>,
+    pub topics: Vec<(ConvId, String)>,
+    /// Oldest first, the newest `chat::moderation::AUDIT_KEPT` per
+    /// conversation.
+    pub audit: Vec<AuditRow>,
+}
+
+/// One entry of a conversation's audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub conv: ConvId,
+    /// Unix ms.
+    pub at: i64,
+    pub by: UserId,
+    pub action: AuditAction,
+    pub target: Option<UserId>,
+    /// MUTE: until when; TOPIC: the new topic.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,13 +4,13 @@
 //! blob reference counting) and answers the same queries, but nothing
 //! survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use super::backend::remove_blob_file;
 use super::{
-    Answer, Assigned, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query, RequestRow,
-    RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
+    Answer, Assigned, AuditRow, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query,
+    RequestRow, RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
 };
 
 #[derive(Debug, Default)]
@@ -37,6 +37,15 @@ struct Tables {
     friendships: BTreeMap<(UserId, UserId), i64>,
     requests: BTreeMap<(UserId, UserId), RequestRow>,
     cursors: BTreeMap<(UserId, ConvId), (Seq, Seq)>,
+    /// In the order they were given.
+    reactions: Vec<(ConvId, Seq, UserId, String)>,
+    /// (by, blocked user)
+    blocks: BTreeSet<(UserId, UserId)>,
+    bans: BTreeSet<(ConvId, UserId)>,
+    mutes: BTreeMap<(ConvId, UserId), i64>,
+    topics: BTreeMap<ConvId, String>,
+    /// Oldest first.
+    audit: Vec<AuditRow>,
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
     blob_refs: BTreeMap<(ConvId, Seq), String>,
@@ -107,6 +116,16 @@ impl Backend for MemoryBackend {
                 .iter()
                 .map(|(&(user, conv), &(d, r))| (user, conv, d, r))
                 .collect(),
+            reactions: t.reactions.clone(),
+            blocks: t.blocks.iter().copied().collect(),
+            bans: t.bans.iter().copied().collect(),
+            mutes: t
+                .mutes
+                .iter()
+                .map(|(&(c, u), &until)| (c, u, until))
+                .collect(),
+            topics: t.topics.iter().map(|(&c, t)| (c, t.clone())).collect(),
+            audit: t.audit_kept(),
         })
     }
 
@@ -156,6 +175,26 @@ impl Backend for MemoryBackend {
 }
 
 impl Tables {
+    /// The audit log as the hub loads it: the newest entries of each
+    /// conversation, oldest first.
+    fn audit_kept(&self) -> Vec<AuditRow> {
+        let kept = crate::chat::AUDIT_KEPT;
+        let mut seen: BTreeMap<ConvId, usize> = BTreeMap::new();
+        let mut newest: Vec<AuditRow> = self
+            .audit
+            .iter()
+            .rev()
+            .filter(|row| {
+                let n = seen.entry(row.conv).or_default();
+                *n += 1;
+                *n <= kept
+            })
+            .cloned()
+            .collect();
+        newest.reverse();
+        newest
+    }
+
     /// Applies one write; returns what it assigned, if it [`Write::assigns`].
     fn apply(&mut self, w: &Write) -> Result<Option<Assigned>, StoreError> {
         match w {
@@ -254,9 +293,62 @@ impl Tables {
                 };
                 self.messages.insert((m.conv, m.seq), stored);
             }
+            Write::Reaction {
+                conv,
+                seq,
+                user,
+                reaction,
+                added,
+            } => {
+                let row = (*conv, *seq, *user, reaction.clone());
+                let had = self.reactions.contains(&row);
+                if *added && !had {
+                    self.reactions.push(row);
+                } else if !*added {
+                    self.reactions.retain(|r| *r != row);
+                }
+            }
             Write::Friendship { a, b, since } => {
                 self.friendships
                     .insert(((*a).min(*b), (*a).max(*b)), *since);
+            }
+            Write::Ban { conv, user, on } => {
+                if *on {
+                    self.bans.insert((*conv, *user));
+                } else {
+                    self.bans.remove(&(*conv, *user));
+                }
+            }
+            Write::Mute { conv, user, until } => match until {
+                Some(until) => {
+                    self.mutes.insert((*conv, *user), *until);
+                }
+                None => {
+                    self.mutes.remove(&(*conv, *user));
+                }
+            },
+            Write::Topic { conv, text } => match text {
+                Some(text) => {
+                    self.topics.insert(*conv, text.clone());
+                }
+                None => {
+                    self.topics.remove(conv);
+                }
+            },
+            Write::Audit(row) => self.audit.push(row.clone()),
+            Write::Block { by, user, on } => {
+                if *on {
+                    self.blocks.insert((*by, *user));
+                    if self
+                        .requests
+                        .get(&(*by, *user))
+                        .is_some_and(|r| r.state == RequestState::Pending)
+                    {
+                        self.requests.remove(&(*by, *user));
+                    }
+                } else {
+                    self.blocks.remove(&(*by, *user));
+                }
             }
             Write::Unfriend { a, b } => {
                 self.friendships.remove(&((*a).min(*b), (*a).max(*b)));

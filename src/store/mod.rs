@@ -27,12 +27,12 @@ mod thread;
 
 use thiserror::Error;
 
-pub use crate::chat::types::{ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
+pub use crate::chat::types::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, UserId};
 
 pub use self::postgres::PostgresBackend;
 pub use api::{
-    Answer, Assigned, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, Query, Request,
-    RequestRow, Snapshot, StoredMessage, UserRow, Write,
+    Answer, Assigned, AuditRow, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, Query,
+    Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
 pub use backend::Backend;
 pub use memory::MemoryBackend;

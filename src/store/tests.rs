@@ -39,6 +39,7 @@ pub(super) fn message(seq: u64, text: &str) -> Write {
         at: seq as i64,
         text: text.into(),
         state: MsgState::Sent,
+        reply_to: None,
     })
 }
 
@@ -312,6 +313,7 @@ fn post(text: &str) -> Write {
         at: 0,
         text: text.into(),
         blob: None,
+        reply_to: None,
     })
 }
 
@@ -434,6 +436,56 @@ fn a_large_commit_stores_every_message() {
         let got: Vec<(u64, String)> = page.into_iter().map(|m| (m.seq.0, m.text)).collect();
         let want: Vec<(u64, String)> = (1..=37).map(|s| (s, format!("text {s}"))).collect();
         assert_eq!(got, want, "{name}");
+    });
+}
+
+/// A reply keeps the seq it answers, whether the commit assigns its own seq
+/// or the hub did, in a batch and alone.
+#[test]
+fn replies_keep_what_they_answer() {
+    each_backend(|name, db| {
+        let reply = |to: u64| {
+            Write::Post(Post {
+                reply_to: Some(Seq(to)),
+                ..match post("re") {
+                    Write::Post(p) => p,
+                    _ => unreachable!("post() builds a Post"),
+                }
+            })
+        };
+        let hub_assigned = Write::Message(StoredMessage {
+            reply_to: Some(Seq(2)),
+            ..match message(4, "re 2") {
+                Write::Message(m) => m,
+                _ => unreachable!("message() builds a Message"),
+            }
+        });
+        let mut writes = room_of_poster();
+        writes.extend([post("one"), reply(1), reply(1)]);
+        run_batch(db, vec![Request::write(writes, Some(0))])[0]
+            .1
+            .as_ref()
+            .unwrap();
+        run_batch(db, vec![Request::write(vec![hub_assigned], Some(1))]);
+        let Ok(Answer::Messages(msgs)) = ask(
+            db,
+            Query::After {
+                conv: ConvId(0),
+                after: Seq::ZERO,
+                limit: 10,
+            },
+        ) else {
+            panic!("{name}: no messages");
+        };
+        let replies: Vec<_> = msgs
+            .iter()
+            .map(|m| (m.seq.0, m.reply_to.map(|s| s.0)))
+            .collect();
+        assert_eq!(
+            replies,
+            [(1, None), (2, Some(1)), (3, Some(1)), (4, Some(2))],
+            "{name}"
+        );
     });
 }
 

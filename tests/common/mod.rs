@@ -149,6 +149,13 @@ impl Server {
         self.log = log;
     }
 
+    /// Like [`Server::restart`], with `extra` flags in place of the ones
+    /// it was started with.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -388,6 +395,29 @@ impl<S: Wire> Client<S> {
             .unwrap_or_else(|| panic!("no line within {TIMEOUT:?}"))
     }
 
+    /// The next line that is not a `RECEIPT`: readers send those at their
+    /// own pace, so where they fall among other lines is not fixed.
+    pub fn news(&mut self) -> String {
+        loop {
+            let l = self.line();
+            if !l.starts_with("RECEIPT ") {
+                return l;
+            }
+        }
+    }
+
+    /// [`Client::expect`], passing over `RECEIPT`s.
+    pub fn expect_news(&mut self, want: &str) {
+        assert_eq!(self.news(), want);
+    }
+
+    /// [`Client::expect_prefix`], passing over `RECEIPT`s.
+    pub fn expect_news_prefix(&mut self, prefix: &str) -> String {
+        let l = self.news();
+        assert!(l.starts_with(prefix), "expected {prefix:?}..., got {l:?}");
+        l
+    }
+
     /// The next line, or None if none arrives within `wait` (or the peer closed).
     pub fn try_line(&mut self, wait: Duration) -> Option<String> {
         let deadline = Instant::now() + wait;
@@ -542,6 +572,34 @@ pub fn msg(line: &str) -> String {
     assert_eq!(p[0], "MSG", "{line}");
     assert_eq!(p.len(), 7, "{line}");
     format!("{} {} {} {} {}", p[0], p[1], p[2], p[4], p[6])
+}
+
+/// Makes `a` (named `an`) and `b` (named `bn`) friends: `a` asks, `b`
+/// accepts, each sees the other's step.
+pub fn befriend(a: &mut Client, an: &str, b: &mut Client, bn: &str) {
+    a.send(&format!("FRIEND ADD {bn}"));
+    a.expect(&format!("OK FRIEND ADD {bn} pending"));
+    b.expect(&format!("FRIEND REQUEST {an}"));
+    b.send(&format!("FRIEND ACCEPT {an}"));
+    b.expect(&format!("OK FRIEND ACCEPT {an}"));
+    a.expect(&format!("FRIEND ACCEPTED {bn}"));
+}
+
+/// `HISTORY` data lines without id and time: `<seq> <sender> <state> <text>`.
+pub fn history(c: &mut Client, cmd: &str) -> Vec<String> {
+    c.send(cmd);
+    let mut rows = Vec::new();
+    loop {
+        let l = c.line();
+        if l.starts_with("OK HISTORY") {
+            return rows;
+        }
+        if !l.starts_with("HISTORY ") {
+            continue;
+        }
+        let p: Vec<&str> = l.splitn(8, ' ').collect();
+        rows.push(format!("{} {} {} {}", p[2], p[4], p[6], p[7]));
+    }
 }
 
 /// `HISTORY` of `conv`, every page: (seq, msgid) oldest first.

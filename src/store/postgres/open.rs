@@ -5,7 +5,8 @@ use super::tx::Tx;
 use super::read::messages_before;
 use super::{conv_id, seq, user_id};
 use crate::store::{
-    ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError, UserRow,
+    AuditAction, AuditRow, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot,
+    StoreError, UserRow,
 };
 
 pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreError> {
@@ -86,6 +87,63 @@ pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreErro
             )
         })
         .collect();
+    let reactions = db
+        .query(
+            "SELECT conv, seq, user_id, reaction FROM reactions ORDER BY id",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            (
+                conv_id(r.get(0)),
+                seq(r.get(1)),
+                user_id(r.get(2)),
+                r.get(3),
+            )
+        })
+        .collect();
+    let blocks = db
+        .query("SELECT blocker, blocked FROM blocks", &[])?
+        .iter()
+        .map(|r| (user_id(r.get(0)), user_id(r.get(1))))
+        .collect();
+    let bans = db
+        .query("SELECT conv, user_id FROM bans", &[])?
+        .iter()
+        .map(|r| (conv_id(r.get(0)), user_id(r.get(1))))
+        .collect();
+    let mutes = db
+        .query("SELECT conv, user_id, until FROM mutes", &[])?
+        .iter()
+        .map(|r| (conv_id(r.get(0)), user_id(r.get(1)), r.get(2)))
+        .collect();
+    let topics = db
+        .query("SELECT id, topic FROM convs WHERE topic IS NOT NULL", &[])?
+        .iter()
+        .map(|r| (conv_id(r.get(0)), r.get(1)))
+        .collect();
+    // The newest entries of each conversation's log, oldest first.
+    let kept = crate::chat::AUDIT_KEPT as i64;
+    let audit = db
+        .query(
+            "SELECT conv, at, by_user, action, target, detail FROM (
+                 SELECT *, row_number() OVER (PARTITION BY conv ORDER BY id DESC) AS r FROM audit
+             ) newest WHERE r <= $1 ORDER BY id",
+            &[&kept],
+        )?
+        .iter()
+        .map(|r| {
+            let action: i16 = r.get(3);
+            AuditRow {
+                conv: conv_id(r.get(0)),
+                at: r.get(1),
+                by: user_id(r.get(2)),
+                action: AuditAction::from_code(i64::from(action)),
+                target: r.get::<_, Option<i64>>(4).map(user_id),
+                detail: r.get(5),
+            }
+        })
+        .collect();
     Ok(Snapshot {
         users,
         convs,
@@ -93,5 +151,11 @@ pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreErro
         friendships,
         requests,
         cursors,
+        reactions,
+        blocks,
+        bans,
+        mutes,
+        topics,
+        audit,
     })
 }

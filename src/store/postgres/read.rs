@@ -7,7 +7,7 @@ use super::tx::Tx;
 use super::{id, seq, seq_param, user_id};
 use crate::store::{Answer, ConvId, MsgState, Seq, StoreError, StoredMessage, UserId};
 
-pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
+pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state, reply_to";
 
 pub(super) fn message_row(conv: ConvId, r: &Row) -> StoredMessage {
     let msgid: &[u8] = r.get(1);
@@ -20,6 +20,7 @@ pub(super) fn message_row(conv: ConvId, r: &Row) -> StoredMessage {
         at: r.get(3),
         text: r.get(4),
         state: MsgState::from_code(i64::from(state)),
+        reply_to: r.get::<_, Option<i64>>(6).map(seq),
     }
 }
 

@@ -87,6 +87,45 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (conv, seq)
     );
     CREATE INDEX blob_refs_by_blob ON blob_refs (blob);",
+    // 2: as SQLite's 6: replies, reactions (in the order given: `id`),
+    // blocks, and moderation: topics, bans, mutes, the audit log (in the
+    // order written: `id`).
+    "ALTER TABLE messages ADD COLUMN reply_to bigint;
+    CREATE TABLE reactions (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        conv bigint NOT NULL,
+        seq bigint NOT NULL,
+        user_id bigint NOT NULL,
+        reaction text NOT NULL,
+        UNIQUE (conv, seq, user_id, reaction)
+    );
+    CREATE TABLE blocks (
+        blocker bigint NOT NULL,
+        blocked bigint NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+    );
+    ALTER TABLE convs ADD COLUMN topic text;
+    CREATE TABLE bans (
+        conv bigint NOT NULL,
+        user_id bigint NOT NULL,
+        PRIMARY KEY (conv, user_id)
+    );
+    CREATE TABLE mutes (
+        conv bigint NOT NULL,
+        user_id bigint NOT NULL,
+        until bigint NOT NULL,
+        PRIMARY KEY (conv, user_id)
+    );
+    CREATE TABLE audit (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        conv bigint NOT NULL,
+        at bigint NOT NULL,
+        by_user bigint NOT NULL,
+        action smallint NOT NULL,
+        target bigint,
+        detail text
+    );
+    CREATE INDEX audit_by_conv ON audit (conv, id);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

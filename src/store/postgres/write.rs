@@ -69,6 +69,7 @@ struct MessageRows {
     sender: Vec<i64>,
     at: Vec<i64>,
     text: Vec<String>,
+    reply_to: Vec<Option<i64>>,
 }
 
 impl MessageRows {
@@ -79,6 +80,7 @@ impl MessageRows {
         self.sender.push(id(m.sender.0));
         self.at.push(m.at);
         self.text.push(m.text.clone());
+        self.reply_to.push(m.reply_to.map(seq_param));
     }
 
     /// Inserts every waiting row.
@@ -87,9 +89,9 @@ impl MessageRows {
             return Ok(());
         }
         db.execute(
-            "INSERT INTO messages (conv, seq, msgid, sender, at, text)
+            "INSERT INTO messages (conv, seq, msgid, sender, at, text, reply_to)
              SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bigint[],
-                                  $5::bigint[], $6::text[])",
+                                  $5::bigint[], $6::text[], $7::bigint[])",
             &[
                 &self.conv,
                 &self.seq,
@@ -97,6 +99,7 @@ impl MessageRows {
                 &self.sender,
                 &self.at,
                 &self.text,
+                &self.reply_to,
             ],
         )?;
         *self = MessageRows::default();
@@ -331,6 +334,82 @@ fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
                 "INSERT INTO blobs (id, size, mime) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                 &[blob, &size, mime],
             )?;
+        }
+        Write::Reaction {
+            conv,
+            seq,
+            user,
+            reaction,
+            added,
+        } => {
+            let sql = if *added {
+                "INSERT INTO reactions (conv, seq, user_id, reaction) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM reactions
+                 WHERE conv = $1 AND seq = $2 AND user_id = $3 AND reaction = $4"
+            };
+            db.execute(sql, &[&id(conv.0), &seq_param(*seq), &id(user.0), reaction])?;
+        }
+        Write::Ban { conv, user, on } => {
+            let sql = if *on {
+                "INSERT INTO bans (conv, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM bans WHERE conv = $1 AND user_id = $2"
+            };
+            db.execute(sql, &[&id(conv.0), &id(user.0)])?;
+        }
+        Write::Mute { conv, user, until } => match until {
+            Some(until) => {
+                db.execute(
+                    "INSERT INTO mutes (conv, user_id, until) VALUES ($1, $2, $3)
+                     ON CONFLICT (conv, user_id) DO UPDATE SET until = excluded.until",
+                    &[&id(conv.0), &id(user.0), until],
+                )?;
+            }
+            None => {
+                db.execute(
+                    "DELETE FROM mutes WHERE conv = $1 AND user_id = $2",
+                    &[&id(conv.0), &id(user.0)],
+                )?;
+            }
+        },
+        Write::Topic { conv, text } => {
+            db.execute(
+                "UPDATE convs SET topic = $2 WHERE id = $1",
+                &[&id(conv.0), text],
+            )?;
+        }
+        Write::Audit(row) => {
+            db.execute(
+                "INSERT INTO audit (conv, at, by_user, action, target, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &id(row.conv.0),
+                    &row.at,
+                    &id(row.by.0),
+                    &(row.action as i16),
+                    &row.target.map(|u| id(u.0)),
+                    &row.detail,
+                ],
+            )?;
+        }
+        Write::Block { by, user, on } => {
+            if *on {
+                db.execute(
+                    "INSERT INTO blocks (blocker, blocked) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&id(by.0), &id(user.0)],
+                )?;
+                db.execute(
+                    "DELETE FROM requests WHERE sender = $1 AND recipient = $2 AND state = $3",
+                    &[&id(by.0), &id(user.0), &(RequestState::Pending as i16)],
+                )?;
+            } else {
+                db.execute(
+                    "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2",
+                    &[&id(by.0), &id(user.0)],
+                )?;
+            }
         }
         Write::BlobRef { conv, seq, blob } => {
             db.execute(

@@ -159,7 +159,7 @@ impl FromSql for Seq {
     }
 }
 
-pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state";
+pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state, reply_to";
 
 pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let id: [u8; 16] = r.get(1)?;
@@ -172,6 +172,7 @@ pub(super) fn message_row(conv: ConvId, r: &rusqlite::Row<'_>) -> rusqlite::Resu
         at: r.get(3)?,
         text: r.get(4)?,
         state: MsgState::from_code(state),
+        reply_to: r.get(6)?,
     })
 }
 

@@ -8,8 +8,8 @@ use rusqlite::Connection;
 use super::checkpoint::Checkpointer;
 use super::{FtsLag, LastSeqs, SqliteBackend, messages_before, schema};
 use crate::store::{
-    ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq, Snapshot, StoreError,
-    UserRow,
+    AuditAction, AuditRow, ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq,
+    Snapshot, StoreError, UserRow,
 };
 
 /// Room for every distinct statement the backend prepares (about 30).
@@ -129,6 +129,47 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
     snap.cursors = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT blocker, blocked FROM blocks")?;
+    snap.blocks = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT conv, user FROM bans")?;
+    snap.bans = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT conv, user, until FROM mutes")?;
+    snap.mutes = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT id, topic FROM convs WHERE topic IS NOT NULL")?;
+    snap.topics = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    // The newest entries of each conversation's log, oldest first.
+    let mut stmt = conn.prepare(
+        "SELECT conv, at, by, action, target, detail FROM (
+             SELECT rowid AS n, *, row_number() OVER (PARTITION BY conv ORDER BY rowid DESC) AS r
+             FROM audit)
+         WHERE r <= ?1 ORDER BY n",
+    )?;
+    snap.audit = stmt
+        .query_map([crate::chat::AUDIT_KEPT as i64], |r| {
+            let action: i64 = r.get(3)?;
+            Ok(AuditRow {
+                conv: r.get(0)?,
+                at: r.get(1)?,
+                by: r.get(2)?,
+                action: AuditAction::from_code(action),
+                target: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt =
+        conn.prepare("SELECT conv, seq, user, reaction FROM reactions ORDER BY rowid")?;
+    snap.reactions = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     Ok(snap)
 }
 
@@ -208,6 +249,10 @@ mod tests {
                  INSERT INTO requests VALUES (0, 3, 1, 7);
                  INSERT INTO requests VALUES (3, 2, 0, 8);
                  DROP TABLE fts_done;
+                 ALTER TABLE messages DROP COLUMN reply_to;
+                 DROP TABLE reactions;
+                 DROP TABLE blocks; DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit;
+                 ALTER TABLE convs DROP COLUMN topic;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

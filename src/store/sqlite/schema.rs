@@ -92,6 +92,44 @@ pub(super) const MIGRATIONS: &[&str] = &[
         conv INTEGER PRIMARY KEY,
         seq INTEGER NOT NULL
     );",
+    // 6: replies: the seq of the message (same conversation) a message
+    // answers, NULL for none; reactions, in the order they were given
+    // (their rowid); who blocks whom; moderation: topics, bans, mutes and
+    // the audit log (in the order written: its rowid).
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+    CREATE TABLE reactions (
+        conv INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        user INTEGER NOT NULL,
+        reaction TEXT NOT NULL,
+        UNIQUE (conv, seq, user, reaction)
+    );
+    CREATE TABLE blocks (
+        blocker INTEGER NOT NULL,
+        blocked INTEGER NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+    ) WITHOUT ROWID;
+    ALTER TABLE convs ADD COLUMN topic TEXT;
+    CREATE TABLE bans (
+        conv INTEGER NOT NULL,
+        user INTEGER NOT NULL,
+        PRIMARY KEY (conv, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE mutes (
+        conv INTEGER NOT NULL,
+        user INTEGER NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (conv, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        conv INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        by INTEGER NOT NULL,
+        action INTEGER NOT NULL,
+        target INTEGER,
+        detail TEXT
+    );
+    CREATE INDEX audit_by_conv ON audit (conv);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -132,6 +132,7 @@ struct MessageRow<'a> {
     sender: crate::store::UserId,
     at: i64,
     text: &'a str,
+    reply_to: Option<Seq>,
 }
 
 /// Rows per multi-row INSERT; the rest of a commit's messages go one by one.
@@ -145,7 +146,7 @@ impl<'a> MessageRows<'a> {
             let mut many = tx.prepare_cached(&insert_messages(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
                 for (i, r) in chunk.iter().enumerate() {
-                    bind_message(&mut many, i * 6, r)?;
+                    bind_message(&mut many, i * COLUMNS, r)?;
                 }
                 many.raw_execute()?;
             }
@@ -163,9 +164,12 @@ impl<'a> MessageRows<'a> {
     }
 }
 
+/// The columns [`bind_message`] binds, per row.
+const COLUMNS: usize = 7;
+
 fn insert_messages(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
-    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text) VALUES {values}")
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text, reply_to) VALUES {values}")
 }
 
 fn bind_message(
@@ -178,7 +182,8 @@ fn bind_message(
     stmt.raw_bind_parameter(from + 3, &r.id.as_bytes()[..])?;
     stmt.raw_bind_parameter(from + 4, r.sender)?;
     stmt.raw_bind_parameter(from + 5, r.at)?;
-    stmt.raw_bind_parameter(from + 6, r.text)
+    stmt.raw_bind_parameter(from + 6, r.text)?;
+    stmt.raw_bind_parameter(from + 7, r.reply_to)
 }
 
 /// Applies one write (a message row joins `rows`, which the caller flushes
@@ -223,6 +228,7 @@ pub(super) fn apply<'a>(
                 sender: p.sender,
                 at: p.at,
                 text: &p.text,
+                reply_to: p.reply_to,
             });
             if let Some(blob) = &p.blob {
                 let conv = p.conv;
@@ -240,6 +246,7 @@ pub(super) fn apply<'a>(
                 sender: m.sender,
                 at: m.at,
                 text: &m.text,
+                reply_to: m.reply_to,
             });
             Ok(None)
         }
@@ -326,6 +333,74 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
                 "INSERT OR REPLACE INTO friendships (a, b, since) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![a.min(b), a.max(b), since])?;
+        }
+        Write::Reaction {
+            conv,
+            seq,
+            user,
+            reaction,
+            added,
+        } => {
+            let sql = if *added {
+                "INSERT OR IGNORE INTO reactions (conv, seq, user, reaction) VALUES (?1, ?2, ?3, ?4)"
+            } else {
+                "DELETE FROM reactions WHERE conv = ?1 AND seq = ?2 AND user = ?3 AND reaction = ?4"
+            };
+            tx.prepare_cached(sql)?
+                .execute(params![conv, seq, user, reaction])?;
+        }
+        Write::Ban { conv, user, on } => {
+            let sql = if *on {
+                "INSERT OR IGNORE INTO bans (conv, user) VALUES (?1, ?2)"
+            } else {
+                "DELETE FROM bans WHERE conv = ?1 AND user = ?2"
+            };
+            tx.prepare_cached(sql)?.execute(params![conv, user])?;
+        }
+        Write::Mute { conv, user, until } => match until {
+            Some(until) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO mutes (conv, user, until) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![conv, user, until])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM mutes WHERE conv = ?1 AND user = ?2")?
+                    .execute(params![conv, user])?;
+            }
+        },
+        Write::Topic { conv, text } => {
+            tx.prepare_cached("UPDATE convs SET topic = ?2 WHERE id = ?1")?
+                .execute(params![conv, text])?;
+        }
+        Write::Audit(row) => {
+            tx.prepare_cached(
+                "INSERT INTO audit (conv, at, by, action, target, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                row.conv,
+                row.at,
+                row.by,
+                row.action as i64,
+                row.target,
+                row.detail
+            ])?;
+        }
+        Write::Block { by, user, on } => {
+            if *on {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)",
+                )?
+                .execute(params![by, user])?;
+                tx.prepare_cached(
+                    "DELETE FROM requests WHERE sender = ?1 AND recipient = ?2 AND state = ?3",
+                )?
+                .execute(params![by, user, RequestState::Pending as i64])?;
+            } else {
+                tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+                    .execute(params![by, user])?;
+            }
         }
         Write::Unfriend { a, b } => {
             tx.prepare_cached("DELETE FROM friendships WHERE a = ?1 AND b = ?2")?
