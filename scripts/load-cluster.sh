@@ -9,57 +9,16 @@
 #
 # Env: SUBSCRIBERS (1000), RATE (50), DURATION (10), BASE_PORT (17950),
 # DIR (/tmp/linechat-load-cluster). Stops everything it started, by pid.
-set -euo pipefail
-
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$(dirname "$0")/cluster-common.sh"
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
 RATE=${RATE:-50}
 DURATION=${DURATION:-10}
 BASE_PORT=${BASE_PORT:-17950}
 DIR=${DIR:-/tmp/linechat-load-cluster}
-REDIS_PORT=$((BASE_PORT + 10))
-PG_PORT=$((BASE_PORT + 20))
-PIDS=()
-REDIS_PID=
-
-stop() {
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ -n "$REDIS_PID" ]; then
-        kill -TERM "$REDIS_PID" 2>/dev/null || true
-        wait "$REDIS_PID" 2>/dev/null || true
-    fi
-    "$REPO/scripts/pg.sh" stop "$DIR/pg" || true
-    rm -rf "$DIR"
-}
-trap stop EXIT
-
-(cd "$REPO" && cargo build --release --quiet --bin linechat --bin linechat-load)
+trap 'cluster_stop; rm -rf "$DIR"' EXIT
 rm -rf "$DIR"
-mkdir -p "$DIR"
-chmod 755 "$DIR"
-PG_URL=$("$REPO/scripts/pg.sh" start "$DIR/pg" "$PG_PORT")
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$DIR" >"$DIR/redis.log" 2>&1 &
-REDIS_PID=$!
-for i in 0 1 2; do
-    "$REPO/target/release/linechat" --listen "127.0.0.1:$((BASE_PORT + i))" \
-        --data-dir "$DIR/node$i" --blob-dir "$DIR/blobs" --store "$PG_URL" \
-        --bus "redis://127.0.0.1:$REDIS_PORT" --command-rate 0 \
-        --max-unauth-per-ip 100000 --argon2-memory-kib 64 --argon2-iterations 1 \
-        >/dev/null 2>"$DIR/node$i.log" &
-    PIDS+=("$!")
-done
-for i in 0 1 2; do
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$((BASE_PORT + i))") 2>/dev/null && break
-        sleep 0.1
-    done
-done
+cluster_start "$DIR" "$BASE_PORT" --command-rate 0 --max-unauth-per-ip 100000 \
+    --argon2-memory-kib 64 --argon2-iterations 1
 
 # Sends lines to a node and prints what it answers within a second.
 talk() {

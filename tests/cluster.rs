@@ -78,20 +78,27 @@ impl Cluster {
     }
 }
 
-/// Sends `cmd` until its answer no longer starts with `not_yet` (another
-/// node's change has not reached this one), for at most [`TIMEOUT`];
-/// returns the answer's first line.
-fn until_known(c: &mut Client, cmd: &str, not_yet: &str) -> String {
+/// Asks `ask` until it returns something, for at most [`TIMEOUT`]: for
+/// what arrives from another node with no event to wait for.
+fn eventually<T>(what: &str, mut ask: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        c.send(cmd);
-        let line = c.line();
-        if !line.starts_with(not_yet) {
-            return line;
+        if let Some(t) = ask() {
+            return t;
         }
-        assert!(Instant::now() < deadline, "{cmd}: still {line}");
+        assert!(Instant::now() < deadline, "{what}: not within {TIMEOUT:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends `cmd` until its answer no longer starts with `not_yet` (another
+/// node's change has not reached this one); returns the answer's first
+/// line.
+fn until_known(c: &mut Client, cmd: &str, not_yet: &str) -> String {
+    eventually(cmd, || {
+        c.send(cmd);
+        Some(c.line()).filter(|line| !line.starts_with(not_yet))
+    })
 }
 
 /// `c`'s node knows public room `room`.
@@ -333,12 +340,7 @@ fn friends_on_two_nodes(cl: &Cluster) -> (Client, Client) {
     let mut bob = cl.nodes[1].user("bob");
     wait_for_user(&mut alice, "bob");
     wait_for_user(&mut bob, "alice");
-    alice.send("FRIEND ADD bob");
-    alice.expect("OK FRIEND ADD bob pending");
-    bob.expect("FRIEND REQUEST alice");
-    bob.send("FRIEND ACCEPT alice");
-    bob.expect("OK FRIEND ACCEPT alice");
-    alice.expect("FRIEND ACCEPTED bob");
+    common::befriend(&mut alice, "alice", &mut bob, "bob");
     (alice, bob)
 }
 
@@ -366,20 +368,15 @@ fn presence_is_cluster_wide() {
     // bob is on another node, and online once a heartbeat has told
     // alice's node (which may announce it, if that came after the
     // friendship).
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
+    eventually("bob online for alice", || {
         alice.send("PRESENCE bob");
         let mut line = alice.line();
         if line == "PRESENCE bob online" {
             line = alice.line();
         }
-        if line == "OK PRESENCE bob online" {
-            break;
-        }
-        assert!(line.starts_with("OK PRESENCE bob offline"), "{line}");
-        assert!(Instant::now() < deadline, "bob never online for alice");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        assert!(line.starts_with("OK PRESENCE bob "), "{line}");
+        (line == "OK PRESENCE bob online").then_some(())
+    });
     alice.send("FRIEND LIST");
     expect_after(
         &mut alice,
@@ -474,11 +471,9 @@ fn a_lost_publish_is_found_by_the_position_check() {
         .arg(&b"\x09not a bus message"[..])
         .query(&mut redis)
         .unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while bob.stat("bus_malformed") == 0 {
-        assert!(Instant::now() < deadline, "the bad message was not counted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("bus_malformed counted", || {
+        (bob.stat("bus_malformed") == 1).then_some(())
+    });
     bob.send("SAY #r still here");
     bob.expect_prefix("OK SAY #r 3 ");
     assert_eq!(msg(&alice.line()), "MSG #r 3 bob still here");

@@ -87,15 +87,7 @@ impl Hub {
                 reader,
                 sender,
                 progress,
-            } => {
-                let event = Event::Receipt {
-                    conv,
-                    seq,
-                    reader,
-                    progress,
-                };
-                out.event(Audience::user(sender, None), event);
-            }
+            } => super::sync::tell_receipt(conv, seq, reader, sender, progress, out),
         }
     }
 

@@ -152,13 +152,7 @@ impl Hub {
             }
         }
         for (sender, seq) in highest {
-            let event = Event::Receipt {
-                conv,
-                seq,
-                reader,
-                progress,
-            };
-            out.event(Audience::user(sender, None), event);
+            tell_receipt(conv, seq, reader, sender, progress, out);
             let shared = || Shared::Receipt {
                 conv,
                 seq,
@@ -528,4 +522,23 @@ impl Hub {
         out.store.push(Request::query(query, pending));
         out.defer(sid);
     }
+}
+
+/// Tells `sender`'s sessions that `reader` has their messages of `conv` up
+/// to `seq` (this node's receipts and other nodes' alike).
+pub(super) fn tell_receipt(
+    conv: ConvId,
+    seq: Seq,
+    reader: UserId,
+    sender: UserId,
+    progress: Progress,
+    out: &mut Out,
+) {
+    let event = Event::Receipt {
+        conv,
+        seq,
+        reader,
+        progress,
+    };
+    out.event(Audience::user(sender, None), event);
 }

@@ -1050,14 +1050,17 @@ fn a_message_past_a_gap_waits_for_the_store() {
     // Another node committed two messages; the bus brings only the second.
     let writes = vec![Write::Message(stored(1)), Write::Message(stored(2))];
     store::run_batch(&mut h.db, vec![store::Request::write(writes, None::<()>)]);
-    let mut out = Out::default();
-    let posts = vec![Posted {
-        origin: None,
-        msg: Msg::from(stored(2)),
-    }];
-    h.hub
-        .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
-    h.drain(out);
+    let bus_brings = |h: &mut Harness, msg: store::StoredMessage| {
+        let mut out = Out::default();
+        let posts = vec![Posted {
+            origin: None,
+            msg: Msg::from(msg),
+        }];
+        h.hub
+            .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
+        h.drain(out);
+    };
+    bus_brings(&mut h, stored(2));
     let got: Vec<String> = h
         .take(a)
         .iter()
@@ -1065,14 +1068,7 @@ fn a_message_past_a_gap_waits_for_the_store() {
         .collect();
     assert_eq!(got, ["MSG #r 1", "MSG #r 2"]);
     // The same message again (Redis or the store) is dropped.
-    let mut out = Out::default();
-    let posts = vec![Posted {
-        origin: None,
-        msg: Msg::from(stored(2)),
-    }];
-    h.hub
-        .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
-    h.drain(out);
+    bus_brings(&mut h, stored(2));
     assert!(h.take(a).is_empty());
     assert_eq!(h.hub.sequencer_counts(), (0, 2, 0));
 }

@@ -1,0 +1,70 @@
+# shellcheck shell=bash
+# Sourced by cluster.sh and load-cluster.sh: a private PostgreSQL
+# (scripts/pg.sh, run as the postgres user), Redis and three linechat nodes
+# sharing them, on loopback: nodes on BASE_PORT, +1, +2, Redis on
+# BASE_PORT+10, PostgreSQL on BASE_PORT+20, all state under DIR.
+# cluster_start DIR BASE_PORT [node flags...] starts them (building linechat
+# in release first) and sets PG_URL, REDIS_PORT and NODE_PIDS; cluster_stop
+# (run on exit) stops everything it started, by pid.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NODE_PIDS=()
+REDIS_PID=
+CLUSTER_DIR=
+
+cluster_stop() {
+    for pid in "${NODE_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${NODE_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "$REDIS_PID" ]; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+    fi
+    if [ -n "$CLUSTER_DIR" ]; then
+        "$REPO/scripts/pg.sh" stop "$CLUSTER_DIR/pg" || true
+    fi
+}
+
+cluster_start() {
+    CLUSTER_DIR=$1
+    local base=$2
+    shift 2
+    if ! command -v redis-server >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q redis-server >&2
+    fi
+    (cd "$REPO" && cargo build --release --quiet --bin linechat --bin linechat-load)
+    mkdir -p "$CLUSTER_DIR"
+    chmod 755 "$CLUSTER_DIR"
+    PG_URL=$("$REPO/scripts/pg.sh" start "$CLUSTER_DIR/pg" "$((base + 20))")
+    REDIS_PORT=$((base + 10))
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$CLUSTER_DIR" >"$CLUSTER_DIR/redis.log" 2>&1 &
+    REDIS_PID=$!
+    # Attachments live in files that every node must read: one folder here.
+    local i port
+    for i in 0 1 2; do
+        "$REPO/target/release/linechat" --listen "127.0.0.1:$((base + i))" \
+            --data-dir "$CLUSTER_DIR/node$i" --blob-dir "$CLUSTER_DIR/blobs" \
+            --store "$PG_URL" --bus "redis://127.0.0.1:$REDIS_PORT" "$@" \
+            >/dev/null 2>"$CLUSTER_DIR/node$i.log" &
+        NODE_PIDS+=("$!")
+    done
+    for i in 0 1 2; do
+        port=$((base + i))
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+            kill -0 "${NODE_PIDS[$i]}" 2>/dev/null || {
+                echo "node $i exited; see $CLUSTER_DIR/node$i.log" >&2
+                return 1
+            }
+            sleep 0.1
+        done
+    done
+}
