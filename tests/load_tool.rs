@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Server;
+use common::tls::TlsServer;
 use serde_json::Value;
 
 const LOAD: &str = env!("CARGO_BIN_EXE_linechat-load");
@@ -218,6 +219,54 @@ fn durable_scenario_counts_commits_and_storage_cpu() {
     // CPU time comes in clock ticks (10 ms), so a short run may show none.
     for cpu in ["server_cpu_storage_pct", "server_cpu_all_pct"] {
         assert!(m.get(cpu).is_some_and(Value::is_f64), "{cpu}: {m:?}");
+    }
+}
+
+/// The WebSocket and TLS wires (`--proto ws`, `--tls-ca`) carry both
+/// broadcast scenarios: every counted publish reaches every subscriber once,
+/// with STATS asked over the plain listener, and no session broke its
+/// wire's protocol.
+#[test]
+fn broadcast_scenarios_run_over_websocket_and_tls() {
+    let s = TlsServer::start(&["--ws-listen", "127.0.0.1:0", "--wss-listen", "127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = s.cert_path().display().to_string();
+    let server = &s.server;
+    let (ws, wss) = (server.ws_addr.as_deref(), server.wss_addr.as_deref());
+    let tls = server.tls_addr.as_deref();
+    for (scenario, proto, addr, ca) in [
+        ("fanout", "ws", ws, None),
+        ("latency", "ws", ws, None),
+        ("fanout", "linechat", tls, Some(&ca)),
+        ("latency", "linechat", tls, Some(&ca)),
+        ("fanout", "ws", wss, Some(&ca)),
+    ] {
+        let addr = addr.expect("listener");
+        let mut args = vec![
+            scenario,
+            "--proto",
+            proto,
+            "--addr",
+            addr,
+            "--stats-addr",
+            &server.addr,
+            "--subscribers",
+            "4",
+            "--handshake-timeout",
+            "20",
+        ];
+        if scenario == "latency" {
+            args.extend(["--rate", "40"]);
+        }
+        if let Some(ca) = ca {
+            args.extend(["--tls-ca", ca]);
+        }
+        let json = dir.path().join(format!("{scenario}-{proto}-{addr}.json"));
+        let m = run_load(&args, &json);
+        assert_broadcast_report(&m, 4.0);
+        for broken in ["server.closed_ws_error", "server.closed_tls_error"] {
+            assert_eq!(num(&m, broken), 0.0, "{scenario} over {proto} at {addr}");
+        }
     }
 }
 

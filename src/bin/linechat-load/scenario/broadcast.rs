@@ -39,7 +39,7 @@ pub fn run<P: Protocol>(
         .map(|i| s.client(i, pub_rooms.clone(), true, false))
         .chain((np..np + subscribers).map(|i| s.client(i, vec![room.clone()], false, false)))
         .collect();
-    let mut engine = Engine::<P>::new(s.addr, s.tls.clone(), specs, clock)?;
+    let mut engine = Engine::<P>::new(s.addr, s.wire.clone(), specs, clock)?;
     s.establish(&mut engine, 0..np + subscribers, label, np + 1)?;
     let mut params = Map::new();
     params.insert("subscribers".into(), subscribers.into());
