@@ -244,7 +244,7 @@ impl WsStream {
         let path = path.split('?').next().unwrap_or(path).to_string();
         let wants_upgrade = header("upgrade").any(|v| v.eq_ignore_ascii_case("websocket"));
         if !wants_upgrade || path != "/" {
-            self.input.drain(..head_len);
+            self.consume_input(head_len);
             return Ok(Some(Request::Get(path)));
         }
         let connection_upgrade = header("connection").any(|v| {
@@ -262,7 +262,7 @@ impl WsStream {
         );
         self.output.extend_from_slice(response.as_bytes());
         // Frames the client sent right behind its request stay in `input`.
-        self.input.drain(..head_len);
+        self.consume_input(head_len);
         self.phase = Phase::Open;
         Ok(Some(Request::Upgrade))
     }
@@ -315,14 +315,24 @@ impl WsStream {
         self.output.extend_from_slice(payload);
     }
 
-    /// Reads what the socket has into `input`, at most one frame's worth
-    /// (header included) past what is there.
+    /// Reads what the socket has into `input`, at most [`READ_CHUNK`]
+    /// bytes past what is there. The chunk lands on the stack first, so
+    /// that `input` only ever holds bytes not parsed yet: an idle session
+    /// keeps no read buffer.
     fn fill(&mut self) -> io::Result<usize> {
-        let start = self.input.len();
-        self.input.resize(start + READ_CHUNK, 0);
-        let got = self.inner.read(&mut self.input[start..]);
-        self.input.truncate(start + *got.as_ref().unwrap_or(&0));
-        got
+        let mut chunk = [0; READ_CHUNK];
+        let got = self.inner.read(&mut chunk)?;
+        self.input.extend_from_slice(&chunk[..got]);
+        Ok(got)
+    }
+
+    /// Drops `n` parsed bytes from `input`; an emptied buffer is freed, as
+    /// idle sessions are most sessions.
+    fn consume_input(&mut self, n: usize) {
+        self.input.drain(..n);
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
     }
 
     /// Parses one frame from `input`. `Ok(false)`: no complete frame yet.
@@ -352,17 +362,18 @@ impl WsStream {
             .enumerate()
             .map(|(k, b)| b ^ mask[k % 4])
             .collect();
-        self.input.drain(..end);
+        self.consume_input(end);
         match header.opcode {
             OpCode::Data(data @ (Data::Text | Data::Binary | Data::Continue)) => {
-                if self.payload_at == self.payload.len() {
-                    self.payload.clear();
-                    self.payload_at = 0;
-                }
                 if data != Data::Continue {
                     self.in_text = data == Data::Text;
                 }
-                self.payload.append(&mut body);
+                if self.payload_at == self.payload.len() {
+                    self.payload = body;
+                    self.payload_at = 0;
+                } else {
+                    self.payload.append(&mut body);
+                }
                 // A text message holds whole lines: its end ends the last
                 // one, so a client may send a line per message without LF.
                 if header.is_final && self.in_text && self.payload.last() != Some(&b'\n') {
@@ -404,7 +415,8 @@ impl WsStream {
                 Err(e) => return Err(e),
             }
         }
-        self.output.clear();
+        // All written: the buffer is freed, not kept at its largest frame.
+        self.output = Vec::new();
         self.output_at = 0;
         Ok(())
     }
@@ -431,6 +443,10 @@ impl Read for WsStream {
                 let n = buf.len().min(self.payload.len() - self.payload_at);
                 buf[..n].copy_from_slice(&self.payload[self.payload_at..self.payload_at + n]);
                 self.payload_at += n;
+                if self.payload_at == self.payload.len() {
+                    self.payload = Vec::new();
+                    self.payload_at = 0;
+                }
                 return Ok(n);
             }
             match self.phase {

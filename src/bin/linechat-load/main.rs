@@ -39,7 +39,8 @@ struct Cli {
 enum Proto {
     Linechat,
     /// linechat over WebSocket (its `--ws-listen` address; `--wss-listen`
-    /// with --tls-ca): the upgrade, then lines in masked text frames.
+    /// with --tls-ca): the upgrade, then lines in masked text frames of at
+    /// most 16 KiB (the server's `--ws-max-frame` must allow them).
     Ws,
     Irc,
     Nats,

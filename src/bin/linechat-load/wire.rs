@@ -173,9 +173,10 @@ impl mio::event::Source for ClientStream {
     }
 }
 
-/// Payload bytes of one frame the client sends: under the server's
-/// `--ws-max-frame` default (64 KiB) and its lowest allowed value.
-const MAX_FRAME: usize = 1024;
+/// Payload bytes of one frame the client sends: a publisher's batch of
+/// lines in a few frames, under the server's `--ws-max-frame` default
+/// (64 KiB); a server started with less refuses them.
+const MAX_FRAME: usize = 16 * 1024;
 /// Bytes of the server's upgrade answer (status line and headers).
 const MAX_RESPONSE_HEAD: usize = 8192;
 /// Largest control frame payload (RFC 6455 section 5.5).
