@@ -241,6 +241,12 @@ impl Stream {
         }
     }
 
+    /// A WebSocket listener's connection that has not upgraded: an HTTP
+    /// exchange (a page, `/metrics`), not a session.
+    pub fn is_http_only(&self) -> bool {
+        matches!(self, Stream::Ws(ws) if ws.is_http_only())
+    }
+
     /// Whether a read shorter than asked for proves the socket drained. On
     /// TLS it does not: records may wait in the socket behind the plaintext
     /// handed out.

@@ -137,6 +137,8 @@ pub struct WsStream {
     inner: Stream,
     limits: WsLimits,
     phase: Phase,
+    /// The request was an upgrade: this is a session, not an HTTP exchange.
+    upgraded: bool,
     /// Bytes read and not parsed yet (the request head, then frames).
     input: Vec<u8>,
     /// Data frame payload not handed to the reader yet, from `payload_at`.
@@ -159,6 +161,7 @@ impl WsStream {
             inner,
             limits,
             phase: Phase::Request,
+            upgraded: false,
             input: Vec::new(),
             payload: Vec::new(),
             payload_at: 0,
@@ -174,6 +177,12 @@ impl WsStream {
 
     pub fn inner_mut(&mut self) -> &mut Stream {
         &mut self.inner
+    }
+
+    /// Not upgraded (yet): reading a request or answering one over HTTP.
+    /// Such a connection is no session of the line protocol.
+    pub fn is_http_only(&self) -> bool {
+        !self.upgraded
     }
 
     /// Still reading the request (or, under it, the TLS handshake).
@@ -264,6 +273,7 @@ impl WsStream {
         // Frames the client sent right behind its request stay in `input`.
         self.consume_input(head_len);
         self.phase = Phase::Open;
+        self.upgraded = true;
         Ok(Some(Request::Upgrade))
     }
 

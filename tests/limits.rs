@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 39")
+        .take_while(|l| l != "OK STATS 41")
         .collect();
-    assert_eq!(rows.len(), 39, "{rows:?}");
+    assert_eq!(rows.len(), 41, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -143,9 +143,12 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     assert_eq!(rows[33], "STAT messages_stored 0");
     // The WebSocket listener's close reasons came after it.
     assert_eq!(rows[34], "STAT closed_http_served 0");
+    assert_eq!(rows[38], "STAT closed_ws_handshake_timeout 0");
+    // Then the HTTP exchanges, apart from sessions.
+    assert_eq!(rows[39], "STAT http_connections 0");
     assert_eq!(
         rows.last().map(String::as_str),
-        Some("STAT closed_ws_handshake_timeout 0")
+        Some("STAT http_requests 0")
     );
 }
 
