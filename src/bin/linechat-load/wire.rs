@@ -70,8 +70,7 @@ fn tls_stream(
     config: &Arc<ClientConfig>,
 ) -> io::Result<TlsStream> {
     let name = ServerName::IpAddress(addr.ip().into());
-    let tls = rustls::ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
-    Ok(TlsStream::new(tcp, tls))
+    TlsStream::client(tcp, Arc::clone(config), name).map_err(io::Error::other)
 }
 
 /// One client connection: the server's own [`Stream`] (TCP or TLS), or
