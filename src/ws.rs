@@ -415,6 +415,55 @@ impl WsStream {
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
 
+    /// The common case of a write, without copying: the entries are
+    /// whole UTF-8 lines, so they go out as one text frame, its header and
+    /// the entries themselves in one vectored write; only what the socket
+    /// does not take is copied, to `output`, and goes out before anything
+    /// else. `None`: the bytes are not all UTF-8 in whole entries (an
+    /// attachment body, a cut character), for the copying path.
+    fn write_text_frame_direct(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
+        /// Entries in one direct frame (header included); more go in the
+        /// next.
+        const MAX_SLICES: usize = 64;
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let (mut used, mut len) = (1, 0);
+        for b in bufs.iter().take(MAX_SLICES - 1) {
+            let part = &b[..b.len().min(self.limits.max_frame - len)];
+            if std::str::from_utf8(part).is_err() {
+                return Ok(None);
+            }
+            slices[used] = IoSlice::new(part);
+            used += 1;
+            len += part.len();
+            if len == self.limits.max_frame {
+                break;
+            }
+        }
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut header = [0u8; 14];
+        let mut cursor = Cursor::new(&mut header[..]);
+        let frame = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        // 14 bytes hold any frame header.
+        let _ = frame.format(len as u64, &mut cursor);
+        let header_len = cursor.position() as usize;
+        slices[0] = IoSlice::new(&header[..header_len]);
+        // On `WouldBlock` nothing was taken: the entries stay the outbox's.
+        let written = self.inner.write_vectored(&slices[..used])?;
+        // The rest of the frame waits in `output`.
+        let mut skip = written;
+        for slice in &slices[..used] {
+            let from = skip.min(slice.len());
+            self.output.extend_from_slice(&slice[from..]);
+            skip -= from;
+        }
+        Ok(Some(len))
+    }
+
     /// Pushes queued wire bytes into the stream underneath.
     fn push_output(&mut self) -> io::Result<()> {
         while self.output_at < self.output.len() {
@@ -496,6 +545,9 @@ impl Write for WsStream {
             Phase::Open => {}
         }
         self.push_output()?;
+        if let Some(taken) = self.write_text_frame_direct(bufs)? {
+            return Ok(taken);
+        }
         let mut chunk = Vec::new();
         for b in bufs {
             let room = self.limits.max_frame - chunk.len();
