@@ -496,28 +496,35 @@ report() {
         fi
     done
     echo
-    local header="| scenario | metric |" rule="|---|---|"
+    local columns=()
     for srv in $SERVERS; do
-        header="$header $srv |"
-        rule="$rule---|"
+        columns+=("$srv")
     done
-    header="$header linechat / best peer |"
-    rule="$rule---|"
+    columns+=("linechat / best peer")
     for srv in $SERVERS; do
         class=$(durability "$srv")
         if is_linechat "$srv" && [ -n "$class" ]; then
-            header="$header $srv / best $(class_name "$class") peer |"
-            rule="$rule---|"
+            columns+=("$srv / best $(class_name "$class") peer")
         fi
     done
-    echo "$header"
-    echo "$rule"
+    table_head "${columns[@]}"
     for sc in $SCENARIOS; do
         while read -r name better; do
             report_row "$sc" "$name" "$better"
         done < <(key_metrics "$sc")
     done
     wires_table
+}
+
+# Prints a table's header and rule: scenario, metric, then the columns "$@".
+table_head() {
+    local header="| scenario | metric |" rule="|---|---|" column
+    for column in "$@"; do
+        header="$header $column |"
+        rule="$rule---|"
+    done
+    echo "$header"
+    echo "$rule"
 }
 
 # The wire pairs the targets compare (numerator, denominator), where both
@@ -536,13 +543,11 @@ wires_table() {
     echo
     echo "Wires: each cell is the ratio of the two medians (same rounds, same machine)."
     echo
-    local header="| scenario | metric |" rule="|---|---|" sc name better row
+    local columns=() sc name better row
     for pair in "${pairs[@]}"; do
-        header="$header ${pair%:*} / ${pair#*:} |"
-        rule="$rule---|"
+        columns+=("${pair%:*} / ${pair#*:}")
     done
-    echo "$header"
-    echo "$rule"
+    table_head "${columns[@]}"
     for sc in $SCENARIOS; do
         while read -r name better; do
             row="| $sc | $name ($better is better) |"

@@ -185,25 +185,22 @@ trait Unbuffered {
     ) -> UnbufferedStatus<'c, 'i, Self::Data>;
 }
 
-impl Unbuffered for UnbufferedServerConnection {
-    type Data = ServerConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
-        self.process_tls_records(incoming)
-    }
+/// rustls defines `process_tls_records` once per side.
+macro_rules! unbuffered_sides {
+    ($($conn:ty => $data:ty),*) => {$(
+        impl Unbuffered for $conn {
+            type Data = $data;
+            fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, $data> {
+                self.process_tls_records(incoming)
+            }
+        }
+    )*};
 }
 
-impl Unbuffered for UnbufferedClientConnection {
-    type Data = ClientConnectionData;
-    fn process<'c, 'i>(
-        &'c mut self,
-        incoming: &'i mut [u8],
-    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
-        self.process_tls_records(incoming)
-    }
-}
+unbuffered_sides!(
+    UnbufferedServerConnection => ServerConnectionData,
+    UnbufferedClientConnection => ClientConnectionData
+);
 
 /// The buffers [`pump`] works on, apart from the connection.
 struct Buffers<'a> {
@@ -350,32 +347,28 @@ impl TlsStream {
         }
     }
 
+    /// Runs [`pump`] on this session; after a protocol error, once more
+    /// for the alert rustls queued, which goes out with the close.
     fn pump(&mut self, send: Outbound<'_>) -> Result<usize, rustls::Error> {
+        let pumped = self.pump_once(send);
+        if pumped.is_err() {
+            self.failed = true;
+            let _ = self.pump_once(Outbound::Nothing);
+        }
+        pumped
+    }
+
+    fn pump_once(&mut self, send: Outbound<'_>) -> Result<usize, rustls::Error> {
         let b = Buffers {
             incoming: &mut self.incoming,
             plaintext: &mut self.plaintext,
             outgoing: &mut self.outgoing,
             ended: &mut self.ended,
         };
-        let pumped = match &mut self.tls {
+        match &mut self.tls {
             TlsSide::Server(conn) => pump(conn, b, send),
             TlsSide::Client(conn) => pump(conn, b, send),
-        };
-        if pumped.is_err() {
-            self.failed = true;
-            // The alert rustls queued for the peer goes out with the close.
-            let b = Buffers {
-                incoming: &mut self.incoming,
-                plaintext: &mut self.plaintext,
-                outgoing: &mut self.outgoing,
-                ended: &mut self.ended,
-            };
-            let _ = match &mut self.tls {
-                TlsSide::Server(conn) => pump(conn, b, Outbound::Nothing),
-                TlsSide::Client(conn) => pump(conn, b, Outbound::Nothing),
-            };
         }
-        pumped
     }
 
     pub fn is_handshaking(&self) -> bool {

@@ -354,14 +354,7 @@ impl WsClient {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let key = (self.rng as u32).to_ne_bytes();
-        let header = FrameHeader {
-            is_final,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask: Some(key),
-        };
+        let header = frame_header(opcode, is_final, Some(key));
         // Formatting into a Vec cannot fail.
         let _ = header.format(payload.len() as u64, &mut self.out);
         let start = self.out.len();
@@ -382,6 +375,18 @@ impl WsClient {
         self.out.clear();
         self.out_at = 0;
         Ok(())
+    }
+}
+
+/// A frame header without extensions.
+fn frame_header(opcode: OpCode, is_final: bool, mask: Option<[u8; 4]>) -> FrameHeader {
+    FrameHeader {
+        is_final,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode,
+        mask,
     }
 }
 
@@ -497,14 +502,7 @@ mod tests {
     }
 
     fn server_frame(opcode: OpCode, is_final: bool, payload: &[u8]) -> Vec<u8> {
-        let header = FrameHeader {
-            is_final,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
-            opcode,
-            mask: None,
-        };
+        let header = frame_header(opcode, is_final, None);
         let mut wire = Vec::new();
         header.format(payload.len() as u64, &mut wire).unwrap();
         wire.extend_from_slice(payload);
