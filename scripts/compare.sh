@@ -11,7 +11,7 @@
 # same interleaved rounds; it never counts as a peer either.
 # Wires other than plain TCP (name them in SERVERS; certificates come from
 # scripts/tls-cert.sh): linechat-ws (linechat's --ws-listen, the load tool's
-# --proto ws), linechat-tls (--tls-listen, the load tool's --tls-ca) and
+# --proto ws), linechat-tls (--tls-listen, the load tool's --proto tls) and
 # nats-tls (nats-server with a cert and key in its config; the load tool's
 # NATS clients start TLS after the plaintext INFO). Their STATS go over a
 # plain listener beside them. A "wires" table after the main one gives
@@ -244,7 +244,7 @@ start_server() {
         WIRE_ARGS="--stats-addr 127.0.0.1:$stats_port"
         if [ "$name" = linechat-tls ]; then
             wire=(--tls-listen "127.0.0.1:$port" --tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem")
-            PROTO=linechat
+            PROTO=tls
             WIRE_ARGS="$WIRE_ARGS --tls-ca $WORK/tls/cert.pem"
         fi
         on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$stats_port" "${wire[@]}" \

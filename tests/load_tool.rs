@@ -237,7 +237,7 @@ fn broadcast_scenarios_run_over_websocket_and_tls() {
     for (scenario, proto, addr, ca) in [
         ("fanout", "ws", ws, None),
         ("latency", "ws", ws, None),
-        ("fanout", "linechat", tls, Some(&ca)),
+        ("fanout", "tls", tls, Some(&ca)),
         ("latency", "linechat", tls, Some(&ca)),
         ("fanout", "ws", wss, Some(&ca)),
     ] {
@@ -323,6 +323,19 @@ fn the_load_tool_refuses_targets_off_loopback() {
     assert!(
         err.contains("only loopback addresses may be targeted"),
         "{err}"
+    );
+}
+
+#[test]
+fn proto_tls_without_a_certificate_to_trust_is_refused() {
+    let out = Command::new(LOAD)
+        .args(["fanout", "--proto", "tls", "--addr", "127.0.0.1:9"])
+        .output()
+        .expect("running linechat-load");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "--proto tls needs --tls-ca (the server's certificate, PEM)"
     );
 }
 

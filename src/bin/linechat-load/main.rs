@@ -42,6 +42,9 @@ enum Proto {
     /// with --tls-ca): the upgrade, then lines in masked text frames of at
     /// most 16 KiB (the server's `--ws-max-frame` must allow them).
     Ws,
+    /// linechat over TLS (its `--tls-listen` address): `linechat` with
+    /// --tls-ca, which this needs.
+    Tls,
     Irc,
     Nats,
     Redis,
@@ -196,6 +199,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let tls = match c.tls_ca.as_deref().map(linechat::stream::client_config) {
+        None if matches!(c.proto, Proto::Tls) => {
+            eprintln!("--proto tls needs --tls-ca (the server's certificate, PEM)");
+            return ExitCode::from(2);
+        }
         None => None,
         Some(Ok(config)) => Some(config),
         Some(Err(e)) => {
@@ -237,7 +244,7 @@ fn main() -> ExitCode {
         std::process::exit(3);
     });
     let result = match c.proto {
-        Proto::Linechat | Proto::Ws => scenario::run::<Linechat>(&settings, &scenario),
+        Proto::Linechat | Proto::Ws | Proto::Tls => scenario::run::<Linechat>(&settings, &scenario),
         Proto::Irc => scenario::run::<Irc>(&settings, &scenario),
         Proto::Nats => scenario::run::<Nats>(&settings, &scenario),
         Proto::Redis => scenario::run::<Redis>(&settings, &scenario),
