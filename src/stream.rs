@@ -118,6 +118,69 @@ pub fn is_protocol_error(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
 }
 
+/// Bytes waiting to be taken (by a reader, or by the stream underneath),
+/// from a cursor. The buffer is freed once all are taken: idle sessions are
+/// most sessions, and should hold no buffer.
+#[derive(Debug, Default)]
+pub struct Pending {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Pending {
+    /// Bytes not taken yet.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The buffer, to append to (what is appended waits behind the rest).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Appends `bytes`; into an empty one they are moved, not copied.
+    pub fn push(&mut self, bytes: Vec<u8>) {
+        if self.is_empty() {
+            *self = Pending { bytes, at: 0 };
+        } else {
+            self.bytes.extend_from_slice(&bytes);
+        }
+    }
+
+    /// Hands out as much as fits in `buf`.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.len());
+        buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+        self.take(n);
+        n
+    }
+
+    /// Writes to `out` until all is taken, or `out` fails (`WouldBlock`
+    /// when it is full).
+    pub fn write_to(&mut self, out: &mut impl Write) -> io::Result<()> {
+        while !self.is_empty() {
+            match out.write(&self.bytes[self.at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.take(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize) {
+        self.at += n;
+        if self.is_empty() {
+            *self = Pending::default();
+        }
+    }
+}
+
 /// One TLS session (server or client side) over its TCP stream, on rustls'
 /// unbuffered API: the session's buffers are this struct's own, and each
 /// is freed as soon as it is empty, so an idle session holds no buffer at
@@ -128,13 +191,11 @@ pub struct TlsStream {
     tls: TlsSide,
     /// Ciphertext read from the socket and not processed yet (a cut record).
     incoming: Vec<u8>,
-    /// Decrypted plaintext not handed to the reader yet, from `plaintext_at`.
-    plaintext: Vec<u8>,
-    plaintext_at: usize,
+    /// Decrypted plaintext not handed to the reader yet.
+    plaintext: Pending,
     /// Ciphertext (handshake messages, records, alerts) the socket has not
-    /// taken yet, from `outgoing_at`.
-    outgoing: Vec<u8>,
-    outgoing_at: usize,
+    /// taken yet.
+    outgoing: Pending,
     /// The peer broke the protocol: no close_notify, only the alert rustls
     /// queued.
     failed: bool,
@@ -338,10 +399,8 @@ impl TlsStream {
             tcp,
             tls,
             incoming: Vec::new(),
-            plaintext: Vec::new(),
-            plaintext_at: 0,
-            outgoing: Vec::new(),
-            outgoing_at: 0,
+            plaintext: Pending::default(),
+            outgoing: Pending::default(),
             failed: false,
             ended: false,
         }
@@ -361,8 +420,8 @@ impl TlsStream {
     fn pump_once(&mut self, send: Outbound<'_>) -> Result<usize, rustls::Error> {
         let b = Buffers {
             incoming: &mut self.incoming,
-            plaintext: &mut self.plaintext,
-            outgoing: &mut self.outgoing,
+            plaintext: self.plaintext.buffer(),
+            outgoing: self.outgoing.buffer(),
             ended: &mut self.ended,
         };
         match &mut self.tls {
@@ -381,7 +440,7 @@ impl TlsStream {
     /// Ciphertext is waiting to be written (a handshake message, an alert,
     /// records the socket did not take).
     pub fn holds_output(&self) -> bool {
-        self.outgoing_at < self.outgoing.len()
+        !self.outgoing.is_empty()
     }
 
     /// Says close_notify (unless the peer broke the protocol, when only the
@@ -420,15 +479,8 @@ impl Read for TlsStream {
     /// protocol sees a cut line either way.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.plaintext_at < self.plaintext.len() {
-                let n = buf.len().min(self.plaintext.len() - self.plaintext_at);
-                buf[..n].copy_from_slice(&self.plaintext[self.plaintext_at..self.plaintext_at + n]);
-                self.plaintext_at += n;
-                if self.plaintext_at == self.plaintext.len() {
-                    self.plaintext = Vec::new();
-                    self.plaintext_at = 0;
-                }
-                return Ok(n);
+            if !self.plaintext.is_empty() {
+                return Ok(self.plaintext.read_into(buf));
             }
             if self.ended {
                 return Ok(0);
@@ -451,10 +503,10 @@ impl Write for TlsStream {
         if bufs.iter().all(|b| b.is_empty()) {
             return Ok(0);
         }
-        if self.outgoing.len() - self.outgoing_at >= OUTGOING_LIMIT {
+        if self.outgoing.len() >= OUTGOING_LIMIT {
             self.flush()?;
         }
-        let room = OUTGOING_LIMIT - (self.outgoing.len() - self.outgoing_at);
+        let room = OUTGOING_LIMIT - self.outgoing.len();
         let taken = JOINED.with_borrow_mut(|joined| {
             joined.clear();
             for b in bufs {
@@ -479,17 +531,7 @@ impl Write for TlsStream {
     /// Writes the pending records to the socket; `WouldBlock` while some
     /// remain.
     fn flush(&mut self) -> io::Result<()> {
-        while self.outgoing_at < self.outgoing.len() {
-            match self.tcp.write(&self.outgoing[self.outgoing_at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.outgoing_at += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.outgoing = Vec::new();
-        self.outgoing_at = 0;
-        Ok(())
+        self.outgoing.write_to(&mut self.tcp)
     }
 }
 
@@ -727,9 +769,10 @@ mod tests {
     }
 
     fn holds_no_buffer(s: &TlsStream) -> bool {
-        [&s.incoming, &s.plaintext, &s.outgoing]
-            .iter()
-            .all(|b| b.capacity() == 0)
+        s.incoming.capacity() == 0
+            && [&s.plaintext, &s.outgoing]
+                .iter()
+                .all(|b| b.bytes.capacity() == 0)
     }
 
     /// After the handshake and lines both ways (one longer than a record,

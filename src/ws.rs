@@ -23,7 +23,7 @@ use std::io::{self, Cursor, IoSlice, Read, Write};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::stream::Stream;
+use crate::stream::{Pending, Stream};
 
 /// Bounds of one WebSocket connection (from the `--ws-*` flags).
 #[derive(Debug, Clone, Copy)]
@@ -141,15 +141,12 @@ pub struct WsStream {
     upgraded: bool,
     /// Bytes read and not parsed yet (the request head, then frames).
     input: Vec<u8>,
-    /// Data frame payload not handed to the reader yet, from `payload_at`.
-    payload: Vec<u8>,
-    payload_at: usize,
+    /// Data frame payload not handed to the reader yet.
+    payload: Pending,
     /// The data message being received is text (its continuations are too).
     in_text: bool,
-    /// Wire bytes (response, frames) not taken by the socket yet, from
-    /// `output_at`.
-    output: Vec<u8>,
-    output_at: usize,
+    /// Wire bytes (response, frames) not taken by the socket yet.
+    output: Pending,
 }
 
 /// Bytes asked of the socket per read.
@@ -163,11 +160,9 @@ impl WsStream {
             phase: Phase::Request,
             upgraded: false,
             input: Vec::new(),
-            payload: Vec::new(),
-            payload_at: 0,
+            payload: Pending::default(),
             in_text: false,
-            output: Vec::new(),
-            output_at: 0,
+            output: Pending::default(),
         }
     }
 
@@ -198,7 +193,7 @@ impl WsStream {
 
     /// Bytes wait for the socket, here or in the stream underneath.
     pub fn holds_output(&self) -> bool {
-        self.output_at < self.output.len() || self.inner.holds_output()
+        !self.output.is_empty() || self.inner.holds_output()
     }
 
     /// Reads the request head. `Ok(None)`: not complete yet, wait for the
@@ -269,7 +264,7 @@ impl WsStream {
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
-        self.output.extend_from_slice(response.as_bytes());
+        self.output.buffer().extend_from_slice(response.as_bytes());
         // Frames the client sent right behind its request stay in `input`.
         self.consume_input(head_len);
         self.phase = Phase::Open;
@@ -287,8 +282,9 @@ impl WsStream {
             "Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         ));
-        self.output.extend_from_slice(head.as_bytes());
-        self.output.extend_from_slice(body);
+        let output = self.output.buffer();
+        output.extend_from_slice(head.as_bytes());
+        output.extend_from_slice(body);
         self.phase = Phase::Done;
     }
 
@@ -321,8 +317,9 @@ impl WsStream {
             ..FrameHeader::default()
         };
         // Writing into a Vec cannot fail.
-        let _ = header.format(payload.len() as u64, &mut self.output);
-        self.output.extend_from_slice(payload);
+        let output = self.output.buffer();
+        let _ = header.format(payload.len() as u64, output);
+        output.extend_from_slice(payload);
     }
 
     /// Reads what the socket has into `input`, at most [`READ_CHUNK`]
@@ -367,7 +364,7 @@ impl WsStream {
         if self.input.len() < end {
             return Ok(false);
         }
-        let mut body: Vec<u8> = self.input[header_len..end]
+        let body: Vec<u8> = self.input[header_len..end]
             .iter()
             .enumerate()
             .map(|(k, b)| b ^ mask[k % 4])
@@ -378,16 +375,12 @@ impl WsStream {
                 if data != Data::Continue {
                     self.in_text = data == Data::Text;
                 }
-                if self.payload_at == self.payload.len() {
-                    self.payload = body;
-                    self.payload_at = 0;
-                } else {
-                    self.payload.append(&mut body);
-                }
+                self.payload.push(body);
                 // A text message holds whole lines: its end ends the last
                 // one, so a client may send a line per message without LF.
-                if header.is_final && self.in_text && self.payload.last() != Some(&b'\n') {
-                    self.payload.push(b'\n');
+                let payload = self.payload.buffer();
+                if header.is_final && self.in_text && payload.last() != Some(&b'\n') {
+                    payload.push(b'\n');
                 }
             }
             OpCode::Control(Control::Ping) => {
@@ -458,7 +451,7 @@ impl WsStream {
         let mut skip = written;
         for slice in &slices[..used] {
             let from = skip.min(slice.len());
-            self.output.extend_from_slice(&slice[from..]);
+            self.output.buffer().extend_from_slice(&slice[from..]);
             skip -= from;
         }
         Ok(Some(len))
@@ -466,18 +459,7 @@ impl WsStream {
 
     /// Pushes queued wire bytes into the stream underneath.
     fn push_output(&mut self) -> io::Result<()> {
-        while self.output_at < self.output.len() {
-            match self.inner.write(&self.output[self.output_at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.output_at += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // All written: the buffer is freed, not kept at its largest frame.
-        self.output = Vec::new();
-        self.output_at = 0;
-        Ok(())
+        self.output.write_to(&mut self.inner)
     }
 }
 
@@ -498,15 +480,8 @@ impl Read for WsStream {
     /// came or the socket ended; `WouldBlock` before the upgrade.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.payload_at < self.payload.len() {
-                let n = buf.len().min(self.payload.len() - self.payload_at);
-                buf[..n].copy_from_slice(&self.payload[self.payload_at..self.payload_at + n]);
-                self.payload_at += n;
-                if self.payload_at == self.payload.len() {
-                    self.payload = Vec::new();
-                    self.payload_at = 0;
-                }
-                return Ok(n);
+            if !self.payload.is_empty() {
+                return Ok(self.payload.read_into(buf));
             }
             match self.phase {
                 Phase::Request => return Err(io::ErrorKind::WouldBlock.into()),

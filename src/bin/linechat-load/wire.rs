@@ -9,7 +9,7 @@
 //! in the engine's read buffer, so a payload is neither copied into a
 //! buffer of its own nor allocated.
 
-use linechat::stream::{Stream, TlsStream};
+use linechat::stream::{Pending, Stream, TlsStream};
 use mio::net::TcpStream;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
@@ -204,8 +204,7 @@ pub struct WsClient {
     /// The last frame sent ended inside a line: the next one continues it.
     continuing: bool,
     /// Wire bytes (the request, frames) not taken by the socket yet.
-    out: Vec<u8>,
-    out_at: usize,
+    out: Pending,
     /// xorshift state for the masking keys.
     rng: u64,
 }
@@ -218,6 +217,8 @@ impl WsClient {
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
+        let mut out = Pending::default();
+        out.push(request.into_bytes());
         WsClient {
             inner,
             upgrading: true,
@@ -229,14 +230,13 @@ impl WsClient {
             last_read_drained: false,
             closed: false,
             continuing: false,
-            out: request.into_bytes(),
-            out_at: 0,
+            out,
             rng: RandomState::new().hash_one(&key) | 1,
         }
     }
 
     fn holds_output(&self) -> bool {
-        self.out_at < self.out.len() || self.inner.holds_output()
+        !self.out.is_empty() || self.inner.holds_output()
     }
 
     /// Reads the upgrade answer; `WouldBlock` until it is whole.
@@ -356,25 +356,16 @@ impl WsClient {
         let key = (self.rng as u32).to_ne_bytes();
         let header = frame_header(opcode, is_final, Some(key));
         // Formatting into a Vec cannot fail.
-        let _ = header.format(payload.len() as u64, &mut self.out);
-        let start = self.out.len();
-        self.out.extend_from_slice(payload);
-        apply_mask(&mut self.out[start..], key);
+        let out = self.out.buffer();
+        let _ = header.format(payload.len() as u64, out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key);
     }
 
     /// Writes queued wire bytes to the stream underneath.
     fn push(&mut self) -> io::Result<()> {
-        while self.out_at < self.out.len() {
-            match self.inner.write(&self.out[self.out_at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_at += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.out.clear();
-        self.out_at = 0;
-        Ok(())
+        self.out.write_to(&mut self.inner)
     }
 }
 
@@ -497,7 +488,7 @@ mod tests {
             .unwrap();
         let mut ws = WsClient::new(Stream::Tcp(tcp), addr);
         ws.upgrading = false;
-        ws.out.clear();
+        ws.out = Pending::default();
         (ws, server_end)
     }
 
@@ -536,10 +527,11 @@ mod tests {
             }
             assert_eq!(got, expected, "cut at {cut}");
             assert!(ws.raw.is_empty());
-            let mut pong = Cursor::new(&ws.out[..]);
+            let out = ws.out.buffer().clone();
+            let mut pong = Cursor::new(&out[..]);
             let (header, len) = FrameHeader::parse(&mut pong).unwrap().unwrap();
             assert_eq!(header.opcode, OpCode::Control(Control::Pong));
-            let mut payload = ws.out[pong.position() as usize..].to_vec();
+            let mut payload = out[pong.position() as usize..].to_vec();
             assert_eq!(len, 2);
             apply_mask(&mut payload, header.mask.expect("client frames are masked"));
             assert_eq!(payload, b"p1");
@@ -560,9 +552,10 @@ mod tests {
         assert_eq!(&wire[..4], b"BYE\n");
         assert!(ws.closed);
         assert_eq!(ws.read(&mut [0; 16]).unwrap(), 0);
-        let mut echo = Cursor::new(&ws.out[..]);
+        let out = ws.out.buffer().clone();
+        let mut echo = Cursor::new(&out[..]);
         let (header, _) = FrameHeader::parse(&mut echo).unwrap().unwrap();
-        let mut code = ws.out[echo.position() as usize..].to_vec();
+        let mut code = out[echo.position() as usize..].to_vec();
         apply_mask(&mut code, header.mask.unwrap());
         assert_eq!(
             (header.opcode, code),
