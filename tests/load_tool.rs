@@ -312,14 +312,20 @@ fn floor_server_serves_the_floor_protocol() {
     assert_broadcast_report(&m, 4.0);
 }
 
-#[test]
-fn the_load_tool_refuses_targets_off_loopback() {
+/// Runs the load tool with `args`, which it must refuse before connecting
+/// (exit status 2); returns what it said.
+fn refusal(args: &[&str]) -> String {
     let out = Command::new(LOAD)
-        .args(["latency", "--addr", "192.0.2.1:7000", "--duration", "1"])
+        .args(args)
         .output()
         .expect("running linechat-load");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&out.stderr).trim_end().to_string()
+}
+
+#[test]
+fn the_load_tool_refuses_targets_off_loopback() {
+    let err = refusal(&["latency", "--addr", "192.0.2.1:7000", "--duration", "1"]);
     assert!(
         err.contains("only loopback addresses may be targeted"),
         "{err}"
@@ -328,13 +334,8 @@ fn the_load_tool_refuses_targets_off_loopback() {
 
 #[test]
 fn proto_tls_without_a_certificate_to_trust_is_refused() {
-    let out = Command::new(LOAD)
-        .args(["fanout", "--proto", "tls", "--addr", "127.0.0.1:9"])
-        .output()
-        .expect("running linechat-load");
-    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim_end(),
+        refusal(&["fanout", "--proto", "tls", "--addr", "127.0.0.1:9"]),
         "--proto tls needs --tls-ca (the server's certificate, PEM)"
     );
 }
