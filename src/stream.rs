@@ -19,9 +19,11 @@
 //! plain TCP. Ciphertext not yet processed is bounded too (80 KiB: a record
 //! or a handshake message and change); more is a protocol error.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::LocalKey;
 
 use mio::event::Source;
 use mio::net::TcpStream;
@@ -226,9 +228,6 @@ const OUTGOING_LIMIT: usize = 64 * 1024;
 /// change, a handshake message (joined across records) at most 64 KiB;
 /// more is refused as a protocol error.
 const INCOMING_LIMIT: usize = 80 * 1024;
-/// Bytes asked of the socket per read (on the stack, then kept only while
-/// a record is incomplete).
-const TLS_READ_CHUNK: usize = 16 * 1024;
 
 /// What [`TlsStream::pump`] encrypts once the session may send data.
 enum Outbound<'a> {
@@ -460,13 +459,11 @@ impl TlsStream {
             let e = rustls::Error::General("TLS input over its limit".into());
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
-        let mut chunk = [0; TLS_READ_CHUNK];
-        let got = self.tcp.read(&mut chunk)?;
+        let got = read_appending(&TLS_READ_SCRATCH, &mut self.tcp, &mut self.incoming)?;
         if got == 0 {
             self.ended = true;
             return Ok(0);
         }
-        self.incoming.extend_from_slice(&chunk[..got]);
         self.pump(Outbound::Nothing)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(got)
@@ -538,7 +535,28 @@ impl Write for TlsStream {
 thread_local! {
     /// The slices of one vectored write joined, to be encrypted as full
     /// records: one buffer for the thread, not one per session.
-    static JOINED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static JOINED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where the TLS streams' reads land (see [`read_appending`]).
+    static TLS_READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
+/// Bytes asked of the socket per read by the TLS and WebSocket streams.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads at most [`READ_CHUNK`] bytes from `src` into the thread's
+/// `scratch` (zeroed once, not per read) and appends them to `dst`, which
+/// so holds only what came, no spare room per session. Each layer (TLS,
+/// WebSocket over it) has its own scratch, as one reads through the other.
+pub fn read_appending(
+    scratch: &'static LocalKey<RefCell<Vec<u8>>>,
+    src: &mut impl Read,
+    dst: &mut Vec<u8>,
+) -> io::Result<usize> {
+    scratch.with_borrow_mut(|chunk| {
+        let got = src.read(chunk)?;
+        dst.extend_from_slice(&chunk[..got]);
+        Ok(got)
+    })
 }
 
 impl Stream {

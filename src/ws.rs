@@ -18,12 +18,13 @@
 //! what it already held; beyond that a write reports `WouldBlock`, so the
 //! outbox's limits stay the session's bound.
 
+use std::cell::RefCell;
 use std::io::{self, Cursor, IoSlice, Read, Write};
 
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::stream::{Pending, Stream};
+use crate::stream::{Pending, READ_CHUNK, Stream, read_appending};
 
 /// Bounds of one WebSocket connection (from the `--ws-*` flags).
 #[derive(Debug, Clone, Copy)]
@@ -149,8 +150,10 @@ pub struct WsStream {
     output: Pending,
 }
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+thread_local! {
+    /// Where the WebSocket streams' reads land (see [`read_appending`]).
+    static WS_READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
 
 impl WsStream {
     pub fn new(inner: Stream, limits: WsLimits) -> WsStream {
@@ -323,14 +326,10 @@ impl WsStream {
     }
 
     /// Reads what the socket has into `input`, at most [`READ_CHUNK`]
-    /// bytes past what is there. The chunk lands on the stack first, so
-    /// that `input` only ever holds bytes not parsed yet: an idle session
-    /// keeps no read buffer.
+    /// bytes past what is there. `input` only ever holds bytes not parsed
+    /// yet: an idle session keeps no read buffer.
     fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0; READ_CHUNK];
-        let got = self.inner.read(&mut chunk)?;
-        self.input.extend_from_slice(&chunk[..got]);
-        Ok(got)
+        read_appending(&WS_READ_SCRATCH, &mut self.inner, &mut self.input)
     }
 
     /// Drops `n` parsed bytes from `input`; an emptied buffer is freed, as
@@ -422,7 +421,8 @@ impl WsStream {
         let (mut used, mut len) = (1, 0);
         for b in bufs.iter().take(MAX_SLICES - 1) {
             let part = &b[..b.len().min(self.limits.max_frame - len)];
-            if std::str::from_utf8(part).is_err() {
+            // Protocol lines are nearly always ASCII: the cheap check first.
+            if !part.is_ascii() && std::str::from_utf8(part).is_err() {
                 return Ok(None);
             }
             slices[used] = IoSlice::new(part);
