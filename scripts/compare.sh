@@ -9,6 +9,15 @@
 # "baseline" is another linechat build (BASELINE=path/to/its/linechat), run
 # exactly like linechat, for before/after comparisons of a change inside the
 # same interleaved rounds; it never counts as a peer either.
+# Wires other than plain TCP (name them in SERVERS; certificates come from
+# scripts/tls-cert.sh): linechat-ws (linechat's --ws-listen, the load tool's
+# --proto ws), linechat-tls (--tls-listen, the load tool's --proto tls) and
+# nats-tls (nats-server with a cert and key in its config; the load tool's
+# NATS clients start TLS after the plaintext INFO). Their STATS go over a
+# plain listener beside them. A "wires" table after the main one gives
+# linechat-ws / linechat and linechat-tls / nats-tls for every metric, with
+# the server's CPU per delivery (all threads) and its share of its core, so
+# the per-recipient cost of encryption and framing shows beside the rates.
 # The server runs on core 0, the load tool on core 1; every server is started fresh for
 # each scenario (so memory numbers start from a clean process) and stopped by
 # pid. Prints a markdown table (scenario x server, linechat / best peer, and
@@ -97,6 +106,8 @@ OUT=${OUT:-$REPO/target/compare-$(date +%Y%m%d-%H%M%S)}
 LOAD="$REPO/target/release/linechat-load"
 WORK=$(mktemp -d)
 SERVER_PID=
+# Load tool arguments the current server's wire needs (set by start_server).
+WIRE_ARGS=
 
 cleanup() {
     stop_server
@@ -208,9 +219,17 @@ write_deadline: "30s"
 CONF
 }
 
-# Starts server $1 on port $2 (core 0); sets SERVER_PID and PROTO.
+# A self-signed certificate for the TLS wires, made once per run.
+tls_cert() {
+    [ -f "$WORK/tls/cert.pem" ] || bash "$REPO/scripts/tls-cert.sh" "$WORK/tls" >/dev/null
+}
+
+# Starts server $1 on port $2 (core 0); sets SERVER_PID, PROTO and WIRE_ARGS.
 start_server() {
     local name=$1 port=$2 dir="$WORK/$1"
+    # The plain listener beside a TLS or WebSocket one (linechat's STATS).
+    local stats_port=$((port + 5000))
+    WIRE_ARGS=
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is already in use; set BASE_PORT" >&2
         return 1
@@ -218,6 +237,20 @@ start_server() {
     rm -rf "$dir"
     mkdir -p "$dir"
     case $name in
+    linechat-ws | linechat-tls)
+        tls_cert
+        local wire=(--ws-listen "127.0.0.1:$port")
+        PROTO=ws
+        WIRE_ARGS="--stats-addr 127.0.0.1:$stats_port"
+        if [ "$name" = linechat-tls ]; then
+            wire=(--tls-listen "127.0.0.1:$port" --tls-cert "$WORK/tls/cert.pem" --tls-key "$WORK/tls/key.pem")
+            PROTO=tls
+            WIRE_ARGS="$WIRE_ARGS --tls-ca $WORK/tls/cert.pem"
+        fi
+        on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$stats_port" "${wire[@]}" \
+            --data-dir "$dir/data" --command-rate 0 --max-unauth-per-ip 100000 \
+            >"$dir/server.log" 2>&1 &
+        ;;
     linechat | linechat-* | baseline)
         PROTO=linechat
         local bin="$REPO/target/release/linechat" level=()
@@ -241,11 +274,16 @@ start_server() {
         write_ngircd_conf "$dir" "$port"
         on_core 0 ngircd -n -f "$dir/ngircd.conf" >"$dir/server.log" 2>&1 &
         ;;
-    nats | nats-js)
-        PROTO=$name
+    nats | nats-js | nats-tls)
+        PROTO=${name%-tls}
         write_nats_conf "$dir" "$port"
         if [ "$name" = nats-js ]; then
             echo "jetstream { store_dir: \"$dir/jetstream\" }" >>"$dir/nats.conf"
+        fi
+        if [ "$name" = nats-tls ]; then
+            tls_cert
+            echo "tls { cert_file: \"$WORK/tls/cert.pem\", key_file: \"$WORK/tls/key.pem\" }" >>"$dir/nats.conf"
+            WIRE_ARGS="--tls-ca $WORK/tls/cert.pem"
         fi
         on_core 0 nats-server -c "$dir/nats.conf" >"$dir/server.log" 2>&1 &
         ;;
@@ -294,6 +332,8 @@ stop_server() {
         kill -9 "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
+# Load tool arguments the current server's wire needs (set by start_server).
+WIRE_ARGS=
     fi
 }
 
@@ -312,7 +352,7 @@ scenario_args() {
 # Scenario name -> lines of "metric better", where better is high or low.
 key_metrics() {
     case $1 in
-    fanout | fanout4) echo "delivered_per_s high" ;;
+    fanout | fanout4) printf '%s\n' "delivered_per_s high" "server_cpu_ns_per_delivery low" "server_cpu_all_pct low" ;;
     latency | rooms) echo "latency_p99_us low" ;;
     durable) printf '%s\n' "committed_per_s high" "storage_cpu_us_per_message low" ;;
     connections) printf '%s\n' "server_kib_per_session low" "server_marginal_kib_per_session low" ;;
@@ -355,9 +395,9 @@ runs() {
 # yardsticks (floor, baseline) and for linechat levels not listed here.
 durability() {
     case $1 in
-    inspircd | ngircd | nats | redis | linechat-async) echo none ;;
+    inspircd | ngircd | nats | nats-tls | redis | linechat-async) echo none ;;
     redis-everysec | nats-js | linechat-write) echo process ;;
-    redis-aof | linechat | linechat-sync) echo disk ;;
+    redis-aof | linechat | linechat-sync | linechat-ws | linechat-tls) echo disk ;;
     esac
 }
 
@@ -395,6 +435,7 @@ main() {
     install_peers
     ulimit -n "$(ulimit -Hn)"
     (cd "$REPO" && cargo build --release --bins)
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
     mkdir -p "$OUT"
     local port=$BASE_PORT
     for sc in $SCENARIOS; do
@@ -413,7 +454,7 @@ main() {
                 # Bounded: handshake + run + slack; the tool has its own deadline too.
                 # shellcheck disable=SC2046
                 (on_core 1 timeout $((HANDSHAKE_TIMEOUT + DURATION + 120)) "$LOAD" \
-                    $(scenario_args "$sc") $(extra_args "$srv") --proto "$PROTO" \
+                    $(scenario_args "$sc") $(extra_args "$srv") $WIRE_ARGS --proto "$PROTO" \
                     --addr "127.0.0.1:$port" --duration "$DURATION" \
                     --handshake-timeout "$HANDSHAKE_TIMEOUT" --server-pid "$SERVER_PID" \
                     --json "$run.json" >"$run.txt" 2>"$run.err") ||
@@ -425,12 +466,22 @@ main() {
     report | tee "$OUT/summary.md"
 }
 
+# The five processes that used most CPU over the last second, as top sees
+# them (the second of two samples, so the figures are current).
+busiest() {
+    top -b -n 2 -d 1 -w 200 2>/dev/null | awk '/^top -/ { n++ }
+        n == 2 && $1 ~ /^[0-9]+$/ && k < 5 { printf "%s%s %s%%", sep, $12, $9; sep = ", "; k++ }'
+}
+
 report() {
     echo "# linechat vs peers, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); server on core 0, load tool on core 1"
     echo "- inspircd $(inspircd --version 2>/dev/null | head -1), $(ngircd --version 2>/dev/null | head -1 | cut -d- -f1), $(nats-server --version 2>/dev/null | head -1), $(redis-server --version 2>/dev/null | cut -d' ' -f1-3)"
     echo "- rounds: $ROUNDS; with more than one, each cell is the median of the rounds"
+    # Other work on the machine skews absolute figures, less so ratios
+    # within interleaved rounds.
+    echo "- load average (1/5/15 min) before the runs: ${LOAD_BEFORE:-?}, after: $(cut -d' ' -f1-3 /proc/loadavg); busiest processes at the end (top, over 1 s): $(busiest)"
     echo "- params: duration ${DURATION}s, subscribers $SUBSCRIBERS, latency rate $RATE/s, rooms $ROOMS x $ROOM_SIZE at $ROOMS_RATE/s (durable: every member, $DURABLE_WINDOW unanswered), connections $CONNECTIONS; raw results in $OUT"
     echo "- what each column keeps of an acknowledged message (classes: pub/sub = nothing, crash-safe = survives a crash of the server process but not of the machine, fsync = on disk before the ack; details at the top of scripts/compare.sh):"
     local srv class
@@ -445,25 +496,65 @@ report() {
         fi
     done
     echo
-    local header="| scenario | metric |" rule="|---|---|"
+    local columns=()
     for srv in $SERVERS; do
-        header="$header $srv |"
-        rule="$rule---|"
+        columns+=("$srv")
     done
-    header="$header linechat / best peer |"
-    rule="$rule---|"
+    columns+=("linechat / best peer")
     for srv in $SERVERS; do
         class=$(durability "$srv")
         if is_linechat "$srv" && [ -n "$class" ]; then
-            header="$header $srv / best $(class_name "$class") peer |"
-            rule="$rule---|"
+            columns+=("$srv / best $(class_name "$class") peer")
         fi
     done
-    echo "$header"
-    echo "$rule"
+    table_head "${columns[@]}"
     for sc in $SCENARIOS; do
         while read -r name better; do
             report_row "$sc" "$name" "$better"
+        done < <(key_metrics "$sc")
+    done
+    wires_table
+}
+
+# Prints a table's header and rule: scenario, metric, then the columns "$@".
+table_head() {
+    local header="| scenario | metric |" rule="|---|---|" column
+    for column in "$@"; do
+        header="$header $column |"
+        rule="$rule---|"
+    done
+    echo "$header"
+    echo "$rule"
+}
+
+# The wire pairs the targets compare (numerator, denominator), where both
+# ran: linechat over WebSocket against itself over TCP, linechat over TLS
+# against NATS over TLS.
+WIRE_PAIRS="linechat-ws:linechat linechat-tls:nats-tls"
+
+wires_table() {
+    local pairs=() pair
+    for pair in $WIRE_PAIRS; do
+        if [[ " $SERVERS " == *" ${pair%:*} "* && " $SERVERS " == *" ${pair#*:} "* ]]; then
+            pairs+=("$pair")
+        fi
+    done
+    [ ${#pairs[@]} -gt 0 ] || return 0
+    echo
+    echo "Wires: each cell is the ratio of the two medians (same rounds, same machine)."
+    echo
+    local columns=() sc name better row
+    for pair in "${pairs[@]}"; do
+        columns+=("${pair%:*} / ${pair#*:}")
+    done
+    table_head "${columns[@]}"
+    for sc in $SCENARIOS; do
+        while read -r name better; do
+            row="| $sc | $name ($better is better) |"
+            for pair in "${pairs[@]}"; do
+                row="$row $(ratio "$(median_metric "$sc" "${pair%:*}" "$name")" "$(median_metric "$sc" "${pair#*:}" "$name")") |"
+            done
+            echo "$row"
         done < <(key_metrics "$sc")
     done
 }

@@ -4,8 +4,9 @@
 # Env: PORT (17878), PIN (1: server on core 0, load tool on core 1),
 # LINECHAT_COMMAND_RATE (0 = flood control off), LINECHAT_MAX_UNAUTH_PER_IP
 # (100000), JSON (results file), TLS (1: the load tool connects over TLS to
-# a second listener on PORT+1, with a certificate from tls-cert.sh); other
-# LINECHAT_* server settings pass through.
+# a second listener on PORT+1, with a certificate from tls-cert.sh), WS (1:
+# over WebSocket to a listener on PORT+2, wss with TLS=1); other LINECHAT_*
+# server settings pass through.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -73,6 +74,11 @@ start_linechat() {
         TLS_SERVER_FLAGS=(--tls-listen "127.0.0.1:$((PORT + 1))"
             --tls-cert "$DATA_DIR/tls/cert.pem" --tls-key "$DATA_DIR/tls/key.pem")
     fi
+    if [ "${WS:-0}" = 1 ]; then
+        local ws_flag=--ws-listen
+        [ "${TLS:-0}" = 1 ] && ws_flag=--wss-listen
+        TLS_SERVER_FLAGS+=("$ws_flag" "127.0.0.1:$((PORT + 2))")
+    fi
     on_core 0 "$REPO/target/release/linechat" --listen "127.0.0.1:$PORT" \
         --data-dir "$DATA_DIR" --command-rate "${LINECHAT_COMMAND_RATE:-0}" \
         --max-unauth-per-ip "${LINECHAT_MAX_UNAUTH_PER_IP:-100000}" \
@@ -87,6 +93,11 @@ load() {
     if [ "${TLS:-0}" = 1 ]; then
         target=(--addr "127.0.0.1:$((PORT + 1))" --tls-ca "$DATA_DIR/tls/cert.pem"
             --stats-addr "127.0.0.1:$PORT")
+    fi
+    if [ "${WS:-0}" = 1 ]; then
+        target[1]="127.0.0.1:$((PORT + 2))"
+        target+=(--proto ws)
+        [ "${TLS:-0}" = 1 ] || target+=(--stats-addr "127.0.0.1:$PORT")
     fi
     (on_core 1 "$LOAD" "$@" "${target[@]}" --server-pid "$SERVER_PID" \
         ${JSON:+--json "$JSON"})

@@ -18,12 +18,13 @@
 //! what it already held; beyond that a write reports `WouldBlock`, so the
 //! outbox's limits stay the session's bound.
 
+use std::cell::RefCell;
 use std::io::{self, Cursor, IoSlice, Read, Write};
 
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::stream::Stream;
+use crate::stream::{Pending, READ_CHUNK, Stream, read_appending};
 
 /// Bounds of one WebSocket connection (from the `--ws-*` flags).
 #[derive(Debug, Clone, Copy)]
@@ -137,21 +138,22 @@ pub struct WsStream {
     inner: Stream,
     limits: WsLimits,
     phase: Phase,
+    /// The request was an upgrade: this is a session, not an HTTP exchange.
+    upgraded: bool,
     /// Bytes read and not parsed yet (the request head, then frames).
     input: Vec<u8>,
-    /// Data frame payload not handed to the reader yet, from `payload_at`.
-    payload: Vec<u8>,
-    payload_at: usize,
+    /// Data frame payload not handed to the reader yet.
+    payload: Pending,
     /// The data message being received is text (its continuations are too).
     in_text: bool,
-    /// Wire bytes (response, frames) not taken by the socket yet, from
-    /// `output_at`.
-    output: Vec<u8>,
-    output_at: usize,
+    /// Wire bytes (response, frames) not taken by the socket yet.
+    output: Pending,
 }
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 16 * 1024;
+thread_local! {
+    /// Where the WebSocket streams' reads land (see [`read_appending`]).
+    static WS_READ_SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
 
 impl WsStream {
     pub fn new(inner: Stream, limits: WsLimits) -> WsStream {
@@ -159,12 +161,11 @@ impl WsStream {
             inner,
             limits,
             phase: Phase::Request,
+            upgraded: false,
             input: Vec::new(),
-            payload: Vec::new(),
-            payload_at: 0,
+            payload: Pending::default(),
             in_text: false,
-            output: Vec::new(),
-            output_at: 0,
+            output: Pending::default(),
         }
     }
 
@@ -174,6 +175,12 @@ impl WsStream {
 
     pub fn inner_mut(&mut self) -> &mut Stream {
         &mut self.inner
+    }
+
+    /// Not upgraded (yet): reading a request or answering one over HTTP.
+    /// Such a connection is no session of the line protocol.
+    pub fn is_http_only(&self) -> bool {
+        !self.upgraded
     }
 
     /// Still reading the request (or, under it, the TLS handshake).
@@ -189,7 +196,7 @@ impl WsStream {
 
     /// Bytes wait for the socket, here or in the stream underneath.
     pub fn holds_output(&self) -> bool {
-        self.output_at < self.output.len() || self.inner.holds_output()
+        !self.output.is_empty() || self.inner.holds_output()
     }
 
     /// Reads the request head. `Ok(None)`: not complete yet, wait for the
@@ -244,7 +251,7 @@ impl WsStream {
         let path = path.split('?').next().unwrap_or(path).to_string();
         let wants_upgrade = header("upgrade").any(|v| v.eq_ignore_ascii_case("websocket"));
         if !wants_upgrade || path != "/" {
-            self.input.drain(..head_len);
+            self.consume_input(head_len);
             return Ok(Some(Request::Get(path)));
         }
         let connection_upgrade = header("connection").any(|v| {
@@ -260,10 +267,11 @@ impl WsStream {
         let response = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
-        self.output.extend_from_slice(response.as_bytes());
+        self.output.buffer().extend_from_slice(response.as_bytes());
         // Frames the client sent right behind its request stay in `input`.
-        self.input.drain(..head_len);
+        self.consume_input(head_len);
         self.phase = Phase::Open;
+        self.upgraded = true;
         Ok(Some(Request::Upgrade))
     }
 
@@ -277,8 +285,9 @@ impl WsStream {
             "Content-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         ));
-        self.output.extend_from_slice(head.as_bytes());
-        self.output.extend_from_slice(body);
+        let output = self.output.buffer();
+        output.extend_from_slice(head.as_bytes());
+        output.extend_from_slice(body);
         self.phase = Phase::Done;
     }
 
@@ -311,18 +320,25 @@ impl WsStream {
             ..FrameHeader::default()
         };
         // Writing into a Vec cannot fail.
-        let _ = header.format(payload.len() as u64, &mut self.output);
-        self.output.extend_from_slice(payload);
+        let output = self.output.buffer();
+        let _ = header.format(payload.len() as u64, output);
+        output.extend_from_slice(payload);
     }
 
-    /// Reads what the socket has into `input`, at most one frame's worth
-    /// (header included) past what is there.
+    /// Reads what the socket has into `input`, at most [`READ_CHUNK`]
+    /// bytes past what is there. `input` only ever holds bytes not parsed
+    /// yet: an idle session keeps no read buffer.
     fn fill(&mut self) -> io::Result<usize> {
-        let start = self.input.len();
-        self.input.resize(start + READ_CHUNK, 0);
-        let got = self.inner.read(&mut self.input[start..]);
-        self.input.truncate(start + *got.as_ref().unwrap_or(&0));
-        got
+        read_appending(&WS_READ_SCRATCH, &mut self.inner, &mut self.input)
+    }
+
+    /// Drops `n` parsed bytes from `input`; an emptied buffer is freed, as
+    /// idle sessions are most sessions.
+    fn consume_input(&mut self, n: usize) {
+        self.input.drain(..n);
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
     }
 
     /// Parses one frame from `input`. `Ok(false)`: no complete frame yet.
@@ -347,26 +363,23 @@ impl WsStream {
         if self.input.len() < end {
             return Ok(false);
         }
-        let mut body: Vec<u8> = self.input[header_len..end]
+        let body: Vec<u8> = self.input[header_len..end]
             .iter()
             .enumerate()
             .map(|(k, b)| b ^ mask[k % 4])
             .collect();
-        self.input.drain(..end);
+        self.consume_input(end);
         match header.opcode {
             OpCode::Data(data @ (Data::Text | Data::Binary | Data::Continue)) => {
-                if self.payload_at == self.payload.len() {
-                    self.payload.clear();
-                    self.payload_at = 0;
-                }
                 if data != Data::Continue {
                     self.in_text = data == Data::Text;
                 }
-                self.payload.append(&mut body);
+                self.payload.push(body);
                 // A text message holds whole lines: its end ends the last
                 // one, so a client may send a line per message without LF.
-                if header.is_final && self.in_text && self.payload.last() != Some(&b'\n') {
-                    self.payload.push(b'\n');
+                let payload = self.payload.buffer();
+                if header.is_final && self.in_text && payload.last() != Some(&b'\n') {
+                    payload.push(b'\n');
                 }
             }
             OpCode::Control(Control::Ping) => {
@@ -394,19 +407,59 @@ impl WsStream {
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
 
-    /// Pushes queued wire bytes into the stream underneath.
-    fn push_output(&mut self) -> io::Result<()> {
-        while self.output_at < self.output.len() {
-            match self.inner.write(&self.output[self.output_at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.output_at += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// The common case of a write, without copying: the entries are
+    /// whole UTF-8 lines, so they go out as one text frame, its header and
+    /// the entries themselves in one vectored write; only what the socket
+    /// does not take is copied, to `output`, and goes out before anything
+    /// else. `None`: the bytes are not all UTF-8 in whole entries (an
+    /// attachment body, a cut character), for the copying path.
+    fn write_text_frame_direct(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
+        /// Entries in one direct frame (header included); more go in the
+        /// next.
+        const MAX_SLICES: usize = 64;
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let (mut used, mut len) = (1, 0);
+        for b in bufs.iter().take(MAX_SLICES - 1) {
+            let part = &b[..b.len().min(self.limits.max_frame - len)];
+            // Protocol lines are nearly always ASCII: the cheap check first.
+            if !part.is_ascii() && std::str::from_utf8(part).is_err() {
+                return Ok(None);
+            }
+            slices[used] = IoSlice::new(part);
+            used += 1;
+            len += part.len();
+            if len == self.limits.max_frame {
+                break;
             }
         }
-        self.output.clear();
-        self.output_at = 0;
-        Ok(())
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut header = [0u8; 14];
+        let mut cursor = Cursor::new(&mut header[..]);
+        let frame = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        // 14 bytes hold any frame header.
+        let _ = frame.format(len as u64, &mut cursor);
+        let header_len = cursor.position() as usize;
+        slices[0] = IoSlice::new(&header[..header_len]);
+        // On `WouldBlock` nothing was taken: the entries stay the outbox's.
+        let written = self.inner.write_vectored(&slices[..used])?;
+        // The rest of the frame waits in `output`.
+        let mut skip = written;
+        for slice in &slices[..used] {
+            let from = skip.min(slice.len());
+            self.output.buffer().extend_from_slice(&slice[from..]);
+            skip -= from;
+        }
+        Ok(Some(len))
+    }
+
+    /// Pushes queued wire bytes into the stream underneath.
+    fn push_output(&mut self) -> io::Result<()> {
+        self.output.write_to(&mut self.inner)
     }
 }
 
@@ -427,11 +480,8 @@ impl Read for WsStream {
     /// came or the socket ended; `WouldBlock` before the upgrade.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.payload_at < self.payload.len() {
-                let n = buf.len().min(self.payload.len() - self.payload_at);
-                buf[..n].copy_from_slice(&self.payload[self.payload_at..self.payload_at + n]);
-                self.payload_at += n;
-                return Ok(n);
+            if !self.payload.is_empty() {
+                return Ok(self.payload.read_into(buf));
             }
             match self.phase {
                 Phase::Request => return Err(io::ErrorKind::WouldBlock.into()),
@@ -470,6 +520,9 @@ impl Write for WsStream {
             Phase::Open => {}
         }
         self.push_output()?;
+        if let Some(taken) = self.write_text_frame_direct(bufs)? {
+            return Ok(taken);
+        }
         let mut chunk = Vec::new();
         for b in bufs {
             let room = self.limits.max_frame - chunk.len();

@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 47")
+        .take_while(|l| l != "OK STATS 49")
         .collect();
-    assert_eq!(rows.len(), 47, "{rows:?}");
+    assert_eq!(rows.len(), 49, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -144,11 +144,13 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The WebSocket listener's close reasons came after it.
     assert_eq!(rows[34], "STAT closed_http_served 0");
     assert_eq!(rows[38], "STAT closed_ws_handshake_timeout 0");
-    // The bus's rows came after those (zero without --bus).
+    // The bus's rows came after those (zero without --bus), then the HTTP
+    // exchanges, apart from sessions.
     assert_eq!(rows[39], "STAT bus_published 0");
+    assert_eq!(rows[47], "STAT http_connections 0");
     assert_eq!(
         rows.last().map(String::as_str),
-        Some("STAT bus_held_dropped 0")
+        Some("STAT http_requests 0")
     );
 }
 

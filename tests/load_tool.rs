@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::Server;
+use common::tls::TlsServer;
 use serde_json::Value;
 
 const LOAD: &str = env!("CARGO_BIN_EXE_linechat-load");
@@ -221,6 +222,54 @@ fn durable_scenario_counts_commits_and_storage_cpu() {
     }
 }
 
+/// The WebSocket and TLS wires (`--proto ws`, `--tls-ca`) carry both
+/// broadcast scenarios: every counted publish reaches every subscriber once,
+/// with STATS asked over the plain listener, and no session broke its
+/// wire's protocol.
+#[test]
+fn broadcast_scenarios_run_over_websocket_and_tls() {
+    let s = TlsServer::start(&["--ws-listen", "127.0.0.1:0", "--wss-listen", "127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = s.cert_path().display().to_string();
+    let server = &s.server;
+    let (ws, wss) = (server.ws_addr.as_deref(), server.wss_addr.as_deref());
+    let tls = server.tls_addr.as_deref();
+    for (scenario, proto, addr, ca) in [
+        ("fanout", "ws", ws, None),
+        ("latency", "ws", ws, None),
+        ("fanout", "tls", tls, Some(&ca)),
+        ("latency", "linechat", tls, Some(&ca)),
+        ("fanout", "ws", wss, Some(&ca)),
+    ] {
+        let addr = addr.expect("listener");
+        let mut args = vec![
+            scenario,
+            "--proto",
+            proto,
+            "--addr",
+            addr,
+            "--stats-addr",
+            &server.addr,
+            "--subscribers",
+            "4",
+            "--handshake-timeout",
+            "20",
+        ];
+        if scenario == "latency" {
+            args.extend(["--rate", "40"]);
+        }
+        if let Some(ca) = ca {
+            args.extend(["--tls-ca", ca]);
+        }
+        let json = dir.path().join(format!("{scenario}-{proto}-{addr}.json"));
+        let m = run_load(&args, &json);
+        assert_broadcast_report(&m, 4.0);
+        for broken in ["server.closed_ws_error", "server.closed_tls_error"] {
+            assert_eq!(num(&m, broken), 0.0, "{scenario} over {proto} at {addr}");
+        }
+    }
+}
+
 /// Kills the floor server when the test ends, pass or fail.
 struct Floor(Child);
 
@@ -263,17 +312,31 @@ fn floor_server_serves_the_floor_protocol() {
     assert_broadcast_report(&m, 4.0);
 }
 
-#[test]
-fn the_load_tool_refuses_targets_off_loopback() {
+/// Runs the load tool with `args`, which it must refuse before connecting
+/// (exit status 2); returns what it said.
+fn refusal(args: &[&str]) -> String {
     let out = Command::new(LOAD)
-        .args(["latency", "--addr", "192.0.2.1:7000", "--duration", "1"])
+        .args(args)
         .output()
         .expect("running linechat-load");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    String::from_utf8_lossy(&out.stderr).trim_end().to_string()
+}
+
+#[test]
+fn the_load_tool_refuses_targets_off_loopback() {
+    let err = refusal(&["latency", "--addr", "192.0.2.1:7000", "--duration", "1"]);
     assert!(
         err.contains("only loopback addresses may be targeted"),
         "{err}"
+    );
+}
+
+#[test]
+fn proto_tls_without_a_certificate_to_trust_is_refused() {
+    assert_eq!(
+        refusal(&["fanout", "--proto", "tls", "--addr", "127.0.0.1:9"]),
+        "--proto tls needs --tls-ca (the server's certificate, PEM)"
     );
 }
 

@@ -203,6 +203,9 @@ fn healthz_and_404_answer_and_close() {
     );
     let mut plain = s.user("plain");
     assert_eq!(plain.stat("closed_http_served"), 2);
+    // HTTP exchanges are counted apart from sessions.
+    assert_eq!(plain.stat("http_requests"), 2);
+    assert_eq!(plain.stat("sessions"), 1);
 }
 
 /// The value of header `name` in an HTTP answer's head.
@@ -313,11 +316,14 @@ fn metrics_are_prometheus_text_with_the_counters() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     let m = parse_metrics(body);
     let get = |k: &str| *m.get(k).unwrap_or_else(|| panic!("no {k} in {body}"));
-    // Three sessions: alice (ws), bob (tcp), and this request's own (ws).
-    assert_eq!(get("linechat_sessions"), 3.0);
+    // Two sessions, alice (ws) and bob (tcp); this request's connection is
+    // an HTTP one, and it and the /healthz before it are HTTP requests.
+    assert_eq!(get("linechat_sessions"), 2.0);
     assert_eq!(get("linechat_sessions_by_front{front=\"tcp\"}"), 1.0);
     assert_eq!(get("linechat_sessions_by_front{front=\"tls\"}"), 0.0);
-    assert_eq!(get("linechat_sessions_by_front{front=\"ws\"}"), 2.0);
+    assert_eq!(get("linechat_sessions_by_front{front=\"ws\"}"), 1.0);
+    assert_eq!(get("linechat_http_connections"), 1.0);
+    assert_eq!(get("linechat_http_requests"), 2.0);
     assert_eq!(get("linechat_messages_in"), 1.0);
     assert!(get("linechat_deliveries_total") >= 1.0);
     assert_eq!(get("linechat_closed_total{reason=\"http_served\"}"), 1.0);
@@ -521,7 +527,7 @@ fn a_wss_client_talks_with_ws_and_plain_clients() {
     let answer = http(&s.server, b"GET /metrics HTTP/1.1\r\n\r\n");
     let m = parse_metrics(split_answer(&answer).1);
     assert_eq!(m["linechat_sessions_by_front{front=\"wss\"}"], 1.0);
-    assert_eq!(m["linechat_sessions_by_front{front=\"ws\"}"], 2.0);
+    assert_eq!(m["linechat_sessions_by_front{front=\"ws\"}"], 1.0);
     assert_eq!(m["linechat_sessions_by_front{front=\"tcp\"}"], 1.0);
 }
 

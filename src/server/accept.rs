@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::{TcpListener, TcpStream};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
 
 use crate::ws::{WsLimits, WsStream};
 
@@ -154,14 +154,16 @@ impl Server {
                 .with_retries(3);
             let _ = socket2::SockRef::from(&sock).set_tcp_keepalive(&ka);
         }
-        let stream = match tls_config.map(ServerConnection::new) {
+        let stream = match tls_config {
             None => Socket::Tcp(sock),
-            Some(Ok(tls)) => Socket::Tls(Box::new(TlsStream::new(sock, tls))),
-            Some(Err(e)) => {
-                log::warn!("TLS session for {peer} not created: {e}");
-                self.unauth.remove(sid);
-                return;
-            }
+            Some(config) => match TlsStream::server(sock, config) {
+                Ok(tls) => Socket::Tls(Box::new(tls)),
+                Err(e) => {
+                    log::warn!("TLS session for {peer} not created: {e}");
+                    self.unauth.remove(sid);
+                    return;
+                }
+            },
         };
         let is_ws = matches!(front, Front::Ws | Front::Wss);
         let mut transport = if is_ws {

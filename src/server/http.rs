@@ -67,6 +67,7 @@ impl Server {
                 return;
             }
             Ok(Some(Request::Get(path))) => {
+                self.counters.http_requests += 1;
                 let (status, content_type, body) = match path.as_str() {
                     "/healthz" => ("200 OK", "text/plain", Cow::Borrowed("ok\n")),
                     "/metrics" => ("200 OK", METRICS_TYPE, Cow::Owned(self.metrics())),
@@ -90,6 +91,7 @@ impl Server {
                 return;
             }
             Err(e) => {
+                self.counters.http_requests += 1;
                 log::info!("session {sid}: refused HTTP request: {e}");
                 let body = Cow::Owned(format!("{e}\n"));
                 (e.status(), "text/plain", body, CloseReason::BadRequest)
@@ -117,14 +119,18 @@ impl Server {
     /// The `/metrics` page in the Prometheus text format 0.0.4.
     fn metrics(&self) -> String {
         let mut page = String::new();
-        for (name, value) in self.stat_rows() {
+        for (name, value) in self.stat_rows().into_iter().chain(self.http_rows()) {
             let _ = writeln!(
                 page,
                 "# TYPE linechat_{name} gauge\nlinechat_{name} {value}"
             );
         }
         let mut by_front = [("tcp", 0u64), ("tls", 0), ("ws", 0), ("wss", 0)];
-        for (_, conn) in &self.conns {
+        let sessions = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.transport.is_http_only());
+        for (_, conn) in sessions {
             let k = match &conn.transport {
                 Socket::Tcp(_) => 0,
                 Socket::Tls(_) => 1,

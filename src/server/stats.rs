@@ -18,6 +18,9 @@ pub(super) struct Counters {
     pub(super) slow_consumer_drops: u64,
     pub(super) login_timeouts: u64,
     pub(super) bytes_out: u64,
+    /// HTTP requests on the WebSocket listeners answered without an
+    /// upgrade (pages, `/healthz`, `/metrics`, 404s and refusals).
+    pub(super) http_requests: u64,
     /// Flushes that wrote something (one or more writev calls each).
     pub(super) flushes: u64,
     /// Closed sessions and refused connections, per [`CloseReason`].
@@ -157,7 +160,7 @@ impl Server {
             .sum();
         let avg_commit = c.commit_micros_total.checked_div(c.commits).unwrap_or(0);
         [
-            ("sessions", self.conns.len() as u64),
+            ("sessions", self.session_count() as u64),
             ("users_online", self.hub.users_online() as u64),
             ("rooms", self.hub.room_count() as u64),
             ("connections_accepted", self.counters.accepted),
@@ -177,6 +180,29 @@ impl Server {
         ]
     }
 
+    /// Open connections that are sessions of the line protocol: all but
+    /// the WebSocket listeners' HTTP-only ones.
+    pub(super) fn session_count(&self) -> usize {
+        self.conns.len() - self.http_connection_count()
+    }
+
+    /// WebSocket listeners' connections that have not upgraded (reading a
+    /// request, or sending an HTTP answer).
+    pub(super) fn http_connection_count(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.transport.is_http_only())
+            .count()
+    }
+
+    /// The STATS rows after the close reasons, in the order they were added.
+    pub(super) fn http_rows(&self) -> [(&'static str, u64); 2] {
+        [
+            ("http_connections", self.http_connection_count() as u64),
+            ("http_requests", self.counters.http_requests),
+        ]
+    }
+
     pub(super) fn stats_reply(&self) -> Bytes {
         let c = &self.hub.counters;
         let rows = self.stat_rows();
@@ -189,7 +215,8 @@ impl Server {
         let later = [("messages_stored", c.messages_stored)]
             .into_iter()
             .chain(added.iter().map(|(k, v)| (k.as_str(), *v)))
-            .chain(self.bus_rows());
+            .chain(self.bus_rows())
+            .chain(self.http_rows());
         driver_lines::stats(rows, first.iter().map(count), later)
     }
 

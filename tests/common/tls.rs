@@ -23,7 +23,7 @@ impl Wire for TlsStream {
 pub struct TlsServer {
     pub server: Server,
     pub client_config: Arc<ClientConfig>,
-    _cert_dir: tempfile::TempDir,
+    cert_dir: tempfile::TempDir,
 }
 
 impl TlsServer {
@@ -62,7 +62,12 @@ impl TlsServer {
         TlsServer {
             server,
             client_config: Arc::new(client_config),
-            _cert_dir: dir,
+            cert_dir: dir,
         }
+    }
+
+    /// The server's certificate (PEM), for clients that read a CA file.
+    pub fn cert_path(&self) -> PathBuf {
+        self.cert_dir.path().join("cert.pem")
     }
 }

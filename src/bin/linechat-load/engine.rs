@@ -2,20 +2,17 @@
 //! Reads go through one shared large buffer (only a partial trailing line is
 //! kept per client), lines are split with memchr and handed to the protocol
 //! adapter, and the resulting events to the scenario, without allocating.
-//! With a TLS client configuration every connection is TLS (rustls, through
-//! the server's own non-blocking [`Stream`]).
+//! Every connection travels in the run's [`Wire`]: plain TCP, TLS (rustls,
+//! through the server's own non-blocking stream) or WebSocket frames.
 
 use crate::clock::Clock;
 use crate::proto::{ClientSpec, Event, Protocol};
-use linechat::stream::{Stream, TlsStream};
+use crate::wire::{ClientStream, Wire};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use rustls::ClientConfig;
-use rustls::pki_types::ServerName;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Shared read buffer; also the longest line we accept.
@@ -33,7 +30,9 @@ pub enum Status {
 }
 
 pub struct Client<S> {
-    sock: Option<Stream>,
+    sock: Option<ClientStream>,
+    /// TLS starts once the server's plaintext greeting line has come.
+    tls_pending: bool,
     /// When the current connection attempt started.
     since: Instant,
     /// Whether this connection has received any byte yet.
@@ -74,8 +73,7 @@ pub struct Engine<P: Protocol> {
     /// Client `i` connects to `addrs[i % addrs.len()]` (the nodes of a
     /// cluster share the clients out).
     addrs: Vec<SocketAddr>,
-    /// Connect over TLS with this configuration.
-    tls: Option<Arc<ClientConfig>>,
+    wire: Wire,
     clock: Clock,
     warned: usize,
     ready: Vec<(usize, bool, bool)>,
@@ -84,7 +82,7 @@ pub struct Engine<P: Protocol> {
 impl<P: Protocol> Engine<P> {
     pub fn new(
         addrs: Vec<SocketAddr>,
-        tls: Option<Arc<ClientConfig>>,
+        wire: Wire,
         specs: Vec<ClientSpec>,
         clock: Clock,
     ) -> io::Result<Self> {
@@ -92,6 +90,7 @@ impl<P: Protocol> Engine<P> {
             .into_iter()
             .map(|spec| Client {
                 sock: None,
+                tls_pending: false,
                 since: Instant::now(),
                 heard: false,
                 state: P::State::default(),
@@ -108,7 +107,7 @@ impl<P: Protocol> Engine<P> {
             rbuf: vec![0; READ_BUF],
             clients,
             addrs,
-            tls,
+            wire,
             clock,
             warned: 0,
             ready: Vec::new(),
@@ -119,15 +118,7 @@ impl<P: Protocol> Engine<P> {
     fn start_connect(&mut self, i: usize) -> io::Result<()> {
         let addr = self.addrs[i % self.addrs.len()];
         let tcp = TcpStream::connect(addr)?;
-        let mut sock = match &self.tls {
-            None => Stream::Tcp(tcp),
-            Some(config) => {
-                let name = ServerName::IpAddress(addr.ip().into());
-                let tls = rustls::ClientConnection::new(Arc::clone(config), name)
-                    .map_err(io::Error::other)?;
-                Stream::Tls(Box::new(TlsStream::new(tcp, tls)))
-            }
-        };
+        let mut sock = self.wire.open(tcp, addr, P::TLS_AFTER_GREETING)?;
         self.poll.registry().register(
             &mut sock,
             Token(i),
@@ -135,6 +126,7 @@ impl<P: Protocol> Engine<P> {
         )?;
         let c = &mut self.clients[i];
         c.sock = Some(sock);
+        c.tls_pending = P::TLS_AFTER_GREETING && self.wire.tls.is_some();
         c.status = Status::Connecting;
         c.since = Instant::now();
         c.heard = false;
@@ -222,14 +214,32 @@ impl<P: Protocol> Engine<P> {
         if let Some(why) = self.read_lines(i, on) {
             return self.kill(i, why, on);
         }
+        if let Err(e) = self.start_tls_after_greeting(i) {
+            return self.kill(i, Closed::Io(e), on);
+        }
         // Adapters may have queued replies (PONG, JOIN, ...), and TLS its
         // handshake messages.
         let c = &mut self.clients[i];
-        if (c.pending_out() > 0 || c.sock.as_ref().is_some_and(Stream::holds_output))
+        if (c.pending_out() > 0 || c.sock.as_ref().is_some_and(ClientStream::holds_output))
             && let Err(e) = flush(c)
         {
             self.kill(i, Closed::Io(e), on);
         }
+    }
+
+    /// Switches client `i` to TLS once the greeting line (NATS' INFO) has
+    /// been handled; its reply waits in the client's output until then.
+    fn start_tls_after_greeting(&mut self, i: usize) -> io::Result<()> {
+        let c = &mut self.clients[i];
+        if !c.tls_pending || c.pending_out() == 0 {
+            return Ok(());
+        }
+        let config = self.wire.tls.as_ref().expect("TLS pending only with TLS");
+        let sock = c.sock.take().expect("live client has a socket");
+        let addr = self.addrs[i % self.addrs.len()];
+        c.sock = Some(sock.start_tls(addr, config)?);
+        c.tls_pending = false;
+        Ok(())
     }
 
     /// Reads everything available for client `i` and handles its lines.
@@ -251,10 +261,10 @@ impl<P: Protocol> Engine<P> {
         loop {
             let space = rbuf.len() - filled;
             let sock = c.sock.as_mut().expect("live client has a socket");
-            let short_read_drains = sock.short_read_drains();
             match sock.read(&mut rbuf[filled..]) {
                 Ok(0) => return Some(Closed::Eof),
                 Ok(n) => {
+                    let drained = sock.read_drained(n, space);
                     c.heard = true;
                     filled += n;
                     let now = clock.now_ns();
@@ -269,7 +279,7 @@ impl<P: Protocol> Engine<P> {
                     }
                     // A short read drained the socket; the next data will
                     // raise a new edge, so skip the read that would block.
-                    if n < space && short_read_drains {
+                    if drained {
                         break;
                     }
                 }

@@ -9,6 +9,7 @@ mod payload;
 mod proto;
 mod report;
 mod scenario;
+mod wire;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use proto::{
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use wire::Wire;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,13 @@ struct Cli {
 #[derive(Clone, Copy, ValueEnum)]
 enum Proto {
     Linechat,
+    /// linechat over WebSocket (its `--ws-listen` address; `--wss-listen`
+    /// with --tls-ca): the upgrade, then lines in masked text frames of at
+    /// most 16 KiB (the server's `--ws-max-frame` must allow them).
+    Ws,
+    /// linechat over TLS (its `--tls-listen` address): `linechat` with
+    /// --tls-ca, which this needs.
+    Tls,
     Irc,
     Nats,
     Redis,
@@ -63,12 +72,14 @@ struct Common {
     also_addr: Vec<SocketAddr>,
     /// Connect over TLS (to linechat's `--tls-listen` address), trusting the
     /// certificates in this PEM file (e.g. tls/cert.pem from
-    /// scripts/tls-cert.sh). Works with any adapter whose server speaks TLS
-    /// from the first byte.
+    /// scripts/tls-cert.sh). NATS clients start TLS after the server's
+    /// plaintext INFO, as nats-server asks; the other adapters from the
+    /// first byte.
     #[arg(long, global = true)]
     tls_ca: Option<PathBuf>,
     /// Where the linechat STATS side connection goes, over plain TCP
-    /// (default: --addr; give the plain listener when --addr is TLS).
+    /// (default: --addr; give the plain listener when --addr is TLS or
+    /// WebSocket).
     #[arg(long, global = true)]
     stats_addr: Option<SocketAddr>,
     /// Measured run time in seconds (after the warm-up).
@@ -193,6 +204,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let tls = match c.tls_ca.as_deref().map(linechat::stream::client_config) {
+        None if matches!(c.proto, Proto::Tls) => {
+            eprintln!("--proto tls needs --tls-ca (the server's certificate, PEM)");
+            return ExitCode::from(2);
+        }
         None => None,
         Some(Ok(config)) => Some(config),
         Some(Err(e)) => {
@@ -204,7 +219,10 @@ fn main() -> ExitCode {
     let settings = Settings {
         addr: c.addr,
         also_addrs: c.also_addr.clone(),
-        tls,
+        wire: Wire {
+            tls,
+            ws: matches!(c.proto, Proto::Ws),
+        },
         stats_addr: c.stats_addr.unwrap_or(c.addr),
         duration: secs(c.duration),
         warmup: secs(c.warmup),
@@ -232,7 +250,7 @@ fn main() -> ExitCode {
         std::process::exit(3);
     });
     let result = match c.proto {
-        Proto::Linechat => scenario::run::<Linechat>(&settings, &scenario),
+        Proto::Linechat | Proto::Ws | Proto::Tls => scenario::run::<Linechat>(&settings, &scenario),
         Proto::Irc => scenario::run::<Irc>(&settings, &scenario),
         Proto::Nats => scenario::run::<Nats>(&settings, &scenario),
         Proto::Redis => scenario::run::<Redis>(&settings, &scenario),

@@ -142,3 +142,31 @@ pub fn thread_cpu_secs(pid: u32) -> Vec<(String, f64)> {
     }
     out
 }
+
+/// A server's CPU seconds by thread name at one moment (see
+/// [`thread_cpu_secs`]); empty without a server pid.
+pub struct CpuSample(Vec<(String, f64)>);
+
+impl CpuSample {
+    pub fn take(pid: Option<u32>) -> CpuSample {
+        CpuSample(pid.map(thread_cpu_secs).unwrap_or_default())
+    }
+
+    /// Reports each thread's share of a core since `open` over `secs`
+    /// (`server_cpu_<name>_pct`, "all" for the process) and returns the
+    /// CPU seconds each used.
+    pub fn report_since(&self, open: &CpuSample, secs: f64, r: &mut Report) -> Vec<(String, f64)> {
+        let mut used_by = Vec::new();
+        for (name, t) in &self.0 {
+            let before = open.0.iter().find(|(n, _)| n == name).map_or(0.0, |x| x.1);
+            let used = t - before;
+            let pct = if secs > 0.0 { used / secs * 100.0 } else { 0.0 };
+            r.metric(
+                &format!("server_cpu_{name}_pct"),
+                (pct * 10.0).round() / 10.0,
+            );
+            used_by.push((name.clone(), used));
+        }
+        used_by
+    }
+}

@@ -123,6 +123,10 @@ pub trait Protocol {
     /// the durable adapters give each client one role, publisher or
     /// subscriber, and make each subscriber a server-side reader.
     const BROADCAST_ONLY: bool = false;
+    /// Whether the server greets in plaintext and then expects TLS (NATS
+    /// before 2.10's `handshake_first`): with a TLS wire, the client starts
+    /// TLS once it has handled the greeting line.
+    const TLS_AFTER_GREETING: bool = false;
 
     /// Bytes to send as soon as the TCP connection is up.
     fn on_connect(st: &mut Self::State, spec: &ClientSpec, out: &mut Vec<u8>);

@@ -77,6 +77,7 @@ pub struct Nats;
 impl Protocol for Nats {
     type State = State;
     const NAME: &'static str = "nats";
+    const TLS_AFTER_GREETING: bool = true;
     const ACKS: bool = false;
     const PUBLISHER_JOINS: bool = false;
 

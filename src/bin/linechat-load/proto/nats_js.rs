@@ -78,6 +78,7 @@ fn is_error(json: &[u8]) -> bool {
 impl Protocol for NatsJs {
     type State = State;
     const NAME: &'static str = "nats-js";
+    const TLS_AFTER_GREETING: bool = true;
     const ACKS: bool = true;
     /// A publisher needs its room's stream, so it creates it.
     const PUBLISHER_JOINS: bool = true;

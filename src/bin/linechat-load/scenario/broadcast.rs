@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, Note, OUT_HIGH_WATER, Status};
 use crate::payload;
 use crate::proto::{Event, Protocol, Target};
-use crate::report::Report;
+use crate::report::{CpuSample, Report};
 use serde_json::{Map, json};
 use std::io;
 use std::time::{Duration, Instant};
@@ -39,7 +39,7 @@ pub fn run<P: Protocol>(
         .map(|i| s.client(i, pub_rooms.clone(), true, false))
         .chain((np..np + subscribers).map(|i| s.client(i, vec![room.clone()], false, false)))
         .collect();
-    let mut engine = Engine::<P>::new(s.addrs(), s.tls.clone(), specs, clock)?;
+    let mut engine = Engine::<P>::new(s.addrs(), s.wire.clone(), specs, clock)?;
     s.establish(&mut engine, 0..np + subscribers, label, np + 1)?;
     let mut params = Map::new();
     params.insert("subscribers".into(), subscribers.into());
@@ -77,6 +77,7 @@ pub fn run<P: Protocol>(
     };
     let mut next_due = Instant::now();
     let mut rr = 0usize;
+    let mut cpu_at_open = None;
 
     loop {
         let now = Instant::now();
@@ -85,6 +86,7 @@ pub fn run<P: Protocol>(
         }
         if window.warmup_done(now) {
             rx.m.open();
+            cpu_at_open = Some(CpuSample::take(s.server_pid));
         }
         match pace {
             Pace::Window(w) => {
@@ -148,6 +150,7 @@ pub fn run<P: Protocol>(
         progress.tick(label, &rx.m.arrived);
     }
     rx.m.close();
+    let cpu_at_close = CpuSample::take(s.server_pid);
     let settled = drain(&mut engine, &mut rx, Receiver::on, |rx| rx.m.settled())?;
     progress.done();
     engine.close_all();
@@ -156,6 +159,18 @@ pub fn run<P: Protocol>(
     if deliverable > 0 {
         let fan = rx.m.counts.delivered as f64 / deliverable as f64;
         report.metric("deliveries_per_publish", (fan * 10.0).round() / 10.0);
+    }
+    if let Some(open) = cpu_at_open {
+        // What the server spends per delivery, all threads together: the
+        // per-recipient cost of a wire (TLS encryption, WebSocket framing)
+        // shows as the difference between runs on two wires.
+        let used_by = cpu_at_close.report_since(&open, window.secs(), &mut report);
+        let all = used_by.iter().find(|(name, _)| name == "all");
+        let delivered = rx.m.counts.delivered;
+        if let Some((_, used)) = all.filter(|_| delivered > 0) {
+            let ns = used * 1e9 / delivered as f64;
+            report.metric("server_cpu_ns_per_delivery", ns.round());
+        }
     }
     report.latency(&rx.m.hist);
     Ok(report)

@@ -22,7 +22,7 @@ pub fn run<P: Protocol>(
     let specs = (0..connections)
         .map(|i| s.client(i, vec![s.room(i / k)], false, false))
         .collect();
-    let mut engine = Engine::<P>::new(s.addrs(), s.tls.clone(), specs, clock)?;
+    let mut engine = Engine::<P>::new(s.addrs(), s.wire.clone(), specs, clock)?;
     // In two halves: a server's first sessions can carry one-off costs
     // (caches, pools, hashing buffers), so the second half's RSS growth is
     // reported too, as the marginal cost of one more session.

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::engine::{Engine, OUT_HIGH_WATER, Status};
 use crate::payload;
 use crate::proto::{Protocol, Target, linechat};
-use crate::report::{self, Report};
+use crate::report::{CpuSample, Report};
 use serde_json::Map;
 use std::io;
 use std::time::{Duration, Instant};
@@ -104,7 +104,7 @@ pub fn run<P: Protocol>(
 /// far (linechat's STATS), and CPU seconds by thread.
 struct Sample {
     stored: Option<u64>,
-    cpu: Vec<(String, f64)>,
+    cpu: CpuSample,
 }
 
 impl Sample {
@@ -120,10 +120,7 @@ impl Sample {
         };
         Sample {
             stored,
-            cpu: s
-                .server_pid
-                .map(report::thread_cpu_secs)
-                .unwrap_or_default(),
+            cpu: CpuSample::take(s.server_pid),
         }
     }
 
@@ -138,24 +135,11 @@ impl Sample {
             r.metric("committed", c);
             r.rate("committed_per_s", c, secs);
         }
-        for (name, t) in &self.cpu {
-            let before = open
-                .cpu
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0.0, |x| x.1);
-            let used = t - before;
-            let pct = if secs > 0.0 { used / secs * 100.0 } else { 0.0 };
-            r.metric(
-                &format!("server_cpu_{name}_pct"),
-                (pct * 10.0).round() / 10.0,
-            );
-            if name == "storage"
-                && let Some(c) = committed.filter(|&c| c > 0)
-            {
-                let us = used * 1e6 / c as f64;
-                r.metric("storage_cpu_us_per_message", (us * 100.0).round() / 100.0);
-            }
+        let used_by = self.cpu.report_since(&open.cpu, secs, r);
+        let storage = used_by.iter().find(|(name, _)| name == "storage");
+        if let Some(((_, used), c)) = storage.zip(committed.filter(|&c| c > 0)) {
+            let us = used * 1e6 / c as f64;
+            r.metric("storage_cpu_us_per_message", (us * 100.0).round() / 100.0);
         }
     }
 }

@@ -11,12 +11,11 @@ use crate::clock::Clock;
 use crate::engine::{Engine, Note};
 use crate::proto::{ClientSpec, Protocol, linechat};
 use crate::report::{self, Report, Target};
-use rustls::ClientConfig;
+use crate::wire::Wire;
 use serde_json::{Map, Value};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Settings {
@@ -24,8 +23,8 @@ pub struct Settings {
     /// More nodes of the same cluster: clients are shared out over `addr`
     /// and these, round robin.
     pub also_addrs: Vec<SocketAddr>,
-    /// Connect over TLS with this configuration.
-    pub tls: Option<Arc<ClientConfig>>,
+    /// What every connection travels in (TCP, TLS, WebSocket).
+    pub wire: Wire,
     /// Where STATS is asked, over plain TCP.
     pub stats_addr: SocketAddr,
     pub duration: Duration,
@@ -78,6 +77,7 @@ impl Settings {
         params.insert("bytes".into(), self.bytes.into());
         params.insert("duration_s".into(), self.duration.as_secs_f64().into());
         params.insert("warmup_s".into(), self.warmup.as_secs_f64().into());
+        params.insert("wire".into(), self.wire.name().into());
         Report {
             scenario: scenario.to_string(),
             target: Target {

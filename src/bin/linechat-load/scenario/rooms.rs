@@ -113,7 +113,7 @@ pub(super) fn room_members<P: Protocol>(
     let specs = (0..n)
         .map(|i| s.client(i, vec![s.room(i / k)], true, inbox))
         .collect();
-    let mut engine = Engine::<P>::new(s.addrs(), s.tls.clone(), specs, clock)?;
+    let mut engine = Engine::<P>::new(s.addrs(), s.wire.clone(), specs, clock)?;
     s.establish(&mut engine, 0..n, label, need)?;
     Ok((engine, k))
 }
