@@ -30,10 +30,14 @@ pub(super) fn change(
         return Err(StoreError::Conflict(format!("message {seq} is deleted")));
     }
     // A message the indexer has not reached yet is indexed as it is then.
+    // One it has is taken out with the text it was indexed with, which is
+    // the stored text: the indexer reads the row, and edits replace both.
     let rowid = fts_rowid(conv, seq);
     if indexed {
-        tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
-            .execute([rowid])?;
+        tx.prepare_cached(
+            "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', ?1, ?2)",
+        )?
+        .execute(params![rowid, msg.text])?;
     }
     match text {
         Some(t) => {
