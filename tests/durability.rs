@@ -18,12 +18,13 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage: created database, schema 6"),
+        schema[0].ends_with("storage: created database, schema 7"),
         "{log}"
     );
     // Back to schema 2: the migrations after it only added the blob tables,
-    // dropped stale rows, made the full-text index contentless and added
-    // replies, reactions, blocks and moderation.
+    // dropped stale rows, made the full-text index contentless, added
+    // replies, reactions, blocks and moderation, and dropped the index's
+    // row sizes.
     let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blob_refs; DROP TABLE blobs; DROP TABLE fts_done;
@@ -37,7 +38,7 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage schema migrated from 2 to 6"),
+        schema[0].ends_with("storage schema migrated from 2 to 7"),
         "{log}"
     );
     assert!(

@@ -331,3 +331,41 @@ fn half_close_still_gets_the_reply() {
     c.expect_prefix("OK SAY #h 1 ");
     assert!(c.until_closed().is_empty());
 }
+
+/// Members who speak at once share commits, so one batch of a room's
+/// messages holds several senders': each sender gets the others' lines,
+/// byte for byte as a listener gets them, and none of its own.
+#[test]
+fn members_speaking_at_once_get_each_others_messages_only() {
+    const EACH: usize = 50;
+    let s = Server::start();
+    let [mut alice, mut bob, mut carol] = s.room_with("#r", ["alice", "bob", "carol"]);
+    let burst = |who: &str| {
+        (0..EACH)
+            .map(|i| format!("SAY #r {who}{i}\n"))
+            .collect::<String>()
+    };
+    alice.send_raw(burst("a").as_bytes());
+    bob.send_raw(burst("b").as_bytes());
+    let heard: Vec<String> = (0..2 * EACH).map(|_| carol.line()).collect();
+    for (client, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let others: Vec<&String> = heard
+            .iter()
+            .filter(|l| msg(l).split(' ').nth(3) != Some(name))
+            .collect();
+        assert_eq!(others.len(), EACH, "{name}");
+        // Besides the MSG lines: its OKs, and receipts for its messages.
+        let (mut oks, mut got) = (0, Vec::new());
+        while oks < EACH || got.len() < EACH {
+            let l = client.line();
+            if l.starts_with("OK SAY #r ") {
+                oks += 1;
+            } else if l.starts_with("MSG ") {
+                got.push(l);
+            } else {
+                assert!(l.starts_with("RECEIPT #r "), "{name}: {l}");
+            }
+        }
+        assert_eq!(got.iter().collect::<Vec<_>>(), others, "{name}");
+    }
+}

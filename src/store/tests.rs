@@ -115,6 +115,37 @@ fn cursor_writes_merge_by_maximum() {
     });
 }
 
+/// A commit with more cursor writes than one multi-row statement takes, the
+/// same cursors several times inside one statement: each ends at its maxima.
+#[test]
+fn many_cursor_writes_in_one_commit_merge_by_maximum() {
+    each_backend(|name, db| {
+        // 3 users x 13 writes: two full 16-row statements and 7 rows alone.
+        let writes: Vec<Write> = (0..39u64)
+            .map(|i| Write::Cursor {
+                user: UserId((i % 3) as u32),
+                conv: ConvId(1),
+                delivered: Seq((i * 7) % 40),
+                read: Seq((i * 11) % 40),
+            })
+            .collect();
+        let mut expected: Vec<_> = (0..3u32)
+            .map(|u| {
+                let own = || (0..39u64).filter(move |i| i % 3 == u64::from(u));
+                let delivered = own().map(|i| (i * 7) % 40).max().unwrap();
+                let read = own().map(|i| (i * 11) % 40).max().unwrap();
+                (UserId(u), ConvId(1), Seq(delivered), Seq(read))
+            })
+            .collect();
+        let done = run_batch(db, vec![Request::write(writes, Some(()))]);
+        assert!(done.iter().all(|(_, r)| r.is_ok()), "{name}");
+        let mut cursors = db.load(10).unwrap().cursors;
+        cursors.sort();
+        expected.sort();
+        assert_eq!(cursors, expected, "{name}");
+    });
+}
+
 /// Pages, sync ranges, search by words and the change's compare-and-set
 /// answer alike on every backend.
 #[test]

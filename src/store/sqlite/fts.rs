@@ -220,9 +220,15 @@ mod tests {
         assert!(db.fts.is_behind());
         assert_eq!(search(&mut db, "news"), [1]);
         assert!(!db.fts.is_behind());
-        // Indexed now: an edit replaces its index entry.
+        // Indexed now: an edit replaces its index entry, a deletion removes
+        // it, and the index stays whole.
         change(&mut db, 1, Some("stale news"));
         assert_eq!(search(&mut db, "fresh"), [0u64; 0]);
         assert_eq!(search(&mut db, "stale"), [1]);
+        change(&mut db, 1, None);
+        assert_eq!(search(&mut db, "news"), [0u64; 0]);
+        db.conn
+            .execute_batch("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
+            .unwrap();
     }
 }

@@ -21,7 +21,7 @@ use super::{
 use checkpoint::Checkpointer;
 use fts::FtsLag;
 use read::{blob_access, messages_after, messages_before, search};
-use write::{LastSeqs, MessageRows, TxSeqs, apply, change};
+use write::{LastSeqs, PendingRows, TxSeqs, apply, change};
 
 /// One SQLite database file in the data dir, in WAL mode, committed with a
 /// full fsync.
@@ -45,7 +45,7 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?;
         let mut seqs = TxSeqs::new(&self.last_seqs);
         let mut assigned = Vec::new();
-        let mut rows = MessageRows::default();
+        let mut rows = PendingRows::default();
         for w in writes {
             assigned.extend(apply(&tx, w, &mut seqs, &mut rows)?);
         }
@@ -58,7 +58,7 @@ impl Backend for SqliteBackend {
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         let tx = self.conn.transaction()?;
         let mut seqs = TxSeqs::new(&self.last_seqs);
-        let mut rows = MessageRows::default();
+        let mut rows = PendingRows::default();
         for w in writes {
             apply(&tx, w, &mut seqs, &mut rows)?;
         }

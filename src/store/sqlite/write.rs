@@ -30,10 +30,14 @@ pub(super) fn change(
         return Err(StoreError::Conflict(format!("message {seq} is deleted")));
     }
     // A message the indexer has not reached yet is indexed as it is then.
+    // One it has is taken out with the text it was indexed with, which is
+    // the stored text: the indexer reads the row, and edits replace both.
     let rowid = fts_rowid(conv, seq);
     if indexed {
-        tx.prepare_cached("DELETE FROM messages_fts WHERE rowid = ?1")?
-            .execute([rowid])?;
+        tx.prepare_cached(
+            "INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', ?1, ?2)",
+        )?
+        .execute(params![rowid, msg.text])?;
     }
     match text {
         Some(t) => {
@@ -119,11 +123,18 @@ impl LastSeqs {
     }
 }
 
-/// Message rows waiting to be inserted: a commit inserts its messages
-/// [`ROWS_PER_INSERT`] to a statement, which runs the statement's program
-/// once for all of them.
+/// Rows waiting to be inserted: a commit inserts its messages and its
+/// cursor moves [`ROWS_PER_INSERT`] to a statement, which runs the
+/// statement's program once for all of them. Row by row, a cursor upsert
+/// cost about 5,000 instructions, much of it rusqlite's statement cache
+/// (hashing the SQL, resetting the statement) rather than SQLite's b-tree.
+/// Cursors merge by maximum, so moving their upserts to the end of the
+/// transaction changes nothing that it stores.
 #[derive(Default)]
-pub(super) struct MessageRows<'a>(Vec<MessageRow<'a>>);
+pub(super) struct PendingRows<'a> {
+    messages: Vec<MessageRow<'a>>,
+    cursors: Vec<CursorRow>,
+}
 
 struct MessageRow<'a> {
     conv: ConvId,
@@ -135,65 +146,113 @@ struct MessageRow<'a> {
     reply_to: Option<Seq>,
 }
 
-/// Rows per multi-row INSERT; the rest of a commit's messages go one by one.
+struct CursorRow {
+    user: crate::store::UserId,
+    conv: ConvId,
+    delivered: Seq,
+    read: Seq,
+}
+
+/// Rows per multi-row INSERT; the rest of a commit's rows go one by one.
 const ROWS_PER_INSERT: usize = 16;
 
-impl<'a> MessageRows<'a> {
+/// A row kind that [`PendingRows`] inserts several to a statement.
+trait BatchedRow {
+    /// Parameters per row.
+    const COLUMNS: usize;
+    /// The statement inserting `values` (one `(?, ...)` per row).
+    fn insert(values: &str) -> String;
+    /// Binds this row to the parameters after the first `from`.
+    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, from: usize) -> rusqlite::Result<()>;
+}
+
+impl BatchedRow for MessageRow<'_> {
+    const COLUMNS: usize = 7;
+
+    fn insert(values: &str) -> String {
+        format!(
+            "INSERT INTO messages (conv, seq, msgid, sender, at, text, reply_to) VALUES {values}"
+        )
+    }
+
+    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, from: usize) -> rusqlite::Result<()> {
+        stmt.raw_bind_parameter(from + 1, self.conv)?;
+        stmt.raw_bind_parameter(from + 2, self.seq)?;
+        stmt.raw_bind_parameter(from + 3, &self.id.as_bytes()[..])?;
+        stmt.raw_bind_parameter(from + 4, self.sender)?;
+        stmt.raw_bind_parameter(from + 5, self.at)?;
+        stmt.raw_bind_parameter(from + 6, self.text)?;
+        stmt.raw_bind_parameter(from + 7, self.reply_to)
+    }
+}
+
+impl BatchedRow for CursorRow {
+    const COLUMNS: usize = 4;
+
+    fn insert(values: &str) -> String {
+        format!(
+            "INSERT INTO cursors (user, conv, delivered, read) VALUES {values}
+             ON CONFLICT (user, conv) DO UPDATE SET
+             delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)"
+        )
+    }
+
+    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, from: usize) -> rusqlite::Result<()> {
+        stmt.raw_bind_parameter(from + 1, self.user)?;
+        stmt.raw_bind_parameter(from + 2, self.conv)?;
+        stmt.raw_bind_parameter(from + 3, self.delivered)?;
+        stmt.raw_bind_parameter(from + 4, self.read)
+    }
+}
+
+/// The INSERT of `rows` rows of kind `R`.
+fn insert_sql<R: BatchedRow>(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; R::COLUMNS].join(", "));
+    R::insert(&vec![row.as_str(); rows].join(", "))
+}
+
+/// Inserts `rows`, [`ROWS_PER_INSERT`] to a statement and the rest alone.
+fn insert_rows<R: BatchedRow>(tx: &rusqlite::Transaction<'_>, rows: &[R]) -> rusqlite::Result<()> {
+    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut many = tx.prepare_cached(&insert_sql::<R>(ROWS_PER_INSERT))?;
+        for chunk in chunks.by_ref() {
+            for (i, r) in chunk.iter().enumerate() {
+                r.bind(&mut many, i * R::COLUMNS)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = tx.prepare_cached(&insert_sql::<R>(1))?;
+        for r in rest {
+            r.bind(&mut one, 0)?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+impl PendingRows<'_> {
     /// Inserts every waiting row.
     pub(super) fn flush(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        let mut chunks = self.0.chunks_exact(ROWS_PER_INSERT);
-        if chunks.len() > 0 {
-            let mut many = tx.prepare_cached(&insert_messages(ROWS_PER_INSERT))?;
-            for chunk in chunks.by_ref() {
-                for (i, r) in chunk.iter().enumerate() {
-                    bind_message(&mut many, i * COLUMNS, r)?;
-                }
-                many.raw_execute()?;
-            }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut one = tx.prepare_cached(&insert_messages(1))?;
-            for r in rest {
-                bind_message(&mut one, 0, r)?;
-                one.raw_execute()?;
-            }
-        }
-        self.0.clear();
+        insert_rows(tx, &self.messages)?;
+        insert_rows(tx, &self.cursors)?;
+        self.messages.clear();
+        self.cursors.clear();
         Ok(())
     }
 }
 
-/// The columns [`bind_message`] binds, per row.
-const COLUMNS: usize = 7;
-
-fn insert_messages(rows: usize) -> String {
-    let values = vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
-    format!("INSERT INTO messages (conv, seq, msgid, sender, at, text, reply_to) VALUES {values}")
-}
-
-fn bind_message(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    from: usize,
-    r: &MessageRow<'_>,
-) -> rusqlite::Result<()> {
-    stmt.raw_bind_parameter(from + 1, r.conv)?;
-    stmt.raw_bind_parameter(from + 2, r.seq)?;
-    stmt.raw_bind_parameter(from + 3, &r.id.as_bytes()[..])?;
-    stmt.raw_bind_parameter(from + 4, r.sender)?;
-    stmt.raw_bind_parameter(from + 5, r.at)?;
-    stmt.raw_bind_parameter(from + 6, r.text)?;
-    stmt.raw_bind_parameter(from + 7, r.reply_to)
-}
-
-/// Applies one write (a message row joins `rows`, which the caller flushes
-/// before the transaction commits or reads); returns what it assigned, if
+/// Applies one write (a message or cursor row joins `rows`, which the
+/// caller flushes before the transaction commits or reads); returns what it assigned, if
 /// it [`Write::assigns`].
 pub(super) fn apply<'a>(
     tx: &rusqlite::Transaction<'_>,
     w: &'a Write,
     seqs: &mut TxSeqs<'_>,
-    rows: &mut MessageRows<'a>,
+    rows: &mut PendingRows<'a>,
 ) -> Result<Option<Assigned>, rusqlite::Error> {
     match w {
         Write::Register { name, phc, created } => {
@@ -221,7 +280,7 @@ pub(super) fn apply<'a>(
             // The next seq, taken inside the transaction that writes it;
             // SQLite has one writer at a time, so no other commit can take it.
             let seq = seqs.take_next(tx, p.conv)?;
-            rows.0.push(MessageRow {
+            rows.messages.push(MessageRow {
                 conv: p.conv,
                 seq,
                 id: &p.id,
@@ -239,7 +298,7 @@ pub(super) fn apply<'a>(
         }
         Write::Message(m) => {
             seqs.saw(m.conv, m.seq);
-            rows.0.push(MessageRow {
+            rows.messages.push(MessageRow {
                 conv: m.conv,
                 seq: m.seq,
                 id: &m.id,
@@ -247,6 +306,20 @@ pub(super) fn apply<'a>(
                 at: m.at,
                 text: &m.text,
                 reply_to: m.reply_to,
+            });
+            Ok(None)
+        }
+        &Write::Cursor {
+            user,
+            conv,
+            delivered,
+            read,
+        } => {
+            rows.cursors.push(CursorRow {
+                user,
+                conv,
+                delivered,
+                read,
             });
             Ok(None)
         }
@@ -258,9 +331,13 @@ pub(super) fn apply<'a>(
 fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::Error> {
     match w {
         // `apply` takes these itself; reaching here is a bug, failed as one.
-        Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
+        Write::Register { .. }
+        | Write::NewConv(_)
+        | Write::Post(_)
+        | Write::Message(_)
+        | Write::Cursor { .. } => {
             return Err(rusqlite::Error::ToSqlConversionFailure(
-                "a message or an assigning write outside apply".into(),
+                "a message, a cursor or an assigning write outside apply".into(),
             ));
         }
         Write::User {
@@ -314,19 +391,6 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
                 "INSERT OR REPLACE INTO blob_refs (conv, seq, blob) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![conv, seq, blob])?;
-        }
-        Write::Cursor {
-            user,
-            conv,
-            delivered,
-            read,
-        } => {
-            tx.prepare_cached(
-                "INSERT INTO cursors (user, conv, delivered, read) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (user, conv) DO UPDATE SET
-                 delivered = MAX(delivered, excluded.delivered), read = MAX(read, excluded.read)",
-            )?
-            .execute(params![user, conv, delivered, read])?;
         }
         Write::Friendship { a, b, since } => {
             tx.prepare_cached(
