@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pg::TestDb;
-use common::{Client, Server, TIMEOUT, msg};
+use common::{Client, Server, TIMEOUT, befriend, msg};
 
 struct Cluster {
     db: TestDb,
@@ -477,4 +477,46 @@ fn a_lost_publish_is_found_by_the_position_check() {
     bob.send("SAY #r still here");
     bob.expect_prefix("OK SAY #r 3 ");
     assert_eq!(msg(&alice.line()), "MSG #r 3 bob still here");
+}
+
+#[test]
+fn replies_reactions_topics_mutes_bans_and_blocks_cross_nodes() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send("SAY #r lunch?");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice lunch?");
+    bob.send("REPLY #r 1 yes");
+    bob.expect_prefix("OK REPLY #r 2 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 2 bob [re 1] yes");
+    alice.send("REACT #r 2 👍");
+    alice.expect("OK REACT #r 2 👍");
+    bob.expect("REACTED #r 2 alice 👍");
+    alice.send("TOPIC #r tea at four");
+    alice.expect("OK TOPIC #r");
+    bob.expect("TOPICSET #r alice tea at four");
+    // bob's node keeps the mute it heard of, and enforces it.
+    alice.send("MUTE #r bob 5");
+    let until = alice.expect_prefix("OK MUTE #r bob ");
+    let until = until.rsplit(' ').next().unwrap().to_string();
+    bob.expect(&format!("MUTED #r bob alice {until}"));
+    bob.send("SAY #r hm");
+    bob.expect(&format!("ERR MUTED you are muted in #r until {until}"));
+    alice.send("UNMUTE #r bob");
+    alice.expect("OK UNMUTE #r bob");
+    bob.expect("UNMUTED #r bob alice");
+    alice.send("BAN #r bob");
+    alice.expect("OK BAN #r bob");
+    bob.expect("BANNED #r bob alice");
+    bob.send("JOIN #r");
+    bob.expect("ERR BANNED you are banned from #r");
+    // A block made on alice's node ends the friendship on bob's too.
+    befriend(&mut alice, "alice", &mut bob, "bob");
+    alice.send("FRIEND BLOCK bob");
+    alice.expect("OK FRIEND BLOCK bob");
+    bob.expect("FRIEND REMOVED alice");
+    bob.send("SAY @alice still there?");
+    bob.expect("ERR NOT_FRIENDS you and alice are not friends");
 }

@@ -273,6 +273,7 @@ impl Friends {
             FriendChange::Removed { by, other } => self.unlink(by, other),
             FriendChange::Blocked { by, user, on } => {
                 if on {
+                    self.unlink(by, user);
                     self.blocked.entry(by).or_default().insert(user);
                     let mine = self.requests.get(&(by, user));
                     if mine.is_some_and(|r| r.state == RequestState::Pending) {
@@ -334,11 +335,18 @@ impl Hub {
     /// Applies a friendship change committed elsewhere and tells both sides'
     /// sessions on this node what its maker's would have been told.
     pub(super) fn apply_friend_change(&mut self, change: FriendChange, out: &mut Out) {
-        self.friends.apply(change);
         if let FriendChange::Blocked { by, user, on } = change {
+            // A block ends a friendship, which both sides hear of.
+            if on && self.friends.are_friends(by, user) {
+                let news = FriendNews::Removed;
+                out.emits
+                    .extend(self.friend_news(None, by, user, news, news));
+            }
+            self.friends.apply(change);
             out.emits.push(self.block_news(None, by, user, on));
             return;
         }
+        self.friends.apply(change);
         // (maker, other, what other hears, what the maker's sessions hear)
         let (maker, other, theirs, mine) = match change {
             FriendChange::Requested { from, to, .. } => {
