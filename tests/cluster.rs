@@ -438,6 +438,8 @@ fn one_user_on_two_nodes_gets_everything() {
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice from node 0");
     assert_eq!(msg(&alice2.line()), "MSG #r 1 alice from node 0");
+    // Her read cursor follows her between nodes (read_cursors_and_away_cross_nodes).
+    alice.ignored.push("UNREAD ");
     alice2.send("SAY #r from node 1");
     alice2.expect_prefix("OK SAY #r 2 ");
     assert_eq!(msg(&bob.line()), "MSG #r 2 alice from node 1");
@@ -528,4 +530,39 @@ fn replies_reactions_topics_mutes_bans_and_blocks_cross_nodes() {
     bob.expect("FRIEND REMOVED alice");
     bob.send("SAY @alice still there?");
     bob.expect("ERR NOT_FRIENDS you and alice are not friends");
+}
+
+#[test]
+fn read_cursors_and_away_cross_nodes() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    // alice's second session is on bob's node.
+    let mut alice2 = cl.nodes[1].user("alice");
+    alice2.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    bob.send("SAY #r one");
+    bob.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&alice.line()), "MSG #r 1 bob one");
+    assert_eq!(msg(&alice2.line()), "MSG #r 1 bob one");
+    // READ on one node: the session on the other hears the new count, and
+    // that node's INBOX agrees.
+    alice.send("READ #r 1");
+    alice.expect("OK READ #r 1");
+    alice2.expect("UNREAD #r 0");
+    alice2.send("INBOX");
+    let line = alice2.line();
+    assert!(line.starts_with("INBOX #r public 1 0 0 "), "{line}");
+    alice2.expect("OK INBOX 1");
+    // AWAY on one node reaches the watchers on the other.
+    alice.send("AWAY at lunch");
+    alice.expect("OK AWAY at lunch");
+    bob.ignored.retain(|p| *p != "PRESENCE ");
+    expect_after(
+        &mut bob,
+        "PRESENCE alice away at lunch",
+        &["PRESENCE alice online"],
+    );
+    bob.send("PRESENCE alice");
+    bob.expect("OK PRESENCE alice away at lunch");
 }

@@ -53,6 +53,12 @@ pub fn encode(node: u64, shared: &Shared) -> Vec<u8> {
             w.uint(conv.0.into());
             w.uint(user.0.into());
         }
+        Shared::Read { conv, user, seq } => {
+            w.0.push(READ);
+            w.uint(conv.0.into());
+            w.uint(user.0.into());
+            w.uint(seq.0);
+        }
         Shared::Receipt {
             conv,
             seq,
@@ -86,6 +92,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
         TYPING => Shared::Typing {
             conv: r.conv()?,
             user: r.user()?,
+        },
+        READ => Shared::Read {
+            conv: r.conv()?,
+            user: r.user()?,
+            seq: Seq(r.uint()?),
         },
         RECEIPT => Shared::Receipt {
             conv: r.conv()?,
@@ -131,6 +142,8 @@ const MUTED: u8 = 20;
 const UNMUTED: u8 = 21;
 const REACTION: u8 = 22;
 const TOPIC: u8 = 23;
+const READ: u8 = 24;
+const AWAY: u8 = 25;
 
 struct Writer(Vec<u8>);
 
@@ -240,6 +253,11 @@ impl Writer {
                 self.uint(conv.0.into());
                 self.uint(by.0.into());
                 self.opt_str(topic.as_deref());
+            }
+            Change::Away { user, text } => {
+                self.0.push(AWAY);
+                self.uint(user.0.into());
+                self.opt_str(text.as_deref());
             }
             Change::Membership { conv, change } => {
                 let (tag, user, by, until) = match *change {
@@ -455,6 +473,10 @@ impl Reader<'_> {
                 by: self.user()?,
                 topic: self.opt_str()?.map(Into::into),
             },
+            AWAY => Change::Away {
+                user: self.user()?,
+                text: self.opt_str()?.map(Into::into),
+            },
             JOINED | LEFT => {
                 let conv = self.conv()?;
                 let user = self.user()?;
@@ -628,6 +650,10 @@ mod tests {
                     topic: topic.map(Into::into),
                 }
             }),
+            (user(), prop::option::of(".{0,20}")).prop_map(|(user, text)| Change::Away {
+                user,
+                text: text.map(Into::into),
+            }),
             (conv(), membership()).prop_map(|(conv, change)| Change::Membership { conv, change }),
             (conv(), msg(), user()).prop_map(|(conv, msg, by)| Change::Changed {
                 conv,
@@ -649,6 +675,11 @@ mod tests {
         prop_oneof![
             change().prop_map(Shared::Change),
             (conv(), user()).prop_map(|(conv, user)| Shared::Typing { conv, user }),
+            (conv(), user(), any::<u64>()).prop_map(|(conv, user, seq)| Shared::Read {
+                conv,
+                user,
+                seq: Seq(seq)
+            }),
             (conv(), any::<u64>(), user(), user(), 0..3u8).prop_map(
                 |(conv, seq, reader, sender, p)| Shared::Receipt {
                     conv,

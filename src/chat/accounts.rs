@@ -189,7 +189,10 @@ impl Hub {
         user.sessions.retain(|&s| s != sid);
         if user.sessions.is_empty() {
             user.last_seen = Some(at);
-            user.away = None;
+            // Away ends with the user's last session anywhere.
+            if !self.elsewhere.contains(&uid) {
+                user.away = None;
+            }
             self.user_here(uid, false);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             if !self.elsewhere.contains(&uid) {

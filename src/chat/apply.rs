@@ -42,6 +42,11 @@ pub enum Change {
     },
     /// A reaction added to or taken off a message.
     Reaction(ReactionChange),
+    /// `user` is away with this text, or (`None`) back.
+    Away {
+        user: UserId,
+        text: Option<std::sync::Arc<str>>,
+    },
     /// `by` set `conv`'s topic, or cleared it.
     Topic {
         conv: ConvId,
@@ -96,6 +101,9 @@ impl Hub {
             Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Reaction(change) => self.apply_reaction(change, out),
             Change::Topic { conv, by, topic } => self.apply_topic(conv, by, topic, out),
+            Change::Away { user, text } => {
+                self.set_away(user, text, out);
+            }
             Change::Membership { conv, change } => {
                 // The writes were made where the change was committed.
                 let events = self.change_membership(conv, change, None, &mut Vec::new());

@@ -5,7 +5,7 @@
 //! a moved cursor costs one small event to the user's other sessions only.
 
 use super::{Audience, Conv, ConvKind, MsgState, names};
-use super::{ConvId, Event, Hub, InboxEntry, Out, Reply, SessionId, UserId};
+use super::{ConvId, Event, Hub, InboxEntry, Out, Reply, Seq, SessionId, Shared, UserId};
 
 impl Hub {
     /// Every conversation of `uid`, the one with the newest activity first
@@ -55,9 +55,9 @@ impl Hub {
         c.last_seq.0.saturating_sub(self.cursor(uid, c.id).read.0)
     }
 
-    /// Tells `uid`'s sessions but `except` that its read cursor in `conv`
-    /// moved, so each device's badge follows READ on any of them. Nothing
-    /// is built when no other session is there to hear it.
+    /// Tells `uid`'s sessions but `except`, here and (with `--bus`) on the
+    /// other nodes, that its read cursor in `conv` moved, so each device's
+    /// badge follows READ on any of them.
     pub(super) fn announce_unread(
         &self,
         uid: UserId,
@@ -65,6 +65,33 @@ impl Hub {
         except: Option<SessionId>,
         out: &mut Out,
     ) {
+        let seq = self.cursor(uid, conv).read;
+        self.share(
+            || Shared::Read {
+                conv,
+                user: uid,
+                seq,
+            },
+            out,
+        );
+        self.tell_unread(uid, conv, except, out);
+    }
+
+    /// Another node moved `user`'s read cursor in `conv` to `seq`: the
+    /// cursor follows (storage has it from that node), and the sessions
+    /// here hear the new count.
+    pub(super) fn read_elsewhere(&mut self, user: UserId, conv: ConvId, seq: Seq, out: &mut Out) {
+        let c = self.cursors.entry((user, conv)).or_default();
+        if seq > c.read {
+            c.read = seq;
+            c.delivered = c.delivered.max(seq);
+            self.tell_unread(user, conv, None, out);
+        }
+    }
+
+    /// The UNREAD event for this node's sessions of `uid` but `except`;
+    /// nothing is built when none is there to hear it.
+    fn tell_unread(&self, uid: UserId, conv: ConvId, except: Option<SessionId>, out: &mut Out) {
         let others = self.users.get(uid).map_or(0, |u| {
             u.sessions.iter().filter(|&&s| Some(s) != except).count()
         });

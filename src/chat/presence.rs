@@ -1,7 +1,8 @@
 //! Who is online, and telling the people who care.
 
 use super::{
-    Audience, ChatError, Event, Hub, IdSet, Out, Presence, Reply, SessionId, User, UserId, names,
+    Audience, Change, ChatError, Event, Hub, IdSet, Out, Presence, Reply, SessionId, Shared, User,
+    UserId, names,
 };
 use crate::store::ConvKind;
 
@@ -61,6 +62,7 @@ impl Hub {
             }
             if !self.elsewhere.contains(&uid) {
                 user.last_seen = Some(now);
+                user.away = None;
             }
             self.announce_presence(uid, out);
         }
@@ -83,15 +85,32 @@ impl Hub {
         if let Some(t) = text {
             names::text(t, AWAY_MAX)?;
         }
-        let user = self.users.get_mut(uid).ok_or(ChatError::NoSuchUser)?;
         let away: Option<std::sync::Arc<str>> = text.map(Into::into);
-        let changed = user.away != away;
-        user.away = away.clone();
-        if changed {
-            self.announce_presence(uid, out);
+        if self.set_away(uid, away.clone(), out) {
+            let text = away.clone();
+            self.share(|| Shared::Change(Change::Away { user: uid, text }), out);
         }
         out.reply(sid, Reply::Away(away));
         Ok(())
+    }
+
+    /// Sets `uid`'s away text (here, or as another node says) and tells
+    /// the watchers if it changed; returns whether it did.
+    pub(super) fn set_away(
+        &mut self,
+        uid: UserId,
+        away: Option<std::sync::Arc<str>>,
+        out: &mut Out,
+    ) -> bool {
+        let Some(user) = self.users.get_mut(uid) else {
+            return false;
+        };
+        let changed = user.away != away;
+        user.away = away;
+        if changed {
+            self.announce_presence(uid, out);
+        }
+        changed
     }
 
     /// Sends the user's current state to everyone watching it.

@@ -25,6 +25,12 @@ pub enum Shared {
     Change(Change),
     /// `user` is typing in `conv`.
     Typing { conv: ConvId, user: UserId },
+    /// `user` has read `conv` up to `seq` (on the node that says so).
+    Read {
+        conv: ConvId,
+        user: UserId,
+        seq: Seq,
+    },
     /// `reader` has `sender`'s messages of `conv` up to `seq`.
     Receipt {
         conv: ConvId,
@@ -43,7 +49,8 @@ impl Shared {
         match self {
             Shared::Change(Change::Posted { conv, .. })
             | Shared::Typing { conv, .. }
-            | Shared::Receipt { conv, .. } => Some(*conv),
+            | Shared::Receipt { conv, .. }
+            | Shared::Read { conv, .. } => Some(*conv),
             Shared::Change(_) => None,
         }
     }
@@ -88,6 +95,7 @@ impl Hub {
                 sender,
                 progress,
             } => super::sync::tell_receipt(conv, seq, reader, sender, progress, out),
+            Shared::Read { conv, user, seq } => self.read_elsewhere(user, conv, seq, out),
         }
     }
 
