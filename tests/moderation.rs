@@ -69,6 +69,15 @@ fn admins_ban_mute_deop_and_set_the_topic_and_it_is_all_audited() {
         bob.expect_news_prefix("OK SAY #r 1 ");
         alice.expect_news_prefix("MSG #r 1 ");
         carol.expect_news_prefix("MSG #r 1 ");
+        // An admin deleting another's message is in the log too.
+        carol.send("SAY #r buy now");
+        carol.expect_news_prefix("OK SAY #r 2 ");
+        alice.expect_news_prefix("MSG #r 2 ");
+        bob.expect_news_prefix("MSG #r 2 ");
+        alice.send("DELETE #r 2");
+        alice.expect_news("OK DELETE #r 2");
+        bob.expect_news("DELETED #r 2 alice");
+        carol.expect_news("DELETED #r 2 alice");
 
         // OP then DEOP; the last admin cannot be deopped.
         alice.send("OP #r bob");
@@ -123,6 +132,7 @@ fn admins_ban_mute_deop_and_set_the_topic_and_it_is_all_audited() {
                 "alice TOPIC - lunch at noon",
                 &*format!("alice MUTE bob {until}"),
                 "alice UNMUTE bob",
+                "alice DELETE carol 2",
                 "alice OP bob",
                 "bob DEOP alice",
                 "bob BAN carol",

@@ -11,6 +11,7 @@ use super::membership::Membership;
 use super::reactions::ReactionChange;
 use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
 use super::{ConvId, ConvKind, MsgState, UserId, pair};
+use crate::store::AuditAction;
 
 /// A committed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +125,17 @@ impl Hub {
                 }
                 let event = if msg.state == MsgState::Deleted {
                     let seq = msg.seq;
+                    // An admin deleting another's message is moderation,
+                    // and goes in the audit log (stored by the node that
+                    // did it).
+                    if by != msg.sender {
+                        let mut writes = Vec::new();
+                        let (target, detail) = (Some(msg.sender), Some(seq.to_string()));
+                        self.audit(conv, by, AuditAction::Delete, target, detail, &mut writes);
+                        if origin.is_some() {
+                            self.persist(writes, out);
+                        }
+                    }
                     Event::Deleted { conv, seq, by }
                 } else {
                     Event::Edited { conv, msg, by }

@@ -129,6 +129,8 @@ coded_enum!(
         Op = 5,
         Deop = 6,
         Topic = 7,
+        /// An admin deleting someone else's message.
+        Delete = 8,
     }
     unknown: Kick
 );

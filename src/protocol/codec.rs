@@ -142,6 +142,7 @@ fn audit_word(action: AuditAction) -> &'static str {
         AuditAction::Op => "OP",
         AuditAction::Deop => "DEOP",
         AuditAction::Topic => "TOPIC",
+        AuditAction::Delete => "DELETE",
     }
 }
 
