@@ -118,6 +118,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub bus_presence_ttl: u64,
 
+    /// Let push notifications go to gateways on this machine or private
+    /// networks (loopback, 10/8, 192.168/16, ...). Off by default: a
+    /// client names the gateway, and could otherwise aim the server at
+    /// services only it can reach.
+    #[arg(long, env = "LINECHAT_PUSH_ALLOW_PRIVATE")]
+    pub push_allow_private: bool,
+
     /// Folder for the database; created if absent.
     #[arg(long, env = "LINECHAT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

@@ -59,6 +59,13 @@
 //!   loop through a channel and the `Waker`. The hub's `chat::Sequencer`
 //!   puts messages from the bus and from this node's commits in seq order,
 //!   reading gaps from the store.
+//! - [`push`]: push notifications to Matrix push gateways on a thread of
+//!   its own. The hub (`chat::push`) queues a row in the message's own
+//!   commit for each member with a pusher who is offline (or away, for a
+//!   direct message or a mention); the thread sends due rows over its own
+//!   database connection, retries with backoff, and reports rejected
+//!   pushkeys back through a channel and the `Waker`. `guard` refuses
+//!   private gateway addresses unless `--push-allow-private`.
 //! - [`auth`] and [`blob`]: argon2 hashing and attachment bodies, each on
 //!   [`worker`] threads whose results come back the same way.
 //! - [`stream`]: non-blocking byte streams over a mio socket, plain or TLS
@@ -108,6 +115,7 @@ pub mod chat;
 pub mod config;
 pub mod fanout;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod store;
 pub mod stream;

@@ -329,6 +329,7 @@ proptest! {
                         vec![room]
                     }
                     Command::Audit { room, .. } => vec![room],
+                    Command::Pusher(_) => vec![],
                     Command::Away(text) => {
                         prop_assert!(text.is_none_or(|t| !t.is_empty() && !t.starts_with(' ')));
                         vec![]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::chat::{
     Change, ConvId, ConvKind, FriendChange, Member, Membership, Msg, MsgState, Posted, Progress,
-    ReactionChange, Seq, Shared, UserId,
+    PusherChange, ReactionChange, Seq, Shared, UserId,
 };
 
 /// The version this build writes and reads.
@@ -144,6 +144,7 @@ const REACTION: u8 = 22;
 const TOPIC: u8 = 23;
 const READ: u8 = 24;
 const AWAY: u8 = 25;
+const PUSHER: u8 = 26;
 
 struct Writer(Vec<u8>);
 
@@ -258,6 +259,13 @@ impl Writer {
                 self.0.push(AWAY);
                 self.uint(user.0.into());
                 self.opt_str(text.as_deref());
+            }
+            Change::Pusher(p) => {
+                self.0.push(PUSHER);
+                self.uint(p.user.0.into());
+                self.str(&p.app_id);
+                self.str(&p.pushkey);
+                self.opt_str(p.url.as_deref());
             }
             Change::Membership { conv, change } => {
                 let (tag, user, by, until) = match *change {
@@ -477,6 +485,12 @@ impl Reader<'_> {
                 user: self.user()?,
                 text: self.opt_str()?.map(Into::into),
             },
+            PUSHER => Change::Pusher(PusherChange {
+                user: self.user()?,
+                app_id: self.str()?.into(),
+                pushkey: self.str()?.into(),
+                url: self.opt_str()?.map(Into::into),
+            }),
             JOINED | LEFT => {
                 let conv = self.conv()?;
                 let user = self.user()?;
@@ -654,6 +668,20 @@ mod tests {
                 user,
                 text: text.map(Into::into),
             }),
+            (
+                user(),
+                "[a-z.]{1,10}",
+                "[^ ]{1,10}",
+                prop::option::of("[^ ]{1,20}")
+            )
+                .prop_map(|(user, app_id, pushkey, url)| Change::Pusher(
+                    PusherChange {
+                        user,
+                        app_id: app_id.into(),
+                        pushkey: pushkey.into(),
+                        url: url.map(Into::into),
+                    }
+                )),
             (conv(), membership()).prop_map(|(conv, change)| Change::Membership { conv, change }),
             (conv(), msg(), user()).prop_map(|(conv, msg, by)| Change::Changed {
                 conv,

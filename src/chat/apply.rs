@@ -8,6 +8,7 @@
 
 use super::friends::FriendChange;
 use super::membership::Membership;
+use super::push::PusherChange;
 use super::reactions::ReactionChange;
 use super::{Audience, Conv, Event, Hub, Member, Msg, Out, Posted, SessionId, User};
 use super::{ConvId, ConvKind, MsgState, UserId, pair};
@@ -43,6 +44,8 @@ pub enum Change {
     },
     /// A reaction added to or taken off a message.
     Reaction(ReactionChange),
+    /// A pusher registered or removed.
+    Pusher(PusherChange),
     /// `user` is away with this text, or (`None`) back.
     Away {
         user: UserId,
@@ -102,6 +105,7 @@ impl Hub {
             Change::Friendship(change) => self.apply_friend_change(change, out),
             Change::Reaction(change) => self.apply_reaction(change, out),
             Change::Topic { conv, by, topic } => self.apply_topic(conv, by, topic, out),
+            Change::Pusher(change) => self.apply_pusher(change),
             Change::Away { user, text } => {
                 self.set_away(user, text, out);
             }

@@ -67,6 +67,12 @@ pub enum ChatError {
     Banned(String),
     #[error("{0} is banned from {1}; UNBAN first")]
     TargetBanned(String, String),
+    #[error("{0}")]
+    BadPusher(&'static str),
+    #[error("no such pusher")]
+    NoSuchPusher,
+    #[error("at most {0} pushers per user")]
+    TooManyPushers(usize),
     #[error("you already block {0}")]
     AlreadyBlocked(String),
     #[error("you do not block {0}")]

@@ -20,6 +20,7 @@ mod names;
 mod order;
 mod output;
 mod presence;
+mod push;
 mod reactions;
 mod rooms;
 mod say;
@@ -41,6 +42,7 @@ pub use output::{
     Audience, Body, Emit, Event, FriendNews, InboxEntry, MemberInfo, Out, Output, Part, Posted,
     Presence, Progress, Reply, RequestInfo, RoomInfo,
 };
+pub use push::{Pusher, PusherChange};
 pub use reactions::{ReactionChange, Reactions};
 pub use shared::{Shared, Subscriptions};
 pub use state::{Conv, Member, Msg, User};
@@ -217,6 +219,8 @@ pub struct HubConfig {
     /// receipts are handed to the driver to publish ([`Shared`]), and
     /// messages reach the tables through the [`Sequencer`].
     pub clustered: bool,
+    /// PUSHER ADD may name a gateway at a private address (tests).
+    pub push_allow_private: bool,
 }
 
 impl Default for HubConfig {
@@ -232,6 +236,7 @@ impl Default for HubConfig {
             max_room_members: 100_000,
             max_attachment: 16 << 20,
             clustered: false,
+            push_allow_private: false,
         }
     }
 }
@@ -278,6 +283,7 @@ pub struct Hub {
     directs: IdMap<(UserId, UserId), ConvId>,
     friends: Friends,
     reactions: Reactions,
+    pushers: push::Pushers,
     sessions: IdMap<SessionId, SessionState>,
     cursors: IdMap<(UserId, ConvId), Cursor>,
     /// Cursors changed since they were last handed to storage.
@@ -376,6 +382,7 @@ impl Hub {
             directs: IdMap::default(),
             friends: Friends::default(),
             reactions: Reactions::default(),
+            pushers: push::Pushers::default(),
             sessions: IdMap::default(),
             cursors: IdMap::default(),
             dirty_cursors: IdSet::default(),
@@ -434,6 +441,7 @@ impl Hub {
         self.friends
             .load(&snap.friendships, &snap.requests, &snap.blocks);
         self.reactions = Reactions::load(snap.reactions);
+        self.pushers = push::Pushers::load(snap.pushers);
         self.load_moderation(moderation::Loaded {
             bans: snap.bans,
             mutes: snap.mutes,
@@ -616,6 +624,7 @@ impl Hub {
                 Some(uid),
             ) => self.moderation_command(sid, uid, room, user, action, minutes, out)?,
             (Command::Away(text), Some(uid)) => self.away(sid, uid, text, out)?,
+            (Command::Pusher(cmd), Some(uid)) => self.pusher(sid, uid, cmd, out)?,
             (Command::Topic { room, text }, Some(uid)) => {
                 self.topic_command(sid, uid, room, text, out)?
             }

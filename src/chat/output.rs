@@ -319,6 +319,13 @@ pub enum Reply {
     Rooms(Vec<RoomInfo>),
     /// AWAY: the text now shown, or `None`: back.
     Away(Option<Arc<str>>),
+    /// PUSHER ADD (`added`) or REMOVE done.
+    PusherSet {
+        app_id: String,
+        pushkey: String,
+        added: bool,
+    },
+    Pushers(Vec<super::Pusher>),
     Inbox(Vec<InboxEntry>),
     Added {
         conv: ConvId,

@@ -185,6 +185,7 @@ impl Hub {
             Ack::Reply(seq) => (None, Some(*seq)),
             Ack::Say => (None, None),
         };
+        writes.extend(self.notifications(conv, uid, &id, &text, at));
         let post = Post {
             conv,
             id,

@@ -54,6 +54,9 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::RequestPending(_) => "REQUEST_PENDING",
         ChatError::NoRequest(_) => "NO_REQUEST",
         ChatError::AlreadyBlocked(_) => "ALREADY_BLOCKED",
+        ChatError::BadPusher(_) => "BAD_PUSHER",
+        ChatError::NoSuchPusher => "NO_SUCH_PUSHER",
+        ChatError::TooManyPushers(_) => "TOO_MANY_PUSHERS",
         ChatError::Muted { .. } => "MUTED",
         ChatError::AlreadyBanned(..) => "ALREADY_BANNED",
         ChatError::NotBanned(..) => "NOT_BANNED",
@@ -258,6 +261,20 @@ pub fn reply(r: &Reply, viewer: Option<UserId>, dir: &impl Directory) -> Bytes {
         }
         Reply::Created(c) => out.line(format_args!("OK CREATE {}", conv(*c))),
         Reply::Away(Some(text)) => out.line(format_args!("OK AWAY {text}")),
+        Reply::PusherSet {
+            app_id,
+            pushkey,
+            added,
+        } => {
+            let verb = if *added { "ADD" } else { "REMOVE" };
+            out.line(format_args!("OK PUSHER {verb} {app_id} {pushkey}"))
+        }
+        Reply::Pushers(list) => {
+            for p in list {
+                out.line(format_args!("PUSHER {} {} {}", p.app_id, p.pushkey, p.url));
+            }
+            out.line(format_args!("OK PUSHER LIST {}", list.len()));
+        }
         Reply::Away(None) => out.line(format_args!("OK AWAY")),
         Reply::Moderated {
             conv: c,

@@ -28,6 +28,21 @@ pub enum FriendCmd<'a> {
     Blocked,
 }
 
+/// PUSHER's sub-commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PusherCmd<'a> {
+    Add {
+        app_id: &'a str,
+        pushkey: &'a str,
+        url: &'a str,
+    },
+    Remove {
+        app_id: &'a str,
+        pushkey: &'a str,
+    },
+    List,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
     Help(Option<&'a str>),
@@ -68,6 +83,7 @@ pub enum Command<'a> {
     },
     /// AWAY with text, or back without.
     Away(Option<&'a str>),
+    Pusher(PusherCmd<'a>),
     /// TOPIC #room shows it; with text, sets it.
     Topic {
         room: &'a str,
@@ -171,6 +187,7 @@ pub const VERBS: &[&str] = &[
     "FRIEND",
     "PRESENCE",
     "AWAY",
+    "PUSHER",
     "HISTORY",
     "SYNC",
     "READ",
@@ -322,6 +339,25 @@ pub fn parse(line: &str) -> Result<Command<'_>, ParseError> {
             action: AuditAction::Mute,
             minutes: Some(number(minutes, "MUTE")?),
         }
+    } else if is("PUSHER") {
+        let (sub, rest) = split_word(args);
+        let sub_is = |name: &str| sub.eq_ignore_ascii_case(name);
+        Command::Pusher(if sub_is("ADD") {
+            let [app_id, pushkey, url] = words(rest, "PUSHER")?;
+            PusherCmd::Add {
+                app_id,
+                pushkey,
+                url,
+            }
+        } else if sub_is("REMOVE") {
+            let [app_id, pushkey] = words(rest, "PUSHER")?;
+            PusherCmd::Remove { app_id, pushkey }
+        } else if sub_is("LIST") {
+            words::<0>(rest, "PUSHER")?;
+            PusherCmd::List
+        } else {
+            return Err(ParseError::Usage("PUSHER"));
+        })
     } else if is("AWAY") {
         Command::Away((!args.is_empty()).then_some(args))
     } else if is("TOPIC") {

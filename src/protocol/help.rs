@@ -66,6 +66,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
         "say you are away, with a text; AWAY alone says you are back",
     ),
     (
+        "PUSHER",
+        "PUSHER ADD <app-id> <pushkey> <gateway-url> | PUSHER REMOVE <app-id> <pushkey> | PUSHER LIST",
+        "register a device for push notifications through a Matrix push gateway",
+    ),
+    (
         "DEOP",
         "DEOP #room <user>",
         "admins: take a member's admin rights (a room keeps at least one admin)",

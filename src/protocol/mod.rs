@@ -9,7 +9,7 @@ pub mod framing;
 pub mod help;
 
 pub use codec::ms_to_time;
-pub use command::{Command, FriendCmd, Target, parse};
+pub use command::{Command, FriendCmd, PusherCmd, Target, parse};
 pub use directive::{Framing, Lost, framing};
 pub use framing::{Frame, LineFramer};
 

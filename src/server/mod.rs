@@ -54,6 +54,7 @@ use crate::chat::{AuthCtx, BlobCtx, ConvId, Hub, Out, Pending, Seq, SessionId, S
 use crate::config::Config;
 use crate::config::StoreUrl;
 use crate::fanout::Wire;
+use crate::push;
 use crate::store::{self, Backend, PostgresBackend, SqliteBackend, Storage};
 use crate::stream;
 use accept::{Front, TlsListener, bind};
@@ -103,6 +104,28 @@ fn open_store(cfg: &Config, blob_dir: &std::path::Path) -> Result<Box<dyn Backen
     })
 }
 
+/// How the push thread reaches the store's database: a connection of its
+/// own, to the SQLite file or the PostgreSQL server.
+fn push_queue(cfg: &Config) -> push::Opener {
+    match &cfg.store {
+        StoreUrl::Sqlite => {
+            let path = cfg.data_dir.join("linechat.db");
+            Box::new(move || {
+                let conn = rusqlite::Connection::open(&path)?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                Ok(Box::new(conn) as Box<dyn push::queue::PushQueue>)
+            })
+        }
+        StoreUrl::Postgres(url) => {
+            let url = url.clone();
+            Box::new(move || {
+                let client = postgres::Client::connect(&url, postgres::NoTls)?;
+                Ok(Box::new(client) as Box<dyn push::queue::PushQueue>)
+            })
+        }
+    }
+}
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -141,6 +164,8 @@ pub struct Server {
     store_done: mpsc::Receiver<store::Committed<Pending>>,
     blobs: Blobs<BlobCtx>,
     blob_done: mpsc::Receiver<blob::Done<BlobCtx>>,
+    /// Pushkeys gateways rejected (the push thread).
+    push_rejected: mpsc::Receiver<push::Rejected>,
     /// Set with `--bus`.
     bus: Option<Bus>,
     bus_done: mpsc::Receiver<bus::Incoming>,
@@ -229,6 +254,13 @@ impl Server {
         let blob_dir = cfg.blob_dir();
         let mut db = open_store(&cfg, &blob_dir)?;
         let snapshot = db.load(cfg.recent)?;
+        let (push_tx, push_rejected) = mpsc::channel();
+        push::start(
+            push_queue(&cfg),
+            cfg.push_allow_private,
+            push_tx,
+            Arc::clone(&wake),
+        )?;
         let (store_tx, store_done) = mpsc::channel();
         let storage = Storage::start(db, store_tx, Arc::clone(&wake));
         let (blob_tx, blob_done) = mpsc::channel();
@@ -254,6 +286,7 @@ impl Server {
             max_room_members: cfg.max_room_members,
             max_attachment: cfg.max_attachment,
             clustered: cfg.bus.is_some(),
+            push_allow_private: cfg.push_allow_private,
         };
         let hub = Hub::new(hub_cfg, snapshot, decoy, Box::new(SystemEnv));
 
@@ -296,6 +329,7 @@ impl Server {
             store_done,
             blobs,
             blob_done,
+            push_rejected,
             bus,
             bus_done,
             last_position_check: Instant::now(),
@@ -480,6 +514,10 @@ impl Server {
         while let Ok(done) = self.blob_done.try_recv() {
             self.flush_posts();
             self.hub.blob_done(done, &mut self.out);
+            self.apply_out();
+        }
+        while let Ok(r) = self.push_rejected.try_recv() {
+            self.hub.pusher_rejected(r, &mut self.out);
             self.apply_out();
         }
         while let Ok(incoming) = self.bus_done.try_recv() {

@@ -98,6 +98,16 @@ pub enum Write {
     },
     /// An admin's action, for the audit log.
     Audit(AuditRow),
+    /// `user`'s pusher `app_id`/`pushkey` at gateway `url`, or (`None`)
+    /// removed.
+    Pusher {
+        user: UserId,
+        app_id: String,
+        pushkey: String,
+        url: Option<String>,
+    },
+    /// A notification to send (the push thread reads it from the queue).
+    Push(PushRow),
     /// `by` blocks `user` (`on`), or unblocks them. Blocking also withdraws
     /// a pending request from `by` to `user`.
     Block {
@@ -317,6 +327,23 @@ pub struct Snapshot {
     /// Oldest first, the newest `chat::moderation::AUDIT_KEPT` per
     /// conversation.
     pub audit: Vec<AuditRow>,
+    /// (user, app id, pushkey, gateway URL)
+    pub pushers: Vec<(UserId, String, String, String)>,
+}
+
+/// A notification as queued: what the gateway's request needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRow {
+    pub user: UserId,
+    /// The conversation as the user names it (`#room`, `@sender`).
+    pub room: String,
+    pub sender: String,
+    pub msgid: String,
+    /// `high` (direct message or mention) or `low`.
+    pub prio: &'static str,
+    pub unread: u64,
+    /// Unix ms: when it may first be sent.
+    pub at: i64,
 }
 
 /// One entry of a conversation's audit log.

@@ -46,6 +46,8 @@ struct Tables {
     topics: BTreeMap<ConvId, String>,
     /// Oldest first.
     audit: Vec<AuditRow>,
+    /// (app id, pushkey) to (user, gateway URL).
+    pushers: BTreeMap<(String, String), (UserId, String)>,
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
     blob_refs: BTreeMap<(ConvId, Seq), String>,
@@ -126,6 +128,11 @@ impl Backend for MemoryBackend {
                 .collect(),
             topics: t.topics.iter().map(|(&c, t)| (c, t.clone())).collect(),
             audit: t.audit_kept(),
+            pushers: t
+                .pushers
+                .iter()
+                .map(|((app, key), (user, url))| (*user, app.clone(), key.clone(), url.clone()))
+                .collect(),
         })
     }
 
@@ -336,6 +343,25 @@ impl Tables {
                 }
             },
             Write::Audit(row) => self.audit.push(row.clone()),
+            Write::Pusher {
+                user,
+                app_id,
+                pushkey,
+                url,
+            } => {
+                let key = (app_id.clone(), pushkey.clone());
+                match url {
+                    Some(url) => {
+                        self.pushers.insert(key, (*user, url.clone()));
+                    }
+                    None => {
+                        self.pushers.remove(&key);
+                    }
+                }
+            }
+            // The push thread reads the real stores' queue: nothing here
+            // sends, so nothing is kept.
+            Write::Push(_) => {}
             Write::Block { by, user, on } => {
                 if *on {
                     self.blocks.insert((*by, *user));

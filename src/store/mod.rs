@@ -31,8 +31,8 @@ pub use crate::chat::types::{AuditAction, ConvId, ConvKind, MsgState, RequestSta
 
 pub use self::postgres::PostgresBackend;
 pub use api::{
-    Answer, Assigned, AuditRow, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, Query,
-    Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
+    Answer, Assigned, AuditRow, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, PushRow,
+    Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
 pub use backend::Backend;
 pub use memory::MemoryBackend;

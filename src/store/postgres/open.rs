@@ -144,6 +144,11 @@ pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreErro
             }
         })
         .collect();
+    let pushers = db
+        .query("SELECT user_id, app_id, pushkey, url FROM pushers", &[])?
+        .iter()
+        .map(|r| (user_id(r.get(0)), r.get(1), r.get(2), r.get(3)))
+        .collect();
     Ok(Snapshot {
         users,
         convs,
@@ -157,5 +162,6 @@ pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreErro
         mutes,
         topics,
         audit,
+        pushers,
     })
 }

@@ -380,6 +380,42 @@ fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
                 &[&id(conv.0), text],
             )?;
         }
+        Write::Pusher {
+            user,
+            app_id,
+            pushkey,
+            url,
+        } => match url {
+            Some(url) => {
+                db.execute(
+                    "INSERT INTO pushers (user_id, app_id, pushkey, url) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (app_id, pushkey) DO UPDATE
+                     SET user_id = excluded.user_id, url = excluded.url",
+                    &[&id(user.0), app_id, pushkey, url],
+                )?;
+            }
+            None => {
+                db.execute(
+                    "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2",
+                    &[app_id, pushkey],
+                )?;
+            }
+        },
+        Write::Push(p) => {
+            db.execute(
+                "INSERT INTO push_queue (user_id, room, sender, msgid, prio, unread, next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &id(p.user.0),
+                    &p.room,
+                    &p.sender,
+                    &p.msgid,
+                    &p.prio,
+                    &i64::try_from(p.unread).unwrap_or(i64::MAX),
+                    &p.at,
+                ],
+            )?;
+        }
         Write::Audit(row) => {
             db.execute(
                 "INSERT INTO audit (conv, at, by_user, action, target, detail)

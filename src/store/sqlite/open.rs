@@ -165,6 +165,10 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
             })
         })?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("SELECT user_id, app_id, pushkey, url FROM pushers")?;
+    snap.pushers = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
     let mut stmt =
         conn.prepare("SELECT conv, seq, user, reaction FROM reactions ORDER BY rowid")?;
     snap.reactions = stmt
@@ -253,6 +257,7 @@ mod tests {
                  DROP TABLE reactions;
                  DROP TABLE blocks; DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit;
                  ALTER TABLE convs DROP COLUMN topic;
+                 DROP TABLE pushers; DROP TABLE push_queue;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

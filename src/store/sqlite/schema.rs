@@ -140,6 +140,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE VIRTUAL TABLE messages_fts USING fts5(
         text, content = '', columnsize = 0, tokenize = 'unicode61');
     DELETE FROM fts_done;",
+    // 8: push notifications: each user's pushers, and the queue the push
+    // thread sends from (a row is written with the message it is about).
+    "CREATE TABLE pushers (
+        user_id INTEGER NOT NULL,
+        app_id TEXT NOT NULL,
+        pushkey TEXT NOT NULL,
+        url TEXT NOT NULL,
+        PRIMARY KEY (app_id, pushkey)
+    );
+    CREATE INDEX pushers_by_user ON pushers (user_id);
+    CREATE TABLE push_queue (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        room TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        msgid TEXT NOT NULL,
+        prio TEXT NOT NULL,
+        unread INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL
+    );
+    CREATE INDEX push_queue_by_time ON push_queue (next_at);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

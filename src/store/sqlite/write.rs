@@ -437,6 +437,39 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
             tx.prepare_cached("UPDATE convs SET topic = ?2 WHERE id = ?1")?
                 .execute(params![conv, text])?;
         }
+        Write::Pusher {
+            user,
+            app_id,
+            pushkey,
+            url,
+        } => match url {
+            Some(url) => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO pushers (user_id, app_id, pushkey, url)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![user, app_id, pushkey, url])?;
+            }
+            None => {
+                tx.prepare_cached("DELETE FROM pushers WHERE app_id = ?1 AND pushkey = ?2")?
+                    .execute(params![app_id, pushkey])?;
+            }
+        },
+        Write::Push(p) => {
+            tx.prepare_cached(
+                "INSERT INTO push_queue (user_id, room, sender, msgid, prio, unread, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                p.user,
+                p.room,
+                p.sender,
+                p.msgid,
+                p.prio,
+                i64::try_from(p.unread).unwrap_or(i64::MAX),
+                p.at
+            ])?;
+        }
         Write::Audit(row) => {
             tx.prepare_cached(
                 "INSERT INTO audit (conv, at, by, action, target, detail)
