@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, each_store};
 use serde_json::{Value, json};
 
 /// A loopback push gateway: answers each POST with the next scripted
@@ -93,67 +93,69 @@ fn notification(msgid: &str, room: &str, prio: &str, unread: u64) -> Value {
 
 #[test]
 fn offline_users_are_notified_retried_and_rejected_pushkeys_dropped() {
-    let (url, rx) = gateway(vec![
-        (500, "oops"),
-        (200, "{}"),
-        (200, "{}"),
-        (200, r#"{"rejected":["key-1"]}"#),
-    ]);
-    let s = Server::with_args(&["--push-allow-private"]);
-    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
-    alice.send(&format!("PUSHER ADD org.example.chat key-1 {url}"));
-    alice.expect("OK PUSHER ADD org.example.chat key-1");
-    alice.send("PUSHER LIST");
-    alice.expect(&format!("PUSHER org.example.chat key-1 {url}"));
-    alice.expect("OK PUSHER LIST 1");
-    // Online: no notification.
-    bob.send("SAY #r while you are here");
-    bob.expect_news_prefix("OK SAY #r 1 ");
-    alice.expect_news_prefix("MSG #r 1 ");
-    alice.send("QUIT");
-    alice.expect_news("OK QUIT bye");
-    bob.expect_news_prefix("PRESENCE alice offline ");
-
-    // Offline: a notification; the gateway fails once, and the retry is
-    // the same request.
-    bob.send("SAY #r lunch?");
-    let ok = bob.expect_news_prefix("OK SAY #r 2 ");
-    let msgid = ok.rsplit(' ').next().unwrap().to_string();
-    let want = notification(&msgid, "#r", "low", 2);
-    assert_eq!(next(&rx), want);
-    assert_eq!(next(&rx), want, "retried after the 500");
-    // A mention is high priority.
-    bob.send("SAY #r @alice are you there?");
-    let ok = bob.expect_news_prefix("OK SAY #r 3 ");
-    let msgid = ok.rsplit(' ').next().unwrap().to_string();
-    assert_eq!(next(&rx), notification(&msgid, "#r", "high", 3));
-    // The gateway rejects the pushkey: the pusher is gone.
-    bob.send("SAY #r last one");
-    let ok = bob.expect_news_prefix("OK SAY #r 4 ");
-    let msgid = ok.rsplit(' ').next().unwrap().to_string();
-    assert_eq!(next(&rx), notification(&msgid, "#r", "low", 4));
-    let mut alice = s.user("alice");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    each_store(|store| {
+        let (url, rx) = gateway(vec![
+            (500, "oops"),
+            (200, "{}"),
+            (200, "{}"),
+            (200, r#"{"rejected":["key-1"]}"#),
+        ]);
+        let s = Server::with_args(&[store, &["--push-allow-private"]].concat());
+        let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]);
+        alice.send(&format!("PUSHER ADD org.example.chat key-1 {url}"));
+        alice.expect("OK PUSHER ADD org.example.chat key-1");
         alice.send("PUSHER LIST");
-        let line = alice.news();
-        if line == "OK PUSHER LIST 0" {
-            break;
+        alice.expect(&format!("PUSHER org.example.chat key-1 {url}"));
+        alice.expect("OK PUSHER LIST 1");
+        // Online: no notification.
+        bob.send("SAY #r while you are here");
+        bob.expect_news_prefix("OK SAY #r 1 ");
+        alice.expect_news_prefix("MSG #r 1 ");
+        alice.send("QUIT");
+        alice.expect_news("OK QUIT bye");
+        bob.expect_news_prefix("PRESENCE alice offline ");
+
+        // Offline: a notification; the gateway fails once, and the retry is
+        // the same request.
+        bob.send("SAY #r lunch?");
+        let ok = bob.expect_news_prefix("OK SAY #r 2 ");
+        let msgid = ok.rsplit(' ').next().unwrap().to_string();
+        let want = notification(&msgid, "#r", "low", 2);
+        assert_eq!(next(&rx), want);
+        assert_eq!(next(&rx), want, "retried after the 500");
+        // A mention is high priority.
+        bob.send("SAY #r @alice are you there?");
+        let ok = bob.expect_news_prefix("OK SAY #r 3 ");
+        let msgid = ok.rsplit(' ').next().unwrap().to_string();
+        assert_eq!(next(&rx), notification(&msgid, "#r", "high", 3));
+        // The gateway rejects the pushkey: the pusher is gone.
+        bob.send("SAY #r last one");
+        let ok = bob.expect_news_prefix("OK SAY #r 4 ");
+        let msgid = ok.rsplit(' ').next().unwrap().to_string();
+        assert_eq!(next(&rx), notification(&msgid, "#r", "low", 4));
+        let mut alice = s.user("alice");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            alice.send("PUSHER LIST");
+            let line = alice.news();
+            if line == "OK PUSHER LIST 0" {
+                break;
+            }
+            alice.expect_news("OK PUSHER LIST 1");
+            assert!(std::time::Instant::now() < deadline, "the pusher stays");
+            std::thread::sleep(Duration::from_millis(50));
         }
-        alice.expect_news("OK PUSHER LIST 1");
-        assert!(std::time::Instant::now() < deadline, "the pusher stays");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bob.expect_news("PRESENCE alice online");
-    alice.send("QUIT");
-    alice.expect_news("OK QUIT bye");
-    bob.expect_news_prefix("PRESENCE alice offline ");
-    bob.send("SAY #r nobody hears this");
-    bob.expect_news_prefix("OK SAY #r 5 ");
-    assert!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "no pusher is left"
-    );
+        bob.expect_news("PRESENCE alice online");
+        alice.send("QUIT");
+        alice.expect_news("OK QUIT bye");
+        bob.expect_news_prefix("PRESENCE alice offline ");
+        bob.send("SAY #r nobody hears this");
+        bob.expect_news_prefix("OK SAY #r 5 ");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "no pusher is left"
+        );
+    });
 }
 
 #[test]
