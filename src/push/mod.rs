@@ -36,8 +36,9 @@ const REOPEN: Duration = Duration::from_secs(1);
 const BATCH: usize = 256;
 /// The first retry's wait; each later one doubles it.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
-/// The longest wait between two tries.
-pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+/// The longest wait between two tries: a gateway back after a long outage
+/// gets its backlog within this.
+pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
 /// Opens the push thread's connection to the store's database.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn PushQueue>, StoreError> + Send>;
