@@ -27,7 +27,9 @@ pub struct Device {
 }
 
 pub trait PushQueue: Send {
-    /// Up to `max` rows due at `now` (Unix ms), oldest first.
+    /// Up to `max` rows due at `now` (Unix ms), taken for [`LEASE_MS`]: on
+    /// a database several nodes share, no other node's push thread takes
+    /// them meanwhile (and if this node dies, they come due again then).
     fn due(&mut self, now: i64, max: usize) -> Result<Vec<Queued>, StoreError>;
     fn devices(&mut self, user: i64) -> Result<Vec<Device>, StoreError>;
     /// The row is done with (sent, or refused for good).
@@ -45,10 +47,21 @@ const DONE: &str = "DELETE FROM push_queue WHERE id = $1";
 const RETRY: &str = "UPDATE push_queue SET attempts = $2, next_at = $3 WHERE id = $1";
 const REJECT: &str = "DELETE FROM pushers WHERE app_id = $1 AND pushkey = $2";
 
+/// How long a taken row stays out of other nodes' reach.
+pub const LEASE_MS: i64 = 30_000;
+
+/// PostgreSQL's `due`: takes the rows in one statement, skipping those
+/// another node's transaction is taking at the same moment.
+const TAKE: &str = "UPDATE push_queue SET next_at = $1 + $3 WHERE id IN (
+         SELECT id FROM push_queue WHERE next_at <= $1 ORDER BY next_at, id LIMIT $2
+         FOR UPDATE SKIP LOCKED)
+     RETURNING id, user_id, room, sender, msgid, prio, unread, attempts";
+
 fn limit(max: usize) -> i64 {
     i64::try_from(max).unwrap_or(i64::MAX)
 }
 
+/// One SQLite file has one server, so its rows need no lease.
 impl PushQueue for rusqlite::Connection {
     fn due(&mut self, now: i64, max: usize) -> Result<Vec<Queued>, StoreError> {
         let mut stmt = self.prepare_cached(&DUE.replace('$', "?"))?;
@@ -100,7 +113,7 @@ impl PushQueue for rusqlite::Connection {
 
 impl PushQueue for postgres::Client {
     fn due(&mut self, now: i64, max: usize) -> Result<Vec<Queued>, StoreError> {
-        let rows = self.query(DUE, &[&now, &limit(max)])?;
+        let rows = self.query(TAKE, &[&now, &limit(max), &LEASE_MS])?;
         Ok(rows
             .iter()
             .map(|r| Queued {
