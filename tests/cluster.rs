@@ -44,8 +44,18 @@ impl Cluster {
         Cluster::on_redis(n, &redis_url()?)
     }
 
+    /// `n` nodes on a new database, on the test Redis, each with `extra`
+    /// flags.
+    fn start_with(n: usize, extra: &[&str]) -> Option<Cluster> {
+        Cluster::on_redis_with(n, &redis_url()?, extra)
+    }
+
     /// `n` nodes on a new database, on the Redis at `redis`.
     fn on_redis(n: usize, redis: &str) -> Option<Cluster> {
+        Cluster::on_redis_with(n, redis, &[])
+    }
+
+    fn on_redis_with(n: usize, redis: &str, extra: &[&str]) -> Option<Cluster> {
         let db = TestDb::create()?;
         // The database's name is unique to this test: so are the channels.
         let prefix = db.name.clone();
@@ -56,7 +66,7 @@ impl Cluster {
             nodes: Vec::new(),
         };
         for _ in 0..n {
-            let node = Server::with_args(&cluster.args());
+            let node = Server::with_args(&[&cluster.args()[..], extra].concat());
             cluster.nodes.push(node);
         }
         Some(cluster)
@@ -565,4 +575,44 @@ fn read_cursors_and_away_cross_nodes() {
     );
     bob.send("PRESENCE alice");
     bob.expect("OK PRESENCE alice away at lunch");
+}
+
+#[test]
+fn a_cluster_sends_each_notification_once() {
+    let Some(cl) = Cluster::start_with(2, &["--push-allow-private"]) else {
+        return;
+    };
+    let (url, rx) = common::gateway::gateway(Vec::new());
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send(&format!("PUSHER ADD org.example.chat key-1 {url}"));
+    alice.expect("OK PUSHER ADD org.example.chat key-1");
+    alice.send("QUIT");
+    alice.expect("OK QUIT bye");
+    // bob's node learns of the pusher on the bus and of alice going
+    // offline from the presence heartbeat; until then it queues nothing.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut n = 0;
+    let first = loop {
+        n += 1;
+        bob.send(&format!("SAY #r ping {n}"));
+        bob.expect_prefix("OK SAY #r ");
+        if let Ok((_, body)) = rx.recv_timeout(Duration::from_millis(500)) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification from the cluster"
+        );
+    };
+    assert_eq!(first["notification"]["room_id"], "#r");
+    assert_eq!(first["notification"]["sender"], "bob");
+    // Both nodes' push threads read the shared queue: each notification
+    // goes out once.
+    let event = first["notification"]["event_id"].clone();
+    while let Ok((_, body)) = rx.recv_timeout(Duration::from_secs(2)) {
+        assert_ne!(
+            body["notification"]["event_id"], event,
+            "sent twice: {body}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod gateway;
 pub mod pg;
 pub mod tls;
 
