@@ -16,10 +16,16 @@
 //!   members, a user's sessions), never bytes or lists of sessions.
 //!   `chat::types` holds the domain's vocabulary (id newtypes, `Seq`,
 //!   conversation kind, message and request states), which storage maps to
-//!   columns. Committed changes, the hub's own and (next) other nodes',
-//!   reach the tables through one `Hub::apply` (`chat::apply`); under
+//!   columns. Committed changes, the hub's own and other nodes', reach
+//!   the tables through one `Hub::apply` (`chat::apply`); under
 //!   `--durability sync` and `write` the commit assigns ids and seqs, and `chat::found`
-//!   holds the commands that wait for a conversation being founded.
+//!   holds the commands that wait for a conversation being founded. One
+//!   file per command family: `accounts`, `rooms` and `membership`,
+//!   `say`, `history`, `sync` (cursors, READ, STATUS, TYPING), `attach`,
+//!   `friends` (with blocks), `presence` (with AWAY), `inbox` (INBOX,
+//!   UNREAD), `reactions`, `moderation` (BAN, MUTE, DEOP, TOPIC, AUDIT),
+//!   `push` (PUSHER, and who gets a notification); `shared` and `order`
+//!   are the cluster's side (what other nodes hear, and the `Sequencer`).
 //! - [`fanout`]: expands each audience into this node's sessions and has the
 //!   codec encode each event once per viewer form, one shared buffer for all
 //!   its recipients; the driver gets bytes per session ([`fanout::Wire`]).
