@@ -53,7 +53,7 @@ pub struct Rejected {
 }
 
 /// Starts the push thread; it opens its connection with `open`, and again
-/// after a failure (the database went away), pausing [`REOPEN`] between.
+/// after a failure (the database went away), pausing `REOPEN` between.
 /// Rejected pushkeys go to `rejected`, with a wake-up of the loop.
 pub fn start(
     mut open: Opener,
