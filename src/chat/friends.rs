@@ -111,8 +111,10 @@ impl Friends {
         let mut writes = Vec::new();
         let unfriended = self.are_friends(me, other);
         if unfriended {
-            writes.extend(self.remove(me, other)?);
+            writes.push(Write::Unfriend { a: me, b: other });
         }
+        // Unlinks the friendship and withdraws the request, as it does
+        // for a block another node made.
         self.apply(FriendChange::Blocked {
             by: me,
             user: other,
