@@ -122,6 +122,10 @@ fn pushers_are_checked_and_private_gateways_refused_by_default() {
             "PUSHER ADD app key ftp://push.example.org/_matrix/push/v1/notify",
             "ERR BAD_PUSHER the URL must be http:// or https://",
         ),
+        (
+            "PUSHER ADD app key http://push.example.org@10.0.0.1/_matrix/push/v1/notify",
+            "ERR BAD_PUSHER the URL must be http:// or https://",
+        ),
         ("PUSHER REMOVE app key", "ERR NO_SUCH_PUSHER no such pusher"),
         (
             "PUSHER ADD app key",

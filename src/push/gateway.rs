@@ -28,11 +28,21 @@ pub fn host_port(url: &str) -> Option<(&str, u16)> {
         (url.strip_prefix("http://")?, 80)
     };
     let authority = rest.split('/').next()?;
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
-        _ => (authority, default_port),
+    // No user info: `http://x@10.0.0.1/` would name one host and reach another.
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal, with or without a port after it.
+        Some(bracketed) => match bracketed.split_once(']')? {
+            (h, "") => (h, default_port),
+            (h, after) => (h, after.strip_prefix(':')?.parse().ok()?),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, default_port),
+        },
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some((host, port))
 }
 
@@ -125,6 +135,12 @@ mod tests {
             host_port(&format!("http://[::1]:8080{notify}")),
             Some(("::1", 8080))
         );
+        assert_eq!(
+            host_port(&format!("http://[::1]{notify}")),
+            Some(("::1", 80))
+        );
+        assert_eq!(host_port(&format!("http://x@10.0.0.1{notify}")), None);
+        assert_eq!(host_port(&format!("http://[::1]x{notify}")), None);
         assert_eq!(host_port("ftp://x/y"), None);
         assert_eq!(host_port("http:///x"), None);
     }
