@@ -91,20 +91,10 @@ impl Hub {
                 };
                 vec![Emit::Event(Audience::members(conv, except), event)]
             }
-            Membership::Banned { user, by } => {
-                if self.is_banned(conv, user) {
+            Membership::Banned { user, .. } => {
+                let Some(event) = self.moderate(conv, change, writes) else {
                     return Vec::new();
-                }
-                if let Some(m) = self.moderation_mut(conv) {
-                    m.ban(user);
-                }
-                writes.push(Write::Ban {
-                    conv,
-                    user,
-                    on: true,
-                });
-                self.audit(conv, by, AuditAction::Ban, Some(user), None, writes);
-                let event = Event::Banned { conv, user, by };
+                };
                 if self.conv_has_member(conv, user) {
                     self.remove_and_tell(conv, user, event, except, writes)
                 } else {

@@ -46,10 +46,6 @@ impl Moderation {
         self.muted.get(&user).copied().filter(|&until| until > now)
     }
 
-    pub fn ban(&mut self, user: UserId) {
-        self.banned.insert(user);
-    }
-
     fn record(&mut self, entry: AuditRow) {
         if self.audit.len() == AUDIT_KEPT {
             self.audit.pop_front();
@@ -153,17 +149,41 @@ impl Hub {
     }
 
     /// Applies a moderation change to the tables (bans, mutes), pushing its
-    /// writes; returns the event the members hear, or `None` if the tables
-    /// already show it. LEAVE-like removal for a ban is done by the caller.
+    /// writes and its audit entry; returns the event the members hear, or
+    /// `None` if the tables already show it. A ban's removal of a member is
+    /// done by the caller (`change_membership`), as for KICK.
     pub(super) fn moderate(
         &mut self,
         conv: ConvId,
         change: Membership,
         writes: &mut Vec<Write>,
     ) -> Option<Event> {
+        let (user, by) = match change {
+            Membership::Banned { user, by }
+            | Membership::Unbanned { user, by }
+            | Membership::Muted { user, by, .. }
+            | Membership::Unmuted { user, by } => (user, by),
+            _ => return None,
+        };
         let m = self.moderation_mut(conv)?;
-        let (event, write, audit) = match change {
-            Membership::Unbanned { user, by } => {
+        let (event, write, action, detail) = match change {
+            Membership::Banned { .. } => {
+                if !m.banned.insert(user) {
+                    return None;
+                }
+                let write = Write::Ban {
+                    conv,
+                    user,
+                    on: true,
+                };
+                (
+                    Event::Banned { conv, user, by },
+                    write,
+                    AuditAction::Ban,
+                    None,
+                )
+            }
+            Membership::Unbanned { .. } => {
                 if !m.banned.remove(&user) {
                     return None;
                 }
@@ -172,13 +192,10 @@ impl Hub {
                     user,
                     on: false,
                 };
-                (
-                    Event::Unbanned { conv, user, by },
-                    write,
-                    (by, AuditAction::Unban, user, None),
-                )
+                let event = Event::Unbanned { conv, user, by };
+                (event, write, AuditAction::Unban, None)
             }
-            Membership::Muted { user, by, until } => {
+            Membership::Muted { until, .. } => {
                 m.muted.insert(user, until);
                 let write = Write::Mute {
                     conv,
@@ -192,26 +209,21 @@ impl Hub {
                     by,
                     until,
                 };
-                (event, write, (by, AuditAction::Mute, user, detail))
+                (event, write, AuditAction::Mute, detail)
             }
-            Membership::Unmuted { user, by } => {
+            _ => {
                 m.muted.remove(&user)?;
                 let write = Write::Mute {
                     conv,
                     user,
                     until: None,
                 };
-                (
-                    Event::Unmuted { conv, user, by },
-                    write,
-                    (by, AuditAction::Unmute, user, None),
-                )
+                let event = Event::Unmuted { conv, user, by };
+                (event, write, AuditAction::Unmute, None)
             }
-            _ => return None,
         };
         writes.push(write);
-        let (by, action, target, detail) = audit;
-        self.audit(conv, by, action, Some(target), detail, writes);
+        self.audit(conv, by, action, Some(user), detail, writes);
         Some(event)
     }
 
