@@ -314,6 +314,61 @@ fn delivery_resumes_after_a_redis_restart() {
     assert_eq!(alice.stat("bus_reconnects"), 1);
 }
 
+/// Node-wide changes made while Redis is down are not lost for the other
+/// nodes: each is in the change log, which their position checks read
+/// (every second here) without waiting for Redis; bob's node applies them
+/// in commit order, and the bus carries the next ones once Redis is back.
+#[test]
+fn node_wide_changes_made_while_redis_is_down_reach_the_other_nodes() {
+    if redis_url().is_none() {
+        return;
+    }
+    let mut redis = OwnRedis::start();
+    let Some(cl) = Cluster::on_redis(2, &redis.url()) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    alice.send("SAY #r hi");
+    let said = alice.expect_prefix("OK SAY #r 1 ");
+    let msgid = said.rsplit(' ').next().unwrap().to_string();
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice hi");
+
+    redis.kill();
+    // On node 0: an edit, a topic, a new account with a new room, a kick.
+    alice.send("EDIT #r 1 hello");
+    alice.expect("OK EDIT #r 1");
+    alice.send("TOPIC #r quiet please");
+    alice.expect("OK TOPIC #r");
+    let mut carol = cl.nodes[0].user("carol");
+    carol.send("JOIN #s");
+    carol.expect("OK JOIN #s created");
+    alice.send("KICK #r bob");
+    alice.expect("OK KICK #r bob");
+    // bob's node reads them from the change log, in order.
+    bob.expect(&format!("EDITED #r 1 {msgid} alice hello"));
+    bob.expect("TOPICSET #r alice quiet please");
+    bob.expect("KICKED #r bob alice");
+    bob.send("SAY #r still here?");
+    bob.expect("ERR NOT_MEMBER you are not a member of #r");
+    // carol's account and room are known there too.
+    let mut carol_on_1 = cl.nodes[1].client();
+    carol_on_1.login("carol");
+    carol_on_1.send("WHO #s");
+    let line = carol_on_1.line();
+    assert!(line.starts_with("MEMBER #s carol "), "{line}");
+    carol_on_1.expect("OK WHO #s 1");
+
+    // With Redis back, the bus carries node-wide changes again.
+    redis.restart();
+    carol.send("FRIEND ADD bob");
+    carol.expect("OK FRIEND ADD bob pending");
+    bob.expect("FRIEND REQUEST carol");
+    for c in [&mut alice, &mut bob] {
+        assert_eq!(c.stat("bus_log_lost"), 0);
+        assert_eq!(c.stat("bus_log_held"), 0);
+    }
+}
+
 #[test]
 fn a_killed_node_loses_nothing_acknowledged_and_its_clients_sync_elsewhere() {
     let Some(mut cl) = Cluster::start(2) else {

@@ -48,6 +48,11 @@ pub fn encode(node: u64, shared: &Shared) -> Vec<u8> {
     w.0.extend_from_slice(&node.to_le_bytes());
     match shared {
         Shared::Change(change) => w.change(change),
+        Shared::Logged { id, change } => {
+            w.0.push(LOGGED);
+            w.uint(*id);
+            w.change(change);
+        }
         Shared::Typing { conv, user } => {
             w.0.push(TYPING);
             w.uint(conv.0.into());
@@ -110,6 +115,14 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
                 n => return Err(CodecError::Code("progress", n.into())),
             },
         },
+        LOGGED => {
+            let id = r.uint()?;
+            let tag = r.byte()?;
+            Shared::Logged {
+                id,
+                change: r.change(tag)?,
+            }
+        }
         tag => Shared::Change(r.change(tag)?),
     };
     if !r.0.is_empty() {
@@ -145,6 +158,8 @@ const TOPIC: u8 = 23;
 const READ: u8 = 24;
 const AWAY: u8 = 25;
 const PUSHER: u8 = 26;
+/// A change log entry's id, then the change.
+const LOGGED: u8 = 27;
 
 struct Writer(Vec<u8>);
 
@@ -702,6 +717,7 @@ mod tests {
     fn shared() -> impl Strategy<Value = Shared> {
         prop_oneof![
             change().prop_map(Shared::Change),
+            (any::<u64>(), change()).prop_map(|(id, change)| Shared::Logged { id, change }),
             (conv(), user()).prop_map(|(conv, user)| Shared::Typing { conv, user }),
             (conv(), user(), any::<u64>()).prop_map(|(conv, user, seq)| Shared::Read {
                 conv,

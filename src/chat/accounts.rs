@@ -86,13 +86,19 @@ impl Hub {
                     // The commit assigns the id; the name stays reserved
                     // until then.
                     super::Durability::Sync | super::Durability::Write => {
-                        let write = Write::Register {
+                        let mut writes = vec![Write::Register {
                             name: name.clone(),
                             phc: phc.clone(),
                             created,
-                        };
+                        }];
+                        // The store fills in the id it assigns.
+                        self.log_write(&mut writes, || Change::Registered {
+                            user: UserId(0),
+                            name: name.clone(),
+                            phc: phc.clone(),
+                        });
                         let pending = Pending::Registered { sid, name, phc };
-                        out.store.push(Request::write(vec![write], Some(pending)));
+                        out.store.push(Request::write(writes, Some(pending)));
                     }
                     // Single node: the hub picks the id and applies at once.
                     super::Durability::Async => {

@@ -14,7 +14,7 @@
 use super::attach::Upload;
 use super::{
     Audience, Change, ChatError, ConvId, ConvKind, Durability, Emit, Event, Hub, Member, Out,
-    Output, Pending, Reply, SessionId, Shared, UserId,
+    Output, Pending, Reply, SessionId, UserId,
 };
 use crate::protocol::Target;
 use crate::store::{NewConv, NewMember, Request, Write};
@@ -70,6 +70,24 @@ pub enum Parked {
 }
 
 impl Founding {
+    /// The change it is once it has id `conv`.
+    fn change(&self, conv: ConvId) -> Change {
+        Change::Founded {
+            conv,
+            kind: self.kind,
+            name: self.name.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|m| Member {
+                    user: m.user,
+                    admin: m.admin,
+                    joined: m.joined,
+                })
+                .collect(),
+        }
+    }
+
     /// What storage records of it.
     fn new_conv(&self, created: i64) -> NewConv {
         NewConv {
@@ -95,15 +113,17 @@ impl Hub {
                     out.defer(sid);
                 }
                 self.founding.insert(f.key.clone(), Vec::new());
-                let write = Write::NewConv(f.new_conv(created));
+                let mut writes = vec![Write::NewConv(f.new_conv(created))];
+                // The store fills in the id it assigns.
+                self.log_write(&mut writes, || f.change(ConvId::default()));
                 let pending = Pending::Founded(Box::new(f));
-                out.store.push(Request::write(vec![write], Some(pending)));
+                out.store.push(Request::write(writes, Some(pending)));
                 None
             }
             Durability::Async => {
                 let id = self.convs.next_id();
                 self.persist(f.new_conv(created).writes(id), out);
-                self.founded(id, f, false, out);
+                self.founded(id, f, None, out);
                 Some(id)
             }
         }
@@ -112,23 +132,19 @@ impl Hub {
     /// A founding is durable as `conv` (at once under async): apply it,
     /// answer its founder (`deferred`: with a `Complete`), and run what was
     /// parked on it.
-    pub(super) fn founded(&mut self, conv: ConvId, f: Founding, deferred: bool, out: &mut Out) {
-        let members = f
-            .members
-            .iter()
-            .map(|m| Member {
-                user: m.user,
-                admin: m.admin,
-                joined: m.joined,
-            })
-            .collect();
-        let change = Change::Founded {
-            conv,
-            kind: f.kind,
-            name: f.name,
-            members,
-        };
-        self.share(|| Shared::Change(change.clone()), out);
+    ///
+    /// `logged`: under `sync`, its change log entry (`Some(None)` without
+    /// `--bus`); `None` under `async`, which answers at once.
+    pub(super) fn founded(
+        &mut self,
+        conv: ConvId,
+        f: Founding,
+        logged: Option<Option<u64>>,
+        out: &mut Out,
+    ) {
+        let deferred = logged.is_some();
+        let change = f.change(conv);
+        self.logged(logged.flatten(), change.clone(), out);
         self.apply(change, out);
         let answer = match f.founder {
             Founder::Join { sid, uid } => {

@@ -5,10 +5,10 @@
 //! conversation is never loaded whole: every read is one bounded page.
 
 use super::{
-    Change, ChatError, ConvId, Hub, Msg, Out, Pending, Reply, Seq, SessionId, Shared, UserId, names,
+    Change, ChatError, ConvId, Hub, Msg, Out, Pending, Reply, Seq, SessionId, UserId, names,
 };
 use crate::protocol::Target;
-use crate::store::{Answer, ConvKind, MsgState, Query, Request};
+use crate::store::{Answer, ConvKind, MsgState, Query, Request, Write};
 
 pub const HISTORY_DEFAULT: usize = 50;
 pub const HISTORY_MAX: usize = 500;
@@ -155,7 +155,9 @@ impl Hub {
         match self.conv(conv)?.recent_msg(seq) {
             Some(m) => {
                 self.may_change(&edit, m.sender, &m.text, m.state)?;
-                self.ask(sid, edit.query(), edit.pending(sid), out);
+                let logged = self.cfg.clustered.then(|| m.clone());
+                out.store.push(edit.request(sid, logged));
+                out.defer(sid);
             }
             None => {
                 // Its next commands wait, so their storage answers cannot
@@ -210,15 +212,15 @@ impl Hub {
         self.unbusy(sid);
         let verdict = match &answer {
             Answer::Messages(rows) => match rows.first().filter(|m| m.seq == edit.seq) {
-                Some(m) => self.may_change(&edit, m.sender, &m.text, m.state),
+                Some(m) => self
+                    .may_change(&edit, m.sender, &m.text, m.state)
+                    .map(|()| self.cfg.clustered.then(|| Msg::from(m.clone()))),
                 None => Err(ChatError::NoSuchMessage),
             },
             _ => Err(ChatError::NoSuchMessage),
         };
         match verdict {
-            Ok(()) => out
-                .store
-                .push(Request::query(edit.query(), edit.pending(sid))),
+            Ok(logged) => out.store.push(edit.request(sid, logged)),
             Err(e) => out.fail(sid, e),
         }
     }
@@ -231,8 +233,8 @@ impl Hub {
         answer: Answer,
         out: &mut Out,
     ) {
-        let m = match answer {
-            Answer::Changed(m) => Msg::from(m),
+        let (m, logged) = match answer {
+            Answer::Changed { msg, logged } => (Msg::from(msg), logged),
             _ => return out.fail(sid, ChatError::NoSuchMessage),
         };
         if self.convs.get(conv).is_none() {
@@ -250,7 +252,7 @@ impl Hub {
             by,
             origin: Some(sid),
         };
-        self.share(|| Shared::Change(change.clone()), out);
+        self.logged(logged, change.clone(), out);
         self.apply(change, out);
         out.complete(sid, reply);
     }
@@ -267,12 +269,25 @@ pub struct Edit {
 }
 
 impl Edit {
-    fn query(&self) -> Query {
-        Query::Change {
+    /// The checked change, answered to `sid`; with `--bus` (`logged`: the
+    /// message as it stands) also its change log entry, which the store
+    /// completes with the message as the change leaves it.
+    fn request(&self, sid: SessionId, logged: Option<Msg>) -> Request<Pending> {
+        let query = Query::Change {
             conv: self.conv,
             seq: self.seq,
             text: self.text.clone(),
+        };
+        let mut request = Request::query(query, self.pending(sid));
+        if let Some(msg) = logged {
+            request.writes.push(Write::Log(Box::new(Change::Changed {
+                conv: self.conv,
+                msg,
+                by: self.by,
+                origin: None,
+            })));
         }
+        request
     }
 
     fn pending(&self, sid: SessionId) -> Pending {

@@ -9,6 +9,7 @@
 mod accounts;
 mod apply;
 mod attach;
+mod changes;
 mod error;
 mod found;
 mod friends;
@@ -118,6 +119,11 @@ pub enum Pending {
     /// A conversation is founded: apply it with the id its commit assigned,
     /// answer its founder, run what waited for it.
     Founded(Box<found::Founding>),
+    /// A node-wide change applied here is in the change log: publish it
+    /// with its entry's id.
+    Logged(Change),
+    /// Change log entries past this node's position, to apply in order.
+    LogRead,
     /// Finish a registration: add the account, with the id its commit
     /// assigned, and log the session in.
     Registered {
@@ -301,6 +307,8 @@ pub struct Hub {
     typing: IdMap<(UserId, ConvId), i64>,
     /// Orders messages from this node's commits and the bus (`--bus`).
     sequencer: Sequencer,
+    /// Orders node-wide changes by their change log ids (`--bus`).
+    changes: changes::ChangeLog,
     /// Conversations with members logged in here: the bus channels this
     /// node listens to (`--bus`).
     subscribed: IdSet<ConvId>,
@@ -392,6 +400,7 @@ impl Hub {
             fetches: IdMap::default(),
             typing: IdMap::default(),
             sequencer: Sequencer::default(),
+            changes: changes::ChangeLog::starting_at(snapshot.log_head),
             subscribed: IdSet::default(),
             members_here: IdMap::default(),
             touched: Vec::new(),
@@ -673,6 +682,8 @@ impl Hub {
     ) {
         match self.cfg.durability {
             Durability::Sync | Durability::Write => {
+                let mut writes = writes;
+                self.log_write(&mut writes, || change.clone());
                 let shared = self.cfg.clustered.then_some(change);
                 let pending = Pending::Reply {
                     sid,
@@ -751,7 +762,8 @@ impl Hub {
                     out.emits.extend(events);
                     out.complete(sid, reply);
                     if let Some(change) = shared {
-                        self.share(|| Shared::Change(change), out);
+                        let id = assigned(&answer).iter().find_map(Assigned::log);
+                        self.logged(id, change, out);
                     }
                 }
                 Pending::Fill { conv } => self.filled(conv, answer, out),
@@ -763,7 +775,10 @@ impl Hub {
                 } => self.publish(conv, vec![(sid, msg, ack)], out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
                 Pending::Founded(f) => match assigned(&answer).iter().find_map(Assigned::conv) {
-                    Some(conv) => self.founded(conv, *f, true, out),
+                    Some(conv) => {
+                        let log = assigned(&answer).iter().find_map(Assigned::log);
+                        self.founded(conv, *f, Some(log), out)
+                    }
                     None => self.founding_failed(*f, ChatError::Internal, out),
                 },
                 Pending::Registered { sid, name, phc } => {
@@ -773,10 +788,16 @@ impl Hub {
                         continue;
                     };
                     let change = Change::Registered { user, name, phc };
-                    self.share(|| Shared::Change(change.clone()), out);
+                    let log = assigned(&answer).iter().find_map(Assigned::log);
+                    self.logged(log, change.clone(), out);
                     self.apply(change, out);
                     self.registered(sid, Ok(user), out);
                 }
+                Pending::Logged(change) => {
+                    let log = assigned(&answer).iter().find_map(Assigned::log);
+                    self.logged(log, change, out);
+                }
+                Pending::LogRead => self.log_read(answer, out),
                 Pending::History { sid, conv, limit } => {
                     self.history_answer(sid, conv, limit, answer, out)
                 }
@@ -804,8 +825,11 @@ impl Hub {
                 return self.registered(sid, Err(err), out);
             }
             Pending::Founded(f) => return self.founding_failed(*f, err, out),
-            // The read is asked again once overdue (`Hub::tick`).
-            Pending::Fill { .. } => return,
+            // The read is asked again once overdue (`Hub::retry_fills`).
+            Pending::Fill { .. } | Pending::LogRead => return,
+            // Only the other nodes miss it (an AWAY, a rejected pusher):
+            // the storage thread has logged why.
+            Pending::Logged(_) => return,
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 self.unbusy(sid);

@@ -1,8 +1,8 @@
 //! Who is online, and telling the people who care.
 
 use super::{
-    Audience, Change, ChatError, Event, Hub, IdSet, Out, Presence, Reply, SessionId, Shared, User,
-    UserId, names,
+    Audience, Change, ChatError, Event, Hub, IdSet, Out, Presence, Reply, SessionId, User, UserId,
+    names,
 };
 use crate::store::ConvKind;
 
@@ -88,7 +88,7 @@ impl Hub {
         let away: Option<std::sync::Arc<str>> = text.map(Into::into);
         if self.set_away(uid, away.clone(), out) {
             let text = away.clone();
-            self.share(|| Shared::Change(Change::Away { user: uid, text }), out);
+            self.log_alone(Change::Away { user: uid, text }, out);
         }
         out.reply(sid, Reply::Away(away));
         Ok(())

@@ -176,7 +176,7 @@ impl Hub {
             url: None,
         };
         self.pushers.apply(&change);
-        self.share(|| super::Shared::Change(Change::Pusher(change)), out);
+        self.log_alone(Change::Pusher(change), out);
     }
 
     /// A pusher registered or removed on another node.

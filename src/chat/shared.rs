@@ -7,11 +7,14 @@
 //! hub through [`Hub::remote`], which applies a change with the same
 //! [`Hub::apply`] as local commits and tells its own sessions. Messages,
 //! this node's and the bus's, reach the tables through the
-//! [`super::Sequencer`], which reads what the bus lost from the store.
+//! [`super::Sequencer`], which reads what the bus lost from the store;
+//! node-wide changes through the `ChangeLog`, which reads it from the
+//! store's change log.
 
-use super::output::{Audience, Event, Progress};
+use super::changes::{LOG_READ_ROWS, Ready};
+use super::output::{Audience, Emit, Event, Progress};
 use super::{Change, ConvId, Hub, Msg, Out, Pending, Posted, Seq, UserId};
-use crate::store::{Answer, Query, Request, StoredMessage};
+use crate::store::{Answer, Query, Request, StoredMessage, Write};
 
 /// Messages one read of a conversation's gap asks the store for; a longer
 /// gap takes several reads, one after the other.
@@ -23,6 +26,10 @@ pub enum Shared {
     /// A committed change. Sessions named in it (origins) are this node's
     /// and mean nothing elsewhere; the bus drops them.
     Change(Change),
+    /// A committed node-wide change and its change log entry's id: every
+    /// node applies these in id order (`ChangeLog`), reading from the log
+    /// what the bus lost.
+    Logged { id: u64, change: Change },
     /// `user` is typing in `conv`.
     Typing { conv: ConvId, user: UserId },
     /// `user` has read `conv` up to `seq` (on the node that says so).
@@ -51,7 +58,7 @@ impl Shared {
             | Shared::Typing { conv, .. }
             | Shared::Receipt { conv, .. }
             | Shared::Read { conv, .. } => Some(*conv),
-            Shared::Change(_) => None,
+            Shared::Change(_) | Shared::Logged { .. } => None,
         }
     }
 }
@@ -72,12 +79,125 @@ impl Hub {
         }
     }
 
+    /// With `--bus`, a node-wide change's writes carry its change log
+    /// entry.
+    pub(super) fn log_write(&self, writes: &mut Vec<Write>, change: impl FnOnce() -> Change) {
+        if self.cfg.clustered {
+            writes.push(Write::Log(Box::new(change())));
+        }
+    }
+
+    /// A node-wide change that has no write of its own (AWAY, a pusher the
+    /// gateway rejected) is logged alone, and published once it is.
+    pub(super) fn log_alone(&self, change: Change, out: &mut Out) {
+        if self.cfg.clustered {
+            let write = Write::Log(Box::new(change.clone()));
+            out.store
+                .push(Request::write(vec![write], Some(Pending::Logged(change))));
+        }
+    }
+
+    /// A node-wide change of this node's is committed as change log entry
+    /// `id` (`None`: no `--bus`): the other nodes hear of it with the id,
+    /// and this node counts the entry as applied.
+    pub(super) fn logged(&mut self, id: Option<u64>, change: Change, out: &mut Out) {
+        let Some(id) = id else {
+            return;
+        };
+        let ready = self.changes.offer(id, None, self.now());
+        self.changes_ready(ready, out);
+        out.bus.push(Shared::Logged { id, change });
+    }
+
+    /// Applies the changes now in order, and reads the log if told to.
+    ///
+    /// A conversation's members are looked up when events are routed,
+    /// after the whole batch: when several changes are applied at once,
+    /// each one's events are pinned to the members of its time, so that a
+    /// KICK later in the batch does not hide an EDIT before it from the
+    /// kicked member.
+    fn changes_ready(&mut self, ready: Ready, out: &mut Out) {
+        let several = ready.apply.len() > 1;
+        for change in ready.apply {
+            let from = out.emits.len();
+            self.apply(change, out);
+            if several {
+                self.pin_members(&mut out.emits[from..]);
+            }
+        }
+        if let Some(after) = ready.fetch {
+            let query = Query::Log {
+                after,
+                limit: LOG_READ_ROWS,
+            };
+            out.store.push(Request::query(query, Pending::LogRead));
+        }
+    }
+
+    /// Turns each event's audience of a conversation's members into those
+    /// users, as they are now. (Another node's changes leave out no session
+    /// of this node's, so nothing else of the audience is lost.)
+    fn pin_members(&self, emits: &mut [Emit]) {
+        for emit in emits {
+            let Emit::Event(to, _) = emit else {
+                continue;
+            };
+            let Audience::Members {
+                conv,
+                plus,
+                except: None,
+            } = *to
+            else {
+                continue;
+            };
+            let mut users: Vec<UserId> = self
+                .convs
+                .get(conv)
+                .map_or_else(Vec::new, |c| c.members.iter().map(|m| m.user).collect());
+            if let Some(p) = plus.filter(|p| !users.contains(p)) {
+                users.push(p);
+            }
+            *to = Audience::Users(users);
+        }
+    }
+
+    /// The store's change log entries past this node's position.
+    pub(super) fn log_read(&mut self, answer: Answer, out: &mut Out) {
+        let entries = match answer {
+            Answer::Log(entries) => entries,
+            _ => Vec::new(),
+        };
+        let ready = self.changes.read(entries, self.now());
+        self.changes_ready(ready, out);
+    }
+
+    /// Reads the change log past this node's position (after the bus
+    /// reconnects, and at each position check): what Redis lost.
+    pub fn catch_up_changes(&mut self, out: &mut Out) {
+        if !self.cfg.clustered {
+            return;
+        }
+        if let Some(after) = self.changes.want(self.now()) {
+            self.changes_ready(
+                Ready {
+                    apply: Vec::new(),
+                    fetch: Some(after),
+                },
+                out,
+            );
+        }
+    }
+
     /// A fact another node published.
     pub fn remote(&mut self, shared: Shared, out: &mut Out) {
         self.flush_posts(out);
         match shared {
             Shared::Change(Change::Posted { conv, posts }) => self.sequence(conv, posts, out),
             Shared::Change(change) => self.apply(change, out),
+            Shared::Logged { id, change } => {
+                let ready = self.changes.offer(id, Some(change), self.now());
+                self.changes_ready(ready, out);
+            }
             Shared::Typing { conv, user } => {
                 let Some(c) = self.convs.get(conv) else {
                     return;
@@ -159,6 +279,13 @@ impl Hub {
         for conv in self.sequencer.overdue(now) {
             self.sequence(conv, Vec::new(), out);
         }
+        if let Some(after) = self.changes.overdue(now) {
+            let ready = Ready {
+                apply: Vec::new(),
+                fetch: Some(after),
+            };
+            self.changes_ready(ready, out);
+        }
     }
 
     /// How the channels this node listens to must change: a conversation
@@ -210,6 +337,14 @@ impl Hub {
     pub fn sequencer_counts(&self) -> (usize, u64, u64) {
         let s = &self.sequencer;
         (s.held(), s.duplicates, s.overflow)
+    }
+
+    /// Node-wide changes held past a gap in the change log, dropped as
+    /// duplicates, dropped at the bound of held ones, and lost from the log
+    /// before this node read them (STATS).
+    pub fn change_log_counts(&self) -> (usize, u64, u64, u64) {
+        let c = &self.changes;
+        (c.held(), c.duplicates, c.overflow, c.lost)
     }
 }
 

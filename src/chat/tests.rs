@@ -997,13 +997,32 @@ fn a_clustered_hub_shares_its_commits_and_listens_where_its_members_are() {
         .shared
         .iter()
         .map(|s| match s {
-            Shared::Change(Change::Registered { .. }) => "registered",
-            Shared::Change(Change::Founded { .. }) => "founded",
-            Shared::Change(Change::Membership { .. }) => "membership",
+            Shared::Logged {
+                change: Change::Registered { .. },
+                ..
+            } => "registered",
+            Shared::Logged {
+                change: Change::Founded { .. },
+                ..
+            } => "founded",
+            Shared::Logged {
+                change: Change::Membership { .. },
+                ..
+            } => "membership",
             Shared::Change(Change::Posted { .. }) => "posted",
             _ => "other",
         })
         .collect();
+    // Node-wide changes carry their change log ids, in commit order.
+    let ids: Vec<u64> = h
+        .shared
+        .iter()
+        .filter_map(|s| match s {
+            Shared::Logged { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
     assert_eq!(
         kinds,
         [

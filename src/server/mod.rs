@@ -526,6 +526,7 @@ impl Server {
                 bus::Incoming::Connected => {
                     let convs = self.hub.subscribed();
                     self.hub.catch_up(&convs, &mut self.out);
+                    self.hub.catch_up_changes(&mut self.out);
                 }
                 bus::Incoming::Subscribed(convs) => self.hub.catch_up(&convs, &mut self.out),
                 bus::Incoming::Presence(online) => {
@@ -563,6 +564,7 @@ impl Server {
             self.last_position_check = Instant::now();
             let convs = self.hub.subscribed();
             self.hub.catch_up(&convs, &mut self.out);
+            self.hub.catch_up_changes(&mut self.out);
         }
         self.apply_out();
     }

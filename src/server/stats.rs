@@ -221,13 +221,14 @@ impl Server {
     }
 
     /// The bus's counters (all zero without `--bus`).
-    fn bus_rows(&self) -> [(&'static str, u64); 8] {
+    fn bus_rows(&self) -> [(&'static str, u64); 12] {
         let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let bus = self.bus.as_ref().map(|b| &*b.counters);
         let bus = |f: fn(&crate::bus::BusCounters) -> &std::sync::atomic::AtomicU64| {
             bus.map_or(0, |b| read(f(b)))
         };
         let (held, duplicates, overflow) = self.hub.sequencer_counts();
+        let (log_held, log_duplicates, log_overflow, log_lost) = self.hub.change_log_counts();
         [
             ("bus_published", bus(|b| &b.published)),
             ("bus_publish_dropped", bus(|b| &b.publish_dropped)),
@@ -237,6 +238,10 @@ impl Server {
             ("bus_held", held as u64),
             ("bus_duplicates", duplicates),
             ("bus_held_dropped", overflow),
+            ("bus_log_held", log_held as u64),
+            ("bus_log_duplicates", log_duplicates),
+            ("bus_log_held_dropped", log_overflow),
+            ("bus_log_lost", log_lost),
         ]
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{AuditAction, ConvId, ConvKind, MsgState, RequestState, Seq, StoreError, UserId};
+use crate::chat::Change;
 
 /// One row-level change. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +131,14 @@ pub enum Write {
         state: RequestState,
         at: i64,
     },
+    /// A change every node must apply, appended to the change log by the
+    /// transaction that makes it (`--bus`), so that a node that missed it on
+    /// the bus reads it in commit order ([`super::change_log`]). It assigns the
+    /// entry's id. Ids the same commit assigns are filled in: a `Registered`
+    /// takes the user id of the request's `Register` before it, a `Founded`
+    /// the conversation of its `NewConv`, and a `Changed` sent with
+    /// [`Query::Change`] the message as that query left it.
+    Log(Box<Change>),
 }
 
 impl Write {
@@ -143,7 +152,7 @@ impl Write {
     pub fn assigns(&self) -> bool {
         matches!(
             self,
-            Write::Register { .. } | Write::NewConv(_) | Write::Post(_)
+            Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Log(_)
         )
     }
 }
@@ -154,6 +163,8 @@ pub enum Assigned {
     User(UserId),
     Conv(ConvId),
     Seq(Seq),
+    /// A change log entry's id.
+    Log(u64),
 }
 
 impl Assigned {
@@ -174,6 +185,13 @@ impl Assigned {
     pub fn seq(&self) -> Option<Seq> {
         match *self {
             Assigned::Seq(seq) => Some(seq),
+            _ => None,
+        }
+    }
+
+    pub fn log(&self) -> Option<u64> {
+        match *self {
+            Assigned::Log(id) => Some(id),
             _ => None,
         }
     }
@@ -329,6 +347,9 @@ pub struct Snapshot {
     pub audit: Vec<AuditRow>,
     /// (user, app id, pushkey, gateway URL)
     pub pushers: Vec<(UserId, String, String, String)>,
+    /// The change log's newest entry: everything up to it is in the tables
+    /// above.
+    pub log_head: u64,
 }
 
 /// A notification as queued: what the gateway's request needs.
@@ -426,6 +447,8 @@ pub enum Query {
         seq: Seq,
         text: Option<String>,
     },
+    /// Oldest first: change log entries with ids above `after`.
+    Log { after: u64, limit: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,13 +456,28 @@ pub enum Answer {
     /// Writes only: what the commit assigned to them.
     Done(Vec<Assigned>),
     Messages(Vec<StoredMessage>),
-    /// The message as it now is.
-    Changed(StoredMessage),
+    /// The message as it now is, and the change log entry its change made
+    /// (when a [`Write::Log`] came with it).
+    Changed {
+        msg: StoredMessage,
+        logged: Option<u64>,
+    },
+    /// Change log entries, oldest first.
+    Log(Vec<LogEntry>),
     /// A blob the asker may fetch.
     Blob {
         size: u64,
         mime: String,
     },
+}
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub id: u64,
+    /// `None`: written by a build that encodes changes differently (logged
+    /// and skipped; its id still counts).
+    pub change: Option<Change>,
 }
 
 /// Writes from one command, an optional query, and what to hand back.

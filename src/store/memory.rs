@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use super::backend::remove_blob_file;
+use super::change_log;
 use super::{
     Answer, Assigned, AuditRow, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query,
     RequestRow, RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
@@ -51,6 +52,9 @@ struct Tables {
     /// Blob id to (size, mime).
     blobs: HashMap<String, (u64, String)>,
     blob_refs: BTreeMap<(ConvId, Seq), String>,
+    /// The change log, by id; its newest id (kept when the entry goes).
+    log: BTreeMap<u64, Vec<u8>>,
+    log_head: u64,
 }
 
 impl MemoryBackend {
@@ -128,6 +132,7 @@ impl Backend for MemoryBackend {
                 .collect(),
             topics: t.topics.iter().map(|(&c, t)| (c, t.clone())).collect(),
             audit: t.audit_kept(),
+            log_head: t.log_head,
             pushers: t
                 .pushers
                 .iter()
@@ -140,7 +145,13 @@ impl Backend for MemoryBackend {
         self.transaction(|t, _| {
             let mut assigned = Vec::new();
             for w in writes {
-                assigned.extend(t.apply(w)?);
+                match w {
+                    Write::Log(change) => {
+                        let id = t.append_log(change_log::entry(change, &assigned, None));
+                        assigned.push(Assigned::Log(id));
+                    }
+                    _ => assigned.extend(t.apply(w)?),
+                }
             }
             Ok(assigned)
         })
@@ -148,10 +159,12 @@ impl Backend for MemoryBackend {
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         self.transaction(|t, orphans| {
+            // An edit's log entry holds the message as the query leaves it.
+            let (logs, writes) = change_log::split(writes);
             for w in writes {
                 t.apply(w)?;
             }
-            match *query {
+            let mut answer = match *query {
                 Query::Before {
                     conv,
                     before,
@@ -176,12 +189,40 @@ impl Backend for MemoryBackend {
                     ref text,
                 } => t.change(conv, seq, text.as_deref(), orphans),
                 Query::BlobAccess { ref blob, user } => t.blob_access(blob, user),
+                Query::Log { after, limit } => Ok(Answer::Log(
+                    t.log
+                        .range(after.saturating_add(1)..)
+                        .take(limit)
+                        .map(|(&id, payload)| change_log::decode(id, payload))
+                        .collect(),
+                )),
+            }?;
+            let mut last = None;
+            for change in logs {
+                last = Some(t.append_log(change_log::entry(change, &[], Some(&answer))));
             }
+            if let Answer::Changed { logged, .. } = &mut answer {
+                *logged = last;
+            }
+            Ok(answer)
         })
     }
 }
 
 impl Tables {
+    /// Appends a change log entry; returns its id.
+    fn append_log(&mut self, payload: Vec<u8>) -> u64 {
+        self.log_head += 1;
+        self.log.insert(self.log_head, payload);
+        let keep_from = change_log::keep_from(self.log_head);
+        while let Some(oldest) = self.log.first_entry()
+            && *oldest.key() < keep_from
+        {
+            oldest.remove();
+        }
+        self.log_head
+    }
+
     /// The audit log as the hub loads it: the newest entries of each
     /// conversation, oldest first.
     fn audit_kept(&self) -> Vec<AuditRow> {
@@ -362,6 +403,11 @@ impl Tables {
             // The push thread reads the real stores' queue: nothing here
             // sends, so nothing is kept.
             Write::Push(_) => {}
+            Write::Log(_) => {
+                return Err(StoreError::Internal(
+                    "a change log entry outside commit or query".into(),
+                ));
+            }
             Write::Block { by, user, on } => {
                 if *on {
                     self.blocks.insert((*by, *user));
@@ -489,7 +535,10 @@ impl Tables {
         {
             self.drop_if_unheld(blob, orphans);
         }
-        Ok(Answer::Changed(changed))
+        Ok(Answer::Changed {
+            msg: changed,
+            logged: None,
+        })
     }
 
     /// A blob no message holds any more goes, row now and file on commit.

@@ -14,12 +14,15 @@
 //! - `postgres`: [`PostgresBackend`], for several nodes on one database
 //!   (seqs from a counter row and rights checked inside each transaction,
 //!   full-text search, reconnection with a bounded backoff).
+//! - `change_log`: the change log that node-wide changes are appended to, for
+//!   nodes that missed them on the bus.
 //! - `memory`: [`MemoryBackend`], the same rules without a database, for the
 //!   hub's unit tests. `tests` runs each store case on every backend
 //!   (PostgreSQL when `LINECHAT_TEST_POSTGRES` names a server).
 
 mod api;
 mod backend;
+pub mod change_log;
 mod memory;
 mod postgres;
 mod sqlite;
@@ -31,8 +34,8 @@ pub use crate::chat::types::{AuditAction, ConvId, ConvKind, MsgState, RequestSta
 
 pub use self::postgres::PostgresBackend;
 pub use api::{
-    Answer, Assigned, AuditRow, Committed, ConvRow, MemberRow, NewConv, NewMember, Post, PushRow,
-    Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
+    Answer, Assigned, AuditRow, Committed, ConvRow, LogEntry, MemberRow, NewConv, NewMember, Post,
+    PushRow, Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
 pub use backend::Backend;
 pub use memory::MemoryBackend;

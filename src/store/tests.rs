@@ -216,7 +216,8 @@ fn reads_and_changes_answer_alike() {
             text: text.map(str::to_string),
         };
         match ask(db, change(2, Some("goodbye there"))) {
-            Ok(Answer::Changed(m)) => {
+            Ok(Answer::Changed { msg: m, logged }) => {
+                assert_eq!(logged, None, "{name}");
                 assert_eq!(
                     (m.seq, m.state, m.text.as_str()),
                     (Seq(2), MsgState::Edited, "goodbye there"),
@@ -232,7 +233,7 @@ fn reads_and_changes_answer_alike() {
         );
         assert_eq!(seqs(ask(db, search(&["goodbye"], u64::MAX))), [2], "{name}");
         assert!(
-            matches!(ask(db, change(1, None)), Ok(Answer::Changed(_))),
+            matches!(ask(db, change(1, None)), Ok(Answer::Changed { .. })),
             "{name}"
         );
         assert!(
@@ -584,4 +585,129 @@ fn two_writers_of_one_postgres_database_share_seqs_and_rights() {
         done[1].1.as_ref().unwrap(),
         &Answer::Done(vec![Assigned::Seq(Seq(5))])
     );
+}
+
+/// Node-wide changes go to the change log in the transaction that makes
+/// them, with gapless ids in commit order; ids and messages the same
+/// transaction settles are filled in, a failed commit logs nothing, and
+/// the snapshot says where the log stood.
+#[test]
+fn the_change_log_holds_committed_changes_in_order() {
+    use crate::chat::{Change, Msg};
+    each_backend(|name, db| {
+        let registered = Change::Registered {
+            user: UserId(0),
+            name: "carol".into(),
+            phc: "phc".into(),
+        };
+        let away = Change::Away {
+            user: UserId(9),
+            text: Some("lunch".into()),
+        };
+        let log = |c: &Change| Write::Log(Box::new(c.clone()));
+        let register = Write::Register {
+            name: "carol".into(),
+            phc: "phc".into(),
+            created: 0,
+        };
+        let done = run_batch(
+            db,
+            vec![
+                Request::write(vec![register.clone(), log(&registered)], Some(0)),
+                // The same name again: its commit fails, and so does its
+                // entry.
+                Request::write(vec![register, log(&registered)], Some(1)),
+                Request::write(room_of_poster(), None),
+                Request::write(vec![log(&away)], Some(2)),
+            ],
+        );
+        let Ok(Answer::Done(first)) = &done[0].1 else {
+            panic!("{name}: {done:?}", done = done[0].1);
+        };
+        let carol = first.iter().find_map(Assigned::user).unwrap();
+        assert_eq!(first[1], Assigned::Log(1), "{name}");
+        assert!(done[1].1.is_err(), "{name}");
+        assert!(
+            matches!(&done[2].1, Ok(Answer::Done(a)) if a[..] == [Assigned::Log(2)]),
+            "{name}: {:?}",
+            done[2].1
+        );
+        let said = run_batch(db, vec![Request::write(vec![post("hi")], Some(()))]);
+        assert!(said[0].1.is_ok(), "{name}");
+        // An edit's entry holds the message as the edit left it.
+        let edited = Change::Changed {
+            conv: ConvId(0),
+            msg: Msg::from(Post::stored(
+                &match post("hi") {
+                    Write::Post(p) => p,
+                    _ => unreachable!(),
+                },
+                Seq(1),
+            )),
+            by: UserId(0),
+            origin: None,
+        };
+        let mut edit = Request::query(
+            Query::Change {
+                conv: ConvId(0),
+                seq: Seq(1),
+                text: Some("hello".into()),
+            },
+            (),
+        );
+        edit.writes.push(log(&edited));
+        let answer = run_batch(db, vec![edit]).remove(0).1;
+        assert!(
+            matches!(
+                answer,
+                Ok(Answer::Changed {
+                    logged: Some(3),
+                    ..
+                })
+            ),
+            "{name}: {answer:?}"
+        );
+        let Ok(Answer::Log(entries)) = ask(
+            db,
+            Query::Log {
+                after: 0,
+                limit: 10,
+            },
+        ) else {
+            panic!("{name}: no log");
+        };
+        let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2, 3], "{name}");
+        assert_eq!(
+            entries[0].change,
+            Some(Change::Registered {
+                user: carol,
+                name: "carol".into(),
+                phc: "phc".into(),
+            }),
+            "{name}"
+        );
+        assert_eq!(entries[1].change, Some(away.clone()), "{name}");
+        match &entries[2].change {
+            Some(Change::Changed { msg, .. }) => {
+                assert_eq!(
+                    (&*msg.text, msg.state),
+                    ("hello", MsgState::Edited),
+                    "{name}"
+                )
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        let Ok(Answer::Log(rest)) = ask(
+            db,
+            Query::Log {
+                after: 2,
+                limit: 10,
+            },
+        ) else {
+            panic!("{name}: no log");
+        };
+        assert_eq!(rest.len(), 1, "{name}");
+        assert_eq!(db.load(0).unwrap().log_head, 3, "{name}");
+    });
 }

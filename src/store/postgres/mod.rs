@@ -23,9 +23,9 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::{Answer, Assigned, Backend, ConvId, Query, Seq, Snapshot, StoreError, UserId, Write};
-use read::{blob_access, messages_after, messages_before, search};
+use read::{blob_access, messages_after, messages_before, read_log, search};
 use tx::Conn;
-use write::{apply_all, change};
+use write::{LogRows, apply_all, change};
 
 /// First wait after a failed connection attempt; it doubles up to
 /// [`MAX_RECONNECT_WAIT`]. Requests meanwhile fail at once as unreachable
@@ -61,6 +61,9 @@ impl Backend for PostgresBackend {
     fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
         self.with_conn(|conn| {
             let mut tx = conn.begin()?;
+            // One snapshot: the change log's head matches the tables, so a
+            // change is either in them or read from the log, never both.
+            tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
             let snap = open::load(&mut tx, recent)?;
             tx.commit()?;
             Ok(snap)
@@ -80,8 +83,10 @@ impl Backend for PostgresBackend {
         let blob_dir = self.blob_dir.clone();
         self.with_conn(|conn| {
             let mut tx = conn.begin()?;
-            apply_all(&mut tx, writes)?;
-            let answer = match *query {
+            // An edit's log entry holds the message as the query leaves it.
+            let (logs, writes) = super::change_log::split(writes);
+            apply_all(&mut tx, &writes)?;
+            let mut answer = match *query {
                 Query::Before {
                     conv,
                     before,
@@ -102,7 +107,17 @@ impl Backend for PostgresBackend {
                     ref text,
                 } => change(&mut tx, conv, seq, text.as_deref(), &blob_dir)?,
                 Query::BlobAccess { ref blob, user } => blob_access(&mut tx, blob, user)?,
+                Query::Log { after, limit } => Answer::Log(read_log(&mut tx, after, limit)?),
             };
+            let mut log = LogRows::reserve(&mut tx, logs.len())?;
+            let mut last = None;
+            for change in logs {
+                last = Some(log.push(super::change_log::entry(change, &[], Some(&answer)))?);
+            }
+            log.flush(&mut tx)?;
+            if let Answer::Changed { logged, .. } = &mut answer {
+                *logged = last;
+            }
             tx.commit()?;
             Ok(answer)
         })

@@ -149,7 +149,11 @@ pub(super) fn load(db: &mut Tx<'_>, recent: usize) -> Result<Snapshot, StoreErro
         .iter()
         .map(|r| (user_id(r.get(0)), r.get(1), r.get(2), r.get(3)))
         .collect();
+    let log_head: i64 = db
+        .query_one("SELECT last FROM change_log_head", &[])?
+        .get(0);
     Ok(Snapshot {
+        log_head: u64::try_from(log_head).unwrap_or(0),
         users,
         convs,
         members,

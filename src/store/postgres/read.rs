@@ -5,7 +5,9 @@ use postgres::Row;
 use super::tx::Tx;
 
 use super::{id, seq, seq_param, user_id};
-use crate::store::{Answer, ConvId, MsgState, Seq, StoreError, StoredMessage, UserId};
+use crate::store::{
+    Answer, ConvId, LogEntry, MsgState, Seq, StoreError, StoredMessage, UserId, change_log,
+};
 
 pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state, reply_to";
 
@@ -104,4 +106,17 @@ pub(super) fn blob_access(db: &mut Tx<'_>, blob: &str, user: UserId) -> Result<A
         size: u64::try_from(size).unwrap_or(0),
         mime: row.get(1),
     })
+}
+
+/// Change log entries past `after`, oldest first.
+pub(super) fn read_log(db: &mut Tx<'_>, after: u64, n: usize) -> Result<Vec<LogEntry>, StoreError> {
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    Ok(db
+        .query(
+            "SELECT id, payload FROM change_log WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit(n)],
+        )?
+        .iter()
+        .map(|r| change_log::decode(u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1)))
+        .collect())
 }

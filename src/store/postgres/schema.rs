@@ -147,6 +147,16 @@ const MIGRATIONS: &[&str] = &[
         next_at bigint NOT NULL
     );
     CREATE INDEX push_queue_by_time ON push_queue (next_at);",
+    // 4: the change log (`store::log`), its ids taken from one counter row
+    // that each logging transaction holds until it commits.
+    "CREATE TABLE change_log (
+        id bigint PRIMARY KEY,
+        payload bytea NOT NULL
+    );
+    CREATE TABLE change_log_head (
+        last bigint NOT NULL
+    );
+    INSERT INTO change_log_head VALUES (0);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

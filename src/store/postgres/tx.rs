@@ -82,6 +82,11 @@ impl Tx<'_> {
         self.tx.query_one(&statement, params)
     }
 
+    /// Runs `sql` as simple statements, unprepared (SET and the like).
+    pub(super) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.tx.batch_execute(sql)
+    }
+
     pub(super) fn commit(self) -> Result<(), postgres::Error> {
         self.tx.commit()
     }

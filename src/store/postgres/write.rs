@@ -7,6 +7,7 @@ use super::tx::Tx;
 use super::read::{MESSAGE_COLUMNS, message_row};
 use super::{conv_id, id, seq, seq_param, user_id};
 use crate::store::backend::remove_blob_file;
+use crate::store::change_log;
 use crate::store::{
     Answer, Assigned, ConvId, ConvKind, Post, RequestState, Seq, StoreError, Write,
 };
@@ -33,7 +34,7 @@ pub(super) fn change(
         "UPDATE messages SET text = $3, state = $4 WHERE conv = $1 AND seq = $2",
         &[&id(conv.0), &seq_param(at), &msg.text, &(msg.state as i16)],
     )?;
-    Ok(Answer::Changed(msg))
+    Ok(Answer::Changed { msg, logged: None })
 }
 
 /// Drops message (conv, seq)'s hold on its blob; a blob nothing holds any
@@ -115,22 +116,99 @@ impl MessageRows {
 /// INSERT. The counter rows the round will take seqs from are locked first,
 /// in id order, so two nodes' rounds over the same conversations wait for
 /// each other instead of deadlocking.
+///
+/// Change log entries take their ids from the log's counter row, locked
+/// after the conversations' (so in one order everywhere) and held to the
+/// commit: the ids are gapless and follow commit order.
 pub(super) fn apply_all(db: &mut Tx<'_>, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
     lock_counters(db, writes)?;
+    let mut log = LogRows::reserve(db, change_log::count(writes))?;
     let mut rows = MessageRows::default();
     let mut assigned = Vec::new();
     let mut run: Vec<&Post> = Vec::new();
     for w in writes {
-        if let Write::Post(p) = w {
-            run.push(p);
-            continue;
+        match w {
+            Write::Post(p) => {
+                run.push(p);
+                continue;
+            }
+            Write::Log(change) => {
+                post_run(db, &mut run, &mut rows, &mut assigned)?;
+                let id = log.push(change_log::entry(change, &assigned, None))?;
+                assigned.push(Assigned::Log(id));
+                continue;
+            }
+            _ => {}
         }
         post_run(db, &mut run, &mut rows, &mut assigned)?;
         assigned.extend(apply(db, w, &mut rows)?);
     }
     post_run(db, &mut run, &mut rows, &mut assigned)?;
     rows.flush(db)?;
+    log.flush(db)?;
     Ok(assigned)
+}
+
+/// Change log entries waiting to be inserted, with the ids reserved for
+/// them.
+pub(super) struct LogRows {
+    next: i64,
+    end: i64,
+    ids: Vec<i64>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl LogRows {
+    /// Takes `n` ids from the log's counter row (none if `n` is 0).
+    pub(super) fn reserve(db: &mut Tx<'_>, n: usize) -> Result<LogRows, StoreError> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let end = if n == 0 {
+            0
+        } else {
+            db.query_one(
+                "UPDATE change_log_head SET last = last + $1 RETURNING last",
+                &[&n],
+            )?
+            .get::<_, i64>(0)
+                + 1
+        };
+        Ok(LogRows {
+            next: end - n,
+            end,
+            ids: Vec::new(),
+            payloads: Vec::new(),
+        })
+    }
+
+    /// Queues an entry; returns its id.
+    pub(super) fn push(&mut self, payload: Vec<u8>) -> Result<u64, StoreError> {
+        if self.next >= self.end {
+            return Err(StoreError::Internal(
+                "a change log entry without an id".into(),
+            ));
+        }
+        let id = self.next;
+        self.next += 1;
+        self.ids.push(id);
+        self.payloads.push(payload);
+        Ok(id as u64)
+    }
+
+    /// Inserts the queued entries, and drops those no node needs any more.
+    pub(super) fn flush(&mut self, db: &mut Tx<'_>) -> Result<(), StoreError> {
+        let Some(&head) = self.ids.last() else {
+            return Ok(());
+        };
+        db.execute(
+            "INSERT INTO change_log (id, payload) SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+            &[&self.ids, &self.payloads],
+        )?;
+        let keep_from = change_log::keep_from(head as u64) as i64;
+        db.execute("DELETE FROM change_log WHERE id < $1", &[&keep_from])?;
+        self.ids.clear();
+        self.payloads.clear();
+        Ok(())
+    }
 }
 
 /// Locks the counter rows of the conversations `writes` post to, lowest
@@ -273,7 +351,11 @@ fn apply(
 fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
     match w {
         // `apply_all` and `apply` take these; reaching here is a bug, failed as one.
-        Write::Register { .. } | Write::NewConv(_) | Write::Post(_) | Write::Message(_) => {
+        Write::Register { .. }
+        | Write::NewConv(_)
+        | Write::Post(_)
+        | Write::Message(_)
+        | Write::Log(_) => {
             return Err(StoreError::Internal(
                 "a message or an assigning write outside apply_all".into(),
             ));

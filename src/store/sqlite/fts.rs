@@ -169,7 +169,7 @@ mod tests {
             seq: Seq(seq),
             text: text.map(str::to_string),
         };
-        assert!(matches!(db.query(&[], &q), Ok(Answer::Changed(_))));
+        assert!(matches!(db.query(&[], &q), Ok(Answer::Changed { .. })));
     }
 
     /// Messages committed but not indexed when the process stops (as at a

@@ -14,14 +14,15 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
+use super::change_log;
 use super::{
     Answer, Assigned, Backend, ConvId, MsgState, Query, Seq, Snapshot, StoreError, StoredMessage,
     UserId, Write,
 };
 use checkpoint::Checkpointer;
 use fts::FtsLag;
-use read::{blob_access, messages_after, messages_before, search};
-use write::{LastSeqs, PendingRows, TxSeqs, apply, change};
+use read::{blob_access, messages_after, messages_before, read_log, search};
+use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change};
 
 /// One SQLite database file in the data dir, in WAL mode, committed with a
 /// full fsync.
@@ -47,7 +48,13 @@ impl Backend for SqliteBackend {
         let mut assigned = Vec::new();
         let mut rows = PendingRows::default();
         for w in writes {
-            assigned.extend(apply(&tx, w, &mut seqs, &mut rows)?);
+            match w {
+                Write::Log(change) => {
+                    let id = append_log(&tx, &change_log::entry(change, &assigned, None))?;
+                    assigned.push(Assigned::Log(id));
+                }
+                _ => assigned.extend(apply(&tx, w, &mut seqs, &mut rows)?),
+            }
         }
         rows.flush(&tx)?;
         tx.commit()?;
@@ -59,12 +66,14 @@ impl Backend for SqliteBackend {
         let tx = self.conn.transaction()?;
         let mut seqs = TxSeqs::new(&self.last_seqs);
         let mut rows = PendingRows::default();
+        // An edit's log entry holds the message as the query leaves it.
+        let (logs, writes) = change_log::split(writes);
         for w in writes {
             apply(&tx, w, &mut seqs, &mut rows)?;
         }
         rows.flush(&tx)?;
         let mut indexed = Vec::new();
-        let answer = match *query {
+        let mut answer = match *query {
             Query::Before {
                 conv,
                 before,
@@ -92,7 +101,18 @@ impl Backend for SqliteBackend {
                 change(&tx, conv, seq, text.as_deref(), &self.blob_dir, in_index)?
             }
             Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
+            Query::Log { after, limit } => Answer::Log(read_log(&tx, after, limit)?),
         };
+        let mut last = None;
+        for change in logs {
+            last = Some(append_log(
+                &tx,
+                &change_log::entry(change, &[], Some(&answer)),
+            )?);
+        }
+        if let Answer::Changed { logged, .. } = &mut answer {
+            *logged = last;
+        }
         tx.commit()?;
         self.fts.committed(indexed);
         self.committed(seqs.into_committed());

@@ -174,6 +174,9 @@ pub(super) fn load(conn: &Connection, recent: usize) -> Result<Snapshot, StoreEr
     snap.reactions = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
+    snap.log_head = conn.query_row("SELECT coalesce(max(id), 0) FROM change_log", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
     Ok(snap)
 }
 
@@ -257,7 +260,7 @@ mod tests {
                  DROP TABLE reactions;
                  DROP TABLE blocks; DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit;
                  ALTER TABLE convs DROP COLUMN topic;
-                 DROP TABLE pushers; DROP TABLE push_queue;
+                 DROP TABLE pushers; DROP TABLE push_queue; DROP TABLE change_log;
                  PRAGMA user_version = 3;",
             )
             .unwrap();

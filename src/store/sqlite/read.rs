@@ -3,7 +3,7 @@
 use rusqlite::{Connection, params};
 
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, Seq, StoreError, StoredMessage, UserId};
+use crate::store::{Answer, ConvId, LogEntry, Seq, StoreError, StoredMessage, UserId, change_log};
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub(super) fn messages_before(
@@ -87,4 +87,23 @@ pub(super) fn blob_access(
         size: size as u64,
         mime,
     })
+}
+
+/// Change log entries past `after`, oldest first.
+pub(super) fn read_log(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>, rusqlite::Error> {
+    let mut stmt = conn
+        .prepare_cached("SELECT id, payload FROM change_log WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+    stmt.query_map(
+        params![i64::try_from(after).unwrap_or(i64::MAX), limit as i64],
+        |r| {
+            let id: i64 = r.get(0)?;
+            let payload: Vec<u8> = r.get(1)?;
+            Ok(change_log::decode(u64::try_from(id).unwrap_or(0), &payload))
+        },
+    )?
+    .collect()
 }

@@ -162,6 +162,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         next_at INTEGER NOT NULL
     );
     CREATE INDEX push_queue_by_time ON push_queue (next_at);",
+    // 9: the change log (`store::log`) of nodes sharing this database with
+    // `--bus`; AUTOINCREMENT so that an id is never handed out twice.
+    "CREATE TABLE change_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        payload BLOB NOT NULL
+    );",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -56,7 +56,7 @@ pub(super) fn change(
     }
     tx.prepare_cached("UPDATE messages SET text = ?3, state = ?4 WHERE conv = ?1 AND seq = ?2")?
         .execute(params![conv, seq, msg.text, msg.state as i64])?;
-    Ok(Answer::Changed(msg))
+    Ok(Answer::Changed { msg, logged: None })
 }
 
 /// The last seq of each conversation, so that a commit need not read it
@@ -335,9 +335,10 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
         | Write::NewConv(_)
         | Write::Post(_)
         | Write::Message(_)
-        | Write::Cursor { .. } => {
+        | Write::Cursor { .. }
+        | Write::Log(_) => {
             return Err(rusqlite::Error::ToSqlConversionFailure(
-                "a message, a cursor or an assigning write outside apply".into(),
+                "a message, a cursor, a log entry or an assigning write outside apply".into(),
             ));
         }
         Write::User {
@@ -522,4 +523,21 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
         }
     }
     Ok(())
+}
+
+/// Appends a change log entry; returns its id. SQLite has one writer at a
+/// time, so AUTOINCREMENT ids are gapless and in commit order. Entries no
+/// node needs any more go in the same transaction.
+pub(super) fn append_log(
+    tx: &rusqlite::Transaction<'_>,
+    payload: &[u8],
+) -> Result<u64, rusqlite::Error> {
+    let id: i64 = tx
+        .prepare_cached("INSERT INTO change_log (payload) VALUES (?1) RETURNING id")?
+        .query_row(params![payload], |r| r.get(0))?;
+    let id = u64::try_from(id).unwrap_or(0);
+    let keep_from = i64::try_from(crate::store::change_log::keep_from(id)).unwrap_or(0);
+    tx.prepare_cached("DELETE FROM change_log WHERE id < ?1")?
+        .execute(params![keep_from])?;
+    Ok(id)
 }
