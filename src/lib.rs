@@ -24,8 +24,9 @@
 //!   `say`, `history`, `sync` (cursors, READ, STATUS, TYPING), `attach`,
 //!   `friends` (with blocks), `presence` (with AWAY), `inbox` (INBOX,
 //!   UNREAD), `reactions`, `moderation` (BAN, MUTE, DEOP, TOPIC, AUDIT),
-//!   `push` (PUSHER, and who gets a notification); `shared` and `order`
-//!   are the cluster's side (what other nodes hear, and the `Sequencer`).
+//!   `push` (PUSHER, and who gets a notification); `shared`, `order` and
+//!   `changes` are the cluster's side (what other nodes hear, the
+//!   `Sequencer` of messages and the `ChangeLog` of node-wide changes).
 //! - [`fanout`]: expands each audience into this node's sessions and has the
 //!   codec encode each event once per viewer form, one shared buffer for all
 //!   its recipients; the driver gets bytes per session ([`fanout::Wire`]).
@@ -64,7 +65,10 @@
 //!   (`chat::Shared`: committed changes, typing, receipts), handed to the
 //!   loop through a channel and the `Waker`. The hub's `chat::Sequencer`
 //!   puts messages from the bus and from this node's commits in seq order,
-//!   reading gaps from the store.
+//!   reading gaps from the store; node-wide changes are also appended to
+//!   the store's `change_log` in their own transaction, and the hub's
+//!   `chat::ChangeLog` applies them in that log's order, reading from it
+//!   what the bus lost.
 //! - [`push`]: push notifications to Matrix push gateways on a thread of
 //!   its own. The hub (`chat::push`) queues a row in the message's own
 //!   commit for each member with a pusher who is offline (or away, for a
