@@ -11,9 +11,14 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NODE_PIDS=()
 REDIS_PID=
+FRONT_PID=
 CLUSTER_DIR=
 
 cluster_stop() {
+    if [ -n "$FRONT_PID" ]; then
+        kill -TERM "$FRONT_PID" 2>/dev/null || true
+        wait "$FRONT_PID" 2>/dev/null || true
+    fi
     for pid in "${NODE_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -66,5 +71,49 @@ cluster_start() {
             }
             sleep 0.1
         done
+    done
+}
+
+# cluster_front PORT: HAProxy on 127.0.0.1:PORT in TCP mode in front of the
+# three nodes (installing Debian's haproxy when missing): each new client
+# goes to the node with the fewest connections among those that accept
+# one (a node that stops accepting is skipped within a few seconds).
+# Sets FRONT_PID; cluster_stop stops it.
+cluster_front() {
+    local port=$1 base=$2 i
+    if ! command -v haproxy >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q haproxy >&2
+    fi
+    {
+        # No maxconn: HAProxy derives it from the descriptor limit.
+        echo "defaults"
+        echo "    mode tcp"
+        echo "    option tcpka"
+        echo "    timeout connect 2s"
+        # Chat sessions are long and may be quiet: the nodes' own idle
+        # timeout and PING decide when one is dead, not the balancer.
+        echo "    timeout client 24h"
+        echo "    timeout server 24h"
+        echo "frontend linechat"
+        echo "    bind 127.0.0.1:$port"
+        echo "    default_backend nodes"
+        echo "backend nodes"
+        echo "    balance leastconn"
+        for i in 0 1 2; do
+            echo "    server node$i 127.0.0.1:$((base + i)) check inter 1s fall 2 rise 1"
+        done
+    } >"$CLUSTER_DIR/haproxy.cfg"
+    haproxy -db -f "$CLUSTER_DIR/haproxy.cfg" >"$CLUSTER_DIR/haproxy.log" 2>&1 &
+    FRONT_PID=$!
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$FRONT_PID" 2>/dev/null || {
+            echo "haproxy exited; see $CLUSTER_DIR/haproxy.log" >&2
+            return 1
+        }
+        sleep 0.1
     done
 }

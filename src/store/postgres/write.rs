@@ -121,8 +121,9 @@ impl MessageRows {
 /// after the conversations' (so in one order everywhere) and held to the
 /// commit: the ids are gapless and follow commit order.
 pub(super) fn apply_all(db: &mut Tx<'_>, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
-    lock_counters(db, writes)?;
-    let mut log = LogRows::reserve(db, change_log::count(writes))?;
+    let logs = change_log::count(writes);
+    lock_counters(db, writes, logs > 0)?;
+    let mut log = LogRows::reserve(db, logs)?;
     let mut rows = MessageRows::default();
     let mut assigned = Vec::new();
     let mut run: Vec<&Post> = Vec::new();
@@ -212,8 +213,10 @@ impl LogRows {
 }
 
 /// Locks the counter rows of the conversations `writes` post to, lowest
-/// id first (one lock needs no order).
-fn lock_counters(db: &mut Tx<'_>, writes: &[&Write]) -> Result<(), StoreError> {
+/// id first; all before the change log's counter row (`then_log`), so
+/// every transaction takes them in one order. (One conversation's row and
+/// no log need no order.)
+fn lock_counters(db: &mut Tx<'_>, writes: &[&Write], then_log: bool) -> Result<(), StoreError> {
     let mut convs: Vec<i64> = writes
         .iter()
         .filter_map(|w| match w {
@@ -223,7 +226,7 @@ fn lock_counters(db: &mut Tx<'_>, writes: &[&Write]) -> Result<(), StoreError> {
         .collect();
     convs.sort_unstable();
     convs.dedup();
-    if convs.len() > 1 {
+    if convs.len() > 1 || (then_log && !convs.is_empty()) {
         db.query(
             "SELECT id FROM convs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&convs],
