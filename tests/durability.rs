@@ -18,19 +18,19 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage: created database, schema 8"),
+        schema[0].ends_with("storage: created database, schema 9"),
         "{log}"
     );
     // Back to schema 2: the migrations after it only added the blob tables,
     // dropped stale rows, made the full-text index contentless, added
     // replies, reactions, blocks and moderation, dropped the index's row
-    // sizes, and added push.
+    // sizes, and added push and the change log.
     let conn = rusqlite::Connection::open(dir.path().join("linechat.db")).unwrap();
     conn.execute_batch(
         "DROP TABLE blob_refs; DROP TABLE blobs; DROP TABLE fts_done;
          ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
          DROP TABLE bans; DROP TABLE mutes; DROP TABLE audit; ALTER TABLE convs DROP COLUMN topic;
-         DROP TABLE pushers; DROP TABLE push_queue;
+         DROP TABLE pushers; DROP TABLE push_queue; DROP TABLE change_log;
          PRAGMA user_version = 2;",
     )
     .unwrap();
@@ -39,7 +39,7 @@ fn schema_creation_and_upgrade_are_logged_once() {
     let schema: Vec<&str> = log.lines().filter(|l| l.contains("schema")).collect();
     assert_eq!(schema.len(), 1, "{log}");
     assert!(
-        schema[0].ends_with("storage schema migrated from 2 to 8"),
+        schema[0].ends_with("storage schema migrated from 2 to 9"),
         "{log}"
     );
     assert!(

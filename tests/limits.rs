@@ -147,7 +147,7 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The bus's rows came after those (zero without --bus), then the HTTP
     // exchanges, apart from sessions.
     assert_eq!(rows[39], "STAT bus_published 0");
-    assert_eq!(rows[46], "STAT bus_log_lost 0");
+    assert_eq!(rows[50], "STAT bus_log_lost 0");
     assert_eq!(rows[51], "STAT http_connections 0");
     assert_eq!(
         rows.last().map(String::as_str),
