@@ -280,16 +280,21 @@ impl Drop for OwnRedis {
     }
 }
 
+/// Two nodes on a Redis this test may kill, with alice (node 0) and bob
+/// (node 1) in `#r`.
+fn room_on_a_redis_of_its_own() -> Option<(OwnRedis, Cluster, Client, Client)> {
+    redis_url()?;
+    let redis = OwnRedis::start();
+    let cl = Cluster::on_redis(2, &redis.url())?;
+    let (alice, bob) = room_on_two_nodes(&cl, "#r");
+    Some((redis, cl, alice, bob))
+}
+
 #[test]
 fn delivery_resumes_after_a_redis_restart() {
-    if redis_url().is_none() {
-        return;
-    }
-    let mut redis = OwnRedis::start();
-    let Some(cl) = Cluster::on_redis(2, &redis.url()) else {
+    let Some((mut redis, _cl, mut alice, mut bob)) = room_on_a_redis_of_its_own() else {
         return;
     };
-    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
     alice.send("SAY #r before");
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice before");
@@ -320,14 +325,9 @@ fn delivery_resumes_after_a_redis_restart() {
 /// in commit order, and the bus carries the next ones once Redis is back.
 #[test]
 fn node_wide_changes_made_while_redis_is_down_reach_the_other_nodes() {
-    if redis_url().is_none() {
-        return;
-    }
-    let mut redis = OwnRedis::start();
-    let Some(cl) = Cluster::on_redis(2, &redis.url()) else {
+    let Some((mut redis, cl, mut alice, mut bob)) = room_on_a_redis_of_its_own() else {
         return;
     };
-    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
     alice.send("SAY #r hi");
     let said = alice.expect_prefix("OK SAY #r 1 ");
     let msgid = said.rsplit(' ').next().unwrap().to_string();
