@@ -2,9 +2,56 @@
 //! networks, unless `--push-allow-private` says so. A client names the
 //! gateway, so without this a PUSHER could make the server POST to services
 //! only it can reach (SSRF). Host names are resolved and checked at every
-//! send, so a name that later points inward is refused then.
+//! send, so a name that later points inward is refused then; and the
+//! connection itself goes to addresses checked by [`GuardedResolver`], so a
+//! name that answers a public address to the check and a private one to the
+//! connection (DNS rebinding), or a redirect inward, is refused too.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+
+/// The push thread's HTTP client: every address it connects to is
+/// checked, it follows no redirect (a gateway answers where it was asked),
+/// and it uses no proxy from the environment (a proxy would resolve the
+/// gateway's name where this check cannot see it).
+pub fn agent(allow_private: bool) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .max_idle_connections_per_host(4)
+        .max_redirects(0)
+        .proxy(None)
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        DefaultConnector::default(),
+        GuardedResolver { allow_private },
+    )
+}
+
+/// ureq's resolver with the private-address check applied to what it
+/// resolved, the addresses the connection then uses.
+#[derive(Debug)]
+pub struct GuardedResolver {
+    allow_private: bool,
+}
+
+impl Resolver for GuardedResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
+        match addrs.iter().find(|a| is_private(a.ip())) {
+            Some(a) if !self.allow_private => Err(ureq::Error::Other(
+                format!("{} is a private address ({})", uri, a.ip()).into(),
+            )),
+            _ => Ok(addrs),
+        }
+    }
+}
 
 /// Whether `ip` is on this machine or a network not routed on the internet.
 pub fn is_private(ip: IpAddr) -> bool {
@@ -73,6 +120,19 @@ mod tests {
         for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn the_agent_connects_to_no_private_address_unless_allowed() {
+        // Nothing listens there: refused by the guard, the request never
+        // reaches the connect (which would fail differently).
+        let url = "http://127.0.0.1:9/_matrix/push/v1/notify";
+        let refused = agent(false).post(url).send_json(serde_json::json!({}));
+        let e = refused.expect_err("a private address").to_string();
+        assert!(e.contains("is a private address (127.0.0.1)"), "{e}");
+        let allowed = agent(true).post(url).send_json(serde_json::json!({}));
+        let e = allowed.expect_err("nothing listens").to_string();
+        assert!(!e.contains("private"), "{e}");
     }
 
     #[test]

@@ -64,10 +64,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("push".into())
         .spawn(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .max_idle_connections_per_host(4)
-                .build()
-                .into();
+            let agent = guard::agent(allow_private);
             let mut queue: Option<Box<dyn PushQueue>> = None;
             loop {
                 let q = match &mut queue {
