@@ -418,7 +418,9 @@ impl Hub {
                 // A request to someone who blocks its sender is kept, but
                 // they never hear of it, nor does the sender learn why.
                 if self.friends.blocks(other, uid) {
-                    events.remove(0);
+                    events.retain(|e| {
+                        !matches!(e, Emit::Event(Audience::User { user, .. }, _) if *user == other)
+                    });
                 }
                 let change = if accepted {
                     FriendChange::Accepted {
