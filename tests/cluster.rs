@@ -369,6 +369,51 @@ fn node_wide_changes_made_while_redis_is_down_reach_the_other_nodes() {
     }
 }
 
+/// A node that listened to none of a conversation (no member logged in
+/// there) knows no seq of it past its start; LOGIN there still brings
+/// what was said, because SYNC asks the store where each conversation
+/// ends (one query for them all).
+#[test]
+fn a_login_on_a_node_that_heard_nothing_syncs_from_the_store() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let mut alice = cl.nodes[0].user("alice");
+    alice.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    let mut bob = cl.nodes[0].user("bob");
+    alice.send("JOIN #q");
+    alice.expect("OK JOIN #q created");
+    bob.send("JOIN #q");
+    bob.expect("OK JOIN #q joined");
+    alice.expect("JOINED #q bob");
+    bob.send("QUIT");
+    bob.until_closed();
+    alice.send("SAY #q one");
+    alice.expect_prefix("OK SAY #q 1 ");
+    alice.send("SAY #q two");
+    alice.expect_prefix("OK SAY #q 2 ");
+    // Node 1 has heard that bob is in #q, and nothing said there.
+    let mut carol = cl.nodes[1].user("carol");
+    eventually("node 1 knows bob is in #q", || {
+        carol.send("WHO #q");
+        let mut members = Vec::new();
+        loop {
+            let line = carol.line();
+            if line.starts_with("OK WHO") || line.starts_with("ERR ") {
+                break;
+            }
+            members.push(line);
+        }
+        members
+            .iter()
+            .any(|m| m.starts_with("MEMBER #q bob "))
+            .then_some(())
+    });
+    let mut bob = cl.nodes[1].client();
+    let missed: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
+    assert_eq!(missed, ["MSG #q 1 alice one", "MSG #q 2 alice two"]);
+}
+
 #[test]
 fn a_killed_node_loses_nothing_acknowledged_and_its_clients_sync_elsewhere() {
     let Some(mut cl) = Cluster::start(2) else {
@@ -462,7 +507,13 @@ fn presence_is_cluster_wide() {
     // A second session of bob, on the third node: not news to anyone.
     let mut bob2 = cl.nodes[2].client();
     bob2.login("bob");
-    // Only bob's last session anywhere going takes him offline.
+    // Only bob's last session anywhere going takes him offline, once bob's
+    // first node has heard of the second session (a heartbeat; before it,
+    // bob would flap offline and online again).
+    let mut node1 = cl.nodes[1].user("carol");
+    eventually("node 1 hears of bob on node 2", || {
+        (node1.stat("bus_online_elsewhere") == 2).then_some(())
+    });
     bob.send("QUIT");
     bob.until_closed();
     alice.expect_silence();

@@ -139,6 +139,11 @@ pub enum Pending {
     },
     /// Matches for SEARCH.
     Search { sid: SessionId, conv: ConvId },
+    /// Where a SYNC's conversations end in the store (`--bus`).
+    SyncPlan {
+        sid: SessionId,
+        ranges: std::collections::VecDeque<sync::Range>,
+    },
     /// The next chunk of a SYNC stream.
     SyncChunk { sid: SessionId },
     /// The message STATUS asked about, when it is no longer in memory.
@@ -802,6 +807,7 @@ impl Hub {
                     self.history_answer(sid, conv, limit, answer, out)
                 }
                 Pending::Search { sid, conv } => self.search_answer(sid, conv, answer, out),
+                Pending::SyncPlan { sid, ranges } => self.sync_planned(sid, ranges, answer, out),
                 Pending::SyncChunk { sid } => self.sync_chunk(sid, answer, out),
                 Pending::Status { sid, conv, seq } => {
                     self.status_answer(sid, conv, seq, answer, out)
@@ -830,6 +836,10 @@ impl Hub {
             // Only the other nodes miss it (an AWAY, a rejected pusher):
             // the storage thread has logged why.
             Pending::Logged(_) => return,
+            Pending::SyncPlan { sid, .. } => {
+                self.unbusy(sid);
+                sid
+            }
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 self.unbusy(sid);

@@ -339,6 +339,12 @@ impl Hub {
         (s.held(), s.duplicates, s.overflow)
     }
 
+    /// Users online on other nodes, as the last presence heartbeat read
+    /// (STATS).
+    pub fn online_elsewhere(&self) -> usize {
+        self.elsewhere.len()
+    }
+
     /// Node-wide changes held past a gap in the change log, dropped as
     /// duplicates, dropped at the bound of held ones, and lost from the log
     /// before this node read them (STATS).

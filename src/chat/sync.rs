@@ -37,7 +37,7 @@ pub struct Cursor {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Range {
+pub struct Range {
     conv: ConvId,
     /// Everything up to and including this seq has been sent.
     after: Seq,
@@ -175,7 +175,7 @@ impl Hub {
             None => self.missed(uid),
             Some((target, after)) => {
                 let conv = self.member_conv(uid, target)?;
-                let upto = self.sync_upto(self.conv(conv)?);
+                let upto = self.conv(conv)?.last_seq;
                 VecDeque::from([Range { conv, after, upto }])
             }
         };
@@ -183,29 +183,17 @@ impl Hub {
         Ok(())
     }
 
-    /// Every conversation of `uid` with messages past its delivered cursor.
+    /// Every conversation of `uid` with messages past its delivered cursor
+    /// (with `--bus`, every one: where each ends is asked of the store).
     fn missed(&self, uid: UserId) -> VecDeque<Range> {
         self.convs_of(uid)
             .iter()
             .filter_map(|&conv| {
                 let after = self.cursor(uid, conv).delivered;
-                let upto = self.sync_upto(self.convs.get(conv)?);
-                (after < upto).then_some(Range { conv, after, upto })
+                let upto = self.convs.get(conv)?.last_seq;
+                (self.cfg.clustered || after < upto).then_some(Range { conv, after, upto })
             })
             .collect()
-    }
-
-    /// Where a SYNC of `c` ends: its last seq on a single node; with
-    /// `--bus` wherever the store ends, as other nodes may have committed
-    /// past what this node has heard (it listens to a conversation only
-    /// while a member is logged in here, and the bus may lose messages).
-    /// That costs a read of each conversation per SYNC.
-    fn sync_upto(&self, c: &super::Conv) -> Seq {
-        if self.cfg.clustered {
-            Seq::MAX
-        } else {
-            c.last_seq
-        }
     }
 
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
@@ -218,6 +206,37 @@ impl Hub {
         out.defer(sid);
         // Commands after SYNC wait until its stream is done.
         self.hold(sid);
+        if self.cfg.clustered && !ranges.is_empty() {
+            // Other nodes may have committed past what this node has heard
+            // (it listens to a conversation only while a member is logged
+            // in here, and the bus may lose messages): where each
+            // conversation ends is asked of the store, in one query.
+            let convs = ranges.iter().map(|r| r.conv).collect();
+            let plan = Pending::SyncPlan { sid, ranges };
+            out.store.push(Request::query(Query::LastSeqs(convs), plan));
+            return;
+        }
+        self.run_sync(sid, ranges, out);
+    }
+
+    /// The store's last seqs for a SYNC's conversations (`--bus`): each
+    /// range runs to the later of the store's end and this node's.
+    pub(super) fn sync_planned(
+        &mut self,
+        sid: SessionId,
+        mut ranges: VecDeque<Range>,
+        answer: Answer,
+        out: &mut Out,
+    ) {
+        if let Answer::LastSeqs(last) = answer {
+            for (r, last) in ranges.iter_mut().zip(last) {
+                r.upto = r.upto.max(last);
+            }
+        }
+        self.run_sync(sid, ranges, out);
+    }
+
+    fn run_sync(&mut self, sid: SessionId, ranges: VecDeque<Range>, out: &mut Out) {
         self.syncs.insert(
             sid,
             SyncJob {
@@ -273,8 +292,8 @@ impl Hub {
                 self.sync_job(sid).ranges.pop_front();
                 continue;
             };
-            // A range to the store's end is read from the store.
-            let in_memory = (r.upto != Seq::MAX && c.recent_covers(r.after.next())).then(|| {
+            // A range past what this node has heard is read from the store.
+            let in_memory = (r.upto <= c.last_seq && c.recent_covers(r.after.next())).then(|| {
                 c.recent
                     .iter()
                     .filter(|m| m.seq > r.after && m.seq <= r.upto)

@@ -221,7 +221,7 @@ impl Server {
     }
 
     /// The bus's counters (all zero without `--bus`).
-    fn bus_rows(&self) -> [(&'static str, u64); 12] {
+    fn bus_rows(&self) -> [(&'static str, u64); 13] {
         let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let bus = self.bus.as_ref().map(|b| &*b.counters);
         let bus = |f: fn(&crate::bus::BusCounters) -> &std::sync::atomic::AtomicU64| {
@@ -242,6 +242,7 @@ impl Server {
             ("bus_log_duplicates", log_duplicates),
             ("bus_log_held_dropped", log_overflow),
             ("bus_log_lost", log_lost),
+            ("bus_online_elsewhere", self.hub.online_elsewhere() as u64),
         ]
     }
 }

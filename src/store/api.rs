@@ -449,6 +449,8 @@ pub enum Query {
     },
     /// Oldest first: change log entries with ids above `after`.
     Log { after: u64, limit: usize },
+    /// The last seq committed in each conversation, in the order asked.
+    LastSeqs(Vec<ConvId>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,6 +466,8 @@ pub enum Answer {
     },
     /// Change log entries, oldest first.
     Log(Vec<LogEntry>),
+    /// Last seqs, one per conversation asked ([`Query::LastSeqs`]).
+    LastSeqs(Vec<Seq>),
     /// A blob the asker may fetch.
     Blob {
         size: u64,

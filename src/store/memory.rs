@@ -189,6 +189,12 @@ impl Backend for MemoryBackend {
                     ref text,
                 } => t.change(conv, seq, text.as_deref(), orphans),
                 Query::BlobAccess { ref blob, user } => t.blob_access(blob, user),
+                Query::LastSeqs(ref convs) => Ok(Answer::LastSeqs(
+                    convs
+                        .iter()
+                        .map(|&conv| t.conv_messages(conv).last().map_or(Seq(0), |m| m.seq))
+                        .collect(),
+                )),
                 Query::Log { after, limit } => Ok(Answer::Log(
                     t.log
                         .range(after.saturating_add(1)..)

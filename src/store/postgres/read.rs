@@ -120,3 +120,16 @@ pub(super) fn read_log(db: &mut Tx<'_>, after: u64, n: usize) -> Result<Vec<LogE
         .map(|r| change_log::decode(u64::try_from(r.get::<_, i64>(0)).unwrap_or(0), r.get(1)))
         .collect())
 }
+
+/// Each conversation's last committed seq, in the order of `convs` (0 for
+/// one that is not there).
+pub(super) fn last_seqs(db: &mut Tx<'_>, convs: &[ConvId]) -> Result<Vec<Seq>, StoreError> {
+    let ids: Vec<i64> = convs.iter().map(|c| id(c.0)).collect();
+    let rows = db.query("SELECT id, last_seq FROM convs WHERE id = ANY($1)", &[&ids])?;
+    let last: std::collections::HashMap<i64, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(ids
+        .iter()
+        .map(|i| seq(last.get(i).copied().unwrap_or(0)))
+        .collect())
+}

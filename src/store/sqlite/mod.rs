@@ -21,7 +21,7 @@ use super::{
 };
 use checkpoint::Checkpointer;
 use fts::FtsLag;
-use read::{blob_access, messages_after, messages_before, read_log, search};
+use read::{blob_access, last_seqs, messages_after, messages_before, read_log, search};
 use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change};
 
 /// One SQLite database file in the data dir, in WAL mode, committed with a
@@ -102,6 +102,7 @@ impl Backend for SqliteBackend {
             }
             Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
             Query::Log { after, limit } => Answer::Log(read_log(&tx, after, limit)?),
+            Query::LastSeqs(ref convs) => Answer::LastSeqs(last_seqs(&tx, convs)?),
         };
         let mut last = None;
         for change in logs {

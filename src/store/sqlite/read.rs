@@ -107,3 +107,14 @@ pub(super) fn read_log(
     )?
     .collect()
 }
+
+/// Each conversation's last committed seq, in the order of `convs` (0 for
+/// one with no message).
+pub(super) fn last_seqs(conn: &Connection, convs: &[ConvId]) -> Result<Vec<Seq>, rusqlite::Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE conv = ?1")?;
+    convs
+        .iter()
+        .map(|&conv| stmt.query_row(params![conv], |r| r.get(0)))
+        .collect()
+}
