@@ -228,6 +228,10 @@ impl Hub {
         answer: Answer,
         out: &mut Out,
     ) {
+        // Gone meanwhile: nothing to stream.
+        if !self.sessions.contains_key(&sid) {
+            return;
+        }
         if let Answer::LastSeqs(last) = answer {
             for (r, last) in ranges.iter_mut().zip(last) {
                 r.upto = r.upto.max(last);
