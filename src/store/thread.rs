@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::{Answer, Assigned, Backend, Committed, Request, StoreError, WalSync, Write};
 
-/// Most requests a single transaction takes, so one commit stays short.
+/// Most requests a single transaction takes, so one commit stays short
+/// (one hand-off more past it at most: a loop turn's requests stay together).
 const MAX_BATCH: usize = 4096;
 
 /// How often the backend's background work runs: when the queue is empty,
@@ -25,7 +26,7 @@ const IDLE_STEP_ROWS: usize = 8192;
 /// Handle to the storage thread; dropping it makes the thread finish its
 /// queue, commit, and exit.
 pub struct Storage<C> {
-    tx: mpsc::Sender<Request<C>>,
+    tx: mpsc::Sender<Vec<Request<C>>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -35,7 +36,7 @@ impl<C: Send + 'static> Storage<C> {
         done: mpsc::Sender<Committed<C>>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Request<C>>();
+        let (tx, rx) = mpsc::channel::<Vec<Request<C>>>();
         let thread = thread::Builder::new()
             .name("storage".into())
             .spawn(move || run(backend.as_mut(), rx, done, wake))
@@ -46,8 +47,11 @@ impl<C: Send + 'static> Storage<C> {
         }
     }
 
-    pub fn submit(&self, req: Request<C>) {
-        if self.tx.send(req).is_err() {
+    /// Queues `reqs` in one hand-off: the storage thread, woken once, finds
+    /// them all, instead of waking at the first and committing it alone
+    /// while the loop (on the same core) queues the rest.
+    pub fn submit_all(&self, reqs: Vec<Request<C>>) {
+        if !reqs.is_empty() && self.tx.send(reqs).is_err() {
             log::error!("storage thread is gone; write dropped");
         }
     }
@@ -88,7 +92,7 @@ pub fn run_batch<C>(
 /// finishes that work, so a clean stop leaves nothing to catch up.
 fn run<C: Send + 'static>(
     backend: &mut dyn Backend,
-    rx: mpsc::Receiver<Request<C>>,
+    rx: mpsc::Receiver<Vec<Request<C>>>,
     done: mpsc::Sender<Committed<C>>,
     wake: Arc<dyn Fn() + Send + Sync>,
 ) {
@@ -117,10 +121,10 @@ fn run<C: Send + 'static>(
             },
             Err(mpsc::TryRecvError::Disconnected) => break,
         };
-        let mut batch = vec![first];
+        let mut batch = first;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }
@@ -439,14 +443,14 @@ mod tests {
         let (done_tx, done) = mpsc::channel();
         let storage = Storage::start(Box::new(backend), done_tx, Arc::new(|| {}));
 
-        storage.submit(user(1));
+        storage.submit_all(vec![user(1)]);
         assert_eq!(events.recv_timeout(WAIT), Ok(Event::Committed));
         assert_eq!(events.recv_timeout(WAIT), Ok(Event::SyncStarted));
         assert!(done.try_recv().is_err(), "answered before its sync ended");
 
         // The next round commits while the first one's sync is running, and
         // waits for a sync of its own.
-        storage.submit(user(2));
+        storage.submit_all(vec![user(2)]);
         assert_eq!(events.recv_timeout(WAIT), Ok(Event::Committed));
         assert!(done.try_recv().is_err(), "answered before its sync ended");
         finish_sync.send(()).unwrap();
@@ -458,7 +462,7 @@ mod tests {
 
         // A round committed before the storage stops is synced and answered
         // before the stop returns.
-        storage.submit(user(3));
+        storage.submit_all(vec![user(3)]);
         assert_eq!(events.recv_timeout(WAIT), Ok(Event::Committed));
         finish_sync.send(()).unwrap();
         drop(storage);
