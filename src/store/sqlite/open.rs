@@ -244,6 +244,33 @@ mod tests {
         assert!(matches!(open(), Err(StoreError::TooNew(..))));
     }
 
+    /// Under `sync` the backend commits at NORMAL and hands the storage
+    /// thread the WAL's fsync, once; under `write` it has none (the
+    /// checkpointer fsyncs).
+    #[test]
+    fn sync_commits_to_the_os_and_hands_out_the_wal_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |sync| SqliteBackend::open_with(dir.path(), dir.path().join("blobs"), sync);
+        let mut db = open(true).unwrap();
+        let synchronous: i64 = db
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+        let mut wal_sync = db.take_wal_sync().expect("a WAL sync under sync");
+        assert!(db.take_wal_sync().is_none(), "taken once");
+        let user = crate::store::Write::User {
+            id: crate::store::UserId(0),
+            name: "alice".into(),
+            phc: "phc".into(),
+            created: 0,
+        };
+        db.commit(&[&user]).unwrap();
+        wal_sync.sync().unwrap();
+        drop(db);
+        assert!(open(false).unwrap().take_wal_sync().is_none());
+    }
+
     /// Schema 4 drops the accepted requests of friendships that ended before
     /// FRIEND REMOVE dropped them itself; pending requests and the accepted
     /// request of a standing friendship stay.
