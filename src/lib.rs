@@ -45,7 +45,8 @@
 //!   built in from `web/`, `/healthz`, `/metrics`).
 //! - [`store`]: a storage thread that group-commits requests (`thread`) over
 //!   a [`store::Backend`] and sends answers back through a channel and the
-//!   loop's `Waker`. `api` holds the requests, answers and startup snapshot;
+//!   loop's `Waker` (under `--durability sync`, through a `wal-sync` thread
+//!   that releases them after the WAL fsync covering their commit). `api` holds the requests, answers and startup snapshot;
 //!   `sqlite` is the server's backend (schema, open and load, reads, writes,
 //!   blob references, WAL checkpoints, and `fts`: the full-text index, filled
 //!   after the commit in batches when the thread is idle); `postgres` is the
@@ -96,9 +97,11 @@
 //!    with a `Pending::Said` token (`--durability sync`) and a `Defer` for
 //!    the sender's reply.
 //! 3. The storage thread commits that request with everything else queued
-//!    (one transaction, one fsync; messages 16 rows to an INSERT), giving the
-//!    message the room's next seq inside it, and sends the tokens back with
-//!    what it assigned; the `Waker` wakes the loop. It indexes the message
+//!    (one transaction; messages 16 rows to an INSERT), giving the message
+//!    the room's next seq inside it; the `wal-sync` thread fsyncs the WAL
+//!    (one fsync for every round committed before it, while the storage
+//!    thread commits the next) and then sends the tokens back with what was
+//!    assigned; the `Waker` wakes the loop. It indexes the message
 //!    for SEARCH later, between rounds.
 //! 4. `Hub::committed` applies the batch of the room's committed messages
 //!    (`Hub::apply(Change::Posted)`, the path another node's messages take

@@ -111,6 +111,43 @@ impl PushQueue for rusqlite::Connection {
     }
 }
 
+/// The SQLite queue under `--durability sync`: a row can be read here as
+/// soon as the storage thread's commit has returned, which is before the
+/// WAL sync thread has fsynced it. So the WAL is fsynced (covering every
+/// commit this connection can see) before rows are handed out to be sent:
+/// no notification leaves for a message a power loss could still take.
+pub struct FsyncedRows {
+    pub queue: rusqlite::Connection,
+    /// The database's WAL, held open.
+    pub wal: std::fs::File,
+}
+
+impl PushQueue for FsyncedRows {
+    fn due(&mut self, now: i64, max: usize) -> Result<Vec<Queued>, StoreError> {
+        let due = self.queue.due(now, max)?;
+        if !due.is_empty() {
+            self.wal.sync_data()?;
+        }
+        Ok(due)
+    }
+
+    fn devices(&mut self, user: i64) -> Result<Vec<Device>, StoreError> {
+        self.queue.devices(user)
+    }
+
+    fn done(&mut self, id: i64) -> Result<(), StoreError> {
+        self.queue.done(id)
+    }
+
+    fn retry(&mut self, id: i64, attempts: i64, next_at: i64) -> Result<(), StoreError> {
+        self.queue.retry(id, attempts, next_at)
+    }
+
+    fn reject(&mut self, app_id: &str, pushkey: &str) -> Result<(), StoreError> {
+        self.queue.reject(app_id, pushkey)
+    }
+}
+
 impl PushQueue for postgres::Client {
     fn due(&mut self, now: i64, max: usize) -> Result<Vec<Queued>, StoreError> {
         let rows = self.query(TAKE, &[&now, &limit(max), &LEASE_MS])?;

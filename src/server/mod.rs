@@ -110,10 +110,17 @@ fn push_queue(cfg: &Config) -> push::Opener {
     match &cfg.store {
         StoreUrl::Sqlite => {
             let path = cfg.data_dir.join("linechat.db");
+            let fsynced = cfg.durability.fsync_each_commit();
             Box::new(move || {
                 let conn = rusqlite::Connection::open(&path)?;
                 conn.busy_timeout(Duration::from_secs(5))?;
-                Ok(Box::new(conn) as Box<dyn push::queue::PushQueue>)
+                if !fsynced {
+                    return Ok(Box::new(conn) as Box<dyn push::queue::PushQueue>);
+                }
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                let wal = std::fs::File::open(wal)?;
+                Ok(Box::new(push::queue::FsyncedRows { queue: conn, wal }))
             })
         }
         StoreUrl::Postgres(url) => {

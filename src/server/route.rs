@@ -97,9 +97,7 @@ impl Server {
             self.blobs.submit(job);
         }
         if let Some(storage) = &self.storage {
-            for req in out.store.drain(..) {
-                storage.submit(req);
-            }
+            storage.submit_all(std::mem::take(&mut out.store));
         }
         if let Some(bus) = &self.bus {
             for shared in out.bus.drain(..) {

@@ -6,7 +6,8 @@ use super::{Answer, Assigned, Query, Snapshot, StoreError, Write};
 /// for the server, an in-memory one ([`super::MemoryBackend`]) for hub tests,
 /// and a shared server database next. Each call is one transaction: it
 /// happens whole or not at all, and once it returns `Ok` it is durable as far
-/// as the backend can make it.
+/// as the backend can make it, or, for a backend with a [`WalSync`], once a
+/// sync started after it has returned.
 pub trait Backend: Send {
     /// Everything the hub rebuilds its tables from, with the newest `recent`
     /// messages of each conversation.
@@ -27,6 +28,20 @@ pub trait Backend: Send {
     fn background(&mut self, _max_rows: usize) -> Result<bool, StoreError> {
         Ok(false)
     }
+
+    /// For a backend whose commits return once written to the OS and are
+    /// made durable by a sync of their log (SQLite at `--durability sync`):
+    /// that sync, which the storage thread runs on a thread of its own
+    /// while it commits the next round, releasing a round's answers only
+    /// after a sync that started after its commit. Taken once, at start.
+    fn take_wal_sync(&mut self) -> Option<Box<dyn WalSync>> {
+        None
+    }
+}
+
+/// Makes every commit that returned before the call durable.
+pub trait WalSync: Send {
+    fn sync(&mut self) -> std::io::Result<()>;
 }
 
 /// Drops a blob's file once no message holds it. The row goes with the

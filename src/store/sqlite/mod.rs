@@ -17,15 +17,16 @@ use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use super::change_log;
 use super::{
     Answer, Assigned, Backend, ConvId, MsgState, Query, Seq, Snapshot, StoreError, StoredMessage,
-    UserId, Write,
+    UserId, WalSync, Write,
 };
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, WalFile};
 use fts::FtsLag;
 use read::{blob_access, last_seqs, messages_after, messages_before, read_log, search};
 use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change};
 
-/// One SQLite database file in the data dir, in WAL mode, committed with a
-/// full fsync.
+/// One SQLite database file in the data dir, in WAL mode, its commits
+/// written to the OS and fsynced by the WAL sync (`sync`) or the
+/// checkpointer (`write`).
 pub struct SqliteBackend {
     conn: Connection,
     /// Where attachment bodies live: a blob no message holds is deleted here.
@@ -33,6 +34,9 @@ pub struct SqliteBackend {
     /// Stopped (with a last checkpoint) when the backend is dropped, after
     /// the storage thread's last commit.
     _checkpointer: Option<Checkpointer>,
+    /// The fsync of every commit under `sync`, until the storage thread
+    /// takes it.
+    wal_sync: Option<WalFile>,
     last_seqs: LastSeqs,
     fts: FtsLag,
 }
@@ -130,6 +134,12 @@ impl Backend for SqliteBackend {
         tx.commit()?;
         self.fts.committed(indexed);
         Ok(self.fts.is_behind())
+    }
+
+    fn take_wal_sync(&mut self) -> Option<Box<dyn WalSync>> {
+        self.wal_sync
+            .take()
+            .map(|wal| Box::new(wal) as Box<dyn WalSync>)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{Checkpointer, WalFile};
 use super::{FtsLag, LastSeqs, SqliteBackend, messages_before, schema};
 use crate::store::{
     AuditAction, AuditRow, ConvId, ConvKind, ConvRow, MemberRow, RequestRow, RequestState, Seq,
@@ -22,9 +22,12 @@ impl SqliteBackend {
         Self::open_with(dir, blob_dir, true)
     }
 
-    /// As [`SqliteBackend::open`]; without `fsync_each_commit` a commit is
-    /// written to the OS only, and the checkpointer fsyncs the WAL every
-    /// half second (`CHECKPOINT_EVERY`).
+    /// As [`SqliteBackend::open`]. A commit returns once written to the OS;
+    /// with `fsync_each_commit` (`--durability sync`) every commit is then
+    /// fsynced by the WAL sync that
+    /// [`take_wal_sync`](crate::store::Backend::take_wal_sync) hands the
+    /// storage thread, which answers a commit only after it; without, the
+    /// checkpointer fsyncs the WAL every half second (`CHECKPOINT_EVERY`).
     pub fn open_with(
         dir: &Path,
         blob_dir: PathBuf,
@@ -33,12 +36,14 @@ impl SqliteBackend {
         std::fs::create_dir_all(dir)?;
         let mut conn = Connection::open(dir.join("linechat.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // FULL: a commit is on disk when it returns (`--durability sync`).
-        // NORMAL: in the OS when it returns, which survives a crash of this
-        // process; WAL mode stays consistent after a power loss, losing only
-        // the commits since the last fsync (`--durability write`).
-        let synchronous = if fsync_each_commit { "FULL" } else { "NORMAL" };
-        conn.pragma_update(None, "synchronous", synchronous)?;
+        // NORMAL: a commit is in the OS when it returns, which survives a
+        // crash of this process; WAL mode stays consistent after a power
+        // loss, losing only the commits since the last fsync. What fsyncs
+        // them is the WAL sync (`sync`: before any answer, on a thread of its
+        // own, so one round's fsync overlaps the next round's commit) or the
+        // checkpointer (`write`). FULL would fsync inside the commit, which
+        // the storage thread would wait for before starting the next.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         // Hot data lives in the chat layer's tables; SQLite's own cache mostly
         // serves old history, which the OS page cache holds as well.
@@ -51,14 +56,16 @@ impl SqliteBackend {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         schema::migrate(&mut conn)?;
         let fts = FtsLag::load(&conn)?;
-        let wal_fsync = !fsync_each_commit;
-        let checkpointer = conn
+        let path = conn
             .path()
-            .and_then(|path| Checkpointer::start(path, wal_fsync));
+            .ok_or_else(|| StoreError::Internal("the database has no file name".into()))?
+            .to_owned();
+        let checkpointer = Checkpointer::start(&path, !fsync_each_commit);
         Ok(SqliteBackend {
             conn,
             blob_dir,
             _checkpointer: checkpointer,
+            wal_sync: fsync_each_commit.then(|| WalFile::open(&path)),
             last_seqs: LastSeqs::default(),
             fts,
         })
@@ -238,6 +245,33 @@ mod tests {
             .unwrap();
         drop(db);
         assert!(matches!(open(), Err(StoreError::TooNew(..))));
+    }
+
+    /// Under `sync` the backend commits at NORMAL and hands the storage
+    /// thread the WAL's fsync, once; under `write` it has none (the
+    /// checkpointer fsyncs).
+    #[test]
+    fn sync_commits_to_the_os_and_hands_out_the_wal_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |sync| SqliteBackend::open_with(dir.path(), dir.path().join("blobs"), sync);
+        let mut db = open(true).unwrap();
+        let synchronous: i64 = db
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+        let mut wal_sync = db.take_wal_sync().expect("a WAL sync under sync");
+        assert!(db.take_wal_sync().is_none(), "taken once");
+        let user = crate::store::Write::User {
+            id: crate::store::UserId(0),
+            name: "alice".into(),
+            phc: "phc".into(),
+            created: 0,
+        };
+        db.commit(&[&user]).unwrap();
+        wal_sync.sync().unwrap();
+        drop(db);
+        assert!(open(false).unwrap().take_wal_sync().is_none());
     }
 
     /// Schema 4 drops the accepted requests of friendships that ended before
