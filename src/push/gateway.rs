@@ -65,26 +65,21 @@ pub fn body(q: &Queued, devices: &[Device]) -> serde_json::Value {
     })
 }
 
-/// Sends `q` to the gateway at `url` for `devices`; returns the pushkeys it
-/// rejected.
+/// Sends `q` to the gateway at `url` for `devices` with `agent` (from
+/// [`guard::agent`]); returns the pushkeys it rejected.
 pub fn send(
     agent: &ureq::Agent,
     url: &str,
     q: &Queued,
     devices: &[Device],
-    allow_private: bool,
 ) -> Result<Vec<String>, Failure> {
     let refuse = |reason: String| Failure {
         retry: false,
         reason,
     };
-    let (host, port) = host_port(url).ok_or_else(|| refuse(format!("bad URL {url}")))?;
-    // A name that cannot be resolved now may resolve later; a private one
-    // is refused for good.
-    guard::resolve(host, port, allow_private).map_err(|reason| Failure {
-        retry: !reason.contains("private"),
-        reason,
-    })?;
+    if host_port(url).is_none() {
+        return Err(refuse(format!("bad URL {url}")));
+    }
     let answer = agent
         .post(url)
         .config()
@@ -92,8 +87,10 @@ pub fn send(
         .http_status_as_error(false)
         .build()
         .send_json(body(q, devices));
+    // A name that cannot be resolved now may resolve later; a private one
+    // (the agent's resolver checks what it connects to) is refused for good.
     let mut answer = answer.map_err(|e| Failure {
-        retry: true,
+        retry: !guard::PrivateAddress::is(&e),
         reason: format!("{url}: {e}"),
     })?;
     let status = answer.status().as_u16();
@@ -143,5 +140,28 @@ mod tests {
         assert_eq!(host_port(&format!("http://[::1]x{notify}")), None);
         assert_eq!(host_port("ftp://x/y"), None);
         assert_eq!(host_port("http:///x"), None);
+    }
+
+    /// A gateway at a private address is refused for good; one that does
+    /// not answer is tried again.
+    #[test]
+    fn a_private_gateway_is_not_retried_and_a_silent_one_is() {
+        let q = Queued {
+            id: 1,
+            user: 1,
+            room: "#r".into(),
+            sender: "alice".into(),
+            msgid: "m".into(),
+            prio: "low".into(),
+            unread: 1,
+            attempts: 0,
+        };
+        let url = "http://127.0.0.1:9/_matrix/push/v1/notify";
+        let refused = send(&guard::agent(false), url, &q, &[]).expect_err("private");
+        assert!(!refused.retry, "{}", refused.reason);
+        let silent = send(&guard::agent(true), url, &q, &[]).expect_err("nothing listens");
+        assert!(silent.retry, "{}", silent.reason);
+        let bad = send(&guard::agent(true), "ftp://x/y", &q, &[]).expect_err("bad URL");
+        assert!(!bad.retry, "{}", bad.reason);
     }
 }

@@ -1,13 +1,14 @@
 //! Which gateway addresses push may reach: not this machine or its private
 //! networks, unless `--push-allow-private` says so. A client names the
 //! gateway, so without this a PUSHER could make the server POST to services
-//! only it can reach (SSRF). Host names are resolved and checked at every
-//! send, so a name that later points inward is refused then; and the
-//! connection itself goes to addresses checked by [`GuardedResolver`], so a
-//! name that answers a public address to the check and a private one to the
-//! connection (DNS rebinding), or a redirect inward, is refused too.
+//! only it can reach (SSRF). PUSHER ADD refuses private IP literals; names
+//! are resolved for each new connection by [`GuardedResolver`], and the
+//! addresses it checked are the ones connected to, so a name that points
+//! inward later, or answers differently from one lookup to the next (DNS
+//! rebinding), is refused then. A refusal is [`PrivateAddress`], which the
+//! push thread does not retry.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -36,6 +37,22 @@ pub struct GuardedResolver {
     allow_private: bool,
 }
 
+/// A gateway whose name resolves to a private address: refused, and
+/// refused again however often it is tried.
+#[derive(Debug, thiserror::Error)]
+#[error("{uri} is a private address ({ip})")]
+pub struct PrivateAddress {
+    uri: String,
+    ip: IpAddr,
+}
+
+impl PrivateAddress {
+    /// Whether ureq's `e` is this refusal.
+    pub fn is(e: &ureq::Error) -> bool {
+        matches!(e, ureq::Error::Other(inner) if inner.is::<PrivateAddress>())
+    }
+}
+
 impl Resolver for GuardedResolver {
     fn resolve(
         &self,
@@ -45,9 +62,10 @@ impl Resolver for GuardedResolver {
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let addrs = DefaultResolver::default().resolve(uri, config, timeout)?;
         match addrs.iter().find(|a| is_private(a.ip())) {
-            Some(a) if !self.allow_private => Err(ureq::Error::Other(
-                format!("{} is a private address ({})", uri, a.ip()).into(),
-            )),
+            Some(a) if !self.allow_private => Err(ureq::Error::Other(Box::new(PrivateAddress {
+                uri: uri.to_string(),
+                ip: a.ip(),
+            }))),
             _ => Ok(addrs),
         }
     }
@@ -79,20 +97,6 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfe80
                 || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
         }
-    }
-}
-
-/// The addresses `host:port` resolves to, refused (as a reason) if any is
-/// private and `allow_private` is off.
-pub fn resolve(host: &str, port: u16, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .collect();
-    match addrs.iter().find(|a| is_private(a.ip())) {
-        Some(a) if !allow_private => Err(format!("{host} is a private address ({})", a.ip())),
-        _ if addrs.is_empty() => Err(format!("{host} has no address")),
-        _ => Ok(addrs),
     }
 }
 
@@ -128,16 +132,15 @@ mod tests {
         // reaches the connect (which would fail differently).
         let url = "http://127.0.0.1:9/_matrix/push/v1/notify";
         let refused = agent(false).post(url).send_json(serde_json::json!({}));
-        let e = refused.expect_err("a private address").to_string();
-        assert!(e.contains("is a private address (127.0.0.1)"), "{e}");
+        let e = refused.expect_err("a private address");
+        assert!(PrivateAddress::is(&e), "{e}");
+        assert!(
+            e.to_string().contains("is a private address (127.0.0.1)"),
+            "{e}"
+        );
         let allowed = agent(true).post(url).send_json(serde_json::json!({}));
-        let e = allowed.expect_err("nothing listens").to_string();
-        assert!(!e.contains("private"), "{e}");
-    }
-
-    #[test]
-    fn loopback_is_refused_unless_allowed() {
-        assert!(resolve("127.0.0.1", 80, false).is_err());
-        assert_eq!(resolve("127.0.0.1", 80, true).unwrap().len(), 1);
+        let e = allowed.expect_err("nothing listens");
+        assert!(!PrivateAddress::is(&e), "{e}");
+        assert!(!e.to_string().contains("private"), "{e}");
     }
 }

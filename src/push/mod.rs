@@ -83,7 +83,7 @@ pub fn start(
                         wake();
                     }
                 };
-                match round(q.as_mut(), &agent, allow_private, &tell) {
+                match round(q.as_mut(), &agent, &tell) {
                     Ok(0) => std::thread::sleep(POLL),
                     Ok(_) => {}
                     Err(e) => {
@@ -113,13 +113,12 @@ pub fn backoff(attempts: i64) -> Duration {
 fn round(
     queue: &mut dyn PushQueue,
     agent: &ureq::Agent,
-    allow_private: bool,
     tell: &dyn Fn(Rejected),
 ) -> Result<usize, StoreError> {
     let due = queue.due(now_ms(), BATCH)?;
     for q in &due {
         let devices = queue.devices(q.user)?;
-        match send(agent, q, &devices, allow_private) {
+        match send(agent, q, &devices) {
             Ok(rejected) => {
                 for d in devices.iter().filter(|d| rejected.contains(&d.pushkey)) {
                     log::info!("push: gateway rejected pushkey of app {}", d.app_id);
@@ -156,7 +155,6 @@ fn send(
     agent: &ureq::Agent,
     q: &Queued,
     devices: &[Device],
-    allow_private: bool,
 ) -> Result<Vec<String>, gateway::Failure> {
     let mut by_url: BTreeMap<&str, Vec<Device>> = BTreeMap::new();
     for d in devices {
@@ -164,7 +162,7 @@ fn send(
     }
     let mut rejected = Vec::new();
     for (url, devices) in by_url {
-        rejected.extend(gateway::send(agent, url, q, &devices, allow_private)?);
+        rejected.extend(gateway::send(agent, url, q, &devices)?);
     }
     Ok(rejected)
 }
