@@ -29,7 +29,7 @@ pub(super) fn keep_from(head: u64) -> u64 {
 /// The entry for `change`, completed by what its transaction assigned
 /// before it (a new account's or conversation's id) or answered (an edit's
 /// message), and encoded.
-pub(super) fn entry(change: &Change, assigned: &[Assigned], answer: Option<&Answer>) -> Vec<u8> {
+fn entry(change: &Change, assigned: &[Assigned], answer: Option<&Answer>) -> Vec<u8> {
     let mut change = change.clone();
     match &mut change {
         Change::Registered { user, .. } => {
@@ -51,6 +51,37 @@ pub(super) fn entry(change: &Change, assigned: &[Assigned], answer: Option<&Answ
     }
     // At rest the publishing node means nothing: 0.
     crate::bus::codec::encode(0, &Shared::Change(change))
+}
+
+/// A commit's log write: its entry, completed by what the commit assigned
+/// before it, goes to `append` (which stores it and gives its id), and the
+/// id joins what the commit assigned.
+pub(super) fn append_committed<E>(
+    change: &Change,
+    assigned: &mut Vec<Assigned>,
+    append: impl FnOnce(Vec<u8>) -> Result<u64, E>,
+) -> Result<(), E> {
+    let id = append(entry(change, assigned, None))?;
+    assigned.push(Assigned::Log(id));
+    Ok(())
+}
+
+/// The log writes that came with a query, appended after it so that an
+/// edit's entry holds the message as the query left it; an edit's answer
+/// records the last entry. Returns that entry's id, if any.
+pub(super) fn append_answered<E>(
+    logs: &[&Change],
+    answer: &mut Answer,
+    mut append: impl FnMut(Vec<u8>) -> Result<u64, E>,
+) -> Result<Option<u64>, E> {
+    let mut last = None;
+    for change in logs {
+        last = Some(append(entry(change, &[], Some(answer)))?);
+    }
+    if let Answer::Changed { logged, .. } = answer {
+        *logged = last;
+    }
+    Ok(last)
 }
 
 /// Reads back an entry; one this build cannot decode is logged and kept

@@ -147,8 +147,9 @@ impl Backend for MemoryBackend {
             for w in writes {
                 match w {
                     Write::Log(change) => {
-                        let id = t.append_log(change_log::entry(change, &assigned, None));
-                        assigned.push(Assigned::Log(id));
+                        change_log::append_committed(change, &mut assigned, |p| {
+                            Ok::<_, StoreError>(t.append_log(p))
+                        })?
                     }
                     _ => assigned.extend(t.apply(w)?),
                 }
@@ -203,13 +204,9 @@ impl Backend for MemoryBackend {
                         .collect(),
                 )),
             }?;
-            let mut last = None;
-            for change in logs {
-                last = Some(t.append_log(change_log::entry(change, &[], Some(&answer))));
-            }
-            if let Answer::Changed { logged, .. } = &mut answer {
-                *logged = last;
-            }
+            change_log::append_answered(&logs, &mut answer, |p| {
+                Ok::<_, StoreError>(t.append_log(p))
+            })?;
             Ok(answer)
         })
     }

@@ -111,14 +111,8 @@ impl Backend for PostgresBackend {
                 Query::LastSeqs(ref convs) => Answer::LastSeqs(last_seqs(&mut tx, convs)?),
             };
             let mut log = LogRows::reserve(&mut tx, logs.len())?;
-            let mut last = None;
-            for change in logs {
-                last = Some(log.push(super::change_log::entry(change, &[], Some(&answer)))?);
-            }
+            super::change_log::append_answered(&logs, &mut answer, |p| log.push(p))?;
             log.flush(&mut tx)?;
-            if let Answer::Changed { logged, .. } = &mut answer {
-                *logged = last;
-            }
             tx.commit()?;
             Ok(answer)
         })

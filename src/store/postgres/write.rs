@@ -135,8 +135,7 @@ pub(super) fn apply_all(db: &mut Tx<'_>, writes: &[&Write]) -> Result<Vec<Assign
             }
             Write::Log(change) => {
                 post_run(db, &mut run, &mut rows, &mut assigned)?;
-                let id = log.push(change_log::entry(change, &assigned, None))?;
-                assigned.push(Assigned::Log(id));
+                change_log::append_committed(change, &mut assigned, |p| log.push(p))?;
                 continue;
             }
             _ => {}

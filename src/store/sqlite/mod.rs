@@ -22,7 +22,7 @@ use super::{
 use checkpoint::{Checkpointer, WalFile};
 use fts::FtsLag;
 use read::{blob_access, last_seqs, messages_after, messages_before, read_log, search};
-use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change};
+use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change, prune_log};
 
 /// One SQLite database file in the data dir, in WAL mode, its commits
 /// written to the OS and fsynced by the WAL sync (`sync`) or the
@@ -54,13 +54,15 @@ impl Backend for SqliteBackend {
         for w in writes {
             match w {
                 Write::Log(change) => {
-                    let id = append_log(&tx, &change_log::entry(change, &assigned, None))?;
-                    assigned.push(Assigned::Log(id));
+                    change_log::append_committed(change, &mut assigned, |p| append_log(&tx, &p))?
                 }
                 _ => assigned.extend(apply(&tx, w, &mut seqs, &mut rows)?),
             }
         }
         rows.flush(&tx)?;
+        if let Some(head) = assigned.iter().rev().find_map(Assigned::log) {
+            prune_log(&tx, head)?;
+        }
         tx.commit()?;
         self.committed(seqs.into_committed());
         Ok(assigned)
@@ -108,15 +110,9 @@ impl Backend for SqliteBackend {
             Query::Log { after, limit } => Answer::Log(read_log(&tx, after, limit)?),
             Query::LastSeqs(ref convs) => Answer::LastSeqs(last_seqs(&tx, convs)?),
         };
-        let mut last = None;
-        for change in logs {
-            last = Some(append_log(
-                &tx,
-                &change_log::entry(change, &[], Some(&answer)),
-            )?);
-        }
-        if let Answer::Changed { logged, .. } = &mut answer {
-            *logged = last;
+        let last = change_log::append_answered(&logs, &mut answer, |p| append_log(&tx, &p))?;
+        if let Some(head) = last {
+            prune_log(&tx, head)?;
         }
         tx.commit()?;
         self.fts.committed(indexed);

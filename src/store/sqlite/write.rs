@@ -526,8 +526,7 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
 }
 
 /// Appends a change log entry; returns its id. SQLite has one writer at a
-/// time, so AUTOINCREMENT ids are gapless and in commit order. Entries no
-/// node needs any more go in the same transaction.
+/// time, so AUTOINCREMENT ids are gapless and in commit order.
 pub(super) fn append_log(
     tx: &rusqlite::Transaction<'_>,
     payload: &[u8],
@@ -535,9 +534,14 @@ pub(super) fn append_log(
     let id: i64 = tx
         .prepare_cached("INSERT INTO change_log (payload) VALUES (?1) RETURNING id")?
         .query_row(params![payload], |r| r.get(0))?;
-    let id = u64::try_from(id).unwrap_or(0);
-    let keep_from = i64::try_from(crate::store::change_log::keep_from(id)).unwrap_or(0);
+    Ok(u64::try_from(id).unwrap_or(0))
+}
+
+/// Drops the entries no node needs any more, once a transaction's log
+/// reaches `head`.
+pub(super) fn prune_log(tx: &rusqlite::Transaction<'_>, head: u64) -> Result<(), rusqlite::Error> {
+    let keep_from = i64::try_from(crate::store::change_log::keep_from(head)).unwrap_or(0);
     tx.prepare_cached("DELETE FROM change_log WHERE id < ?1")?
         .execute(params![keep_from])?;
-    Ok(id)
+    Ok(())
 }
