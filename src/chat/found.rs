@@ -123,7 +123,7 @@ impl Hub {
             Durability::Async => {
                 let id = self.convs.next_id();
                 self.persist(f.new_conv(created).writes(id), out);
-                self.founded(id, f, None, out);
+                self.founded(id, f, false, None, out);
                 Some(id)
             }
         }
@@ -131,20 +131,17 @@ impl Hub {
 
     /// A founding is durable as `conv` (at once under async): apply it,
     /// answer its founder (`deferred`: with a `Complete`), and run what was
-    /// parked on it.
-    ///
-    /// `logged`: under `sync`, its change log entry (`Some(None)` without
-    /// `--bus`); `None` under `async`, which answers at once.
+    /// parked on it; `log` is its change log entry (`--bus`).
     pub(super) fn founded(
         &mut self,
         conv: ConvId,
         f: Founding,
-        logged: Option<Option<u64>>,
+        deferred: bool,
+        log: Option<u64>,
         out: &mut Out,
     ) {
-        let deferred = logged.is_some();
         let change = f.change(conv);
-        self.logged(logged.flatten(), change.clone(), out);
+        self.logged(log, change.clone(), out);
         self.apply(change, out);
         let answer = match f.founder {
             Founder::Join { sid, uid } => {

@@ -757,6 +757,8 @@ impl Hub {
                     continue;
                 }
             };
+            // The change log entry the commit made, if any (`--bus`).
+            let log = assigned(&answer).iter().find_map(Assigned::log);
             match pending {
                 Pending::Reply {
                     sid,
@@ -767,8 +769,7 @@ impl Hub {
                     out.emits.extend(events);
                     out.complete(sid, reply);
                     if let Some(change) = shared {
-                        let id = assigned(&answer).iter().find_map(Assigned::log);
-                        self.logged(id, change, out);
+                        self.logged(log, change, out);
                     }
                 }
                 Pending::Fill { conv } => self.filled(conv, answer, out),
@@ -780,10 +781,7 @@ impl Hub {
                 } => self.publish(conv, vec![(sid, msg, ack)], out),
                 Pending::FetchAccess { sid, blob } => self.fetch_answer(sid, blob, answer, out),
                 Pending::Founded(f) => match assigned(&answer).iter().find_map(Assigned::conv) {
-                    Some(conv) => {
-                        let log = assigned(&answer).iter().find_map(Assigned::log);
-                        self.founded(conv, *f, Some(log), out)
-                    }
+                    Some(conv) => self.founded(conv, *f, true, log, out),
                     None => self.founding_failed(*f, ChatError::Internal, out),
                 },
                 Pending::Registered { sid, name, phc } => {
@@ -793,15 +791,11 @@ impl Hub {
                         continue;
                     };
                     let change = Change::Registered { user, name, phc };
-                    let log = assigned(&answer).iter().find_map(Assigned::log);
                     self.logged(log, change.clone(), out);
                     self.apply(change, out);
                     self.registered(sid, Ok(user), out);
                 }
-                Pending::Logged(change) => {
-                    let log = assigned(&answer).iter().find_map(Assigned::log);
-                    self.logged(log, change, out);
-                }
+                Pending::Logged(change) => self.logged(log, change, out),
                 Pending::LogRead => self.log_read(answer, out),
                 Pending::History { sid, conv, limit } => {
                     self.history_answer(sid, conv, limit, answer, out)

@@ -126,11 +126,7 @@ impl Hub {
             }
         }
         if let Some(after) = ready.fetch {
-            let query = Query::Log {
-                after,
-                limit: LOG_READ_ROWS,
-            };
-            out.store.push(Request::query(query, Pending::LogRead));
+            read_log(after, out);
         }
     }
 
@@ -178,13 +174,7 @@ impl Hub {
             return;
         }
         if let Some(after) = self.changes.want(self.now()) {
-            self.changes_ready(
-                Ready {
-                    apply: Vec::new(),
-                    fetch: Some(after),
-                },
-                out,
-            );
+            read_log(after, out);
         }
     }
 
@@ -280,11 +270,7 @@ impl Hub {
             self.sequence(conv, Vec::new(), out);
         }
         if let Some(after) = self.changes.overdue(now) {
-            let ready = Ready {
-                apply: Vec::new(),
-                fetch: Some(after),
-            };
-            self.changes_ready(ready, out);
+            read_log(after, out);
         }
     }
 
@@ -352,6 +338,15 @@ impl Hub {
         let c = &self.changes;
         (c.held(), c.duplicates, c.overflow, c.lost)
     }
+}
+
+/// Asks the store for the change log past entry `after`.
+fn read_log(after: u64, out: &mut Out) {
+    let query = Query::Log {
+        after,
+        limit: LOG_READ_ROWS,
+    };
+    out.store.push(Request::query(query, Pending::LogRead));
 }
 
 fn stored_post(m: StoredMessage) -> Posted {
