@@ -58,8 +58,15 @@ pub fn route(hub: &mut Hub, emits: &mut Vec<Emit>, wire: &mut Vec<(SessionId, Wi
     for emit in emits.drain(..) {
         match emit {
             Emit::To(sid, output) => wire.push((sid, encode_output(hub, sid, output))),
-            Emit::Event(to, Event::Messages { conv, posts }) => {
-                deliveries += messages(hub, to, conv, &posts, wire);
+            Emit::Event(
+                to,
+                Event::Messages {
+                    conv,
+                    posts,
+                    synced,
+                },
+            ) => {
+                deliveries += messages(hub, to, conv, &posts, &synced, wire);
             }
             Emit::Event(to, event) => fan_event(hub, to, &event, wire),
         }
@@ -202,12 +209,14 @@ fn start(ends: &[usize], i: usize) -> usize {
 }
 
 /// Delivers a batch of one conversation's messages; returns how many
-/// message deliveries that made.
+/// message deliveries that made. A session that sent some of the batch, or
+/// whose SYNC carries some of it (`synced`), gets only the rest.
 fn messages(
     hub: &Hub,
     to: Audience,
     conv: ConvId,
     posts: &[Posted],
+    synced: &[(SessionId, Seq)],
     wire: &mut Vec<(SessionId, Wire)>,
 ) -> u64 {
     let per_viewer = per_viewer(hub, Some(conv));
@@ -228,7 +237,11 @@ fn messages(
             shared.get_or_insert_with(|| Encoded::new(hub, conv, user, posts))
         };
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
-            if origins.binary_search(&s).is_err() {
+            let had = synced
+                .iter()
+                .find(|&&(x, _)| x == s)
+                .map(|&(_, through)| through);
+            if had.is_none() && origins.binary_search(&s).is_err() {
                 // The common case: the session sent none of the batch.
                 for chunk in &form.chunks {
                     let (line, seq) = (chunk.line.clone(), chunk.last);
@@ -237,12 +250,15 @@ fn messages(
                 sent += posts.len() as u64;
                 continue;
             }
-            // The session sent some of these: it gets the others' only,
-            // copied into a buffer of its own, sized first (grown line by
-            // line, its reallocations were a tenth of the loop's time when
-            // every member of a room speaks).
+            // The session sent some of these (or has some from its SYNC):
+            // it gets the others only, copied into a buffer of its own,
+            // sized first (grown line by line, its reallocations were a
+            // tenth of the loop's time when every member of a room speaks).
+            let new = |i: &usize| {
+                posts[*i].origin != Some(s) && had.is_none_or(|through| posts[*i].msg.seq > through)
+            };
             for chunk in &form.chunks {
-                let theirs = || chunk.posts.clone().filter(|&i| posts[i].origin != Some(s));
+                let theirs = || chunk.posts.clone().filter(new);
                 let Some(last) = theirs().next_back() else {
                     continue;
                 };

@@ -160,9 +160,15 @@ impl Hub {
                         c.recent.push_back(p.msg.clone());
                     }
                 }
+                let synced = self.streamed.skips(conv);
+                self.streamed.applied(conv, c.last_seq);
                 out.event(
                     Audience::members(conv, None),
-                    Event::Messages { conv, posts },
+                    Event::Messages {
+                        conv,
+                        posts,
+                        synced,
+                    },
                 );
             }
         }

@@ -307,6 +307,7 @@ pub struct Hub {
     /// reads or changes is as if each SAY had been published at once.
     unpublished: say::Unpublished,
     syncs: IdMap<SessionId, sync::SyncJob>,
+    streamed: sync::Streamed,
     fetches: IdMap<SessionId, attach::FetchJob>,
     /// When each (user, conversation) last sent a TYPING event (Unix ms).
     typing: IdMap<(UserId, ConvId), i64>,
@@ -402,6 +403,7 @@ impl Hub {
             founding: HashMap::new(),
             unpublished: say::Unpublished::default(),
             syncs: IdMap::default(),
+            streamed: sync::Streamed::default(),
             fetches: IdMap::default(),
             typing: IdMap::default(),
             sequencer: Sequencer::default(),
@@ -490,6 +492,7 @@ impl Hub {
         };
         self.reserved.retain(|_, s| *s != sid);
         self.syncs.remove(&sid);
+        self.streamed.forget(sid);
         self.fetches.remove(&sid);
         if let Some(uid) = state.user {
             self.logout(sid, uid, out);
@@ -831,11 +834,13 @@ impl Hub {
             // the storage thread has logged why.
             Pending::Logged(_) => return,
             Pending::SyncPlan { sid, .. } => {
+                self.streamed.forget(sid);
                 self.unbusy(sid);
                 sid
             }
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
+                self.streamed.forget(sid);
                 self.unbusy(sid);
                 sid
             }

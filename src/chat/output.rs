@@ -103,6 +103,10 @@ pub enum Event {
     Messages {
         conv: ConvId,
         posts: Vec<Posted>,
+        /// Sessions whose SYNC stream carries this conversation through a
+        /// seq: they get only the messages after it (`--bus` only; empty,
+        /// and unallocated, otherwise).
+        synced: Vec<(SessionId, Seq)>,
     },
     Joined {
         conv: ConvId,

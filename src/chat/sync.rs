@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 
 use super::{
-    Audience, ChatError, ConvId, Event, Hub, Out, Output, Part, Pending, Progress, Reply, Seq,
-    SessionId, Shared, UserId,
+    Audience, ChatError, ConvId, Event, Hub, IdMap, Out, Output, Part, Pending, Progress, Reply,
+    Seq, SessionId, Shared, UserId,
 };
 use crate::protocol::Target;
 use crate::store::{Answer, MsgState, Query, Request, Write};
@@ -42,6 +42,57 @@ pub struct Range {
     /// Everything up to and including this seq has been sent.
     after: Seq,
     upto: Seq,
+}
+
+/// With `--bus`, the sessions whose SYNC streams a conversation's
+/// messages through some seq, per conversation: live delivery to them
+/// skips those, so each message reaches a session once.
+///
+/// On one node a SYNC never overlaps live delivery: its ranges end at what
+/// the node has applied, and what is applied later has a later seq. With
+/// `--bus` a range may end past that (the store's end, asked when the SYNC
+/// starts), and messages go on being applied while that is asked: by the
+/// bus, and by the catch-up read that the same LOGIN set off when it made
+/// this node listen to the conversation. Those are the stream's, not the
+/// live path's, until the node has applied past the stream's end.
+#[derive(Debug, Default)]
+pub struct Streamed(IdMap<ConvId, Vec<(SessionId, Seq)>>);
+
+impl Streamed {
+    /// `sid`'s SYNC carries `conv` through `through` (`Seq::MAX` while
+    /// where the conversation ends is being asked).
+    fn cover(&mut self, conv: ConvId, sid: SessionId, through: Seq) {
+        let covered = self.0.entry(conv).or_default();
+        match covered.iter_mut().find(|(s, _)| *s == sid) {
+            Some(c) => c.1 = through,
+            None => covered.push((sid, through)),
+        }
+    }
+
+    /// The sessions to skip in a live delivery of `conv`'s messages, each
+    /// with the seq it already has them through.
+    pub(super) fn skips(&self, conv: ConvId) -> Vec<(SessionId, Seq)> {
+        self.0.get(&conv).cloned().unwrap_or_default()
+    }
+
+    /// `conv` has been applied through `last`: a stream ending there or
+    /// before overlaps nothing that is still to come.
+    pub(super) fn applied(&mut self, conv: ConvId, last: Seq) {
+        if let Some(covered) = self.0.get_mut(&conv) {
+            covered.retain(|&(_, through)| through > last);
+            if covered.is_empty() {
+                self.0.remove(&conv);
+            }
+        }
+    }
+
+    /// `sid` is gone, or its SYNC failed: live delivery reaches it again.
+    pub(super) fn forget(&mut self, sid: SessionId) {
+        self.0.retain(|_, covered| {
+            covered.retain(|&(s, _)| s != sid);
+            !covered.is_empty()
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -211,6 +262,9 @@ impl Hub {
             // (it listens to a conversation only while a member is logged
             // in here, and the bus may lose messages): where each
             // conversation ends is asked of the store, in one query.
+            for r in &ranges {
+                self.streamed.cover(r.conv, sid, Seq::MAX);
+            }
             let convs = ranges.iter().map(|r| r.conv).collect();
             let plan = Pending::SyncPlan { sid, ranges };
             out.store.push(Request::query(Query::LastSeqs(convs), plan));
@@ -220,7 +274,8 @@ impl Hub {
     }
 
     /// The store's last seqs for a SYNC's conversations (`--bus`): each
-    /// range runs to the later of the store's end and this node's.
+    /// range runs to the later of the store's end and this node's now
+    /// (which may have heard more meanwhile, and kept it for the stream).
     pub(super) fn sync_planned(
         &mut self,
         sid: SessionId,
@@ -232,10 +287,15 @@ impl Hub {
         if !self.sessions.contains_key(&sid) {
             return;
         }
-        if let Answer::LastSeqs(last) = answer {
-            for (r, last) in ranges.iter_mut().zip(last) {
-                r.upto = r.upto.max(last);
-            }
+        let stored = match answer {
+            Answer::LastSeqs(last) => last,
+            _ => Vec::new(),
+        };
+        let mut stored = stored.into_iter();
+        for r in &mut ranges {
+            let heard = self.convs.get(r.conv).map_or(Seq::ZERO, |c| c.last_seq);
+            r.upto = r.upto.max(heard).max(stored.next().unwrap_or_default());
+            self.streamed.cover(r.conv, sid, r.upto);
         }
         self.run_sync(sid, ranges, out);
     }

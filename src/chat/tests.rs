@@ -1122,3 +1122,65 @@ fn an_account_or_conversation_heard_twice_changes_nothing() {
     h.send(a, "ROOMS");
     assert_eq!(h.take(a), ["ROOM #r public 2 admin", "OK ROOMS 1"]);
 }
+
+/// With `--bus` a SYNC may stream messages this node has not applied yet,
+/// and the node may apply them while the SYNC runs (the bus, a catch-up
+/// read): either way each message reaches the syncing session once.
+#[test]
+fn a_sync_and_the_bus_deliver_each_message_once() {
+    let mut h = clustered();
+    let a = h.user("alice");
+    let b = h.user("bob");
+    h.send(a, "JOIN #r");
+    h.send(b, "JOIN #r");
+    h.take(a);
+    h.take(b);
+    let conv = h.hub.rooms["#r"];
+    let stored = |seq: u64| store::StoredMessage {
+        conv,
+        seq: Seq(seq),
+        id: uuid::Uuid::from_u128(100 + u128::from(seq)),
+        sender: UserId(77),
+        at: NOW,
+        text: format!("m{seq}"),
+        state: MsgState::Sent,
+        reply_to: None,
+    };
+    let posted = |seqs: &[u64]| {
+        let posts = seqs
+            .iter()
+            .map(|&s| Posted {
+                origin: None,
+                msg: Msg::from(stored(s)),
+            })
+            .collect();
+        Shared::Change(Change::Posted { conv, posts })
+    };
+    let heads = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    // Another node committed three messages.
+    let writes = (1..=3).map(|s| Write::Message(stored(s))).collect();
+    store::run_batch(&mut h.db, vec![store::Request::write(writes, None::<()>)]);
+    // bob SYNCs; while the store is asked where #r ends, the bus brings
+    // the first two.
+    let mut out = Out::default();
+    h.hub.handle(b, parse("SYNC").unwrap(), &mut out);
+    h.hub.remote(posted(&[1, 2]), &mut out);
+    h.drain(out);
+    assert_eq!(
+        heads(h.take(b)),
+        ["MSG #r 1", "MSG #r 2", "MSG #r 3", "OK SYNC 3"]
+    );
+    assert_eq!(heads(h.take(a)), ["MSG #r 1", "MSG #r 2"]);
+    // The third comes by the bus after the stream had it; then a new one.
+    let mut out = Out::default();
+    h.hub.remote(posted(&[3]), &mut out);
+    h.hub.remote(posted(&[4]), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
+    assert_eq!(heads(h.take(a)), ["MSG #r 3", "MSG #r 4"]);
+}

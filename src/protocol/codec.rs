@@ -533,7 +533,7 @@ pub fn event(e: &Event, viewer: UserId, dir: &impl Directory) -> Bytes {
     let conv = |c: ConvId| dir.conv_name(c, Some(viewer));
     let mut out = Lines::new();
     match e {
-        Event::Messages { conv: c, posts } => {
+        Event::Messages { conv: c, posts, .. } => {
             let name = conv(*c);
             for p in posts {
                 msg_line(&mut out.0, &name, &p.msg, dir);
