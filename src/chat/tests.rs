@@ -606,7 +606,10 @@ fn async_commands_after_a_say_in_one_turn_see_it() {
 
 /// alice and bob in `#r` (sync), everything they were told so far read.
 fn alice_and_bob_in_r() -> (Harness, SessionId, SessionId) {
-    let mut h = Harness::new(Durability::Sync);
+    alice_and_bob_in_r_of(Harness::new(Durability::Sync))
+}
+
+fn alice_and_bob_in_r_of(mut h: Harness) -> (Harness, SessionId, SessionId) {
     let a = h.user("alice");
     let b = h.user("bob");
     h.send(a, "JOIN #r");
@@ -1055,39 +1058,17 @@ fn a_message_past_a_gap_waits_for_the_store() {
     h.send(a, "JOIN #r");
     h.take(a);
     let conv = h.hub.rooms["#r"];
-    let bob = UserId(77);
-    let stored = |seq: u64| store::StoredMessage {
-        conv,
-        seq: Seq(seq),
-        id: uuid::Uuid::from_u128(100 + u128::from(seq)),
-        sender: bob,
-        at: NOW,
-        text: format!("m{seq}"),
-        state: MsgState::Sent,
-        reply_to: None,
-    };
     // Another node committed two messages; the bus brings only the second.
-    let writes = vec![Write::Message(stored(1)), Write::Message(stored(2))];
-    store::run_batch(&mut h.db, vec![store::Request::write(writes, None::<()>)]);
-    let bus_brings = |h: &mut Harness, msg: store::StoredMessage| {
+    committed_elsewhere(&mut h, conv, 1..=2);
+    let bus_brings = |h: &mut Harness, seqs: &[u64]| {
         let mut out = Out::default();
-        let posts = vec![Posted {
-            origin: None,
-            msg: Msg::from(msg),
-        }];
-        h.hub
-            .remote(Shared::Change(Change::Posted { conv, posts }), &mut out);
+        h.hub.remote(posted_elsewhere(conv, seqs), &mut out);
         h.drain(out);
     };
-    bus_brings(&mut h, stored(2));
-    let got: Vec<String> = h
-        .take(a)
-        .iter()
-        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-        .collect();
-    assert_eq!(got, ["MSG #r 1", "MSG #r 2"]);
+    bus_brings(&mut h, &[2]);
+    assert_eq!(heads(h.take(a)), ["MSG #r 1", "MSG #r 2"]);
     // The same message again (Redis or the store) is dropped.
-    bus_brings(&mut h, stored(2));
+    bus_brings(&mut h, &[2]);
     assert!(h.take(a).is_empty());
     assert_eq!(h.hub.sequencer_counts(), (0, 2, 0));
 }
@@ -1123,20 +1104,10 @@ fn an_account_or_conversation_heard_twice_changes_nothing() {
     assert_eq!(h.take(a), ["ROOM #r public 2 admin", "OK ROOMS 1"]);
 }
 
-/// With `--bus` a SYNC may stream messages this node has not applied yet,
-/// and the node may apply them while the SYNC runs (the bus, a catch-up
-/// read): either way each message reaches the syncing session once.
-#[test]
-fn a_sync_and_the_bus_deliver_each_message_once() {
-    let mut h = clustered();
-    let a = h.user("alice");
-    let b = h.user("bob");
-    h.send(a, "JOIN #r");
-    h.send(b, "JOIN #r");
-    h.take(a);
-    h.take(b);
-    let conv = h.hub.rooms["#r"];
-    let stored = |seq: u64| store::StoredMessage {
+/// A message another node committed in `conv`, by a user this node need
+/// not know.
+fn stored_elsewhere(conv: ConvId, seq: u64) -> store::StoredMessage {
+    store::StoredMessage {
         conv,
         seq: Seq(seq),
         id: uuid::Uuid::from_u128(100 + u128::from(seq)),
@@ -1145,31 +1116,49 @@ fn a_sync_and_the_bus_deliver_each_message_once() {
         text: format!("m{seq}"),
         state: MsgState::Sent,
         reply_to: None,
-    };
-    let posted = |seqs: &[u64]| {
-        let posts = seqs
-            .iter()
-            .map(|&s| Posted {
-                origin: None,
-                msg: Msg::from(stored(s)),
-            })
-            .collect();
-        Shared::Change(Change::Posted { conv, posts })
-    };
-    let heads = |lines: Vec<String>| -> Vec<String> {
-        lines
-            .iter()
-            .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
-            .collect()
-    };
-    // Another node committed three messages.
-    let writes = (1..=3).map(|s| Write::Message(stored(s))).collect();
+    }
+}
+
+fn committed_elsewhere(h: &mut Harness, conv: ConvId, seqs: std::ops::RangeInclusive<u64>) {
+    let writes = seqs
+        .map(|s| Write::Message(stored_elsewhere(conv, s)))
+        .collect();
     store::run_batch(&mut h.db, vec![store::Request::write(writes, None::<()>)]);
+}
+
+/// What the bus brings of those messages.
+fn posted_elsewhere(conv: ConvId, seqs: &[u64]) -> Shared {
+    let posts = seqs
+        .iter()
+        .map(|&s| Posted {
+            origin: None,
+            msg: Msg::from(stored_elsewhere(conv, s)),
+        })
+        .collect();
+    Shared::Change(Change::Posted { conv, posts })
+}
+
+/// Each line's first three words (`MSG #r 1`): enough to tell messages apart.
+fn heads(lines: Vec<String>) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| l.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// With `--bus` a SYNC may stream messages this node has not applied yet,
+/// and the node may apply them while the SYNC runs (the bus, a catch-up
+/// read): either way each message reaches the syncing session once.
+#[test]
+fn a_sync_and_the_bus_deliver_each_message_once() {
+    let (mut h, a, b) = alice_and_bob_in_r_of(clustered());
+    let conv = h.hub.rooms["#r"];
+    committed_elsewhere(&mut h, conv, 1..=3);
     // bob SYNCs; while the store is asked where #r ends, the bus brings
     // the first two.
     let mut out = Out::default();
     h.hub.handle(b, parse("SYNC").unwrap(), &mut out);
-    h.hub.remote(posted(&[1, 2]), &mut out);
+    h.hub.remote(posted_elsewhere(conv, &[1, 2]), &mut out);
     h.drain(out);
     assert_eq!(
         heads(h.take(b)),
@@ -1178,8 +1167,8 @@ fn a_sync_and_the_bus_deliver_each_message_once() {
     assert_eq!(heads(h.take(a)), ["MSG #r 1", "MSG #r 2"]);
     // The third comes by the bus after the stream had it; then a new one.
     let mut out = Out::default();
-    h.hub.remote(posted(&[3]), &mut out);
-    h.hub.remote(posted(&[4]), &mut out);
+    h.hub.remote(posted_elsewhere(conv, &[3]), &mut out);
+    h.hub.remote(posted_elsewhere(conv, &[4]), &mut out);
     h.drain(out);
     assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
     assert_eq!(heads(h.take(a)), ["MSG #r 3", "MSG #r 4"]);
