@@ -414,6 +414,44 @@ fn a_login_on_a_node_that_heard_nothing_syncs_from_the_store() {
     assert_eq!(missed, ["MSG #q 1 alice one", "MSG #q 2 alice two"]);
 }
 
+/// A delivered cursor that one node saved (four times a second) is where
+/// the user's SYNC starts on another node: a LOGIN there brings only what
+/// they did not get.
+#[test]
+fn a_login_on_another_node_starts_at_the_cursor_saved_elsewhere() {
+    let Some(cl) = Cluster::start(2) else {
+        return;
+    };
+    let (mut alice, mut bob) = room_on_two_nodes(&cl, "#r");
+    for i in 1..=3 {
+        alice.send(&format!("SAY #r m{i}"));
+        alice.expect_prefix(&format!("OK SAY #r {i} "));
+    }
+    for i in 1..=3 {
+        assert_eq!(msg(&bob.line()), format!("MSG #r {i} alice m{i}"));
+    }
+    let mut db = postgres::Client::connect(&cl.db.url, postgres::NoTls).unwrap();
+    eventually("node 1 saves bob's cursor", || {
+        let row = db
+            .query_opt(
+                "SELECT k.delivered FROM cursors k
+                 JOIN users u ON u.id = k.user_id JOIN convs c ON c.id = k.conv
+                 WHERE u.name = 'bob' AND c.name = '#r'",
+                &[],
+            )
+            .unwrap();
+        row.filter(|r| r.get::<_, i64>(0) == 3)
+    });
+    bob.send("QUIT");
+    bob.until_closed();
+    alice.send("SAY #r m4");
+    alice.expect_prefix("OK SAY #r 4 ");
+    // Node 0 never delivered anything to bob.
+    let mut bob = cl.nodes[0].client();
+    let missed: Vec<String> = bob.login("bob").iter().map(|l| msg(l)).collect();
+    assert_eq!(missed, ["MSG #r 4 alice m4"]);
+}
+
 #[test]
 fn a_killed_node_loses_nothing_acknowledged_and_its_clients_sync_elsewhere() {
     let Some(mut cl) = Cluster::start(2) else {

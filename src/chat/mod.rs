@@ -143,6 +143,7 @@ pub enum Pending {
     SyncPlan {
         sid: SessionId,
         ranges: std::collections::VecDeque<sync::Range>,
+        from: sync::Start,
     },
     /// The next chunk of a SYNC stream.
     SyncChunk { sid: SessionId },
@@ -804,7 +805,9 @@ impl Hub {
                     self.history_answer(sid, conv, limit, answer, out)
                 }
                 Pending::Search { sid, conv } => self.search_answer(sid, conv, answer, out),
-                Pending::SyncPlan { sid, ranges } => self.sync_planned(sid, ranges, answer, out),
+                Pending::SyncPlan { sid, ranges, from } => {
+                    self.sync_planned(sid, ranges, from, answer, out)
+                }
                 Pending::SyncChunk { sid } => self.sync_chunk(sid, answer, out),
                 Pending::Status { sid, conv, seq } => {
                     self.status_answer(sid, conv, seq, answer, out)

@@ -95,6 +95,15 @@ impl Streamed {
     }
 }
 
+/// Where a SYNC's ranges start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At the user's delivered cursors (SYNC, LOGIN).
+    Cursors,
+    /// Where the client said (`SYNC <conv> <after-seq>`).
+    Asked,
+}
+
 #[derive(Debug)]
 pub struct SyncJob {
     ranges: VecDeque<Range>,
@@ -222,15 +231,15 @@ impl Hub {
         range: Option<(Target<'_>, Seq)>,
         out: &mut Out,
     ) -> Result<(), ChatError> {
-        let ranges = match range {
-            None => self.missed(uid),
+        match range {
+            None => self.sync_after_login(sid, uid, out),
             Some((target, after)) => {
                 let conv = self.member_conv(uid, target)?;
                 let upto = self.conv(conv)?.last_seq;
-                VecDeque::from([Range { conv, after, upto }])
+                let ranges = VecDeque::from([Range { conv, after, upto }]);
+                self.start_sync(sid, uid, ranges, Start::Asked, out);
             }
-        };
-        self.start_sync(sid, ranges, out);
+        }
         Ok(())
     }
 
@@ -250,36 +259,49 @@ impl Hub {
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
     pub(super) fn sync_after_login(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
         let ranges = self.missed(uid);
-        self.start_sync(sid, ranges, out);
+        self.start_sync(sid, uid, ranges, Start::Cursors, out);
     }
 
-    fn start_sync(&mut self, sid: SessionId, ranges: VecDeque<Range>, out: &mut Out) {
+    fn start_sync(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        ranges: VecDeque<Range>,
+        from: Start,
+        out: &mut Out,
+    ) {
         out.defer(sid);
         // Commands after SYNC wait until its stream is done.
         self.hold(sid);
         if self.cfg.clustered && !ranges.is_empty() {
             // Other nodes may have committed past what this node has heard
             // (it listens to a conversation only while a member is logged
-            // in here, and the bus may lose messages): where each
-            // conversation ends is asked of the store, in one query.
+            // in here, and the bus may lose messages), and may have
+            // delivered to the user's sessions there: where each
+            // conversation ends, and the user's cursor in it, is asked of
+            // the store, in one query.
             for r in &ranges {
                 self.streamed.cover(r.conv, sid, Seq::MAX);
             }
             let convs = ranges.iter().map(|r| r.conv).collect();
-            let plan = Pending::SyncPlan { sid, ranges };
-            out.store.push(Request::query(Query::LastSeqs(convs), plan));
+            let plan = Pending::SyncPlan { sid, ranges, from };
+            let query = Query::Ends { user: uid, convs };
+            out.store.push(Request::query(query, plan));
             return;
         }
         self.run_sync(sid, ranges, out);
     }
 
-    /// The store's last seqs for a SYNC's conversations (`--bus`): each
-    /// range runs to the later of the store's end and this node's now
-    /// (which may have heard more meanwhile, and kept it for the stream).
+    /// Where a SYNC's conversations end in the store (`--bus`): each range
+    /// runs to the later of the store's end and this node's now (which may
+    /// have heard more meanwhile, and kept it for the stream), and one
+    /// that starts at the user's cursor starts at the later of this node's
+    /// and the store's (moved by the user's sessions on other nodes).
     pub(super) fn sync_planned(
         &mut self,
         sid: SessionId,
         mut ranges: VecDeque<Range>,
+        from: Start,
         answer: Answer,
         out: &mut Out,
     ) {
@@ -288,13 +310,17 @@ impl Hub {
             return;
         }
         let stored = match answer {
-            Answer::LastSeqs(last) => last,
+            Answer::Ends(ends) => ends,
             _ => Vec::new(),
         };
         let mut stored = stored.into_iter();
         for r in &mut ranges {
             let heard = self.convs.get(r.conv).map_or(Seq::ZERO, |c| c.last_seq);
-            r.upto = r.upto.max(heard).max(stored.next().unwrap_or_default());
+            let end = stored.next().unwrap_or_default();
+            r.upto = r.upto.max(heard).max(end.last);
+            if from == Start::Cursors {
+                r.after = r.after.max(end.delivered);
+            }
             self.streamed.cover(r.conv, sid, r.upto);
         }
         self.run_sync(sid, ranges, out);

@@ -1173,3 +1173,29 @@ fn a_sync_and_the_bus_deliver_each_message_once() {
     assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
     assert_eq!(heads(h.take(a)), ["MSG #r 3", "MSG #r 4"]);
 }
+
+/// With `--bus` a SYNC starts at the later of this node's cursor and the
+/// store's, which the user's sessions on other nodes move; a SYNC from a
+/// seq the client names starts there.
+#[test]
+fn a_sync_starts_where_any_node_delivered() {
+    let (mut h, _, b) = alice_and_bob_in_r_of(clustered());
+    let conv = h.hub.rooms["#r"];
+    committed_elsewhere(&mut h, conv, 1..=3);
+    // Another node delivered bob the first two, and saved his cursor.
+    let bob = h.hub.by_name["bob"];
+    let cursor = Write::Cursor {
+        user: bob,
+        conv,
+        delivered: Seq(2),
+        read: Seq::ZERO,
+    };
+    store::run_batch(
+        &mut h.db,
+        vec![store::Request::write(vec![cursor], None::<()>)],
+    );
+    h.send(b, "SYNC");
+    assert_eq!(heads(h.take(b)), ["MSG #r 3", "OK SYNC 1"]);
+    h.send(b, "SYNC #r 1");
+    assert_eq!(heads(h.take(b)), ["MSG #r 2", "MSG #r 3", "OK SYNC 2"]);
+}

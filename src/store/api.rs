@@ -449,8 +449,10 @@ pub enum Query {
     },
     /// Oldest first: change log entries with ids above `after`.
     Log { after: u64, limit: usize },
-    /// The last seq committed in each conversation, in the order asked.
-    LastSeqs(Vec<ConvId>),
+    /// Where each conversation ends, and `user`'s delivered cursor there
+    /// (merged by maximum from every node), in the order asked: where a
+    /// SYNC on a node that may have heard neither starts and ends.
+    Ends { user: UserId, convs: Vec<ConvId> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,13 +468,21 @@ pub enum Answer {
     },
     /// Change log entries, oldest first.
     Log(Vec<LogEntry>),
-    /// Last seqs, one per conversation asked ([`Query::LastSeqs`]).
-    LastSeqs(Vec<Seq>),
+    /// One per conversation asked ([`Query::Ends`]).
+    Ends(Vec<ConvEnd>),
     /// A blob the asker may fetch.
     Blob {
         size: u64,
         mime: String,
     },
+}
+
+/// A conversation's last committed seq, and how far one user's delivered
+/// cursor there has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConvEnd {
+    pub last: Seq,
+    pub delivered: Seq,
 }
 
 /// One entry of the change log.

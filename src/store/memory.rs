@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use super::backend::remove_blob_file;
 use super::change_log;
 use super::{
-    Answer, Assigned, AuditRow, Backend, ConvId, ConvKind, ConvRow, MemberRow, MsgState, Query,
-    RequestRow, RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow, Write,
+    Answer, Assigned, AuditRow, Backend, ConvEnd, ConvId, ConvKind, ConvRow, MemberRow, MsgState,
+    Query, RequestRow, RequestState, Seq, Snapshot, StoreError, StoredMessage, UserId, UserRow,
+    Write,
 };
 
 #[derive(Debug, Default)]
@@ -190,10 +191,13 @@ impl Backend for MemoryBackend {
                     ref text,
                 } => t.change(conv, seq, text.as_deref(), orphans),
                 Query::BlobAccess { ref blob, user } => t.blob_access(blob, user),
-                Query::LastSeqs(ref convs) => Ok(Answer::LastSeqs(
+                Query::Ends { user, ref convs } => Ok(Answer::Ends(
                     convs
                         .iter()
-                        .map(|&conv| t.conv_messages(conv).last().map_or(Seq(0), |m| m.seq))
+                        .map(|&conv| ConvEnd {
+                            last: t.conv_messages(conv).last().map_or(Seq(0), |m| m.seq),
+                            delivered: t.cursors.get(&(user, conv)).map_or(Seq(0), |c| c.0),
+                        })
                         .collect(),
                 )),
                 Query::Log { after, limit } => Ok(Answer::Log(

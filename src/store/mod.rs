@@ -34,8 +34,8 @@ pub use crate::chat::types::{AuditAction, ConvId, ConvKind, MsgState, RequestSta
 
 pub use self::postgres::PostgresBackend;
 pub use api::{
-    Answer, Assigned, AuditRow, Committed, ConvRow, LogEntry, MemberRow, NewConv, NewMember, Post,
-    PushRow, Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
+    Answer, Assigned, AuditRow, Committed, ConvEnd, ConvRow, LogEntry, MemberRow, NewConv,
+    NewMember, Post, PushRow, Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
 pub use backend::{Backend, WalSync};
 pub use memory::MemoryBackend;

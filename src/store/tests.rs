@@ -698,3 +698,35 @@ fn the_change_log_holds_committed_changes_in_order() {
         assert_eq!(db.load(0).unwrap().log_head, 3, "{name}");
     });
 }
+
+/// Where each conversation ends and one user's delivered cursor there, in
+/// the order asked; a conversation or cursor the store lacks reads as 0.
+#[test]
+fn conversation_ends_carry_the_users_cursor() {
+    each_backend(|name, db| {
+        let mut writes = room_of_poster();
+        writes.extend([message(1, "one"), message(2, "two")]);
+        writes.push(Write::Cursor {
+            user: UserId(0),
+            conv: ConvId(0),
+            delivered: Seq(1),
+            read: Seq(1),
+        });
+        run_batch(db, vec![Request::write(writes, Some(()))])[0]
+            .1
+            .as_ref()
+            .unwrap();
+        let ends = |db: &mut dyn Backend, user| {
+            let convs = vec![ConvId(9), ConvId(0)];
+            match ask(db, Query::Ends { user, convs }) {
+                Ok(Answer::Ends(ends)) => ends
+                    .iter()
+                    .map(|e| (e.last.0, e.delivered.0))
+                    .collect::<Vec<_>>(),
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!(ends(db, UserId(0)), [(0, 0), (2, 1)], "{name}");
+        assert_eq!(ends(db, UserId(5)), [(0, 0), (2, 0)], "{name}");
+    });
+}

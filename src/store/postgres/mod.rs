@@ -23,7 +23,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::{Answer, Assigned, Backend, ConvId, Query, Seq, Snapshot, StoreError, UserId, Write};
-use read::{blob_access, last_seqs, messages_after, messages_before, read_log, search};
+use read::{blob_access, conv_ends, messages_after, messages_before, read_log, search};
 use tx::Conn;
 use write::{LogRows, apply_all, change};
 
@@ -108,7 +108,7 @@ impl Backend for PostgresBackend {
                 } => change(&mut tx, conv, seq, text.as_deref(), &blob_dir)?,
                 Query::BlobAccess { ref blob, user } => blob_access(&mut tx, blob, user)?,
                 Query::Log { after, limit } => Answer::Log(read_log(&mut tx, after, limit)?),
-                Query::LastSeqs(ref convs) => Answer::LastSeqs(last_seqs(&mut tx, convs)?),
+                Query::Ends { user, ref convs } => Answer::Ends(conv_ends(&mut tx, user, convs)?),
             };
             let mut log = LogRows::reserve(&mut tx, logs.len())?;
             super::change_log::append_answered(&logs, &mut answer, |p| log.push(p))?;

@@ -6,7 +6,7 @@ use super::tx::Tx;
 
 use super::{id, seq, seq_param, user_id};
 use crate::store::{
-    Answer, ConvId, LogEntry, MsgState, Seq, StoreError, StoredMessage, UserId, change_log,
+    Answer, ConvEnd, ConvId, LogEntry, MsgState, Seq, StoreError, StoredMessage, UserId, change_log,
 };
 
 pub(super) const MESSAGE_COLUMNS: &str = "seq, msgid, sender, at, text, state, reply_to";
@@ -123,13 +123,30 @@ pub(super) fn read_log(db: &mut Tx<'_>, after: u64, n: usize) -> Result<Vec<LogE
 
 /// Each conversation's last committed seq, in the order of `convs` (0 for
 /// one that is not there).
-pub(super) fn last_seqs(db: &mut Tx<'_>, convs: &[ConvId]) -> Result<Vec<Seq>, StoreError> {
+pub(super) fn conv_ends(
+    db: &mut Tx<'_>,
+    user: UserId,
+    convs: &[ConvId],
+) -> Result<Vec<ConvEnd>, StoreError> {
     let ids: Vec<i64> = convs.iter().map(|c| id(c.0)).collect();
-    let rows = db.query("SELECT id, last_seq FROM convs WHERE id = ANY($1)", &[&ids])?;
-    let last: std::collections::HashMap<i64, i64> =
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let rows = db.query(
+        "SELECT c.id, c.last_seq, coalesce(k.delivered, 0) FROM convs c
+         LEFT JOIN cursors k ON k.conv = c.id AND k.user_id = $2
+         WHERE c.id = ANY($1)",
+        &[&ids, &id(user.0)],
+    )?;
+    let ends: std::collections::HashMap<i64, ConvEnd> = rows
+        .iter()
+        .map(|r| {
+            let end = ConvEnd {
+                last: seq(r.get(1)),
+                delivered: seq(r.get(2)),
+            };
+            (r.get(0), end)
+        })
+        .collect();
     Ok(ids
         .iter()
-        .map(|i| seq(last.get(i).copied().unwrap_or(0)))
+        .map(|i| ends.get(i).copied().unwrap_or_default())
         .collect())
 }

@@ -21,7 +21,7 @@ use super::{
 };
 use checkpoint::{Checkpointer, WalFile};
 use fts::FtsLag;
-use read::{blob_access, last_seqs, messages_after, messages_before, read_log, search};
+use read::{blob_access, conv_ends, messages_after, messages_before, read_log, search};
 use write::{LastSeqs, PendingRows, TxSeqs, append_log, apply, change, prune_log};
 
 /// One SQLite database file in the data dir, in WAL mode, its commits
@@ -108,7 +108,7 @@ impl Backend for SqliteBackend {
             }
             Query::BlobAccess { ref blob, user } => blob_access(&tx, blob, user)?,
             Query::Log { after, limit } => Answer::Log(read_log(&tx, after, limit)?),
-            Query::LastSeqs(ref convs) => Answer::LastSeqs(last_seqs(&tx, convs)?),
+            Query::Ends { user, ref convs } => Answer::Ends(conv_ends(&tx, user, convs)?),
         };
         let last = change_log::append_answered(&logs, &mut answer, |p| append_log(&tx, &p))?;
         if let Some(head) = last {

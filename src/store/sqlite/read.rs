@@ -3,7 +3,9 @@
 use rusqlite::{Connection, params};
 
 use super::{MESSAGE_COLUMNS, clamp, fts_rowid, message_row};
-use crate::store::{Answer, ConvId, LogEntry, Seq, StoreError, StoredMessage, UserId, change_log};
+use crate::store::{
+    Answer, ConvEnd, ConvId, LogEntry, Seq, StoreError, StoredMessage, UserId, change_log,
+};
 
 /// Newest first: up to `limit` messages of `conv` with seq below `before`.
 pub(super) fn messages_before(
@@ -110,11 +112,24 @@ pub(super) fn read_log(
 
 /// Each conversation's last committed seq, in the order of `convs` (0 for
 /// one with no message).
-pub(super) fn last_seqs(conn: &Connection, convs: &[ConvId]) -> Result<Vec<Seq>, rusqlite::Error> {
-    let mut stmt =
-        conn.prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE conv = ?1")?;
+pub(super) fn conv_ends(
+    conn: &Connection,
+    user: UserId,
+    convs: &[ConvId],
+) -> Result<Vec<ConvEnd>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM messages WHERE conv = ?1),
+                coalesce((SELECT delivered FROM cursors WHERE user = ?2 AND conv = ?1), 0)",
+    )?;
     convs
         .iter()
-        .map(|&conv| stmt.query_row(params![conv], |r| r.get(0)))
+        .map(|&conv| {
+            stmt.query_row(params![conv, user], |r| {
+                Ok(ConvEnd {
+                    last: r.get(0)?,
+                    delivered: r.get(1)?,
+                })
+            })
+        })
         .collect()
 }
