@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by cluster.sh and load-cluster.sh: a private PostgreSQL
-# (scripts/pg.sh, run as the postgres user), Redis and three linechat nodes
+# Sourced by cluster.sh, load-cluster.sh and load-failover.sh: a private
+# PostgreSQL (scripts/pg.sh, run as the postgres user), Redis and three linechat nodes
 # sharing them, on loopback: nodes on BASE_PORT, +1, +2, Redis on
 # BASE_PORT+10, PostgreSQL on BASE_PORT+20, all state under DIR.
 # cluster_start DIR BASE_PORT [node flags...] starts them (building linechat
@@ -72,6 +72,19 @@ cluster_start() {
             sleep 0.1
         done
     done
+}
+
+# cluster_for_load DIR BASE_PORT: cluster_start in a fresh DIR with what a
+# load run needs (no flood control, no cap on unauthenticated connections
+# per address, cheap password hashing); on exit everything is stopped and
+# DIR removed.
+cluster_for_load() {
+    local dir=$1
+    # shellcheck disable=SC2064 # DIR is fixed now, on purpose.
+    trap "cluster_stop; rm -rf '$dir'" EXIT
+    rm -rf "$dir"
+    cluster_start "$dir" "$2" --command-rate 0 --max-unauth-per-ip 100000 \
+        --argon2-memory-kib 64 --argon2-iterations 1
 }
 
 # cluster_front PORT: HAProxy on 127.0.0.1:PORT in TCP mode in front of the

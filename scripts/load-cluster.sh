@@ -15,10 +15,7 @@ RATE=${RATE:-50}
 DURATION=${DURATION:-10}
 BASE_PORT=${BASE_PORT:-17950}
 DIR=${DIR:-/tmp/linechat-load-cluster}
-trap 'cluster_stop; rm -rf "$DIR"' EXIT
-rm -rf "$DIR"
-cluster_start "$DIR" "$BASE_PORT" --command-rate 0 --max-unauth-per-ip 100000 \
-    --argon2-memory-kib 64 --argon2-iterations 1
+cluster_for_load "$DIR" "$BASE_PORT"
 
 # Sends lines to a node and prints what it answers within a second.
 talk() {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# A node killed under load: a cluster of three nodes (PostgreSQL, Redis, all
+# on loopback), SUBSCRIBERS clients in one room spread over the nodes, a
+# publisher on node 0 and one on node 1 at RATE messages a second each; node
+# 0 is killed with SIGKILL after WARMUP seconds, its clients reconnect to
+# nodes 1 and 2 and LOGIN (the implied SYNC), and publishing goes on for
+# AFTER seconds. scripts/failover.py drives the clients and prints what was
+# acknowledged, lost (must be 0), gaps (must be 0), duplicates and the
+# reconnect-to-synced time; this exits non-zero if anything was lost.
+#
+# Env: SUBSCRIBERS (300), RATE (50), WARMUP (3), AFTER (3), BASE_PORT
+# (17990), DIR (/tmp/linechat-load-failover). Stops everything it started,
+# by pid.
+. "$(dirname "$0")/cluster-common.sh"
+BASE_PORT=${BASE_PORT:-17990}
+DIR=${DIR:-/tmp/linechat-load-failover}
+cluster_for_load "$DIR" "$BASE_PORT"
+NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=${NODE_PIDS[0]} \
+    python3 "$REPO/scripts/failover.py"
