@@ -27,6 +27,7 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -41,6 +42,7 @@ class Client:
         self.buf = b""
         self.lines = []
         self.seen = {}  # seq -> times seen
+        self.high = 0  # every seq up to this one seen
         self.acked = []
         self.closed = False
         self.connect()
@@ -76,6 +78,8 @@ class Client:
             if line.startswith("MSG "):
                 seq = int(line.split(" ", 3)[2])
                 self.seen[seq] = self.seen.get(seq, 0) + 1
+                while self.high + 1 in self.seen:
+                    self.high += 1
             elif line.startswith("OK SAY "):
                 self.acked.append(int(line.split(" ", 4)[3]))
             elif line.startswith("OK ") or line.startswith("ERR "):
@@ -144,6 +148,10 @@ def main():
     warmup = float(os.environ.get("WARMUP", "3"))
     after = float(os.environ.get("AFTER", "3"))
     tag = os.environ.get("TAG", str(os.getpid()))
+    fault = os.environ.get("FAULT", "node")
+    down = float(os.environ.get("DOWN", "2"))
+    if fault not in ("node", "redis"):
+        sys.exit("failover: FAULT is node or redis")
     d = Driver()
 
     owner = Client(f"own{tag}", ports[0])
@@ -186,63 +194,91 @@ def main():
     next_say = time.monotonic()
     said = [0, 0]
     start = time.monotonic()
-    killed_at = None
-    moved = {}  # client -> (ended at, synced at)
-    turn = 0
-    while True:
-        now = time.monotonic()
-        if killed_at is None and now - start >= warmup:
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-        if killed_at is not None and now - killed_at >= after:
-            break
-        if now >= next_say:
-            for i, p in enumerate(pubs):
-                if not p.closed:
-                    said[i] += 1
-                    try:
-                        p.send(f"SAY {ROOM} p{i}m{said[i]}")
-                    except OSError:
-                        p.closed = True
-            next_say += interval
-        for c in d.poll(max(0.0, min(next_say - time.monotonic(), 0.05))):
-            if killed_at is None:
-                sys.exit(f"failover: {c.name} was cut off before the kill")
-            d.drop(c)
-            if c in pubs:
-                continue
-            ended = time.monotonic()
-            c.port = ports[1 + turn % 2]
-            turn += 1
-            c.connect()
-            c.lines.clear()
-            d.add(c)
-            c.send(f"LOGIN {c.name} {PASSWORD}")
-            moved[c] = [ended, None]
-        for c, times in moved.items():
-            if times[1] is None and c.lines and c.lines[-1].startswith(("OK SYNC", "ERR ")):
-                if c.lines[-1].startswith("ERR "):
-                    sys.exit(f"failover: {c.name}: {c.lines[-1]}")
-                times[1] = time.monotonic()
+    faulted_at = None
+    redis = None  # the Redis started again (FAULT=redis)
+    restarted_at = None
+    due = None  # the last seq acknowledged when Redis came back
+    caught_up_at = None
+    acked_at_fault = None
 
-    acked = sorted(pubs[0].acked + pubs[1].acked)
-    last = acked[-1] if acked else 0
-    d.until(
-        "the subscribers to catch up",
-        lambda: all(t[1] is not None for t in moved.values())
-        and all(max(c.seen, default=0) >= last for c in subs),
-        limit=60,
-    )
-    if not moved:
-        sys.exit("failover: no client was on node 0")
+    def check_caught_up():
+        nonlocal caught_up_at
+        if due is not None and caught_up_at is None:
+            if all(c.high >= due for c in subs):
+                caught_up_at = time.monotonic()
+        return caught_up_at is not None
+
+    moved = {}  # client -> [ended at, synced at]
+    turn = 0
+    try:
+        while True:
+            now = time.monotonic()
+            if faulted_at is None and now - start >= warmup:
+                os.kill(victim, signal.SIGKILL)
+                faulted_at = time.monotonic()
+                acked_at_fault = max(pubs[0].acked + pubs[1].acked, default=0)
+            if fault == "redis" and faulted_at is not None and redis is None:
+                if now - faulted_at >= down:
+                    redis = subprocess.Popen(
+                        ["redis-server", "--port", os.environ["REDIS_PORT"]]
+                        + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                    restarted_at = time.monotonic()
+                    due = max(pubs[0].acked + pubs[1].acked, default=0)
+            check_caught_up()
+            ends_after = restarted_at if fault == "redis" else faulted_at
+            if ends_after is not None and now - ends_after >= after:
+                break
+            if now >= next_say:
+                for i, p in enumerate(pubs):
+                    if not p.closed:
+                        said[i] += 1
+                        try:
+                            p.send(f"SAY {ROOM} p{i}m{said[i]}")
+                        except OSError:
+                            p.closed = True
+                next_say += interval
+            for c in d.poll(max(0.0, min(next_say - time.monotonic(), 0.02))):
+                if faulted_at is None or fault != "node":
+                    sys.exit(f"failover: {c.name} was cut off")
+                d.drop(c)
+                if c in pubs:
+                    continue
+                ended = time.monotonic()
+                c.port = ports[1 + turn % 2]
+                turn += 1
+                c.connect()
+                c.lines.clear()
+                d.add(c)
+                c.send(f"LOGIN {c.name} {PASSWORD}")
+                moved[c] = [ended, None]
+            for c, times in moved.items():
+                if times[1] is None and c.lines and c.lines[-1].startswith(("OK SYNC", "ERR ")):
+                    if c.lines[-1].startswith("ERR "):
+                        sys.exit(f"failover: {c.name}: {c.lines[-1]}")
+                    times[1] = time.monotonic()
+
+        acked = sorted(pubs[0].acked + pubs[1].acked)
+        last = acked[-1] if acked else 0
+        d.until(
+            "the subscribers to catch up",
+            lambda: all(t[1] is not None for t in moved.values())
+            and all(c.high >= last for c in subs)
+            and (fault != "redis" or check_caught_up()),
+            limit=60,
+        )
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
     lost = sum(1 for c in subs for s in acked if s not in c.seen)
     gaps = sum(1 for c in subs for s in range(1, max(c.seen, default=0)) if s not in c.seen)
     dups = sum(n - 1 for c in subs for n in c.seen.values())
-    from_end = [(t[1] - t[0]) * 1000 for t in moved.values()]
-    from_kill = [(t[1] - killed_at) * 1000 for t in moved.values()]
     report = {
+        "fault": fault,
         "subscribers": subscribers,
-        "moved": len(moved),
         "rate_per_publisher": rate,
         "acknowledged": {"node0": len(pubs[0].acked), "node1": len(pubs[1].acked)},
         "last_acknowledged_seq": last,
@@ -254,20 +290,29 @@ def main():
         "lost": lost,
         "gaps": gaps,
         "duplicates": dups,
-        "reconnect_to_synced_ms": {
-            "p50": round(percentile(from_end, 50), 1),
-            "p99": round(percentile(from_end, 99), 1),
-            "max": round(max(from_end), 1),
-        },
-        "kill_to_synced_ms": {
-            "p50": round(percentile(from_kill, 50), 1),
-            "p99": round(percentile(from_kill, 99), 1),
-            "max": round(max(from_kill), 1),
-        },
     }
+    if fault == "node":
+        if not moved:
+            sys.exit("failover: no client was on node 0")
+        report["moved"] = len(moved)
+        report["reconnect_to_synced_ms"] = spread([t[1] - t[0] for t in moved.values()])
+        report["kill_to_synced_ms"] = spread([t[1] - faulted_at for t in moved.values()])
+    else:
+        report["redis_down_s"] = down
+        report["acknowledged_while_down"] = sum(1 for s in acked if acked_at_fault < s <= due)
+        report["back_to_caught_up_ms"] = round((caught_up_at - restarted_at) * 1000, 1)
     print(json.dumps(report, indent=2))
-    if lost or gaps or not moved:
+    if lost or gaps:
         sys.exit(1)
+
+
+def spread(seconds):
+    ms = [t * 1000 for t in seconds]
+    return {
+        "p50": round(percentile(ms, 50), 1),
+        "p99": round(percentile(ms, 99), 1),
+        "max": round(max(ms), 1),
+    }
 
 
 if __name__ == "__main__":

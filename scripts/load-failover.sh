@@ -7,13 +7,22 @@
 # AFTER seconds. scripts/failover.py drives the clients and prints what was
 # acknowledged, lost (must be 0), gaps (must be 0), duplicates and the
 # reconnect-to-synced time; this exits non-zero if anything was lost.
+# FAULT=redis kills Redis instead, for DOWN seconds (2), and reports how long
+# after it is back every subscriber has every message acknowledged by then
+# (the nodes' cross-node delivery catching up from PostgreSQL).
 #
-# Env: SUBSCRIBERS (300), RATE (50), WARMUP (3), AFTER (3), BASE_PORT
-# (17990), DIR (/tmp/linechat-load-failover). Stops everything it started,
-# by pid.
+# Env: FAULT (node), SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2),
+# AFTER (3), BASE_PORT (17990), DIR (/tmp/linechat-load-failover). Stops
+# everything it started, by pid.
 . "$(dirname "$0")/cluster-common.sh"
 BASE_PORT=${BASE_PORT:-17990}
 DIR=${DIR:-/tmp/linechat-load-failover}
 cluster_for_load "$DIR" "$BASE_PORT"
-NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=${NODE_PIDS[0]} \
-    python3 "$REPO/scripts/failover.py"
+FAULT=${FAULT:-node}
+case $FAULT in
+node) victim=${NODE_PIDS[0]} ;;
+redis) victim=$REDIS_PID ;;
+*) echo "FAULT is node or redis" >&2; exit 2 ;;
+esac
+NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=$victim \
+    REDIS_PORT=$REDIS_PORT FAULT=$FAULT python3 "$REPO/scripts/failover.py"
