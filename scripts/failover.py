@@ -44,6 +44,7 @@ class Client:
         self.seen = {}  # seq -> times seen
         self.high = 0  # every seq up to this one seen
         self.acked = []
+        self.acked_at = []  # when each of `acked` was answered
         self.closed = False
         self.connect()
 
@@ -82,6 +83,7 @@ class Client:
                     self.high += 1
             elif line.startswith("OK SAY "):
                 self.acked.append(int(line.split(" ", 4)[3]))
+                self.acked_at.append(time.monotonic())
             elif line.startswith("OK ") or line.startswith("ERR "):
                 self.lines.append(line)
         return True
@@ -150,8 +152,8 @@ def main():
     tag = os.environ.get("TAG", str(os.getpid()))
     fault = os.environ.get("FAULT", "node")
     down = float(os.environ.get("DOWN", "2"))
-    if fault not in ("node", "redis"):
-        sys.exit("failover: FAULT is node or redis")
+    if fault not in ("node", "redis", "pg"):
+        sys.exit("failover: FAULT is node, redis or pg")
     d = Driver()
 
     owner = Client(f"own{tag}", ports[0])
@@ -196,6 +198,7 @@ def main():
     start = time.monotonic()
     faulted_at = None
     redis = None  # the Redis started again (FAULT=redis)
+    restarting = fault in ("redis", "pg")
     restarted_at = None
     due = None  # the last seq acknowledged when Redis came back
     caught_up_at = None
@@ -214,21 +217,32 @@ def main():
         while True:
             now = time.monotonic()
             if faulted_at is None and now - start >= warmup:
-                os.kill(victim, signal.SIGKILL)
+                # PostgreSQL's immediate shutdown: no checkpoint, WAL
+                # recovery when it starts again, as after a crash.
+                os.kill(victim, signal.SIGQUIT if fault == "pg" else signal.SIGKILL)
                 faulted_at = time.monotonic()
                 acked_at_fault = max(pubs[0].acked + pubs[1].acked, default=0)
-            if fault == "redis" and faulted_at is not None and redis is None:
+            if restarting and faulted_at is not None and restarted_at is None:
                 if now - faulted_at >= down:
-                    redis = subprocess.Popen(
-                        ["redis-server", "--port", os.environ["REDIS_PORT"]]
-                        + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    if fault == "redis":
+                        redis = subprocess.Popen(
+                            ["redis-server", "--port", os.environ["REDIS_PORT"]]
+                            + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    else:
+                        pg = [os.environ["PG_SCRIPT"], "start", os.environ["PG_DIR"]]
+                        subprocess.run(
+                            pg + [os.environ["PG_PORT"]],
+                            check=True,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
                     restarted_at = time.monotonic()
                     due = max(pubs[0].acked + pubs[1].acked, default=0)
             check_caught_up()
-            ends_after = restarted_at if fault == "redis" else faulted_at
+            ends_after = restarted_at if restarting else faulted_at
             if ends_after is not None and now - ends_after >= after:
                 break
             if now >= next_say:
@@ -266,7 +280,7 @@ def main():
             "the subscribers to catch up",
             lambda: all(t[1] is not None for t in moved.values())
             and all(c.high >= last for c in subs)
-            and (fault != "redis" or check_caught_up()),
+            and (not restarting or check_caught_up()),
             limit=60,
         )
     finally:
@@ -298,9 +312,20 @@ def main():
         report["reconnect_to_synced_ms"] = spread([t[1] - t[0] for t in moved.values()])
         report["kill_to_synced_ms"] = spread([t[1] - faulted_at for t in moved.values()])
     else:
-        report["redis_down_s"] = down
+        report["down_s"] = down
         report["acknowledged_while_down"] = sum(1 for s in acked if acked_at_fault < s <= due)
+        # What the publishers were told instead of OK, by error code.
+        refused = {}
+        for p in pubs:
+            for line in p.lines:
+                if line.startswith("ERR "):
+                    code = line.split(" ", 2)[1]
+                    refused[code] = refused.get(code, 0) + 1
+        report["refused"] = refused
         report["back_to_caught_up_ms"] = round((caught_up_at - restarted_at) * 1000, 1)
+        # The first SAY acknowledged after the restart, by either node.
+        first = min(t for p in pubs for t in p.acked_at if t >= restarted_at)
+        report["back_to_first_ack_ms"] = round((first - restarted_at) * 1000, 1)
     print(json.dumps(report, indent=2))
     if lost or gaps:
         sys.exit(1)

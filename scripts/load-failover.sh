@@ -9,7 +9,10 @@
 # reconnect-to-synced time; this exits non-zero if anything was lost.
 # FAULT=redis kills Redis instead, for DOWN seconds (2), and reports how long
 # after it is back every subscriber has every message acknowledged by then
-# (the nodes' cross-node delivery catching up from PostgreSQL).
+# (the nodes' cross-node delivery catching up from PostgreSQL). FAULT=pg
+# shuts PostgreSQL down as a crash would (immediate: recovery from its WAL
+# on restart) for DOWN seconds: SAYs meanwhile are refused, not
+# acknowledged, and it reports the refusals by ERR code and the same time.
 #
 # Env: FAULT (node), SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2),
 # AFTER (3), BASE_PORT (17990), DIR (/tmp/linechat-load-failover). Stops
@@ -22,7 +25,9 @@ FAULT=${FAULT:-node}
 case $FAULT in
 node) victim=${NODE_PIDS[0]} ;;
 redis) victim=$REDIS_PID ;;
-*) echo "FAULT is node or redis" >&2; exit 2 ;;
+pg) victim=$(head -n 1 "$DIR/pg/postmaster.pid") ;;
+*) echo "FAULT is node, redis or pg" >&2; exit 2 ;;
 esac
 NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=$victim \
-    REDIS_PORT=$REDIS_PORT FAULT=$FAULT python3 "$REPO/scripts/failover.py"
+    REDIS_PORT=$REDIS_PORT PG_SCRIPT="$REPO/scripts/pg.sh" PG_DIR="$DIR/pg" \
+    PG_PORT=$((BASE_PORT + 20)) FAULT=$FAULT python3 "$REPO/scripts/failover.py"

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,11 +114,28 @@ fn history_row(line: &str) -> String {
 }
 
 /// A TCP proxy in front of the real PostgreSQL that the test can cut (every
-/// connection closed, new ones closed at once) and restore.
+/// connection closed, new ones closed at once) and restore, or set to cut
+/// one connection at a COMMIT (a [`Trap`]).
 struct Proxy {
     addr: String,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    trap: Arc<Mutex<Option<Trap>>>,
+}
+
+/// Cut the connection at the first COMMIT after `marker` went through it:
+/// before PostgreSQL gets the COMMIT, or after it has answered (the answer
+/// never reaching the node).
+struct Trap {
+    marker: &'static [u8],
+    after_commit: bool,
+}
+
+/// COMMIT as the client library sends it: a simple query message.
+const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Proxy {
@@ -126,7 +144,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let cut = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+        let trap = Arc::new(Mutex::new(None::<Trap>));
+        let (cut2, open2, trap2) = (Arc::clone(&cut), Arc::clone(&open), Arc::clone(&trap));
         // Lives until the test process ends, blocked in accept.
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -138,17 +157,70 @@ impl Proxy {
                     continue;
                 };
                 let mut open = open2.lock().unwrap();
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
+                let swallow = Arc::new(AtomicBool::new(false));
+                let (swallowed_tx, swallowed) = std::sync::mpsc::channel::<()>();
+                let (mut from, mut to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let swallow2 = Arc::clone(&swallow);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        if swallow2.load(Ordering::SeqCst) {
+                            let _ = swallowed_tx.send(());
+                            return;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+                let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let trap = Arc::clone(&trap2);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    let mut marked = false;
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        let chunk = &buf[..n];
+                        let mut armed = trap.lock().unwrap();
+                        if let Some(t) = armed.as_ref() {
+                            marked |= contains(chunk, t.marker);
+                            if marked && contains(chunk, COMMIT) {
+                                let after_commit = t.after_commit;
+                                *armed = None;
+                                drop(armed);
+                                if after_commit {
+                                    swallow.store(true, Ordering::SeqCst);
+                                    let _ = to.write_all(chunk);
+                                    let _ = swallowed.recv_timeout(TIMEOUT);
+                                }
+                                let _ = from.shutdown(Shutdown::Both);
+                                let _ = to.shutdown(Shutdown::Both);
+                                return;
+                            }
+                        }
+                        drop(armed);
+                        if to.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Write);
+                });
                 open.extend([client, server]);
             }
         });
-        Proxy { addr, cut, open }
+        Proxy {
+            addr,
+            cut,
+            open,
+            trap,
+        }
+    }
+
+    fn trap(&self, marker: &'static [u8], after_commit: bool) {
+        *self.trap.lock().unwrap() = Some(Trap {
+            marker,
+            after_commit,
+        });
     }
 
     fn cut(&self) {
@@ -225,6 +297,46 @@ fn an_unreachable_database_fails_writes_and_the_node_recovers() {
     assert_eq!(msg(&bob.line()), "MSG #r 2 alice three");
     carol.send("REGISTER carol password1");
     carol.expect("OK REGISTER carol");
+}
+
+/// A COMMIT whose connection breaks may or may not have taken effect: the
+/// node asks PostgreSQL which (`txid_status`) once it can, and answers by
+/// that: OK (and the message is delivered) if it committed, UNAVAILABLE,
+/// with nothing saved, if it did not.
+#[test]
+fn a_commit_cut_off_is_answered_by_what_postgres_did() {
+    let Some(db) = TestDb::create() else { return };
+    let (upstream, url) = via(&db.url, "PROXY");
+    let proxy = Proxy::to(upstream);
+    let url = url.replace("PROXY", &proxy.addr);
+    let s = node(&url);
+    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]).map(quiet);
+    alice.send("SAY #r one");
+    alice.expect_prefix("OK SAY #r 1 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 1 alice one");
+
+    proxy.trap(b"kept across the cut", true);
+    alice.send("SAY #r kept across the cut");
+    alice.expect_prefix("OK SAY #r 2 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 2 alice kept across the cut");
+
+    proxy.trap(b"lost with the cut", false);
+    alice.send("SAY #r lost with the cut");
+    alice.expect(
+        "ERR UNAVAILABLE the database is unreachable; nothing was saved, try again shortly",
+    );
+    alice.send("SAY #r after");
+    alice.expect_prefix("OK SAY #r 3 ");
+    assert_eq!(msg(&bob.line()), "MSG #r 3 alice after");
+    bob.send("HISTORY #r");
+    for want in [
+        "#r 1 alice one",
+        "#r 2 alice kept across the cut",
+        "#r 3 alice after",
+    ] {
+        assert_eq!(history_row(&bob.line()), want);
+    }
+    bob.expect("OK HISTORY #r 3");
 }
 
 /// `--durability async` lets the hub choose ids and seqs, which only a

@@ -124,6 +124,10 @@ pub enum ChatError {
     /// The shared database cannot be reached; nothing was saved.
     #[error("the database is unreachable; nothing was saved, try again shortly")]
     Unavailable,
+    /// The shared database went away while committing and did not come
+    /// back in time to say whether it had: the change may be saved.
+    #[error("the database went away while saving that; it may be saved, look before sending again")]
+    InDoubt,
     #[error("the server could not check that password; try again")]
     Internal,
 }

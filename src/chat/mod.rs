@@ -959,6 +959,7 @@ impl Hub {
                 ChatError::NotMember(self.conv_name(conv, self.user_of(*sid)).into_owned())
             }
             (_, StoreError::Unreachable(_)) => ChatError::Unavailable,
+            (_, StoreError::InDoubt(_)) => ChatError::InDoubt,
             _ => ChatError::Storage,
         }
     }

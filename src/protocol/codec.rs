@@ -86,7 +86,7 @@ pub fn chat_code(e: &ChatError) -> &'static str {
         ChatError::TextTooLong(_) => "TEXT_TOO_LONG",
         ChatError::NoSuchHelp => "UNKNOWN_COMMAND",
         ChatError::Storage => "STORAGE",
-        ChatError::Unavailable => "UNAVAILABLE",
+        ChatError::Unavailable | ChatError::InDoubt => "UNAVAILABLE",
         ChatError::Internal => "INTERNAL",
     }
 }

@@ -70,6 +70,10 @@ pub enum StoreError {
     /// the request is acknowledged.
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The connection broke during COMMIT and the database did not come
+    /// back in time to say whether the commit took effect (PostgreSQL).
+    #[error("in doubt: {0}")]
+    InDoubt(String),
     /// The writer's right to the change ended in a commit this node has not
     /// applied yet: a SAY from a member another node has just kicked.
     #[error("not a member of conversation {0}")]
@@ -84,7 +88,10 @@ impl StoreError {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Unreachable(_) | StoreError::Internal(_)
+            StoreError::Unavailable(_)
+                | StoreError::Unreachable(_)
+                | StoreError::InDoubt(_)
+                | StoreError::Internal(_)
         )
     }
 }

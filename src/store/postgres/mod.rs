@@ -34,6 +34,11 @@ const MIN_RECONNECT_WAIT: Duration = Duration::from_millis(100);
 /// Longest wait between connection attempts: the most a node stays
 /// unavailable after PostgreSQL is back.
 const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long a write whose COMMIT lost its connection waits for PostgreSQL
+/// to say whether it committed ([`PostgresBackend::settle`]).
+const IN_DOUBT_WAIT: Duration = Duration::from_secs(10);
+/// How often it asks meanwhile, at least.
+const IN_DOUBT_POLL: Duration = Duration::from_millis(50);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// TCP keepalive: a connection whose peer vanished without closing it is
@@ -71,18 +76,25 @@ impl Backend for PostgresBackend {
     }
 
     fn commit(&mut self, writes: &[&Write]) -> Result<Vec<Assigned>, StoreError> {
-        self.with_conn(|conn| {
+        let outcome = self.with_conn(|conn| {
             let mut tx = conn.begin()?;
+            let xid = tx.xid()?;
             let assigned = apply_all(&mut tx, writes)?;
-            tx.commit()?;
-            Ok(assigned)
-        })
+            finish(tx, xid, assigned)
+        })?;
+        self.settle(outcome)
     }
 
     fn query(&mut self, writes: &[&Write], query: &Query) -> Result<Answer, StoreError> {
         let blob_dir = self.blob_dir.clone();
-        self.with_conn(|conn| {
+        let outcome = self.with_conn(|conn| {
             let mut tx = conn.begin()?;
+            // A read's COMMIT changes nothing: only a write can be in doubt.
+            let xid = if writes.is_empty() {
+                None
+            } else {
+                Some(tx.xid()?)
+            };
             // An edit's log entry holds the message as the query leaves it.
             let (logs, writes) = super::change_log::split(writes);
             apply_all(&mut tx, &writes)?;
@@ -113,9 +125,36 @@ impl Backend for PostgresBackend {
             let mut log = LogRows::reserve(&mut tx, logs.len())?;
             super::change_log::append_answered(&logs, &mut answer, |p| log.push(p))?;
             log.flush(&mut tx)?;
-            tx.commit()?;
-            Ok(answer)
-        })
+            match xid {
+                Some(xid) => finish(tx, xid, answer),
+                None => {
+                    tx.commit()?;
+                    Ok(Committed::Done(answer))
+                }
+            }
+        })?;
+        self.settle(outcome)
+    }
+}
+
+/// How a write transaction's COMMIT ended.
+enum Committed<T> {
+    Done(T),
+    /// The connection broke during COMMIT: PostgreSQL may or may not have
+    /// committed transaction `xid`, whose result would be `value`.
+    InDoubt {
+        xid: i64,
+        value: T,
+        error: String,
+    },
+}
+
+/// Commits `tx` (transaction `xid`), whose result is `value`.
+fn finish<T>(tx: tx::Tx<'_>, xid: i64, value: T) -> Result<Committed<T>, StoreError> {
+    match tx.commit().map_err(StoreError::from) {
+        Ok(()) => Ok(Committed::Done(value)),
+        Err(StoreError::Unreachable(error)) => Ok(Committed::InDoubt { xid, value, error }),
+        Err(e) => Err(e),
     }
 }
 
@@ -148,6 +187,45 @@ impl PostgresBackend {
         };
         backend.with_conn(|conn| schema::migrate(&mut conn.client))?;
         Ok(backend)
+    }
+
+    /// A commit in doubt is settled by asking PostgreSQL, once it answers
+    /// again, whether the transaction committed (`txid_status`, made for
+    /// this): if it did, its result stands, so a client is never told
+    /// "nothing was saved" of a message that was. If PostgreSQL does not
+    /// answer within [`IN_DOUBT_WAIT`], the outcome is `InDoubt`. The
+    /// storage thread waits meanwhile; every other request would fail as
+    /// unreachable anyway.
+    fn settle<T>(&mut self, outcome: Committed<T>) -> Result<T, StoreError> {
+        let (xid, value, error) = match outcome {
+            Committed::Done(value) => return Ok(value),
+            Committed::InDoubt { xid, value, error } => (xid, value, error),
+        };
+        self.conn = None;
+        let deadline = Instant::now() + IN_DOUBT_WAIT;
+        loop {
+            let status = self.with_conn(|conn| {
+                let row = conn.client.query_one("SELECT txid_status($1)", &[&xid])?;
+                Ok(row.get::<_, Option<String>>(0))
+            });
+            match status.as_ref().map(Option::as_deref) {
+                Ok(Some("committed")) => {
+                    log::warn!("storage: {error} during COMMIT; it had committed");
+                    return Ok(value);
+                }
+                Ok(Some("aborted")) => return Err(StoreError::Unreachable(error)),
+                // Too old to know (not after a few seconds), still in
+                // progress, or no answer yet.
+                _ if Instant::now() >= deadline => {
+                    log::warn!("storage: {error} during COMMIT; whether it committed is unknown");
+                    return Err(StoreError::InDoubt(error));
+                }
+                _ => {
+                    let wait = self.retry_at.saturating_duration_since(Instant::now());
+                    std::thread::sleep(wait.max(IN_DOUBT_POLL));
+                }
+            }
+        }
     }
 
     /// Runs `work` on the connection, connecting first if there is none.

@@ -87,6 +87,12 @@ impl Tx<'_> {
         self.tx.batch_execute(sql)
     }
 
+    /// This transaction's id, assigned now if it has none yet: what
+    /// `txid_status` is asked about if its COMMIT loses the connection.
+    pub(super) fn xid(&mut self) -> Result<i64, postgres::Error> {
+        Ok(self.query_one("SELECT txid_current()", &[])?.get(0))
+    }
+
     pub(super) fn commit(self) -> Result<(), postgres::Error> {
         self.tx.commit()
     }
