@@ -151,9 +151,10 @@ def main():
     after = float(os.environ.get("AFTER", "3"))
     tag = os.environ.get("TAG", str(os.getpid()))
     fault = os.environ.get("FAULT", "node")
-    down = float(os.environ.get("DOWN", "2"))
-    if fault not in ("node", "redis", "pg"):
-        sys.exit("failover: FAULT is node, redis or pg")
+    # A stopped node must stay stopped past the presence TTL (10 s).
+    down = float(os.environ.get("DOWN", "12" if fault == "stop" else "2"))
+    if fault not in ("node", "redis", "pg", "stop"):
+        sys.exit("failover: FAULT is node, redis, pg or stop")
     d = Driver()
 
     owner = Client(f"own{tag}", ports[0])
@@ -198,7 +199,7 @@ def main():
     start = time.monotonic()
     faulted_at = None
     redis = None  # the Redis started again (FAULT=redis)
-    restarting = fault in ("redis", "pg")
+    restarting = fault in ("redis", "pg", "stop")
     restarted_at = None
     due = None  # the last seq acknowledged when Redis came back
     caught_up_at = None
@@ -219,12 +220,15 @@ def main():
             if faulted_at is None and now - start >= warmup:
                 # PostgreSQL's immediate shutdown: no checkpoint, WAL
                 # recovery when it starts again, as after a crash.
-                os.kill(victim, signal.SIGQUIT if fault == "pg" else signal.SIGKILL)
+                how = {"pg": signal.SIGQUIT, "stop": signal.SIGSTOP}
+                os.kill(victim, how.get(fault, signal.SIGKILL))
                 faulted_at = time.monotonic()
                 acked_at_fault = max(pubs[0].acked + pubs[1].acked, default=0)
             if restarting and faulted_at is not None and restarted_at is None:
                 if now - faulted_at >= down:
-                    if fault == "redis":
+                    if fault == "stop":
+                        os.kill(victim, signal.SIGCONT)
+                    elif fault == "redis":
                         redis = subprocess.Popen(
                             ["redis-server", "--port", os.environ["REDIS_PORT"]]
                             + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -274,6 +278,14 @@ def main():
                         sys.exit(f"failover: {c.name}: {c.lines[-1]}")
                     times[1] = time.monotonic()
 
+        # Every SAY sent to a live node gets its answer before the counts.
+        d.until(
+            "the publishers' answers",
+            lambda: all(
+                p.closed or len(p.acked) + sum(1 for l in p.lines if l.startswith("ERR ")) == n
+                for p, n in zip(pubs, said)
+            ),
+        )
         acked = sorted(pubs[0].acked + pubs[1].acked)
         last = acked[-1] if acked else 0
         d.until(
@@ -298,7 +310,7 @@ def main():
         "last_acknowledged_seq": last,
         # Committed by node 0 just before the kill, never answered: seen
         # by the subscribers, and no loss either way.
-        "committed_unacknowledged": len(
+        "committed_unacknowledged": sorted(
             {s for c in subs for s in c.seen if s <= last} - set(acked)
         ),
         "lost": lost,

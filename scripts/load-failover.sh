@@ -13,8 +13,11 @@
 # shuts PostgreSQL down as a crash would (immediate: recovery from its WAL
 # on restart) for DOWN seconds: SAYs meanwhile are refused, not
 # acknowledged, and it reports the refusals by ERR code and the same time.
+# FAULT=stop stops node 0 (SIGSTOP) for DOWN seconds (12: past the presence
+# TTL) and continues it: its clients wait, and the time from SIGCONT until
+# every subscriber has every message acknowledged by then is reported.
 #
-# Env: FAULT (node), SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2),
+# Env: FAULT (node), SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2; 12 for stop),
 # AFTER (3), BASE_PORT (17990), DIR (/tmp/linechat-load-failover). Stops
 # everything it started, by pid.
 . "$(dirname "$0")/cluster-common.sh"
@@ -23,10 +26,10 @@ DIR=${DIR:-/tmp/linechat-load-failover}
 cluster_for_load "$DIR" "$BASE_PORT"
 FAULT=${FAULT:-node}
 case $FAULT in
-node) victim=${NODE_PIDS[0]} ;;
+node | stop) victim=${NODE_PIDS[0]} ;;
 redis) victim=$REDIS_PID ;;
 pg) victim=$(head -n 1 "$DIR/pg/postmaster.pid") ;;
-*) echo "FAULT is node, redis or pg" >&2; exit 2 ;;
+*) echo "FAULT is node, redis, pg or stop" >&2; exit 2 ;;
 esac
 NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=$victim \
     REDIS_PORT=$REDIS_PORT PG_SCRIPT="$REPO/scripts/pg.sh" PG_DIR="$DIR/pg" \
