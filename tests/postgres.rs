@@ -243,13 +243,11 @@ fn via(url: &str, addr: &str) -> (String, String) {
     (upstream, format!("{}{addr}{}", &url[..at], &url[slash..]))
 }
 
-/// While PostgreSQL cannot be reached, a command that must be saved gets
-/// `ERR UNAVAILABLE` and is not acknowledged (nor delivered); what memory
-/// answers keeps working. Once it is back the node reconnects by itself,
-/// and the failed SAY took no seq.
-#[test]
-fn an_unreachable_database_fails_writes_and_the_node_recovers() {
-    let Some(db) = TestDb::create() else { return };
+/// A node on a fresh database reached through a [`Proxy`], and alice and
+/// bob in `#r`, where alice has said "one" (seq 1) and bob heard it. The
+/// database and the server live as long as the test holds them.
+fn behind_a_proxy() -> Option<(TestDb, Proxy, Server, Client, Client)> {
+    let db = TestDb::create()?;
     let (upstream, url) = via(&db.url, "PROXY");
     let proxy = Proxy::to(upstream);
     let url = url.replace("PROXY", &proxy.addr);
@@ -258,6 +256,18 @@ fn an_unreachable_database_fails_writes_and_the_node_recovers() {
     alice.send("SAY #r one");
     alice.expect_prefix("OK SAY #r 1 ");
     assert_eq!(msg(&bob.line()), "MSG #r 1 alice one");
+    Some((db, proxy, s, alice, bob))
+}
+
+/// While PostgreSQL cannot be reached, a command that must be saved gets
+/// `ERR UNAVAILABLE` and is not acknowledged (nor delivered); what memory
+/// answers keeps working. Once it is back the node reconnects by itself,
+/// and the failed SAY took no seq.
+#[test]
+fn an_unreachable_database_fails_writes_and_the_node_recovers() {
+    let Some((_db, proxy, s, mut alice, mut bob)) = behind_a_proxy() else {
+        return;
+    };
 
     proxy.cut();
     let unavailable =
@@ -305,15 +315,9 @@ fn an_unreachable_database_fails_writes_and_the_node_recovers() {
 /// with nothing saved, if it did not.
 #[test]
 fn a_commit_cut_off_is_answered_by_what_postgres_did() {
-    let Some(db) = TestDb::create() else { return };
-    let (upstream, url) = via(&db.url, "PROXY");
-    let proxy = Proxy::to(upstream);
-    let url = url.replace("PROXY", &proxy.addr);
-    let s = node(&url);
-    let [mut alice, mut bob] = s.room_with("#r", ["alice", "bob"]).map(quiet);
-    alice.send("SAY #r one");
-    alice.expect_prefix("OK SAY #r 1 ");
-    assert_eq!(msg(&bob.line()), "MSG #r 1 alice one");
+    let Some((_db, proxy, _s, mut alice, mut bob)) = behind_a_proxy() else {
+        return;
+    };
 
     proxy.trap(b"kept across the cut", true);
     alice.send("SAY #r kept across the cut");
