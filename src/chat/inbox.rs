@@ -91,7 +91,13 @@ impl Hub {
 
     /// The UNREAD event for this node's sessions of `uid` but `except`;
     /// nothing is built when none is there to hear it.
-    fn tell_unread(&self, uid: UserId, conv: ConvId, except: Option<SessionId>, out: &mut Out) {
+    pub(super) fn tell_unread(
+        &self,
+        uid: UserId,
+        conv: ConvId,
+        except: Option<SessionId>,
+        out: &mut Out,
+    ) {
         let others = self.users.get(uid).map_or(0, |u| {
             u.sessions.iter().filter(|&&s| Some(s) != except).count()
         });

@@ -98,8 +98,8 @@ impl Streamed {
 /// Where a SYNC's ranges start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// At the user's delivered cursors (SYNC, LOGIN).
-    Cursors,
+    /// At this user's delivered cursors (SYNC, LOGIN).
+    Cursors(UserId),
     /// Where the client said (`SYNC <conv> <after-seq>`).
     Asked,
 }
@@ -259,7 +259,7 @@ impl Hub {
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
     pub(super) fn sync_after_login(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
         let ranges = self.missed(uid);
-        self.start_sync(sid, uid, ranges, Start::Cursors, out);
+        self.start_sync(sid, uid, ranges, Start::Cursors(uid), out);
     }
 
     fn start_sync(
@@ -296,7 +296,10 @@ impl Hub {
     /// runs to the later of the store's end and this node's now (which may
     /// have heard more meanwhile, and kept it for the stream), and one
     /// that starts at the user's cursor starts at the later of this node's
-    /// and the store's (moved by the user's sessions on other nodes).
+    /// and the store's (moved by the user's sessions on other nodes). This
+    /// node's cursors take the store's where those are further (a READ
+    /// elsewhere whose bus message was lost), unsaved: the store has them;
+    /// the user's other sessions here hear the new unread count.
     pub(super) fn sync_planned(
         &mut self,
         sid: SessionId,
@@ -318,8 +321,15 @@ impl Hub {
             let heard = self.convs.get(r.conv).map_or(Seq::ZERO, |c| c.last_seq);
             let end = stored.next().unwrap_or_default();
             r.upto = r.upto.max(heard).max(end.last);
-            if from == Start::Cursors {
+            if let Start::Cursors(uid) = from {
                 r.after = r.after.max(end.delivered);
+                let cursor = self.cursors.entry((uid, r.conv)).or_default();
+                cursor.delivered = cursor.delivered.max(end.delivered);
+                if end.read > cursor.read {
+                    cursor.read = end.read;
+                    // The syncing session asks INBOX if it wants counts.
+                    self.tell_unread(uid, r.conv, Some(sid), out);
+                }
             }
             self.streamed.cover(r.conv, sid, r.upto);
         }

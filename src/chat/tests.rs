@@ -1199,3 +1199,31 @@ fn a_sync_starts_where_any_node_delivered() {
     h.send(b, "SYNC #r 1");
     assert_eq!(heads(h.take(b)), ["MSG #r 2", "MSG #r 3", "OK SYNC 2"]);
 }
+
+/// A READ on another node whose bus message was lost: the next LOGIN here
+/// takes the read cursor the store has, and the user's other sessions here
+/// hear the new count.
+#[test]
+fn a_login_takes_the_read_cursor_saved_elsewhere() {
+    let (mut h, _, b) = alice_and_bob_in_r_of(clustered());
+    let conv = h.hub.rooms["#r"];
+    let mut out = Out::default();
+    h.hub.remote(posted_elsewhere(conv, &[1, 2, 3]), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(b)), ["MSG #r 1", "MSG #r 2", "MSG #r 3"]);
+    let bob = h.hub.by_name["bob"];
+    let cursor = Write::Cursor {
+        user: bob,
+        conv,
+        delivered: Seq(3),
+        read: Seq(2),
+    };
+    store::run_batch(
+        &mut h.db,
+        vec![store::Request::write(vec![cursor], None::<()>)],
+    );
+    let b2 = h.connect();
+    h.send(b2, "LOGIN bob password1");
+    assert_eq!(h.take(b2), ["OK LOGIN bob", "OK SYNC 0"]);
+    assert_eq!(h.take(b), ["UNREAD #r 1"]);
+}

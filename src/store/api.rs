@@ -449,9 +449,9 @@ pub enum Query {
     },
     /// Oldest first: change log entries with ids above `after`.
     Log { after: u64, limit: usize },
-    /// Where each conversation ends, and `user`'s delivered cursor there
-    /// (merged by maximum from every node), in the order asked: where a
-    /// SYNC on a node that may have heard neither starts and ends.
+    /// Where each conversation ends, and `user`'s cursors there (merged by
+    /// maximum from every node), in the order asked: where a SYNC on a
+    /// node that may have heard neither starts and ends.
     Ends { user: UserId, convs: Vec<ConvId> },
 }
 
@@ -477,12 +477,13 @@ pub enum Answer {
     },
 }
 
-/// A conversation's last committed seq, and how far one user's delivered
-/// cursor there has got.
+/// A conversation's last committed seq, and how far one user's cursors
+/// there have got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConvEnd {
     pub last: Seq,
     pub delivered: Seq,
+    pub read: Seq,
 }
 
 /// One entry of the change log.

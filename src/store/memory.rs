@@ -194,9 +194,13 @@ impl Backend for MemoryBackend {
                 Query::Ends { user, ref convs } => Ok(Answer::Ends(
                     convs
                         .iter()
-                        .map(|&conv| ConvEnd {
-                            last: t.conv_messages(conv).last().map_or(Seq(0), |m| m.seq),
-                            delivered: t.cursors.get(&(user, conv)).map_or(Seq(0), |c| c.0),
+                        .map(|&conv| {
+                            let cursor = t.cursors.get(&(user, conv)).copied();
+                            ConvEnd {
+                                last: t.conv_messages(conv).last().map_or(Seq(0), |m| m.seq),
+                                delivered: cursor.map_or(Seq(0), |c| c.0),
+                                read: cursor.map_or(Seq(0), |c| c.1),
+                            }
                         })
                         .collect(),
                 )),

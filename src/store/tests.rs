@@ -699,8 +699,8 @@ fn the_change_log_holds_committed_changes_in_order() {
     });
 }
 
-/// Where each conversation ends and one user's delivered cursor there, in
-/// the order asked; a conversation or cursor the store lacks reads as 0.
+/// Where each conversation ends and one user's cursors there, in the order
+/// asked; a conversation or cursor the store lacks reads as 0.
 #[test]
 fn conversation_ends_carry_the_users_cursor() {
     each_backend(|name, db| {
@@ -709,7 +709,7 @@ fn conversation_ends_carry_the_users_cursor() {
         writes.push(Write::Cursor {
             user: UserId(0),
             conv: ConvId(0),
-            delivered: Seq(1),
+            delivered: Seq(2),
             read: Seq(1),
         });
         run_batch(db, vec![Request::write(writes, Some(()))])[0]
@@ -721,12 +721,12 @@ fn conversation_ends_carry_the_users_cursor() {
             match ask(db, Query::Ends { user, convs }) {
                 Ok(Answer::Ends(ends)) => ends
                     .iter()
-                    .map(|e| (e.last.0, e.delivered.0))
+                    .map(|e| (e.last.0, e.delivered.0, e.read.0))
                     .collect::<Vec<_>>(),
                 other => panic!("{name}: {other:?}"),
             }
         };
-        assert_eq!(ends(db, UserId(0)), [(0, 0), (2, 1)], "{name}");
-        assert_eq!(ends(db, UserId(5)), [(0, 0), (2, 0)], "{name}");
+        assert_eq!(ends(db, UserId(0)), [(0, 0, 0), (2, 2, 1)], "{name}");
+        assert_eq!(ends(db, UserId(5)), [(0, 0, 0), (2, 0, 0)], "{name}");
     });
 }

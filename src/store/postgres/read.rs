@@ -130,7 +130,7 @@ pub(super) fn conv_ends(
 ) -> Result<Vec<ConvEnd>, StoreError> {
     let ids: Vec<i64> = convs.iter().map(|c| id(c.0)).collect();
     let rows = db.query(
-        "SELECT c.id, c.last_seq, coalesce(k.delivered, 0) FROM convs c
+        "SELECT c.id, c.last_seq, coalesce(k.delivered, 0), coalesce(k.read, 0) FROM convs c
          LEFT JOIN cursors k ON k.conv = c.id AND k.user_id = $2
          WHERE c.id = ANY($1)",
         &[&ids, &id(user.0)],
@@ -141,6 +141,7 @@ pub(super) fn conv_ends(
             let end = ConvEnd {
                 last: seq(r.get(1)),
                 delivered: seq(r.get(2)),
+                read: seq(r.get(3)),
             };
             (r.get(0), end)
         })

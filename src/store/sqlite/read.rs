@@ -119,7 +119,8 @@ pub(super) fn conv_ends(
 ) -> Result<Vec<ConvEnd>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT (SELECT coalesce(max(seq), 0) FROM messages WHERE conv = ?1),
-                coalesce((SELECT delivered FROM cursors WHERE user = ?2 AND conv = ?1), 0)",
+                coalesce(k.delivered, 0), coalesce(k.read, 0)
+         FROM (SELECT 1) LEFT JOIN cursors k ON k.user = ?2 AND k.conv = ?1",
     )?;
     convs
         .iter()
@@ -128,6 +129,7 @@ pub(super) fn conv_ends(
                 Ok(ConvEnd {
                     last: r.get(0)?,
                     delivered: r.get(1)?,
+                    read: r.get(2)?,
                 })
             })
         })
