@@ -90,7 +90,8 @@ cluster_for_load() {
 # cluster_front PORT: HAProxy on 127.0.0.1:PORT in TCP mode in front of the
 # three nodes (installing Debian's haproxy when missing): each new client
 # goes to the node with the fewest connections among those that accept
-# one (a node that stops accepting is skipped within a few seconds).
+# one (a node that stops accepting is skipped within a few seconds, and a
+# connection it refuses meanwhile is sent to another node).
 # Sets FRONT_PID; cluster_stop stops it.
 cluster_front() {
     local port=$1 base=$2 i
@@ -106,6 +107,10 @@ cluster_front() {
         echo "    mode tcp"
         echo "    option tcpka"
         echo "    timeout connect 2s"
+        # A connect to a node that just died (not yet marked down by the
+        # check) is tried again on another node, not handed to the client.
+        echo "    retries 2"
+        echo "    option redispatch 1"
         # Chat sessions are long and may be quiet: the nodes' own idle
         # timeout and PING decide when one is dead, not the balancer.
         echo "    timeout client 24h"

@@ -6,8 +6,8 @@ node ports and the pid of node 0. SUBSCRIBERS clients join one room, spread
 round robin over the three nodes; a publisher on node 0 and one on node 1
 each SAY RATE messages a second. After WARMUP seconds node 0 is killed with
 SIGKILL. Its clients see their connection end, connect to node 1 or 2 (in
-turn, as a balancer would) and LOGIN, whose implied SYNC brings what they
-missed. Publishing goes on for AFTER seconds (node 0's publisher is gone),
+turn, as a balancer would; through HAProxy's front port if FRONT_PORT is
+set) and LOGIN, whose implied SYNC brings what they missed. Publishing goes on for AFTER seconds (node 0's publisher is gone),
 then every subscriber must have every seq up to the last acknowledged one.
 
 Prints, as JSON: the messages acknowledged (per publisher), how many an
@@ -151,6 +151,7 @@ def main():
     after = float(os.environ.get("AFTER", "3"))
     tag = os.environ.get("TAG", str(os.getpid()))
     fault = os.environ.get("FAULT", "node")
+    front = int(os.environ.get("FRONT_PORT") or 0)
     # A stopped node must stay stopped past the presence TTL (10 s).
     down = float(os.environ.get("DOWN", "12" if fault == "stop" else "2"))
     if fault not in ("node", "redis", "pg", "stop"):
@@ -265,7 +266,8 @@ def main():
                 if c in pubs:
                     continue
                 ended = time.monotonic()
-                c.port = ports[1 + turn % 2]
+                # Through the balancer when there is one, as a user would.
+                c.port = front or ports[1 + turn % 2]
                 turn += 1
                 c.connect()
                 c.lines.clear()

@@ -17,13 +17,21 @@
 # TTL) and continues it: its clients wait, and the time from SIGCONT until
 # every subscriber has every message acknowledged by then is reported.
 #
-# Env: FAULT (node), SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2; 12 for stop),
+# FRONT=1 puts HAProxy in front (scripts/cluster-common.sh's cluster_front,
+# on BASE_PORT+30): the moved clients reconnect through it, as users would.
+#
+# Env: FAULT (node), FRONT, SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2; 12 for stop),
 # AFTER (3), BASE_PORT (17990), DIR (/tmp/linechat-load-failover). Stops
 # everything it started, by pid.
 . "$(dirname "$0")/cluster-common.sh"
 BASE_PORT=${BASE_PORT:-17990}
 DIR=${DIR:-/tmp/linechat-load-failover}
 cluster_for_load "$DIR" "$BASE_PORT"
+front=
+if [ -n "${FRONT:-}" ]; then
+    front=$((BASE_PORT + 30))
+    cluster_front "$front" "$BASE_PORT"
+fi
 FAULT=${FAULT:-node}
 case $FAULT in
 node | stop) victim=${NODE_PIDS[0]} ;;
@@ -33,4 +41,4 @@ pg) victim=$(head -n 1 "$DIR/pg/postmaster.pid") ;;
 esac
 NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" VICTIM_PID=$victim \
     REDIS_PORT=$REDIS_PORT PG_SCRIPT="$REPO/scripts/pg.sh" PG_DIR="$DIR/pg" \
-    PG_PORT=$((BASE_PORT + 20)) FAULT=$FAULT python3 "$REPO/scripts/failover.py"
+    PG_PORT=$((BASE_PORT + 20)) FRONT_PORT=$front FAULT=$FAULT python3 "$REPO/scripts/failover.py"
