@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by cluster.sh, load-cluster.sh and load-failover.sh: a private
 # PostgreSQL (scripts/pg.sh, run as the postgres user), Redis and three linechat nodes
-# sharing them, on loopback: nodes on BASE_PORT, +1, +2, Redis on
+# sharing them, on loopback: nodes on BASE_PORT, +1, +2 (their WebSocket
+# listeners, for the browser page, on BASE_PORT+40, +41, +42), Redis on
 # BASE_PORT+10, PostgreSQL on BASE_PORT+20, all state under DIR.
 # cluster_start DIR BASE_PORT [node flags...] starts them (building linechat
 # in release first) and sets PG_URL, REDIS_PORT and NODE_PIDS; cluster_stop
@@ -56,7 +57,7 @@ cluster_start() {
     local i port
     for i in 0 1 2; do
         "$REPO/target/release/linechat" --listen "127.0.0.1:$((base + i))" \
-            --data-dir "$CLUSTER_DIR/node$i" --blob-dir "$CLUSTER_DIR/blobs" \
+            --ws-listen "127.0.0.1:$((base + 40 + i))" --data-dir "$CLUSTER_DIR/node$i" --blob-dir "$CLUSTER_DIR/blobs" \
             --store "$PG_URL" --bus "redis://127.0.0.1:$REDIS_PORT" "$@" \
             >/dev/null 2>"$CLUSTER_DIR/node$i.log" &
         NODE_PIDS+=("$!")
@@ -87,8 +88,10 @@ cluster_for_load() {
         --argon2-memory-kib 64 --argon2-iterations 1
 }
 
-# cluster_front PORT: HAProxy on 127.0.0.1:PORT in TCP mode in front of the
-# three nodes (installing Debian's haproxy when missing): each new client
+# cluster_front PORT BASE_PORT: HAProxy on 127.0.0.1:PORT in TCP mode in
+# front of the three nodes, and on PORT+1 in front of their WebSocket
+# listeners (the browser page and its sessions; installing Debian's haproxy
+# when missing): each new client
 # goes to the node with the fewest connections among those that accept
 # one (a node that stops accepting is skipped within a few seconds, and a
 # connection it refuses meanwhile is sent to another node).
@@ -122,6 +125,16 @@ cluster_front() {
         echo "    balance leastconn"
         for i in 0 1 2; do
             echo "    server node$i 127.0.0.1:$((base + i)) check inter 1s fall 2 rise 1"
+        done
+        # WebSocket is TCP after its upgrade: the page, /healthz and each
+        # browser session may each reach another node, and any will do.
+        echo "frontend browser"
+        echo "    bind 127.0.0.1:$((port + 1))"
+        echo "    default_backend web"
+        echo "backend web"
+        echo "    balance leastconn"
+        for i in 0 1 2; do
+            echo "    server web$i 127.0.0.1:$((base + 40 + i)) check inter 1s fall 2 rise 1"
         done
     } >"$CLUSTER_DIR/haproxy.cfg"
     haproxy -db -f "$CLUSTER_DIR/haproxy.cfg" >"$CLUSTER_DIR/haproxy.log" 2>&1 &
