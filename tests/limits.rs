@@ -124,9 +124,9 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     // The close is counted under its reason.
     idle_user.send("STATS");
     let rows: Vec<String> = std::iter::from_fn(|| Some(idle_user.line()))
-        .take_while(|l| l != "OK STATS 54")
+        .take_while(|l| l != "OK STATS 57")
         .collect();
-    assert_eq!(rows.len(), 54, "{rows:?}");
+    assert_eq!(rows.len(), 57, "{rows:?}");
     assert!(
         rows[16].starts_with("STAT storage_commit_last_us "),
         "{rows:?}"
@@ -149,9 +149,12 @@ fn login_deadline_closes_idle_anonymous_connections_only() {
     assert_eq!(rows[39], "STAT bus_published 0");
     assert_eq!(rows[50], "STAT bus_log_lost 0");
     assert_eq!(rows[52], "STAT http_connections 0");
+    assert_eq!(rows[53], "STAT http_requests 0");
+    // Then the commits cut off mid-COMMIT (PostgreSQL only).
+    assert_eq!(rows[54], "STAT storage_in_doubt_committed 0");
     assert_eq!(
         rows.last().map(String::as_str),
-        Some("STAT http_requests 0")
+        Some("STAT storage_in_doubt_unknown 0")
     );
 }
 

@@ -341,6 +341,9 @@ fn a_commit_cut_off_is_answered_by_what_postgres_did() {
         assert_eq!(history_row(&bob.line()), want);
     }
     bob.expect("OK HISTORY #r 3");
+    for (row, n) in [("committed", 1), ("aborted", 1), ("unknown", 0)] {
+        assert_eq!(alice.stat(&format!("storage_in_doubt_{row}")), n, "{row}");
+    }
 }
 
 /// `--durability async` lets the hub choose ids and seqs, which only a

@@ -119,7 +119,8 @@ impl Server {
     /// The `/metrics` page in the Prometheus text format 0.0.4.
     fn metrics(&self) -> String {
         let mut page = String::new();
-        for (name, value) in self.stat_rows().into_iter().chain(self.http_rows()) {
+        let rows = self.stat_rows().into_iter().chain(self.http_rows());
+        for (name, value) in rows.chain(self.in_doubt_rows()) {
             let _ = writeln!(
                 page,
                 "# TYPE linechat_{name} gauge\nlinechat_{name} {value}"

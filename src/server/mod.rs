@@ -169,6 +169,8 @@ pub struct Server {
     auth_done: mpsc::Receiver<auth::Done<AuthCtx>>,
     storage: Option<Storage<Pending>>,
     store_done: mpsc::Receiver<store::Committed<Pending>>,
+    /// The storage thread's count of commits cut off mid-COMMIT (STATS).
+    in_doubt: Arc<store::InDoubtCounts>,
     blobs: Blobs<BlobCtx>,
     blob_done: mpsc::Receiver<blob::Done<BlobCtx>>,
     /// Pushkeys gateways rejected (the push thread).
@@ -260,6 +262,7 @@ impl Server {
         };
         let blob_dir = cfg.blob_dir();
         let mut db = open_store(&cfg, &blob_dir)?;
+        let in_doubt = db.in_doubt_counts();
         let snapshot = db.load(cfg.recent)?;
         let (push_tx, push_rejected) = mpsc::channel();
         push::start(
@@ -333,6 +336,7 @@ impl Server {
             auth,
             auth_done,
             storage: Some(storage),
+            in_doubt,
             store_done,
             blobs,
             blob_done,

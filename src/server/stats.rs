@@ -216,8 +216,19 @@ impl Server {
             .into_iter()
             .chain(added.iter().map(|(k, v)| (k.as_str(), *v)))
             .chain(self.bus_rows())
-            .chain(self.http_rows());
+            .chain(self.http_rows())
+            .chain(self.in_doubt_rows());
         driver_lines::stats(rows, first.iter().map(count), later)
+    }
+
+    /// Commits cut off mid-COMMIT, by how they were settled (PostgreSQL).
+    pub(super) fn in_doubt_rows(&self) -> [(&'static str, u64); 3] {
+        let read = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("storage_in_doubt_committed", read(&self.in_doubt.committed)),
+            ("storage_in_doubt_aborted", read(&self.in_doubt.aborted)),
+            ("storage_in_doubt_unknown", read(&self.in_doubt.unknown)),
+        ]
     }
 
     /// The bus's counters (all zero without `--bus`).

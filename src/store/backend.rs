@@ -37,6 +37,22 @@ pub trait Backend: Send {
     fn take_wal_sync(&mut self) -> Option<Box<dyn WalSync>> {
         None
     }
+
+    /// How the commits whose connection broke during COMMIT were settled
+    /// (a database server only), shared with the STATS reader.
+    fn in_doubt_counts(&self) -> std::sync::Arc<InDoubtCounts> {
+        std::sync::Arc::default()
+    }
+}
+
+/// Commits whose connection broke during COMMIT, by what the database said
+/// of them afterwards: committed (answered OK), aborted (answered
+/// UNAVAILABLE), or no answer in time (UNAVAILABLE, "may be saved").
+#[derive(Debug, Default)]
+pub struct InDoubtCounts {
+    pub committed: std::sync::atomic::AtomicU64,
+    pub aborted: std::sync::atomic::AtomicU64,
+    pub unknown: std::sync::atomic::AtomicU64,
 }
 
 /// Makes every commit that returned before the call durable.

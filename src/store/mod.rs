@@ -37,7 +37,7 @@ pub use api::{
     Answer, Assigned, AuditRow, Committed, ConvEnd, ConvRow, LogEntry, MemberRow, NewConv,
     NewMember, Post, PushRow, Query, Request, RequestRow, Snapshot, StoredMessage, UserRow, Write,
 };
-pub use backend::{Backend, WalSync};
+pub use backend::{Backend, InDoubtCounts, WalSync};
 pub use memory::MemoryBackend;
 pub use sqlite::SqliteBackend;
 pub use sqlite::schema::SCHEMA_VERSION;

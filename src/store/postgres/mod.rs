@@ -17,12 +17,17 @@ mod tx;
 mod write;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
-use super::{Answer, Assigned, Backend, ConvId, Query, Seq, Snapshot, StoreError, UserId, Write};
+use super::{
+    Answer, Assigned, Backend, ConvId, InDoubtCounts, Query, Seq, Snapshot, StoreError, UserId,
+    Write,
+};
 use read::{blob_access, conv_ends, messages_after, messages_before, read_log, search};
 use tx::Conn;
 use write::{LogRows, apply_all, change};
@@ -60,9 +65,14 @@ pub struct PostgresBackend {
     /// if it fails.
     retry_at: Instant,
     retry_wait: Duration,
+    in_doubt: Arc<InDoubtCounts>,
 }
 
 impl Backend for PostgresBackend {
+    fn in_doubt_counts(&self) -> Arc<InDoubtCounts> {
+        Arc::clone(&self.in_doubt)
+    }
+
     fn load(&mut self, recent: usize) -> Result<Snapshot, StoreError> {
         self.with_conn(|conn| {
             let mut tx = conn.begin()?;
@@ -184,6 +194,7 @@ impl PostgresBackend {
             blob_dir,
             retry_at: Instant::now(),
             retry_wait: MIN_RECONNECT_WAIT,
+            in_doubt: Arc::default(),
         };
         backend.with_conn(|conn| schema::migrate(&mut conn.client))?;
         Ok(backend)
@@ -211,13 +222,19 @@ impl PostgresBackend {
             match status.as_ref().map(Option::as_deref) {
                 Ok(Some("committed")) => {
                     log::warn!("storage: {error} during COMMIT; it had committed");
+                    self.in_doubt.committed.fetch_add(1, Ordering::Relaxed);
                     return Ok(value);
                 }
-                Ok(Some("aborted")) => return Err(StoreError::Unreachable(error)),
+                Ok(Some("aborted")) => {
+                    log::warn!("storage: {error} during COMMIT; it had not committed");
+                    self.in_doubt.aborted.fetch_add(1, Ordering::Relaxed);
+                    return Err(StoreError::Unreachable(error));
+                }
                 // Too old to know (not after a few seconds), still in
                 // progress, or no answer yet.
                 _ if Instant::now() >= deadline => {
                     log::warn!("storage: {error} during COMMIT; whether it committed is unknown");
+                    self.in_doubt.unknown.fetch_add(1, Ordering::Relaxed);
                     return Err(StoreError::InDoubt(error));
                 }
                 _ => {
