@@ -17,19 +17,13 @@ import os
 import sys
 import time
 
-from failover import PASSWORD, Client, Driver, answered
+from failover import Client, Driver, register_and_join
 
 
 def run(ports, clients, window, duration, tag):
     d = Driver()
     cs = [Client(f"ch{tag}x{i}", ports[i % len(ports)]) for i in range(clients)]
-    for c in cs:
-        d.add(c)
-        c.send(f"REGISTER {c.name} {PASSWORD}")
-    d.until("REGISTER", answered(cs, "OK REGISTER"))
-    for c in cs:
-        c.send(f"JOIN #{c.name}")
-    d.until("JOIN", answered(cs, "OK JOIN"))
+    register_and_join(d, cs, lambda c: f"#{c.name}")
     for c in cs:
         c.send(f"SAY #{c.name} react to this")
     d.until("SAY", lambda: all(c.acked for c in cs))

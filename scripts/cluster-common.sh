@@ -4,6 +4,9 @@
 # sharing them, on loopback: nodes on BASE_PORT, +1, +2 (their WebSocket
 # listeners, for the browser page, on BASE_PORT+40, +41, +42), Redis on
 # BASE_PORT+10, PostgreSQL on BASE_PORT+20, all state under DIR.
+# Each script has a BASE_PORT of its own (cluster.sh 17900, load-cluster.sh
+# 17950, load-failover.sh 18000, load-changes.sh 18060) and uses up to
+# BASE_PORT+42, so they can run side by side.
 # cluster_start DIR BASE_PORT [node flags...] starts them (building linechat
 # in release first) and sets PG_URL, REDIS_PORT and NODE_PIDS; cluster_stop
 # (run on exit) stops everything it started, by pid.

@@ -137,6 +137,17 @@ def answered(clients, prefix):
     return check
 
 
+def register_and_join(d, clients, room):
+    """Adds each client to `d`, registers it and has it JOIN `room(client)`."""
+    for c in clients:
+        d.add(c)
+        c.send(f"REGISTER {c.name} {PASSWORD}")
+    d.until("REGISTER", answered(clients, "OK REGISTER"))
+    for c in clients:
+        c.send(f"JOIN {room(c)}")
+    d.until("JOIN", answered(clients, "OK JOIN"))
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p / 100))]
@@ -159,11 +170,7 @@ def main():
     d = Driver()
 
     owner = Client(f"own{tag}", ports[0])
-    d.add(owner)
-    owner.send(f"REGISTER {owner.name} {PASSWORD}")
-    d.until("the owner's REGISTER", answered([owner], "OK REGISTER"))
-    owner.send(f"JOIN {ROOM}")
-    d.until("the room", answered([owner], "OK JOIN"))
+    register_and_join(d, [owner], lambda c: ROOM)
     # The room must be known on every node before their clients JOIN it.
     for port in ports[1:]:
         probe = Client(f"probe{port}", port)
@@ -183,14 +190,7 @@ def main():
 
     subs = [Client(f"sub{tag}x{i}", ports[i % 3]) for i in range(subscribers)]
     pubs = [Client(f"pub{tag}x{i}", ports[i]) for i in range(2)]
-    everyone = subs + pubs
-    for c in everyone:
-        d.add(c)
-        c.send(f"REGISTER {c.name} {PASSWORD}")
-    d.until("REGISTER", answered(everyone, "OK REGISTER"))
-    for c in everyone:
-        c.send(f"JOIN {ROOM}")
-    d.until("JOIN", answered(everyone, "OK JOIN"))
+    register_and_join(d, subs + pubs, lambda c: ROOM)
     # The owner hears nothing more it needs.
     d.drop(owner)
 

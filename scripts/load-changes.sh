@@ -5,10 +5,10 @@
 # (8) unanswered each, for DURATION seconds (5): all on node 0, then spread
 # over the three nodes. Prints both rates and their ratio.
 #
-# Env: CLIENTS, WINDOW, DURATION, BASE_PORT (18030), DIR
+# Env: CLIENTS, WINDOW, DURATION, BASE_PORT (18060), DIR
 # (/tmp/linechat-load-changes). Stops everything it started, by pid.
 . "$(dirname "$0")/cluster-common.sh"
-BASE_PORT=${BASE_PORT:-18030}
+BASE_PORT=${BASE_PORT:-18060}
 DIR=${DIR:-/tmp/linechat-load-changes}
 cluster_for_load "$DIR" "$BASE_PORT"
 NODE_PORTS="$BASE_PORT,$((BASE_PORT + 1)),$((BASE_PORT + 2))" python3 "$REPO/scripts/changes.py"

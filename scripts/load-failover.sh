@@ -21,10 +21,10 @@
 # on BASE_PORT+30): the moved clients reconnect through it, as users would.
 #
 # Env: FAULT (node), FRONT, SUBSCRIBERS (300), RATE (50), WARMUP (3), DOWN (2; 12 for stop),
-# AFTER (3), BASE_PORT (17990), DIR (/tmp/linechat-load-failover). Stops
+# AFTER (3), BASE_PORT (18000), DIR (/tmp/linechat-load-failover). Stops
 # everything it started, by pid.
 . "$(dirname "$0")/cluster-common.sh"
-BASE_PORT=${BASE_PORT:-17990}
+BASE_PORT=${BASE_PORT:-18000}
 DIR=${DIR:-/tmp/linechat-load-failover}
 cluster_for_load "$DIR" "$BASE_PORT"
 front=

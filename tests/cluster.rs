@@ -414,6 +414,70 @@ fn a_login_on_a_node_that_heard_nothing_syncs_from_the_store() {
     assert_eq!(missed, ["MSG #q 1 alice one", "MSG #q 2 alice two"]);
 }
 
+/// A JOIN on a node that does not listen to the room replays the room's
+/// newest messages (up to `--recent`, 100) from the store, as one node
+/// would, instead of sending everything that node never heard as news;
+/// the joiner's other session, on a node that does not listen either,
+/// hears of the JOIN and then only what is said after it.
+#[test]
+fn a_join_where_no_member_listens_replays_only_the_newest() {
+    let Some(cl) = Cluster::start(3) else {
+        return;
+    };
+    let mut alice = cl.nodes[0].user("alice");
+    alice.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    alice.send("JOIN #q");
+    alice.expect("OK JOIN #q created");
+    for i in 1..=150 {
+        alice.send(&format!("SAY #q m{i}"));
+    }
+    for i in 1..=150 {
+        alice.expect_prefix(&format!("OK SAY #q {i} "));
+    }
+    let mut bob = cl.nodes[1].user("bob");
+    bob.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    wait_for_room(&mut bob, "#q");
+    bob.send("JOIN #q");
+    bob.expect("OK JOIN #q joined");
+    for i in 51..=150 {
+        assert_eq!(msg(&bob.line()), format!("MSG #q {i} alice m{i}"));
+    }
+    alice.expect("JOINED #q bob");
+    alice.send("SAY #q after");
+    alice.expect_prefix("OK SAY #q 151 ");
+    assert_eq!(msg(&bob.line()), "MSG #q 151 alice after");
+
+    // carol has a session on node 0 and one on node 2, where nobody is
+    // in #q, and joins on node 0.
+    let mut carol0 = cl.nodes[0].user("carol");
+    let mut carol2 = cl.nodes[2].client();
+    eventually("node 2 knows carol", || {
+        carol2.send("LOGIN carol password1");
+        (carol2.line() == "OK LOGIN carol").then_some(())
+    });
+    carol2.expect("OK SYNC 0");
+    carol2.ignored.extend(["RECEIPT ", "PRESENCE "]);
+    carol0.send("JOIN #q");
+    carol0.expect("OK JOIN #q joined");
+    let replay: Vec<String> = (0..100).map(|_| msg(&carol0.line())).collect();
+    assert_eq!(replay.last().unwrap(), "MSG #q 151 alice after");
+    carol2.expect("JOINED #q carol");
+    // Node 2 takes the room's end from the store (a message said while
+    // it does so would count as before the JOIN there).
+    eventually("node 2 has #q up to 151", || {
+        carol2.send("INBOX");
+        let line = carol2.line();
+        carol2.expect("OK INBOX 1");
+        line.starts_with("INBOX #q public 151 ").then_some(())
+    });
+    alice.expect("JOINED #q carol");
+    alice.send("SAY #q hello carol");
+    alice.expect_prefix("OK SAY #q 152 ");
+    assert_eq!(msg(&carol2.line()), "MSG #q 152 alice hello carol");
+    bob.expect("JOINED #q carol");
+    assert_eq!(msg(&bob.line()), "MSG #q 152 alice hello carol");
+}
+
 /// A delivered cursor that one node saved (four times a second) is where
 /// the user's SYNC starts on another node: a LOGIN there brings only what
 /// they did not get.

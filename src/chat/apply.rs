@@ -110,6 +110,15 @@ impl Hub {
                 self.set_away(user, text, out);
             }
             Change::Membership { conv, change } => {
+                // A member who joined elsewhere, with sessions here, makes
+                // this node listen: what was said before is not news to
+                // them here either.
+                if let Membership::Joined { user } | Membership::Added { user, .. } = change {
+                    let here = self.users.get(user).is_some_and(|u| !u.sessions.is_empty());
+                    if here && self.cfg.clustered && !self.listens_to(conv) {
+                        self.warm(conv, Some(user), out);
+                    }
+                }
                 // The writes were made where the change was committed.
                 let events = self.change_membership(conv, change, None, &mut Vec::new());
                 out.emits.extend(events);

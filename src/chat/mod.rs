@@ -106,6 +106,16 @@ pub enum Pending {
     /// Messages of a conversation that the bus did not bring (a gap, a
     /// position check, a new subscription), to be sequenced.
     Fill { conv: ConvId },
+    /// The newest messages of a conversation this node did not listen to,
+    /// taken silently as its copy (`--bus`); `joiner` joined elsewhere and
+    /// has sessions here.
+    Warmed {
+        conv: ConvId,
+        joiner: Option<UserId>,
+    },
+    /// A JOIN of a conversation this node did not listen to: its replay is
+    /// made once the node's copy has been brought up to date (`--bus`).
+    ColdJoined(Box<shared::ColdJoin>),
     /// Publish this message and answer its sender. Under `--durability
     /// sync` its seq is 0 until the commit assigns one.
     Said {
@@ -777,6 +787,8 @@ impl Hub {
                     }
                 }
                 Pending::Fill { conv } => self.filled(conv, answer, out),
+                Pending::Warmed { conv, joiner } => self.warmed(conv, joiner, answer),
+                Pending::ColdJoined(join) => self.cold_joined(*join, log, out),
                 Pending::Said {
                     sid,
                     conv,
@@ -833,6 +845,12 @@ impl Hub {
             Pending::Founded(f) => return self.founding_failed(*f, err, out),
             // The read is asked again once overdue (`Hub::retry_fills`).
             Pending::Fill { .. } | Pending::LogRead => return,
+            // The copy stays as it was: what follows is read as a gap.
+            Pending::Warmed { .. } => return,
+            Pending::ColdJoined(join) => {
+                self.streamed.forget(join.sid);
+                join.sid
+            }
             // Only the other nodes miss it (an AWAY, a rejected pusher):
             // the storage thread has logged why.
             Pending::Logged(_) => return,

@@ -126,7 +126,7 @@ impl Hub {
     }
 
     /// The recent messages of a room, which a joiner receives.
-    fn replay(&self, conv: ConvId) -> Vec<Msg> {
+    pub(super) fn replay(&self, conv: ConvId) -> Vec<Msg> {
         let Some(c) = self.convs.get(conv) else {
             return Vec::new();
         };
@@ -180,7 +180,11 @@ impl Hub {
             conv,
             change: joined,
         };
-        self.commit(sid, writes, reply, events, change, out);
+        if self.cfg.clustered && !self.listens_to(conv) {
+            self.join_cold(sid, uid, conv, writes, reply, events, change, out);
+        } else {
+            self.commit(sid, writes, reply, events, change, out);
+        }
         Ok(())
     }
 

@@ -13,7 +13,8 @@
 
 use super::changes::{LOG_READ_ROWS, Ready};
 use super::output::{Audience, Emit, Event, Progress};
-use super::{Change, ConvId, Hub, Msg, Out, Pending, Posted, Seq, UserId};
+use super::sync::Cursor;
+use super::{Change, ConvId, Hub, Msg, Out, Pending, Posted, Reply, Seq, SessionId, UserId};
 use crate::store::{Answer, Query, Request, StoredMessage, Write};
 
 /// Messages one read of a conversation's gap asks the store for; a longer
@@ -209,6 +210,117 @@ impl Hub {
         }
     }
 
+    /// Whether this node listens to `conv` on the bus (and so has heard
+    /// all of it, up to the bus's delay).
+    pub(super) fn listens_to(&self, conv: ConvId) -> bool {
+        self.subscribed.contains(&conv)
+    }
+
+    /// Asks the store for the newest messages of `conv`, which this node
+    /// has not listened to, to take as its copy without telling anyone
+    /// ([`Hub::warmed`]). Asked before the subscription's own catch-up
+    /// read, so that read and the bus bring only what comes later.
+    pub(super) fn warm(&self, conv: ConvId, joiner: Option<UserId>, out: &mut Out) {
+        let query = Query::Before {
+            conv,
+            before: Seq::MAX,
+            limit: self.cfg.recent.max(1),
+        };
+        out.store
+            .push(Request::query(query, Pending::Warmed { conv, joiner }));
+    }
+
+    /// What was said in a conversation before this node listened to it is
+    /// history, not news: it becomes the node's copy (its recent messages
+    /// and last seq) and is delivered to no one. Only sessions that just
+    /// arrived can be members here then, and they get it as such: the
+    /// JOIN's replay, the LOGIN's SYNC. A `joiner` (who joined on another
+    /// node) has their cursors here at its end: their SYNC here starts
+    /// after it, as it does on the node where they joined.
+    pub(super) fn warmed(&mut self, conv: ConvId, joiner: Option<UserId>, answer: Answer) {
+        let Answer::Messages(mut msgs) = answer else {
+            return;
+        };
+        let recent = self.cfg.recent;
+        let Some(c) = self.convs.get_mut(conv) else {
+            return;
+        };
+        msgs.sort_by_key(|m| m.seq);
+        if let Some(last) = msgs.last().map(|m| m.seq).filter(|&l| l > c.last_seq) {
+            let skip = msgs.len().saturating_sub(recent);
+            c.recent = msgs.into_iter().skip(skip).map(Msg::from).collect();
+            c.last_seq = last;
+        }
+        let last = c.last_seq;
+        if let Some(uid) = joiner {
+            let cursor = self.cursors.entry((uid, conv)).or_default();
+            cursor.delivered = cursor.delivered.max(last);
+            cursor.read = cursor.read.max(last);
+        }
+    }
+
+    /// A JOIN of a conversation this node does not listen to: the store is
+    /// asked for the conversation's newest messages first, and the reply's
+    /// replay is made from them when the JOIN commits. Until then, and up
+    /// to the replay's last seq, nothing reaches the joiner's session live
+    /// ([`super::sync::Streamed`]), so the replay and live delivery meet
+    /// without a gap or a repeat, as on one node.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn join_cold(
+        &mut self,
+        sid: SessionId,
+        uid: UserId,
+        conv: ConvId,
+        mut writes: Vec<Write>,
+        reply: Reply,
+        events: Vec<Emit>,
+        change: Change,
+        out: &mut Out,
+    ) {
+        self.streamed.cover(conv, sid, Seq::MAX);
+        self.warm(conv, None, out);
+        self.log_write(&mut writes, || change.clone());
+        let join = ColdJoin {
+            sid,
+            uid,
+            conv,
+            reply,
+            events,
+            change,
+        };
+        let pending = Pending::ColdJoined(Box::new(join));
+        out.store.push(Request::write(writes, Some(pending)));
+        out.defer(sid);
+    }
+
+    /// A cold JOIN committed: its replay is the node's copy as it is now,
+    /// the joiner's cursors are at its end, and live delivery to the
+    /// session starts after it.
+    pub(super) fn cold_joined(&mut self, join: ColdJoin, log: Option<u64>, out: &mut Out) {
+        let ColdJoin {
+            sid,
+            uid,
+            conv,
+            mut reply,
+            events,
+            change,
+        } = join;
+        if let Reply::Joined { replay, .. } = &mut reply {
+            *replay = self.replay(conv);
+        }
+        let last = self.convs.get(conv).map_or(Seq::ZERO, |c| c.last_seq);
+        self.streamed.cover(conv, sid, last);
+        // Saved with the next cursor flush: the JOIN's own write had the
+        // node's copy as it was before.
+        *self.cursor_mut(uid, conv) = Cursor {
+            delivered: last,
+            read: last,
+        };
+        out.emits.extend(events);
+        out.complete(sid, reply);
+        self.logged(log, change, out);
+    }
+
     /// Committed messages of `conv`, from any source, into the tables in
     /// seq order, each once; a gap is read from the store.
     pub(super) fn sequence(&mut self, conv: ConvId, posts: Vec<Posted>, out: &mut Out) {
@@ -341,6 +453,18 @@ impl Hub {
 }
 
 /// Asks the store for the change log past entry `after`.
+/// A JOIN waiting for its commit, on a conversation this node did not
+/// listen to.
+#[derive(Debug)]
+pub struct ColdJoin {
+    pub(super) sid: SessionId,
+    uid: UserId,
+    conv: ConvId,
+    reply: Reply,
+    events: Vec<Emit>,
+    change: Change,
+}
+
 fn read_log(after: u64, out: &mut Out) {
     let query = Query::Log {
         after,

@@ -61,7 +61,7 @@ pub struct Streamed(IdMap<ConvId, Vec<(SessionId, Seq)>>);
 impl Streamed {
     /// `sid`'s SYNC carries `conv` through `through` (`Seq::MAX` while
     /// where the conversation ends is being asked).
-    fn cover(&mut self, conv: ConvId, sid: SessionId, through: Seq) {
+    pub(super) fn cover(&mut self, conv: ConvId, sid: SessionId, through: Seq) {
         let covered = self.0.entry(conv).or_default();
         match covered.iter_mut().find(|(s, _)| *s == sid) {
             Some(c) => c.1 = through,

@@ -1227,3 +1227,30 @@ fn a_login_takes_the_read_cursor_saved_elsewhere() {
     assert_eq!(h.take(b2), ["OK LOGIN bob", "OK SYNC 0"]);
     assert_eq!(h.take(b), ["UNREAD #r 1"]);
 }
+
+/// With `--bus`, a JOIN of a room this node does not listen to replays the
+/// room's newest messages from the store; what the node hears afterwards
+/// of what was said before the JOIN is not news to the joiner.
+#[test]
+fn a_join_where_the_node_did_not_listen_replays_from_the_store() {
+    let mut h = clustered();
+    let a = h.user("alice");
+    h.send(a, "JOIN #r");
+    let conv = h.hub.rooms["#r"];
+    assert!(h.hub.subscriptions().is_some());
+    // Nobody here listens to #r any more; another node's members talk.
+    h.hub.disconnect(a, &mut Out::default());
+    assert!(h.hub.subscriptions().is_some());
+    committed_elsewhere(&mut h, conv, 1..=3);
+    let b = h.user("bob");
+    h.send(b, "JOIN #r");
+    assert_eq!(
+        heads(h.take(b)),
+        ["OK JOIN #r", "MSG #r 1", "MSG #r 2", "MSG #r 3"]
+    );
+    // The subscription's catch-up and the bus bring 2 and 3 again, then 4.
+    let mut out = Out::default();
+    h.hub.remote(posted_elsewhere(conv, &[2, 3, 4]), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
+}
