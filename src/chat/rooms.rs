@@ -7,6 +7,7 @@
 
 use super::found::{ConvKey, Founder, Founding, Parked};
 use super::membership::Membership;
+use super::shared::ColdJoin;
 use super::{
     Change, ChatError, ConvId, Cursor, Hub, Member, MemberInfo, Msg, Out, Reply, RoomInfo,
     SessionId, UserId, names,
@@ -181,7 +182,15 @@ impl Hub {
             change: joined,
         };
         if self.cfg.clustered && !self.listens_to(conv) {
-            self.join_cold(sid, uid, conv, writes, reply, events, change, out);
+            let join = ColdJoin {
+                sid,
+                uid,
+                conv,
+                reply,
+                events,
+                change,
+            };
+            self.join_cold(join, writes, out);
         } else {
             self.commit(sid, writes, reply, events, change, out);
         }

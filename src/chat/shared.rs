@@ -265,29 +265,11 @@ impl Hub {
     /// to the replay's last seq, nothing reaches the joiner's session live
     /// ([`super::sync::Streamed`]), so the replay and live delivery meet
     /// without a gap or a repeat, as on one node.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn join_cold(
-        &mut self,
-        sid: SessionId,
-        uid: UserId,
-        conv: ConvId,
-        mut writes: Vec<Write>,
-        reply: Reply,
-        events: Vec<Emit>,
-        change: Change,
-        out: &mut Out,
-    ) {
+    pub(super) fn join_cold(&mut self, join: ColdJoin, mut writes: Vec<Write>, out: &mut Out) {
+        let (sid, conv) = (join.sid, join.conv);
         self.streamed.cover(conv, sid, Seq::MAX);
         self.warm(conv, None, out);
-        self.log_write(&mut writes, || change.clone());
-        let join = ColdJoin {
-            sid,
-            uid,
-            conv,
-            reply,
-            events,
-            change,
-        };
+        self.log_write(&mut writes, || join.change.clone());
         let pending = Pending::ColdJoined(Box::new(join));
         out.store.push(Request::write(writes, Some(pending)));
         out.defer(sid);
@@ -458,11 +440,11 @@ impl Hub {
 #[derive(Debug)]
 pub struct ColdJoin {
     pub(super) sid: SessionId,
-    uid: UserId,
-    conv: ConvId,
-    reply: Reply,
-    events: Vec<Emit>,
-    change: Change,
+    pub(super) uid: UserId,
+    pub(super) conv: ConvId,
+    pub(super) reply: Reply,
+    pub(super) events: Vec<Emit>,
+    pub(super) change: Change,
 }
 
 fn read_log(after: u64, out: &mut Out) {
