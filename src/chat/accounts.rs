@@ -179,7 +179,7 @@ impl Hub {
         user.sessions.reserve_exact(1);
         user.sessions.push(sid);
         if user.sessions.len() == 1 {
-            self.user_here(uid, true);
+            self.user_here(uid, true, out);
             // Online elsewhere already: nobody's view changes.
             if !self.elsewhere.contains(&uid) {
                 self.announce_presence(uid, out);
@@ -199,7 +199,7 @@ impl Hub {
             if !self.elsewhere.contains(&uid) {
                 user.away = None;
             }
-            self.user_here(uid, false);
+            self.user_here(uid, false, out);
             self.persist(vec![Write::LastSeen { user: uid, at }], out);
             if !self.elsewhere.contains(&uid) {
                 self.announce_presence(uid, out);

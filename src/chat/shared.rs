@@ -389,12 +389,22 @@ impl Hub {
 
     /// `uid` logged in here (`here`: their first session) or out (their
     /// last): each of their conversations has one member more or fewer here.
-    pub(super) fn user_here(&mut self, uid: UserId, here: bool) {
+    /// A conversation this node starts to listen to because of a LOGIN is
+    /// warmed first ([`Hub::warm`]): its copy is brought up to date before
+    /// the LOGIN's SYNC asks where it ends (so the SYNC streams all that
+    /// the warming took as history), and the subscription's catch-up read
+    /// has only the rest to read.
+    pub(super) fn user_here(&mut self, uid: UserId, here: bool, out: &mut Out) {
         if !self.cfg.clustered {
             return;
         }
         let convs = self.convs_of(uid).to_vec();
         for conv in convs {
+            let nobody = self.members_here.get(&conv).is_none_or(|&n| n == 0);
+            let cold = here && nobody && !self.listens_to(conv);
+            if cold {
+                self.warm(conv, None, out);
+            }
             self.count_here(conv, here);
         }
     }

@@ -1254,3 +1254,33 @@ fn a_join_where_the_node_did_not_listen_replays_from_the_store() {
     h.drain(out);
     assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
 }
+
+/// With `--bus`, a LOGIN on a node that did not listen to the user's rooms
+/// brings the node's copy of them up to date before its SYNC: INBOX right
+/// after it counts what was said elsewhere meanwhile.
+#[test]
+fn a_login_where_the_node_did_not_listen_warms_the_rooms() {
+    let (mut h, a, _) = alice_and_bob_in_r_of(clustered());
+    let conv = h.hub.rooms["#r"];
+    h.hub.subscriptions();
+    h.hub.disconnect(a, &mut Out::default());
+    h.hub.disconnect(SessionId(2), &mut Out::default());
+    assert!(h.hub.subscriptions().is_some());
+    committed_elsewhere(&mut h, conv, 1..=3);
+    let a2 = h.connect();
+    h.send(a2, "LOGIN alice password1");
+    let synced = heads(h.take(a2));
+    assert_eq!(
+        synced,
+        [
+            "OK LOGIN alice",
+            "MSG #r 1",
+            "MSG #r 2",
+            "MSG #r 3",
+            "OK SYNC 3"
+        ]
+    );
+    h.send(a2, "INBOX");
+    let inbox = h.take(a2);
+    assert!(inbox[0].starts_with("INBOX #r public 3 3 0 "), "{inbox:?}");
+}
