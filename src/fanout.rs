@@ -237,10 +237,12 @@ fn messages(
             shared.get_or_insert_with(|| Encoded::new(hub, conv, user, posts))
         };
         for &s in sessions.iter().filter(|&&s| Some(s) != except) {
-            let had = synced
-                .iter()
-                .find(|&&(x, _)| x == s)
-                .map(|&(_, through)| through);
+            // Almost always empty: one test, not a search, per recipient.
+            let had = if synced.is_empty() {
+                None
+            } else {
+                synced.iter().find(|&&(x, _)| x == s).map(|&(_, t)| t)
+            };
             if had.is_none() && origins.binary_search(&s).is_err() {
                 // The common case: the session sent none of the batch.
                 for chunk in &form.chunks {
