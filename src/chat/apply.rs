@@ -116,7 +116,7 @@ impl Hub {
                 if let Membership::Joined { user } | Membership::Added { user, .. } = change {
                     let here = self.users.get(user).is_some_and(|u| !u.sessions.is_empty());
                     if here && self.cfg.clustered && !self.listens_to(conv) {
-                        self.warm(conv, Some(user), out);
+                        self.joined_elsewhere(conv, user, out);
                     }
                 }
                 // The writes were made where the change was committed.

@@ -107,12 +107,14 @@ pub enum Pending {
     /// position check, a new subscription), to be sequenced.
     Fill { conv: ConvId },
     /// The newest messages of a conversation this node did not listen to,
-    /// taken silently as its copy (`--bus`); `joiner` joined elsewhere and
-    /// has sessions here.
+    /// taken silently as its copy (`--bus`); for a user who joined it on
+    /// another node, with where that JOIN put their cursor.
     Warmed {
         conv: ConvId,
-        joiner: Option<UserId>,
+        joiner: Option<(UserId, Seq)>,
     },
+    /// Where a JOIN made on another node put the joiner's cursors (`--bus`).
+    JoinedAt { conv: ConvId, user: UserId },
     /// A JOIN of a conversation this node did not listen to: its replay is
     /// made once the node's copy has been brought up to date (`--bus`).
     ColdJoined(Box<shared::ColdJoin>),
@@ -787,7 +789,8 @@ impl Hub {
                     }
                 }
                 Pending::Fill { conv } => self.filled(conv, answer, out),
-                Pending::Warmed { conv, joiner } => self.warmed(conv, joiner, answer),
+                Pending::Warmed { conv, joiner } => self.warmed(conv, joiner, answer, out),
+                Pending::JoinedAt { conv, user } => self.joined_at(conv, user, answer, out),
                 Pending::ColdJoined(join) => self.cold_joined(*join, log, out),
                 Pending::Said {
                     sid,
@@ -846,7 +849,18 @@ impl Hub {
             // The read is asked again once overdue (`Hub::retry_fills`).
             Pending::Fill { .. } | Pending::LogRead => return,
             // The copy stays as it was: what follows is read as a gap.
-            Pending::Warmed { .. } => return,
+            Pending::Warmed { joiner: None, .. } => return,
+            // The joiner's sessions here hear live again.
+            Pending::Warmed {
+                joiner: Some((user, _)),
+                ..
+            }
+            | Pending::JoinedAt { user, .. } => {
+                for sid in self.sessions_of(user).to_vec() {
+                    self.streamed.forget(sid);
+                }
+                return;
+            }
             Pending::ColdJoined(join) => {
                 self.streamed.forget(join.sid);
                 join.sid

@@ -90,11 +90,17 @@ impl Hub {
             read: last,
         };
         self.cursors.insert((uid, conv), cursor);
-        writes.push(Write::Cursor {
-            user: uid,
-            conv,
-            delivered: last,
-            read: last,
+        // With `--bus` this node's copy may be behind the store: the store
+        // puts the cursors at the end it sees, which other nodes go by.
+        writes.push(if self.cfg.clustered {
+            Write::JoinCursor { user: uid, conv }
+        } else {
+            Write::Cursor {
+                user: uid,
+                conv,
+                delivered: last,
+                read: last,
+            }
         });
     }
 

@@ -220,7 +220,7 @@ impl Hub {
     /// has not listened to, to take as its copy without telling anyone
     /// ([`Hub::warmed`]). Asked before the subscription's own catch-up
     /// read, so that read and the bus bring only what comes later.
-    pub(super) fn warm(&self, conv: ConvId, joiner: Option<UserId>, out: &mut Out) {
+    pub(super) fn warm(&self, conv: ConvId, joiner: Option<(UserId, Seq)>, out: &mut Out) {
         let query = Query::Before {
             conv,
             before: Seq::MAX,
@@ -230,32 +230,90 @@ impl Hub {
             .push(Request::query(query, Pending::Warmed { conv, joiner }));
     }
 
+    /// `user`, with sessions here, joined `conv` on another node, and this
+    /// node does not listen to it. Nothing reaches those sessions live
+    /// until the store has said where the JOIN put the user's cursor (where
+    /// the conversation ended when it committed) and the copy is warmed:
+    /// then they get what was said after the JOIN, and live delivery goes
+    /// on from there.
+    pub(super) fn joined_elsewhere(&mut self, conv: ConvId, user: UserId, out: &mut Out) {
+        for sid in self.sessions_of(user).to_vec() {
+            self.streamed.cover(conv, sid, Seq::MAX);
+        }
+        let query = Query::Ends {
+            user,
+            convs: vec![conv],
+        };
+        out.store
+            .push(Request::query(query, Pending::JoinedAt { conv, user }));
+    }
+
+    /// Where the JOIN elsewhere put the joiner's cursor; the copy is warmed
+    /// next.
+    pub(super) fn joined_at(&mut self, conv: ConvId, user: UserId, answer: Answer, out: &mut Out) {
+        let at = match answer {
+            Answer::Ends(ends) => ends.first().map_or(Seq::ZERO, |e| e.delivered),
+            _ => Seq::ZERO,
+        };
+        self.warm(conv, Some((user, at)), out);
+    }
+
     /// What was said in a conversation before this node listened to it is
     /// history, not news: it becomes the node's copy (its recent messages
     /// and last seq) and is delivered to no one. Only sessions that just
     /// arrived can be members here then, and they get it as such: the
-    /// JOIN's replay, the LOGIN's SYNC. A `joiner` (who joined on another
-    /// node) has their cursors here at its end: their SYNC here starts
-    /// after it, as it does on the node where they joined.
-    pub(super) fn warmed(&mut self, conv: ConvId, joiner: Option<UserId>, answer: Answer) {
-        let Answer::Messages(mut msgs) = answer else {
-            return;
-        };
+    /// JOIN's replay, the LOGIN's SYNC. A `joiner` who joined elsewhere
+    /// (with where that JOIN put their cursor) gets what the copy holds
+    /// past it, and live delivery from the copy's end.
+    pub(super) fn warmed(
+        &mut self,
+        conv: ConvId,
+        joiner: Option<(UserId, Seq)>,
+        answer: Answer,
+        out: &mut Out,
+    ) {
         let recent = self.cfg.recent;
-        let Some(c) = self.convs.get_mut(conv) else {
+        if let (Answer::Messages(mut msgs), Some(c)) = (answer, self.convs.get_mut(conv)) {
+            msgs.sort_by_key(|m| m.seq);
+            if let Some(last) = msgs.last().map(|m| m.seq).filter(|&l| l > c.last_seq) {
+                let skip = msgs.len().saturating_sub(recent);
+                c.recent = msgs.into_iter().skip(skip).map(Msg::from).collect();
+                c.last_seq = last;
+            }
+        }
+        let Some((user, at)) = joiner else {
             return;
         };
-        msgs.sort_by_key(|m| m.seq);
-        if let Some(last) = msgs.last().map(|m| m.seq).filter(|&l| l > c.last_seq) {
-            let skip = msgs.len().saturating_sub(recent);
-            c.recent = msgs.into_iter().skip(skip).map(Msg::from).collect();
-            c.last_seq = last;
-        }
+        let Some(c) = self.convs.get(conv) else {
+            return;
+        };
         let last = c.last_seq;
-        if let Some(uid) = joiner {
-            let cursor = self.cursors.entry((uid, conv)).or_default();
-            cursor.delivered = cursor.delivered.max(last);
-            cursor.read = cursor.read.max(last);
+        let posts: Vec<Posted> = c
+            .recent
+            .iter()
+            .filter(|m| m.seq > at)
+            .map(|m| Posted {
+                origin: None,
+                msg: m.clone(),
+            })
+            .collect();
+        let cursor = self.cursors.entry((user, conv)).or_default();
+        cursor.delivered = cursor.delivered.max(at);
+        cursor.read = cursor.read.max(at);
+        for sid in self.sessions_of(user).to_vec() {
+            self.streamed.cover(conv, sid, last);
+        }
+        if !posts.is_empty() {
+            let to = Audience::user(user, None);
+            let synced = Vec::new();
+            out.event(
+                to,
+                Event::Messages {
+                    conv,
+                    posts,
+                    synced,
+                },
+            );
         }
     }
 

@@ -1228,19 +1228,25 @@ fn a_login_takes_the_read_cursor_saved_elsewhere() {
     assert_eq!(h.take(b), ["UNREAD #r 1"]);
 }
 
-/// With `--bus`, a JOIN of a room this node does not listen to replays the
-/// room's newest messages from the store; what the node hears afterwards
-/// of what was said before the JOIN is not news to the joiner.
-#[test]
-fn a_join_where_the_node_did_not_listen_replays_from_the_store() {
+/// A clustered hub that knows `#r` (alice founded it) but no longer
+/// listens to it: its only member here logged out.
+fn room_nobody_here_listens_to() -> (Harness, ConvId) {
     let mut h = clustered();
     let a = h.user("alice");
     h.send(a, "JOIN #r");
     let conv = h.hub.rooms["#r"];
     assert!(h.hub.subscriptions().is_some());
-    // Nobody here listens to #r any more; another node's members talk.
     h.hub.disconnect(a, &mut Out::default());
     assert!(h.hub.subscriptions().is_some());
+    (h, conv)
+}
+
+/// With `--bus`, a JOIN of a room this node does not listen to replays the
+/// room's newest messages from the store; what the node hears afterwards
+/// of what was said before the JOIN is not news to the joiner.
+#[test]
+fn a_join_where_the_node_did_not_listen_replays_from_the_store() {
+    let (mut h, conv) = room_nobody_here_listens_to();
     committed_elsewhere(&mut h, conv, 1..=3);
     let b = h.user("bob");
     h.send(b, "JOIN #r");
@@ -1283,4 +1289,42 @@ fn a_login_where_the_node_did_not_listen_warms_the_rooms() {
     h.send(a2, "INBOX");
     let inbox = h.take(a2);
     assert!(inbox[0].starts_with("INBOX #r public 3 3 0 "), "{inbox:?}");
+}
+
+/// With `--bus`, a user with a session here joins, on another node, a room
+/// this node does not listen to: the session gets what was said after the
+/// JOIN (where the store put the joiner's cursor), nothing from before,
+/// and then the bus's news, each once.
+#[test]
+fn a_join_elsewhere_brings_what_followed_it_to_the_sessions_here() {
+    let (mut h, conv) = room_nobody_here_listens_to();
+    let c = h.user("carol");
+    let carol = h.hub.by_name["carol"];
+    committed_elsewhere(&mut h, conv, 1..=5);
+    // The JOIN on the other node committed when #r ended at 3.
+    let joined_at = Write::Cursor {
+        user: carol,
+        conv,
+        delivered: Seq(3),
+        read: Seq(3),
+    };
+    store::run_batch(
+        &mut h.db,
+        vec![store::Request::write(vec![joined_at], None::<()>)],
+    );
+    let joined = Change::Membership {
+        conv,
+        change: Membership::Joined { user: carol },
+    };
+    let mut out = Out::default();
+    h.hub.remote(Shared::Change(joined), &mut out);
+    h.drain(out);
+    assert_eq!(
+        heads(h.take(c)),
+        ["JOINED #r carol", "MSG #r 4", "MSG #r 5"]
+    );
+    let mut out = Out::default();
+    h.hub.remote(posted_elsewhere(conv, &[4, 5, 6]), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(c)), ["MSG #r 6"]);
 }

@@ -68,6 +68,14 @@ pub enum Write {
         delivered: Seq,
         read: Seq,
     },
+    /// A joiner's cursors, both at the conversation's last seq as this
+    /// transaction sees it (merged by maximum like [`Write::Cursor`]): with
+    /// a shared database the joining node's copy may be behind, and the
+    /// other nodes take the joiner's start from here.
+    JoinCursor {
+        user: UserId,
+        conv: ConvId,
+    },
     /// An attachment body now on disk.
     Blob {
         id: String,

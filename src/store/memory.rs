@@ -454,6 +454,14 @@ impl Tables {
                 let c = self.cursors.entry((*user, *conv)).or_default();
                 *c = (c.0.max(*delivered), c.1.max(*read));
             }
+            Write::JoinCursor { user, conv } => {
+                let last = self
+                    .conv_messages(*conv)
+                    .last()
+                    .map_or(Seq::ZERO, |m| m.seq);
+                let c = self.cursors.entry((*user, *conv)).or_default();
+                *c = (c.0.max(last), c.1.max(last));
+            }
             Write::Blob { id, size, mime } => {
                 self.blobs
                     .entry(id.clone())

@@ -730,3 +730,53 @@ fn conversation_ends_carry_the_users_cursor() {
         assert_eq!(ends(db, UserId(5)), [(0, 0, 0), (2, 0, 0)], "{name}");
     });
 }
+
+/// A joiner's cursors land at the conversation's end as the transaction
+/// sees it, its own messages included, and never move a cursor back.
+#[test]
+fn a_join_cursor_is_the_conversations_end() {
+    each_backend(|name, db| {
+        let mut writes = room_of_poster();
+        writes.extend([message(1, "one"), message(2, "two")]);
+        writes.push(Write::JoinCursor {
+            user: UserId(5),
+            conv: ConvId(0),
+        });
+        run_batch(db, vec![Request::write(writes, Some(()))])[0]
+            .1
+            .as_ref()
+            .unwrap();
+        let later = vec![
+            Write::Cursor {
+                user: UserId(6),
+                conv: ConvId(0),
+                delivered: Seq(9),
+                read: Seq(9),
+            },
+            post("three"),
+            Write::JoinCursor {
+                user: UserId(6),
+                conv: ConvId(0),
+            },
+            Write::JoinCursor {
+                user: UserId(7),
+                conv: ConvId(0),
+            },
+        ];
+        run_batch(db, vec![Request::write(later, Some(()))])[0]
+            .1
+            .as_ref()
+            .unwrap();
+        for (user, want) in [(5, (3, 2, 2)), (6, (3, 9, 9)), (7, (3, 3, 3))] {
+            let query = Query::Ends {
+                user: UserId(user),
+                convs: vec![ConvId(0)],
+            };
+            let got = match ask(db, query) {
+                Ok(Answer::Ends(ends)) => (ends[0].last.0, ends[0].delivered.0, ends[0].read.0),
+                other => panic!("{name}: {other:?}"),
+            };
+            assert_eq!(got, want, "{name}: user {user}");
+        }
+    });
+}

@@ -538,6 +538,16 @@ fn apply_row(db: &mut Tx<'_>, w: &Write) -> Result<(), StoreError> {
                 &[&id(conv.0), &seq_param(*seq), blob],
             )?;
         }
+        Write::JoinCursor { user, conv } => {
+            db.execute(
+                "INSERT INTO cursors (user_id, conv, delivered, read)
+                 SELECT $1, id, last_seq, last_seq FROM convs WHERE id = $2
+                 ON CONFLICT (user_id, conv) DO UPDATE SET
+                 delivered = GREATEST(cursors.delivered, excluded.delivered),
+                 read = GREATEST(cursors.read, excluded.read)",
+                &[&id(user.0), &id(conv.0)],
+            )?;
+        }
         Write::Cursor {
             user,
             conv,

@@ -91,20 +91,24 @@ impl<'a> TxSeqs<'a> {
         tx: &rusqlite::Transaction<'_>,
         conv: ConvId,
     ) -> Result<Seq, rusqlite::Error> {
-        let last = match self.own.get(&conv).or(self.committed.0.get(&conv)) {
-            Some(&last) => last,
-            // One seek down the primary key, the first time only.
-            None => tx
+        // One seek down the primary key, the first time only.
+        let seq = self.last(tx, conv)?.next();
+        self.own.insert(conv, seq);
+        Ok(seq)
+    }
+
+    /// The last seq of `conv` as this transaction sees it.
+    fn last(&self, tx: &rusqlite::Transaction<'_>, conv: ConvId) -> Result<Seq, rusqlite::Error> {
+        match self.own.get(&conv).or(self.committed.0.get(&conv)) {
+            Some(&last) => Ok(last),
+            None => Ok(tx
                 .prepare_cached(
                     "SELECT seq FROM messages WHERE conv = ?1 ORDER BY seq DESC LIMIT 1",
                 )?
                 .query_row([conv], |r| r.get(0))
                 .optional()?
-                .unwrap_or(Seq::ZERO),
-        };
-        let seq = last.next();
-        self.own.insert(conv, seq);
-        Ok(seq)
+                .unwrap_or(Seq::ZERO)),
+        }
     }
 
     /// A message with a seq chosen elsewhere (`--durability async`).
@@ -323,6 +327,16 @@ pub(super) fn apply<'a>(
             });
             Ok(None)
         }
+        &Write::JoinCursor { user, conv } => {
+            let last = seqs.last(tx, conv)?;
+            rows.cursors.push(CursorRow {
+                user,
+                conv,
+                delivered: last,
+                read: last,
+            });
+            Ok(None)
+        }
         other => apply_row(tx, other).map(|()| None),
     }
 }
@@ -336,6 +350,7 @@ fn apply_row(tx: &rusqlite::Transaction<'_>, w: &Write) -> Result<(), rusqlite::
         | Write::Post(_)
         | Write::Message(_)
         | Write::Cursor { .. }
+        | Write::JoinCursor { .. }
         | Write::Log(_) => {
             return Err(rusqlite::Error::ToSqlConversionFailure(
                 "a message, a cursor, a log entry or an assigning write outside apply".into(),
