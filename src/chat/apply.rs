@@ -115,7 +115,9 @@ impl Hub {
                 // them here either.
                 if let Membership::Joined { user } | Membership::Added { user, .. } = change {
                     let here = self.users.get(user).is_some_and(|u| !u.sessions.is_empty());
-                    if here && self.cfg.clustered && !self.listens_to(conv) {
+                    // Heard twice (the bus and the log), it acts once.
+                    let new = !self.conv_has_member(conv, user);
+                    if here && new && self.cfg.clustered && !self.listens_to(conv) {
                         self.joined_elsewhere(conv, user, out);
                     }
                 }

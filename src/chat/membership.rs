@@ -168,7 +168,7 @@ impl Hub {
 }
 
 impl Hub {
-    fn conv_has_member(&self, conv: ConvId, user: UserId) -> bool {
+    pub(super) fn conv_has_member(&self, conv: ConvId, user: UserId) -> bool {
         self.convs
             .get(conv)
             .is_some_and(|c| c.member(user).is_some())

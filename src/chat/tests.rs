@@ -1328,3 +1328,27 @@ fn a_join_elsewhere_brings_what_followed_it_to_the_sessions_here() {
     h.drain(out);
     assert_eq!(heads(h.take(c)), ["MSG #r 6"]);
 }
+
+/// A JOIN elsewhere heard twice in one turn (the bus, then the change
+/// log) brings what followed it once.
+#[test]
+fn a_join_elsewhere_heard_twice_brings_it_once() {
+    let (mut h, conv) = room_nobody_here_listens_to();
+    let c = h.user("carol");
+    let carol = h.hub.by_name["carol"];
+    committed_elsewhere(&mut h, conv, 1..=2);
+    let joined = || {
+        Shared::Change(Change::Membership {
+            conv,
+            change: Membership::Joined { user: carol },
+        })
+    };
+    let mut out = Out::default();
+    h.hub.remote(joined(), &mut out);
+    h.hub.remote(joined(), &mut out);
+    h.drain(out);
+    assert_eq!(
+        heads(h.take(c)),
+        ["JOINED #r carol", "MSG #r 1", "MSG #r 2"]
+    );
+}
