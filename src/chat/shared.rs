@@ -284,7 +284,12 @@ impl Hub {
         let Some((user, at)) = joiner else {
             return;
         };
-        let Some(c) = self.convs.get(conv) else {
+        // Gone again meanwhile (LEAVE, KICK): nothing to send, and nothing
+        // held back from their sessions should they come back.
+        let Some(c) = self.convs.get(conv).filter(|c| c.member(user).is_some()) else {
+            for sid in self.sessions_of(user).to_vec() {
+                self.streamed.cover(conv, sid, Seq::ZERO);
+            }
             return;
         };
         let last = c.last_seq;

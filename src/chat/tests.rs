@@ -1352,3 +1352,32 @@ fn a_join_elsewhere_heard_twice_brings_it_once() {
         ["JOINED #r carol", "MSG #r 1", "MSG #r 2"]
     );
 }
+
+/// A user who joined elsewhere and left again before this node had warmed
+/// the room gets nothing of it here, and hears it live after a new JOIN
+/// (here, once the node listens).
+#[test]
+fn a_join_elsewhere_undone_before_the_warming_sends_nothing() {
+    let (mut h, conv) = room_nobody_here_listens_to();
+    let c = h.user("carol");
+    let carol = h.hub.by_name["carol"];
+    committed_elsewhere(&mut h, conv, 1..=2);
+    let membership = |change| Shared::Change(Change::Membership { conv, change });
+    let mut out = Out::default();
+    h.hub
+        .remote(membership(Membership::Joined { user: carol }), &mut out);
+    h.hub
+        .remote(membership(Membership::Left { user: carol }), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(c)), ["LEFT #r carol"]);
+    // dave makes the node listen to #r; then carol joins again, here.
+    let d = h.user("dave");
+    h.send(d, "JOIN #r");
+    assert!(h.hub.subscriptions().is_some());
+    h.send(c, "JOIN #r");
+    h.take(c);
+    let mut out = Out::default();
+    h.hub.remote(posted_elsewhere(conv, &[3]), &mut out);
+    h.drain(out);
+    assert_eq!(heads(h.take(c)), ["MSG #r 3"]);
+}
