@@ -140,6 +140,13 @@ impl Harness {
         self.drain(out);
     }
 
+    /// A fact from another node, handled as the bus hands it over.
+    fn remote(&mut self, shared: Shared) {
+        let mut out = Out::default();
+        self.hub.remote(shared, &mut out);
+        self.drain(out);
+    }
+
     /// Lines from several sessions handled in one loop turn, in order.
     fn turn(&mut self, lines: &[(SessionId, &str)]) {
         let mut out = Out::default();
@@ -1060,15 +1067,10 @@ fn a_message_past_a_gap_waits_for_the_store() {
     let conv = h.hub.rooms["#r"];
     // Another node committed two messages; the bus brings only the second.
     committed_elsewhere(&mut h, conv, 1..=2);
-    let bus_brings = |h: &mut Harness, seqs: &[u64]| {
-        let mut out = Out::default();
-        h.hub.remote(posted_elsewhere(conv, seqs), &mut out);
-        h.drain(out);
-    };
-    bus_brings(&mut h, &[2]);
+    h.remote(posted_elsewhere(conv, &[2]));
     assert_eq!(heads(h.take(a)), ["MSG #r 1", "MSG #r 2"]);
     // The same message again (Redis or the store) is dropped.
-    bus_brings(&mut h, &[2]);
+    h.remote(posted_elsewhere(conv, &[2]));
     assert!(h.take(a).is_empty());
     assert_eq!(h.hub.sequencer_counts(), (0, 2, 0));
 }
@@ -1207,9 +1209,7 @@ fn a_sync_starts_where_any_node_delivered() {
 fn a_login_takes_the_read_cursor_saved_elsewhere() {
     let (mut h, _, b) = alice_and_bob_in_r_of(clustered());
     let conv = h.hub.rooms["#r"];
-    let mut out = Out::default();
-    h.hub.remote(posted_elsewhere(conv, &[1, 2, 3]), &mut out);
-    h.drain(out);
+    h.remote(posted_elsewhere(conv, &[1, 2, 3]));
     assert_eq!(heads(h.take(b)), ["MSG #r 1", "MSG #r 2", "MSG #r 3"]);
     let bob = h.hub.by_name["bob"];
     let cursor = Write::Cursor {
@@ -1255,9 +1255,7 @@ fn a_join_where_the_node_did_not_listen_replays_from_the_store() {
         ["OK JOIN #r", "MSG #r 1", "MSG #r 2", "MSG #r 3"]
     );
     // The subscription's catch-up and the bus bring 2 and 3 again, then 4.
-    let mut out = Out::default();
-    h.hub.remote(posted_elsewhere(conv, &[2, 3, 4]), &mut out);
-    h.drain(out);
+    h.remote(posted_elsewhere(conv, &[2, 3, 4]));
     assert_eq!(heads(h.take(b)), ["MSG #r 4"]);
 }
 
@@ -1316,16 +1314,12 @@ fn a_join_elsewhere_brings_what_followed_it_to_the_sessions_here() {
         conv,
         change: Membership::Joined { user: carol },
     };
-    let mut out = Out::default();
-    h.hub.remote(Shared::Change(joined), &mut out);
-    h.drain(out);
+    h.remote(Shared::Change(joined));
     assert_eq!(
         heads(h.take(c)),
         ["JOINED #r carol", "MSG #r 4", "MSG #r 5"]
     );
-    let mut out = Out::default();
-    h.hub.remote(posted_elsewhere(conv, &[4, 5, 6]), &mut out);
-    h.drain(out);
+    h.remote(posted_elsewhere(conv, &[4, 5, 6]));
     assert_eq!(heads(h.take(c)), ["MSG #r 6"]);
 }
 
@@ -1376,8 +1370,6 @@ fn a_join_elsewhere_undone_before_the_warming_sends_nothing() {
     assert!(h.hub.subscriptions().is_some());
     h.send(c, "JOIN #r");
     h.take(c);
-    let mut out = Out::default();
-    h.hub.remote(posted_elsewhere(conv, &[3]), &mut out);
-    h.drain(out);
+    h.remote(posted_elsewhere(conv, &[3]));
     assert_eq!(heads(h.take(c)), ["MSG #r 3"]);
 }
