@@ -14,7 +14,9 @@
 use super::changes::{LOG_READ_ROWS, Ready};
 use super::output::{Audience, Emit, Event, Progress};
 use super::sync::Cursor;
-use super::{Change, ConvId, Hub, Msg, Out, Pending, Posted, Reply, Seq, SessionId, UserId};
+use super::{
+    Change, ConvId, Hub, Msg, MsgState, Out, Pending, Posted, Reply, Seq, SessionId, UserId,
+};
 use crate::store::{Answer, Query, Request, StoredMessage, Write};
 
 /// Messages one read of a conversation's gap asks the store for; a longer
@@ -218,8 +220,10 @@ impl Hub {
 
     /// Asks the store for the newest messages of `conv`, which this node
     /// has not listened to, to take as its copy without telling anyone
-    /// ([`Hub::warmed`]). Asked before the subscription's own catch-up
-    /// read, so that read and the bus bring only what comes later.
+    /// ([`Hub::warmed`]). Asked in the turn that makes the node listen,
+    /// before the subscription's own catch-up read, so that read and the
+    /// bus bring only what comes later (for a JOIN elsewhere, one read
+    /// later: its joiner's sessions hear nothing live meanwhile).
     pub(super) fn warm(&self, conv: ConvId, joiner: Option<(UserId, Seq)>, out: &mut Out) {
         let query = Query::Before {
             conv,
@@ -296,7 +300,7 @@ impl Hub {
         let posts: Vec<Posted> = c
             .recent
             .iter()
-            .filter(|m| m.seq > at)
+            .filter(|m| m.seq > at && m.state != MsgState::Deleted)
             .map(|m| Posted {
                 origin: None,
                 msg: m.clone(),
