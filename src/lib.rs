@@ -69,7 +69,10 @@
 //!   reading gaps from the store; node-wide changes are also appended to
 //!   the store's `change_log` in their own transaction, and the hub's
 //!   `chat::ChangeLog` applies them in that log's order, reading from it
-//!   what the bus lost.
+//!   what the bus lost. A node listens to a conversation only while a
+//!   member is logged in there; when it starts to, it first warms its
+//!   copy from the store (`Hub::warmed`), so what was said meanwhile is
+//!   history (a JOIN's replay, a LOGIN's SYNC), not news.
 //! - [`push`]: push notifications to Matrix push gateways on a thread of
 //!   its own. The hub (`chat::push`) queues a row in the message's own
 //!   commit for each member with a pusher who is offline (or away, for a
