@@ -114,7 +114,7 @@ impl Hub {
                 // this node listen: what was said before is not news to
                 // them here either.
                 if let Membership::Joined { user } | Membership::Added { user, .. } = change {
-                    let here = self.users.get(user).is_some_and(|u| !u.sessions.is_empty());
+                    let here = self.users.get(user).is_some_and(|u| u.online());
                     // Heard twice (the bus and the log), it acts once.
                     let new = !self.conv_has_member(conv, user);
                     if here && new && self.cfg.clustered && !self.listens_to(conv) {

@@ -79,13 +79,20 @@ impl Hub {
 
     /// Another node moved `user`'s read cursor in `conv` to `seq`: the
     /// cursor follows (storage has it from that node), and the sessions
-    /// here hear the new count.
-    pub(super) fn read_elsewhere(&mut self, user: UserId, conv: ConvId, seq: Seq, out: &mut Out) {
+    /// here but `except` hear the new count.
+    pub(super) fn read_elsewhere(
+        &mut self,
+        user: UserId,
+        conv: ConvId,
+        seq: Seq,
+        except: Option<SessionId>,
+        out: &mut Out,
+    ) {
         let c = self.cursors.entry((user, conv)).or_default();
         if seq > c.read {
             c.read = seq;
             c.delivered = c.delivered.max(seq);
-            self.tell_unread(user, conv, None, out);
+            self.tell_unread(user, conv, except, out);
         }
     }
 

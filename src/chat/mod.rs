@@ -724,6 +724,24 @@ impl Hub {
         }
     }
 
+    /// A command's commit is in: its events go out, its answer completes,
+    /// and its change (`--bus`) is published with its change log id.
+    fn replied(
+        &mut self,
+        sid: SessionId,
+        reply: Reply,
+        events: Vec<Emit>,
+        shared: Option<Change>,
+        log: Option<u64>,
+        out: &mut Out,
+    ) {
+        out.emits.extend(events);
+        out.complete(sid, reply);
+        if let Some(change) = shared {
+            self.logged(log, change, out);
+        }
+    }
+
     /// Writes that nobody waits for (last-seen times, for instance).
     fn persist(&mut self, writes: Vec<Write>, out: &mut Out) {
         out.store.push(store::Request::write(writes, None));
@@ -781,13 +799,7 @@ impl Hub {
                     reply,
                     events,
                     shared,
-                } => {
-                    out.emits.extend(events);
-                    out.complete(sid, reply);
-                    if let Some(change) = shared {
-                        self.logged(log, change, out);
-                    }
-                }
+                } => self.replied(sid, reply, events, shared, log, out),
                 Pending::Fill { conv } => self.filled(conv, answer, out),
                 Pending::Warmed { conv, joiner } => self.warmed(conv, joiner, answer, out),
                 Pending::JoinedAt { conv, user } => self.joined_at(conv, user, answer, out),
@@ -850,19 +862,15 @@ impl Hub {
             Pending::Fill { .. } | Pending::LogRead => return,
             // The copy stays as it was: what follows is read as a gap.
             Pending::Warmed { joiner: None, .. } => return,
-            // The joiner's sessions here hear live again.
             Pending::Warmed {
+                conv,
                 joiner: Some((user, _)),
-                ..
             }
-            | Pending::JoinedAt { user, .. } => {
-                for sid in self.sessions_of(user).to_vec() {
-                    self.streamed.forget(sid);
-                }
-                return;
+            | Pending::JoinedAt { conv, user } => {
+                return self.joined_elsewhere_undone(conv, user);
             }
             Pending::ColdJoined(join) => {
-                self.streamed.forget(join.sid);
+                self.streamed.uncover(join.conv, join.sid);
                 join.sid
             }
             // Only the other nodes miss it (an AWAY, a rejected pusher):

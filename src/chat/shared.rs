@@ -208,7 +208,7 @@ impl Hub {
                 sender,
                 progress,
             } => super::sync::tell_receipt(conv, seq, reader, sender, progress, out),
-            Shared::Read { conv, user, seq } => self.read_elsewhere(user, conv, seq, out),
+            Shared::Read { conv, user, seq } => self.read_elsewhere(user, conv, seq, None, out),
         }
     }
 
@@ -291,9 +291,7 @@ impl Hub {
         // Gone again meanwhile (LEAVE, KICK): nothing to send, and nothing
         // held back from their sessions should they come back.
         let Some(c) = self.convs.get(conv).filter(|c| c.member(user).is_some()) else {
-            for sid in self.sessions_of(user).to_vec() {
-                self.streamed.cover(conv, sid, Seq::ZERO);
-            }
+            self.joined_elsewhere_undone(conv, user);
             return;
         };
         let last = c.last_seq;
@@ -323,6 +321,14 @@ impl Hub {
                     synced,
                 },
             );
+        }
+    }
+
+    /// A JOIN elsewhere that this node will not complete (undone meanwhile,
+    /// or its read failed): the joiner's sessions hear `conv` live again.
+    pub(super) fn joined_elsewhere_undone(&mut self, conv: ConvId, user: UserId) {
+        for sid in self.sessions_of(user).to_vec() {
+            self.streamed.uncover(conv, sid);
         }
     }
 
@@ -359,15 +365,14 @@ impl Hub {
         }
         let last = self.convs.get(conv).map_or(Seq::ZERO, |c| c.last_seq);
         self.streamed.cover(conv, sid, last);
-        // Saved with the next cursor flush: the JOIN's own write had the
-        // node's copy as it was before.
-        *self.cursor_mut(uid, conv) = Cursor {
+        // In memory only: the JOIN's own write (`Write::JoinCursor`) put the
+        // stored cursors at the end its transaction saw, which is no earlier.
+        let cursor = Cursor {
             delivered: last,
             read: last,
         };
-        out.emits.extend(events);
-        out.complete(sid, reply);
-        self.logged(log, change, out);
+        self.cursors.insert((uid, conv), cursor);
+        self.replied(sid, reply, events, Some(change), log, out);
     }
 
     /// Committed messages of `conv`, from any source, into the tables in

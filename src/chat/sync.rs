@@ -86,6 +86,17 @@ impl Streamed {
         }
     }
 
+    /// Live delivery of `conv` reaches `sid` again (what held it back was
+    /// undone or failed); its other conversations keep theirs.
+    pub(super) fn uncover(&mut self, conv: ConvId, sid: SessionId) {
+        if let Some(covered) = self.0.get_mut(&conv) {
+            covered.retain(|&(s, _)| s != sid);
+            if covered.is_empty() {
+                self.0.remove(&conv);
+            }
+        }
+    }
+
     /// `sid` is gone, or its SYNC failed: live delivery reaches it again.
     pub(super) fn forget(&mut self, sid: SessionId) {
         self.0.retain(|_, covered| {
@@ -98,8 +109,8 @@ impl Streamed {
 /// Where a SYNC's ranges start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// At this user's delivered cursors (SYNC, LOGIN).
-    Cursors(UserId),
+    /// At the user's delivered cursors (SYNC, LOGIN).
+    Cursors,
     /// Where the client said (`SYNC <conv> <after-seq>`).
     Asked,
 }
@@ -259,7 +270,7 @@ impl Hub {
     /// LOGIN implies SYNC: the missed messages follow the OK LOGIN.
     pub(super) fn sync_after_login(&mut self, sid: SessionId, uid: UserId, out: &mut Out) {
         let ranges = self.missed(uid);
-        self.start_sync(sid, uid, ranges, Start::Cursors(uid), out);
+        self.start_sync(sid, uid, ranges, Start::Cursors, out);
     }
 
     fn start_sync(
@@ -317,19 +328,18 @@ impl Hub {
             _ => Vec::new(),
         };
         let mut stored = stored.into_iter();
+        // Whose cursors the ranges start at, if they do.
+        let resumed = self.user_of(sid).filter(|_| from == Start::Cursors);
         for r in &mut ranges {
             let heard = self.convs.get(r.conv).map_or(Seq::ZERO, |c| c.last_seq);
             let end = stored.next().unwrap_or_default();
             r.upto = r.upto.max(heard).max(end.last);
-            if let Start::Cursors(uid) = from {
+            if let Some(uid) = resumed {
                 r.after = r.after.max(end.delivered);
                 let cursor = self.cursors.entry((uid, r.conv)).or_default();
                 cursor.delivered = cursor.delivered.max(end.delivered);
-                if end.read > cursor.read {
-                    cursor.read = end.read;
-                    // The syncing session asks INBOX if it wants counts.
-                    self.tell_unread(uid, r.conv, Some(sid), out);
-                }
+                // The syncing session asks INBOX if it wants counts.
+                self.read_elsewhere(uid, r.conv, end.read, Some(sid), out);
             }
             self.streamed.cover(r.conv, sid, r.upto);
         }
