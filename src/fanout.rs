@@ -35,8 +35,8 @@ pub enum Wire {
     Deliver { line: Bytes, conv: ConvId, seq: Seq },
     /// The current command's answer comes later, through `Complete`.
     Defer,
-    /// The answer to the oldest deferred command.
-    Complete(Bytes),
+    /// The answer to a deferred command: the oldest, or the stream's.
+    Complete(Bytes, Answering),
     /// Part of the answer to the newest deferred command (a SYNC stream);
     /// a tagged part is reported like `Deliver` once written.
     Partial {
@@ -50,6 +50,16 @@ pub enum Wire {
     Close,
     /// Answer STATS here.
     Stats,
+}
+
+/// Which deferred command a [`Wire::Complete`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// The oldest one still waiting: commands answer in the order sent.
+    Oldest,
+    /// The newest one, a stream (SYNC), which may end before commands sent
+    /// ahead of it have their answers.
+    Stream,
 }
 
 /// Turns `emits` into bytes per session, appended to `wire`.
@@ -78,7 +88,8 @@ fn encode_output(hub: &Hub, sid: SessionId, output: Output) -> Wire {
     let viewer = hub.user_of(sid);
     match output {
         Output::Reply(r) => Wire::Reply(codec::reply(&r, viewer, hub)),
-        Output::Complete(r) => Wire::Complete(codec::reply(&r, viewer, hub)),
+        Output::Complete(r) => Wire::Complete(codec::reply(&r, viewer, hub), Answering::Oldest),
+        Output::Finish(r) => Wire::Complete(codec::reply(&r, viewer, hub), Answering::Stream),
         Output::Defer => Wire::Defer,
         Output::Partial(part) => {
             let Part::Messages { conv, upto, .. } = part;

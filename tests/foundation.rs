@@ -198,6 +198,33 @@ fn pipelined_commands_are_answered_in_order() {
     }
 }
 
+/// A SYNC answered from memory ends before the SAY sent ahead of it is on
+/// disk; its answer still comes after the SAY's.
+#[test]
+fn a_sync_pipelined_after_a_say_answers_after_it() {
+    let s = Server::start();
+    let mut c = s.user("pipe");
+    c.send("JOIN #p");
+    c.expect("OK JOIN #p created");
+    for i in 1..=20 {
+        c.send_raw(format!("SAY #p n{i}\nSYNC #p 0\n").as_bytes());
+        c.expect_prefix(&format!("OK SAY #p {i} "));
+        // Read in the SAY's turn, the SYNC sees the messages before it
+        // (protocol.md, section 6): all of them, in order, then its OK.
+        let mut j = 0;
+        loop {
+            let line = c.line();
+            if line.starts_with("OK SYNC ") {
+                assert_eq!(line, format!("OK SYNC {j}"));
+                break;
+            }
+            j += 1;
+            assert_eq!(msg(&line), format!("MSG #p {j} pipe n{j}"));
+        }
+        assert!(j == i - 1 || j == i, "{j} messages for SYNC number {i}");
+    }
+}
+
 #[test]
 fn slow_consumer_is_dropped_and_others_get_everything_in_order() {
     let s = Server::with_args(&["--max-outbox", "65536"]);

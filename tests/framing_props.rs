@@ -600,7 +600,7 @@ proptest! {
                     for o in &answers {
                         match o {
                             Wire::Defer => open += 1,
-                            Wire::Complete(b) => {
+                            Wire::Complete(b, _) => {
                                 prop_assert!(open > 0, "{:?}: unasked {:?}", input, answers);
                                 open -= 1;
                                 check_answer(b)?;

@@ -876,16 +876,17 @@ impl Hub {
             // Only the other nodes miss it (an AWAY, a rejected pusher):
             // the storage thread has logged why.
             Pending::Logged(_) => return,
+            // A stream's answer is its newest deferred one (`Out::finish`).
             Pending::SyncPlan { sid, .. } => {
                 self.streamed.forget(sid);
                 self.unbusy(sid);
-                sid
+                return out.finish(sid, Reply::Failed(err));
             }
             Pending::SyncChunk { sid } => {
                 self.syncs.remove(&sid);
                 self.streamed.forget(sid);
                 self.unbusy(sid);
-                sid
+                return out.finish(sid, Reply::Failed(err));
             }
             Pending::Reply { sid, .. }
             | Pending::Said { sid, .. }

@@ -467,6 +467,11 @@ pub enum Output {
     Defer,
     /// The answer to the oldest deferred command.
     Complete(Reply),
+    /// The final answer of a stream (SYNC), which is the newest deferred
+    /// command: no command is read while it runs, but commands before it
+    /// may still wait on the disk (a pipelined SAY), and their answers
+    /// keep their places ahead of it.
+    Finish(Reply),
     /// Part of the answer to the newest deferred command (a SYNC stream);
     /// once written, the driver reports the last seq it carried through
     /// [`super::Hub::delivered`].
@@ -503,6 +508,9 @@ impl Out {
     }
     pub fn reply(&mut self, sid: SessionId, reply: Reply) {
         self.to(sid, Output::Reply(reply));
+    }
+    pub fn finish(&mut self, sid: SessionId, reply: Reply) {
+        self.to(sid, Output::Finish(reply));
     }
     pub fn complete(&mut self, sid: SessionId, reply: Reply) {
         self.to(sid, Output::Complete(reply));

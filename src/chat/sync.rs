@@ -391,7 +391,7 @@ impl Hub {
                 let count = job.count;
                 self.syncs.remove(&sid);
                 self.unbusy(sid);
-                out.complete(sid, Reply::Synced(count));
+                out.finish(sid, Reply::Synced(count));
                 return;
             };
             if r.after >= r.upto {

@@ -54,7 +54,7 @@ impl Harness {
     fn record(&mut self, wire: Vec<(SessionId, Wire)>) {
         for (sid, w) in wire {
             let text = match w {
-                Wire::Reply(b) | Wire::Event(b) | Wire::Complete(b) | Wire::Body(b) => {
+                Wire::Reply(b) | Wire::Event(b) | Wire::Complete(b, _) | Wire::Body(b) => {
                     String::from_utf8(b.to_vec()).unwrap()
                 }
                 Wire::Deliver { line, conv, seq } => {

@@ -45,12 +45,12 @@ impl Server {
                     self.push_event(i, line, Some((conv, seq)))
                 }
                 Wire::Defer => session.defer(),
-                Wire::Complete(b) => {
+                Wire::Complete(b, answering) => {
                     if !session.authed && self.hub.user_of(sid).is_some() {
                         session.authed = true;
                         self.unauth.remove(sid);
                     }
-                    for (b, tag) in session.complete(b) {
+                    for (b, tag) in session.complete(b, answering) {
                         self.push(i, b, tag);
                     }
                     if let Some(session) = self.conns.get_mut(i).map(|c| &mut c.session)

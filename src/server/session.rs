@@ -12,6 +12,7 @@ use super::limits::Bucket;
 use super::outbox::{Outbox, Tag};
 use super::slow::SoftClock;
 use crate::chat::SessionId;
+use crate::fanout::Answering;
 use crate::protocol::LineFramer;
 
 /// An entry in the held-replies queue.
@@ -123,11 +124,17 @@ impl Session {
         }
     }
 
-    /// Fills the oldest slot with `line` and returns the answers now free to
-    /// go, in order.
-    pub fn complete(&mut self, line: Bytes) -> Vec<(Bytes, Tag)> {
-        if let Some(slot) = self.held.iter_mut().find(|h| matches!(h, Held::Slot)) {
-            *slot = Held::Ready(line, None);
+    /// Fills the oldest slot (or, for a stream's end, the newest, as
+    /// [`Session::partial`] does) with `line` and returns the answers now
+    /// free to go, in order.
+    pub fn complete(&mut self, line: Bytes, answering: Answering) -> Vec<(Bytes, Tag)> {
+        let is_slot = |h: &Held| matches!(h, Held::Slot);
+        let slot = match answering {
+            Answering::Oldest => self.held.iter().position(is_slot),
+            Answering::Stream => self.held.iter().rposition(is_slot),
+        };
+        if let Some(at) = slot {
+            self.held[at] = Held::Ready(line, None);
         }
         self.release()
     }
@@ -186,10 +193,10 @@ mod tests {
         assert!(!c.closing);
         let text = |v: Vec<(Bytes, Tag)>| v.into_iter().map(|(b, _)| b).collect::<Vec<_>>();
         assert_eq!(
-            text(c.complete(Bytes::from_static(b"b1\n"))),
+            text(c.complete(Bytes::from_static(b"b1\n"), Answering::Oldest)),
             [&b"b1\n"[..]]
         );
-        let rest = text(c.complete(Bytes::from_static(b"b2\n")));
+        let rest = text(c.complete(Bytes::from_static(b"b2\n"), Answering::Oldest));
         assert_eq!(rest, [&b"b2\n"[..], &b"c\n"[..]]);
         assert!(c.closing);
         assert!(c.held.is_empty());
@@ -204,14 +211,38 @@ mod tests {
             c.partial(Bytes::from_static(b"m1\n"), Some((ConvId(1), Seq(1))))
                 .is_empty()
         );
-        let out = c.complete(Bytes::from_static(b"ok say\n"));
+        let out = c.complete(Bytes::from_static(b"ok say\n"), Answering::Oldest);
         assert_eq!(out.len(), 2);
         assert_eq!(
             out[1],
             (Bytes::from_static(b"m1\n"), Some((ConvId(1), Seq(1))))
         );
         assert_eq!(c.partial(Bytes::from_static(b"m2\n"), None).len(), 1);
-        assert_eq!(c.complete(Bytes::from_static(b"ok sync\n")).len(), 1);
+        assert_eq!(
+            c.complete(Bytes::from_static(b"ok sync\n"), Answering::Stream)
+                .len(),
+            1
+        );
+        assert!(c.held.is_empty());
+    }
+
+    /// A SYNC that ends before the SAY sent ahead of it is committed keeps
+    /// its place behind the SAY's answer.
+    #[test]
+    fn a_stream_that_ends_first_still_answers_after_earlier_commands() {
+        let mut c = session();
+        c.defer(); // SAY, waiting on the disk
+        c.defer(); // SYNC, over at once
+        assert!(
+            c.complete(Bytes::from_static(b"ok sync\n"), Answering::Stream)
+                .is_empty()
+        );
+        let out: Vec<Bytes> = c
+            .complete(Bytes::from_static(b"ok say\n"), Answering::Oldest)
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(out, [&b"ok say\n"[..], &b"ok sync\n"[..]]);
         assert!(c.held.is_empty());
     }
 }
